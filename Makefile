@@ -1,0 +1,71 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CONSTRAINTS := constraints.txt
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-unit test-integration test-infrastructure test-e2e synth schemas bench \
+        bench-% setup-demo setup-test setup-cdk mosquitto clean lint
+
+# --- set-up -------------------------------------------------------------------------------------
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[gateway,dev]'
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[gateway,cdk,dev]'
+	touch $@ $(VENV)/.demo-installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+mosquitto:
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+
+setup-demo: $(VENV)/.demo-installed mosquitto
+setup-test: $(VENV)/.test-installed node_modules/.installed mosquitto
+setup-cdk: $(VENV)/.test-installed node_modules/.installed
+
+# --- the two commands ---------------------------------------------------------------------------
+demo: setup-demo
+	$(VENV)/bin/edgeloop demo
+
+test: setup-test
+	$(PY) -m pytest tests
+
+test-unit: setup-test
+	$(PY) -m pytest tests/unit
+test-integration: setup-test
+	$(PY) -m pytest tests/integration
+test-infrastructure: setup-test
+	$(PY) -m pytest tests/infrastructure
+test-e2e: setup-test
+	$(PY) -m pytest tests/e2e
+
+# --- the rest -----------------------------------------------------------------------------------
+synth: setup-cdk
+	npx cdk synth --no-notices --quiet
+
+schemas: $(VENV)/.demo-installed
+	$(PY) -m edgeloop.schemas.export
+
+bench: setup-test
+	$(PY) -m benchmarks all
+
+bench-%: setup-test
+	$(PY) -m benchmarks $*
+
+clean:
+	rm -rf cdk.out .pytest_cache demo-report.html .edgeloop

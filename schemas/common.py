@@ -1,0 +1,48 @@
+"""Shared field types for every contract."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")  # AWS IoT thing-name alphabet
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+def _thing_name(value: str) -> str:
+    if not _THING_NAME.match(value):
+        raise ValueError(f"thing name {value!r} must match {_THING_NAME.pattern}")
+    return value
+
+
+def _semver(value: str) -> str:
+    if not _SEMVER.match(value):
+        raise ValueError(f"version {value!r} is not MAJOR.MINOR.PATCH")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {value.isoformat()} has no time zone")
+    return value.astimezone(timezone.utc)
+
+
+ThingName = Annotated[str, AfterValidator(_thing_name)]
+SemVer = Annotated[str, AfterValidator(_semver)]
+UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def semver_key(version: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(p) for p in _semver(version).split("."))
+    return major, minor, patch
+
+
+class Contract(BaseModel):
+    """Base of every message, record and manifest: strict about unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

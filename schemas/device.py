@@ -1,0 +1,65 @@
+"""Devices: what a gateway says about itself, what it reports, and what the registry keeps."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from .common import Contract, Identifier, SemVer, ThingName, UtcDatetime
+from .model import Architecture, Precision
+
+
+class DeviceStatus(StrEnum):
+    REGISTERED = "registered"  # announced, no model yet
+    PENDING = "pending"  # an update is on its way
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    ROLLED_BACK = "rolled_back"
+    OFFLINE = "offline"
+
+
+class DeviceAnnouncement(Contract):
+    """Published by a gateway on start (announce topic): who and what it is."""
+
+    thing_name: ThingName
+    site: Identifier
+    line_id: Identifier
+    use_case: Identifier
+    architecture: Architecture
+    runtime_version: SemVer
+    supported_precisions: list[Precision] = Field(min_length=1)
+    current_model_version: SemVer | None = None
+    sent_at: UtcDatetime
+
+
+class ModelStatusReport(Contract):
+    """Published by a gateway's update agent (model-status topic) after each update attempt."""
+
+    thing_name: ThingName
+    deployment_id: str
+    model_id: str
+    version: SemVer
+    status: DeviceStatus
+    reason: str = ""
+    sent_at: UtcDatetime
+
+
+class DeviceRecord(Contract):
+    """One device in the registry table (see schemas.names.DEVICE_TABLE_KEYS)."""
+
+    thing_name: ThingName
+    site: Identifier
+    line_id: Identifier
+    use_case: Identifier
+    architecture: Architecture
+    runtime_version: SemVer
+    supported_precisions: list[Precision] = Field(min_length=1)
+    current_model_id: str | None = None
+    current_model_version: SemVer | None = None
+    desired_model_version: SemVer | None = None
+    deployment_id: str | None = None
+    status: DeviceStatus = DeviceStatus.REGISTERED
+    reason: str = ""
+    status_since: UtcDatetime
+    last_seen: UtcDatetime

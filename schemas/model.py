@@ -1,0 +1,97 @@
+"""What a trained model is, what a device needs to run it, and how an update reaches it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from .common import Contract, Identifier, SemVer, Sha256Hex, UtcDatetime
+
+MODEL_FORMAT_VERSION = 1
+
+
+class Architecture(StrEnum):
+    X86_64 = "x86_64"
+    AARCH64 = "aarch64"
+    ARMV7L = "armv7l"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"  # bit-exact with the training library
+    FP16_LEAVES = "fp16-leaves"
+    QUANTIZED = "quantized"
+
+
+class ModelFamily(StrEnum):
+    XGBOOST = "xgboost"
+    LINEAR = "linear"
+
+
+class CompatibilityTier(Contract):
+    """One payload of a model version and the devices that can run it."""
+
+    precision: Precision
+    architectures: list[Architecture] = Field(min_length=1)
+    min_runtime_version: SemVer
+    payload_key: str = Field(description="S3 key of the payload in the model bucket")
+    payload_bytes: int = Field(gt=0)
+    sha256: Sha256Hex
+    max_abs_error: float = Field(ge=0, description="vs the training library on the validation set")
+
+
+class ModelMetrics(Contract):
+    mse: float = Field(ge=0)
+    mae: float = Field(ge=0)
+    precision: dict[str, float] = Field(default_factory=dict, description="per ViolationClass")
+    recall: dict[str, float] = Field(default_factory=dict, description="per ViolationClass")
+    n_train: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+
+
+class ModelManifest(Contract):
+    format_version: int = MODEL_FORMAT_VERSION
+    model_id: str = Field(min_length=1, description="e.g. extrusion-cold-od-line-1")
+    version: SemVer
+    use_case: Identifier
+    line_ids: list[Identifier] = Field(min_length=1)
+    family: ModelFamily
+    target: str
+    features: list[str] = Field(min_length=1, description="feature order the payload expects")
+    feature_schema_hash: Sha256Hex
+    tiers: list[CompatibilityTier] = Field(min_length=1)
+    training_start: UtcDatetime
+    training_end: UtcDatetime
+    training_data_sha256: Sha256Hex
+    metrics: ModelMetrics
+    created_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _tiers_unique(self) -> "ModelManifest":
+        precisions = [t.precision for t in self.tiers]
+        if len(set(precisions)) != len(precisions):
+            raise ValueError(f"tiers repeat a precision: {[p.value for p in precisions]}")
+        return self
+
+    def tier(self, precision: Precision) -> CompatibilityTier:
+        for tier in self.tiers:
+            if tier.precision == precision:
+                return tier
+        raise KeyError(f"model {self.model_id} {self.version} has no {precision.value} tier")
+
+
+class ModelUpdate(Contract):
+    """The configuration merged into the ModelRunner component to deliver a weight-only update.
+
+    Greengrass delivers it as a deployment's configuration merge; the local delivery publishes
+    the same document on the thing's model-update topic.
+    """
+
+    deployment_id: str = Field(min_length=1)
+    model_id: str
+    version: SemVer
+    precision: Precision
+    payload_uri: str = Field(pattern=r"^s3://[^/]+/.+$")
+    sha256: Sha256Hex
+    features: list[str] = Field(min_length=1)
+    feature_schema_hash: Sha256Hex
