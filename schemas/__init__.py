@@ -15,6 +15,7 @@ from .model import (
     ModelMetrics,
     ModelUpdate,
     Precision,
+    feature_schema_hash,
 )
 from .quarantine import QuarantineReason, QuarantineRecord
 from .telemetry import ColumnarSamples, TelemetryBatch, decode_batch, encode_batch
@@ -68,5 +69,6 @@ __all__ = [
     "ViolationClass",
     "decode_batch",
     "encode_batch",
+    "feature_schema_hash",
     "load_use_case",
 ]

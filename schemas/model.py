@@ -95,3 +95,10 @@ class ModelUpdate(Contract):
     sha256: Sha256Hex
     features: list[str] = Field(min_length=1)
     feature_schema_hash: Sha256Hex
+
+
+def feature_schema_hash(features: list[str]) -> str:
+    """Identity of a feature vector layout: names and order. Device and model must agree on it."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(features).encode()).hexdigest()
