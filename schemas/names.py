@@ -56,6 +56,9 @@ def model_package_group_name(use_case: str, line_id: str) -> str:
     return f"{MODEL_PACKAGE_GROUP_PREFIX}-{use_case}-{line_id}".replace("_", "-")
 
 
+# CustomerMetadataProperties of a registered model package: where its ModelManifest lives.
+MANIFEST_URI_METADATA_KEY = "edgeloop:manifest_uri"
+
 # --- Greengrass ----------------------------------------------------------------------------------
 GATEWAY_COMPONENT = "com.edgeloop.Gateway"
 MODEL_RUNNER_COMPONENT = "com.edgeloop.ModelRunner"
@@ -136,3 +139,10 @@ DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
 DEPLOYMENT_TABLE_ENV = "EDGELOOP_DEPLOYMENT_TABLE"
 DELIVERY_ENV = "EDGELOOP_DELIVERY"  # "greengrass" (AWS) or "local"
 USE_CASE_ENV = "EDGELOOP_USE_CASE"
+
+# The embedded local runtime's broker and cloud identity (for LocalDelivery and the bridge).
+LOCAL_BROKER_HOST_ENV = "EDGELOOP_LOCAL_BROKER_HOST"
+LOCAL_BROKER_PORT_ENV = "EDGELOOP_LOCAL_BROKER_PORT"
+LOCAL_CLOUD_CERT_ENV = "EDGELOOP_LOCAL_CLOUD_CERT"
+LOCAL_CLOUD_KEY_ENV = "EDGELOOP_LOCAL_CLOUD_KEY"
+LOCAL_CA_ENV = "EDGELOOP_LOCAL_CA"

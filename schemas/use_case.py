@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import Field, model_validator
 
 from .common import Contract, Identifier
@@ -39,16 +38,35 @@ class UseCaseConfig(Contract):
         return self
 
     @property
+    def prediction_metric(self) -> str:
+        """The metric a gateway publishes its predictions as (event time = the predicted time)."""
+        return f"{self.target_metric}__predicted"
+
+    @property
+    def accepted_metrics(self) -> set[str]:
+        return {*self.metrics, self.prediction_metric}
+
+    @property
     def feature_names(self) -> list[str]:
         return [f"{metric}__{stat}" for metric in self.metrics for stat in self.feature_stats]
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "UseCaseConfig":
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+    def from_file(cls, path: str | Path) -> "UseCaseConfig":
+        """Load a use case from YAML, or from JSON (what the Lambda asset ships: no PyYAML there)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            return cls.model_validate_json(path.read_text())
+        import yaml  # only where configs are authored; not on the Lambda hot path
+
+        return cls.model_validate(yaml.safe_load(path.read_text()))
 
 
 USE_CASES_DIR = Path(__file__).resolve().parent.parent / "sagemaker_pipelines" / "use_cases"
 
 
-def load_use_case(name: str) -> UseCaseConfig:
-    return UseCaseConfig.from_yaml(USE_CASES_DIR / f"{name}.yaml")
+def load_use_case(name: str, directory: Path = USE_CASES_DIR) -> UseCaseConfig:
+    for suffix in (".json", ".yaml"):
+        path = directory / f"{name}{suffix}"
+        if path.exists():
+            return UseCaseConfig.from_file(path)
+    raise FileNotFoundError(f"use case {name!r}: no {name}.json or {name}.yaml in {directory}")
