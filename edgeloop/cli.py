@@ -1,0 +1,106 @@
+"""The `edgeloop` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Close the ML loop between factory gateways and AWS.")
+schemas_app = typer.Typer(no_args_is_help=True, help="The contracts in schemas/.")
+app.add_typer(schemas_app, name="schemas")
+console = Console()
+
+
+def _print_outcome(outcome) -> None:
+    from edgeloop.demo.run import DemoOutcome
+
+    assert isinstance(outcome, DemoOutcome)
+    verdict = "[green]==[/]" if outcome.samples_sent == outcome.samples_landed else "[red]!=[/]"
+    console.print(
+        f"\nsamples sent {outcome.samples_sent:,} {verdict} samples landed {outcome.samples_landed:,}"
+        f"  (quarantined objects: {outcome.samples_quarantined})"
+    )
+    metrics = Table(title="Per-line models (test set = last quarter of history)")
+    for column in ("line", "examples", "MSE", "MAE", "precision (LSL/in/USL)", "recall (LSL/in/USL)"):
+        metrics.add_column(column)
+    order = ("lsl_violation", "in_range", "usl_violation")
+    for model in outcome.models.values():
+        m = model.metrics
+        metrics.add_row(
+            model.line_id,
+            str(model.n_examples),
+            f"{m.mse:.5f}",
+            f"{m.mae:.4f}",
+            " / ".join(f"{m.precision.get(k, float('nan')):.2f}" for k in order),
+            " / ".join(f"{m.recall.get(k, float('nan')):.2f}" for k in order),
+        )
+    console.print(metrics)
+    console.print(fleet_table(outcome.fleet, title="Fleet status (read back from DynamoDB)"))
+    if outcome.report_path:
+        console.print(f"report: {outcome.report_path}")
+
+
+def fleet_table(devices, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("thing", "site", "line", "arch", "runtime", "model version", "status", "reason", "since"):
+        table.add_column(column)
+    for d in devices:
+        style = "green" if d.status.value == "applied" else "yellow"
+        table.add_row(
+            d.thing_name,
+            d.site,
+            d.line_id,
+            d.architecture.value,
+            d.runtime_version,
+            d.current_model_version or "-",
+            f"[{style}]{d.status.value}[/]",
+            d.reason or "-",
+            d.status_since.isoformat(timespec="seconds"),
+        )
+    return table
+
+
+@app.command()
+def demo(
+    lines: int = typer.Option(3, help="simulated extrusion lines, one gateway each"),
+    history_hours: float = typer.Option(6.0, help="simulated history per line before training"),
+    offline_minutes: float = typer.Option(30.0, help="one gateway is offline this long (simulated), then catches up"),
+    live_minutes: float = typer.Option(40.0, help="simulated time scored live with the new model"),
+    seed: int = typer.Option(7),
+    workdir: Path = typer.Option(Path(".edgeloop/demo"), help="certificates, buffers, logs"),
+    report: Path = typer.Option(Path("demo-report.html")),
+) -> None:
+    """Run the whole loop on this machine: gateways -> MQTT -> S3 -> training -> rollout -> live scoring."""
+    from edgeloop.demo.run import run_demo
+    from edgeloop.demo.settings import DemoSettings
+
+    settings = DemoSettings(
+        lines=lines,
+        history_hours=history_hours,
+        offline_minutes=offline_minutes,
+        live_minutes=live_minutes,
+        seed=seed,
+        workdir=workdir,
+        report_path=report,
+    )
+    outcome = run_demo(settings, console)
+    _print_outcome(outcome)
+    if not outcome.ok:
+        console.print("[red]the loop did not close: see above[/]")
+        raise typer.Exit(code=1)
+
+
+@schemas_app.command("export")
+def export_schemas(directory: Path = typer.Argument(None, help="default: schemas/json")) -> None:
+    """Write the JSON Schema of every contract."""
+    from edgeloop.schemas.export import JSON_DIR, write_schemas
+
+    for path in write_schemas(directory or JSON_DIR):
+        console.print(str(path))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""`edgeloop demo`: the whole edge-to-cloud loop on one machine."""

@@ -1,0 +1,117 @@
+"""demo-report.html: predicted vs measured cold OD per line, model metrics and fleet status."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from edgeloop.schemas import names
+
+if TYPE_CHECKING:
+    from edgeloop.demo.run import DemoRun
+
+
+def predicted_vs_measured(curated: pd.DataFrame, target: str, prediction: str, label_window_s: int) -> pd.DataFrame:
+    """Each live prediction beside the measured target averaged over the window it predicts."""
+    predicted = curated[curated.metric == prediction][["time_ms", "value"]].sort_values("time_ms")
+    measured = curated[curated.metric == target][["time_ms", "value"]].sort_values("time_ms")
+    if predicted.empty or measured.empty:
+        return pd.DataFrame(columns=["time", "predicted", "measured"])
+    times = measured.time_ms.to_numpy()
+    cumulative = measured.value.cumsum().to_numpy()
+    starts = predicted.time_ms.to_numpy()
+    lo = times.searchsorted(starts, side="left")
+    hi = times.searchsorted(starts + label_window_s * 1000, side="left")
+    sums = cumulative[hi - 1] - pd.Series(cumulative).shift(1, fill_value=0.0).to_numpy()[lo]
+    counts = hi - lo
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(starts, unit="ms", utc=True),
+            "predicted": predicted.value.to_numpy(),
+            "measured": [s / c if c else float("nan") for s, c in zip(sums, counts)],
+        }
+    )
+    return frame.dropna()
+
+
+def _figure_html(series: dict[str, pd.DataFrame], target: str) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=len(series), cols=1, subplot_titles=list(series), shared_xaxes=False)
+    for row, (line_id, frame) in enumerate(series.items(), start=1):
+        figure.add_trace(
+            go.Scatter(x=frame.time, y=frame.measured, name=f"{line_id} measured", mode="lines"), row=row, col=1
+        )
+        figure.add_trace(
+            go.Scatter(x=frame.time, y=frame.predicted, name=f"{line_id} predicted (gateway)", mode="lines"),
+            row=row,
+            col=1,
+        )
+        figure.update_yaxes(title_text=f"{target} (mm)", row=row, col=1)
+    figure.update_layout(height=320 * len(series), title="Predicted (5 min ahead, on the gateway) vs measured")
+    # the report must open offline, so plotly.js is embedded rather than fetched
+    return figure.to_html(full_html=False, include_plotlyjs=True)
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(demo: "DemoRun", path: Path) -> Path:
+    from edgeloop.functions.compaction.logic import read_curated
+
+    use_case = demo.use_case
+    series = {}
+    for line_id in demo.settings.line_ids():
+        curated = read_curated(names.LOCAL_DATA_BUCKET, line_id)
+        series[line_id] = predicted_vs_measured(
+            curated, use_case.target_metric, use_case.prediction_metric, use_case.label_window_s
+        )
+    outcome = demo.outcome
+    metrics_rows = [
+        [
+            m.line_id,
+            m.n_examples,
+            f"{m.metrics.mse:.5f}",
+            f"{m.metrics.mae:.4f}",
+            ", ".join(f"{k} {v:.2f}" for k, v in sorted(m.metrics.precision.items())),
+            ", ".join(f"{k} {v:.2f}" for k, v in sorted(m.metrics.recall.items())),
+            m.model_package_arn.rsplit("/", 2)[-2] + "/" + m.model_package_arn.rsplit("/", 1)[-1],
+        ]
+        for m in outcome.models.values()
+    ]
+    fleet_rows = [
+        [d.thing_name, d.site, d.line_id, d.architecture.value, d.runtime_version,
+         d.current_model_version or "-", d.status.value, d.reason or "-", d.last_seen.isoformat(timespec="seconds")]
+        for d in outcome.fleet
+    ]
+    live_rows = [
+        [line_id, len(frame), f"{(frame.predicted - frame.measured).abs().mean():.4f}" if len(frame) else "-"]
+        for line_id, frame in series.items()
+    ]
+    document = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>edgeloop demo report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}}
+table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
+th{{background:#f3f3f3}}</style></head><body>
+<h1>edgeloop demo report</h1>
+<p>Samples accepted by the gateways: <b>{outcome.samples_sent:,}</b>; landed in curated storage (unique by thing and
+sequence number): <b>{outcome.samples_landed:,}</b>; quarantined objects: {outcome.samples_quarantined}.</p>
+<h2>Models (one per line, test set: the last quarter of the history)</h2>
+{_table(["line", "examples", "MSE", "MAE", "precision", "recall", "model package"], metrics_rows)}
+<h2>Live scoring on the gateways</h2>
+{_table(["line", "predictions", "mean abs error vs measured"], live_rows)}
+{_figure_html(series, use_case.target_metric)}
+<h2>Fleet status (DynamoDB)</h2>
+{_table(["thing", "site", "line", "architecture", "runtime", "model", "status", "reason", "last seen"], fleet_rows)}
+</body></html>
+"""
+    path = Path(path)
+    path.write_text(document)
+    return path.resolve()

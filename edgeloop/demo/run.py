@@ -1,0 +1,392 @@
+"""The whole loop on one machine: simulated lines -> MQTT -> S3 -> training -> rollout -> scoring.
+
+Every stage runs the project's real code: gateway processes with a durable buffer publish over
+mutual TLS to mosquitto; the local bridge plays the IoT rules and calls the Lambda handlers;
+moto_server plays S3, DynamoDB and the SageMaker model registry; training uses the pipeline's
+step code; the orchestrator handler delivers a weight-only payload the gateways verify and score
+with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgeloop.demo.settings import DEMO_ARCHITECTURES, DEMO_RUNTIME_VERSION, DEMO_SITE, DemoSettings
+from edgeloop.schemas import DeviceRecord, DeviceStatus, ModelMetrics, load_use_case, names
+
+SIM_MARGIN_S = 15 * 60  # keeps every simulated (and predicted) timestamp in the past
+LIVE_RESERVE_S = 90 * 60  # simulated time the gateways may spend scoring while we train
+
+
+class DemoFailed(RuntimeError):
+    """A stage did not reach its goal in time; the message says which and why."""
+
+
+@dataclass
+class LineModel:
+    line_id: str
+    model_package_arn: str
+    metrics: ModelMetrics
+    n_examples: int
+    approval_status: str = ""
+    registry_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DemoOutcome:
+    samples_sent: int = 0
+    samples_landed: int = 0
+    samples_quarantined: int = 0
+    models: dict[str, LineModel] = field(default_factory=dict)
+    fleet: list[DeviceRecord] = field(default_factory=list)
+    model_version: str = ""
+    report_path: Path | None = None
+
+    @property
+    def every_gateway_on_new_model(self) -> bool:
+        return bool(self.fleet) and all(
+            d.status is DeviceStatus.APPLIED and d.current_model_version == self.model_version for d in self.fleet
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.samples_sent == self.samples_landed and self.every_gateway_on_new_model
+
+
+@dataclass
+class GatewayProcess:
+    thing_name: str
+    line_id: str
+    config_path: Path
+    state_file: Path
+    stop_file: Path
+    context_file: Path
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+
+def _wait_until(what: str, done: Callable[[], bool], timeout_s: float, poll_s: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+class DemoRun:
+    """One demo run; each method is a stage of the loop."""
+
+    def __init__(self, settings: DemoSettings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.use_case = load_use_case(settings.use_case)
+        self.workdir = settings.workdir.resolve()
+        self.outcome = DemoOutcome(model_version=settings.model_version)
+        self.gateways: list[GatewayProcess] = []
+        self.procs: list = []
+        history_s = int(settings.history_hours * 3600)
+        max_live_s = int(settings.live_minutes * 60) + LIVE_RESERVE_S
+        now_s = int(time.time()) // 60 * 60
+        self.sim_start_ms = (now_s - history_s - max_live_s - SIM_MARGIN_S) * 1000
+        self.history_s = history_s
+        self.max_live_s = max_live_s
+
+    # --- stage 1: gateways publish their history over MQTT --------------------------------------
+    def write_gateway_configs(self, runtime) -> None:
+        from edgeloop.device_shims.simulated_gateway import SimulatedGatewayConfig
+        from edgeloop.greengrass_components.gateway.config import GatewayConfig
+
+        for i, line_id in enumerate(self.settings.line_ids()):
+            thing = self.settings.thing_name(line_id)
+            home = self.workdir / "gateways" / thing
+            home.mkdir(parents=True, exist_ok=True)
+            cert = runtime.certs[thing]
+            offline = []
+            if i == 1 and self.settings.offline_minutes > 0:
+                # the second gateway loses its uplink a third of the way into its history
+                offline = [(self.history_s // 3, int(self.settings.offline_minutes * 60))]
+            gateway = GatewayConfig(
+                thing_name=thing,
+                site=DEMO_SITE,
+                line_id=line_id,
+                use_case=self.use_case.use_case,
+                architecture=DEMO_ARCHITECTURES[i % len(DEMO_ARCHITECTURES)],
+                runtime_version=DEMO_RUNTIME_VERSION,
+                broker_host=runtime.broker.host,
+                broker_port=runtime.broker.port,
+                cert_path=cert.cert_path,
+                key_path=cert.key_path,
+                ca_path=cert.ca_path,
+                buffer_path=home / "buffer.sqlite",
+            )
+            process = GatewayProcess(
+                thing_name=thing,
+                line_id=line_id,
+                config_path=home / "config.json",
+                state_file=home / "state.json",
+                stop_file=home / "stop",
+                context_file=home / "context.jsonl",
+            )
+            config = SimulatedGatewayConfig(
+                gateway=gateway,
+                seed=self.settings.seed + i,
+                sim_start_ms=self.sim_start_ms,
+                history_s=self.history_s,
+                offline_windows=offline,
+                live_speedup=self.settings.live_speedup,
+                max_live_s=self.max_live_s,
+                state_file=process.state_file,
+                stop_file=process.stop_file,
+                context_file=process.context_file,
+            )
+            process.config_path.write_text(config.model_dump_json(indent=2))
+            self.gateways.append(process)
+
+    def launch_gateways(self) -> None:
+        from edgeloop.device_shims.fleet import launch_fleet
+
+        self.procs = launch_fleet([g.config_path for g in self.gateways])
+
+    def wait_for_history(self) -> None:
+        per_line = self.history_s / self.use_case.sample_period_s * len(self.use_case.metrics)
+        with _progress(self.console) as progress:
+            tasks = {
+                g.thing_name: progress.add_task(f"{g.thing_name} history", total=per_line) for g in self.gateways
+            }
+
+            def drained() -> bool:
+                self._check_gateways_alive()
+                for g in self.gateways:
+                    state = g.state()
+                    progress.update(tasks[g.thing_name], completed=state.get("published_samples", 0))
+                return all(g.state().get("history_drained") for g in self.gateways)
+
+            _wait_until("gateways to publish their history", drained, self.settings.timeout_s)
+
+    def _check_gateways_alive(self) -> None:
+        for g, proc in zip(self.gateways, self.procs):
+            code = proc.poll()
+            if code is not None and not g.stop_file.exists():
+                raise DemoFailed(f"gateway {g.thing_name} exited with code {code}: {g.state().get('last_error', '')}")
+
+    # --- stage 2: storage, labeled packs ---------------------------------------------------------
+    def upload_context(self) -> None:
+        from edgeloop.functions.metric_packer.data_access import put_context_intervals
+        from edgeloop.schemas import ContextInterval
+
+        for g in self.gateways:
+            lines = g.context_file.read_text().splitlines()
+            intervals = [ContextInterval.model_validate_json(line) for line in lines if line.strip()]
+            put_context_intervals(names.LOCAL_DATA_BUCKET, g.line_id, intervals)
+
+    def compact(self) -> None:
+        from edgeloop.functions.compaction.logic import compact
+
+        compact(names.LOCAL_DATA_BUCKET)
+
+    def build_examples(self) -> dict:
+        from edgeloop.functions.metric_packer.logic import build_line_examples
+
+        examples = {}
+        for line_id in self.settings.line_ids():
+            frame = build_line_examples(names.LOCAL_DATA_BUCKET, line_id, self.use_case)
+            if frame.empty:
+                raise DemoFailed(f"no labeled metric packs for {line_id}: is history_hours too short?")
+            examples[line_id] = frame
+        return examples
+
+    # --- stage 3: train, export weight-only, register, approve -> orchestrator --------------------
+    def train_register_approve(self, examples: Mapping) -> list[dict]:
+        from edgeloop.sagemaker_pipelines.steps.export import export_model
+        from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
+        from edgeloop.sagemaker_pipelines.steps.train import train_lines
+
+        with self.console.status(f"training {len(examples)} models (XGBoost, one per line)"):
+            trained = train_lines(dict(examples), self.use_case, max_workers=2)
+        events = []
+        for line_id, model in trained.items():
+            exported = export_model(
+                model,
+                model_id=f"{self.use_case.use_case}-{line_id}",
+                version=self.settings.model_version,
+                use_case=self.use_case.use_case,
+                line_ids=[line_id],
+                target=self.use_case.target_metric,
+            )
+            arn = register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET)
+            events.append(approve_model(arn))
+            self.outcome.models[line_id] = _read_back_registration(line_id, arn, model.metrics, len(examples[line_id]))
+        return events
+
+    def roll_out(self, approval_events: list[dict], lambda_context) -> None:
+        from edgeloop.functions.orchestrator.handler import lambda_handler as orchestrate
+
+        for event in approval_events:
+            orchestrate(event, lambda_context)
+        total = len(self.gateways)
+        with _progress(self.console) as progress:
+            task = progress.add_task("rollout (gateways on the new model)", total=total)
+
+            def applied() -> bool:
+                self._check_gateways_alive()
+                fleet = self.read_fleet()
+                done = [
+                    d
+                    for d in fleet
+                    if d.status is DeviceStatus.APPLIED and d.current_model_version == self.settings.model_version
+                ]
+                failed = [d for d in fleet if d.status in (DeviceStatus.REJECTED, DeviceStatus.ROLLED_BACK)]
+                if failed:
+                    raise DemoFailed(f"rollout failed on {[(d.thing_name, d.reason) for d in failed]}")
+                progress.update(task, completed=len(done))
+                return len(done) == total
+
+            _wait_until("every gateway to report the new model", applied, self.settings.timeout_s)
+
+    def wait_for_live_predictions(self) -> None:
+        wanted = int(self.settings.live_minutes * 60 / self.use_case.example_stride_s)
+        with _progress(self.console) as progress:
+            tasks = {g.thing_name: progress.add_task(f"{g.thing_name} live predictions", total=wanted) for g in self.gateways}
+
+            def enough() -> bool:
+                self._check_gateways_alive()
+                for g in self.gateways:
+                    progress.update(tasks[g.thing_name], completed=min(wanted, g.state().get("predictions", 0)))
+                return all(g.state().get("predictions", 0) >= wanted for g in self.gateways)
+
+            _wait_until("live predictions", enough, self.settings.timeout_s)
+
+    def stop_gateways(self) -> None:
+        from edgeloop.device_shims.fleet import stop_fleet
+
+        if self.procs:
+            stop_fleet(self.procs, [g.stop_file for g in self.gateways], timeout=self.settings.timeout_s)
+
+    # --- stage 4: read back what landed --------------------------------------------------------
+    def read_fleet(self) -> list[DeviceRecord]:
+        from edgeloop.functions.device_registry.data_access import DeviceTable
+        from edgeloop.functions.fleet_status.logic import fleet_status
+
+        return fleet_status(DeviceTable(names.LOCAL_DEVICE_TABLE))
+
+    def count_samples(self) -> None:
+        from edgeloop.functions.compaction.logic import read_curated
+
+        landed = 0
+        for line_id in self.settings.line_ids():
+            curated = read_curated(names.LOCAL_DATA_BUCKET, line_id)
+            landed += len(curated.drop_duplicates(["thing_name", "seq"]))
+        self.outcome.samples_landed = landed
+        self.outcome.samples_sent = sum(g.state().get("accepted_samples", 0) for g in self.gateways)
+        self.outcome.samples_quarantined = _count_objects(names.LOCAL_DATA_BUCKET, names.QUARANTINE_PREFIX)
+
+
+def _read_back_registration(line_id: str, arn: str, metrics: ModelMetrics, n_examples: int) -> LineModel:
+    """What the model registry holds after approval (the orchestrator relies on this metadata)."""
+    from edgeloop.functions.common.aws import client
+
+    package = client("sagemaker").describe_model_package(ModelPackageName=arn)
+    return LineModel(
+        line_id=line_id,
+        model_package_arn=arn,
+        metrics=metrics,
+        n_examples=n_examples,
+        approval_status=package.get("ModelApprovalStatus", ""),
+        registry_metadata=package.get("CustomerMetadataProperties", {}),
+    )
+
+
+def _count_objects(bucket: str, prefix: str) -> int:
+    from edgeloop.functions.common.aws import client
+
+    pages = client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    return sum(len(page.get("Contents", [])) for page in pages)
+
+
+def _export_local_delivery_env(runtime) -> None:
+    """Point the orchestrator's LocalDelivery at the embedded broker with the cloud identity."""
+    import os
+
+    os.environ.update(
+        {
+            names.LOCAL_BROKER_HOST_ENV: runtime.broker.host,
+            names.LOCAL_BROKER_PORT_ENV: str(runtime.broker.port),
+            names.LOCAL_CLOUD_CERT_ENV: str(runtime.cloud_cert.cert_path),
+            names.LOCAL_CLOUD_KEY_ENV: str(runtime.cloud_cert.key_path),
+            names.LOCAL_CA_ENV: str(runtime.cloud_cert.ca_path),
+        }
+    )
+
+
+def _bridge_handlers() -> dict[str, Callable]:
+    from edgeloop.functions.device_registry.handler import lambda_handler as register_device
+    from edgeloop.functions.ingest.handler import lambda_handler as ingest
+    from edgeloop.functions.status_intake.handler import lambda_handler as status_intake
+
+    return {"ingest": ingest, "device_registry": register_device, "status_intake": status_intake}
+
+
+def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoOutcome:
+    from edgeloop.local.bridge import IotRuleBridge, LambdaContext
+    from edgeloop.local.runtime import LocalRuntime
+
+    console = console or Console()
+    demo = DemoRun(settings, console)
+    shutil.rmtree(demo.workdir, ignore_errors=True)
+    demo.workdir.mkdir(parents=True)
+    things = [settings.thing_name(line) for line in settings.line_ids()]
+    with LocalRuntime(demo.workdir / "runtime", things) as runtime:
+        console.print(
+            f"[green]local AWS[/] moto_server {runtime.moto.endpoint_url}  "
+            f"[green]MQTT[/] mosquitto mTLS {runtime.broker.host}:{runtime.broker.port}"
+        )
+        _export_local_delivery_env(runtime)
+        bridge = IotRuleBridge(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, handlers=_bridge_handlers())
+        bridge.start()
+        try:
+            demo.write_gateway_configs(runtime)
+            demo.launch_gateways()
+            try:
+                demo.wait_for_history()
+                bridge.wait_idle(timeout=settings.timeout_s)
+                with console.status("compacting raw data into curated Parquet; building labeled metric packs"):
+                    demo.upload_context()
+                    demo.compact()
+                    examples = demo.build_examples()
+                events = demo.train_register_approve(examples)
+                demo.roll_out(events, LambdaContext("edgeloop-orchestrator"))
+                demo.wait_for_live_predictions()
+            finally:
+                demo.stop_gateways()
+            bridge.wait_idle(timeout=settings.timeout_s)
+        finally:
+            bridge.stop()
+        demo.compact()
+        demo.count_samples()
+        demo.outcome.fleet = demo.read_fleet()
+        from edgeloop.demo.report import write_report
+
+        demo.outcome.report_path = write_report(demo, settings.report_path)
+    return demo.outcome

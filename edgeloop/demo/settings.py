@@ -1,0 +1,34 @@
+"""What the demo runs: how many lines, how much simulated time, which gateway goes offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from edgeloop.schemas import Architecture
+
+# Gateways cycle through these so one rollout reaches every hardware kind the fp32 tier supports.
+DEMO_ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
+DEMO_SITE = "plant-a"
+DEMO_RUNTIME_VERSION = "1.2.0"
+
+
+class DemoSettings(BaseModel):
+    lines: int = Field(default=3, ge=1, le=20)
+    history_hours: float = Field(default=6.0, gt=0, description="simulated history each line sends before training")
+    offline_minutes: float = Field(default=30.0, ge=0, description="one gateway is offline this long, then catches up")
+    live_minutes: float = Field(default=40.0, gt=0, description="simulated time scored live with the new model")
+    live_speedup: float = Field(default=60.0, gt=0, description="simulated seconds per wall-clock second, live phase")
+    seed: int = 7
+    use_case: str = "extrusion"
+    model_version: str = "1.0.0"
+    workdir: Path = Path(".edgeloop/demo")
+    report_path: Path = Path("demo-report.html")
+    timeout_s: float = Field(default=600.0, gt=0, description="upper bound for each waiting step")
+
+    def line_ids(self) -> list[str]:
+        return [f"line-{i + 1}" for i in range(self.lines)]
+
+    def thing_name(self, line_id: str) -> str:
+        return f"gw-{line_id}"
