@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks AREA|all` writes benchmarks/results/<area>.json."""
