@@ -42,6 +42,7 @@ class DeploymentRecord(Contract):
     state: DeploymentState = DeploymentState.PLANNED
     created_at: UtcDatetime
     timeout_s: int = Field(default=3600, gt=0)
+    reason: str = Field(default="", description="why the rollout stopped (failed wave, no eligible device)")
 
     @model_validator(mode="after")
     def _targets_unique(self) -> "DeploymentRecord":

@@ -19,10 +19,13 @@ LOCAL_MODEL_BUCKET = "edgeloop-models"
 RAW_PREFIX = "raw"  # raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first>-<seq_last>.json.gz
 QUARANTINE_PREFIX = "quarantine"  # quarantine/ingest_date=YYYY-MM-DD/<id>.json (payload + reason)
 CURATED_PREFIX = "curated"  # curated/line=<id>/event_date=YYYY-MM-DD/part-*.parquet
-CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.parquet
+CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.jsonl (one ContextInterval per line)
 PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs + features)
 IOT_ERRORS_PREFIX = "iot-errors"  # IoT rule error action target
 MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.json
+# In the model bucket: Greengrass component artifacts (components/<component>/<version>/...), which
+# the gateways' token exchange role may read beside models/.
+COMPONENT_ARTIFACTS_PREFIX = "components"
 
 # --- DynamoDB ------------------------------------------------------------------------------------
 LOCAL_DEVICE_TABLE = "edgeloop-devices"
@@ -62,6 +65,9 @@ MANIFEST_URI_METADATA_KEY = "edgeloop:manifest_uri"
 # --- Greengrass ----------------------------------------------------------------------------------
 GATEWAY_COMPONENT = "com.edgeloop.Gateway"
 MODEL_RUNNER_COMPONENT = "com.edgeloop.ModelRunner"
+# Greengrass local publish/subscribe (IPC, never leaves the device): sensor adapters and the model
+# runner's predictions publish JSON {"samples": [[metric, time_ms, value], ...]}; the gateway buffers them.
+LOCAL_PUBSUB_SAMPLES_TOPIC = "edgeloop-local/samples"
 
 # --- MQTT topics ---------------------------------------------------------------------------------
 # Every topic a gateway uses starts with its own thing name, so one policy line
@@ -139,6 +145,10 @@ DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
 DEPLOYMENT_TABLE_ENV = "EDGELOOP_DEPLOYMENT_TABLE"
 DELIVERY_ENV = "EDGELOOP_DELIVERY"  # "greengrass" (AWS) or "local"
 USE_CASE_ENV = "EDGELOOP_USE_CASE"
+# Component versions a Greengrass rollout deployment pins (a thing-group deployment replaces the
+# group's whole component set, so the gateway component must be listed beside the model runner).
+GATEWAY_COMPONENT_VERSION_ENV = "EDGELOOP_GATEWAY_COMPONENT_VERSION"
+MODEL_RUNNER_COMPONENT_VERSION_ENV = "EDGELOOP_MODEL_RUNNER_COMPONENT_VERSION"
 
 # The embedded local runtime's broker and cloud identity (for LocalDelivery and the bridge).
 LOCAL_BROKER_HOST_ENV = "EDGELOOP_LOCAL_BROKER_HOST"

@@ -1,0 +1,1 @@
+"""One construct per capability; cdk/stack.py wires them together."""

@@ -1,0 +1,166 @@
+"""AWS IoT Core: topic rules that route device topics to functions, and what a gateway may do.
+
+Rules come from names.IOT_ROUTES, the same table the embedded runtime's local bridge reads, so
+the routes cannot drift between AWS and `make demo`.
+
+A gateway gets two IoT policies, both confined to its own thing name through the policy variable
+`${iot:Connection.Thing.ThingName}`:
+- the data policy: connect only as itself, publish/subscribe/receive only on edgeloop/<thing>/*;
+- the Greengrass core policy: what the Greengrass nucleus needs for deployments on that same
+  thing (its jobs and shadow topics, the data-plane calls, the token exchange role alias).
+Plain device shims need only the first.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from edgeloop.schemas import names
+
+from ..nag import allow
+from .storage import Storage
+
+THING = "${iot:Connection.Thing.ThingName}"
+SQL_VERSION = "2016-03-23"
+TOKEN_CREDENTIAL_SECONDS = 3600
+
+
+def _iot_arn(resource: str) -> str:
+    return f"arn:{Aws.PARTITION}:iot:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
+
+
+def _greengrass_arn(resource: str) -> str:
+    return f"arn:{Aws.PARTITION}:greengrass:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
+
+
+def _document(*statements: dict) -> dict:
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", **s} for s in statements]}
+
+
+def gateway_data_policy_document() -> dict:
+    own_topics = f"{names.TOPIC_ROOT}/{THING}/*"
+    return _document(
+        {
+            "Action": "iot:Connect",
+            "Resource": _iot_arn(f"client/{THING}"),
+            # The certificate must be attached to the thing it claims to be.
+            "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+        },
+        {"Action": ["iot:Publish", "iot:Receive"], "Resource": _iot_arn(f"topic/{own_topics}")},
+        {"Action": "iot:Subscribe", "Resource": _iot_arn(f"topicfilter/{own_topics}")},
+    )
+
+
+def greengrass_core_policy_document(role_alias_arn: str) -> dict:
+    reserved = [f"$aws/things/{THING}/jobs/*", f"$aws/things/{THING}/shadow/*", f"$aws/things/{THING}-gci/shadow/*"]
+    return _document(
+        {"Action": ["iot:Publish", "iot:Receive"], "Resource": [_iot_arn(f"topic/{t}") for t in reserved]},
+        {"Action": "iot:Subscribe", "Resource": [_iot_arn(f"topicfilter/{t}") for t in reserved]},
+        {
+            "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
+            "Resource": [_iot_arn(f"thing/{THING}"), _iot_arn(f"thing/{THING}-gci")],
+        },
+        {"Action": "iot:AssumeRoleWithCertificate", "Resource": role_alias_arn},
+        {"Action": "greengrass:GetComponentVersionArtifact", "Resource": _greengrass_arn("components:*")},
+        {"Action": "greengrass:ResolveComponentCandidates", "Resource": "*"},
+        {"Action": "greengrass:GetDeploymentConfiguration", "Resource": _greengrass_arn("deployments:*")},
+        {"Action": "greengrass:ListThingGroupsForCoreDevice", "Resource": _greengrass_arn(f"coreDevices:{THING}")},
+    )
+
+
+class IotRouting(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: Storage,
+        route_targets: dict[str, lambda_.IFunction],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        missing = sorted({route.function for route in names.IOT_ROUTES} - set(route_targets))
+        if missing:
+            raise ValueError(f"IoT routes need functions {missing}; got {sorted(route_targets)}")
+        self.error_role = iam.Role(
+            self, "RuleErrorRole", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"), description="edgeloop IoT rule error action"
+        )
+        allow(
+            self.error_role,
+            actions=["s3:PutObject"],
+            resources=[Storage.objects(storage.data, names.IOT_ERRORS_PREFIX)],
+            reason=f"IoT rule error actions may write only under {names.IOT_ERRORS_PREFIX}/ of the data bucket",
+        )
+        self.rules = {route.rule_name: self._route(route, route_targets[route.function], storage) for route in names.IOT_ROUTES}
+        self._gateway_access(storage)
+
+    def _route(self, route: names.IotRoute, function: lambda_.IFunction, storage: Storage) -> iot.CfnTopicRule:
+        rule = iot.CfnTopicRule(
+            self,
+            _camel(route.rule_name),
+            rule_name=route.rule_name,
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                sql=route.sql,
+                aws_iot_sql_version=SQL_VERSION,
+                rule_disabled=False,
+                description=f"{route.topic_filter} -> {route.function}",
+                actions=[iot.CfnTopicRule.ActionProperty(lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=function.function_arn))],
+                error_action=iot.CfnTopicRule.ActionProperty(
+                    s3=iot.CfnTopicRule.S3ActionProperty(
+                        bucket_name=storage.data.bucket_name,
+                        key=f"{names.IOT_ERRORS_PREFIX}/{route.rule_name}/"
+                        '${parse_time("yyyy-MM-dd", timestamp())}/${newuuid()}.json',
+                        role_arn=self.error_role.role_arn,
+                    )
+                ),
+            ),
+        )
+        function.add_permission(
+            f"InvokedBy{_camel(route.rule_name)}",
+            principal=iam.ServicePrincipal("iot.amazonaws.com"),
+            source_arn=rule.attr_arn,
+            source_account=Aws.ACCOUNT_ID,
+        )
+        return rule
+
+    def _gateway_access(self, storage: Storage) -> None:
+        self.token_exchange_role = iam.Role(
+            self,
+            "GatewayTokenExchangeRole",
+            assumed_by=iam.ServicePrincipal("credentials.iot.amazonaws.com"),
+            description="Greengrass token exchange role of edgeloop gateways: read models and component artifacts",
+        )
+        allow(
+            self.token_exchange_role,
+            actions=["s3:GetObject"],
+            resources=[
+                Storage.objects(storage.models, names.MODELS_PREFIX),
+                Storage.objects(storage.models, names.COMPONENT_ARTIFACTS_PREFIX),
+            ],
+            reason=f"gateways read only the {names.MODELS_PREFIX}/ and {names.COMPONENT_ARTIFACTS_PREFIX}/ "
+            "prefixes of the model bucket (model payloads and component artifacts)",
+        )
+        allow(
+            self.token_exchange_role,
+            actions=["s3:GetBucketLocation"],
+            resources=[storage.models.bucket_arn],
+            reason="the Greengrass artifact downloader asks the bucket's region first",
+        )
+        self.role_alias = iot.CfnRoleAlias(
+            self,
+            "GatewayRoleAlias",
+            role_alias=f"{Stack.of(self).stack_name}-gateway-token-exchange",
+            role_arn=self.token_exchange_role.role_arn,
+            credential_duration_seconds=TOKEN_CREDENTIAL_SECONDS,
+        )
+        self.data_policy = iot.CfnPolicy(self, "GatewayDataPolicy", policy_document=gateway_data_policy_document())
+        self.greengrass_policy = iot.CfnPolicy(
+            self, "GreengrassCorePolicy", policy_document=greengrass_core_policy_document(self.role_alias.attr_role_alias_arn)
+        )
+
+
+def _camel(snake: str) -> str:
+    return "".join(part.capitalize() for part in snake.split("_"))

@@ -1,0 +1,72 @@
+"""EdgeloopStack: storage, the data path, IoT routing, the fleet, and their alarms, wired together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from .config import StackConfig
+from .constructs.fleet import Fleet
+from .constructs.functions import FunctionFactory
+from .constructs.ingestion import Ingestion
+from .constructs.iot import IotRouting
+from .constructs.layers import PublicLayers
+from .constructs.monitoring import Monitoring
+from .constructs.storage import Storage
+
+
+class EdgeloopStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, lambda_asset: Path, **kwargs) -> None:
+        super().__init__(scope, construct_id, description="edgeloop: closes the ML loop between factory gateways and AWS", **kwargs)
+        self.config = config
+        self.storage = Storage(self, "Storage")
+        self.monitoring = Monitoring(self, "Monitoring")
+        factory = FunctionFactory(
+            code=lambda_.Code.from_asset(str(lambda_asset)),
+            layers=PublicLayers(self, "Layers", pandas_layer_version=config.pandas_layer_version),
+            monitoring=self.monitoring,
+        )
+        self.ingestion = Ingestion(self, "Ingestion", storage=self.storage, factory=factory, use_case=config.use_case)
+        self.fleet = Fleet(
+            self,
+            "Fleet",
+            storage=self.storage,
+            factory=factory,
+            gateway_component_version=config.gateway_component_version,
+            model_runner_component_version=config.model_runner_component_version,
+        )
+        self.functions = {
+            f.key: f
+            for f in (
+                self.ingestion.ingest,
+                self.ingestion.compaction,
+                self.ingestion.metric_packer,
+                self.fleet.device_registry,
+                self.fleet.status_intake,
+                self.fleet.orchestrator,
+            )
+        }
+        self.iot = IotRouting(
+            self,
+            "Iot",
+            storage=self.storage,
+            route_targets={key: f.function for key, f in self.functions.items()},
+        )
+        self._outputs()
+
+    def _outputs(self) -> None:
+        outputs = {
+            "DataBucketName": self.storage.data.bucket_name,
+            "ModelBucketName": self.storage.models.bucket_name,
+            "DeviceTableName": self.fleet.devices.table_name,
+            "DeploymentTableName": self.fleet.deployments.table_name,
+            "AlarmTopicArn": self.monitoring.topic.topic_arn,
+            "GatewayRoleAlias": self.iot.role_alias.role_alias,
+            "GatewayDataPolicyName": self.iot.data_policy.ref,
+            "GreengrassCorePolicyName": self.iot.greengrass_policy.ref,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)

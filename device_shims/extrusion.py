@@ -1,0 +1,578 @@
+"""A simulated plastics-extrusion wire-coating line (Mímir, seed 000 section IV).
+
+Physics, kept simple but causal so the loop has something real to learn:
+- the screw delivers a melt volume per second proportional to its rpm, a die-temperature factor
+  and a slowly drifting material factor (melt-flow variation, with occasional batch steps);
+- the coating's cross-section is that volume over the line speed, so the hot outer diameter is
+  sqrt(wire^2 + 4/pi * area); pressure rises with rpm and material viscosity;
+- the cable then runs through a cooling trough (`cooling_length_m`): the cold gauge sees, now, the
+  cable extruded `cooling_length_m / speed` ago (3-5 minutes), shrunk by a die-temperature-dependent
+  factor. That delay is what makes cold-od-average predictable 5 minutes ahead;
+- operators change speed (with an imperfect rpm compensation) and correct the rpm when the cold
+  gauge drifts out of tolerance, after waiting for their last correction to show up. The lag
+  between cause and measurement makes real LSL/USL violations happen;
+- a line makes one cable size; runs of 1.5-3 h change the insulation compound (other settings,
+  same spec limits), separated by changeovers; each run carries its spec limits as context.
+
+The state advances in blocks of `BLOCK_S` simulated seconds, vectorised with numpy. Output is
+independent of how `advance` is chunked: the same seed and config always give the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from functools import lru_cache
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, load_use_case
+
+METRICS = (
+    "speed",
+    "screw_rpm",
+    "temp_die",
+    "temp_flange",
+    "pressure",
+    "hot_od_x",
+    "hot_od_y",
+    "cold_od_x",
+    "cold_od_y",
+    "cold_od_average",
+)
+TARGET_METRIC = "cold_od_average"
+BLOCK_S = 60  # simulation step for events and operator decisions; runs are whole blocks long
+HISTORY_S = 900  # cooling-delay memory; longer than any transit time the speed range allows
+SHIFT_HOURS_UTC = ((6, "early"), (14, "late"), (22, "night"))
+
+# Sensor noise (one standard deviation) and the decimals a real device would report.
+SENSOR_NOISE = {
+    "speed": 0.3,
+    "screw_rpm": 0.1,
+    "temp_die": 0.15,
+    "temp_flange": 0.2,
+    "pressure": 0.8,
+    "hot_od_x": 0.006,
+    "hot_od_y": 0.006,
+    "cold_od_x": 0.002,
+    "cold_od_y": 0.002,
+    "cold_od_average": 0.0015,
+}
+DECIMALS = {"speed": 2, "screw_rpm": 2, "temp_die": 2, "temp_flange": 2, "pressure": 2}
+OD_DECIMALS = 4
+
+
+class Product(BaseModel):
+    """A cable the line makes: wire, nominal cold OD with its tolerance, and nominal settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(min_length=1)
+    wire_mm: float = Field(gt=0)
+    cold_od_mm: float = Field(gt=0)
+    tolerance_mm: float = Field(gt=0, description="half-width of the spec band around cold_od_mm")
+    speed_m_min: float = Field(gt=0)
+    screw_rpm: float = Field(gt=0)
+    temp_die_c: float = Field(gt=0)
+    pressure_bar: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _coating_fits(self) -> "Product":
+        if self.cold_od_mm - self.tolerance_mm <= self.wire_mm:
+            raise ValueError(
+                f"product {self.code}: cold_od_mm={self.cold_od_mm} - tolerance_mm={self.tolerance_mm} "
+                f"must exceed wire_mm={self.wire_mm}"
+            )
+        return self
+
+
+def _family(size: str, wire_mm: float, cold_od_mm: float, tolerance_mm: float, speed: float, rpm: float,
+            temp: float, pressure: float) -> tuple[Product, ...]:
+    """One cable size in three insulation compounds: same spec, different process settings."""
+    compounds = (
+        # (suffix, speed factor, rpm factor, die temperature offset, pressure factor)
+        ("PVC-BLK", 1.00, 1.00, 0.0, 1.00),
+        ("PVC-RED", 1.05, 1.04, 3.0, 0.95),
+        ("LSZH", 0.88, 0.92, -8.0, 1.18),  # low-smoke zero-halogen: stiffer melt, run slower
+    )
+    return tuple(
+        Product(code=f"{size}-{suffix}", wire_mm=wire_mm, cold_od_mm=cold_od_mm, tolerance_mm=tolerance_mm,
+                speed_m_min=round(speed * fs, 1), screw_rpm=round(rpm * fr, 1), temp_die_c=temp + dt,
+                pressure_bar=round(pressure * fp, 1))
+        for suffix, fs, fr, dt, fp in compounds
+    )
+
+
+# A line is tooled for one cable size; its runs change compound and colour (the common changeover).
+DEFAULT_FAMILIES = (
+    _family("CBL-25", wire_mm=1.60, cold_od_mm=2.90, tolerance_mm=0.040, speed=210, rpm=55, temp=205, pressure=190),
+    _family("CBL-40", wire_mm=2.25, cold_od_mm=3.80, tolerance_mm=0.050, speed=180, rpm=62, temp=210, pressure=215),
+    _family("CBL-60", wire_mm=2.76, cold_od_mm=4.90, tolerance_mm=0.060, speed=150, rpm=70, temp=215, pressure=240),
+)
+
+
+def default_products(seed: int) -> tuple[Product, ...]:
+    """The product family of a line simulated with `seed` (lines with consecutive seeds differ)."""
+    return DEFAULT_FAMILIES[seed % len(DEFAULT_FAMILIES)]
+
+
+class FaultKind(StrEnum):
+    STUCK = "stuck"  # the sensor repeats the value it had when the fault began
+    SPIKES = "spikes"  # isolated wild readings
+    DROPOUT = "dropout"  # no readings at all
+
+
+class SensorFault(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: FaultKind
+    metric: str
+    start_s: int = Field(ge=0, description="offset from the simulation start")
+    duration_s: int = Field(gt=0)
+    spike_probability: float = Field(default=0.05, ge=0, le=1, description="per reading, for kind=spikes")
+
+
+class SimulatorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sample_period_s: dict[str, float] = Field(
+        default_factory=dict, description="per metric; metrics not named here are sampled at 1 Hz"
+    )
+    products: list[Product] | None = Field(
+        default=None, min_length=1, description="what the line makes; default: a size family chosen by the seed"
+    )
+    run_minutes: tuple[int, int] = (90, 180)
+    changeover_minutes: tuple[int, int] = (8, 15)
+    cooling_length_m: float = Field(default=700.0, gt=0, description="extruder to cold gauge")
+    material_sigma: float = Field(default=0.015, ge=0, description="relative melt-flow wander")
+    material_tau_s: float = Field(default=1200.0, gt=0)
+    material_steps_per_hour: float = Field(default=1.0, ge=0, description="new material batches")
+    material_step: float = Field(default=0.035, ge=0, description="typical relative size of a batch step")
+    speed_changes_per_hour: float = Field(default=0.5, ge=0)
+    speed_change: tuple[float, float] = (0.04, 0.10)
+    rpm_compensation_error: float = Field(default=0.015, ge=0, description="relative, one sigma")
+    operator_threshold: float = Field(default=0.6, gt=0, description="share of the tolerance that gets a reaction")
+    operator_response_probability: float = Field(default=0.5, ge=0, le=1, description="per minute")
+    operator_gain: float = Field(default=0.8, ge=0)
+    operator_wait_s: int = Field(default=300, ge=0)
+    spike_probability: float = Field(default=0.0, ge=0, le=1, description="per reading, every metric")
+    faults: list[SensorFault] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "SimulatorConfig":
+        for metric, period in self.sample_period_s.items():
+            if metric not in METRICS:
+                raise ValueError(f"sample_period_s names metric {metric!r}, not one of {list(METRICS)}")
+            if not period > 0:
+                raise ValueError(f"sample_period_s[{metric!r}]={period} must be positive")
+        for i, fault in enumerate(self.faults):
+            if fault.metric not in METRICS:
+                raise ValueError(f"faults[{i}].metric={fault.metric!r} is not one of {list(METRICS)}")
+        for name in ("run_minutes", "changeover_minutes", "speed_change"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name}=({low}, {high}) must satisfy 0 < low <= high")
+        return self
+
+    def period_ms(self, metric: str) -> int:
+        return max(1, round(self.sample_period_s.get(metric, 1.0) * 1000))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of the schedule: a production run or a changeover, in whole blocks."""
+
+    kind: str  # "run" | "changeover"
+    start_s: int
+    end_s: int
+    product: int  # index into the simulator's products (for a changeover: the product it changes to)
+    run_number: int  # runs are numbered from 1; a changeover carries the number of the run it leads to
+
+
+@dataclass
+class _LineState:
+    speed: float
+    rpm: float
+    temp_base: float  # die temperature following its setpoint (thermal lag)
+    temp_noise: float
+    flange: float
+    material_ar: float
+    material_step: float
+    speed_ripple: float
+    oval_hot: float
+    oval_cold: float
+    pressure_noise: float
+    sp_speed: float
+    sp_rpm: float
+    sp_temp: float
+    last_action_s: int
+    last_cold_mean: float
+    cold_source: np.ndarray  # per second: hot OD x (1 - shrink), what the cold gauge will see
+    oval_source: np.ndarray
+    stuck_values: dict[int, float] = field(default_factory=dict)
+
+
+def _shrink(temp_die: np.ndarray | float) -> np.ndarray | float:
+    """Hotter melt shrinks more on cooling."""
+    return 0.04 + 0.0005 * (temp_die - 200.0)
+
+
+@lru_cache(maxsize=32)
+def _decay_matrix(a: float, n: int) -> np.ndarray:
+    k = np.arange(n)
+    exponent = k[:, None] - k[None, :]
+    return np.where(exponent >= 0, a ** np.maximum(exponent, 0), 0.0)
+
+
+def _recurrence(y0: float, a: float, drive: np.ndarray) -> np.ndarray:
+    """y[k] = a * y[k-1] + drive[k], y[-1] = y0, for a whole block at once."""
+    n = len(drive)
+    return a ** np.arange(1, n + 1) * y0 + _decay_matrix(a, n) @ drive
+
+
+def _lag(y0: float, tau_s: float, target: np.ndarray) -> np.ndarray:
+    """First-order lag (time constant tau_s, 1 s steps) of y0 towards `target`."""
+    a = math.exp(-1.0 / tau_s)
+    return _recurrence(y0, a, (1.0 - a) * target)
+
+
+def _ar1(rng: np.random.Generator, y0: float, tau_s: float, sigma: float, n: int) -> np.ndarray:
+    """Mean-reverting noise with stationary standard deviation sigma."""
+    a = math.exp(-1.0 / tau_s)
+    return _recurrence(y0, a, rng.normal(0.0, sigma * math.sqrt(1.0 - a * a), n))
+
+
+class ExtrusionLineSimulator:
+    """One extrusion line. `advance(seconds)` returns its sensor readings as (metric, time_ms, value)."""
+
+    def __init__(self, line_id: str, *, seed: int, start_ms: int, config: SimulatorConfig | None = None):
+        self.line_id = line_id
+        self.seed = seed
+        self.start_ms = int(start_ms)
+        self.config = config or SimulatorConfig()
+        self.products = tuple(self.config.products or default_products(seed))
+        use_case = load_use_case("extrusion")
+        if tuple(use_case.metrics) != METRICS:
+            raise ValueError(f"the extrusion use case's metrics {use_case.metrics} differ from the simulator's {METRICS}")
+        self.metrics = METRICS
+        self._metric_names = np.array(METRICS, dtype=object)
+        self._rng = np.random.default_rng([seed, 0])
+        self._schedule_rng = np.random.default_rng([seed, 1])
+        self._segments: list[Segment] = []
+        self._state = self._steady_state(self._segment_at(0))
+        self._simulated_s = 0  # seconds of state computed
+        self._returned_ms = self.start_ms  # samples before this time were handed out
+        self._heater_phase = float(self._rng.uniform(0, 2 * math.pi))
+        self._ramp_from = (0.0, 0.0, 0.0)  # setpoints when the current changeover began
+        self._pending = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))  # metric, time, value
+        self.true_cold_od: list[np.ndarray] = []  # per-second truth, kept for tests and reports
+
+    # --- public API -----------------------------------------------------------------------------
+    @property
+    def now_ms(self) -> int:
+        """Simulated time up to which samples were returned (exclusive)."""
+        return self._returned_ms
+
+    def advance(self, seconds: int) -> list[tuple[str, int, float]]:
+        """Readings of the next `seconds` of simulated time, ordered by time then metric."""
+        metric_index, time_ms, values = self.advance_arrays(seconds)
+        return list(zip(self._metric_names[metric_index].tolist(), time_ms.tolist(), values.tolist()))
+
+    def advance_arrays(self, seconds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like `advance`, as arrays (metric index into METRICS, time_ms, value)."""
+        if not isinstance(seconds, (int, np.integer)) or seconds < 0:
+            raise ValueError(f"seconds={seconds!r} must be a non-negative whole number")
+        until_ms = self._returned_ms + int(seconds) * 1000
+        blocks = [self._pending]
+        while self.start_ms + self._simulated_s * 1000 < until_ms:
+            blocks.append(self._simulate_block())
+        metric_index, time_ms, values = (np.concatenate(column) for column in zip(*blocks))
+        cut = int(np.searchsorted(time_ms, until_ms, side="left"))
+        self._pending = (metric_index[cut:], time_ms[cut:], values[cut:])
+        self._returned_ms = until_ms
+        return metric_index[:cut], time_ms[:cut], values[:cut]
+
+    def segments(self) -> list[Segment]:
+        """The schedule simulated so far (runs and changeovers)."""
+        now_s = (self._returned_ms - self.start_ms) // 1000
+        return [s for s in self._segments if s.start_s < now_s]
+
+    def spec_of(self, segment: Segment) -> SpecLimits:
+        product = self.products[segment.product]
+        return SpecLimits(
+            target_metric=TARGET_METRIC,
+            lower=round(product.cold_od_mm - product.tolerance_mm, 6),
+            upper=round(product.cold_od_mm + product.tolerance_mm, 6),
+        )
+
+    def context_intervals(self, until_ms: int | None = None) -> list[ContextInterval]:
+        """Runs (with spec limits), line states and shifts from the start to `until_ms` (or now)."""
+        until_ms = self._returned_ms if until_ms is None else min(int(until_ms), self._returned_ms)
+        intervals = []
+        for segment in self._segments:
+            start_ms = self.start_ms + segment.start_s * 1000
+            end_ms = min(self.start_ms + segment.end_s * 1000, until_ms)
+            if start_ms >= end_ms:
+                continue
+            product = self.products[segment.product]
+            if segment.kind == "run":
+                intervals.append(
+                    self._interval(ContextKind.RUN, f"run-{segment.run_number:04d}", start_ms, end_ms,
+                                   value=product.code, spec=self.spec_of(segment))
+                )
+                state = "running"
+            else:
+                state = "changeover"
+            intervals.append(
+                self._interval(ContextKind.STATE, f"state-{segment.start_s}", start_ms, end_ms, value=state)
+            )
+        intervals.extend(self._shifts(until_ms))
+        return intervals
+
+    # --- schedule ---------------------------------------------------------------------------------
+    def _segment_at(self, second: int) -> Segment:
+        while not self._segments or self._segments[-1].end_s <= second:
+            self._segments.append(self._next_segment())
+        for segment in reversed(self._segments):
+            if segment.start_s <= second:
+                return segment
+        raise AssertionError(f"no segment covers second {second}")  # the loop above guarantees one
+
+    def _next_segment(self) -> Segment:
+        rng = self._schedule_rng
+        n_products = len(self.products)
+        if not self._segments:
+            return self._run_segment(0, int(rng.integers(n_products)), 1)
+        last = self._segments[-1]
+        if last.kind == "changeover":
+            return self._run_segment(last.end_s, last.product, last.run_number)
+        choices = [p for p in range(n_products) if p != last.product] or [last.product]
+        product = int(rng.choice(choices))
+        minutes = int(rng.integers(self.config.changeover_minutes[0], self.config.changeover_minutes[1] + 1))
+        return Segment("changeover", last.end_s, last.end_s + minutes * 60, product, last.run_number + 1)
+
+    def _run_segment(self, start_s: int, product: int, run_number: int) -> Segment:
+        low, high = self.config.run_minutes
+        minutes = int(self._schedule_rng.integers(low, high + 1))
+        return Segment("run", start_s, start_s + minutes * 60, product, run_number)
+
+    # --- physics ----------------------------------------------------------------------------------
+    def _steady_state(self, segment: Segment) -> _LineState:
+        product = self.products[segment.product]
+        cold = product.cold_od_mm
+        return _LineState(
+            speed=product.speed_m_min,
+            rpm=product.screw_rpm,
+            temp_base=product.temp_die_c,
+            temp_noise=0.0,
+            flange=product.temp_die_c - 12.0,
+            material_ar=0.0,
+            material_step=1.0,
+            speed_ripple=0.0,
+            oval_hot=0.004,
+            oval_cold=0.0,
+            pressure_noise=0.0,
+            sp_speed=product.speed_m_min,
+            sp_rpm=product.screw_rpm,
+            sp_temp=product.temp_die_c,
+            last_action_s=-10**9,
+            last_cold_mean=cold,
+            cold_source=np.full(HISTORY_S, cold),
+            oval_source=np.full(HISTORY_S, 0.004),
+        )
+
+    def _simulate_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s0 = self._simulated_s
+        segment = self._segment_at(s0)
+        product = self.products[segment.product]
+        seconds = s0 + np.arange(BLOCK_S)
+        sp_speed, sp_rpm, sp_temp = self._setpoints(segment, product, seconds)
+        truth = self._physics(product, sp_speed, sp_rpm, sp_temp, seconds)
+        self._simulated_s += BLOCK_S
+        self.true_cold_od.append(truth["cold_od_average"])
+        self._state.last_cold_mean = float(truth["cold_od_average"].mean())
+        return self._measure(truth, s0)
+
+    def _setpoints(self, segment: Segment, product: Product, seconds: np.ndarray):
+        st = self._state
+        s0 = int(seconds[0])
+        if segment.kind == "changeover":
+            # ramp from wherever the operators left the line to the next product's nominal settings
+            if s0 == segment.start_s:
+                self._ramp_from = (st.sp_speed, st.sp_rpm, st.sp_temp)
+            frac = (seconds - segment.start_s + 1) / (segment.end_s - segment.start_s)
+            targets = (product.speed_m_min, product.screw_rpm, product.temp_die_c)
+            ramps = [start + (end - start) * frac for start, end in zip(self._ramp_from, targets)]
+            st.sp_speed, st.sp_rpm, st.sp_temp = (float(r[-1]) for r in ramps)
+            return ramps
+        if s0 == segment.start_s and segment.run_number > 1:
+            st.sp_speed, st.sp_rpm, st.sp_temp = product.speed_m_min, product.screw_rpm, product.temp_die_c
+        self._process_events(product, s0)
+        n = len(seconds)
+        return np.full(n, st.sp_speed), np.full(n, st.sp_rpm), np.full(n, st.sp_temp)
+
+    def _process_events(self, product: Product, s0: int) -> None:
+        """Material batches, speed changes and operator corrections, decided once per block."""
+        cfg, st, rng = self.config, self._state, self._rng
+        draws = rng.random(4)
+        if draws[0] < cfg.material_steps_per_hour * BLOCK_S / 3600:
+            st.material_step *= math.exp(rng.choice([-1.0, 1.0]) * cfg.material_step * rng.uniform(0.5, 1.5))
+        if draws[1] < cfg.speed_changes_per_hour * BLOCK_S / 3600:
+            change = rng.choice([-1.0, 1.0]) * rng.uniform(*cfg.speed_change)
+            # keep speed inside a band the cooling trough handles (transit 3-5 minutes)
+            new_speed = float(np.clip(st.sp_speed * (1 + change), 0.8 * product.speed_m_min, 1.2 * product.speed_m_min))
+            factor = new_speed / st.sp_speed
+            st.sp_speed = new_speed
+            st.sp_rpm *= factor * (1 + rng.normal(0, cfg.rpm_compensation_error))
+        error = st.last_cold_mean - product.cold_od_mm
+        waited = s0 - st.last_action_s >= cfg.operator_wait_s
+        if waited and abs(error) > cfg.operator_threshold * product.tolerance_mm and draws[2] < cfg.operator_response_probability:
+            od, wire = product.cold_od_mm, product.wire_mm
+            area_change = 2 * (error / od) * od**2 / (od**2 - wire**2)
+            st.sp_rpm *= 1 - cfg.operator_gain * area_change * rng.uniform(0.6, 1.3)
+            st.last_action_s = s0
+
+    def _physics(self, product: Product, sp_speed, sp_rpm, sp_temp, seconds) -> dict[str, np.ndarray]:
+        cfg, st, rng = self.config, self._state, self._rng
+        n = len(seconds)
+        speed_lagged = _lag(st.speed, 8.0, sp_speed)
+        ripple = _ar1(rng, st.speed_ripple, 30.0, 0.004, n)
+        speed = speed_lagged * (1 + ripple)
+        rpm = _lag(st.rpm, 4.0, sp_rpm)
+        temp_base = _lag(st.temp_base, 240.0, sp_temp)
+        temp_noise = _ar1(rng, st.temp_noise, 120.0, 0.4, n)
+        heater = 0.8 * np.sin(2 * math.pi * seconds / 900.0 + self._heater_phase)
+        temp_die = temp_base + heater + temp_noise
+        flange = _lag(st.flange, 180.0, temp_die - 12.0)
+        material_ar = _ar1(rng, st.material_ar, cfg.material_tau_s, cfg.material_sigma, n)
+        material = st.material_step * np.exp(material_ar)
+
+        # mass balance at the die: coating area = melt volume rate / line speed
+        hot_nominal = product.cold_od_mm / (1 - _shrink(product.temp_die_c))
+        area_nominal = math.pi / 4 * (hot_nominal**2 - product.wire_mm**2)
+        output = (rpm / product.screw_rpm) * (1 - 0.003 * (temp_die - product.temp_die_c)) * material
+        area = area_nominal * output * product.speed_m_min / speed
+        hot_od = np.sqrt(product.wire_mm**2 + 4 / math.pi * area)
+        oval_hot = 0.004 + _ar1(rng, st.oval_hot - 0.004, 300.0, 0.002, n)
+        pressure_noise = _ar1(rng, st.pressure_noise, 20.0, 1.0, n)
+        pressure = (
+            product.pressure_bar
+            * (rpm / product.screw_rpm) ** 0.8
+            * material**1.5
+            * np.exp(-0.012 * (temp_die - product.temp_die_c))
+            + pressure_noise
+        )
+
+        # cooling trough: the cold gauge sees the cable extruded `transit` seconds ago
+        cold_source = np.concatenate([st.cold_source, hot_od * (1 - _shrink(temp_die))])
+        oval_source = np.concatenate([st.oval_source, oval_hot])
+        transit = np.clip(np.round(cfg.cooling_length_m / speed * 60).astype(np.int64), 1, HISTORY_S - 1)
+        seen = HISTORY_S + np.arange(n) - transit
+        cold_od = cold_source[seen]
+        oval_cold = 0.5 * oval_source[seen] + _ar1(rng, st.oval_cold, 120.0, 0.0005, n)
+
+        st.speed, st.rpm, st.temp_base, st.temp_noise = float(speed_lagged[-1]), float(rpm[-1]), float(temp_base[-1]), float(temp_noise[-1])
+        st.flange, st.material_ar, st.speed_ripple = float(flange[-1]), float(material_ar[-1]), float(ripple[-1])
+        st.oval_hot, st.oval_cold, st.pressure_noise = float(oval_hot[-1]), float(oval_cold[-1]), float(pressure_noise[-1])
+        st.cold_source, st.oval_source = cold_source[-HISTORY_S:], oval_source[-HISTORY_S:]
+        return {
+            "speed": speed,
+            "screw_rpm": rpm,
+            "temp_die": temp_die,
+            "temp_flange": flange,
+            "pressure": pressure,
+            "hot_od_x": hot_od * (1 + oval_hot / 2),
+            "hot_od_y": hot_od * (1 - oval_hot / 2),
+            "cold_od_x": cold_od * (1 + oval_cold / 2),
+            "cold_od_y": cold_od * (1 - oval_cold / 2),
+            "cold_od_average": cold_od,
+        }
+
+    # --- sensors --------------------------------------------------------------------------------
+    def _measure(self, truth: dict[str, np.ndarray], s0: int):
+        """Sample each sensor at its own rate, add its noise, then apply configured faults."""
+        block_start_ms, block_end_ms = s0 * 1000, (s0 + BLOCK_S) * 1000
+        truth_t = np.arange(s0, s0 + BLOCK_S) * 1000.0
+        measured: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for metric in METRICS:
+            period = self.config.period_ms(metric)
+            first = -(-block_start_ms // period)
+            rel_ms = np.arange(first, -(-block_end_ms // period), dtype=np.int64) * period
+            noise = self._rng.normal(0.0, SENSOR_NOISE[metric], len(rel_ms))
+            values = np.interp(rel_ms, truth_t, truth[metric]) + noise
+            measured[metric] = (rel_ms, values)
+        avg_t, _ = measured["cold_od_average"]
+        x_t, x_v = measured["cold_od_x"]
+        y_t, y_v = measured["cold_od_y"]
+        if np.array_equal(avg_t, x_t) and np.array_equal(avg_t, y_t):
+            measured["cold_od_average"] = (avg_t, (x_v + y_v) / 2)  # the gauge reports the mean of its axes
+
+        parts = []
+        for index, metric in enumerate(METRICS):
+            rel_ms, values = self._apply_faults(index, metric, *measured[metric])
+            values = np.round(values, DECIMALS.get(metric, OD_DECIMALS))
+            parts.append((np.full(len(rel_ms), index, dtype=np.int64), rel_ms + self.start_ms, values))
+        metric_index = np.concatenate([p[0] for p in parts])
+        time_ms = np.concatenate([p[1] for p in parts])
+        values = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((metric_index, time_ms))
+        return metric_index[order], time_ms[order], values[order]
+
+    def _apply_faults(self, index: int, metric: str, rel_ms: np.ndarray, values: np.ndarray):
+        values = values.copy()
+        keep = np.ones(len(rel_ms), dtype=bool)
+        spike_p = np.full(len(rel_ms), self.config.spike_probability)
+        for fault_number, fault in enumerate(self.config.faults):
+            if fault.metric != metric:
+                continue
+            inside = (rel_ms >= fault.start_s * 1000) & (rel_ms < (fault.start_s + fault.duration_s) * 1000)
+            if not inside.any():
+                continue
+            if fault.kind is FaultKind.DROPOUT:
+                keep &= ~inside
+            elif fault.kind is FaultKind.STUCK:
+                stuck = self._state.stuck_values.setdefault(fault_number, float(values[inside][0]))
+                values[inside] = stuck
+            else:
+                spike_p = np.where(inside, np.maximum(spike_p, fault.spike_probability), spike_p)
+        spikes = self._rng.random(len(rel_ms)) < spike_p
+        if spikes.any():
+            size = np.maximum(0.15 * np.abs(values[spikes]), 20 * SENSOR_NOISE[metric])
+            values[spikes] += self._rng.choice([-1.0, 1.0], spikes.sum()) * size
+        return rel_ms[keep], values[keep]
+
+    # --- context --------------------------------------------------------------------------------
+    def _interval(self, kind: ContextKind, suffix: str, start_ms: int, end_ms: int, *, value: str,
+                  spec: SpecLimits | None = None) -> ContextInterval:
+        return ContextInterval(
+            kind=kind,
+            interval_id=f"{self.line_id}-{suffix}",
+            line_id=self.line_id,
+            start=_utc(start_ms),
+            end=_utc(end_ms),
+            value=value,
+            spec=spec,
+        )
+
+    def _shifts(self, until_ms: int) -> list[ContextInterval]:
+        """Three 8-hour shifts a day starting 06:00, 14:00 and 22:00 UTC."""
+        shifts = []
+        hour_ms = 3_600_000
+        day_start = self.start_ms // (24 * hour_ms) * (24 * hour_ms)
+        boundary = day_start - 2 * hour_ms  # 22:00 the day before
+        while boundary < until_ms:
+            end = boundary + 8 * hour_ms
+            start, stop = max(boundary, self.start_ms), min(end, until_ms)
+            if start < stop:
+                hour = (boundary // hour_ms) % 24
+                name = dict(SHIFT_HOURS_UTC)[hour]
+                shifts.append(self._interval(ContextKind.SHIFT, f"shift-{boundary // 1000}", start, stop, value=name))
+            boundary = end
+        return shifts
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

@@ -1,0 +1,505 @@
+"""One simulated gateway process: an extrusion line feeding the real gateway code.
+
+    python -m edgeloop.device_shims.simulated_gateway CONFIG.json
+
+The process runs the gateway's own durable buffer, publisher and MQTT transport, the model
+runner's live scorer and update agent, and an ExtrusionLineSimulator in place of the sensors:
+1. connect, announce itself, subscribe to its model-update topic;
+2. history: simulate `history_s` as fast as possible into the buffer while the publisher drains it;
+   during an offline window (simulated time) the uplink is cut and the buffer grows, then the
+   backlog drains oldest-first;
+3. once the history is simulated and the buffer is empty: state `history_drained: true`;
+4. live: simulate at `live_speedup`, score with the active model, publish predictions as samples,
+   apply model updates and report their outcome;
+5. on the stop file, SIGTERM or the parent's exit: drain (bounded), write the final state, exit 0.
+
+The state file (JSON, replaced atomically about every 0.5 s) is how the demo watches progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator, SimulatorConfig
+from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
+from edgeloop.greengrass_components.gateway.config import GatewayConfig
+from edgeloop.greengrass_components.gateway.publisher import Publisher
+from edgeloop.greengrass_components.gateway.transport import (
+    ConnectFailed,
+    MessageCallback,
+    Mqtt5Transport,
+    PublishFailed,
+    Transport,
+    TransportError,
+)
+from edgeloop.greengrass_components.model_runner.agent import UpdateAgent
+from edgeloop.greengrass_components.model_runner.runner import LiveScorer
+from edgeloop.schemas import DeviceAnnouncement, ModelStatusReport, ModelUpdate, Precision, load_use_case, names
+
+log = logging.getLogger("edgeloop.simulated_gateway")
+
+STATE_INTERVAL_S = 0.5
+LIVE_TICK_S = 0.1
+CONTEXT_INTERVAL_S = 2.0  # wall seconds between context-file rewrites in the live phase
+REPORT_RETRY_S = 1.0
+PUBLISH_TIMEOUT_S = 10.0
+SUPPORTED_PRECISIONS = [Precision.FP32]
+
+
+class SimulatedGatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: GatewayConfig
+    seed: int
+    sim_start_ms: int = Field(ge=0)
+    history_s: int = Field(ge=0, description="simulated seconds sent as fast as possible")
+    offline_windows: list[tuple[int, int]] = Field(
+        default_factory=list, description="(start offset, duration) in simulated seconds from sim_start_ms"
+    )
+    live_speedup: float = Field(default=60.0, gt=0, description="simulated seconds per wall-clock second")
+    max_live_s: int = Field(default=3600, ge=0, description="simulated seconds of live phase, then idle")
+    state_file: Path
+    stop_file: Path
+    context_file: Path
+    model_dir: Path | None = Field(default=None, description="persisted model; default: beside the state file")
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    chunk_s: int = Field(default=60, gt=0, description="simulated seconds per history step")
+    drain_timeout_s: float = Field(default=60.0, ge=0, description="wall seconds to drain the buffer on stop")
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _windows_valid(self) -> "SimulatedGatewayConfig":
+        for i, (start, duration) in enumerate(self.offline_windows):
+            if start < 0 or duration <= 0:
+                raise ValueError(f"offline_windows[{i}]=({start}, {duration}) needs start >= 0 and duration > 0")
+        return self
+
+    @property
+    def model_state_dir(self) -> Path:
+        return self.model_dir or self.state_file.parent / "model"
+
+    def offline_at(self, offset_s: int) -> bool:
+        return any(start <= offset_s < start + duration for start, duration in self.offline_windows)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "SimulatedGatewayConfig":
+        path = Path(path)
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<config>'}={err.get('input')!r}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ValueError(f"{path}: invalid simulated gateway config: {problems}") from None
+
+
+class SimulatedUplink:
+    """A Transport whose network can be cut: offline, connect and publish fail as on a dead link.
+
+    Subscriptions are remembered and made again after every reconnect.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self._online = True
+        self._subscriptions: dict[str, MessageCallback] = {}
+        self._resubscribe = False
+        self._lock = threading.RLock()
+        self._in_flight = 0
+        self._publishes = threading.Condition()
+        self.delivered = 0  # publishes acknowledged by the broker
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    @property
+    def is_connected(self) -> bool:
+        return self._online and self._inner.is_connected
+
+    def connect(self, timeout_s: float) -> None:
+        with self._lock:
+            if not self._online:
+                raise ConnectFailed("uplink down (simulated outage)")
+            self._inner.connect(timeout_s)
+            if self._resubscribe:
+                for topic_filter, callback in self._subscriptions.items():
+                    self._inner.subscribe(topic_filter, callback, timeout_s)
+                self._resubscribe = False
+
+    def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
+        with self._publishes:
+            if not self._online:
+                raise PublishFailed("uplink down (simulated outage)")
+            self._in_flight += 1
+        try:
+            self._inner.publish(topic, payload, timeout_s)
+            with self._publishes:
+                self.delivered += 1
+        finally:
+            with self._publishes:
+                self._in_flight -= 1
+                self._publishes.notify_all()
+
+    def subscribe(self, topic_filter: str, callback: MessageCallback, timeout_s: float) -> None:
+        with self._lock:
+            self._subscriptions[topic_filter] = callback
+            self._inner.subscribe(topic_filter, callback, timeout_s)
+
+    def go_offline(self) -> None:
+        with self._lock:
+            if not self._online:
+                return
+            with self._publishes:
+                self._online = False
+            self._inner.disconnect()
+            self._resubscribe = True  # disconnect() forgets the transport's subscriptions
+            with self._publishes:  # publishes begun before the cut end (acknowledged or failed) first
+                self._publishes.wait_for(lambda: self._in_flight == 0, timeout=PUBLISH_TIMEOUT_S)
+        log.info("uplink down (simulated outage)")
+
+    def go_online(self, timeout_s: float) -> None:
+        with self._lock:
+            if self._online:
+                return
+            self._online = True
+        log.info("uplink restored")
+        try:
+            self.connect(timeout_s)
+        except TransportError as exc:  # the publisher keeps retrying with backoff
+            log.warning("reconnect after the outage failed: %s", exc)
+
+    def disconnect(self) -> None:
+        self._inner.disconnect()
+
+
+class SimulatedGateway:
+    def __init__(self, config: SimulatedGatewayConfig, *, transport: Transport | None = None) -> None:
+        gw = config.gateway
+        if transport is None and gw.transport != "mqtt":
+            raise ValueError(f"gateway.transport={gw.transport!r}: the simulated gateway talks MQTT only ('mqtt')")
+        self.config = config
+        self.use_case = load_use_case(gw.use_case)
+        self.simulator = ExtrusionLineSimulator(
+            gw.line_id, seed=config.seed, start_ms=config.sim_start_ms, config=config.simulator
+        )
+        self.buffer = SampleBuffer(
+            gw.buffer_path, thing_name=gw.thing_name, line_id=gw.line_id,
+            max_bytes=gw.buffer_max_bytes, fsync_policy=gw.fsync_policy,
+        )
+        inner = transport or Mqtt5Transport(
+            gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path, client_id=gw.thing_name
+        )
+        self.uplink = SimulatedUplink(inner)
+        self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0)
+        self.live = LiveScorer(self.use_case)
+        self.agent = UpdateAgent(
+            gw.thing_name, self.use_case, self.live, self._queue_report, state_dir=config.model_state_dir
+        )
+        self.stop_requested = threading.Event()
+        self._threads_stop = threading.Event()
+        self._updates: queue.Queue[bytes] = queue.Queue()
+        self._outbox: list[ModelStatusReport] = []
+        self._outbox_lock = threading.Lock()
+        self._parent_pid = os.getppid()
+        self.phase = "starting"
+        self.history_drained = False
+        self.outages: list[dict[str, int]] = []  # simulated outages and the backlog they left
+        self.last_error = ""
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def run(self) -> int:
+        exit_code = 0
+        # a stop file left by the previous process's stop asked *that* process to stop, not this one
+        self.config.stop_file.unlink(missing_ok=True)
+        try:
+            self.agent.restore()
+            self._start_thread("state", self._state_loop)
+            self._connect_and_announce()
+            self._start_thread("publisher", lambda: self.publisher.run(self._threads_stop))
+            self._start_thread("updates", self._update_loop)
+            self._history()
+            self._wait_for_history_drain()
+            self._live()
+            self._idle()
+        except Exception as exc:  # recorded for the demo, which reports it
+            log.exception("gateway failed")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.phase = "failed"
+            exit_code = 1
+        finally:
+            self._shutdown(failed=exit_code != 0)
+        return exit_code
+
+    def should_stop(self) -> bool:
+        if self.stop_requested.is_set():
+            return True
+        if self.config.stop_file.exists():
+            log.info("stop file %s found", self.config.stop_file)
+            self.stop_requested.set()
+        elif os.getppid() != self._parent_pid:
+            log.warning("parent process exited: stopping")  # don't outlive the demo that started us
+            self.stop_requested.set()
+        return self.stop_requested.is_set()
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"{self.config.gateway.thing_name}-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _connect_and_announce(self) -> None:
+        self.phase = "connecting"
+        gw = self.config.gateway
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while True:
+            try:
+                self.uplink.connect(min(10.0, self.config.connect_timeout_s))
+                break
+            except TransportError as exc:
+                self.last_error = str(exc)
+                if time.monotonic() > deadline or self.should_stop():
+                    raise ConnectFailed(f"could not connect within {self.config.connect_timeout_s:.0f} s: {exc}") from exc
+                time.sleep(0.5)
+        self.uplink.subscribe(names.model_update_topic(gw.thing_name), self._on_update_message, PUBLISH_TIMEOUT_S)
+        announcement = DeviceAnnouncement(
+            thing_name=gw.thing_name,
+            site=gw.site,
+            line_id=gw.line_id,
+            use_case=gw.use_case,
+            architecture=gw.architecture,
+            runtime_version=gw.runtime_version,
+            supported_precisions=SUPPORTED_PRECISIONS,
+            current_model_version=self.agent.current.version if self.agent.current else None,
+            sent_at=datetime.now(timezone.utc),
+        )
+        self.uplink.publish(names.announce_topic(gw.thing_name), announcement.model_dump_json().encode(), PUBLISH_TIMEOUT_S)
+        log.info("connected and announced as %s", gw.thing_name)
+
+    # --- phases -----------------------------------------------------------------------------------
+    def _history(self) -> None:
+        self.phase = "history"
+        cfg = self.config
+        # the live scorer needs only the last window of history
+        warm_from_s = cfg.history_s - (self.live.retention_ms // 1000) - cfg.chunk_s
+        offset = 0
+        while offset < cfg.history_s and not self.should_stop():
+            if cfg.offline_at(offset):
+                if self.uplink.online:
+                    self.uplink.go_offline()
+                    self.outages.append({"start_offset_s": offset, "delivered_at_start": self.uplink.delivered})
+            else:
+                self._end_outage(offset)
+            seconds = min(cfg.chunk_s, cfg.history_s - offset)
+            samples = self.simulator.advance(seconds)
+            if offset >= warm_from_s:
+                self.live.add(samples)
+            self._append(samples)
+            offset += seconds
+        self._end_outage(offset)
+        self._write_context()
+
+    def _end_outage(self, offset: int) -> None:
+        """Back online; records how much the buffer held when the link came back (nothing left meanwhile)."""
+        if not self.uplink.online:
+            outage = self.outages[-1]
+            outage.update(
+                end_offset_s=offset,
+                pending_at_reconnect=self.buffer.pending_samples(),
+                publishes_during_outage=self.uplink.delivered - outage.pop("delivered_at_start"),
+            )
+        self.uplink.go_online(self.config.connect_timeout_s)
+
+    def _wait_for_history_drain(self) -> None:
+        self.phase = "draining_history"
+        while not self.should_stop():
+            if self.buffer.pending_samples() == 0:
+                self.history_drained = True
+                log.info("history drained")
+                return
+            time.sleep(0.1)
+
+    def _live(self) -> None:
+        self.phase = "live"
+        cfg = self.config
+        stride_s = self.use_case.example_stride_s
+        started = time.monotonic()
+        simulated = 0
+        last_context = started
+        while simulated < cfg.max_live_s and not self.should_stop():
+            due = min(cfg.max_live_s, int(cfg.live_speedup * (time.monotonic() - started)))
+            while simulated < due and not self.should_stop():
+                # at most one stride per step, so every stride boundary gets scored
+                step = min(due - simulated, stride_s)
+                samples = self.simulator.advance(step)
+                self.live.add(samples)
+                predictions = self.live.maybe_score(self.simulator.now_ms)
+                self._append(samples + predictions)
+                self.agent.watch()
+                simulated += step
+            if time.monotonic() - last_context > CONTEXT_INTERVAL_S:
+                self._write_context()
+                last_context = time.monotonic()
+            self.stop_requested.wait(LIVE_TICK_S)
+        self._write_context()
+
+    def _idle(self) -> None:
+        self.phase = "idle"
+        while not self.should_stop():
+            self.stop_requested.wait(0.2)
+
+    def _shutdown(self, failed: bool) -> None:
+        if not failed:
+            self.phase = "stopping"
+        try:
+            if failed:
+                return  # nothing trustworthy to drain to; the finally block records the state
+            self.uplink.go_online(self.config.connect_timeout_s)
+            deadline = time.monotonic() + self.config.drain_timeout_s
+            while self.buffer.pending_samples() > 0 and time.monotonic() < deadline and self.publisher_alive():
+                time.sleep(0.1)
+            pending = self.buffer.pending_samples()
+            if pending and not failed:
+                self.last_error = f"stopped with {pending} samples still buffered (drain timeout {self.config.drain_timeout_s} s)"
+            self._flush_reports()
+            self._write_context()
+        except Exception as exc:
+            log.exception("shutdown problem")
+            self.last_error = self.last_error or f"{type(exc).__name__}: {exc}"
+        finally:
+            self._threads_stop.set()
+            for thread in self._threads:
+                thread.join(timeout=15)
+            if not failed:
+                self.phase = "stopped"
+            self._write_state()
+            try:
+                self.uplink.disconnect()
+            finally:
+                self.buffer.close()
+
+    def publisher_alive(self) -> bool:
+        return any(t.name.endswith("-publisher") and t.is_alive() for t in self._threads)
+
+    # --- data ---------------------------------------------------------------------------------------
+    def _append(self, samples: Sequence[tuple[str, int, float]]) -> None:
+        result = self.buffer.append(samples)
+        if result.rejected:
+            self.last_error = f"buffer rejected samples: {result.rejected}"
+
+    # --- model updates ------------------------------------------------------------------------------
+    def _on_update_message(self, topic: str, payload: bytes) -> None:
+        self._updates.put(payload)
+
+    def _update_loop(self) -> None:
+        while not self._threads_stop.is_set():
+            try:
+                payload = self._updates.get(timeout=REPORT_RETRY_S)
+            except queue.Empty:
+                self._flush_reports()
+                continue
+            try:
+                update = ModelUpdate.model_validate_json(payload)
+            except ValidationError as exc:
+                self.last_error = f"invalid model update on {names.model_update_topic(self.config.gateway.thing_name)}: {exc}"
+                log.error(self.last_error)
+                continue
+            report = self.agent.handle(update)
+            log.info("update %s %s: %s %s", update.model_id, update.version, report.status.value, report.reason)
+            self._flush_reports()
+
+    def _queue_report(self, report: ModelStatusReport) -> None:
+        with self._outbox_lock:
+            self._outbox.append(report)
+
+    def _flush_reports(self) -> None:
+        """Send queued status reports; what cannot go now stays queued for the next try."""
+        topic = names.model_status_topic(self.config.gateway.thing_name)
+        with self._outbox_lock:
+            while self._outbox:
+                try:
+                    self.uplink.publish(topic, self._outbox[0].model_dump_json().encode(), PUBLISH_TIMEOUT_S)
+                except TransportError as exc:
+                    log.warning("status report not sent yet: %s", exc)
+                    return
+                self._outbox.pop(0)
+
+    # --- state and context files ----------------------------------------------------------------------
+    def state(self) -> dict:
+        stats = self.buffer.stats()
+        current = self.agent.current
+        return {
+            "thing_name": self.config.gateway.thing_name,
+            "pid": os.getpid(),
+            "phase": self.phase,
+            "online": self.uplink.online,
+            "accepted_samples": stats.accepted_total,
+            "rejected": sum(stats.rejected_total.values()),
+            "rejected_by_reason": stats.rejected_total,
+            "dropped": stats.dropped_total,
+            "pending": stats.pending,
+            "published_samples": self.publisher.published_samples,
+            "publish_failures": self.publisher.publish_failures,
+            "acked_seq": stats.next_seq - stats.pending - 1,
+            "history_drained": self.history_drained,
+            "outages": self.outages,
+            "model_id": current.model_id if current else None,
+            "model_version": current.version if current else None,
+            "predictions": self.live.predictions,
+            "scoring_skipped": dict(self.live.skipped),
+            "sim_time_ms": self.simulator.now_ms,
+            "last_error": self.last_error,
+            "publisher_last_error": self.publisher.last_error,
+            "updated_at": datetime.now(timezone.utc).isoformat(),
+        }
+
+    def _write_state(self) -> None:
+        _write_atomic(self.config.state_file, json.dumps(self.state(), indent=2))
+
+    def _state_loop(self) -> None:
+        while not self._threads_stop.is_set():
+            try:
+                self._write_state()
+            except Exception:  # e.g. the buffer closing under us; the final write follows
+                log.debug("state write skipped", exc_info=True)
+            self._threads_stop.wait(STATE_INTERVAL_S)
+
+    def _write_context(self) -> None:
+        intervals = self.simulator.context_intervals()
+        _write_atomic(self.config.context_file, "".join(i.model_dump_json() + "\n" for i in intervals))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m edgeloop.device_shims.simulated_gateway CONFIG.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = SimulatedGatewayConfig.from_file(argv[0])
+    gateway = SimulatedGateway(config)
+    signal.signal(signal.SIGTERM, lambda signum, frame: gateway.stop_requested.set())
+    return gateway.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""The embedded local runtime: moto_server plays AWS, mosquitto plays IoT Core, the bridge plays IoT rules.
+
+It is what runs when no AWS account is configured (`make demo`, the integration tests).
+"""

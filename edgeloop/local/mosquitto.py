@@ -1,0 +1,167 @@
+"""A real mosquitto broker playing AWS IoT Core: mutual TLS, one identity per certificate, topic ACLs.
+
+Each client's certificate CN becomes its username (`use_identity_as_username`), and the ACL
+`pattern readwrite edgeloop/%u/#` confines a gateway to its own topics, as the IoT policy
+`edgeloop/${iot:Connection.Thing.ThingName}/#` does in AWS. The cloud identity may use every
+`edgeloop/` topic (the bridge and the local model delivery connect with it).
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+from edgeloop.local.pki import CertificateAuthority, IssuedCert
+from edgeloop.local.ports import LOOPBACK, free_port
+from edgeloop.local.processes import ServerStartError, stop_process, wait_until
+from edgeloop.schemas import names
+
+CLOUD_IDENTITY = "edgeloop-cloud"
+BROKER_IDENTITY = "edgeloop-broker"
+PROBE_IDENTITY = "edgeloop-broker-probe"
+FALLBACK_BINARY = Path("/usr/sbin/mosquitto")
+START_TIMEOUT_S = 15.0
+START_ATTEMPTS = 3  # a free port can be taken by someone else before mosquitto binds it
+
+
+def find_mosquitto() -> Path:
+    found = shutil.which("mosquitto")
+    if found:
+        return Path(found)
+    if FALLBACK_BINARY.exists():
+        return FALLBACK_BINARY
+    raise FileNotFoundError(
+        "mosquitto not found on PATH or at /usr/sbin/mosquitto: install it with `make mosquitto` "
+        "(apt-get install mosquitto)"
+    )
+
+
+def acl_text(cloud_identity: str = CLOUD_IDENTITY) -> str:
+    # `pattern` lines apply to every authenticated client; the `user` block adds the cloud's rights.
+    return (
+        f"pattern readwrite {names.TOPIC_ROOT}/%u/#\n"
+        f"\n"
+        f"user {cloud_identity}\n"
+        f"topic readwrite {names.TOPIC_ROOT}/#\n"
+    )
+
+
+def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -> str:
+    return "\n".join(
+        [
+            "per_listener_settings false",
+            "persistence false",
+            # The default of 1000 queued QoS1 messages per client drops data when a gateway's
+            # backlog drains faster than the bridge takes it; IoT Core does not drop there.
+            "max_queued_messages 100000",
+            # Without `user`, mosquitto started as root drops to the `mosquitto` user, which may not
+            # read a work directory under /tmp or the home directory; as non-root this is ignored.
+            f"user {getpass.getuser()}",
+            f"log_dest file {log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            # use_identity_as_username gives every certificate holder a username, so nobody is
+            # anonymous; mosquitto 2.0 defaults to false anyway, this keeps it explicit.
+            "allow_anonymous false",
+            f"acl_file {acl_path}",
+            f"listener {port} {LOOPBACK}",
+            "protocol mqtt",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "tls_version tlsv1.2",
+            f"cafile {server.ca_path}",
+            f"certfile {server.cert_path}",
+            f"keyfile {server.key_path}",
+            "",
+        ]
+    )
+
+
+class MosquittoBroker:
+    """Start with `.start()` or `with MosquittoBroker(...) as broker:`; clients connect to `.host:.port`."""
+
+    def __init__(self, workdir: Path, ca: CertificateAuthority, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.ca = ca
+        self.host = LOOPBACK
+        self._requested_port = port
+        self.port: int | None = port
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def acl_path(self) -> Path:
+        return self.workdir / "mosquitto.acl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> "MosquittoBroker":
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"mosquitto is already running (pid {self.process.pid})")
+        binary = find_mosquitto()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tls_dir = self.workdir / "tls"
+        server = self.ca.issue(BROKER_IDENTITY, tls_dir, server=True)
+        probe = self.ca.issue(PROBE_IDENTITY, tls_dir)
+        self.acl_path.write_text(acl_text())
+        attempts = 1 if self._requested_port else START_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            self.port = self._requested_port or free_port()
+            self.config_path.write_text(config_text(self.port, server, self.acl_path, self.log_path))
+            with (self.workdir / "mosquitto.stderr").open("ab") as stderr:
+                self.process = subprocess.Popen(
+                    [str(binary), "-c", str(self.config_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
+                )
+            try:
+                wait_until(lambda: self._accepts_tls(probe), self.process, START_TIMEOUT_S, "mosquitto", self.log_path)
+                return self
+            except ServerStartError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+        return self
+
+    def _accepts_tls(self, probe: IssuedCert) -> bool:
+        """True once a full mutual-TLS handshake succeeds (the listener is up and the certs load)."""
+        context = ssl.create_default_context(cafile=str(probe.ca_path))
+        context.load_cert_chain(str(probe.cert_path), str(probe.key_path))
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.unwrap()  # a clean close_notify keeps an OpenSSL error out of the broker log
+                    return True
+        except (OSError, ssl.SSLError):
+            return False
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> "MosquittoBroker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,173 @@
+"""A throwaway certificate authority for the local broker's mutual TLS.
+
+AWS IoT Core issues one X.509 certificate per thing; locally this CA does, with the thing name as
+the common name, so mosquitto's `use_identity_as_username` can confine each gateway to its topics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Thing names in AWS IoT are [a-zA-Z0-9:_-]+; a dot is allowed for server names. No MQTT
+# wildcards or slashes: the CN becomes the broker username inside topic patterns.
+_COMMON_NAME = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
+VALIDITY = dt.timedelta(days=30)
+CLOCK_SKEW = dt.timedelta(minutes=5)
+SERVER_DNS_NAMES = ("localhost",)
+SERVER_IP_ADDRESSES = ("127.0.0.1",)
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """PEM files of one identity, plus the CA that signed it (what an mTLS client needs)."""
+
+    cert_path: Path
+    key_path: Path
+    ca_path: Path
+    common_name: str
+
+
+def _check_common_name(common_name: str) -> str:
+    if not isinstance(common_name, str) or not _COMMON_NAME.match(common_name):
+        raise ValueError(
+            f"common_name {common_name!r} is not valid: use 1-64 characters from A-Z a-z 0-9 : _ . -"
+        )
+    return common_name
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.chmod(path, 0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgeloop local"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _validity() -> tuple[dt.datetime, dt.datetime]:
+    now = dt.datetime.now(dt.timezone.utc)
+    return now - CLOCK_SKEW, now + VALIDITY
+
+
+class CertificateAuthority:
+    """A self-signed EC P-256 CA whose certificate and key live in `directory`."""
+
+    def __init__(self, directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self.directory = directory
+        self.name = name
+        self.certificate = cert
+        self._key = key
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / "ca.key"
+
+    @classmethod
+    def create(cls, directory: Path, name: str) -> "CertificateAuthority":
+        _check_common_name(name)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        key = _new_key()
+        not_before, not_after = _validity()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        authority = cls(directory, name, cert, key)
+        authority.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(authority.key_path, _key_pem(key))
+        return authority
+
+    def issue(self, common_name: str, directory: Path, server: bool = False) -> IssuedCert:
+        """Sign a new key for `common_name`: a server cert (SANs localhost, 127.0.0.1) or a client cert."""
+        _check_common_name(common_name)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        key = _new_key()
+        not_before, not_after = _validity()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(n) for n in SERVER_DNS_NAMES]
+                    + [x509.IPAddress(ipaddress.ip_address(a)) for a in SERVER_IP_ADDRESSES]
+                ),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+        cert = builder.sign(self._key, hashes.SHA256())
+        issued = IssuedCert(
+            cert_path=directory / f"{common_name}.crt",
+            key_path=directory / f"{common_name}.key",
+            ca_path=self.cert_path,
+            common_name=common_name,
+        )
+        issued.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(issued.key_path, _key_pem(key))
+        return issued

@@ -1,0 +1,47 @@
+"""Starting and stopping the local servers as child processes, always by their own PID."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+STOP_GRACE_S = 5.0
+
+
+class ServerStartError(RuntimeError):
+    """A local server did not come up; the message carries the tail of its log."""
+
+
+def log_tail(path: Path | None, lines: int = 20) -> str:
+    if path is None or not path.exists():
+        return "(no log)"
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen, timeout_s: float, what: str, log: Path | None
+) -> None:
+    """Poll `ready` until true; fail early, with the log, if the process exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerStartError(f"{what} exited with code {process.returncode} while starting:\n{log_tail(log)}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise ServerStartError(f"{what} was not ready within {timeout_s:.0f} s:\n{log_tail(log)}")
+
+
+def stop_process(process: subprocess.Popen | None, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the child, wait, SIGKILL if it lingers; reaps it so no zombie is left."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace_s)

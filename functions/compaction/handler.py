@@ -1,0 +1,48 @@
+"""EventBridge schedule target: compact every raw object not compacted yet.
+
+The event body is ignored except for an optional `raw_keys` list (the local runtime passes the
+keys it just landed to compact them at once).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from functools import lru_cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.schemas import names
+
+from .logic import compact
+from .settings import Settings
+
+logger = Logger(service="compaction")
+tracer = Tracer(service="compaction")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="compaction")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event or {}, context_or_local(context, "compaction"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    raw_keys = event.get("raw_keys")
+    if raw_keys is not None and not (isinstance(raw_keys, list) and all(isinstance(k, str) for k in raw_keys)):
+        raise ValueError(f"raw_keys={raw_keys!r} must be a list of S3 keys")
+    result = compact(_settings().data_bucket, raw_keys=raw_keys)
+    metrics.add_metric(name="RawObjectsCompacted", unit=MetricUnit.Count, value=result.raw_objects)
+    metrics.add_metric(name="CuratedRowsWritten", unit=MetricUnit.Count, value=result.rows_written)
+    metrics.add_metric(name="DuplicateRowsDropped", unit=MetricUnit.Count, value=result.duplicates_dropped)
+    logger.info("compacted", extra={"partitions": result.partitions, "raw_objects": result.raw_objects})
+    return {**asdict(result), "line_ids": result.line_ids}

@@ -1,0 +1,161 @@
+"""Compaction: raw/ (by ingestion time, JSON) -> curated/ (by line and event date, Parquet).
+
+Each curated partition `curated/line=<line>/event_date=YYYY-MM-DD/` holds one Parquet part,
+sorted by (thing_name, metric, time_ms) and free of duplicate (thing_name, seq) rows.
+
+Merge strategy (fine at demo scale, documented because it does not scale forever): for every
+partition touched by new raw objects, read the partition's existing parts, union them with the
+new rows, drop duplicates (the earliest ingested copy wins), write one new part, then delete the
+old parts. Late data (the Mímir lines send up to 14 days late) simply rewrites an older partition.
+A crash between the write and the delete leaves two overlapping parts; readers de-duplicate
+(`read_curated`) and the next merge of that partition repairs it.
+
+Incremental runs: after its partitions are written, each processed raw key gets an empty marker
+`_state/compacted/<raw key>`; a rerun skips marked keys. A crash before the markers only means
+those raw objects are read again, which the de-duplication absorbs. Runs must not overlap (the
+stack gives the function a reserved concurrency of 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from edgeloop.functions.common import s3
+from edgeloop.functions.ingest.raw_format import RawBatch
+from edgeloop.schemas import names
+
+STATE_PREFIX = "_state/compacted"
+CURATED_SCHEMA = pa.schema(
+    [
+        ("thing_name", pa.string()),
+        ("line_id", pa.string()),
+        ("metric", pa.string()),
+        ("time_ms", pa.int64()),
+        ("value", pa.float64()),
+        ("seq", pa.int64()),
+        ("ingest_time_ms", pa.int64()),
+    ]
+)
+SORT_KEYS = ["thing_name", "metric", "time_ms"]
+DEDUPE_KEYS = ["thing_name", "seq"]
+
+
+@dataclass
+class CompactionResult:
+    raw_objects: int = 0
+    rows_read: int = 0
+    rows_written: int = 0
+    duplicates_dropped: int = 0
+    partitions: list[str] = field(default_factory=list)  # the curated prefixes rewritten
+    skipped_keys: list[str] = field(default_factory=list)  # already compacted earlier
+
+    @property
+    def line_ids(self) -> list[str]:
+        return sorted({p.split("/")[1].removeprefix("line=") for p in self.partitions})
+
+
+def marker_key(raw_key: str) -> str:
+    return f"{STATE_PREFIX}/{raw_key}"
+
+
+def partition_prefix(line_id: str, event_date: str) -> str:
+    return f"{names.CURATED_PREFIX}/line={line_id}/event_date={event_date}/"
+
+
+def compact(bucket: str, *, raw_keys: Iterable[str] | None = None) -> CompactionResult:
+    """Fold raw objects not yet compacted (all under raw/ when raw_keys is None) into curated/."""
+    candidates = sorted(set(raw_keys) if raw_keys is not None else s3.list_keys(bucket, f"{names.RAW_PREFIX}/"))
+    foreign = [k for k in candidates if not (k.startswith(f"{names.RAW_PREFIX}/") and k.endswith(".json.gz"))]
+    if foreign:
+        raise ValueError(f"raw_keys {foreign[:5]!r} are not raw objects ({names.RAW_PREFIX}/.../*.json.gz)")
+    done = {k.removeprefix(f"{STATE_PREFIX}/") for k in s3.list_keys(bucket, f"{STATE_PREFIX}/{names.RAW_PREFIX}/")}
+    result = CompactionResult(skipped_keys=[k for k in candidates if k in done])
+    pending = [k for k in candidates if k not in done]
+    if not pending:
+        return result
+
+    new_rows = pd.concat([raw_rows(s3.get_bytes(bucket, key)) for key in pending], ignore_index=True)
+    result.raw_objects = len(pending)
+    result.rows_read = len(new_rows)
+    event_dates = pd.to_datetime(new_rows["time_ms"], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
+    for (line_id, event_date), rows in new_rows.groupby([new_rows["line_id"], event_dates], sort=True):
+        written, dropped = _merge_partition(bucket, partition_prefix(line_id, event_date), rows)
+        result.rows_written += written
+        result.duplicates_dropped += dropped
+        result.partitions.append(partition_prefix(line_id, event_date))
+
+    for key in pending:
+        s3.put_bytes(bucket, marker_key(key), b"")
+    return result
+
+
+def raw_rows(body: bytes) -> pd.DataFrame:
+    """One raw object as curated rows."""
+    batch = RawBatch.from_gzip_json(body)
+    samples = batch.samples
+    n = len(samples)
+    metric_names = np.asarray(samples.metrics, dtype=object)
+    return pd.DataFrame(
+        {
+            "thing_name": np.full(n, batch.thing_name, dtype=object),
+            "line_id": np.full(n, batch.line_id, dtype=object),
+            "metric": metric_names[np.asarray(samples.metric_index, dtype=np.int64)],
+            "time_ms": np.asarray(samples.time_ms, dtype=np.int64),
+            "value": np.asarray(samples.values, dtype=np.float64),
+            "seq": np.asarray(batch.seq, dtype=np.int64),
+            "ingest_time_ms": np.full(n, batch.received_at_ms, dtype=np.int64),
+        }
+    )
+
+
+def _merge_partition(bucket: str, prefix: str, new_rows: pd.DataFrame) -> tuple[int, int]:
+    """Rewrite one partition as old ∪ new, de-duplicated; returns (rows written, duplicates dropped)."""
+    old_keys = [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet")]
+    frames = [_read_parquet(s3.get_bytes(bucket, key)) for key in old_keys]
+    merged = pd.concat([*frames, new_rows], ignore_index=True)
+    clean = dedupe_and_sort(merged)
+    body = _to_parquet(clean)
+    new_key = f"{prefix}part-{hashlib.sha256(body).hexdigest()[:16]}.parquet"
+    s3.put_bytes(bucket, new_key, body, content_type="application/vnd.apache.parquet")
+    s3.delete_keys(bucket, [k for k in old_keys if k != new_key])
+    return len(clean), len(merged) - len(clean)
+
+
+def dedupe_and_sort(rows: pd.DataFrame) -> pd.DataFrame:
+    """Drop repeated (thing_name, seq), keeping the earliest ingested copy; sort for readers."""
+    rows = rows.sort_values(["ingest_time_ms", "thing_name", "seq"], kind="stable")
+    rows = rows.drop_duplicates(DEDUPE_KEYS, keep="first")
+    return rows.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+
+
+def _to_parquet(rows: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(rows[CURATED_SCHEMA.names], schema=CURATED_SCHEMA, preserve_index=False)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _read_parquet(body: bytes) -> pd.DataFrame:
+    table = pq.read_table(io.BytesIO(body)).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
+    return table.to_pandas()
+
+
+def empty_curated() -> pd.DataFrame:
+    return CURATED_SCHEMA.empty_table().to_pandas()
+
+
+def read_curated(bucket: str, line_id: str) -> pd.DataFrame:
+    """Every curated row of a line, de-duplicated and sorted by (thing_name, metric, time_ms)."""
+    keys = [k for k in s3.list_keys(bucket, f"{names.CURATED_PREFIX}/line={line_id}/") if k.endswith(".parquet")]
+    if not keys:
+        return empty_curated()
+    frames = [_read_parquet(s3.get_bytes(bucket, key)) for key in keys]
+    return dedupe_and_sort(pd.concat(frames, ignore_index=True))

@@ -1,0 +1,239 @@
+"""The device table: DeviceRecord <-> DynamoDB item, queries by index, compare-and-swap writes.
+
+Registration, status intake and the orchestrator all write device items, sometimes at the same
+moment (an announcement racing a status report, 200 reports from one wave). Every write therefore
+goes through `compare_and_swap`: read the item with its `revision`, compute the new record, write
+it only if the revision is still the one read, retry otherwise. Nothing is lost and no writer needs
+to know about the others.
+
+Two bookkeeping attributes live in the item beside the record's fields and never leave this
+module's `StoredDevice`: `revision` (bumped on every write) and `report_sent_at_us` (the sent_at of
+the status report the item's status came from, as integer microseconds so DynamoDB compares it
+numerically; ISO strings of varying precision do not sort correctly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from edgeloop.functions.common.aws import client
+from edgeloop.schemas import DeviceRecord, DeviceStatus, names
+
+REVISION = "revision"
+REPORT_SENT_AT = "report_sent_at_us"
+_BOOKKEEPING = (REVISION, REPORT_SENT_AT)
+_BATCH_GET_LIMIT = 100  # BatchGetItem takes at most 100 keys
+DEFAULT_ATTEMPTS = 50
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _index(name: str) -> tuple[str, str, str | None]:
+    for index in names.DEVICE_TABLE_KEYS.indexes:
+        if index[0] == name:
+            return index
+    raise KeyError(f"the device table has no index {name!r}")
+
+
+BY_LINE = _index("by_line")
+BY_MODEL_VERSION = _index("by_model_version")
+BY_STATUS = _index("by_status")
+
+
+def microseconds(moment: datetime) -> int:
+    """Exact integer form of a timestamp (float seconds would round away microseconds)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {moment.isoformat()} has no time zone")
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class StoredDevice:
+    """A device record as stored, with what compare-and-swap needs to write it back safely."""
+
+    record: DeviceRecord
+    revision: int
+    report_sent_at_us: int | None = None
+
+
+@dataclass(frozen=True)
+class DeviceWrite:
+    """What a compare-and-swap change wants stored; `report_sent_at_us=None` keeps the stored one."""
+
+    record: DeviceRecord
+    report_sent_at_us: int | None = None
+
+
+class WriteConflict(RuntimeError):
+    """Compare-and-swap kept losing to other writers."""
+
+
+def record_to_item(record: DeviceRecord, *, revision: int, report_sent_at_us: int | None = None) -> dict[str, Any]:
+    # GSIs cannot index null attributes, so absent fields are left out rather than stored as NULL.
+    document = record.model_dump(mode="json", exclude_none=True)
+    document[REVISION] = revision
+    if report_sent_at_us is not None:
+        document[REPORT_SENT_AT] = report_sent_at_us
+    return {key: _serializer.serialize(value) for key, value in document.items()}
+
+
+def item_to_stored(item: dict[str, Any]) -> StoredDevice:
+    document = {key: _deserializer.deserialize(value) for key, value in item.items()}
+    revision = int(document.pop(REVISION, 0))
+    report_sent_at = document.pop(REPORT_SENT_AT, None)
+    try:
+        record = DeviceRecord.model_validate(document)
+    except ValueError as exc:
+        raise ValueError(f"device item {document.get('thing_name')!r} is not a DeviceRecord: {exc}") from exc
+    return StoredDevice(record, revision, None if report_sent_at is None else int(report_sent_at))
+
+
+class DeviceTable:
+    def __init__(self, table_name: str) -> None:
+        if not table_name:
+            raise ValueError("table_name='' : the device table needs a name")
+        self.table_name = table_name
+
+    @property
+    def _client(self) -> Any:
+        return client("dynamodb")
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get(self, thing_name: str) -> DeviceRecord | None:
+        stored = self.get_stored(thing_name)
+        return None if stored is None else stored.record
+
+    def get_stored(self, thing_name: str) -> StoredDevice | None:
+        response = self._client.get_item(
+            TableName=self.table_name, Key=self._key(thing_name), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return None if item is None else item_to_stored(item)
+
+    def get_many(self, thing_names: Iterable[str]) -> dict[str, DeviceRecord]:
+        """The records of the named devices that exist, by thing name (strongly consistent)."""
+        wanted = sorted(set(thing_names))
+        found: dict[str, DeviceRecord] = {}
+        for start in range(0, len(wanted), _BATCH_GET_LIMIT):
+            keys = [self._key(name) for name in wanted[start : start + _BATCH_GET_LIMIT]]
+            request = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.table_name, []):
+                    record = item_to_stored(item).record
+                    found[record.thing_name] = record
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def by_line(self, line_id: str) -> list[DeviceRecord]:
+        return self._query(BY_LINE, line_id)
+
+    def by_model_version(self, version: str) -> list[DeviceRecord]:
+        return self._query(BY_MODEL_VERSION, version)
+
+    def by_status(self, status: DeviceStatus | str) -> list[DeviceRecord]:
+        return self._query(BY_STATUS, DeviceStatus(status).value)
+
+    def scan_all(self) -> list[DeviceRecord]:
+        pages = self._client.get_paginator("scan").paginate(TableName=self.table_name, ConsistentRead=True)
+        records = [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
+        return sorted(records, key=lambda r: r.thing_name)
+
+    def _query(self, index: tuple[str, str, str | None], value: str) -> list[DeviceRecord]:
+        index_name, partition_key, _ = index
+        pages = self._client.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=index_name,
+            KeyConditionExpression="#pk = :value",
+            ExpressionAttributeNames={"#pk": partition_key},
+            ExpressionAttributeValues={":value": {"S": value}},
+        )
+        return [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def put(self, record: DeviceRecord) -> None:
+        """Unconditional write (seeding, tests); concurrent writers use compare_and_swap."""
+        stored = self.get_stored(record.thing_name)
+        revision = 0 if stored is None else stored.revision
+        report = None if stored is None else stored.report_sent_at_us
+        self._client.put_item(
+            TableName=self.table_name,
+            Item=record_to_item(record, revision=revision + 1, report_sent_at_us=report),
+        )
+
+    def replace_if_unchanged(self, stored: StoredDevice | None, write: DeviceWrite) -> bool:
+        """Conditional update helper: store `write` only if the item is still as `stored` saw it.
+
+        `stored=None` means "only if the device does not exist yet". When the write carries a
+        report time, the condition also demands that it is newer than the stored one, so even a
+        caller that skipped the read cannot put an older status over a newer one.
+        """
+        if stored is not None and write.record.thing_name != stored.record.thing_name:
+            raise ValueError(
+                f"thing_name={write.record.thing_name!r} cannot replace device {stored.record.thing_name!r}"
+            )
+        report = write.report_sent_at_us
+        if report is None and stored is not None:
+            report = stored.report_sent_at_us
+        names_: dict[str, str] = {"#rev": REVISION}
+        values: dict[str, Any] = {}
+        if stored is None:
+            condition = "attribute_not_exists(#rev)"
+        else:
+            condition = "#rev = :rev"
+            values[":rev"] = {"N": str(stored.revision)}
+        if write.report_sent_at_us is not None:
+            names_["#sent"] = REPORT_SENT_AT
+            values[":sent"] = {"N": str(write.report_sent_at_us)}
+            condition += " AND (attribute_not_exists(#sent) OR #sent < :sent)"
+        revision = 1 if stored is None else stored.revision + 1
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": record_to_item(write.record, revision=revision, report_sent_at_us=report),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names_,
+        }
+        if values:
+            request["ExpressionAttributeValues"] = values
+        try:
+            self._client.put_item(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def compare_and_swap(
+        self,
+        thing_name: str,
+        change: Callable[[StoredDevice | None], DeviceWrite | None],
+        *,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> DeviceRecord | None:
+        """Read, apply `change`, write if nobody wrote in between; retry on conflict.
+
+        `change` returns None to leave the device as it is; the stored record (or None) is then
+        returned. `change` may run several times, so it must not have side effects.
+        """
+        for _ in range(attempts):
+            stored = self.get_stored(thing_name)
+            write = change(stored)
+            if write is None:
+                return None if stored is None else stored.record
+            if self.replace_if_unchanged(stored, write):
+                return write.record
+        raise WriteConflict(f"device {thing_name!r}: {attempts} conflicting writes in a row, giving up")
+
+    @staticmethod
+    def _key(thing_name: str) -> dict[str, Any]:
+        return {names.DEVICE_TABLE_KEYS.partition_key: {"S": thing_name}}

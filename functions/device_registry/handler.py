@@ -1,0 +1,47 @@
+"""IoT rule target for edgeloop/+/announce: register or refresh one gateway per message."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.schemas import IotRuleEvent, names
+
+from .data_access import DeviceTable
+from .logic import handle_announcement
+from .settings import Settings
+
+logger = Logger(service="device_registry")
+tracer = Tracer(service="device_registry")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="device_registry")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event, context_or_local(context, "device_registry"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    rule_event = IotRuleEvent.model_validate(event)
+    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=timezone.utc)
+    result = handle_announcement(rule_event, DeviceTable(_settings().device_table), now=received_at)
+    if result.refused:
+        metrics.add_metric(name="AnnouncementsRefused", unit=MetricUnit.Count, value=1)
+        logger.warning("announcement refused", extra={"topic": rule_event.topic, "reason": result.refused})
+    else:
+        metric = "DevicesRegistered" if result.created else "DevicesRefreshed"
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+        logger.info("device registered", extra={"thing_name": result.record.thing_name, "new_device": result.created})
+    return result.model_dump(mode="json")

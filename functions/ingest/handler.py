@@ -1,0 +1,63 @@
+"""IoT rule target for edgeloop/+/telemetry: one MQTT message per invocation.
+
+Cold start matters here (every telemetry message): no numpy/pandas on this import path.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.schemas import IotRuleEvent, UseCaseConfig, load_use_case, names
+
+from .data_access import S3IngestStore
+from .logic import IngestResult, ingest_event
+from .settings import Settings
+
+logger = Logger(service="ingest")
+tracer = Tracer(service="ingest")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="ingest")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@lru_cache(maxsize=None)
+def _use_case(name: str) -> UseCaseConfig:
+    return load_use_case(name)
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event, context_or_local(context, "ingest"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    settings = _settings()
+    rule_event = IotRuleEvent.model_validate(event)
+    result = ingest_event(rule_event, use_case=_use_case(settings.use_case), store=S3IngestStore(settings.data_bucket))
+    _record(result, rule_event)
+    return result.model_dump()
+
+
+def _record(result: IngestResult, event: IotRuleEvent) -> None:
+    metrics.add_metric(name="SamplesLanded", unit=MetricUnit.Count, value=result.landed_samples)
+    metrics.add_metric(name="SamplesQuarantined", unit=MetricUnit.Count, value=result.quarantined_samples)
+    if result.raw_key and not result.duplicate:
+        metrics.add_metric(name="BatchesLanded", unit=MetricUnit.Count, value=1)
+    if result.duplicate:
+        metrics.add_metric(name="DuplicateBatches", unit=MetricUnit.Count, value=1)
+        logger.info("duplicate batch", extra={"raw_key": result.raw_key, "topic": event.topic})
+    if result.raw_key is None and result.quarantine_key:
+        metrics.add_metric(name="BatchesQuarantined", unit=MetricUnit.Count, value=1)
+        logger.warning("batch quarantined", extra={"quarantine_key": result.quarantine_key, "topic": event.topic})
+    elif result.quarantine_key:
+        logger.warning("samples quarantined", extra={"quarantine_key": result.quarantine_key, "count": result.quarantined_samples})

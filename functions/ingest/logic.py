@@ -1,0 +1,327 @@
+"""Ingest one telemetry message: validate, land good samples in raw/, quarantine the rest with reasons.
+
+Two levels of refusal:
+- the message (not base64/zlib/JSON, missing or mistyped batch fields, a sequence range that does
+  not match the samples, a thing name that differs from the topic's thing): nothing lands, the
+  whole payload goes to quarantine;
+- single samples (a mistyped or non-finite value, an unknown metric, an event time too far in the
+  future): only those samples are refused, the rest of the batch lands.
+
+Quarantine records always carry the payload as received (so a fixed message can be replayed; the
+cloud drops re-landed samples by (thing, seq)), and one reason per refused field or sample.
+
+Keep this module free of numpy/pandas: it is on the ingest Lambda's cold-start path.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import zlib
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, TelemetryBatch, UseCaseConfig, names
+from edgeloop.schemas.telemetry import ColumnarSamples, decode_batch_json
+
+from .data_access import IngestStore
+from .raw_format import RawBatch
+
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000  # gateway clocks may run a little ahead of the broker's
+SAMPLE_COLUMNS = ("metric_index", "time_ms", "values")
+_PLACEHOLDER = {"metric_index": 0, "time_ms": 0, "values": 0.0}
+_VALUE_PREVIEW = 200
+
+
+class IngestResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    landed_samples: int
+    quarantined_samples: int
+    duplicate: bool
+    raw_key: str | None
+    quarantine_key: str | None
+
+
+class _MessageRefused(Exception):
+    """The whole message is quarantined."""
+
+    def __init__(self, reasons: list[QuarantineReason], sample_count: int = 0) -> None:
+        super().__init__("; ".join(f"{r.field}: {r.error}" for r in reasons))
+        self.reasons = reasons
+        self.sample_count = sample_count
+
+
+def ingest_event(event: IotRuleEvent, *, use_case: UseCaseConfig, store: IngestStore) -> IngestResult:
+    received_at = datetime.fromtimestamp(event.received_at_ms / 1000, tz=timezone.utc)
+    try:
+        batch, sample_reasons = _accept(event, use_case)
+    except _MessageRefused as refused:
+        key = quarantine_key(event, received_at)
+        store.put_quarantine(key, _quarantine_record(event, received_at, refused.reasons))
+        return IngestResult(
+            landed_samples=0,
+            quarantined_samples=refused.sample_count,
+            duplicate=False,
+            raw_key=None,
+            quarantine_key=key,
+        )
+
+    landed = _landed_batch(batch, sample_reasons, event.received_at_ms)
+    raw_key, duplicate = None, False
+    if landed is not None:
+        raw_key = raw_object_key(batch, received_at)
+        duplicate = not store.put_raw_if_absent(raw_key, landed.to_gzip_json())
+
+    q_key = None
+    # A duplicate delivery's refused samples were already quarantined by the first delivery.
+    if sample_reasons and not duplicate:
+        q_key = quarantine_key(event, received_at)
+        reasons = [reason for index in sorted(sample_reasons) for reason in sample_reasons[index]]
+        store.put_quarantine(q_key, _quarantine_record(event, received_at, reasons))
+    return IngestResult(
+        landed_samples=0 if landed is None or duplicate else len(landed.seq),
+        quarantined_samples=len(sample_reasons),
+        duplicate=duplicate,
+        raw_key=raw_key,
+        quarantine_key=q_key,
+    )
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def raw_object_key(batch: TelemetryBatch, received_at: datetime) -> str:
+    """Keyed by ingestion time and sequence range: a re-delivery within the hour hits the same key.
+
+    Re-deliveries in a later hour land under another key; compaction drops them by (thing, seq).
+    """
+    return (
+        f"{names.RAW_PREFIX}/ingest_date={received_at:%Y-%m-%d}/hour={received_at:%H}/"
+        f"thing={batch.thing_name}/{batch.seq_first:020d}-{batch.seq_last:020d}.json.gz"
+    )
+
+
+def quarantine_key(event: IotRuleEvent, received_at: datetime) -> str:
+    try:
+        thing = names.thing_from_topic(event.topic)
+    except ValueError:
+        thing = "unknown-topic"
+    thing = "".join(c if c.isalnum() or c in ":_-" else "_" for c in thing)[:128]
+    digest = hashlib.sha256(f"{event.topic}\n{event.payload_b64}".encode()).hexdigest()[:16]
+    return (
+        f"{names.QUARANTINE_PREFIX}/ingest_date={received_at:%Y-%m-%d}/"
+        f"{thing}-{event.received_at_ms}-{digest}.json"
+    )
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _accept(event: IotRuleEvent, use_case: UseCaseConfig) -> tuple[TelemetryBatch, dict[int, list[QuarantineReason]]]:
+    """The valid batch and the reasons per refused sample index; raises _MessageRefused."""
+    topic_thing = _topic_thing(event.topic)
+    document = _decode(event)
+    sample_reasons = _screen_samples(document)
+    batch = _validate(document, sample_reasons)
+    if batch.thing_name != topic_thing:
+        raise _MessageRefused(
+            [_reason("thing_name", batch.thing_name, f"does not match the thing {topic_thing!r} of topic {event.topic!r}")],
+            len(batch.samples),
+        )
+    _check_samples(batch, use_case, event.received_at_ms, sample_reasons)
+    return batch, sample_reasons
+
+
+def _topic_thing(topic: str) -> str:
+    try:
+        thing = names.thing_from_topic(topic)
+    except ValueError as exc:
+        raise _MessageRefused([_reason("topic", topic, str(exc))]) from exc
+    if topic != names.telemetry_topic(thing):
+        raise _MessageRefused([_reason("topic", topic, f"is not a telemetry topic ({names.telemetry_topic(thing)})")])
+    return thing
+
+
+def _decode(event: IotRuleEvent) -> dict[str, Any]:
+    try:
+        payload = event.payload
+    except ValueError as exc:
+        raise _MessageRefused([_reason("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
+    try:
+        return decode_batch_json(payload)
+    except ValueError as exc:
+        raise _MessageRefused([_reason("<payload>", _readable(payload), str(exc))]) from exc
+
+
+def _sample_columns(document: dict[str, Any]) -> dict[str, list] | None:
+    """The per-sample columns when they are lists of one length, else None (a message-level problem)."""
+    samples = document.get("samples")
+    if not isinstance(samples, dict):
+        return None
+    columns = {name: samples.get(name) for name in SAMPLE_COLUMNS}
+    if not all(isinstance(column, list) for column in columns.values()):
+        return None
+    if len({len(column) for column in columns.values()}) != 1:
+        return None
+    return columns
+
+
+def _screen_samples(document: dict[str, Any]) -> dict[int, list[QuarantineReason]]:
+    """Per-sample faults the schema reports only one at a time (it stops at the first)."""
+    reasons: dict[int, list[QuarantineReason]] = {}
+    columns = _sample_columns(document)
+    if columns is None:
+        return reasons
+    for i, value in enumerate(columns["values"]):
+        if isinstance(value, float) and not math.isfinite(value):
+            reasons.setdefault(i, []).append(_reason(f"samples.values[{i}]", value, "is not a finite number"))
+    metrics = document["samples"].get("metrics")
+    if isinstance(metrics, list) and metrics:
+        for i, index in enumerate(columns["metric_index"]):
+            if isinstance(index, int) and not 0 <= index < len(metrics):
+                reasons.setdefault(i, []).append(
+                    _reason(f"samples.metric_index[{i}]", index, f"is outside metrics (0..{len(metrics) - 1})")
+                )
+    return reasons
+
+
+def _validate(document: dict[str, Any], sample_reasons: dict[int, list[QuarantineReason]]) -> TelemetryBatch:
+    """Validate with refused samples replaced by placeholders, so the batch's structure is judged alone.
+
+    Element errors (one sample's value of the wrong type) refuse that sample; any other error
+    refuses the message.
+    """
+    columns = _sample_columns(document)
+    for attempt in range(2):
+        try:
+            return TelemetryBatch.model_validate(_with_placeholders(document, sample_reasons))
+        except ValidationError as exc:
+            errors = exc.errors()
+            element_errors = [e for e in errors if _sample_element(e["loc"]) is not None]
+            if attempt == 0 and columns is not None and len(element_errors) == len(errors):
+                for error in element_errors:
+                    index = _sample_element(error["loc"])
+                    reasons = sample_reasons.setdefault(index, [])
+                    reasons.append(_reason(_field_path(error["loc"]), error.get("input"), error["msg"]))
+                continue
+            reasons = [r for index in sorted(sample_reasons) for r in sample_reasons[index]]
+            reasons += [_error_reason(e, document) for e in errors]
+            raise _MessageRefused(reasons, len(columns["values"]) if columns else 0) from exc
+    raise AssertionError("unreachable: the second attempt either returns or raises")
+
+
+def _with_placeholders(document: dict[str, Any], sample_reasons: dict[int, list[QuarantineReason]]) -> dict:
+    columns = _sample_columns(document)
+    if not sample_reasons or columns is None:
+        return document
+    patched = copy.copy(document)
+    patched["samples"] = dict(document["samples"])
+    for name in SAMPLE_COLUMNS:
+        column = list(columns[name])
+        for index in sample_reasons:
+            column[index] = _PLACEHOLDER[name]
+        patched["samples"][name] = column
+    return patched
+
+
+def _sample_element(loc: tuple) -> int | None:
+    if len(loc) == 3 and loc[0] == "samples" and loc[1] in SAMPLE_COLUMNS and isinstance(loc[2], int):
+        return loc[2]
+    return None
+
+
+def _check_samples(
+    batch: TelemetryBatch, use_case: UseCaseConfig, received_at_ms: int, reasons: dict[int, list[QuarantineReason]]
+) -> None:
+    samples = batch.samples
+    accepted = use_case.accepted_metrics
+    unknown = {i for i, name in enumerate(samples.metrics) if name not in accepted}
+    latest_ms = received_at_ms + FUTURE_TOLERANCE_MS
+    for i, (metric, time_ms) in enumerate(zip(samples.metric_index, samples.time_ms)):
+        if i in reasons:
+            continue  # a placeholder stands there; the sample is already refused
+        seq = batch.seq_first + i
+        if metric in unknown:
+            reasons.setdefault(i, []).append(
+                _reason(
+                    f"samples.metrics[{metric}]",
+                    samples.metrics[metric],
+                    f"sample seq={seq}: metric is not accepted by use case {use_case.use_case!r}",
+                )
+            )
+        if time_ms > latest_ms:
+            reasons.setdefault(i, []).append(
+                _reason(
+                    f"samples.time_ms[{i}]",
+                    time_ms,
+                    f"sample seq={seq}: event time is {time_ms - received_at_ms} ms after received_at_ms="
+                    f"{received_at_ms} (at most {FUTURE_TOLERANCE_MS} ms allowed)",
+                )
+            )
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _landed_batch(
+    batch: TelemetryBatch, sample_reasons: dict[int, list[QuarantineReason]], received_at_ms: int
+) -> RawBatch | None:
+    samples = batch.samples
+    kept = [i for i in range(len(samples)) if i not in sample_reasons]
+    if not kept:
+        return None
+    return RawBatch(
+        thing_name=batch.thing_name,
+        line_id=batch.line_id,
+        seq_first=batch.seq_first,
+        seq_last=batch.seq_last,
+        received_at_ms=received_at_ms,
+        samples=ColumnarSamples(
+            metrics=samples.metrics,
+            metric_index=[samples.metric_index[i] for i in kept],
+            time_ms=[samples.time_ms[i] for i in kept],
+            values=[samples.values[i] for i in kept],
+        ),
+        seq=[batch.seq_first + i for i in kept],
+    )
+
+
+def _quarantine_record(event: IotRuleEvent, received_at: datetime, reasons: list[QuarantineReason]) -> bytes:
+    record = QuarantineRecord(source=event.topic, received_at=received_at, reasons=reasons, payload_b64=event.payload_b64)
+    return record.model_dump_json(indent=1).encode()
+
+
+def _readable(payload: bytes) -> bytes | str:
+    """What a person should see of a refused payload: its decompressed text when there is one."""
+    try:
+        return zlib.decompress(payload).decode("utf-8", errors="replace")
+    except zlib.error:
+        return payload
+
+
+def _reason(field: str, value: Any, error: str) -> QuarantineReason:
+    shown = value.hex() if isinstance(value, bytes) else repr(value)
+    if isinstance(value, bytes):
+        shown = f"0x{shown}"
+    return QuarantineReason(field=field, value=shown[:_VALUE_PREVIEW], error=error)
+
+
+def _error_reason(error: dict, document: dict[str, Any]) -> QuarantineReason:
+    if not error["loc"]:
+        # TelemetryBatch's only whole-model check: the sequence range against the sample count.
+        span = f"{document.get('seq_first')!r}..{document.get('seq_last')!r}"
+        return _reason("seq_first..seq_last", span, error["msg"])
+    return _reason(_field_path(error["loc"]), error.get("input"), error["msg"])
+
+
+def _field_path(loc: tuple) -> str:
+    if not loc:
+        return "<batch>"
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path

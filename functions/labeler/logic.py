@@ -1,0 +1,70 @@
+"""Labeler: the measured quality target some time after each metric pack, and its spec class.
+
+The label of a pack ending at t is the mean of the target metric's raw samples in
+[t + horizon_s, t + horizon_s + label_window_s). A pack is dropped when that window reaches past
+the end of its run (another product, other spec limits) or holds fewer than half the samples the
+use case's sample period promises (a gap in the measurement would make the mean unreliable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeloop.schemas import SpecLimits, UseCaseConfig, ViolationClass
+
+
+@dataclass(frozen=True)
+class Labels:
+    value: np.ndarray  # float64 per pack, NaN where dropped
+    keep: np.ndarray  # bool per pack
+    outside_run: int  # dropped: label window ends after the run
+    too_sparse: int  # dropped: fewer than half the expected target samples
+
+
+def min_label_samples(use_case: UseCaseConfig) -> float:
+    return 0.5 * use_case.label_window_s / use_case.sample_period_s
+
+
+def label_packs(
+    window_end_ms: np.ndarray,
+    target_time_ms: np.ndarray,
+    target_values: np.ndarray,
+    *,
+    run_end_ms: int,
+    use_case: UseCaseConfig,
+) -> Labels:
+    """Labels for packs ending at `window_end_ms`, from the run's target samples sorted by time."""
+    window_end_ms = np.asarray(window_end_ms, dtype=np.int64)
+    target_time_ms = np.asarray(target_time_ms, dtype=np.int64)
+    target_values = np.asarray(target_values, dtype=np.float64)
+    label_start = window_end_ms + use_case.horizon_s * 1000
+    label_end = label_start + use_case.label_window_s * 1000  # exclusive, like the run's end
+
+    # Prefix sums give every window's sum and count with two binary searches: no loop per pack.
+    prefix = np.concatenate([[0.0], np.cumsum(target_values)])
+    lo = np.searchsorted(target_time_ms, label_start, side="left")
+    hi = np.searchsorted(target_time_ms, label_end, side="left")
+    count = hi - lo
+    inside_run = label_end <= run_end_ms
+    dense = count >= min_label_samples(use_case)
+    keep = inside_run & dense
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(keep, (prefix[hi] - prefix[lo]) / count, np.nan)
+    return Labels(
+        value=value,
+        keep=keep,
+        outside_run=int((~inside_run).sum()),
+        too_sparse=int((inside_run & ~dense).sum()),
+    )
+
+
+def classify(labels: np.ndarray, spec: SpecLimits) -> np.ndarray:
+    """ViolationClass values per label: below lower -> LSL, above upper -> USL, else in range."""
+    labels = np.asarray(labels, dtype=np.float64)
+    return np.select(
+        [labels < spec.lower, labels > spec.upper],
+        [ViolationClass.LSL.value, ViolationClass.USL.value],
+        default=ViolationClass.IN_RANGE.value,
+    ).astype(object)

@@ -1,0 +1,62 @@
+"""Rebuild the training examples of lines whose curated data changed.
+
+Triggered by new curated partitions (S3 / EventBridge "Object Created" on curated/, or the
+compaction result passed on); see `lines_from_event` for the accepted event shapes.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.schemas import UseCaseConfig, load_use_case, names
+
+from .logic import PackStats, build_line_examples_with_stats, lines_from_event
+from .settings import Settings
+
+logger = Logger(service="metric_packer")
+tracer = Tracer(service="metric_packer")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="metric_packer")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@lru_cache(maxsize=None)
+def _use_case(name: str) -> UseCaseConfig:
+    return load_use_case(name)
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event or {}, context_or_local(context, "metric_packer"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    return rebuild_lines(lines_from_event(event), logger=logger, metrics=metrics)
+
+
+def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> dict:
+    """Shared by this handler and the feature extractor's on-demand handler."""
+    settings = _settings()
+    use_case = _use_case(settings.use_case)
+    total = PackStats()
+    per_line = {}
+    for line_id in line_ids:
+        build = build_line_examples_with_stats(settings.data_bucket, line_id, use_case)
+        total.add(build.stats)
+        per_line[line_id] = build.stats.examples
+        logger.info("examples rebuilt", extra={"line_id": line_id, **vars(build.stats)})
+    metrics.add_metric(name="ExamplesBuilt", unit=MetricUnit.Count, value=total.examples)
+    metrics.add_metric(name="PacksCut", unit=MetricUnit.Count, value=total.packs_cut)
+    dropped = total.dropped_label_outside_run + total.dropped_label_too_sparse + total.dropped_empty
+    metrics.add_metric(name="PacksDropped", unit=MetricUnit.Count, value=dropped)
+    return {"examples_per_line": per_line, "stats": vars(total)}

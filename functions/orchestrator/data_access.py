@@ -1,0 +1,169 @@
+"""The deployment table: one DeploymentRecord per rollout, written by compare-and-swap.
+
+Every status report may advance a rollout, and reports of one wave arrive together, so two
+invocations can both find the wave complete; the revision check lets exactly one of them record
+(and deliver) the next wave. The record is kept whole as JSON in `document` (waves nest, and
+DynamoDB's number type would turn thresholds into Decimals); the top-level attributes repeat the
+fields an operator filters by in the console.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from edgeloop.functions.common import s3
+from edgeloop.functions.common.aws import client
+from edgeloop.schemas import DeploymentRecord, ModelManifest, ModelUpdate, Precision, names
+
+REVISION = "revision"
+DOCUMENT = "document"
+UPDATES = "updates"
+
+
+@dataclass(frozen=True)
+class StoredDeployment:
+    """A deployment with its revision and the ModelUpdate each cohort (precision) receives."""
+
+    record: DeploymentRecord
+    revision: int
+    updates: dict[Precision, ModelUpdate] = field(default_factory=dict)
+
+
+def record_to_item(record: DeploymentRecord, revision: int, updates: Mapping[Precision, ModelUpdate]) -> dict[str, Any]:
+    missing = {wave.precision for wave in record.waves} - set(updates)
+    if missing:
+        raise ValueError(f"deployment {record.deployment_id!r} has waves without a ModelUpdate: {sorted(missing)}")
+    updates_json = {precision.value: update.model_dump(mode="json") for precision, update in updates.items()}
+    return {
+        names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": record.deployment_id},
+        "state": {"S": record.state.value},
+        "model_id": {"S": record.model_id},
+        "model_version": {"S": record.model_version},
+        "model_package_arn": {"S": record.model_package_arn},
+        "created_at": {"S": record.created_at.isoformat()},
+        REVISION: {"N": str(revision)},
+        DOCUMENT: {"S": record.model_dump_json()},
+        UPDATES: {"S": json.dumps(updates_json, sort_keys=True)},
+    }
+
+
+def item_to_stored(item: dict[str, Any]) -> StoredDeployment:
+    try:
+        record = DeploymentRecord.model_validate_json(item[DOCUMENT]["S"])
+        updates = {
+            Precision(precision): ModelUpdate.model_validate(update)
+            for precision, update in json.loads(item.get(UPDATES, {}).get("S", "{}")).items()
+        }
+    except (KeyError, ValueError) as exc:
+        key = item.get(names.DEPLOYMENT_TABLE_KEYS.partition_key, {}).get("S")
+        raise ValueError(f"deployment item {key!r} holds no valid DeploymentRecord: {exc}") from exc
+    return StoredDeployment(record, int(item[REVISION]["N"]), updates)
+
+
+class DeploymentTable:
+    def __init__(self, table_name: str) -> None:
+        if not table_name:
+            raise ValueError("table_name='' : the deployment table needs a name")
+        self.table_name = table_name
+
+    @property
+    def _client(self) -> Any:
+        return client("dynamodb")
+
+    def get(self, deployment_id: str) -> DeploymentRecord | None:
+        stored = self.get_stored(deployment_id)
+        return None if stored is None else stored.record
+
+    def get_stored(self, deployment_id: str) -> StoredDeployment | None:
+        response = self._client.get_item(
+            TableName=self.table_name,
+            Key={names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": deployment_id}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return None if item is None else item_to_stored(item)
+
+    def scan_all(self) -> list[DeploymentRecord]:
+        pages = self._client.get_paginator("scan").paginate(TableName=self.table_name, ConsistentRead=True)
+        records = [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
+        return sorted(records, key=lambda r: (r.created_at, r.deployment_id))
+
+    def put_if_absent(self, record: DeploymentRecord, updates: Mapping[Precision, ModelUpdate]) -> bool:
+        """Create the deployment; False when one with this id exists (a repeated approval event)."""
+        return self._conditional_put(record, 1, updates, "attribute_not_exists(#rev)", {})
+
+    def replace_if_unchanged(self, stored: StoredDeployment, record: DeploymentRecord) -> bool:
+        """Store the new state of `stored`'s deployment unless someone wrote it since it was read."""
+        if record.deployment_id != stored.record.deployment_id:
+            raise ValueError(
+                f"deployment_id={record.deployment_id!r} cannot replace deployment {stored.record.deployment_id!r}"
+            )
+        return self._conditional_put(
+            record, stored.revision + 1, stored.updates, "#rev = :rev", {":rev": {"N": str(stored.revision)}}
+        )
+
+    def _conditional_put(
+        self,
+        record: DeploymentRecord,
+        revision: int,
+        updates: Mapping[Precision, ModelUpdate],
+        condition: str,
+        values: dict,
+    ) -> bool:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": record_to_item(record, revision, updates),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#rev": REVISION},
+        }
+        if values:
+            request["ExpressionAttributeValues"] = values
+        try:
+            self._client.put_item(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+# --- the model registry and the manifests it points at ----------------------------------------------
+
+
+def describe_model_package(model_package_arn: str) -> dict[str, Any]:
+    return client("sagemaker").describe_model_package(ModelPackageName=model_package_arn)
+
+
+def manifest_uri_of(package: Mapping[str, Any]) -> str:
+    metadata = package.get("CustomerMetadataProperties") or {}
+    uri = metadata.get(names.MANIFEST_URI_METADATA_KEY)
+    if not uri:
+        raise ValueError(
+            f"model package {package.get('ModelPackageArn')!r} has no CustomerMetadataProperties"
+            f"[{names.MANIFEST_URI_METADATA_KEY!r}] (metadata keys: {sorted(metadata)})"
+        )
+    return uri
+
+
+def load_manifest(uri: str) -> ModelManifest:
+    """Read and validate a ModelManifest from s3://bucket/key."""
+    bucket, key = split_s3_uri(uri)
+    body = s3.get_bytes(bucket, key)
+    try:
+        return ModelManifest.model_validate_json(body)
+    except ValueError as exc:
+        raise ValueError(f"manifest {uri} is not a valid ModelManifest: {exc}") from exc
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"manifest uri={uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"manifest uri={uri!r} lacks a bucket or a key")
+    return bucket, key

@@ -1,0 +1,63 @@
+"""EventBridge target for "SageMaker Model Package State Change": roll out approved models."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.device_registry.data_access import DeviceTable
+from edgeloop.schemas import DeploymentState, names
+
+from .data_access import DeploymentTable
+from .delivery import delivery_from_settings
+from .logic import NotApproved, start_rollout
+from .settings import Settings
+
+logger = Logger(service="orchestrator")
+tracer = Tracer(service="orchestrator")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="orchestrator")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event, context_or_local(context, "orchestrator"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    settings = _settings()
+    delivery = delivery_from_settings(settings)
+    try:
+        record = start_rollout(
+            event,
+            devices=DeviceTable(settings.device_table),
+            deployments=DeploymentTable(settings.deployment_table),
+            delivery=delivery,
+            model_bucket=settings.model_bucket,
+        )
+    except NotApproved as exc:
+        logger.info("model package state change ignored", extra={"reason": str(exc)})
+        metrics.add_metric(name="StateChangesIgnored", unit=MetricUnit.Count, value=1)
+        return {"ignored": str(exc)}
+    finally:
+        delivery.close()
+    metrics.add_metric(name="DevicesTargeted", unit=MetricUnit.Count, value=len(record.targets))
+    metrics.add_metric(name="DevicesExcluded", unit=MetricUnit.Count, value=len(record.excluded))
+    if record.state is DeploymentState.FAILED:
+        logger.warning("rollout not started", extra={"deployment_id": record.deployment_id, "reason": record.reason})
+    else:
+        logger.info(
+            "rollout started",
+            extra={"deployment_id": record.deployment_id, "waves": len(record.waves), "excluded": len(record.excluded)},
+        )
+    return record.model_dump(mode="json")

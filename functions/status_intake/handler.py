@@ -1,0 +1,73 @@
+"""IoT rule target for edgeloop/+/model-status: record a device's update outcome, advance its rollout."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.device_registry.data_access import DeviceTable
+from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.functions.orchestrator.delivery import delivery_from_settings
+from edgeloop.schemas import IotRuleEvent, names
+
+from .logic import Intake, Outcome, handle_status_report
+from .settings import Settings
+
+logger = Logger(service="status_intake")
+tracer = Tracer(service="status_intake")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="status_intake")
+
+_METRIC_BY_OUTCOME = {
+    Outcome.RECORDED: "StatusReportsRecorded",
+    Outcome.STALE: "StaleStatusReports",
+    Outcome.REFUSED: "StatusReportsRefused",
+}
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event, context_or_local(context, "status_intake"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    settings = _settings()
+    rule_event = IotRuleEvent.model_validate(event)
+    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=timezone.utc)
+    delivery = delivery_from_settings(settings)
+    try:
+        result = handle_status_report(
+            rule_event,
+            devices=DeviceTable(settings.device_table),
+            deployments=DeploymentTable(settings.deployment_table),
+            delivery=delivery,
+            now=received_at,
+        )
+    finally:
+        delivery.close()
+    _record(result, rule_event)
+    return result.model_dump(mode="json")
+
+
+def _record(result: Intake, event: IotRuleEvent) -> None:
+    metrics.add_metric(name=_METRIC_BY_OUTCOME[result.outcome], unit=MetricUnit.Count, value=1)
+    if result.outcome is Outcome.REFUSED:
+        logger.warning("status report refused", extra={"topic": event.topic, "reason": result.refused})
+    elif result.outcome is Outcome.STALE:
+        logger.info("stale status report ignored", extra={"topic": event.topic})
+    if result.deployment is not None:
+        logger.info(
+            "rollout advanced",
+            extra={"deployment_id": result.deployment.deployment_id, "state": result.deployment.state.value},
+        )

@@ -1,0 +1,125 @@
+"""Take one ModelStatusReport into the device table, then let the wave controller look again.
+
+Reports can arrive late, twice or out of order (MQTT QoS 1, Lambda retries, a gateway catching up
+after being offline). The device keeps the status of the newest report by the device's own
+sent_at: the write is conditional on the stored report being older, so a stale report changes
+nothing (it is counted), and two concurrent reports cannot overwrite each other's newer state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice, microseconds
+from edgeloop.functions.device_registry.logic import describe_errors, json_payload, thing_of_topic
+from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.functions.orchestrator.delivery import ModelDelivery
+from edgeloop.functions.orchestrator.waves import advance
+from edgeloop.schemas import DeploymentRecord, DeviceRecord, DeviceStatus, IotRuleEvent, ModelStatusReport, names
+
+
+class Outcome(StrEnum):
+    RECORDED = "recorded"
+    STALE = "stale"  # an equally new or newer report was recorded already
+    REFUSED = "refused"  # not a report, wrong topic, or an unknown device
+
+
+class Intake(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    outcome: Outcome
+    record: DeviceRecord | None = None
+    refused: str | None = None
+    deployment: DeploymentRecord | None = None
+
+
+class UnknownDevice(LookupError):
+    pass
+
+
+def handle_status_report(
+    event: IotRuleEvent,
+    *,
+    devices: DeviceTable,
+    deployments: DeploymentTable,
+    delivery: ModelDelivery,
+    now: datetime | None = None,
+) -> Intake:
+    now = now or datetime.now(timezone.utc)
+    try:
+        report = parse_report(event)
+        outcome, record = record_report(report, devices, now=now)
+    except (ValueError, UnknownDevice) as exc:
+        return Intake(outcome=Outcome.REFUSED, refused=str(exc))
+    deployment = None
+    if outcome is Outcome.RECORDED and report.deployment_id:
+        deployment = _advance_if_known(report.deployment_id, devices, deployments, delivery, now)
+    return Intake(outcome=outcome, record=record, deployment=deployment)
+
+
+def parse_report(event: IotRuleEvent) -> ModelStatusReport:
+    topic_thing = thing_of_topic(event.topic, names.model_status_topic)
+    document = json_payload(event)
+    try:
+        report = ModelStatusReport.model_validate(document)
+    except ValidationError as exc:
+        raise ValueError(f"not a ModelStatusReport: {describe_errors(exc)}") from exc
+    if report.thing_name != topic_thing:
+        raise ValueError(
+            f"thing_name={report.thing_name!r} does not match the thing {topic_thing!r} of topic {event.topic!r}"
+        )
+    return report
+
+
+def record_report(
+    report: ModelStatusReport, devices: DeviceTable, *, now: datetime | None = None
+) -> tuple[Outcome, DeviceRecord]:
+    """Store the report's status unless a newer report is stored; (RECORDED | STALE, the record)."""
+    now = now or datetime.now(timezone.utc)
+    sent_at_us = microseconds(report.sent_at)
+    outcome = Outcome.RECORDED
+
+    def apply(stored: StoredDevice | None) -> DeviceWrite | None:
+        nonlocal outcome
+        if stored is None:
+            raise UnknownDevice(f"thing_name={report.thing_name!r} has not announced itself (not in the device table)")
+        if stored.report_sent_at_us is not None and sent_at_us <= stored.report_sent_at_us:
+            outcome = Outcome.STALE
+            return None
+        outcome = Outcome.RECORDED
+        return DeviceWrite(_reported(stored.record, report, now), report_sent_at_us=sent_at_us)
+
+    record = devices.compare_and_swap(report.thing_name, apply)
+    return outcome, record
+
+
+def _reported(device: DeviceRecord, report: ModelStatusReport, now: datetime) -> DeviceRecord:
+    update: dict = {
+        "status": report.status,
+        "reason": report.reason,
+        "last_seen": max(device.last_seen, now),
+    }
+    if report.deployment_id:
+        update["deployment_id"] = report.deployment_id
+    if report.status is DeviceStatus.APPLIED:
+        update["current_model_id"] = report.model_id
+        update["current_model_version"] = report.version
+    changed = (
+        report.status is not device.status
+        or update.get("deployment_id", device.deployment_id) != device.deployment_id
+        or update.get("current_model_version", device.current_model_version) != device.current_model_version
+    )
+    if changed:
+        update["status_since"] = report.sent_at
+    return device.model_copy(update=update)
+
+
+def _advance_if_known(
+    deployment_id: str, devices: DeviceTable, deployments: DeploymentTable, delivery: ModelDelivery, now: datetime
+) -> DeploymentRecord | None:
+    if deployments.get(deployment_id) is None:
+        return None  # e.g. a deployment made outside edgeloop; nothing to advance
+    return advance(deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=now)

@@ -1,0 +1,1 @@
+"""Gateway core: durable store-and-forward buffer, MQTT / Greengrass IPC transports, rate-limited publisher."""

@@ -1,0 +1,236 @@
+"""Drains the durable buffer to the broker, oldest first, within IoT Core's per-connection limits.
+
+A batch is acknowledged in the buffer only after the transport returned (PUBACK received); any
+failure stops the drain and leaves the data buffered for the next attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES
+
+from .buffer import SampleBuffer
+from .transport import TransportError, Transport
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+_WINDOW_S = 1.0
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """Tokens refill at `rate` per second up to `capacity`; take() succeeds when enough are there.
+
+    In any closed interval of T seconds at most capacity + rate * T tokens can be taken.
+    """
+
+    def __init__(self, rate: float, capacity: float, clock: Clock) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError(f"token bucket needs rate > 0 and capacity > 0, got rate={rate}, capacity={capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._tokens = capacity
+        self._updated = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def wait_s(self, amount: float) -> float:
+        """Seconds until `amount` tokens are available (0 when they are now)."""
+        if amount > self.capacity:
+            raise ValueError(f"asked for {amount} tokens, more than the capacity of {self.capacity}")
+        self._refill()
+        deficit = amount - self._tokens
+        # A rounding-sized deficit counts as none: waiting 1e-17 s would not move a float clock.
+        return 0.0 if deficit <= _EPSILON * amount else deficit / self.rate
+
+    def take(self, amount: float) -> None:
+        self._refill()
+        self._tokens -= amount
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    published_batches: int
+    published_samples: int
+    publish_failures: int
+    connect_failures: int
+    max_payload_bytes_observed: int
+    max_publishes_in_1s: int
+    max_bytes_in_1s: int
+
+
+class _SlidingWindow:
+    """Publishes and bytes within the last second, to report the peak actually reached."""
+
+    def __init__(self) -> None:
+        self._events: deque[tuple[float, int]] = deque()
+        self._bytes = 0
+
+    def add(self, now: float, size: int) -> tuple[int, int]:
+        self._events.append((now, size))
+        self._bytes += size
+        while self._events and self._events[0][0] <= now - _WINDOW_S:
+            self._bytes -= self._events.popleft()[1]
+        return len(self._events), self._bytes
+
+
+class Publisher:
+    """Publishes a SampleBuffer's batches on one topic through a Transport.
+
+    Rate limits: the publish bucket holds 1 token and refills at max_publishes_per_s - 1, the byte
+    bucket holds max_payload_bytes and refills at max_bytes_per_s - max_payload_bytes, so any 1 s
+    window holds at most max_publishes_per_s publishes and max_bytes_per_s payload bytes (IoT Core
+    drops what exceeds 100 publishes/s and 512 KB/s per connection).
+
+    clock and sleep are injectable so tests can run on a fake clock.
+    """
+
+    def __init__(
+        self,
+        buffer: SampleBuffer,
+        transport: Transport,
+        topic: str,
+        *,
+        max_publishes_per_s: int = 100,
+        max_bytes_per_s: int = 512 * 1024,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        publish_timeout_s: float = 10.0,
+        connect_timeout_s: float = 10.0,
+        min_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep | None = None,
+    ) -> None:
+        if max_publishes_per_s < 2:
+            raise ValueError(f"max_publishes_per_s={max_publishes_per_s} must be at least 2")
+        if max_bytes_per_s <= max_payload_bytes:
+            raise ValueError(
+                f"max_bytes_per_s={max_bytes_per_s} must exceed max_payload_bytes={max_payload_bytes}"
+            )
+        self.buffer = buffer
+        self.transport = transport
+        self.topic = topic
+        self.max_payload_bytes = max_payload_bytes
+        self.publish_timeout_s = publish_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._sleep = sleep
+        self._publish_bucket = TokenBucket(max_publishes_per_s - 1, 1, clock)
+        self._byte_bucket = TokenBucket(max_bytes_per_s - max_payload_bytes, max_payload_bytes, clock)
+        self._window = _SlidingWindow()
+        self._failures_in_a_row = 0
+        self.published_batches = 0
+        self.published_samples = 0
+        self.publish_failures = 0
+        self.connect_failures = 0
+        self.max_payload_bytes_observed = 0
+        self.max_publishes_in_1s = 0
+        self.max_bytes_in_1s = 0
+        self.last_error = ""
+
+    def stats(self) -> PublisherStats:
+        return PublisherStats(
+            published_batches=self.published_batches,
+            published_samples=self.published_samples,
+            publish_failures=self.publish_failures,
+            connect_failures=self.connect_failures,
+            max_payload_bytes_observed=self.max_payload_bytes_observed,
+            max_publishes_in_1s=self.max_publishes_in_1s,
+            max_bytes_in_1s=self.max_bytes_in_1s,
+        )
+
+    def _wait(self, seconds: float, stop: threading.Event | None) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif stop is not None:
+            stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def publish_pending(self, deadline_s: float | None = None, stop: threading.Event | None = None) -> int:
+        """Publish batches oldest-first until the buffer is empty; returns the samples acknowledged.
+
+        deadline_s is an absolute time on the publisher's clock (time.monotonic() by default): no
+        publish starts after it. Returns early when `stop` is set or a publish fails (data stays
+        buffered; publish_failures and last_error say why).
+        """
+        acked = 0
+        while stop is None or not stop.is_set():
+            batch = self.buffer.next_batch(self.max_payload_bytes)
+            if batch is None:
+                break
+            size = len(batch.payload)
+            wait = max(self._publish_bucket.wait_s(1), self._byte_bucket.wait_s(size))
+            if wait > 0:
+                if deadline_s is not None and self._clock() + wait > deadline_s:
+                    break
+                self._wait(wait, stop)
+                continue  # re-check stop and the buckets
+            if deadline_s is not None and self._clock() > deadline_s:
+                break
+            self._publish_bucket.take(1)
+            self._byte_bucket.take(size)
+            try:
+                self.transport.publish(self.topic, batch.payload, self.publish_timeout_s)
+            except TransportError as exc:
+                self.publish_failures += 1
+                self._failures_in_a_row += 1
+                self.last_error = str(exc)
+                log.warning("publish of seq %d..%d failed: %s", batch.seq_first, batch.seq_last, exc)
+                break
+            self.buffer.ack(batch.seq_last)
+            self._failures_in_a_row = 0
+            acked += batch.n_samples
+            self._record(size, batch.n_samples)
+        return acked
+
+    def _record(self, size: int, n_samples: int) -> None:
+        self.published_batches += 1
+        self.published_samples += n_samples
+        self.max_payload_bytes_observed = max(self.max_payload_bytes_observed, size)
+        publishes, payload_bytes = self._window.add(self._clock(), size)
+        self.max_publishes_in_1s = max(self.max_publishes_in_1s, publishes)
+        self.max_bytes_in_1s = max(self.max_bytes_in_1s, payload_bytes)
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full-jitter exponential backoff: uniform in [0, min(max, min * 2**attempt)]."""
+        ceiling = min(self.max_backoff_s, self.min_backoff_s * 2 ** min(attempt, 30))
+        return random.uniform(0, ceiling)
+
+    def run(self, stop: threading.Event, idle_sleep_s: float = 0.05) -> None:
+        """Background loop: publish while connected, reconnect with jittered backoff while not."""
+        connect_attempts = 0
+        while not stop.is_set():
+            if not self.transport.is_connected:
+                try:
+                    self.transport.connect(self.connect_timeout_s)
+                    connect_attempts = 0
+                    log.info("connected; %d samples pending", self.buffer.pending_samples())
+                except TransportError as exc:
+                    self.connect_failures += 1
+                    self.last_error = str(exc)
+                    log.warning("connect failed (attempt %d): %s", connect_attempts + 1, exc)
+                    self._wait(self.backoff_s(connect_attempts), stop)
+                    connect_attempts += 1
+                continue
+            self.publish_pending(stop=stop)
+            if self._failures_in_a_row:
+                self._wait(self.backoff_s(self._failures_in_a_row - 1), stop)
+            elif self.buffer.pending_samples() == 0:
+                self._wait(idle_sleep_s, stop)

@@ -1,0 +1,1 @@
+"""Gateway model runner: verifies, loads and scores weight-only model payloads (numpy only)."""

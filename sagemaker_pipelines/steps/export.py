@@ -1,0 +1,267 @@
+"""Export a trained booster as weight-only payloads, one per compatibility tier, with parity checks.
+
+Every tier is scored with the device's own numpy scorer against `Booster.inplace_predict` on the
+held-out test set; the measured max_abs_error goes into the manifest. The fp32 tier must be
+bit-exact (0.0) or export fails. New tiers (fp16 leaves, quantized) are one more entry in TIERS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import xgboost as xgb
+
+from edgeloop.greengrass_components.model_runner.model_format import (
+    LinearModel,
+    Objective,
+    TreeEnsemble,
+    write_payload,
+)
+from edgeloop.greengrass_components.model_runner.scorer import load_payload
+from edgeloop.schemas import names
+from edgeloop.schemas.model import (
+    Architecture,
+    CompatibilityTier,
+    ModelFamily,
+    ModelManifest,
+    Precision,
+    feature_schema_hash,
+)
+
+from .train import TrainedModel
+
+ALL_ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
+
+
+class ParityError(RuntimeError):
+    """The device scorer disagrees with the training library beyond a tier's tolerance."""
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    precision: Precision
+    architectures: tuple[Architecture, ...]
+    min_runtime_version: str
+    max_abs_error: float  # tolerance against the training library on the test set
+
+
+# One entry per payload tier. fp32 is exact by construction; lossy tiers state their tolerance.
+TIERS: dict[Precision, TierSpec] = {
+    Precision.FP32: TierSpec(Precision.FP32, ALL_ARCHITECTURES, "1.0.0", max_abs_error=0.0),
+}
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    manifest: ModelManifest
+    payloads: dict[Precision, bytes]
+
+
+def payload_key(model_id: str, version: str, precision: Precision) -> str:
+    return f"{names.MODELS_PREFIX}/{model_id}/{version}/{Precision(precision).value}.npz"
+
+
+def manifest_key(model_id: str, version: str) -> str:
+    return f"{names.MODELS_PREFIX}/{model_id}/{version}/manifest.json"
+
+
+# --- booster -> arrays ---------------------------------------------------------------------------
+
+
+def booster_objective(booster: xgb.Booster) -> Objective:
+    learner = json.loads(booster.save_config())["learner"]
+    name = learner["objective"]["name"]
+    try:
+        return Objective(name)
+    except ValueError:
+        raise ValueError(f"objective={name!r} is not supported; supported: {[o.value for o in Objective]}") from None
+
+
+def booster_base_margin(booster: xgb.Booster, objective: Objective) -> np.float32:
+    """base_score in margin space, computed in float32 like XGBoost's ProbToMargin."""
+    raw = json.loads(booster.save_config())["learner"]["learner_model_param"]["base_score"]
+    values = json.loads(raw) if raw.startswith("[") else [float(raw)]  # 3.x stores a vector
+    if len(values) != 1:
+        raise ValueError(f"base_score {raw} has {len(values)} targets; only single-target models are supported")
+    base = np.float32(values[0])
+    if objective == Objective.BINARY_LOGISTIC:
+        one = np.float32(1.0)
+        return np.float32(-np.log(one / base - one))
+    return base
+
+
+def booster_trees(booster: xgb.Booster) -> TreeEnsemble:
+    """Node arrays of a gbtree booster, in XGBoost's node order."""
+    model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]
+    if model["name"] != "gbtree":
+        raise ValueError(f"booster={model['name']!r} is not a tree ensemble (gbtree)")
+    trees = model["model"]["trees"]
+    if not trees:
+        raise ValueError("booster has no trees")
+    columns: dict[str, list] = {k: [] for k in ("feature", "threshold", "left", "right", "default_left", "leaf")}
+    sizes = []
+    for tree in trees:
+        if any(tree["split_type"]) or tree["tree_param"].get("size_leaf_vector", "1") not in ("0", "1"):
+            raise ValueError(f"tree {tree['id']} uses categorical splits or vector leaves: not supported")
+        left = np.asarray(tree["left_children"], dtype=np.int32)
+        conditions = np.asarray(tree["split_conditions"], dtype=np.float32)
+        leaf = left < 0
+        columns["feature"].append(np.asarray(tree["split_indices"], dtype=np.int32))
+        columns["threshold"].append(np.where(leaf, np.float32(np.nan), conditions))
+        columns["left"].append(left)
+        columns["right"].append(np.asarray(tree["right_children"], dtype=np.int32))
+        columns["default_left"].append(np.asarray(tree["default_left"], dtype=bool))
+        columns["leaf"].append(np.where(leaf, conditions, np.float32(0)))  # XGBoost keeps leaf outputs here
+        sizes.append(len(left))
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(sizes)
+    joined = {k: np.concatenate(v) for k, v in columns.items()}
+    return TreeEnsemble(
+        tree_offsets=offsets,
+        split_feature=joined["feature"],
+        threshold=joined["threshold"].astype(np.float32),
+        left_child=joined["left"],
+        right_child=joined["right"],
+        default_left=joined["default_left"],
+        leaf_value=joined["leaf"].astype(np.float32),
+    )
+
+
+def booster_linear(booster: xgb.Booster) -> LinearModel:
+    model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]
+    if model["name"] != "gblinear":
+        raise ValueError(f"booster={model['name']!r} is not a linear model (gblinear)")
+    weights = np.asarray(model["model"]["weights"], dtype=np.float32)  # n_features weights, then the bias
+    return LinearModel(weights=weights[:-1], bias=float(weights[-1]))
+
+
+def booster_family(booster: xgb.Booster) -> ModelFamily:
+    name = json.loads(booster.save_config())["learner"]["gradient_booster"]["name"]
+    return ModelFamily.LINEAR if name == "gblinear" else ModelFamily.XGBOOST
+
+
+def payload_from_booster(
+    booster: xgb.Booster, *, model_id: str, version: str, features: list[str], precision: Precision = Precision.FP32
+) -> bytes:
+    objective = booster_objective(booster)
+    family = booster_family(booster)
+    model = booster_trees(booster) if family == ModelFamily.XGBOOST else booster_linear(booster)
+    return write_payload(
+        model,
+        model_id=model_id,
+        version=version,
+        objective=objective,
+        base_score=booster_base_margin(booster, objective),
+        features=features,
+        precision=precision,
+    )
+
+
+# --- parity and manifest -------------------------------------------------------------------------
+
+
+def reference_predict(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
+    """The training library's own float32 predictions (gblinear has no inplace_predict)."""
+    X = np.asarray(X, dtype=np.float32)
+    if booster_family(booster) == ModelFamily.LINEAR:
+        return booster.predict(xgb.DMatrix(X, missing=np.nan)).astype(np.float32)
+    return np.asarray(booster.inplace_predict(X), dtype=np.float32)
+
+
+def parity_error(booster: xgb.Booster, payload: bytes, X: np.ndarray) -> float:
+    """Largest |device - XGBoost| over X, NaN-aware (a NaN on one side only counts as infinite)."""
+    scorer = load_payload(payload, expected_sha256=hashlib.sha256(payload).hexdigest())
+    expected = reference_predict(booster, X)
+    actual = scorer.predict(X)
+    both_nan = np.isnan(expected) & np.isnan(actual)
+    diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
+    diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    # bit-exact means equal bits, not just equal values: +0.0 vs -0.0 does not matter to anyone
+    return float(diff.max(initial=0.0))
+
+
+def export_model(
+    trained: TrainedModel,
+    *,
+    model_id: str,
+    version: str,
+    use_case: str,
+    line_ids: list[str],
+    target: str,
+    precisions: tuple[Precision, ...] = (Precision.FP32,),
+    created_at: datetime | None = None,
+) -> ExportedModel:
+    """Payloads for each requested tier plus the manifest that describes them."""
+    if len(trained.X_test) == 0:
+        raise ValueError("trained model has an empty test set: parity cannot be checked")
+    payloads: dict[Precision, bytes] = {}
+    tiers: list[CompatibilityTier] = []
+    for precision in precisions:
+        spec = _tier_spec(precision)
+        payload = payload_from_booster(
+            trained.booster, model_id=model_id, version=version, features=trained.feature_names, precision=precision
+        )
+        error = parity_error(trained.booster, payload, trained.X_test)
+        if not error <= spec.max_abs_error:
+            raise ParityError(
+                f"{precision.value} payload of {model_id} {version}: max_abs_error={error!r} exceeds "
+                f"{spec.max_abs_error!r} on {len(trained.X_test)} test rows"
+            )
+        payloads[precision] = payload
+        tiers.append(_tier(spec, model_id, version, payload, error))
+    manifest = ModelManifest(
+        model_id=model_id,
+        version=version,
+        use_case=use_case,
+        line_ids=line_ids,
+        family=booster_family(trained.booster),
+        target=target,
+        features=trained.feature_names,
+        feature_schema_hash=feature_schema_hash(trained.feature_names),
+        tiers=tiers,
+        training_start=trained.training_start,
+        training_end=trained.training_end,
+        training_data_sha256=trained.training_data_sha256,
+        metrics=trained.metrics,
+        created_at=created_at or datetime.now(timezone.utc),
+    )
+    return ExportedModel(manifest=manifest, payloads=payloads)
+
+
+def _tier_spec(precision: Precision) -> TierSpec:
+    try:
+        return TIERS[Precision(precision)]
+    except KeyError:
+        available = [p.value for p in TIERS]
+        raise ValueError(f"precision={Precision(precision).value!r} has no export tier yet; available: {available}") from None
+
+
+def _tier(spec: TierSpec, model_id: str, version: str, payload: bytes, error: float) -> CompatibilityTier:
+    return CompatibilityTier(
+        precision=spec.precision,
+        architectures=list(spec.architectures),
+        min_runtime_version=spec.min_runtime_version,
+        payload_key=payload_key(model_id, version, spec.precision),
+        payload_bytes=len(payload),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        max_abs_error=error,
+    )
+
+
+__all__ = [
+    "ExportedModel",
+    "ParityError",
+    "TIERS",
+    "TierSpec",
+    "booster_trees",
+    "export_model",
+    "manifest_key",
+    "parity_error",
+    "payload_from_booster",
+    "payload_key",
+    "reference_predict",
+]

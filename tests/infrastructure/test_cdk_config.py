@@ -1,0 +1,65 @@
+"""Stack settings from CDK context: defaults, the Timestream flag, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeloop.cdk.config import (
+    ENABLE_TIMESTREAM_KEY,
+    GATEWAY_VERSION_KEY,
+    PANDAS_LAYER_VERSION_KEY,
+    USE_CASE_KEY,
+    ConfigError,
+    StackConfig,
+)
+from edgeloop.cdk.constructs.layers import PANDAS_LAYER_VERSION
+
+
+def config(**context) -> StackConfig:
+    return StackConfig.from_context(context.get)
+
+
+def test_defaults():
+    assert config() == StackConfig(
+        use_case="extrusion",
+        gateway_component_version="1.0.0",
+        model_runner_component_version="1.0.0",
+        pandas_layer_version=PANDAS_LAYER_VERSION,
+    )
+
+
+def test_values_from_cli_context_arrive_as_strings():
+    parsed = config(**{ENABLE_TIMESTREAM_KEY: "false", GATEWAY_VERSION_KEY: "2.3.1", PANDAS_LAYER_VERSION_KEY: "31"})
+    assert parsed.gateway_component_version == "2.3.1"
+    assert parsed.pandas_layer_version == 31
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", "1"])
+def test_timestream_is_not_implemented_and_says_so(value):
+    with pytest.raises(ConfigError, match=f"{ENABLE_TIMESTREAM_KEY}=true is not implemented"):
+        config(**{ENABLE_TIMESTREAM_KEY: value})
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        (ENABLE_TIMESTREAM_KEY, "maybe"),
+        (USE_CASE_KEY, "no_such_use_case"),
+        (USE_CASE_KEY, "Bad Name"),
+        (GATEWAY_VERSION_KEY, "latest"),
+        (PANDAS_LAYER_VERSION_KEY, "0"),
+        (PANDAS_LAYER_VERSION_KEY, "v3"),
+    ],
+)
+def test_bad_context_names_the_key_and_the_value(key, value):
+    with pytest.raises(ConfigError) as raised:
+        config(**{key: value})
+    assert key in str(raised.value) and value in str(raised.value)
+
+
+def test_the_app_refuses_timestream_before_building_anything(tmp_path):
+    from edgeloop.cdk.app import build_app
+
+    with pytest.raises(ConfigError, match="Timestream"):
+        build_app(context={ENABLE_TIMESTREAM_KEY: True}, outdir=str(tmp_path / "out"), staging_dir=tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()

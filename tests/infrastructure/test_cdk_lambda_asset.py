@@ -1,0 +1,117 @@
+"""The staged Lambda asset: layout, determinism, exclusions, and that handlers import from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgeloop.cdk.lambda_asset import handler_package, package_dir, stage_lambda_asset, tree_hash
+from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas.use_case import USE_CASES_DIR, UseCaseConfig
+
+# Functions that run with the Powertools layer only (no pandas/numpy/pyarrow in their runtime).
+POWERTOOLS_ONLY = ("ingest", "device_registry", "status_intake", "orchestrator")
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> Path:
+    return stage_lambda_asset(tmp_path_factory.mktemp("staging"))
+
+
+def test_layout_holds_schemas_functions_and_use_cases(staged):
+    root = staged / names.PROJECT
+    assert (root / "__init__.py").is_file()
+    assert "cli" not in (root / "__init__.py").read_text()
+    assert not (root / "cli.py").exists() and not (root / "local").exists()
+    assert (root / "schemas" / "names.py").read_bytes() == (package_dir("edgeloop.schemas") / "names.py").read_bytes()
+    for handler in names.FUNCTIONS.values():
+        assert (root / "functions" / handler_package(handler)).is_dir(), handler
+    assert (root / "functions" / "common" / "aws.py").is_file()
+    assert (root / "sagemaker_pipelines" / "__init__.py").is_file()
+    assert (root / "sagemaker_pipelines" / "use_cases" / "__init__.py").is_file()
+
+
+def test_use_cases_are_converted_to_equal_json(staged):
+    use_cases = staged / names.PROJECT / "sagemaker_pipelines" / "use_cases"
+    yaml_names = sorted(p.stem for p in USE_CASES_DIR.glob("*.yaml"))
+    assert yaml_names and sorted(p.stem for p in use_cases.glob("*.json")) == yaml_names
+    assert not list(use_cases.glob("*.yaml"))
+    for name in yaml_names:
+        from_json = UseCaseConfig.model_validate(json.loads((use_cases / f"{name}.json").read_text()))
+        assert from_json == load_use_case(name)
+
+
+def test_no_bytecode_or_caches(staged):
+    assert not [p for p in staged.rglob("*") if p.name == "__pycache__" or p.suffix in (".pyc", ".pyo")]
+
+
+def test_caches_in_the_source_are_left_out(tmp_path):
+    functions = tmp_path / "functions"
+    shutil.copytree(package_dir("edgeloop.functions"), functions)
+    (functions / "ingest" / "__pycache__").mkdir(exist_ok=True)
+    (functions / "ingest" / "__pycache__" / "handler.cpython-311.pyc").write_bytes(b"\0")
+    (functions / "ingest" / "stale.pyc").write_bytes(b"\0")
+    staged = stage_lambda_asset(tmp_path / "out", functions_dir=functions)
+    assert not list(staged.rglob("__pycache__")) and not list(staged.rglob("*.pyc"))
+
+
+def test_staging_is_content_addressed(tmp_path, staged):
+    again = stage_lambda_asset(tmp_path / "out")
+    assert again.name == staged.name  # same bytes, same directory name
+    assert tree_hash(again) == tree_hash(staged)
+    functions = tmp_path / "functions"
+    shutil.copytree(package_dir("edgeloop.functions"), functions)
+    (functions / "ingest" / "logic.py").write_text((functions / "ingest" / "logic.py").read_text() + "\n# changed\n")
+    changed = stage_lambda_asset(tmp_path / "out", functions_dir=functions)
+    assert changed.name != again.name
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([again.name, changed.name])
+
+
+def test_a_missing_handler_folder_fails_staging(tmp_path):
+    with pytest.raises(ValueError, match="no_such_function"):
+        stage_lambda_asset(tmp_path, handlers=["edgeloop.functions.no_such_function.handler.lambda_handler"])
+    with pytest.raises(ValueError, match="is not 'edgeloop.functions"):
+        handler_package("somewhere.else.handler")
+
+
+_IMPORT_CHECK = textwrap.dedent(
+    """
+    import importlib, sys
+    asset, site_packages, handler, blocked = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in blocked:
+                raise ImportError(f"{name} is not in this function's runtime")
+
+    sys.meta_path.insert(0, Blocker())
+    sys.path[:0] = [asset]
+    sys.path.append(site_packages)
+    module_name, function_name = handler.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, function_name)), handler
+    assert module.__file__.startswith(asset), module.__file__
+    """
+)
+
+
+@pytest.mark.parametrize("key", sorted(names.FUNCTIONS))
+def test_handlers_import_from_the_asset_with_only_their_layers(staged, key):
+    """Python without site processing (no editable install of edgeloop): only the asset and
+    third-party packages; pandas & co. are blocked for functions without the pandas layer."""
+    blocked = ["yaml", "typer", "rich"] + (["pandas", "numpy", "pyarrow", "duckdb"] if key in POWERTOOLS_ONLY else [])
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", _IMPORT_CHECK, str(staged), sysconfig.get_paths()["purelib"], names.FUNCTIONS[key], ",".join(blocked)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-west-1", "POWERTOOLS_TRACE_DISABLED": "true"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,359 @@
+"""EdgeloopStack, synthesized once in-process with cdk-nag's AWS Solutions checks enabled.
+
+The fixture itself is a test: an unacknowledged cdk-nag finding makes Template.from_stack raise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from edgeloop.schemas import names
+
+pytestmark = pytest.mark.slow
+
+THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
+PANDAS_FUNCTIONS = {"compaction", "metric_packer"}
+ROLLOUT_ENV = {
+    names.DEVICE_TABLE_ENV,
+    names.DEPLOYMENT_TABLE_ENV,
+    names.MODEL_BUCKET_ENV,
+    names.DELIVERY_ENV,
+    names.GATEWAY_COMPONENT_VERSION_ENV,
+    names.MODEL_RUNNER_COMPONENT_VERSION_ENV,
+}
+EXPECTED_ENV = {
+    "ingest": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "compaction": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "device_registry": {names.DEVICE_TABLE_ENV},
+    "status_intake": ROLLOUT_ENV,
+    "orchestrator": ROLLOUT_ENV,
+}
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory):
+    from aws_cdk.assertions import Template
+
+    from edgeloop.cdk.app import build_app
+
+    app, stack = build_app(
+        outdir=str(tmp_path_factory.mktemp("cdk-out")), staging_dir=tmp_path_factory.mktemp("lambda-staging")
+    )
+    template = Template.from_stack(stack)  # runs the cdk-nag validation; raises on any finding
+    return stack, template.to_json()
+
+
+@pytest.fixture(scope="module")
+def resources(synthesized):
+    return synthesized[1]["Resources"]
+
+
+def of_type(resources: dict, cfn_type: str) -> dict:
+    return {logical_id: r["Properties"] for logical_id, r in resources.items() if r["Type"] == cfn_type}
+
+
+@pytest.fixture(scope="module")
+def functions_by_key(resources):
+    """names.FUNCTIONS key -> (logical id, properties), matched by handler string."""
+    by_handler = {props["Handler"]: (logical_id, props) for logical_id, props in of_type(resources, "AWS::Lambda::Function").items()}
+    return {key: by_handler[handler] for key, handler in names.FUNCTIONS.items() if handler in by_handler}
+
+
+def statements(resources: dict, role_logical_id: str) -> list[dict]:
+    found = []
+    for props in of_type(resources, "AWS::IAM::Policy").values():
+        if {"Ref": role_logical_id} in props["Roles"]:
+            found += props["PolicyDocument"]["Statement"]
+    return found
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def flat(value) -> str:
+    return json.dumps(value)
+
+
+# --- DynamoDB -------------------------------------------------------------------------------------
+
+
+def _expected_key_schema(partition_key: str, sort_key: str | None) -> list[dict]:
+    schema = [{"AttributeName": partition_key, "KeyType": "HASH"}]
+    return schema + ([{"AttributeName": sort_key, "KeyType": "RANGE"}] if sort_key else [])
+
+
+@pytest.mark.parametrize("table_id, keys", [("DeviceTable", names.DEVICE_TABLE_KEYS), ("DeploymentTable", names.DEPLOYMENT_TABLE_KEYS)])
+def test_table_keys_and_indexes_come_from_names(resources, table_id, keys):
+    tables = {i: p for i, p in of_type(resources, "AWS::DynamoDB::Table").items() if table_id in i}
+    assert len(tables) == 1, f"expected one {table_id}, found {sorted(tables)}"
+    table = next(iter(tables.values()))
+    assert table["KeySchema"] == _expected_key_schema(keys.partition_key, keys.sort_key)
+    indexes = {
+        gsi["IndexName"]: gsi["KeySchema"] for gsi in table.get("GlobalSecondaryIndexes", [])
+    }
+    assert indexes == {name: _expected_key_schema(pk, sk) for name, pk, sk in keys.indexes}
+    assert all(gsi["Projection"] == {"ProjectionType": "ALL"} for gsi in table.get("GlobalSecondaryIndexes", []))
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["SSESpecification"]["SSEEnabled"] is True
+
+
+# --- IoT ------------------------------------------------------------------------------------------
+
+
+def test_one_topic_rule_per_route_with_its_sql_target_and_error_action(resources, functions_by_key):
+    rules = {p["RuleName"]: p["TopicRulePayload"] for p in of_type(resources, "AWS::IoT::TopicRule").values()}
+    assert set(rules) == {route.rule_name for route in names.IOT_ROUTES}
+    for route in names.IOT_ROUTES:
+        payload = rules[route.rule_name]
+        assert payload["Sql"] == route.sql
+        target_id, _ = functions_by_key[route.function]
+        assert payload["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [target_id, "Arn"]}}}]
+        error_s3 = payload["ErrorAction"]["S3"]
+        assert error_s3["Key"].startswith(f"{names.IOT_ERRORS_PREFIX}/{route.rule_name}/")
+        assert "DataBucket" in error_s3["BucketName"]["Ref"]
+
+
+def test_each_routed_function_may_be_invoked_by_its_rule_only(resources, functions_by_key):
+    rule_ids = {p["RuleName"]: i for i, p in of_type(resources, "AWS::IoT::TopicRule").items()}
+    permissions = [p for p in of_type(resources, "AWS::Lambda::Permission").values() if p["Principal"] == "iot.amazonaws.com"]
+    granted = {(flat(p["FunctionName"]), flat(p["SourceArn"])) for p in permissions}
+    expected = {
+        (flat({"Fn::GetAtt": [functions_by_key[r.function][0], "Arn"]}), flat({"Fn::GetAtt": [rule_ids[r.rule_name], "Arn"]}))
+        for r in names.IOT_ROUTES
+    }
+    assert granted == expected
+    assert all("SourceAccount" in p for p in permissions)
+
+
+def _policy(resources: dict, name_part: str) -> list[dict]:
+    policies = [p for i, p in of_type(resources, "AWS::IoT::Policy").items() if name_part in i]
+    assert len(policies) == 1, name_part
+    return policies[0]["PolicyDocument"]["Statement"]
+
+
+def _actions_to_resources(statement_list: list[dict]) -> dict[str, list[str]]:
+    mapping: dict[str, list[str]] = {}
+    for statement in statement_list:
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            mapping.setdefault(action, []).extend(flat(r) for r in as_list(statement["Resource"]))
+    return mapping
+
+
+def test_gateway_data_policy_confines_a_gateway_to_its_own_client_id_and_topics(resources):
+    granted = _actions_to_resources(_policy(resources, "GatewayDataPolicy"))
+    assert set(granted) == {"iot:Connect", "iot:Publish", "iot:Receive", "iot:Subscribe"}
+    own_topics = f"{names.TOPIC_ROOT}/{THING_VARIABLE}/*"
+    assert all(r.endswith(f':client/{THING_VARIABLE}"]]}}') for r in granted["iot:Connect"])
+    for action, kind in (("iot:Publish", "topic"), ("iot:Receive", "topic"), ("iot:Subscribe", "topicfilter")):
+        assert granted[action], action
+        assert all(r.endswith(f':{kind}/{own_topics}"]]}}') for r in granted[action]), (action, granted[action])
+
+
+def test_greengrass_core_policy_stays_on_the_devices_own_reserved_topics(resources):
+    granted = _actions_to_resources(_policy(resources, "GreengrassCorePolicy"))
+    for action in ("iot:Publish", "iot:Receive", "iot:Subscribe"):
+        assert granted[action] and all(f"$aws/things/{THING_VARIABLE}" in r for r in granted[action]), action
+    assert "iot:Connect" not in granted
+    assert all("RoleAlias" in r for r in granted["iot:AssumeRoleWithCertificate"])
+
+
+def test_token_exchange_role_reads_only_models_and_component_artifacts(resources):
+    roles = {i: p for i, p in of_type(resources, "AWS::IAM::Role").items() if "TokenExchange" in i}
+    (role_id, role), = roles.items()
+    assert "credentials.iot.amazonaws.com" in flat(role["AssumeRolePolicyDocument"])
+    granted = _actions_to_resources(statements(resources, role_id))
+    assert set(granted) == {"s3:GetObject", "s3:GetBucketLocation"}
+    prefixes = sorted(re.findall(r"/(\w+)/\*", " ".join(granted["s3:GetObject"])))
+    assert prefixes == sorted([names.MODELS_PREFIX, names.COMPONENT_ARTIFACTS_PREFIX])
+    aliases = of_type(resources, "AWS::IoT::RoleAlias")
+    assert [flat(a["RoleArn"]) for a in aliases.values()] == [flat({"Fn::GetAtt": [role_id, "Arn"]})]
+
+
+# --- EventBridge ----------------------------------------------------------------------------------
+
+
+def test_approved_model_packages_of_edgeloop_groups_reach_the_orchestrator(resources, functions_by_key):
+    approvals = [p for p in of_type(resources, "AWS::Events::Rule").values() if "EventPattern" in p and p["EventPattern"].get("source") == ["aws.sagemaker"]]
+    assert len(approvals) == 1
+    assert approvals[0]["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {
+            "ModelApprovalStatus": ["Approved"],
+            "ModelPackageGroupName": [{"prefix": f"{names.MODEL_PACKAGE_GROUP_PREFIX}-"}],
+        },
+    }
+    orchestrator_id, _ = functions_by_key["orchestrator"]
+    (target,) = approvals[0]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [orchestrator_id, "Arn"]}
+    assert "DeadLetterConfig" in target
+
+
+def test_compaction_runs_on_a_schedule_and_new_curated_objects_reach_the_metric_packer(resources, functions_by_key):
+    rules = of_type(resources, "AWS::Events::Rule").values()
+    targets = {flat(t["Arn"]): rule for rule in rules for t in rule["Targets"]}
+    compaction = targets[flat({"Fn::GetAtt": [functions_by_key["compaction"][0], "Arn"]})]
+    assert compaction["ScheduleExpression"].startswith("rate(")
+    packer = targets[flat({"Fn::GetAtt": [functions_by_key["metric_packer"][0], "Arn"]})]
+    assert packer["EventPattern"]["detail"]["object"]["key"] == [{"prefix": f"{names.CURATED_PREFIX}/"}]
+    buckets = of_type(resources, "AWS::S3::Bucket")
+    data_id = packer["EventPattern"]["detail"]["bucket"]["name"][0]["Ref"]
+    assert buckets[data_id]["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
+
+
+# --- Lambda ---------------------------------------------------------------------------------------
+
+
+def test_every_function_in_names_is_deployed_once_with_its_handler(resources):
+    handlers = sorted(p["Handler"] for p in of_type(resources, "AWS::Lambda::Function").values())
+    assert handlers == sorted(names.FUNCTIONS.values())
+
+
+def test_functions_run_python_3_12_on_arm64(resources):
+    for props in of_type(resources, "AWS::Lambda::Function").values():
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+
+
+@pytest.mark.parametrize("key", sorted(names.FUNCTIONS))
+def test_function_environment(functions_by_key, key):
+    _, props = functions_by_key[key]
+    variables = props["Environment"]["Variables"]
+    edgeloop_variables = {v for v in variables if v.startswith("EDGELOOP_")}
+    assert edgeloop_variables == EXPECTED_ENV[key]
+    assert all(value not in ("", None) for value in variables.values())
+    assert variables["POWERTOOLS_SERVICE_NAME"] == key
+    if names.DELIVERY_ENV in variables:
+        assert variables[names.DELIVERY_ENV] == "greengrass"
+    if names.USE_CASE_ENV in variables:
+        assert variables[names.USE_CASE_ENV] == "extrusion"
+
+
+@pytest.mark.parametrize("key", sorted(names.FUNCTIONS))
+def test_function_layers(functions_by_key, key):
+    layers = flat(functions_by_key[key][1]["Layers"])
+    assert "AWSLambdaPowertoolsPythonV3-python312-arm64" in layers
+    assert ("AWSSDKPandas-Python312-Arm64" in layers) == (key in PANDAS_FUNCTIONS)
+    assert '{"Ref": "AWS::Region"}' in layers
+
+
+def test_every_async_function_has_an_encrypted_ssl_only_failure_queue_and_alarms(resources, functions_by_key):
+    """All edgeloop functions are invoked asynchronously (IoT rules, EventBridge)."""
+    invoke_configs = {p["FunctionName"]["Ref"]: p for p in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()}
+    queues = of_type(resources, "AWS::SQS::Queue")
+    queue_policies = of_type(resources, "AWS::SQS::QueuePolicy").values()
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm").values()
+    for key, (function_id, _) in functions_by_key.items():
+        config = invoke_configs[function_id]
+        destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+        queue_id = destination["Fn::GetAtt"][0]
+        assert queue_id in queues, key
+        assert queues[queue_id]["SqsManagedSseEnabled"] is True
+        policy = next(p for p in queue_policies if {"Ref": queue_id} in p["Queues"])
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in policy["PolicyDocument"]["Statement"]
+        ), key
+        watched = [flat(a["Dimensions"]) for a in alarms]
+        assert any(function_id in d for d in watched), f"{key}: no errors alarm"
+        assert any(queue_id in d for d in watched), f"{key}: no failure-queue alarm"
+    assert all(a["AlarmActions"] for a in alarms)
+
+
+def test_no_function_role_uses_managed_policies_or_full_wildcards(resources, functions_by_key):
+    for key, (_, props) in functions_by_key.items():
+        role_id = props["Role"]["Fn::GetAtt"][0]
+        assert "ManagedPolicyArns" not in of_type(resources, "AWS::IAM::Role")[role_id], key
+        for statement in statements(resources, role_id):
+            actions = as_list(statement["Action"])
+            assert not any(a == "*" or a.endswith(":*") for a in actions), (key, actions)
+            if as_list(statement["Resource"]) == ["*"]:
+                assert set(actions) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "greengrass:CreateDeployment"}, (key, actions)
+
+
+def test_orchestrator_role_is_scoped_to_edgeloop_model_packages_and_rollout_groups(resources, functions_by_key):
+    role_id = functions_by_key["orchestrator"][1]["Role"]["Fn::GetAtt"][0]
+    granted = _actions_to_resources(statements(resources, role_id))
+    (package_resource,) = granted["sagemaker:DescribeModelPackage"]
+    assert f":model-package/{names.MODEL_PACKAGE_GROUP_PREFIX}-*/*" in package_resource
+    assert "greengrass:CreateDeployment" in granted
+    for action in ("iot:CreateThingGroup", "iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup", "iot:ListThingGroupsForThing"):
+        assert action in granted, action
+    assert all(":thinggroup/edgeloop-rollout-*" in r for r in granted["iot:CreateThingGroup"])
+    (models,) = granted["s3:GetObject"]
+    assert f"/{names.MODELS_PREFIX}/*" in models and "ModelBucket" in models
+    dynamo = " ".join(granted["dynamodb:PutItem"])
+    assert "DeviceTable" in dynamo and "DeploymentTable" in dynamo
+    assert "s3:PutObject" not in granted
+
+
+def test_ingest_writes_only_raw_and_quarantine(resources, functions_by_key):
+    role_id = functions_by_key["ingest"][1]["Role"]["Fn::GetAtt"][0]
+    granted = _actions_to_resources(statements(resources, role_id))
+    assert sorted(re.findall(r"/([\w-]+)/\*", " ".join(granted["s3:PutObject"]))) == sorted([names.RAW_PREFIX, names.QUARANTINE_PREFIX])
+    assert not {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"} & set(granted)
+
+
+def test_prefixes_granted_to_functions_match_the_functions_code():
+    """The constructs name two prefixes that live in function code, not in names.py."""
+    from edgeloop.cdk.constructs.fleet import ROLLOUT_GROUP_PREFIX
+    from edgeloop.cdk.constructs.ingestion import COMPACTION_STATE_PREFIX
+    from edgeloop.functions.compaction.logic import STATE_PREFIX
+    from edgeloop.functions.orchestrator.delivery import ROLLOUT_GROUP_PREFIX as DELIVERY_GROUP_PREFIX
+
+    assert ROLLOUT_GROUP_PREFIX == DELIVERY_GROUP_PREFIX
+    assert STATE_PREFIX.split("/")[0] == COMPACTION_STATE_PREFIX
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+
+def test_buckets_are_encrypted_private_ssl_only_and_logged(resources):
+    buckets = of_type(resources, "AWS::S3::Bucket")
+    assert len(buckets) == 3
+    policies = of_type(resources, "AWS::S3::BucketPolicy").values()
+    for bucket_id, bucket in buckets.items():
+        assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+        assert bucket["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        policy = next(p for p in policies if p["Bucket"] == {"Ref": bucket_id})
+        assert any(
+            s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in policy["PolicyDocument"]["Statement"]
+        ), bucket_id
+        if "AccessLogs" not in bucket_id:
+            assert "LoggingConfiguration" in bucket, bucket_id
+
+
+def test_data_lifecycle_and_model_versioning(resources):
+    buckets = of_type(resources, "AWS::S3::Bucket")
+    (data,) = [b for i, b in buckets.items() if "DataBucket" in i]
+    expiry = {r["Prefix"]: r["ExpirationInDays"] for r in data["LifecycleConfiguration"]["Rules"] if "Prefix" in r}
+    assert expiry[f"{names.RAW_PREFIX}/"] == 30
+    assert expiry[f"{names.QUARANTINE_PREFIX}/"] == 90
+    assert f"{names.CURATED_PREFIX}/" not in expiry and f"{names.PACKS_PREFIX}/" not in expiry
+    (models,) = [b for i, b in buckets.items() if "ModelBucket" in i]
+    assert models["VersioningConfiguration"] == {"Status": "Enabled"}
+
+
+def test_alarm_topic_is_encrypted_with_a_rotating_key(resources):
+    (topic,) = of_type(resources, "AWS::SNS::Topic").values()
+    key_id = topic["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    assert of_type(resources, "AWS::KMS::Key")[key_id]["EnableKeyRotation"] is True
+    assert "cloudwatch.amazonaws.com" in flat(of_type(resources, "AWS::KMS::Key")[key_id]["KeyPolicy"])
+
+
+def test_no_timestream_resources(resources):
+    assert not [r for r in resources.values() if r["Type"].startswith("AWS::Timestream::")]

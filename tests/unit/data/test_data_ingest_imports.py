@@ -1,0 +1,25 @@
+"""The ingest Lambda runs on every telemetry message: its import path must stay free of numpy/pandas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_ingest_handler_imports_neither_pandas_nor_numpy():
+    probe = (
+        "import json, sys\n"
+        "import edgeloop.functions.ingest.handler\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'pandas', 'pyarrow'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == [], f"ingest handler pulled in {heavy[:5]}"
+
+
+def test_probe_would_notice_numpy():
+    # Guards the probe itself: the same check on a module that imports numpy must see it.
+    probe = "import sys, edgeloop.functions.feature_extractor.features; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "True"

@@ -1,0 +1,165 @@
+"""GreengrassIpcTransport through the SDK's real V2 client, with the nucleus connection faked.
+
+`GreengrassCoreIPCClientV2(client=...)` accepts the V1 operation factory; the fake below implements
+the two operations the transport uses, the way the eventstream RPC operations behave.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import pytest
+from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+from awsiot.greengrasscoreipc.model import (
+    QOS,
+    IoTCoreMessage,
+    MQTTMessage,
+    PublishToIoTCoreResponse,
+    SubscribeToIoTCoreResponse,
+    UnauthorizedError,
+)
+
+from edgeloop.greengrass_components.gateway.transport import (
+    GreengrassIpcTransport,
+    PublishFailed,
+    SubscribeFailed,
+    Transport,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _done(result=None, error: Exception | None = None) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return future
+
+
+class FakeOperation:
+    def __init__(self, response: concurrent.futures.Future, stream_handler=None) -> None:
+        self.response = response
+        self.stream_handler = stream_handler
+        self.request = None
+        self.closed = False
+
+    def activate(self, request) -> concurrent.futures.Future:
+        self.request = request
+        return _done()
+
+    def get_response(self) -> concurrent.futures.Future:
+        return self.response
+
+    def close(self) -> concurrent.futures.Future:
+        self.closed = True
+        return _done()
+
+
+class FakeNucleus:
+    """Stands in for awsiot.greengrasscoreipc.client.GreengrassCoreIPCClient."""
+
+    def __init__(self) -> None:
+        self.publishes: list[FakeOperation] = []
+        self.subscriptions: list[FakeOperation] = []
+        self.publish_outcome = lambda: _done(PublishToIoTCoreResponse())
+        self.subscribe_outcome = lambda: _done(SubscribeToIoTCoreResponse())
+
+    def new_publish_to_iot_core(self) -> FakeOperation:
+        operation = FakeOperation(self.publish_outcome())
+        self.publishes.append(operation)
+        return operation
+
+    def new_subscribe_to_iot_core(self, stream_handler) -> FakeOperation:
+        operation = FakeOperation(self.subscribe_outcome(), stream_handler)
+        self.subscriptions.append(operation)
+        return operation
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        for operation in self.subscriptions:
+            operation.stream_handler.on_stream_event(
+                IoTCoreMessage(message=MQTTMessage(topic_name=topic, payload=payload))
+            )
+
+    def close(self) -> concurrent.futures.Future:
+        return _done()
+
+
+@pytest.fixture
+def nucleus():
+    return FakeNucleus()
+
+
+@pytest.fixture
+def transport(nucleus: FakeNucleus):
+    ipc = GreengrassCoreIPCClientV2(client=nucleus)
+    transport = GreengrassIpcTransport(ipc)
+    transport.connect(timeout_s=1)
+    yield transport
+    transport.disconnect()
+    ipc.close()
+
+
+def test_satisfies_the_transport_protocol(transport):
+    assert isinstance(transport, Transport)
+    assert transport.is_connected
+
+
+def test_publish_sends_qos1_to_iot_core(transport, nucleus: FakeNucleus):
+    transport.publish("edgeloop/gw-1/telemetry", b"\x78\x9c payload", timeout_s=1)
+    (operation,) = nucleus.publishes
+    assert operation.request.topic_name == "edgeloop/gw-1/telemetry"
+    assert operation.request.qos == QOS.AT_LEAST_ONCE
+    assert operation.request.payload == b"\x78\x9c payload"
+
+
+def test_ipc_error_becomes_publish_failed(transport, nucleus: FakeNucleus):
+    nucleus.publish_outcome = lambda: _done(error=UnauthorizedError(message="not allowed: edgeloop/other/x"))
+    with pytest.raises(PublishFailed, match="UnauthorizedError.*not allowed"):
+        transport.publish("edgeloop/other/x", b"x", timeout_s=1)
+
+
+def test_publish_without_response_times_out(transport, nucleus: FakeNucleus):
+    nucleus.publish_outcome = concurrent.futures.Future  # never completes
+    with pytest.raises(PublishFailed, match="no response within 0.2 s"):
+        transport.publish("edgeloop/gw-1/telemetry", b"x", timeout_s=0.2)
+
+
+def test_publish_after_disconnect_fails_at_once(transport, nucleus: FakeNucleus):
+    transport.disconnect()
+    with pytest.raises(PublishFailed, match="disconnected"):
+        transport.publish("edgeloop/gw-1/telemetry", b"x", timeout_s=1)
+    assert nucleus.publishes == []
+
+
+def test_subscribe_delivers_messages_to_the_callback(transport, nucleus: FakeNucleus):
+    received: list[tuple[str, bytes]] = []
+    arrived = threading.Event()
+
+    def on_message(topic: str, payload: bytes) -> None:
+        received.append((topic, payload))
+        arrived.set()
+
+    transport.subscribe("edgeloop/gw-1/model-update", on_message, timeout_s=1)
+    (operation,) = nucleus.subscriptions
+    assert operation.request.topic_name == "edgeloop/gw-1/model-update"
+    assert operation.request.qos == QOS.AT_LEAST_ONCE
+    nucleus.deliver("edgeloop/gw-1/model-update", b'{"version": "1.2.0"}')
+    assert arrived.wait(5)  # the V2 client runs stream callbacks on its executor
+    assert received == [("edgeloop/gw-1/model-update", b'{"version": "1.2.0"}')]
+
+
+def test_refused_subscription_raises(transport, nucleus: FakeNucleus):
+    nucleus.subscribe_outcome = lambda: _done(error=UnauthorizedError(message="denied"))
+    with pytest.raises(SubscribeFailed, match="denied"):
+        transport.subscribe("edgeloop/gw-2/#", lambda t, p: None, timeout_s=1)
+
+
+def test_disconnect_closes_the_streams(transport, nucleus: FakeNucleus):
+    transport.subscribe("edgeloop/gw-1/a", lambda t, p: None, timeout_s=1)
+    transport.subscribe("edgeloop/gw-1/b", lambda t, p: None, timeout_s=1)
+    transport.disconnect()
+    assert all(op.closed for op in nucleus.subscriptions)
+    assert not transport.is_connected

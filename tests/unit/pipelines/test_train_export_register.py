@@ -1,0 +1,263 @@
+"""Train per line, export a bit-exact payload, register in the (moto) model registry, approve."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import boto3
+import numpy as np
+import pandas as pd
+import pytest
+from moto import mock_aws
+from synthetic_line_examples import synthetic_examples
+
+from edgeloop.greengrass_components.model_runner.scorer import load_payload
+from edgeloop.sagemaker_pipelines.steps import export as export_step
+from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model
+from edgeloop.sagemaker_pipelines.steps.register import (
+    approve_model,
+    check_metadata,
+    load_manifest,
+    register_model,
+    xgboost_image_uri,
+)
+from edgeloop.sagemaker_pipelines.steps.register import main as register_main
+from edgeloop.sagemaker_pipelines.steps.train import (
+    load_trained,
+    save_trained,
+    time_split,
+    train_line_model,
+    train_lines,
+    training_data_sha256,
+)
+from edgeloop.sagemaker_pipelines.steps.train import main as train_main
+from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas.model import Precision, feature_schema_hash
+from edgeloop.schemas.training import ViolationClass
+
+FAST = {"n_estimators": 40, "max_depth": 4}
+MODEL_BUCKET = "edgeloop-models-test"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_use_case("extrusion")
+
+
+@pytest.fixture(scope="module")
+def examples(config):
+    return synthetic_examples(config, n=600, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(examples, config):
+    return train_line_model(examples, config, seed=0, **FAST)
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    return export_model(
+        trained, model_id="extrusion-cold-od-line-1", version="1.0.0", use_case="extrusion",
+        line_ids=["line-1"], target="cold_od_average",
+    )
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+def test_model_learns_the_signal(trained):
+    metrics = trained.metrics
+    assert metrics.n_test == len(trained.y_test) > 100 and metrics.n_train > 300
+    assert metrics.mse < 0.1 * np.var(trained.y_test)  # far better than predicting the mean
+    assert metrics.mae < 0.1
+    assert set(metrics.precision) == set(metrics.recall) == {c.value for c in ViolationClass}
+    assert all(0.6 < v <= 1.0 for v in [*metrics.precision.values(), *metrics.recall.values()])
+
+
+def test_time_split_leaves_a_label_gap(examples, config):
+    split = time_split(examples, config)
+    train_label_end = split.train["window_end"] + pd.Timedelta(seconds=config.horizon_s + config.label_window_s)
+    assert train_label_end.max() <= split.test["window_start"].min()
+    assert split.train["window_end"].max() < split.test["window_end"].min()
+    assert len(split.test) == 150  # the last 25% by window_end
+    assert len(split.train) + len(split.test) < len(examples)  # the gap cost some rows
+    assert set(split.train.index).isdisjoint(split.test.index)
+
+
+def test_trained_model_records_its_ranges(trained, config):
+    gap = pd.Timedelta(seconds=config.horizon_s + config.label_window_s)
+    assert trained.training_start < trained.training_end
+    assert trained.training_end + gap <= trained.test_start
+    assert trained.X_test.dtype == np.float32 and trained.X_test.shape == (150, len(config.feature_names))
+
+
+def test_training_data_digest_tracks_the_data(examples, config):
+    features = config.feature_names
+    assert training_data_sha256(examples, features) == training_data_sha256(examples.copy(), features)
+    changed = examples.copy()
+    changed.loc[3, "label"] += 1e-6
+    assert training_data_sha256(changed, features) != training_data_sha256(examples, features)
+
+
+def test_missing_columns_are_named(examples, config):
+    with pytest.raises(ValueError, match=r"lack columns \['label', 'speed__mean'\]"):
+        train_line_model(examples.drop(columns=["label", "speed__mean"]), config, **FAST)
+
+
+def test_too_few_examples_are_refused(examples, config):
+    with pytest.raises(ValueError, match="need at least"):
+        train_line_model(examples.iloc[:12], config, **FAST)
+
+
+def test_lines_train_concurrently(config):
+    lines = ["line-1", "line-2"]
+    frames = {line: synthetic_examples(config, line_id=line, n=300, seed=i) for i, line in enumerate(lines)}
+    models = train_lines(frames, config, max_workers=2, n_estimators=10, max_depth=3)
+    assert set(models) == {"line-1", "line-2"}
+    assert models["line-1"].training_data_sha256 != models["line-2"].training_data_sha256
+
+
+def test_a_failing_line_is_named(config):
+    with pytest.raises(ValueError, match="line 'line-9'"):
+        train_lines({"line-9": synthetic_examples(config, n=10)}, config, n_estimators=5)
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+def test_export_is_bit_exact_and_described_by_its_manifest(exported, trained):
+    manifest = exported.manifest
+    tier = manifest.tier(Precision.FP32)
+    payload = exported.payloads[Precision.FP32]
+    assert tier.max_abs_error == 0.0
+    assert tier.payload_key == "models/extrusion-cold-od-line-1/1.0.0/fp32.npz"
+    assert tier.sha256 == hashlib.sha256(payload).hexdigest() and tier.payload_bytes == len(payload)
+    assert [a.value for a in tier.architectures] == ["x86_64", "aarch64", "armv7l"]
+    assert tier.min_runtime_version == "1.0.0"
+    assert manifest.features == trained.feature_names
+    assert manifest.feature_schema_hash == feature_schema_hash(trained.feature_names)
+    assert manifest.training_data_sha256 == trained.training_data_sha256
+    assert manifest.metrics == trained.metrics
+    scorer = load_payload(
+        payload, expected_sha256=tier.sha256, expected_feature_schema_hash=manifest.feature_schema_hash
+    )
+    expected = trained.booster.inplace_predict(trained.X_test)
+    np.testing.assert_array_equal(scorer.predict(trained.X_test).view(np.uint32), expected.view(np.uint32))
+
+
+def test_export_refuses_a_payload_that_drifts(trained, monkeypatch):
+    real = export_step.booster_base_margin
+    monkeypatch.setattr(export_step, "booster_base_margin", lambda b, o: np.float32(real(b, o) + np.float32(1e-3)))
+    with pytest.raises(ParityError, match="max_abs_error"):
+        export_model(trained, model_id="m", version="1.0.0", use_case="extrusion", line_ids=["line-1"], target="t")
+
+
+def test_export_refuses_tiers_without_a_builder(trained):
+    with pytest.raises(ValueError, match="precision='quantized' has no export tier"):
+        export_model(trained, model_id="m", version="1.0.0", use_case="extrusion", line_ids=["line-1"],
+                     target="t", precisions=(Precision.QUANTIZED,))
+
+
+# --- register ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry():
+    with mock_aws():
+        location = {"LocationConstraint": "eu-west-1"}
+        boto3.client("s3").create_bucket(Bucket=MODEL_BUCKET, CreateBucketConfiguration=location)
+        yield boto3.client("sagemaker")
+
+
+def test_register_uploads_and_creates_a_pending_package(registry, exported):
+    arn = register_model(exported, model_bucket=MODEL_BUCKET)
+    package = registry.describe_model_package(ModelPackageName=arn)
+    group = names.model_package_group_name("extrusion", "line-1")
+    assert package["ModelPackageGroupName"] == group and package["ModelApprovalStatus"] == "PendingManualApproval"
+    metadata = package["CustomerMetadataProperties"]
+    manifest_uri = f"s3://{MODEL_BUCKET}/models/extrusion-cold-od-line-1/1.0.0/manifest.json"
+    assert metadata[names.MANIFEST_URI_METADATA_KEY] == manifest_uri
+    assert metadata["edgeloop:version"] == "1.0.0"
+    assert metadata["edgeloop:feature_schema_hash"] == exported.manifest.feature_schema_hash
+    assert metadata["edgeloop:tier:fp32:architectures"] == "x86_64 aarch64 armv7l"
+    assert metadata["edgeloop:tier:fp32:sha256"] == exported.manifest.tiers[0].sha256
+    check_metadata(metadata)
+    container = package["InferenceSpecification"]["Containers"][0]
+    assert container["Image"] == "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    assert container["ModelDataUrl"] == f"s3://{MODEL_BUCKET}/models/extrusion-cold-od-line-1/1.0.0/fp32.npz"
+    stored = boto3.client("s3").get_object(Bucket=MODEL_BUCKET, Key="models/extrusion-cold-od-line-1/1.0.0/fp32.npz")
+    assert stored["Body"].read() == exported.payloads[Precision.FP32]
+    assert load_manifest(manifest_uri) == exported.manifest
+
+
+def test_approval_keeps_metadata_and_emits_the_state_change_event(registry, exported):
+    arn = register_model(exported, model_bucket=MODEL_BUCKET)
+    before = registry.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    event = approve_model(arn)
+    after = registry.describe_model_package(ModelPackageName=arn)
+    assert after["ModelApprovalStatus"] == "Approved"
+    assert after["CustomerMetadataProperties"] == before
+    assert event["source"] == "aws.sagemaker" and event["detail-type"] == "SageMaker Model Package State Change"
+    assert event["version"] == "0" and event["resources"] == [arn] and event["region"] == "eu-west-1"
+    detail = event["detail"]
+    assert detail["ModelPackageArn"] == arn and detail["ModelApprovalStatus"] == "Approved"
+    assert detail["ModelPackageGroupName"] == names.model_package_group_name("extrusion", "line-1")
+    assert detail["ModelPackageVersion"] == 1
+    assert detail["CustomerMetadataProperties"] == before
+    json.dumps(event)  # what EventBridge delivers is JSON
+    assert load_manifest(detail["CustomerMetadataProperties"][names.MANIFEST_URI_METADATA_KEY]) == exported.manifest
+
+
+def test_versions_accumulate_in_one_group(registry, exported):
+    first = register_model(exported, model_bucket=MODEL_BUCKET)
+    second = register_model(exported, model_bucket=MODEL_BUCKET)
+    assert first != second
+    group = names.model_package_group_name("extrusion", "line-1")
+    listed = registry.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+    assert len(listed) == 2
+
+
+def test_metadata_outside_the_allowed_alphabet_is_refused():
+    with pytest.raises(ValueError, match="edgeloop:line_ids='line-1,line-2'"):
+        check_metadata({"edgeloop:line_ids": "line-1,line-2"})
+    with pytest.raises(ValueError, match="<= 256 chars"):
+        check_metadata({"edgeloop:long": "x" * 257})
+    check_metadata({"edgeloop:tier:fp16-leaves:architectures": "x86_64 aarch64", "edgeloop:note": "Düsen @ Linie 1"})
+
+
+def test_unknown_region_has_no_image():
+    assert xgboost_image_uri("us-east-1").startswith("683313688378.dkr.ecr.us-east-1.amazonaws.com/")
+    with pytest.raises(ValueError, match="region='xx-nowhere-1'"):
+        xgboost_image_uri("xx-nowhere-1")
+
+
+def test_load_manifest_needs_an_s3_uri():
+    with pytest.raises(ValueError, match="not s3://bucket/key"):
+        load_manifest("https://example.com/manifest.json")
+
+
+# --- as pipeline steps ---------------------------------------------------------------------------
+
+
+def test_a_saved_model_reloads_with_identical_predictions(trained, tmp_path):
+    reloaded = load_trained(save_trained(trained, tmp_path / "line-1"))
+    assert reloaded.metrics == trained.metrics and reloaded.feature_names == trained.feature_names
+    assert (reloaded.training_start, reloaded.training_end) == (trained.training_start, trained.training_end)
+    np.testing.assert_array_equal(reloaded.X_test, trained.X_test)
+    expected = trained.booster.inplace_predict(trained.X_test)
+    np.testing.assert_array_equal(reloaded.booster.inplace_predict(trained.X_test), expected)
+
+
+def test_steps_run_from_the_command_line(registry, config, tmp_path):
+    frames = [synthetic_examples(config, line_id=line, n=240, seed=i) for i, line in enumerate(["line-1", "line-2"])]
+    pd.concat(frames, ignore_index=True).to_parquet(tmp_path / "examples.parquet")
+    saved = train_main(["--examples", str(tmp_path / "examples.parquet"), "--output", str(tmp_path / "model"),
+                        "--n-estimators", "8", "--max-depth", "3"])
+    assert sorted(saved) == ["line-1", "line-2"]
+    arns = register_main(["--trained", str(tmp_path / "model"), "--model-bucket", MODEL_BUCKET, "--version", "0.1.0"])
+    assert sorted(arns) == ["line-1", "line-2"]
+    package = registry.describe_model_package(ModelPackageName=arns["line-2"])
+    assert package["ModelPackageGroupName"] == names.model_package_group_name("extrusion", "line-2")
+    manifest = load_manifest(package["CustomerMetadataProperties"][names.MANIFEST_URI_METADATA_KEY])
+    assert manifest.model_id == "extrusion-line-2" and manifest.version == "0.1.0"
