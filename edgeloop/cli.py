@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -11,7 +12,9 @@ from rich.table import Table
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Close the ML loop between factory gateways and AWS.")
 schemas_app = typer.Typer(no_args_is_help=True, help="The contracts in schemas/.")
 app.add_typer(schemas_app, name="schemas")
-console = Console()
+# Piped output (CI logs, `make demo | tee`) would otherwise wrap the tables at 80 columns;
+# the file is explicit so the console stays on the terminal while Lambda output is redirected.
+console = Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.stdout, width=160)
 
 
 def _print_outcome(outcome) -> None:
@@ -34,13 +37,22 @@ def _print_outcome(outcome) -> None:
             str(model.n_examples),
             f"{m.mse:.5f}",
             f"{m.mae:.4f}",
-            " / ".join(f"{m.precision.get(k, float('nan')):.2f}" for k in order),
-            " / ".join(f"{m.recall.get(k, float('nan')):.2f}" for k in order),
+            _per_class(m.precision, order),
+            _per_class(m.recall, order),
         )
     console.print(metrics)
     console.print(fleet_table(outcome.fleet, title="Fleet status (read back from DynamoDB)"))
     if outcome.report_path:
         console.print(f"report: {outcome.report_path}")
+
+
+def _per_class(values: dict[str, float], order: tuple[str, ...]) -> str:
+    # a class absent from the test set (or never predicted) has no precision/recall: "-"
+    return " / ".join(f"{values[k]:.2f}" if k in values else "-" for k in order)
+
+
+def _shorten(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def fleet_table(devices, title: str) -> Table:
@@ -57,7 +69,7 @@ def fleet_table(devices, title: str) -> Table:
             d.runtime_version,
             d.current_model_version or "-",
             f"[{style}]{d.status.value}[/]",
-            d.reason or "-",
+            _shorten(d.reason) or "-",
             d.status_since.isoformat(timespec="seconds"),
         )
     return table

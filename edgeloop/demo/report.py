@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from edgeloop.schemas import names
@@ -21,17 +22,18 @@ def predicted_vs_measured(curated: pd.DataFrame, target: str, prediction: str, l
     if predicted.empty or measured.empty:
         return pd.DataFrame(columns=["time", "predicted", "measured"])
     times = measured.time_ms.to_numpy()
-    cumulative = measured.value.cumsum().to_numpy()
+    prefix = np.concatenate([[0.0], measured.value.cumsum().to_numpy()])
     starts = predicted.time_ms.to_numpy()
     lo = times.searchsorted(starts, side="left")
     hi = times.searchsorted(starts + label_window_s * 1000, side="left")
-    sums = cumulative[hi - 1] - pd.Series(cumulative).shift(1, fill_value=0.0).to_numpy()[lo]
     counts = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (prefix[hi] - prefix[lo]) / counts  # NaN where the predicted window was never measured
     frame = pd.DataFrame(
         {
             "time": pd.to_datetime(starts, unit="ms", utc=True),
             "predicted": predicted.value.to_numpy(),
-            "measured": [s / c if c else float("nan") for s, c in zip(sums, counts)],
+            "measured": means,
         }
     )
     return frame.dropna()

@@ -10,11 +10,17 @@ with.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+import sys
+import threading
+import warnings
+from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,7 +29,7 @@ from edgeloop.demo.settings import DEMO_ARCHITECTURES, DEMO_RUNTIME_VERSION, DEM
 from edgeloop.schemas import DeviceRecord, DeviceStatus, ModelMetrics, load_use_case, names
 
 SIM_MARGIN_S = 15 * 60  # keeps every simulated (and predicted) timestamp in the past
-LIVE_RESERVE_S = 90 * 60  # simulated time the gateways may spend scoring while we train
+LIVE_RESERVE_S = 4 * 3600  # simulated time the gateways may spend scoring while we train
 
 
 class DemoFailed(RuntimeError):
@@ -45,6 +51,7 @@ class DemoOutcome:
     samples_sent: int = 0
     samples_landed: int = 0
     samples_quarantined: int = 0
+    handler_failures: int = 0
     models: dict[str, LineModel] = field(default_factory=dict)
     fleet: list[DeviceRecord] = field(default_factory=list)
     model_version: str = ""
@@ -58,7 +65,11 @@ class DemoOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.samples_sent == self.samples_landed and self.every_gateway_on_new_model
+        return (
+            self.samples_sent == self.samples_landed
+            and self.handler_failures == 0
+            and self.every_gateway_on_new_model
+        )
 
 
 @dataclass
@@ -240,9 +251,10 @@ class DemoRun:
             self.outcome.models[line_id] = _read_back_registration(line_id, arn, model.metrics, len(examples[line_id]))
         return events
 
-    def roll_out(self, approval_events: list[dict], lambda_context) -> None:
-        from edgeloop.functions.orchestrator.handler import lambda_handler as orchestrate
+    def roll_out(self, approval_events: list[dict], lambda_context, log: TextIO) -> None:
+        from edgeloop.functions.orchestrator.handler import lambda_handler
 
+        orchestrate = _logging_to(log, lambda_handler)
         for event in approval_events:
             orchestrate(event, lambda_context)
         total = len(self.gateways)
@@ -325,45 +337,73 @@ def _count_objects(bucket: str, prefix: str) -> int:
     return sum(len(page.get("Contents", [])) for page in pages)
 
 
-def _export_local_delivery_env(runtime) -> None:
-    """Point the orchestrator's LocalDelivery at the embedded broker with the cloud identity."""
-    import os
-
-    os.environ.update(
-        {
-            names.LOCAL_BROKER_HOST_ENV: runtime.broker.host,
-            names.LOCAL_BROKER_PORT_ENV: str(runtime.broker.port),
-            names.LOCAL_CLOUD_CERT_ENV: str(runtime.cloud_cert.cert_path),
-            names.LOCAL_CLOUD_KEY_ENV: str(runtime.cloud_cert.key_path),
-            names.LOCAL_CA_ENV: str(runtime.cloud_cert.ca_path),
-        }
-    )
+# redirect_stdout swaps the process-wide sys.stdout, so invocations take turns (one at a time,
+# like a function with reserved concurrency 1; it also keeps moto's conditional writes honest).
+_INVOCATION_LOCK = threading.Lock()
 
 
-def _bridge_handlers() -> dict[str, Callable]:
+def _logging_to(log: TextIO, handler: Callable) -> Callable:
+    def invoke(event: dict, context: object) -> object:
+        with _INVOCATION_LOCK, redirect_stdout(log):
+            return handler(event, context)
+
+    return invoke
+
+
+def _bridge_handlers(log: TextIO) -> dict[str, Callable]:
     from edgeloop.functions.device_registry.handler import lambda_handler as register_device
     from edgeloop.functions.ingest.handler import lambda_handler as ingest
     from edgeloop.functions.status_intake.handler import lambda_handler as status_intake
 
-    return {"ingest": ingest, "device_registry": register_device, "status_intake": status_intake}
+    handlers = {"ingest": ingest, "device_registry": register_device, "status_intake": status_intake}
+    return {name: _logging_to(log, handler) for name, handler in handlers.items()}
+
+
+# The handlers run in this process. Like in Lambda their EMF metrics go to a log (CloudWatch's
+# stand-in is lambda.log in the work dir) and only their warnings reach the console.
+QUIET_LAMBDA_ENV = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
+
+
+@contextmanager
+def _environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoOutcome:
+    # an explicit file keeps the console on the terminal while handler output is redirected
+    console = console or Console(file=sys.stdout)
+    with _environment(QUIET_LAMBDA_ENV), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        return _run_demo(settings, console)
+
+
+def _run_demo(settings: DemoSettings, console: Console) -> DemoOutcome:
+    from edgeloop.demo.report import write_report
     from edgeloop.local.bridge import IotRuleBridge, LambdaContext
     from edgeloop.local.runtime import LocalRuntime
 
-    console = console or Console()
     demo = DemoRun(settings, console)
     shutil.rmtree(demo.workdir, ignore_errors=True)
     demo.workdir.mkdir(parents=True)
     things = [settings.thing_name(line) for line in settings.line_ids()]
-    with LocalRuntime(demo.workdir / "runtime", things) as runtime:
+    with ExitStack() as stack:
+        runtime = stack.enter_context(LocalRuntime(demo.workdir / "runtime", things))
         console.print(
             f"[green]local AWS[/] moto_server {runtime.moto.endpoint_url}  "
             f"[green]MQTT[/] mosquitto mTLS {runtime.broker.host}:{runtime.broker.port}"
         )
-        _export_local_delivery_env(runtime)
-        bridge = IotRuleBridge(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, handlers=_bridge_handlers())
+        lambda_log = stack.enter_context((demo.workdir / "lambda.log").open("a"))
+        handlers = _bridge_handlers(lambda_log)
+        bridge = IotRuleBridge(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, handlers=handlers)
         bridge.start()
         try:
             demo.write_gateway_configs(runtime)
@@ -376,17 +416,18 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoOutc
                     demo.compact()
                     examples = demo.build_examples()
                 events = demo.train_register_approve(examples)
-                demo.roll_out(events, LambdaContext("edgeloop-orchestrator"))
+                demo.roll_out(events, LambdaContext("edgeloop-orchestrator"), lambda_log)
                 demo.wait_for_live_predictions()
             finally:
                 demo.stop_gateways()
             bridge.wait_idle(timeout=settings.timeout_s)
         finally:
             bridge.stop()
+        demo.outcome.handler_failures = bridge.failed
+        if bridge.failed:
+            console.print(f"[red]{bridge.failed} handler invocations failed[/]; last: {bridge.last_error}")
         demo.compact()
         demo.count_samples()
         demo.outcome.fleet = demo.read_fleet()
-        from edgeloop.demo.report import write_report
-
         demo.outcome.report_path = write_report(demo, settings.report_path)
     return demo.outcome

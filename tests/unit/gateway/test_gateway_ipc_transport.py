@@ -13,6 +13,10 @@ import pytest
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 from awsiot.greengrasscoreipc.model import (
     QOS,
+    BinaryMessage,
+    JsonMessage,
+    SubscribeToTopicResponse,
+    SubscriptionResponseMessage,
     IoTCoreMessage,
     MQTTMessage,
     PublishToIoTCoreResponse,
@@ -163,3 +167,60 @@ def test_disconnect_closes_the_streams(transport, nucleus: FakeNucleus):
     transport.disconnect()
     assert all(op.closed for op in nucleus.subscriptions)
     assert not transport.is_connected
+
+
+# --- the Greengrass component on top of the transport -----------------------------------------
+
+
+class FakeNucleusWithPubSub(FakeNucleus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.local_subscriptions: list[FakeOperation] = []
+
+    def new_subscribe_to_topic(self, stream_handler) -> FakeOperation:
+        operation = FakeOperation(_done(SubscribeToTopicResponse()), stream_handler)
+        self.local_subscriptions.append(operation)
+        return operation
+
+    def deliver_local(self, event) -> None:
+        for operation in self.local_subscriptions:
+            operation.stream_handler.on_stream_event(event)
+
+
+def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
+    from edgeloop.greengrass_components.gateway.component import GreengrassGateway, parse_args
+    from edgeloop.schemas import DeviceAnnouncement, names
+    from edgeloop.schemas.telemetry import decode_batch
+
+    nucleus = FakeNucleusWithPubSub()
+    ipc = GreengrassCoreIPCClientV2(client=nucleus, executor=None)  # callbacks inline: deterministic
+    config = parse_args([
+        "--thing-name", "gw-1", "--site", "site-1", "--line-id", "line-1", "--use-case", "extrusion",
+        "--runtime-version", "1.0.0", "--buffer-path", str(tmp_path / "b.sqlite"), "--architecture", "aarch64",
+    ])
+    gateway = GreengrassGateway(config, ipc)
+    try:
+        gateway.start()
+        (local,) = nucleus.local_subscriptions
+        assert local.request.topic == names.LOCAL_PUBSUB_SAMPLES_TOPIC
+        announce = nucleus.publishes[0].request
+        assert announce.topic_name == names.announce_topic("gw-1")
+        assert DeviceAnnouncement.model_validate_json(announce.payload).architecture == "aarch64"
+
+        good = [["temp", 1_760_000_000_000, 181.5], ["speed", 1_760_000_000_100, 12.0]]
+        nucleus.deliver_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": good})))
+        nucleus.deliver_local(SubscriptionResponseMessage(
+            binary_message=BinaryMessage(message=b'{"samples": [["temp", 1760000000200, "NaN?"]]}')))
+        nucleus.deliver_local(SubscriptionResponseMessage(binary_message=BinaryMessage(message=b"not json")))
+        assert gateway.buffer.stats().accepted_total == 2
+        assert gateway.buffer.stats().rejected_total == {"non_numeric": 1}
+
+        assert gateway.publisher.publish_pending() == 2
+        telemetry = nucleus.publishes[-1].request
+        assert telemetry.topic_name == names.telemetry_topic("gw-1")
+        batch = decode_batch(telemetry.payload)
+        assert (batch.thing_name, batch.line_id, batch.seq_first, batch.seq_last) == ("gw-1", "line-1", 0, 1)
+    finally:
+        gateway.close()
+        ipc.close()
+    assert local.closed

@@ -1,0 +1,153 @@
+"""The com.edgeloop.Gateway Greengrass component: local samples in, IoT Core telemetry out.
+
+Sensor adapters and the model runner publish `{"samples": [[metric, time_ms, value], ...]}` on the
+local pub/sub topic names.LOCAL_PUBSUB_SAMPLES_TOPIC; this process buffers them durably and a
+background Publisher sends them through the nucleus (IPC mqttproxy) to the thing's telemetry topic.
+The recipe passes the configuration on the command line (see recipes/com.edgeloop.Gateway.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import signal
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgeloop.schemas import names
+from edgeloop.schemas.device import DeviceAnnouncement
+from edgeloop.schemas.model import Architecture, Precision
+
+from .buffer import SampleBuffer
+from .config import GatewayConfig
+from .publisher import Publisher
+from .transport import GreengrassIpcTransport, TransportError
+
+log = logging.getLogger(__name__)
+
+_MACHINE_ARCHITECTURE = {"x86_64": Architecture.X86_64, "amd64": Architecture.X86_64, "aarch64": Architecture.AARCH64,
+                         "arm64": Architecture.AARCH64, "armv7l": Architecture.ARMV7L}
+
+
+def local_architecture(machine: str | None = None) -> Architecture:
+    machine = (machine or platform.machine()).lower()
+    if machine not in _MACHINE_ARCHITECTURE:
+        raise ValueError(f"machine architecture {machine!r} is not one of {sorted(_MACHINE_ARCHITECTURE)}")
+    return _MACHINE_ARCHITECTURE[machine]
+
+
+def samples_from_message(event: Any) -> list:
+    """The samples of one SubscribeToTopic event (a JSON or a binary JSON message)."""
+    if event.json_message is not None:
+        document = event.json_message.message
+    elif event.binary_message is not None:
+        document = json.loads(event.binary_message.message)
+    else:
+        raise ValueError("local message carries neither json_message nor binary_message")
+    if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
+        raise ValueError(f"local message {str(document)[:200]!r} has no 'samples' list")
+    # JSON has no tuples: the buffer takes [metric, time_ms, value] lists as they are.
+    return document["samples"]
+
+
+class GreengrassGateway:
+    def __init__(self, config: GatewayConfig, ipc_client: Any) -> None:
+        self.config = config
+        self.ipc = ipc_client
+        self.buffer = SampleBuffer(
+            config.buffer_path,
+            thing_name=config.thing_name,
+            line_id=config.line_id,
+            max_bytes=config.buffer_max_bytes,
+            fsync_policy=config.fsync_policy,
+        )
+        self.transport = GreengrassIpcTransport(ipc_client)
+        self.publisher = Publisher(self.buffer, self.transport, config.telemetry_topic)
+        self._stream: Any = None
+
+    def on_local_message(self, event: Any) -> None:
+        try:
+            self.buffer.append(samples_from_message(event))
+        except (ValueError, json.JSONDecodeError) as exc:
+            log.warning("dropped a local message on %s: %s", names.LOCAL_PUBSUB_SAMPLES_TOPIC, exc)
+
+    def start(self) -> None:
+        self.transport.connect(timeout_s=10)
+        _, self._stream = self.ipc.subscribe_to_topic(
+            topic=names.LOCAL_PUBSUB_SAMPLES_TOPIC, on_stream_event=self.on_local_message
+        )
+        self.announce()
+
+    def announce(self) -> None:
+        announcement = DeviceAnnouncement(
+            thing_name=self.config.thing_name,
+            site=self.config.site,
+            line_id=self.config.line_id,
+            use_case=self.config.use_case,
+            architecture=self.config.architecture,
+            runtime_version=self.config.runtime_version,
+            supported_precisions=list(Precision),
+            sent_at=datetime.now(timezone.utc),
+        )
+        try:
+            self.transport.publish(
+                names.announce_topic(self.config.thing_name), announcement.model_dump_json().encode(), timeout_s=10
+            )
+        except TransportError as exc:  # the registry learns of us at the next start; telemetry still flows
+            log.warning("announcement failed: %s", exc)
+
+    def run(self, stop: threading.Event) -> None:
+        self.publisher.run(stop)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self.transport.disconnect()
+        self.buffer.close()
+
+
+def parse_args(argv: list[str] | None = None) -> GatewayConfig:
+    parser = argparse.ArgumentParser(prog="python -m edgeloop.greengrass_components.gateway")
+    parser.add_argument("--thing-name", required=True)
+    parser.add_argument("--site", required=True)
+    parser.add_argument("--line-id", required=True)
+    parser.add_argument("--use-case", required=True)
+    parser.add_argument("--runtime-version", required=True)
+    parser.add_argument("--buffer-path", required=True, type=Path)
+    parser.add_argument("--buffer-max-bytes", type=int, default=None)
+    parser.add_argument("--fsync-policy", default="normal")
+    parser.add_argument("--architecture", default=None, help="default: this machine's")
+    args = parser.parse_args(argv)
+    return GatewayConfig(
+        thing_name=args.thing_name,
+        site=args.site,
+        line_id=args.line_id,
+        use_case=args.use_case,
+        architecture=args.architecture or local_architecture(),
+        runtime_version=args.runtime_version,
+        transport="greengrass",
+        buffer_path=args.buffer_path,
+        buffer_max_bytes=args.buffer_max_bytes,
+        fsync_policy=args.fsync_policy,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_args(argv)
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+    ipc = GreengrassCoreIPCClientV2()
+    gateway = GreengrassGateway(config, ipc)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # the nucleus stops components with SIGTERM
+    try:
+        gateway.start()
+        gateway.run(stop)
+    finally:
+        gateway.close()
+        ipc.close()

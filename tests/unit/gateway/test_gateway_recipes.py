@@ -1,0 +1,206 @@
+"""Every Greengrass recipe against the recipe reference, and the GDK build output."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeloop.greengrass_components.build import (
+    COMPONENT_PACKAGES,
+    RECIPES_DIR,
+    build_components,
+    module_closure,
+)
+from edgeloop.schemas import names
+
+pytestmark = pytest.mark.timeout(120)
+
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+TOP_LEVEL_KEYS = {
+    "RecipeFormatVersion", "ComponentName", "ComponentVersion", "ComponentType", "ComponentDescription",
+    "ComponentPublisher", "ComponentSource", "ComponentDependencies", "ComponentConfiguration", "Manifests",
+    "Lifecycle",
+}
+REQUIRED_KEYS = {"RecipeFormatVersion", "ComponentName", "ComponentVersion", "Manifests"}
+COMPONENT_TYPES = {"aws.greengrass.generic", "aws.greengrass.lambda", "aws.greengrass.plugin", "aws.greengrass.nucleus"}
+PLATFORM_OS = {"linux", "windows", "darwin", "*"}
+PLATFORM_ARCHITECTURES = {"amd64", "arm", "aarch64", "x86", "*"}
+LIFECYCLE_STEPS = {"setEnv", "install", "startup", "run", "shutdown", "recover", "bootstrap"}
+STEP_KEYS = {"Script", "RequiresPrivilege", "Skipif", "Timeout", "Setenv"}
+# IPC services and the operations their authorization policies may name.
+IPC_OPERATIONS = {
+    "aws.greengrass.ipc.mqttproxy": {"aws.greengrass#PublishToIoTCore", "aws.greengrass#SubscribeToIoTCore", "*"},
+    "aws.greengrass.ipc.pubsub": {"aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic", "*"},
+}
+RECIPE_VARIABLE = re.compile(r"\{([a-zA-Z.]+:)?([a-zA-Z]+):([^}]*)\}")
+KNOWN_VARIABLES = {("artifacts", "path"), ("artifacts", "decompressedPath"), ("work", "path"),
+                   ("kernel", "rootPath"), ("iot", "thingName")}
+# Import name -> the pip distribution that provides it.
+DISTRIBUTION = {"awscrt": "awsiotsdk", "awsiot": "awsiotsdk", "botocore": "boto3", "yaml": "pyyaml"}
+
+RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def test_there_is_a_recipe_per_component():
+    assert {p.stem for p in RECIPES} == {names.GATEWAY_COMPONENT, names.MODEL_RUNNER_COMPONENT}
+    assert set(COMPONENT_PACKAGES) == {p.stem for p in RECIPES}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_follows_the_recipe_reference(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    assert REQUIRED_KEYS <= set(recipe) <= TOP_LEVEL_KEYS, set(recipe) ^ TOP_LEVEL_KEYS
+    assert recipe["RecipeFormatVersion"] == "2020-01-25"
+    assert recipe["ComponentName"] == path.stem
+    assert SEMVER.match(recipe["ComponentVersion"]), recipe["ComponentVersion"]
+    assert recipe.get("ComponentType", "aws.greengrass.generic") in COMPONENT_TYPES
+    for dependency, spec in recipe.get("ComponentDependencies", {}).items():
+        assert set(spec) <= {"VersionRequirement", "DependencyType"}, dependency
+        assert spec.get("DependencyType", "HARD") in {"HARD", "SOFT"}
+        assert re.fullmatch(r"([<>=]{0,2}\d+\.\d+\.\d+\s*)+", spec["VersionRequirement"]), spec
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_access_control_names_real_ipc_operations(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    access = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    assert "aws.greengrass.ipc.mqttproxy" in access
+    for service, policies in access.items():
+        assert service in IPC_OPERATIONS, service
+        for policy_id, policy in policies.items():
+            assert policy_id.startswith(recipe["ComponentName"] + ":"), policy_id
+            assert set(policy) <= {"policyDescription", "operations", "resources"}
+            assert policy["operations"] and set(policy["operations"]) <= IPC_OPERATIONS[service], policy
+            assert policy["resources"], policy_id
+    mqtt_policies = access["aws.greengrass.ipc.mqttproxy"].values()
+    # confined to the thing's own topics, the same line as the IoT policy and the mosquitto ACL
+    assert all(p["resources"] == [f"{names.TOPIC_ROOT}/{{iot:thingName}}/#"] for p in mqtt_policies)
+    for policy in access.get("aws.greengrass.ipc.pubsub", {}).values():
+        assert policy["resources"] == [names.LOCAL_PUBSUB_SAMPLES_TOPIC]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_manifests_cover_the_three_linux_architectures(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    name = recipe["ComponentName"]
+    platforms = []
+    for manifest in recipe["Manifests"]:
+        assert set(manifest) <= {"Platform", "Lifecycle", "Artifacts", "Selections", "Name"}
+        platform = manifest["Platform"]
+        assert platform["os"] in PLATFORM_OS and platform["architecture"] in PLATFORM_ARCHITECTURES
+        platforms.append((platform["os"], platform["architecture"]))
+        lifecycle = manifest["Lifecycle"]
+        assert set(lifecycle) <= LIFECYCLE_STEPS and {"install", "run"} <= set(lifecycle)
+        for step in ("install", "run"):
+            assert isinstance(lifecycle[step], dict) and set(lifecycle[step]) <= STEP_KEYS
+            assert lifecycle[step]["Script"].strip()
+        assert f"{{artifacts:decompressedPath}}/{name}" in lifecycle["run"]["Script"]
+        (artifact,) = manifest["Artifacts"]
+        assert artifact["URI"] == f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{name}.zip"
+        assert artifact["Unarchive"] == "ZIP"
+    assert sorted(platforms) == sorted([("linux", "amd64"), ("linux", "aarch64"), ("linux", "arm")])
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_variables_are_known_and_configured(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    for text in _strings(recipe["Manifests"]):
+        for _component, namespace, key in RECIPE_VARIABLE.findall(text):
+            if namespace == "configuration":
+                assert key.startswith("/") and key[1:] in defaults, f"{text}: {key} has no default"
+            else:
+                assert (namespace, key) in KNOWN_VARIABLES, f"unknown recipe variable {{{namespace}:{key}}}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_install_step_provides_every_third_party_import(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    needed = set()
+    for module_path in module_closure(COMPONENT_PACKAGES[recipe["ComponentName"]]).values():
+        for node in ast.walk(ast.parse(module_path.read_text())):
+            if isinstance(node, ast.Import):
+                needed.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                needed.add(node.module.split(".")[0])
+    third_party = {DISTRIBUTION.get(m, m) for m in needed if m not in sys.stdlib_module_names and m != "edgeloop"}
+    for manifest in recipe["Manifests"]:
+        script = manifest["Lifecycle"]["install"]["Script"]
+        installed = set(re.findall(r'"([A-Za-z0-9_.-]+)[<>=]', script))
+        assert third_party <= installed, f"{manifest['Platform']}: install misses {third_party - installed}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_run_step_module_exists(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    package = COMPONENT_PACKAGES[recipe["ComponentName"]][0]
+    for manifest in recipe["Manifests"]:
+        (module,) = re.findall(r"-m (edgeloop[\w.]+)", manifest["Lifecycle"]["run"]["Script"])
+        assert module == package
+        assert (module_closure((package,)).get(f"{package}.__main__")) is not None, f"{package} has no __main__"
+
+
+def test_build_writes_the_gdk_layout(tmp_path: Path):
+    written = build_components(tmp_path)
+    build = tmp_path / "greengrass-build"
+    for recipe_source in RECIPES:
+        source = yaml.safe_load(recipe_source.read_text())
+        name, version = source["ComponentName"], source["ComponentVersion"]
+        recipe = build / "recipes" / f"{name}.yaml"
+        artifact = build / "artifacts" / name / version / f"{name}.zip"
+        assert recipe in written and artifact in written
+        built = yaml.safe_load(recipe.read_text())
+        uris = {a["URI"] for m in built["Manifests"] for a in m["Artifacts"]}
+        assert uris == {f"s3://BUCKET_NAME/{name}/{version}/{name}.zip"}  # GDK fills the bucket at publish
+        with zipfile.ZipFile(artifact) as archive:
+            members = set(archive.namelist())
+        package_dir = COMPONENT_PACKAGES[name][0].replace(".", "/")
+        assert f"{package_dir}/__init__.py" in members
+        assert {"edgeloop/__init__.py", "edgeloop/schemas/telemetry.py", "edgeloop/schemas/names.py"} <= members
+        assert not any("__pycache__" in m or "tests/" in m for m in members)
+
+
+def test_gateway_artifact_runs_on_its_own(tmp_path: Path):
+    """Unzipped alone (no repo on the path), the gateway package imports and its entry point parses."""
+    build_components(tmp_path)
+    zip_path = next((tmp_path / "greengrass-build" / "artifacts" / names.GATEWAY_COMPONENT).rglob("*.zip"))
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(zip_path).extractall(unpacked)
+    probe = (
+        "import sys; sys.path = [p for p in sys.path if 'site-packages' in p or 'lib/python' in p]; "
+        f"sys.path.insert(0, {str(unpacked)!r}); "
+        "import edgeloop.greengrass_components.gateway.component as c; "
+        "assert c.__file__.startswith(" + repr(str(unpacked)) + "), c.__file__; "
+        "print(c.parse_args(['--thing-name','gw-1','--site','s','--line-id','line-1','--use-case','u',"
+        "'--runtime-version','1.0.0','--buffer-path','/tmp/b.sqlite','--architecture','armv7l']).architecture)"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin",
+                                 "PYTHONNOUSERSITE": "1"} | _site_packages_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "armv7l"
+
+
+def _site_packages_env() -> dict[str, str]:
+    # -S skips site (and with it the editable install of this repo); put plain site-packages back.
+    site_packages = [p for p in sys.path if p.endswith("site-packages")]
+    return {"PYTHONPATH": ":".join(site_packages)}
