@@ -19,11 +19,11 @@ $(VENV)/bin/activate:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.demo-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAINTS)
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[gateway,dev]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local]'
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAINTS)
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[gateway,cdk,dev]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev]'
 	touch $@ $(VENV)/.demo-installed
 
 node_modules/.installed: package.json package-lock.json
