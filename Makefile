@@ -67,5 +67,9 @@ bench: setup-test
 bench-%: setup-test
 	$(PY) -m benchmarks $*
 
+lint: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 clean:
 	rm -rf cdk.out .pytest_cache demo-report.html .edgeloop

@@ -68,6 +68,9 @@ MODEL_RUNNER_COMPONENT = "com.edgeloop.ModelRunner"
 # Greengrass local publish/subscribe (IPC, never leaves the device): sensor adapters and the model
 # runner's predictions publish JSON {"samples": [[metric, time_ms, value], ...]}; the gateway buffers them.
 LOCAL_PUBSUB_SAMPLES_TOPIC = "edgeloop-local/samples"
+# Key of the ModelRunner component's configuration under which a rollout merges its ModelUpdate
+# (a Greengrass deployment's configurationUpdate); the runner watches it over IPC.
+MODEL_UPDATE_CONFIG_KEY = "modelUpdate"
 
 # --- MQTT topics ---------------------------------------------------------------------------------
 # Every topic a gateway uses starts with its own thing name, so one policy line
@@ -145,6 +148,10 @@ DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
 DEPLOYMENT_TABLE_ENV = "EDGELOOP_DEPLOYMENT_TABLE"
 DELIVERY_ENV = "EDGELOOP_DELIVERY"  # "greengrass" (AWS) or "local"
 USE_CASE_ENV = "EDGELOOP_USE_CASE"
+# Set by the ModelRunner recipe (setEnv) for the component process.
+THING_NAME_ENV = "EDGELOOP_THING_NAME"
+WORK_DIR_ENV = "EDGELOOP_WORK_DIR"
+LINE_ID_ENV = "EDGELOOP_LINE_ID"
 # Component versions a Greengrass rollout deployment pins (a thing-group deployment replaces the
 # group's whole component set, so the gateway component must be listed beside the model runner).
 GATEWAY_COMPONENT_VERSION_ENV = "EDGELOOP_GATEWAY_COMPONENT_VERSION"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -64,6 +65,7 @@ class UseCaseConfig(Contract):
 USE_CASES_DIR = Path(__file__).resolve().parent.parent / "sagemaker_pipelines" / "use_cases"
 
 
+@lru_cache(maxsize=None)  # configs are immutable; handlers load theirs on every invocation
 def load_use_case(name: str, directory: Path = USE_CASES_DIR) -> UseCaseConfig:
     for suffix in (".json", ".yaml"):
         path = directory / f"{name}{suffix}"

@@ -6,22 +6,18 @@ keys it just landed to compact them at once).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from functools import lru_cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.schemas import names
+from edgeloop.functions.common.observability import powertools
 
 from .logic import compact
 from .settings import Settings
 
-logger = Logger(service="compaction")
-tracer = Tracer(service="compaction")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="compaction")
+logger, tracer, metrics = powertools("compaction")
 
 
 @lru_cache(maxsize=1)

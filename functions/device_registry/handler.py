@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.schemas import IotRuleEvent, names
+from edgeloop.functions.common.observability import powertools
+from edgeloop.schemas import IotRuleEvent
 
 from .data_access import DeviceTable
 from .logic import handle_announcement
 from .settings import Settings
 
-logger = Logger(service="device_registry")
-tracer = Tracer(service="device_registry")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="device_registry")
+logger, tracer, metrics = powertools("device_registry")
 
 
 @lru_cache(maxsize=1)

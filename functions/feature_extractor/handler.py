@@ -5,18 +5,14 @@ event-driven handler: packer -> labeler -> this module's feature extraction.
 
 from __future__ import annotations
 
-import os
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from edgeloop.functions.common.lambda_context import context_or_local
 from edgeloop.functions.metric_packer.handler import rebuild_lines
 from edgeloop.functions.metric_packer.logic import lines_from_event
-from edgeloop.schemas import names
+from edgeloop.functions.common.observability import powertools
 
-logger = Logger(service="feature_extractor")
-tracer = Tracer(service="feature_extractor")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="feature_extractor")
+logger, tracer, metrics = powertools("feature_extractor")
 
 
 def lambda_handler(event: dict, context) -> dict:

@@ -5,32 +5,24 @@ Cold start matters here (every telemetry message): no numpy/pandas on this impor
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.schemas import IotRuleEvent, UseCaseConfig, load_use_case, names
+from edgeloop.functions.common.observability import powertools
+from edgeloop.schemas import IotRuleEvent, load_use_case
 
 from .data_access import S3IngestStore
 from .logic import IngestResult, ingest_event
 from .settings import Settings
 
-logger = Logger(service="ingest")
-tracer = Tracer(service="ingest")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="ingest")
+logger, tracer, metrics = powertools("ingest")
 
 
 @lru_cache(maxsize=1)
 def _settings() -> Settings:
     return Settings.from_env()
-
-
-@lru_cache(maxsize=None)
-def _use_case(name: str) -> UseCaseConfig:
-    return load_use_case(name)
 
 
 def lambda_handler(event: dict, context) -> dict:
@@ -43,7 +35,7 @@ def lambda_handler(event: dict, context) -> dict:
 def _handle(event: dict, context) -> dict:
     settings = _settings()
     rule_event = IotRuleEvent.model_validate(event)
-    result = ingest_event(rule_event, use_case=_use_case(settings.use_case), store=S3IngestStore(settings.data_bucket))
+    result = ingest_event(rule_event, use_case=load_use_case(settings.use_case), store=S3IngestStore(settings.data_bucket))
     _record(result, rule_event)
     return result.model_dump()
 

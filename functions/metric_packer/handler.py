@@ -6,31 +6,24 @@ compaction result passed on); see `lines_from_event` for the accepted event shap
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.schemas import UseCaseConfig, load_use_case, names
+from edgeloop.functions.common.observability import powertools
+from edgeloop.schemas import load_use_case
 
 from .logic import PackStats, build_line_examples_with_stats, lines_from_event
 from .settings import Settings
 
-logger = Logger(service="metric_packer")
-tracer = Tracer(service="metric_packer")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="metric_packer")
+logger, tracer, metrics = powertools("metric_packer")
 
 
 @lru_cache(maxsize=1)
 def _settings() -> Settings:
     return Settings.from_env()
-
-
-@lru_cache(maxsize=None)
-def _use_case(name: str) -> UseCaseConfig:
-    return load_use_case(name)
 
 
 def lambda_handler(event: dict, context) -> dict:
@@ -47,7 +40,7 @@ def _handle(event: dict, context) -> dict:
 def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> dict:
     """Shared by this handler and the feature extractor's on-demand handler."""
     settings = _settings()
-    use_case = _use_case(settings.use_case)
+    use_case = load_use_case(settings.use_case)
     total = PackStats()
     per_line = {}
     for line_id in line_ids:

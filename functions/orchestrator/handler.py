@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
 from edgeloop.functions.device_registry.data_access import DeviceTable
-from edgeloop.schemas import DeploymentState, names
+from edgeloop.functions.common.observability import powertools
+from edgeloop.schemas import DeploymentState
 
 from .data_access import DeploymentTable
 from .delivery import delivery_from_settings
 from .logic import NotApproved, start_rollout
 from .settings import Settings
 
-logger = Logger(service="orchestrator")
-tracer = Tracer(service="orchestrator")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="orchestrator")
+logger, tracer, metrics = powertools("orchestrator")
 
 
 @lru_cache(maxsize=1)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
 from edgeloop.functions.device_registry.data_access import DeviceTable
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.delivery import delivery_from_settings
-from edgeloop.schemas import IotRuleEvent, names
+from edgeloop.functions.common.observability import powertools
+from edgeloop.schemas import IotRuleEvent
 
 from .logic import Intake, Outcome, handle_status_report
 from .settings import Settings
 
-logger = Logger(service="status_intake")
-tracer = Tracer(service="status_intake")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", names.PROJECT), service="status_intake")
+logger, tracer, metrics = powertools("status_intake")
 
 _METRIC_BY_OUTCOME = {
     Outcome.RECORDED: "StatusReportsRecorded",

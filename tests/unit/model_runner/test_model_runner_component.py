@@ -1,0 +1,527 @@
+"""The ModelRunner Greengrass component through the SDK's real V2 IPC client, with the nucleus faked.
+
+The fake nucleus implements the operations the component uses the way the Greengrass nucleus
+answers them (GetConfiguration on a map key returns the map; a merge fires one configuration
+event per changed key). Payloads are real: a small XGBoost booster exported with the pipeline's
+export step, served from moto's S3.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import signal
+import threading
+
+import boto3
+import numpy as np
+import pytest
+import xgboost as xgb
+from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+from awsiot.greengrasscoreipc.model import (
+    QOS,
+    BinaryMessage,
+    ConfigurationUpdateEvent,
+    ConfigurationUpdateEvents,
+    GetConfigurationResponse,
+    JsonMessage,
+    PublishToIoTCoreResponse,
+    PublishToTopicResponse,
+    ReceiveMode,
+    ReportedLifecycleState,
+    ResourceNotFoundError,
+    SubscribeToConfigurationUpdateResponse,
+    SubscribeToTopicResponse,
+    SubscriptionResponseMessage,
+    UpdateStateResponse,
+)
+from moto import mock_aws
+
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.greengrass_components.model_runner.component import (
+    GreengrassModelRunner,
+    RunnerSettings,
+    samples_from_event,
+    settings_from_env,
+    update_from_configuration,
+)
+from edgeloop.greengrass_components.model_runner.runner import LiveScorer
+from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster, payload_key
+from edgeloop.schemas import (
+    DeviceStatus,
+    ModelStatusReport,
+    ModelUpdate,
+    Precision,
+    feature_schema_hash,
+    load_use_case,
+    names,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+USE_CASE = load_use_case("extrusion")
+THING = "gw-line-1"
+START_MS = 1_767_225_600_000
+MODEL_ID = "extrusion-line-1"
+BUCKET = names.LOCAL_MODEL_BUCKET
+COMPONENT = names.MODEL_RUNNER_COMPONENT
+USE_CASE_HASH = feature_schema_hash(USE_CASE.feature_names)
+
+
+# --- the fake nucleus ----------------------------------------------------------------------------
+
+
+def _done(result=None, error: Exception | None = None) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return future
+
+
+class FakeOperation:
+    def __init__(self, respond, stream_handler=None) -> None:
+        self.respond = respond  # request -> Future of the response
+        self.stream_handler = stream_handler
+        self.request = None
+        self.response: concurrent.futures.Future | None = None
+        self.closed = False
+
+    def activate(self, request) -> concurrent.futures.Future:
+        self.request = request
+        self.response = self.respond(request)
+        return _done()
+
+    def get_response(self) -> concurrent.futures.Future:
+        return self.response
+
+    def close(self) -> concurrent.futures.Future:
+        self.closed = True
+        return _done()
+
+
+class FakeNucleus:
+    """Stands in for awsiot.greengrasscoreipc.client.GreengrassCoreIPCClient."""
+
+    def __init__(self, configuration: dict | None = None) -> None:
+        self.configuration = configuration if configuration is not None else {names.MODEL_UPDATE_CONFIG_KEY: {}}
+        self.operations: dict[str, list[FakeOperation]] = {}
+        self.iot_core_outcome = lambda: _done(PublishToIoTCoreResponse())
+
+    def _new(self, kind: str, respond, stream_handler=None) -> FakeOperation:
+        operation = FakeOperation(respond, stream_handler)
+        self.operations.setdefault(kind, []).append(operation)
+        return operation
+
+    def requests(self, kind: str) -> list:
+        return [op.request for op in self.operations.get(kind, [])]
+
+    # operations the component calls
+    def new_subscribe_to_topic(self, stream_handler) -> FakeOperation:
+        return self._new("subscribe_to_topic", lambda r: _done(SubscribeToTopicResponse()), stream_handler)
+
+    def new_subscribe_to_configuration_update(self, stream_handler) -> FakeOperation:
+        return self._new(
+            "subscribe_to_configuration_update", lambda r: _done(SubscribeToConfigurationUpdateResponse()), stream_handler
+        )
+
+    def new_get_configuration(self) -> FakeOperation:
+        return self._new("get_configuration", self._get_configuration)
+
+    def new_publish_to_iot_core(self) -> FakeOperation:
+        return self._new("publish_to_iot_core", lambda r: self.iot_core_outcome())
+
+    def new_publish_to_topic(self) -> FakeOperation:
+        return self._new("publish_to_topic", lambda r: _done(PublishToTopicResponse()))
+
+    def new_update_state(self) -> FakeOperation:
+        return self._new("update_state", lambda r: _done(UpdateStateResponse()))
+
+    def close(self) -> concurrent.futures.Future:
+        return _done()
+
+    def _get_configuration(self, request) -> concurrent.futures.Future:
+        node = self.configuration
+        for key in request.key_path or []:
+            if not isinstance(node, dict) or key not in node:
+                return _done(error=ResourceNotFoundError(message="Key not found"))
+            node = node[key]
+        # the nucleus answers a map with the map itself and a leaf with {key: value}
+        value = node if isinstance(node, dict) else {request.key_path[-1]: node}
+        return _done(GetConfigurationResponse(component_name=COMPONENT, value=value))
+
+    # what the rest of the device does
+    def merge_model_update(self, document: dict) -> None:
+        """A deployment's configuration merge: new values, then one event per changed key."""
+        current = self.configuration.setdefault(names.MODEL_UPDATE_CONFIG_KEY, {})
+        changed = [key for key, value in document.items() if current.get(key) != value]
+        current.update(document)
+        for operation in self.operations.get("subscribe_to_configuration_update", []):
+            for key in changed:
+                operation.stream_handler.on_stream_event(ConfigurationUpdateEvents(
+                    configuration_update_event=ConfigurationUpdateEvent(
+                        component_name=COMPONENT, key_path=[names.MODEL_UPDATE_CONFIG_KEY, key]
+                    )
+                ))
+
+    def publish_local(self, message: SubscriptionResponseMessage) -> None:
+        for operation in self.operations.get("subscribe_to_topic", []):
+            operation.stream_handler.on_stream_event(message)
+
+    def publish_samples(self, samples) -> None:
+        rows = json.loads(json.dumps([list(s) for s in samples]))  # as it crosses the IPC socket
+        self.publish_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": rows})))
+
+    def status_reports(self) -> list[ModelStatusReport]:
+        return [ModelStatusReport.model_validate_json(r.payload) for r in self.requests("publish_to_iot_core")]
+
+    def local_publishes(self) -> list[tuple[str, dict]]:
+        return [(r.topic, r.publish_message.json_message.message) for r in self.requests("publish_to_topic")]
+
+
+# --- a real payload in moto's S3 -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def booster() -> xgb.Booster:
+    """A small regressor of cold OD on live-window features (plausible next to the live target)."""
+    simulator = ExtrusionLineSimulator("line-1", seed=11, start_ms=START_MS)
+    live = LiveScorer(USE_CASE)  # keeps only the recent samples: take each window as the data goes by
+    rows = []
+    for _ in range(1800 // USE_CASE.example_stride_s):
+        live.add(simulator.advance(USE_CASE.example_stride_s))
+        window = live.window(simulator.now_ms)
+        if window.complete:
+            rows.append(window.features)
+    X = np.stack(rows)
+    y = X[:, USE_CASE.feature_names.index("cold_od_average__last")]
+    params = {"objective": "reg:squarederror", "max_depth": 2, "eta": 0.5, "nthread": 1}
+    return xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=4)
+
+
+@pytest.fixture(scope="module")
+def payload(booster) -> bytes:
+    return payload_from_booster(booster, model_id=MODEL_ID, version="1.0.0", features=USE_CASE.feature_names)
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name=os.environ["AWS_DEFAULT_REGION"])
+        client.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_DEFAULT_REGION"]}
+        )
+        yield client
+
+
+def publish_model(s3, data: bytes, *, version: str = "1.0.0", sha256: str | None = None,
+                  deployment_id: str = "dep-1") -> dict:
+    """Upload `data` and return the ModelUpdate document a rollout merges into the configuration."""
+    key = payload_key(MODEL_ID, version, Precision.FP32)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    update = ModelUpdate(
+        deployment_id=deployment_id,
+        model_id=MODEL_ID,
+        version=version,
+        precision=Precision.FP32,
+        payload_uri=f"s3://{BUCKET}/{key}",
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        features=USE_CASE.feature_names,
+        feature_schema_hash=USE_CASE_HASH,
+    )
+    return update.model_dump(mode="json")
+
+
+# --- the component -------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def nucleus() -> FakeNucleus:
+    return FakeNucleus()
+
+
+@pytest.fixture
+def settings(tmp_path) -> RunnerSettings:
+    return RunnerSettings(thing_name=THING, work_dir=tmp_path / "work", line_id="line-1", use_case="extrusion")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_runner(settings, nucleus, clock, **kwargs):
+    ipc = GreengrassCoreIPCClientV2(client=nucleus, executor=None)  # stream callbacks inline: deterministic
+    runner = GreengrassModelRunner(settings, ipc, config_settle_s=0.5, clock=clock, **kwargs)
+    return runner, ipc
+
+
+@pytest.fixture
+def runner(settings, nucleus, clock):
+    runner, ipc = make_runner(settings, nucleus, clock)
+    runner.start()
+    yield runner
+    runner.close()
+    ipc.close()
+
+
+def feed(nucleus: FakeNucleus, simulator: ExtrusionLineSimulator, seconds: int, chunk_s: int = 60) -> None:
+    for _ in range(seconds // chunk_s):
+        nucleus.publish_samples(simulator.advance(chunk_s))
+
+
+def settle(runner: GreengrassModelRunner, clock: Clock) -> None:
+    """Let the configuration events settle and run one round of the main loop."""
+    clock.now += 1.0
+    runner.step()
+
+
+@pytest.fixture
+def line() -> ExtrusionLineSimulator:
+    return ExtrusionLineSimulator("line-1", seed=2, start_ms=START_MS)
+
+
+# --- start -----------------------------------------------------------------------------------------
+
+
+def test_start_subscribes_reads_configuration_and_reports_running(runner, nucleus):
+    (samples,) = nucleus.requests("subscribe_to_topic")
+    assert samples.topic == names.LOCAL_PUBSUB_SAMPLES_TOPIC
+    assert samples.receive_mode == ReceiveMode.RECEIVE_MESSAGES_FROM_OTHERS  # not our own predictions
+    (config,) = nucleus.requests("subscribe_to_configuration_update")
+    assert config.key_path == [names.MODEL_UPDATE_CONFIG_KEY]
+    assert [r.key_path for r in nucleus.requests("get_configuration")] == [[names.MODEL_UPDATE_CONFIG_KEY]]
+    assert [r.state for r in nucleus.requests("update_state")] == [ReportedLifecycleState.RUNNING]
+    assert nucleus.status_reports() == [] and runner.models.live.active is None
+
+
+def test_close_closes_the_streams(settings, nucleus, clock):
+    runner, ipc = make_runner(settings, nucleus, clock)
+    runner.start()
+    runner.close()
+    ipc.close()
+    streams = nucleus.operations["subscribe_to_topic"] + nucleus.operations["subscribe_to_configuration_update"]
+    assert streams and all(op.closed for op in streams)
+
+
+# --- model updates ---------------------------------------------------------------------------------
+
+
+def test_configuration_update_applies_the_model_and_reports_it(runner, nucleus, clock, line, s3, payload, settings):
+    feed(nucleus, line, 600)
+    nucleus.merge_model_update(publish_model(s3, payload))
+    runner.step()
+    assert nucleus.status_reports() == [], "events still arriving: the configuration is read once they settle"
+
+    settle(runner, clock)
+    (report,) = nucleus.status_reports()
+    (request,) = nucleus.requests("publish_to_iot_core")
+    assert request.topic_name == names.model_status_topic(THING) and request.qos == QOS.AT_LEAST_ONCE
+    assert report.status is DeviceStatus.APPLIED, report.reason
+    assert (report.thing_name, report.deployment_id, report.version) == (THING, "dep-1", "1.0.0")
+    assert "health check passed" in report.reason
+    assert runner.models.live.active.version == "1.0.0"
+    assert (settings.state_dir / "active-model.npz").read_bytes() == payload
+
+    nucleus.merge_model_update({})  # an unrelated configuration change: the same update, not handled again
+    settle(runner, clock)
+    assert len(nucleus.status_reports()) == 1
+
+
+def test_tampered_payload_is_rejected_and_reported(runner, nucleus, clock, line, s3, payload):
+    feed(nucleus, line, 600)
+    tampered = bytearray(payload)
+    tampered[len(tampered) // 2] ^= 0xFF
+    nucleus.merge_model_update(publish_model(s3, bytes(tampered), sha256=hashlib.sha256(payload).hexdigest()))
+    settle(runner, clock)
+    (report,) = nucleus.status_reports()
+    assert report.status is DeviceStatus.REJECTED
+    assert "sha256 mismatch" in report.reason
+    assert runner.models.live.active is None
+
+
+def test_update_waits_for_a_full_live_window(runner, nucleus, clock, line, s3, payload):
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    feed(nucleus, line, 120)
+    runner.step()
+    assert nucleus.status_reports() == [], "no health check on two minutes of a five-minute window"
+    feed(nucleus, line, 240)
+    runner.step()
+    (report,) = nucleus.status_reports()
+    assert report.status is DeviceStatus.APPLIED, report.reason
+
+
+def test_update_without_live_data_is_refused_after_the_wait(runner, nucleus, clock, s3, payload):
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    clock.now += runner.warmup_timeout_s
+    runner.step()
+    (report,) = nucleus.status_reports()
+    assert report.status is DeviceStatus.REJECTED and "no live data" in report.reason
+
+
+def test_restart_serves_the_persisted_model_without_asking_again(settings, nucleus, clock, line, s3, payload):
+    first, ipc = make_runner(settings, nucleus, clock)
+    first.start()
+    feed(nucleus, line, 600)
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(first, clock)
+    first.close()
+    ipc.close()
+    assert len(nucleus.status_reports()) == 1
+
+    downloads = []
+    restarted_nucleus = FakeNucleus(configuration=nucleus.configuration)
+    second, ipc = make_runner(settings, restarted_nucleus, clock, download=downloads.append)
+    second.start()
+    settle(second, clock)
+    assert second.models.live.active.version == "1.0.0"
+    assert downloads == [] and restarted_nucleus.status_reports() == []
+    second.close()
+    ipc.close()
+
+
+def test_redelivery_of_the_active_model_in_a_new_deployment_is_reported(runner, nucleus, clock, line, s3, payload):
+    feed(nucleus, line, 600)
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    nucleus.merge_model_update({"deployment_id": "dep-2"})
+    settle(runner, clock)
+    first, second = nucleus.status_reports()
+    assert (second.deployment_id, second.status, second.reason) == ("dep-2", DeviceStatus.APPLIED, "already active")
+
+
+def test_report_that_cannot_be_sent_is_retried(runner, nucleus, clock, line, s3, payload):
+    from awsiot.greengrasscoreipc.model import ServiceError
+
+    feed(nucleus, line, 600)
+    nucleus.iot_core_outcome = lambda: _done(error=ServiceError(message="spooler full"))
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    assert runner.models.outbox.pending == 1
+    nucleus.iot_core_outcome = lambda: _done(PublishToIoTCoreResponse())
+    clock.now += 10
+    runner.step()
+    assert runner.models.outbox.pending == 0
+    assert [r.status for r in nucleus.status_reports()] == [DeviceStatus.APPLIED, DeviceStatus.APPLIED]  # 1 failed try
+
+
+def test_malformed_configuration_is_not_applied(runner, nucleus, clock, caplog):
+    nucleus.merge_model_update({"deployment_id": "dep-x", "version": "one"})
+    settle(runner, clock)
+    assert nucleus.status_reports() == []
+    assert "configuration modelUpdate is not a ModelUpdate" in caplog.text and "version='one'" in caplog.text
+
+
+def test_update_from_configuration():
+    assert update_from_configuration({}) is None and update_from_configuration(None) is None
+    with pytest.raises(ValueError, match=r"sha256=.*'nope'"):
+        update_from_configuration({**publish_model_document(), "sha256": "nope"})
+    assert update_from_configuration(publish_model_document()).deployment_id == "dep-1"
+
+
+def publish_model_document() -> dict:
+    return ModelUpdate(
+        deployment_id="dep-1", model_id=MODEL_ID, version="1.0.0", precision=Precision.FP32,
+        payload_uri=f"s3://{BUCKET}/x.npz", sha256="a" * 64, features=USE_CASE.feature_names,
+        feature_schema_hash=USE_CASE_HASH,
+    ).model_dump(mode="json")
+
+
+# --- scoring -----------------------------------------------------------------------------------------
+
+
+def test_samples_in_predictions_out(runner, nucleus, clock, line, s3, payload, booster):
+    feed(nucleus, line, 600)
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    assert runner.models.live.active is not None
+    before, counted_before = len(nucleus.local_publishes()), runner.published_predictions
+
+    for _ in range(3):  # three strides of live data, one prediction each
+        feed(nucleus, line, 30, chunk_s=30)
+        runner.step()
+    publishes = nucleus.local_publishes()[before:]
+    assert len(publishes) == 3 and runner.published_predictions - counted_before == 3
+    metric = USE_CASE.prediction_metric
+    for topic, message in publishes:
+        assert topic == names.LOCAL_PUBSUB_SAMPLES_TOPIC
+        ((name, time_ms, value),) = message["samples"]
+        window_end = time_ms - USE_CASE.horizon_s * 1000
+        assert name == metric and window_end % (USE_CASE.example_stride_s * 1000) == 0
+        # the value XGBoost itself gives for that live window
+        expected = booster.inplace_predict(runner.models.live.window(window_end).features[None, :])[0]
+        assert value == pytest.approx(float(expected), abs=0)
+    assert [m["samples"][0][1] for _, m in publishes] == sorted(m["samples"][0][1] for _, m in publishes)
+
+
+def test_no_model_no_predictions(runner, nucleus, line):
+    feed(nucleus, line, 600)
+    runner.step()
+    assert nucleus.local_publishes() == []
+    assert runner.models.live.skipped["no_model"] >= 1
+
+
+def test_bad_local_messages_are_dropped_row_by_row(runner, nucleus):
+    nucleus.publish_local(SubscriptionResponseMessage(binary_message=BinaryMessage(message=b"not json")))
+    nucleus.publish_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"rows": []})))
+    rows = [["speed", START_MS, 150.0], ["speed", START_MS + 1000, "fast"], ["speed", "later", 1.0], ["speed"]]
+    nucleus.publish_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": rows})))
+    assert runner.malformed_samples == 3
+    assert runner.models.live.latest_window() is not None  # the good row went in
+
+
+def test_samples_from_binary_event():
+    event = SubscriptionResponseMessage(
+        binary_message=BinaryMessage(message=b'{"samples": [["temp_die", 1767225600000, 215.5], ["x", 1, NaN]]}')
+    )
+    assert samples_from_event(event) == ([("temp_die", 1767225600000, 215.5)], 1)
+
+
+# --- environment and entry point ----------------------------------------------------------------------
+
+
+def test_settings_from_env_name_the_variable(tmp_path):
+    env = {names.THING_NAME_ENV: THING, names.WORK_DIR_ENV: str(tmp_path), names.LINE_ID_ENV: "line-1",
+           names.USE_CASE_ENV: "extrusion"}
+    settings = settings_from_env(env)
+    assert settings.state_dir == tmp_path / "model"
+    with pytest.raises(ValueError, match=names.LINE_ID_ENV):
+        settings_from_env({k: v for k, v in env.items() if k != names.LINE_ID_ENV})
+    with pytest.raises(ValueError, match=rf"{names.LINE_ID_ENV}='Line 1'"):
+        settings_from_env({**env, names.LINE_ID_ENV: "Line 1"})
+
+
+def test_main_runs_until_sigterm(tmp_path, monkeypatch):
+    import awsiot.greengrasscoreipc.clientv2 as clientv2
+
+    from edgeloop.greengrass_components.model_runner import component
+
+    nucleus = FakeNucleus()
+    monkeypatch.setattr(clientv2, "GreengrassCoreIPCClientV2",
+                        lambda: GreengrassCoreIPCClientV2(client=nucleus, executor=None))
+    for var, value in {names.THING_NAME_ENV: THING, names.WORK_DIR_ENV: str(tmp_path), names.LINE_ID_ENV: "line-1",
+                       names.USE_CASE_ENV: "extrusion"}.items():
+        monkeypatch.setenv(var, value)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a stray SIGTERM must not end pytest
+    terminate = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        terminate.start()
+        component.main()  # returns only once SIGTERM stopped the loop
+    finally:
+        terminate.cancel()
+        signal.signal(signal.SIGTERM, previous)
+    assert [r.state for r in nucleus.requests("update_state")] == [ReportedLifecycleState.RUNNING]
+    assert all(op.closed for op in nucleus.operations["subscribe_to_topic"])
