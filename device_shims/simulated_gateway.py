@@ -44,8 +44,7 @@ from edgeloop.greengrass_components.gateway.transport import (
     Transport,
     TransportError,
 )
-from edgeloop.greengrass_components.model_runner.agent import UpdateAgent
-from edgeloop.greengrass_components.model_runner.runner import LiveScorer
+from edgeloop.greengrass_components.model_runner.service import ModelService
 from edgeloop.schemas import DeviceAnnouncement, ModelStatusReport, ModelUpdate, Precision, load_use_case, names
 
 log = logging.getLogger("edgeloop.simulated_gateway")
@@ -205,15 +204,15 @@ class SimulatedGateway:
         )
         self.uplink = SimulatedUplink(inner)
         self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0)
-        self.live = LiveScorer(self.use_case)
-        self.agent = UpdateAgent(
-            gw.thing_name, self.use_case, self.live, self._queue_report, state_dir=config.model_state_dir
+        self.models = ModelService(
+            gw.thing_name, self.use_case, self._send_report, state_dir=config.model_state_dir,
+            report_retry_s=REPORT_RETRY_S,
         )
+        self.live = self.models.live
+        self.agent = self.models.agent
         self.stop_requested = threading.Event()
         self._threads_stop = threading.Event()
         self._updates: queue.Queue[bytes] = queue.Queue()
-        self._outbox: list[ModelStatusReport] = []
-        self._outbox_lock = threading.Lock()
         self._parent_pid = os.getppid()
         self.phase = "starting"
         self.history_drained = False
@@ -346,9 +345,8 @@ class SimulatedGateway:
                 step = min(due - simulated, stride_s)
                 samples = self.simulator.advance(step)
                 self.live.add(samples)
-                predictions = self.live.maybe_score(self.simulator.now_ms)
+                predictions = self.models.score(self.simulator.now_ms)
                 self._append(samples + predictions)
-                self.agent.watch()
                 simulated += step
             if time.monotonic() - last_context > CONTEXT_INTERVAL_S:
                 self._write_context()
@@ -374,7 +372,7 @@ class SimulatedGateway:
             pending = self.buffer.pending_samples()
             if pending and not failed:
                 self.last_error = f"stopped with {pending} samples still buffered (drain timeout {self.config.drain_timeout_s} s)"
-            self._flush_reports()
+            self.models.outbox.flush()
             self._write_context()
         except Exception as exc:
             log.exception("shutdown problem")
@@ -409,7 +407,7 @@ class SimulatedGateway:
             try:
                 payload = self._updates.get(timeout=REPORT_RETRY_S)
             except queue.Empty:
-                self._flush_reports()
+                self.models.outbox.retry()
                 continue
             try:
                 update = ModelUpdate.model_validate_json(payload)
@@ -417,25 +415,11 @@ class SimulatedGateway:
                 self.last_error = f"invalid model update on {names.model_update_topic(self.config.gateway.thing_name)}: {exc}"
                 log.error(self.last_error)
                 continue
-            report = self.agent.handle(update)
-            log.info("update %s %s: %s %s", update.model_id, update.version, report.status.value, report.reason)
-            self._flush_reports()
+            self.models.apply(update)
 
-    def _queue_report(self, report: ModelStatusReport) -> None:
-        with self._outbox_lock:
-            self._outbox.append(report)
-
-    def _flush_reports(self) -> None:
-        """Send queued status reports; what cannot go now stays queued for the next try."""
+    def _send_report(self, report: ModelStatusReport) -> None:
         topic = names.model_status_topic(self.config.gateway.thing_name)
-        with self._outbox_lock:
-            while self._outbox:
-                try:
-                    self.uplink.publish(topic, self._outbox[0].model_dump_json().encode(), PUBLISH_TIMEOUT_S)
-                except TransportError as exc:
-                    log.warning("status report not sent yet: %s", exc)
-                    return
-                self._outbox.pop(0)
+        self.uplink.publish(topic, report.model_dump_json().encode(), PUBLISH_TIMEOUT_S)
 
     # --- state and context files ----------------------------------------------------------------------
     def state(self) -> dict:
