@@ -27,7 +27,8 @@ def _print_outcome(outcome) -> None:
         f"  (quarantined objects: {outcome.samples_quarantined})"
     )
     metrics = Table(title="Per-line models (test set = last quarter of history)")
-    for column in ("line", "examples", "MSE", "MAE", "precision (LSL/in/USL)", "recall (LSL/in/USL)"):
+    columns = ("line", "examples", "MSE", "MAE", "precision (LSL/in/USL)", "recall (LSL/in/USL)", "live MAE (gateway)")
+    for column in columns:
         metrics.add_column(column)
     order = ("lsl_violation", "in_range", "usl_violation")
     for model in outcome.models.values():
@@ -39,6 +40,7 @@ def _print_outcome(outcome) -> None:
             f"{m.mae:.4f}",
             _per_class(m.precision, order),
             _per_class(m.recall, order),
+            f"{outcome.live_mae.get(model.line_id, float('nan')):.4f} ({outcome.live_points.get(model.line_id, 0)} pts)",
         )
     console.print(metrics)
     console.print(fleet_table(outcome.fleet, title="Fleet status (read back from DynamoDB)"))

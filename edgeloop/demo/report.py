@@ -76,6 +76,9 @@ def write_report(demo: "DemoRun", path: Path) -> Path:
             curated, use_case.target_metric, use_case.prediction_metric, use_case.label_window_s
         )
     outcome = demo.outcome
+    for line_id, frame in series.items():
+        outcome.live_points[line_id] = len(frame)
+        outcome.live_mae[line_id] = float((frame.predicted - frame.measured).abs().mean()) if len(frame) else float("nan")
     metrics_rows = [
         [
             m.line_id,
@@ -93,10 +96,7 @@ def write_report(demo: "DemoRun", path: Path) -> Path:
          d.current_model_version or "-", d.status.value, d.reason or "-", d.last_seen.isoformat(timespec="seconds")]
         for d in outcome.fleet
     ]
-    live_rows = [
-        [line_id, len(frame), f"{(frame.predicted - frame.measured).abs().mean():.4f}" if len(frame) else "-"]
-        for line_id, frame in series.items()
-    ]
+    live_rows = [[line, outcome.live_points[line], f"{outcome.live_mae[line]:.4f}"] for line in series]
     document = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgeloop demo report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}}

@@ -52,6 +52,8 @@ class DemoOutcome:
     samples_landed: int = 0
     samples_quarantined: int = 0
     handler_failures: int = 0
+    live_points: dict[str, int] = field(default_factory=dict)  # per line: predictions with a measurement
+    live_mae: dict[str, float] = field(default_factory=dict)  # per line: mean |predicted - measured|
     models: dict[str, LineModel] = field(default_factory=dict)
     fleet: list[DeviceRecord] = field(default_factory=list)
     model_version: str = ""

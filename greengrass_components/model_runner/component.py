@@ -215,7 +215,7 @@ class GreengrassModelRunner:
             stop.wait(tick_s)
 
     def close(self) -> None:
-        self.models.outbox.flush()  # a last try for reports decided before the stop
+        self.models.outbox.retry()  # a last try for reports decided before the stop (unless one just failed)
         streams, self._streams = self._streams, []
         for stream in streams:
             try:

@@ -49,6 +49,10 @@ def test_every_gateway_reports_the_deployed_version_in_dynamodb(outcome):
 
 
 def test_the_report_plots_live_predictions_against_measurements(outcome):
+    for line_id, points in outcome.live_points.items():
+        assert points >= 10, f"{line_id}: only {points} live predictions could be compared with measurements"
+        # the models predict a ~3-5 mm diameter 5 minutes ahead; a broken scorer would be far off
+        assert outcome.live_mae[line_id] < 0.1, f"{line_id}: live MAE {outcome.live_mae[line_id]:.3f} mm"
     text = outcome.report_path.read_text()
     assert "predicted (gateway)" in text and "measured" in text
     assert "plotly" in text.lower()
