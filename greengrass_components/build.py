@@ -14,11 +14,13 @@ import ast
 import importlib.util
 import sys
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from edgeloop.schemas import names
+from edgeloop.schemas.use_case import USE_CASES_DIR
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 ROOT_PACKAGE = "edgeloop"
@@ -98,6 +100,22 @@ def module_closure(packages: tuple[str, ...]) -> dict[str, Path]:
     return files
 
 
+# Files a module reads at run time: imports cannot reveal them, so they are listed here.
+# module -> (source folder, glob, folder in the archive)
+_MODULE_DATA = {
+    "edgeloop.schemas.use_case": (USE_CASES_DIR, "*.yaml", "edgeloop/sagemaker_pipelines/use_cases"),
+}
+
+
+def _data_files(modules: Iterable[str]) -> dict[str, Path]:
+    files = {}
+    for module in modules:
+        if module in _MODULE_DATA:
+            source, pattern, folder = _MODULE_DATA[module]
+            files.update({f"{folder}/{path.name}": path for path in sorted(source.glob(pattern))})
+    return files
+
+
 def _archive_name(module: str, path: Path) -> str:
     stem = module.replace(".", "/")
     return f"{stem}/__init__.py" if path.name == "__init__.py" else f"{stem}.py"
@@ -105,13 +123,14 @@ def _archive_name(module: str, path: Path) -> str:
 
 def write_artifact(component: str, zip_path: Path) -> Path:
     zip_path.parent.mkdir(parents=True, exist_ok=True)
-    files = module_closure(COMPONENT_PACKAGES[component])
+    modules = module_closure(COMPONENT_PACKAGES[component])
+    entries = {_archive_name(module, path): path for module, path in modules.items()} | _data_files(modules)
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for module in sorted(files):
-            info = zipfile.ZipInfo(_archive_name(module, files[module]), date_time=_ZIP_DATE)
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, files[module].read_bytes())
+            archive.writestr(info, entries[name].read_bytes())
     return zip_path
 
 

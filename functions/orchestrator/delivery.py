@@ -26,7 +26,6 @@ from .settings import RolloutSettings
 
 ROLLOUT_GROUP_PREFIX = f"{names.PROJECT}-rollout-"
 MAX_THING_GROUP_NAME = 128
-MODEL_UPDATE_CONFIG_KEY = "modelUpdate"
 
 DEFAULT_DEPLOYMENT_POLICIES: dict[str, Any] = {
     # A device that cannot apply the deployment returns to its previous components.
@@ -94,7 +93,7 @@ class GreengrassDelivery:
             names.GATEWAY_COMPONENT: {"componentVersion": self.gateway_component_version},
             names.MODEL_RUNNER_COMPONENT: {
                 "componentVersion": self.model_runner_component_version,
-                "configurationUpdate": {"merge": json.dumps({MODEL_UPDATE_CONFIG_KEY: update.model_dump(mode="json")})},
+                "configurationUpdate": {"merge": json.dumps({names.MODEL_UPDATE_CONFIG_KEY: update.model_dump(mode="json")})},
             },
         }
 

@@ -257,7 +257,12 @@ class GreengrassModelRunner:
             if settled:
                 self._config_changed_at = None
         if settled:
-            self.read_configuration()
+            try:
+                self.read_configuration()
+            except Exception:
+                with self._lock:  # read again next round rather than miss the update
+                    self._config_changed_at = self._config_changed_at or now
+                raise
         self.apply_pending(now)
         self.score_and_publish()
         self.models.outbox.retry()

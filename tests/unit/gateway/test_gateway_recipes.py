@@ -200,6 +200,24 @@ def test_gateway_artifact_runs_on_its_own(tmp_path: Path):
     assert result.stdout.strip() == "armv7l"
 
 
+def test_model_runner_artifact_carries_its_use_case_configs(tmp_path: Path):
+    """The runner loads its use case from files beside the code; the zip must ship them."""
+    build_components(tmp_path)
+    zip_path = next((tmp_path / "greengrass-build" / "artifacts" / names.MODEL_RUNNER_COMPONENT).rglob("*.zip"))
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(zip_path).extractall(unpacked)
+    probe = (
+        "import sys; sys.path = [p for p in sys.path if 'site-packages' in p or 'lib/python' in p]; "
+        f"sys.path.insert(0, {str(unpacked)!r}); "
+        "from edgeloop.schemas import load_use_case; print(load_use_case('extrusion').target_metric)"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin",
+                                 "PYTHONNOUSERSITE": "1"} | _site_packages_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cold_od_average"
+
+
 def _site_packages_env() -> dict[str, str]:
     # -S skips site (and with it the editable install of this repo); put plain site-packages back.
     site_packages = [p for p in sys.path if p.endswith("site-packages")]

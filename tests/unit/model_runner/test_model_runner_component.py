@@ -32,6 +32,7 @@ from awsiot.greengrasscoreipc.model import (
     ReceiveMode,
     ReportedLifecycleState,
     ResourceNotFoundError,
+    ServiceError,
     SubscribeToConfigurationUpdateResponse,
     SubscribeToTopicResponse,
     SubscriptionResponseMessage,
@@ -404,8 +405,6 @@ def test_redelivery_of_the_active_model_in_a_new_deployment_is_reported(runner, 
 
 
 def test_report_that_cannot_be_sent_is_retried(runner, nucleus, clock, line, s3, payload):
-    from awsiot.greengrasscoreipc.model import ServiceError
-
     feed(nucleus, line, 600)
     nucleus.iot_core_outcome = lambda: _done(error=ServiceError(message="spooler full"))
     nucleus.merge_model_update(publish_model(s3, payload))
@@ -416,6 +415,19 @@ def test_report_that_cannot_be_sent_is_retried(runner, nucleus, clock, line, s3,
     runner.step()
     assert runner.models.outbox.pending == 0
     assert [r.status for r in nucleus.status_reports()] == [DeviceStatus.APPLIED, DeviceStatus.APPLIED]  # 1 failed try
+
+
+def test_failed_configuration_read_is_retried(runner, nucleus, clock, line, s3, payload):
+    feed(nucleus, line, 600)
+    working = nucleus._get_configuration
+    nucleus._get_configuration = lambda request: _done(error=ServiceError(message="nucleus busy"))
+    nucleus.merge_model_update(publish_model(s3, payload))
+    with pytest.raises(ServiceError):
+        settle(runner, clock)
+    nucleus._get_configuration = working
+    settle(runner, clock)
+    (report,) = nucleus.status_reports()
+    assert report.status is DeviceStatus.APPLIED, report.reason
 
 
 def test_malformed_configuration_is_not_applied(runner, nucleus, clock, caplog):
