@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +134,7 @@ def test_swapping_while_scoring_from_another_thread():
         while not stop.is_set():
             live.swap(models[i % 2])
             i += 1
+            time.sleep(0.0001)  # a busy loop would hold the GIL and starve the scoring thread
 
     thread = threading.Thread(target=swapper)
     thread.start()
