@@ -44,6 +44,8 @@ METRICS = (
     "cold_od_average",
 )
 TARGET_METRIC = "cold_od_average"
+MATERIAL_BAND = (0.8, 1.25)  # melt output factor of a material batch, relative to nominal
+RPM_BAND = (0.5, 1.6)  # screw drive range, relative to the product's nominal rpm
 BLOCK_S = 60  # simulation step for events and operator decisions; runs are whole blocks long
 HISTORY_S = 900  # cooling-delay memory; longer than any transit time the speed range allows
 SHIFT_HOURS_UTC = ((6, "early"), (14, "late"), (22, "night"))
@@ -420,6 +422,8 @@ class ExtrusionLineSimulator:
         draws = rng.random(4)
         if draws[0] < cfg.material_steps_per_hour * BLOCK_S / 3600:
             st.material_step *= math.exp(rng.choice([-1.0, 1.0]) * cfg.material_step * rng.uniform(0.5, 1.5))
+            # a material batch stays within a plausible band; a free random walk runs away over weeks
+            st.material_step = float(np.clip(st.material_step, *MATERIAL_BAND))
         if draws[1] < cfg.speed_changes_per_hour * BLOCK_S / 3600:
             change = rng.choice([-1.0, 1.0]) * rng.uniform(*cfg.speed_change)
             # keep speed inside a band the cooling trough handles (transit 3-5 minutes)
@@ -434,6 +438,8 @@ class ExtrusionLineSimulator:
             area_change = 2 * (error / od) * od**2 / (od**2 - wire**2)
             st.sp_rpm *= 1 - cfg.operator_gain * area_change * rng.uniform(0.6, 1.3)
             st.last_action_s = s0
+        # the drive has a working range: corrections cannot take the screw below or above it
+        st.sp_rpm = float(np.clip(st.sp_rpm, RPM_BAND[0] * product.screw_rpm, RPM_BAND[1] * product.screw_rpm))
 
     def _physics(self, product: Product, sp_speed, sp_rpm, sp_temp, seconds) -> dict[str, np.ndarray]:
         cfg, st, rng = self.config, self._state, self._rng

@@ -44,6 +44,7 @@ from edgeloop.greengrass_components.gateway.transport import (
     Transport,
     TransportError,
 )
+from edgeloop.greengrass_components.gateway.validation import SampleValidator, append_validated, merge_counts
 from edgeloop.greengrass_components.model_runner.service import ModelService
 from edgeloop.schemas import DeviceAnnouncement, ModelStatusReport, ModelUpdate, Precision, load_use_case, names
 
@@ -202,6 +203,7 @@ class SimulatedGateway:
         inner = transport or Mqtt5Transport(
             gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path, client_id=gw.thing_name
         )
+        self.validator = SampleValidator(self.use_case, source=gw.thing_name)
         self.uplink = SimulatedUplink(inner)
         self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0)
         self.models = ModelService(
@@ -394,9 +396,9 @@ class SimulatedGateway:
 
     # --- data ---------------------------------------------------------------------------------------
     def _append(self, samples: Sequence[tuple[str, int, float]]) -> None:
-        result = self.buffer.append(samples)
+        result = append_validated(self.validator, self.buffer, samples)
         if result.rejected:
-            self.last_error = f"buffer rejected samples: {result.rejected}"
+            self.last_error = f"rejected samples: {result.rejected}"
 
     # --- model updates ------------------------------------------------------------------------------
     def _on_update_message(self, topic: str, payload: bytes) -> None:
@@ -431,8 +433,8 @@ class SimulatedGateway:
             "phase": self.phase,
             "online": self.uplink.online,
             "accepted_samples": stats.accepted_total,
-            "rejected": sum(stats.rejected_total.values()),
-            "rejected_by_reason": stats.rejected_total,
+            "rejected": sum(stats.rejected_total.values()) + sum(self.validator.rejected_total.values()),
+            "rejected_by_reason": merge_counts(stats.rejected_total, self.validator.rejected_total),
             "dropped": stats.dropped_total,
             "pending": stats.pending,
             "published_samples": self.publisher.published_samples,

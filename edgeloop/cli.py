@@ -9,9 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeloop.gateway_cli import gateway_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Close the ML loop between factory gateways and AWS.")
 schemas_app = typer.Typer(no_args_is_help=True, help="The contracts in schemas/.")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(gateway_app, name="gateway")
 # Piped output (CI logs, `make demo | tee`) would otherwise wrap the tables at 80 columns;
 # the file is explicit so the console stays on the terminal while Lambda output is redirected.
 console = Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.stdout, width=160)

@@ -3,7 +3,7 @@
 JSON Schema copies live in schemas/json/ (regenerate with `make schemas`).
 """
 
-from .context import ContextInterval, ContextKind, SpecLimits
+from .context import ActiveContext, ContextInterval, ContextKind, SpecLimits, SubInterval
 from .deployment import DeploymentRecord, DeploymentState, ExcludedDevice, RolloutWave
 from .device import DeviceAnnouncement, DeviceRecord, DeviceStatus, ModelStatusReport
 from .envelope import IotRuleEvent
@@ -20,7 +20,7 @@ from .model import (
 from .quarantine import QuarantineReason, QuarantineRecord
 from .telemetry import ColumnarSamples, TelemetryBatch, decode_batch, encode_batch
 from .training import LabelSource, TrainingExample, ViolationClass
-from .use_case import UseCaseConfig, load_use_case
+from .use_case import MetricRole, UseCaseConfig, load_use_case
 
 # The contracts exported as JSON Schema, by file name.
 EXPORTED_MODELS = {
@@ -28,6 +28,7 @@ EXPORTED_MODELS = {
     "iot_rule_event": IotRuleEvent,
     "quarantine_record": QuarantineRecord,
     "context_interval": ContextInterval,
+    "sub_interval": SubInterval,
     "training_example": TrainingExample,
     "model_manifest": ModelManifest,
     "model_update": ModelUpdate,
@@ -39,6 +40,7 @@ EXPORTED_MODELS = {
 }
 
 __all__ = [
+    "ActiveContext",
     "Architecture",
     "ColumnarSamples",
     "CompatibilityTier",
@@ -53,6 +55,7 @@ __all__ = [
     "ExcludedDevice",
     "IotRuleEvent",
     "LabelSource",
+    "MetricRole",
     "ModelFamily",
     "ModelManifest",
     "ModelMetrics",
@@ -63,6 +66,7 @@ __all__ = [
     "QuarantineRecord",
     "RolloutWave",
     "SpecLimits",
+    "SubInterval",
     "TelemetryBatch",
     "TrainingExample",
     "UseCaseConfig",

@@ -46,3 +46,42 @@ class ContextInterval(Contract):
         if self.spec is not None and self.kind is not ContextKind.RUN:
             raise ValueError(f"spec limits belong to run intervals, not kind={self.kind.value}")
         return self
+
+
+class ActiveContext(Contract):
+    """The interval of one kind that is active during a sub-interval."""
+
+    interval_id: str = Field(min_length=1, max_length=128)
+    value: str = ""
+
+
+class SubInterval(Contract):
+    """The longest period of a line during which every context kind is constant.
+
+    Context intervals of all kinds pre-joined into one timeline (Mímir III-B), so metrics join one
+    table instead of one window join per kind.
+    """
+
+    line_id: Identifier
+    start: UtcDatetime
+    end: UtcDatetime = Field(description="exclusive")
+    contexts: dict[ContextKind, ActiveContext] = Field(
+        default_factory=dict, description="the active interval per kind; a kind absent has none active"
+    )
+    spec: SpecLimits | None = Field(default=None, description="the spec limits of the active run, if any")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "SubInterval":
+        if not self.start < self.end:
+            raise ValueError(f"start={self.start.isoformat()} must be before end={self.end.isoformat()}")
+        if self.spec is not None and ContextKind.RUN not in self.contexts:
+            raise ValueError("spec limits need an active run in contexts")
+        return self
+
+    def interval_id(self, kind: ContextKind) -> str | None:
+        active = self.contexts.get(kind)
+        return active.interval_id if active else None
+
+    def value(self, kind: ContextKind) -> str | None:
+        active = self.contexts.get(kind)
+        return active.value if active else None

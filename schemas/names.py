@@ -20,6 +20,8 @@ RAW_PREFIX = "raw"  # raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first
 QUARANTINE_PREFIX = "quarantine"  # quarantine/ingest_date=YYYY-MM-DD/<id>.json (payload + reason)
 CURATED_PREFIX = "curated"  # curated/line=<id>/event_date=YYYY-MM-DD/part-*.parquet
 CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.jsonl (one ContextInterval per line)
+# rollups/res=<1m|5m|1h|1d>/line=<id>/month=YYYY-MM/rollups.parquet (count, sum, min, max, sum2, m2)
+ROLLUPS_PREFIX = "rollups"
 PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs + features)
 IOT_ERRORS_PREFIX = "iot-errors"  # IoT rule error action target
 MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.json
@@ -71,6 +73,29 @@ LOCAL_PUBSUB_SAMPLES_TOPIC = "edgeloop-local/samples"
 # Key of the ModelRunner component's configuration under which a rollout merges its ModelUpdate
 # (a Greengrass deployment's configurationUpdate); the runner watches it over IPC.
 MODEL_UPDATE_CONFIG_KEY = "modelUpdate"
+
+# --- IoT registry and policies ------------------------------------------------------------------
+# Gateways are things of this type: AWS allows only 3 attributes on a thing without a type, and a
+# gateway carries its whole context (GATEWAY_THING_ATTRIBUTES).
+GATEWAY_THING_TYPE = f"{PROJECT}-gateway"
+GATEWAY_THING_ATTRIBUTES = ("site", "line_id", "use_case", "architecture", "runtime_version")
+GATEWAY_THING_TYPE_SEARCHABLE = ("site", "line_id", "use_case")  # a thing type allows 3 searchable
+# IoT policies the CDK stack defines (cdk/constructs/iot.py) and provisioning attaches to a gateway's
+# certificate: the data policy (connect as itself, its own topics) for every gateway, the core
+# policy in addition for gateways that run the Greengrass nucleus.
+GATEWAY_DATA_POLICY = f"{PROJECT}-gateway-data"
+GREENGRASS_CORE_POLICY = f"{PROJECT}-greengrass-core"
+
+
+def site_thing_group(site: str) -> str:
+    """Static thing group of every gateway at a site."""
+    return f"{PROJECT}-site-{site}"
+
+
+def line_thing_group(line_id: str) -> str:
+    """Static thing group of every gateway on a line."""
+    return f"{PROJECT}-line-{line_id}"
+
 
 # --- MQTT topics ---------------------------------------------------------------------------------
 # Every topic a gateway uses starts with its own thing name, so one policy line

@@ -13,6 +13,27 @@ from .model import ModelFamily, Precision
 FEATURE_STATS = ("mean", "std", "min", "max", "last", "slope")
 
 
+class MetricRole(Contract):
+    """What a metric key measures, in a unit shared across lines (Mímir's metric taxonomy).
+
+    role value = key value * scale + offset; e.g. a key sent in °F becomes the role in °C with
+    scale=5/9, offset=-160/9.
+    """
+
+    role: Identifier
+    unit: str = Field(min_length=1, max_length=32, description="unit of the role value, e.g. degC")
+    source_unit: str = Field(default="", max_length=32, description="unit the key is sent in, if it differs")
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    offset: float = Field(default=0.0, allow_inf_nan=False)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _invertible(self) -> "MetricRole":
+        if self.scale == 0:
+            raise ValueError(f"scale={self.scale} would map every value of role {self.role!r} to the offset")
+        return self
+
+
 class UseCaseConfig(Contract):
     use_case: Identifier
     description: str = ""
@@ -26,6 +47,13 @@ class UseCaseConfig(Contract):
     feature_stats: list[str] = Field(min_length=1)
     model_families: list[ModelFamily] = Field(min_length=1)
     precisions: list[Precision] = Field(min_length=1)
+    taxonomy: dict[str, MetricRole] = Field(
+        default_factory=dict, description="metric key -> role, unit and conversion, on every line"
+    )
+    line_taxonomy: dict[Identifier, dict[str, MetricRole]] = Field(
+        default_factory=dict,
+        description="per line: metric key -> role; replaces the shared key of the same role on that line",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "UseCaseConfig":
@@ -36,7 +64,36 @@ class UseCaseConfig(Contract):
             raise ValueError(f"feature_stats {unknown} are not among {list(FEATURE_STATS)}")
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics repeat a name: {self.metrics}")
+        self._check_taxonomy()
         return self
+
+    def _check_taxonomy(self) -> None:
+        unknown_keys = sorted(set(self.taxonomy) - self.accepted_metrics)
+        if unknown_keys:
+            raise ValueError(f"taxonomy keys {unknown_keys} are not among metrics {self.metrics}")
+        for line_id in (None, *self.line_taxonomy):
+            by_role: dict[str, list[str]] = {}
+            for key, role in self.roles_for_line(line_id).items():
+                by_role.setdefault(role.role, []).append(key)
+            shared = {role: sorted(keys) for role, keys in by_role.items() if len(keys) > 1}
+            if shared:
+                where = "the shared taxonomy" if line_id is None else f"line {line_id!r}"
+                raise ValueError(f"in {where} several keys map to one role: {shared}")
+
+    def roles_for_line(self, line_id: str | None) -> dict[str, MetricRole]:
+        """Metric key -> role on one line: the shared taxonomy, with the line's own keys replacing
+        the shared key of the same role (a line that sends die temperature under another key)."""
+        overrides = self.line_taxonomy.get(line_id, {}) if line_id is not None else {}
+        replaced = {role.role for role in overrides.values()}
+        shared = {key: role for key, role in self.taxonomy.items() if role.role not in replaced}
+        return {**shared, **overrides}
+
+    def key_for_role(self, line_id: str | None, role: str) -> str:
+        """The metric key that carries `role` on a line."""
+        for key, metric_role in self.roles_for_line(line_id).items():
+            if metric_role.role == role:
+                return key
+        raise KeyError(f"role {role!r} has no metric key on line {line_id!r} in use case {self.use_case!r}")
 
     @property
     def prediction_metric(self) -> str:

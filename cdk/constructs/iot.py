@@ -156,9 +156,14 @@ class IotRouting(Construct):
             role_arn=self.token_exchange_role.role_arn,
             credential_duration_seconds=TOKEN_CREDENTIAL_SECONDS,
         )
-        self.data_policy = iot.CfnPolicy(self, "GatewayDataPolicy", policy_document=gateway_data_policy_document())
+        self.data_policy = iot.CfnPolicy(
+            self, "GatewayDataPolicy", policy_name=names.GATEWAY_DATA_POLICY, policy_document=gateway_data_policy_document()
+        )
         self.greengrass_policy = iot.CfnPolicy(
-            self, "GreengrassCorePolicy", policy_document=greengrass_core_policy_document(self.role_alias.attr_role_alias_arn)
+            self,
+            "GreengrassCorePolicy",
+            policy_name=names.GREENGRASS_CORE_POLICY,
+            policy_document=greengrass_core_policy_document(self.role_alias.attr_role_alias_arn),
         )
 
 

@@ -1,9 +1,9 @@
 """Ingest one telemetry message: validate, land good samples in raw/, quarantine the rest with reasons.
 
 Two levels of refusal:
-- the message (not base64/zlib/JSON, missing or mistyped batch fields, a sequence range that does
-  not match the samples, a thing name that differs from the topic's thing): nothing lands, the
-  whole payload goes to quarantine;
+- the message (not base64, not readable in wire format 1 (zlib JSON) or 2 (compact binary),
+  missing or mistyped batch fields, a sequence range that does not match the samples, a thing
+  name that differs from the topic's thing): nothing lands, the whole payload goes to quarantine;
 - single samples (a mistyped or non-finite value, an unknown metric, an event time too far in the
   future): only those samples are refused, the rest of the batch lands.
 
@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, TelemetryBatch, UseCaseConfig, names
-from edgeloop.schemas.telemetry import ColumnarSamples, decode_batch_json
+from edgeloop.schemas.telemetry import ColumnarSamples, TelemetryDecodeError, decode_batch_document
 
 from .data_access import IngestStore
 from .raw_format import RawBatch
@@ -152,7 +152,9 @@ def _decode(event: IotRuleEvent) -> dict[str, Any]:
     except ValueError as exc:
         raise _MessageRefused([_reason("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
     try:
-        return decode_batch_json(payload)
+        return decode_batch_document(payload)  # either wire format, as the format-1 document shape
+    except TelemetryDecodeError as exc:
+        raise _MessageRefused([_reason(exc.field, exc.value, exc.reason)]) from exc
     except ValueError as exc:
         raise _MessageRefused([_reason("<payload>", _readable(payload), str(exc))]) from exc
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgeloop.schemas import names
+from edgeloop.schemas import load_use_case, names
 from edgeloop.schemas.device import DeviceAnnouncement
 from edgeloop.schemas.model import Architecture, Precision
 
@@ -26,6 +26,7 @@ from .buffer import SampleBuffer
 from .config import GatewayConfig
 from .publisher import Publisher
 from .transport import GreengrassIpcTransport, TransportError
+from .validation import SampleValidator, append_validated
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,14 @@ class GreengrassGateway:
             max_bytes=config.buffer_max_bytes,
             fsync_policy=config.fsync_policy,
         )
+        self.validator = SampleValidator(load_use_case(config.use_case), source=config.thing_name)
         self.transport = GreengrassIpcTransport(ipc_client)
         self.publisher = Publisher(self.buffer, self.transport, config.telemetry_topic)
         self._stream: Any = None
 
     def on_local_message(self, event: Any) -> None:
         try:
-            self.buffer.append(samples_from_message(event))
+            append_validated(self.validator, self.buffer, samples_from_message(event))
         except (ValueError, json.JSONDecodeError) as exc:
             log.warning("dropped a local message on %s: %s", names.LOCAL_PUBSUB_SAMPLES_TOPIC, exc)
 

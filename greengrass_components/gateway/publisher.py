@@ -1,7 +1,9 @@
-"""Drains the durable buffer to the broker, oldest first, within IoT Core's per-connection limits.
+"""Drains the durable buffer to the broker within IoT Core's per-connection limits.
 
-A batch is acknowledged in the buffer only after the transport returned (PUBACK received); any
-failure stops the drain and leaves the data buffered for the next attempt.
+Live data (appended within the last live_window_s) goes first, so after an outage current
+readings keep flowing; the backlog drains oldest-first in whatever budget is left. A batch is
+acknowledged in the buffer only after the transport returned (PUBACK received); any failure stops
+the drain and leaves the data buffered for the next attempt.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable
 
 from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES
 
-from .buffer import SampleBuffer
+from .buffer import DEFAULT_LIVE_WINDOW_S, PendingBatch, SampleBuffer
 from .transport import TransportError, Transport
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class PublisherStats:
     max_payload_bytes_observed: int
     max_publishes_in_1s: int
     max_bytes_in_1s: int
+    published_live_batches: int = 0  # of published_batches, those from the live lane
+    published_live_samples: int = 0
 
 
 class _SlidingWindow:
@@ -96,6 +100,9 @@ class Publisher:
     window holds at most max_publishes_per_s publishes and max_bytes_per_s payload bytes (IoT Core
     drops what exceeds 100 publishes/s and 512 KB/s per connection).
 
+    Both lanes share those limits: each publish takes the live lane's next batch if it has one,
+    else the backlog's oldest. live_window_s=0 turns the live lane off (everything oldest-first).
+
     clock and sleep are injectable so tests can run on a fake clock.
     """
 
@@ -112,6 +119,7 @@ class Publisher:
         connect_timeout_s: float = 10.0,
         min_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        live_window_s: float = DEFAULT_LIVE_WINDOW_S,
         clock: Clock = time.monotonic,
         sleep: Sleep | None = None,
     ) -> None:
@@ -121,6 +129,8 @@ class Publisher:
             raise ValueError(
                 f"max_bytes_per_s={max_bytes_per_s} must exceed max_payload_bytes={max_payload_bytes}"
             )
+        if not 0 <= live_window_s < float("inf"):
+            raise ValueError(f"live_window_s={live_window_s!r} must be a finite number >= 0")
         self.buffer = buffer
         self.transport = transport
         self.topic = topic
@@ -129,6 +139,7 @@ class Publisher:
         self.connect_timeout_s = connect_timeout_s
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.live_window_s = live_window_s
         self._clock = clock
         self._sleep = sleep
         self._publish_bucket = TokenBucket(max_publishes_per_s - 1, 1, clock)
@@ -137,6 +148,8 @@ class Publisher:
         self._failures_in_a_row = 0
         self.published_batches = 0
         self.published_samples = 0
+        self.published_live_batches = 0
+        self.published_live_samples = 0
         self.publish_failures = 0
         self.connect_failures = 0
         self.max_payload_bytes_observed = 0
@@ -153,6 +166,8 @@ class Publisher:
             max_payload_bytes_observed=self.max_payload_bytes_observed,
             max_publishes_in_1s=self.max_publishes_in_1s,
             max_bytes_in_1s=self.max_bytes_in_1s,
+            published_live_batches=self.published_live_batches,
+            published_live_samples=self.published_live_samples,
         )
 
     def _wait(self, seconds: float, stop: threading.Event | None) -> None:
@@ -164,7 +179,7 @@ class Publisher:
             time.sleep(seconds)
 
     def publish_pending(self, deadline_s: float | None = None, stop: threading.Event | None = None) -> int:
-        """Publish batches oldest-first until the buffer is empty; returns the samples acknowledged.
+        """Publish batches, live lane first, until the buffer is empty; returns the samples acknowledged.
 
         deadline_s is an absolute time on the publisher's clock (time.monotonic() by default): no
         publish starts after it. Returns early when `stop` is set or a publish fails (data stays
@@ -172,7 +187,7 @@ class Publisher:
         """
         acked = 0
         while stop is None or not stop.is_set():
-            batch = self.buffer.next_batch(self.max_payload_bytes)
+            batch, live = self._next_batch()
             if batch is None:
                 break
             size = len(batch.payload)
@@ -194,15 +209,27 @@ class Publisher:
                 self.last_error = str(exc)
                 log.warning("publish of seq %d..%d failed: %s", batch.seq_first, batch.seq_last, exc)
                 break
-            self.buffer.ack(batch.seq_last)
+            # exactly this range: a live batch sits above backlog that is still pending
+            self.buffer.ack_range(batch.seq_first, batch.seq_last)
             self._failures_in_a_row = 0
             acked += batch.n_samples
-            self._record(size, batch.n_samples)
+            self._record(size, batch.n_samples, live)
         return acked
 
-    def _record(self, size: int, n_samples: int) -> None:
+    def _next_batch(self) -> tuple[PendingBatch | None, bool]:
+        """The live lane's next batch if it has one, else the backlog's oldest; and whether it is live."""
+        if self.live_window_s > 0:
+            batch = self.buffer.next_live_batch(self.max_payload_bytes, window_s=self.live_window_s)
+            if batch is not None:
+                return batch, True
+        return self.buffer.next_batch(self.max_payload_bytes), False
+
+    def _record(self, size: int, n_samples: int, live: bool) -> None:
         self.published_batches += 1
         self.published_samples += n_samples
+        if live:
+            self.published_live_batches += 1
+            self.published_live_samples += n_samples
         self.max_payload_bytes_observed = max(self.max_payload_bytes_observed, size)
         publishes, payload_bytes = self._window.add(self._clock(), size)
         self.max_publishes_in_1s = max(self.max_publishes_in_1s, publishes)

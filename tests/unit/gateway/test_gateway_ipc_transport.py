@@ -207,10 +207,10 @@ def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
         assert announce.topic_name == names.announce_topic("gw-1")
         assert DeviceAnnouncement.model_validate_json(announce.payload).architecture == "aarch64"
 
-        good = [["temp", 1_760_000_000_000, 181.5], ["speed", 1_760_000_000_100, 12.0]]
+        good = [["temp_die", 1_760_000_000_000, 181.5], ["speed", 1_760_000_000_100, 12.0]]
         nucleus.deliver_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": good})))
         nucleus.deliver_local(SubscriptionResponseMessage(
-            binary_message=BinaryMessage(message=b'{"samples": [["temp", 1760000000200, "NaN?"]]}')))
+            binary_message=BinaryMessage(message=b'{"samples": [["temp_die", 1760000000200, "NaN?"]]}')))
         nucleus.deliver_local(SubscriptionResponseMessage(binary_message=BinaryMessage(message=b"not json")))
         assert gateway.buffer.stats().accepted_total == 2
         assert gateway.buffer.stats().rejected_total == {"non_numeric": 1}

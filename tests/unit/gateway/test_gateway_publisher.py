@@ -98,12 +98,12 @@ def test_fake_transport_satisfies_the_protocol():
 def test_publish_rate_limit_holds_in_every_one_second_window(buffer: SampleBuffer):
     clock = FakeClock()
     transport = FakeTransport(clock)
-    fill(buffer, 8_000)
+    fill(buffer, 16_000)  # wire format 2 fits about 230 of these samples in 2000 bytes
     publisher = Publisher(
         buffer, transport, TOPIC, max_publishes_per_s=10, max_payload_bytes=2_000, clock=clock, sleep=clock.sleep
     )
     published = publisher.publish_pending()
-    assert published == 8_000 and buffer.pending_samples() == 0
+    assert published == 16_000 and buffer.pending_samples() == 0
     times = [t for t, _, _ in transport.published]
     assert len(times) > 40
     assert max_in_window(times) <= 10
@@ -143,7 +143,7 @@ def test_byte_rate_limit_holds_in_every_one_second_window(buffer: SampleBuffer):
 
 def test_rate_limit_with_real_time_on_small_numbers(buffer: SampleBuffer):
     transport = FakeTransport()
-    fill(buffer, 600)
+    fill(buffer, 2_000)  # more than 2.5 s at 5 publishes/s can take
     publisher = Publisher(buffer, transport, TOPIC, max_publishes_per_s=5, max_payload_bytes=1_200)
     started = time.monotonic()
     publisher.publish_pending(deadline_s=started + 2.5)

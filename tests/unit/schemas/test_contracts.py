@@ -58,7 +58,7 @@ def test_batch_round_trips_through_the_wire_encoding():
     [
         ({"seq_last": 13}, "sequence range 10..13 covers 4 samples but the batch holds 3"),
         ({"thing_name": "gw/line"}, "thing name 'gw/line'"),
-        ({"format_version": 2}, "format_version"),
+        ({"format_version": 3}, "format_version"),
     ],
 )
 def test_bad_batches_name_the_field_and_value(overrides, expected):
