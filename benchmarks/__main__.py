@@ -18,7 +18,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def areas() -> list[str]:
     here = Path(__file__).resolve().parent
-    return sorted(m.name.removeprefix("bench_") for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    return sorted(
+        m.name.removeprefix("bench_") for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_")
+    )
 
 
 def run_area(area: str) -> Path:

@@ -91,8 +91,18 @@ def _format1_bytes_per_sample(simulator_seed: int = 12, n: int = 100_000) -> flo
 
 def _cloud_subscriber(host: str, port: int, cert: IssuedCert, expected: int, conn) -> None:
     seen = np.zeros(expected, dtype=bool)
-    state = {"unique": 0, "duplicates": 0, "messages": 0, "payload_bytes": 0, "samples_in_messages": 0,
-             "max_payload_bytes": 0, "decode_errors": 0, "last_new_at": None, "first_at": None, "foreign": 0}
+    state = {
+        "unique": 0,
+        "duplicates": 0,
+        "messages": 0,
+        "payload_bytes": 0,
+        "samples_in_messages": 0,
+        "max_payload_bytes": 0,
+        "decode_errors": 0,
+        "last_new_at": None,
+        "first_at": None,
+        "foreign": 0,
+    }
     receipts: list[tuple[float, int]] = []
     done = threading.Event()
     lock = threading.Lock()
@@ -232,9 +242,13 @@ def run() -> dict[str, tuple[float, str]]:
         "gateway.max_publishes_per_s": (float(stats.max_publishes_in_1s), "publishes/s"),
         "gateway.max_bytes_per_s": (float(stats.max_bytes_in_1s), "bytes/s"),
         "gateway.received_max_messages_per_s": (float(report.get("max_messages_in_1s", 0)), "messages/s"),
-        "gateway.max_payload_bytes": (float(max(stats.max_payload_bytes_observed, report.get("max_payload_bytes", 0))), "bytes"),
+        "gateway.max_payload_bytes": (
+            float(max(stats.max_payload_bytes_observed, report.get("max_payload_bytes", 0))),
+            "bytes",
+        ),
         "gateway.wire_bytes_per_sample": (
-            report.get("payload_bytes", 0) / max(1, report.get("samples_in_messages", 0)), "bytes/sample"
+            report.get("payload_bytes", 0) / max(1, report.get("samples_in_messages", 0)),
+            "bytes/sample",
         ),
         "gateway.format1_wire_bytes_per_sample": (_format1_bytes_per_sample(), "bytes/sample"),
     }

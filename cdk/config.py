@@ -50,7 +50,7 @@ class StackConfig:
     pandas_layer_version: int = PANDAS_LAYER_VERSION
 
     @classmethod
-    def from_context(cls, get: Any) -> "StackConfig":
+    def from_context(cls, get: Any) -> StackConfig:
         """`get` is `node.try_get_context`: context arrives as JSON values or, from -c, as strings."""
         if _flag(get(ENABLE_TIMESTREAM_KEY), ENABLE_TIMESTREAM_KEY):
             raise ConfigError(

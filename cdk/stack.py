@@ -19,8 +19,12 @@ from .constructs.storage import Storage
 
 
 class EdgeloopStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, lambda_asset: Path, **kwargs) -> None:
-        super().__init__(scope, construct_id, description="edgeloop: closes the ML loop between factory gateways and AWS", **kwargs)
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StackConfig, lambda_asset: Path, **kwargs
+    ) -> None:
+        super().__init__(
+            scope, construct_id, description="edgeloop: closes the ML loop between factory gateways and AWS", **kwargs
+        )
         self.config = config
         self.storage = Storage(self, "Storage")
         self.monitoring = Monitoring(self, "Monitoring")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 
@@ -82,7 +82,7 @@ class Product(BaseModel):
     pressure_bar: float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _coating_fits(self) -> "Product":
+    def _coating_fits(self) -> Product:
         if self.cold_od_mm - self.tolerance_mm <= self.wire_mm:
             raise ValueError(
                 f"product {self.code}: cold_od_mm={self.cold_od_mm} - tolerance_mm={self.tolerance_mm} "
@@ -91,8 +91,16 @@ class Product(BaseModel):
         return self
 
 
-def _family(size: str, wire_mm: float, cold_od_mm: float, tolerance_mm: float, speed: float, rpm: float,
-            temp: float, pressure: float) -> tuple[Product, ...]:
+def _family(
+    size: str,
+    wire_mm: float,
+    cold_od_mm: float,
+    tolerance_mm: float,
+    speed: float,
+    rpm: float,
+    temp: float,
+    pressure: float,
+) -> tuple[Product, ...]:
     """One cable size in three insulation compounds: same spec, different process settings."""
     compounds = (
         # (suffix, speed factor, rpm factor, die temperature offset, pressure factor)
@@ -101,9 +109,16 @@ def _family(size: str, wire_mm: float, cold_od_mm: float, tolerance_mm: float, s
         ("LSZH", 0.88, 0.92, -8.0, 1.18),  # low-smoke zero-halogen: stiffer melt, run slower
     )
     return tuple(
-        Product(code=f"{size}-{suffix}", wire_mm=wire_mm, cold_od_mm=cold_od_mm, tolerance_mm=tolerance_mm,
-                speed_m_min=round(speed * fs, 1), screw_rpm=round(rpm * fr, 1), temp_die_c=temp + dt,
-                pressure_bar=round(pressure * fp, 1))
+        Product(
+            code=f"{size}-{suffix}",
+            wire_mm=wire_mm,
+            cold_od_mm=cold_od_mm,
+            tolerance_mm=tolerance_mm,
+            speed_m_min=round(speed * fs, 1),
+            screw_rpm=round(rpm * fr, 1),
+            temp_die_c=temp + dt,
+            pressure_bar=round(pressure * fp, 1),
+        )
         for suffix, fs, fr, dt, fp in compounds
     )
 
@@ -164,7 +179,7 @@ class SimulatorConfig(BaseModel):
     faults: list[SensorFault] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _known_metrics(self) -> "SimulatorConfig":
+    def _known_metrics(self) -> SimulatorConfig:
         for metric, period in self.sample_period_s.items():
             if metric not in METRICS:
                 raise ValueError(f"sample_period_s names metric {metric!r}, not one of {list(METRICS)}")
@@ -258,7 +273,9 @@ class ExtrusionLineSimulator:
         self.products = tuple(self.config.products or default_products(seed))
         use_case = load_use_case("extrusion")
         if tuple(use_case.metrics) != METRICS:
-            raise ValueError(f"the extrusion use case's metrics {use_case.metrics} differ from the simulator's {METRICS}")
+            raise ValueError(
+                f"the extrusion use case's metrics {use_case.metrics} differ from the simulator's {METRICS}"
+            )
         self.metrics = METRICS
         self._metric_names = np.array(METRICS, dtype=object)
         self._rng = np.random.default_rng([seed, 0])
@@ -322,8 +339,14 @@ class ExtrusionLineSimulator:
             product = self.products[segment.product]
             if segment.kind == "run":
                 intervals.append(
-                    self._interval(ContextKind.RUN, f"run-{segment.run_number:04d}", start_ms, end_ms,
-                                   value=product.code, spec=self.spec_of(segment))
+                    self._interval(
+                        ContextKind.RUN,
+                        f"run-{segment.run_number:04d}",
+                        start_ms,
+                        end_ms,
+                        value=product.code,
+                        spec=self.spec_of(segment),
+                    )
                 )
                 state = "running"
             else:
@@ -380,7 +403,7 @@ class ExtrusionLineSimulator:
             sp_speed=product.speed_m_min,
             sp_rpm=product.screw_rpm,
             sp_temp=product.temp_die_c,
-            last_action_s=-10**9,
+            last_action_s=-(10**9),
             last_cold_mean=cold,
             cold_source=np.full(HISTORY_S, cold),
             oval_source=np.full(HISTORY_S, 0.004),
@@ -433,7 +456,11 @@ class ExtrusionLineSimulator:
             st.sp_rpm *= factor * (1 + rng.normal(0, cfg.rpm_compensation_error))
         error = st.last_cold_mean - product.cold_od_mm
         waited = s0 - st.last_action_s >= cfg.operator_wait_s
-        if waited and abs(error) > cfg.operator_threshold * product.tolerance_mm and draws[2] < cfg.operator_response_probability:
+        if (
+            waited
+            and abs(error) > cfg.operator_threshold * product.tolerance_mm
+            and draws[2] < cfg.operator_response_probability
+        ):
             od, wire = product.cold_od_mm, product.wire_mm
             area_change = 2 * (error / od) * od**2 / (od**2 - wire**2)
             st.sp_rpm *= 1 - cfg.operator_gain * area_change * rng.uniform(0.6, 1.3)
@@ -480,9 +507,18 @@ class ExtrusionLineSimulator:
         cold_od = cold_source[seen]
         oval_cold = 0.5 * oval_source[seen] + _ar1(rng, st.oval_cold, 120.0, 0.0005, n)
 
-        st.speed, st.rpm, st.temp_base, st.temp_noise = float(speed_lagged[-1]), float(rpm[-1]), float(temp_base[-1]), float(temp_noise[-1])
+        st.speed, st.rpm, st.temp_base, st.temp_noise = (
+            float(speed_lagged[-1]),
+            float(rpm[-1]),
+            float(temp_base[-1]),
+            float(temp_noise[-1]),
+        )
         st.flange, st.material_ar, st.speed_ripple = float(flange[-1]), float(material_ar[-1]), float(ripple[-1])
-        st.oval_hot, st.oval_cold, st.pressure_noise = float(oval_hot[-1]), float(oval_cold[-1]), float(pressure_noise[-1])
+        st.oval_hot, st.oval_cold, st.pressure_noise = (
+            float(oval_hot[-1]),
+            float(oval_cold[-1]),
+            float(pressure_noise[-1]),
+        )
         st.cold_source, st.oval_source = cold_source[-HISTORY_S:], oval_source[-HISTORY_S:]
         return {
             "speed": speed,
@@ -551,8 +587,9 @@ class ExtrusionLineSimulator:
         return rel_ms[keep], values[keep]
 
     # --- context --------------------------------------------------------------------------------
-    def _interval(self, kind: ContextKind, suffix: str, start_ms: int, end_ms: int, *, value: str,
-                  spec: SpecLimits | None = None) -> ContextInterval:
+    def _interval(
+        self, kind: ContextKind, suffix: str, start_ms: int, end_ms: int, *, value: str, spec: SpecLimits | None = None
+    ) -> ContextInterval:
         return ContextInterval(
             kind=kind,
             interval_id=f"{self.line_id}-{suffix}",
@@ -581,4 +618,4 @@ class ExtrusionLineSimulator:
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -56,7 +56,7 @@ def stop_fleet(procs: Sequence[subprocess.Popen], stop_files: Sequence[Path], ti
         Path(stop_file).parent.mkdir(parents=True, exist_ok=True)
         Path(stop_file).touch()
     if len(stop_files) < len(procs):  # no stop file to reach them: ask by signal
-        for proc in procs[len(stop_files):]:
+        for proc in procs[len(stop_files) :]:
             if proc.poll() is None:
                 proc.terminate()
     deadline = time.monotonic() + timeout

@@ -103,7 +103,9 @@ class TimestampMapping(_Strict):
     @classmethod
     def _known_format(cls, value: str) -> str:
         if value not in NAMED_TIME_FORMATS and not re.search(r"%[a-zA-Z]", value):
-            raise ValueError(f"format={value!r} is none of {list(NAMED_TIME_FORMATS)} and has no strftime directive (%Y, %m, ...)")
+            raise ValueError(
+                f"format={value!r} is none of {list(NAMED_TIME_FORMATS)} and has no strftime directive (%Y, %m, ...)"
+            )
         return value
 
     @field_validator("timezone")
@@ -127,7 +129,9 @@ class ReplayMapping(_Strict):
     timestamp: TimestampMapping
     columns: dict[str, SeriesMapping] = Field(default_factory=dict, description="wide: file column -> metric")
     long: LongLayout | None = None
-    speed: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="0 = as fast as possible, N = N x real time")
+    speed: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="0 = as fast as possible, N = N x real time"
+    )
     line_id: Identifier | None = None
     thing_name: ThingName | None = None
 
@@ -181,17 +185,22 @@ def resolve_metric(entry: SeriesMapping, use_case: UseCaseConfig, line_id: str, 
             return use_case.key_for_role(line_id, entry.role)
         except KeyError:
             known = sorted({r.role for r in roles.values()})
-            raise ValueError(f"{where}.role={entry.role!r}: no metric of use case {use_case.use_case!r} "
-                             f"carries it on line {line_id!r} (roles: {known})") from None
+            raise ValueError(
+                f"{where}.role={entry.role!r}: no metric of use case {use_case.use_case!r} "
+                f"carries it on line {line_id!r} (roles: {known})"
+            ) from None
     if entry.metric not in use_case.accepted_metrics:
-        raise ValueError(f"{where}.metric={entry.metric!r} is not a metric of use case {use_case.use_case!r} "
-                         f"({sorted(use_case.accepted_metrics)})")
+        raise ValueError(
+            f"{where}.metric={entry.metric!r} is not a metric of use case {use_case.use_case!r} "
+            f"({sorted(use_case.accepted_metrics)})"
+        )
     if entry.role is not None:
         actual = roles.get(entry.metric)
         if actual is None or actual.role != entry.role:
             carried = actual.role if actual else None
-            raise ValueError(f"{where}.role={entry.role!r}: metric {entry.metric!r} carries role {carried!r} "
-                             f"on line {line_id!r}")
+            raise ValueError(
+                f"{where}.role={entry.role!r}: metric {entry.metric!r} carries role {carried!r} on line {line_id!r}"
+            )
     return entry.metric
 
 
@@ -257,8 +266,10 @@ def parse_times(column: _Column, spec: TimestampMapping, column_name: str) -> tu
     is_datetime = pd.api.types.is_datetime64_any_dtype(series)
     if spec.format in (EPOCH_S, EPOCH_MS):
         if is_datetime:
-            raise ValueError(f"timestamp.format={spec.format!r}, but column {column_name!r} holds timestamps "
-                             f"({series.dtype}): use format: {ISO8601}")
+            raise ValueError(
+                f"timestamp.format={spec.format!r}, but column {column_name!r} holds timestamps "
+                f"({series.dtype}): use format: {ISO8601}"
+            )
         numbers = pd.to_numeric(series, errors="coerce").astype(float).to_numpy()
         scaled = numbers * (1000.0 if spec.format == EPOCH_S else 1.0)
         valid = np.isfinite(scaled) & ~column.missing
@@ -318,8 +329,10 @@ class Replay:
         chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
     ) -> None:
         if mapping.thing_name is not None and mapping.thing_name != gateway.thing_name:
-            raise ValueError(f"mapping thing_name={mapping.thing_name!r} differs from the gateway config's "
-                             f"{gateway.thing_name!r}: a gateway publishes only as itself")
+            raise ValueError(
+                f"mapping thing_name={mapping.thing_name!r} differs from the gateway config's "
+                f"{gateway.thing_name!r}: a gateway publishes only as itself"
+            )
         if chunk_samples < 1:
             raise ValueError(f"chunk_samples={chunk_samples} must be >= 1")
         if mapping.line_id is not None:
@@ -331,10 +344,13 @@ class Replay:
         self.sleep = sleep
         self.chunk_samples = chunk_samples
         line = gateway.line_id
-        self.column_metrics = {c: resolve_metric(e, self.use_case, line, f"columns.{c}") for c, e in mapping.columns.items()}
+        self.column_metrics = {
+            c: resolve_metric(e, self.use_case, line, f"columns.{c}") for c, e in mapping.columns.items()
+        }
         self.key_metrics = (
             {k: resolve_metric(e, self.use_case, line, f"long.metrics.{k}") for k, e in mapping.long.metrics.items()}
-            if mapping.long else {}
+            if mapping.long
+            else {}
         )
 
     # --- rows --------------------------------------------------------------------------------------
@@ -355,7 +371,9 @@ class Replay:
             yield from self._long_rows(columns, time_of)
 
     def _wide_rows(self, columns: dict[str, _Column], time_of: list[int | None]) -> Iterator[Row]:
-        series = [(metric, cell_values(columns[c]), columns[c].missing.tolist()) for c, metric in self.column_metrics.items()]
+        series = [
+            (metric, cell_values(columns[c]), columns[c].missing.tolist()) for c, metric in self.column_metrics.items()
+        ]
         for i, time_ms in enumerate(time_of):
             yield time_ms, [(metric, time_ms, values[i]) for metric, values, missing in series if not missing[i]]
 
@@ -364,7 +382,9 @@ class Replay:
         keys = columns[layout.metric_column]
         key_text = ["" if gap else str(k) for k, gap in zip(keys.values.tolist(), keys.missing.tolist(), strict=True)]
         value_column = columns[layout.value_column]
-        values = [None if gap else v for v, gap in zip(cell_values(value_column), value_column.missing.tolist(), strict=True)]
+        values = [
+            None if gap else v for v, gap in zip(cell_values(value_column), value_column.missing.tolist(), strict=True)
+        ]
         for key, time_ms, value in zip(key_text, time_of, values, strict=True):
             yield time_ms, [(self.key_metrics.get(key, key), time_ms, value)]
 
@@ -379,7 +399,13 @@ class Replay:
             log.warning(
                 "%s: %d rows have no usable timestamp (timestamp.column=%r, format=%r, timezone=%r); "
                 "first: row %d value %r; their samples are refused as bad_time",
-                path, len(bad), ts.column, ts.format, ts.timezone, first + 1, raw,
+                path,
+                len(bad),
+                ts.column,
+                ts.format,
+                ts.timezone,
+                first + 1,
+                raw,
             )
 
     # --- pacing ------------------------------------------------------------------------------------
@@ -404,12 +430,18 @@ class Replay:
         report = ReplayReport(file=str(path))
         started = time.monotonic()
         validator = SampleValidator(self.use_case, source=gw.thing_name)
-        with SampleBuffer(gw.buffer_path, thing_name=gw.thing_name, line_id=gw.line_id,
-                          max_bytes=gw.buffer_max_bytes, fsync_policy=gw.fsync_policy) as buffer:
+        with SampleBuffer(
+            gw.buffer_path,
+            thing_name=gw.thing_name,
+            line_id=gw.line_id,
+            max_bytes=gw.buffer_max_bytes,
+            fsync_policy=gw.fsync_policy,
+        ) as buffer:
             publisher = Publisher(buffer, transport, gw.telemetry_topic, max_backoff_s=2.0)
             publishing = threading.Event()
-            thread = threading.Thread(target=publisher.run, args=(publishing,), name=f"{gw.thing_name}-replay-publisher",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=publisher.run, args=(publishing,), name=f"{gw.thing_name}-replay-publisher", daemon=True
+            )
             thread.start()
             try:
                 self._feed(path, validator, buffer, report, stop)
@@ -421,13 +453,18 @@ class Replay:
                 report.published_samples = publisher.published_samples
                 report.pending = buffer.pending_samples()
                 if report.pending:
-                    log.warning("%d samples are still buffered in %s (%s); the next run sends them",
-                                report.pending, gw.buffer_path, publisher.last_error or "drain timeout")
+                    log.warning(
+                        "%d samples are still buffered in %s (%s); the next run sends them",
+                        report.pending,
+                        gw.buffer_path,
+                        publisher.last_error or "drain timeout",
+                    )
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
 
-    def _feed(self, path: Path, validator: SampleValidator, buffer: SampleBuffer, report: ReplayReport,
-              stop: threading.Event) -> None:
+    def _feed(
+        self, path: Path, validator: SampleValidator, buffer: SampleBuffer, report: ReplayReport, stop: threading.Event
+    ) -> None:
         def counted(rows: Iterable[Row]) -> Iterator[Row]:
             for row in rows:
                 report.rows += 1
@@ -445,13 +482,18 @@ class Replay:
     def _mqtt_transport(self) -> Transport:
         gw = self.gateway
         if gw.transport != "mqtt":
-            raise ValueError(f"gateway transport={gw.transport!r}: replay talks MQTT only ('mqtt'); "
-                             "inside Greengrass, publish to the gateway component's local topic instead")
-        return Mqtt5Transport(gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path,
-                              client_id=gw.thing_name)
+            raise ValueError(
+                f"gateway transport={gw.transport!r}: replay talks MQTT only ('mqtt'); "
+                "inside Greengrass, publish to the gateway component's local topic instead"
+            )
+        return Mqtt5Transport(
+            gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path, client_id=gw.thing_name
+        )
 
 
-def paced_chunks(rows: Iterable[Row], speed: float, clock: Clock, sleep: Sleep, max_samples: int) -> Iterator[list[Sample]]:
+def paced_chunks(
+    rows: Iterable[Row], speed: float, clock: Clock, sleep: Sleep, max_samples: int
+) -> Iterator[list[Sample]]:
     """Group rows into chunks of at most ~max_samples; with speed > 0, release each row no earlier than
     start + (its time - the first time) / speed on `clock`. Rows out of time order (or without a time)
     go with the rows around them: their due time has passed."""
@@ -509,13 +551,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgeloop.device_shims.replay", description=__doc__.split("\n")[0])
     parser.add_argument("file", type=Path, help="recorded CSV or Parquet file")
     parser.add_argument("--mapping", type=Path, required=True, help="replay mapping (YAML)")
-    parser.add_argument("--gateway-config", type=Path, required=True, help="GatewayConfig JSON (identity, broker, certs, buffer)")
-    parser.add_argument("--speed", type=float, default=None, help="override the mapping's playback speed (0 = as fast as possible)")
-    parser.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S, help="seconds to wait for the broker at the end")
+    parser.add_argument(
+        "--gateway-config", type=Path, required=True, help="GatewayConfig JSON (identity, broker, certs, buffer)"
+    )
+    parser.add_argument(
+        "--speed", type=float, default=None, help="override the mapping's playback speed (0 = as fast as possible)"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S, help="seconds to wait for the broker at the end"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        report = replay_file(args.file, args.mapping, args.gateway_config, speed=args.speed, drain_timeout_s=args.drain_timeout)
+        report = replay_file(
+            args.file, args.mapping, args.gateway_config, speed=args.speed, drain_timeout_s=args.drain_timeout
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

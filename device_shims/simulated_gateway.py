@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,7 +80,7 @@ class SimulatedGatewayConfig(BaseModel):
     connect_timeout_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
-    def _windows_valid(self) -> "SimulatedGatewayConfig":
+    def _windows_valid(self) -> SimulatedGatewayConfig:
         for i, (start, duration) in enumerate(self.offline_windows):
             if start < 0 or duration <= 0:
                 raise ValueError(f"offline_windows[{i}]=({start}, {duration}) needs start >= 0 and duration > 0")
@@ -94,7 +94,7 @@ class SimulatedGatewayConfig(BaseModel):
         return any(start <= offset_s < start + duration for start, duration in self.offline_windows)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "SimulatedGatewayConfig":
+    def from_file(cls, path: str | Path) -> SimulatedGatewayConfig:
         path = Path(path)
         try:
             return cls.model_validate_json(path.read_text())
@@ -197,8 +197,11 @@ class SimulatedGateway:
             gw.line_id, seed=config.seed, start_ms=config.sim_start_ms, config=config.simulator
         )
         self.buffer = SampleBuffer(
-            gw.buffer_path, thing_name=gw.thing_name, line_id=gw.line_id,
-            max_bytes=gw.buffer_max_bytes, fsync_policy=gw.fsync_policy,
+            gw.buffer_path,
+            thing_name=gw.thing_name,
+            line_id=gw.line_id,
+            max_bytes=gw.buffer_max_bytes,
+            fsync_policy=gw.fsync_policy,
         )
         inner = transport or Mqtt5Transport(
             gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path, client_id=gw.thing_name
@@ -207,7 +210,10 @@ class SimulatedGateway:
         self.uplink = SimulatedUplink(inner)
         self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0)
         self.models = ModelService(
-            gw.thing_name, self.use_case, self._send_report, state_dir=config.model_state_dir,
+            gw.thing_name,
+            self.use_case,
+            self._send_report,
+            state_dir=config.model_state_dir,
             report_retry_s=REPORT_RETRY_S,
         )
         self.live = self.models.live
@@ -273,7 +279,9 @@ class SimulatedGateway:
             except TransportError as exc:
                 self.last_error = str(exc)
                 if time.monotonic() > deadline or self.should_stop():
-                    raise ConnectFailed(f"could not connect within {self.config.connect_timeout_s:.0f} s: {exc}") from exc
+                    raise ConnectFailed(
+                        f"could not connect within {self.config.connect_timeout_s:.0f} s: {exc}"
+                    ) from exc
                 time.sleep(0.5)
         self.uplink.subscribe(names.model_update_topic(gw.thing_name), self._on_update_message, PUBLISH_TIMEOUT_S)
         announcement = DeviceAnnouncement(
@@ -285,9 +293,11 @@ class SimulatedGateway:
             runtime_version=gw.runtime_version,
             supported_precisions=SUPPORTED_PRECISIONS,
             current_model_version=self.agent.current.version if self.agent.current else None,
-            sent_at=datetime.now(timezone.utc),
+            sent_at=datetime.now(UTC),
         )
-        self.uplink.publish(names.announce_topic(gw.thing_name), announcement.model_dump_json().encode(), PUBLISH_TIMEOUT_S)
+        self.uplink.publish(
+            names.announce_topic(gw.thing_name), announcement.model_dump_json().encode(), PUBLISH_TIMEOUT_S
+        )
         log.info("connected and announced as %s", gw.thing_name)
 
     # --- phases -----------------------------------------------------------------------------------
@@ -373,7 +383,9 @@ class SimulatedGateway:
                 time.sleep(0.1)
             pending = self.buffer.pending_samples()
             if pending and not failed:
-                self.last_error = f"stopped with {pending} samples still buffered (drain timeout {self.config.drain_timeout_s} s)"
+                self.last_error = (
+                    f"stopped with {pending} samples still buffered (drain timeout {self.config.drain_timeout_s} s)"
+                )
             self.models.outbox.flush()
             self._write_context()
         except Exception as exc:
@@ -414,7 +426,9 @@ class SimulatedGateway:
             try:
                 update = ModelUpdate.model_validate_json(payload)
             except ValidationError as exc:
-                self.last_error = f"invalid model update on {names.model_update_topic(self.config.gateway.thing_name)}: {exc}"
+                self.last_error = (
+                    f"invalid model update on {names.model_update_topic(self.config.gateway.thing_name)}: {exc}"
+                )
                 log.error(self.last_error)
                 continue
             self.models.apply(update)
@@ -449,7 +463,7 @@ class SimulatedGateway:
             "sim_time_ms": self.simulator.now_ms,
             "last_error": self.last_error,
             "publisher_last_error": self.publisher.last_error,
-            "updated_at": datetime.now(timezone.utc).isoformat(),
+            "updated_at": datetime.now(UTC).isoformat(),
         }
 
     def _write_state(self) -> None:

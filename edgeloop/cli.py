@@ -11,7 +11,9 @@ from rich.table import Table
 
 from edgeloop.gateway_cli import gateway_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Close the ML loop between factory gateways and AWS.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Close the ML loop between factory gateways and AWS."
+)
 schemas_app = typer.Typer(no_args_is_help=True, help="The contracts in schemas/.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(gateway_app, name="gateway")

@@ -24,17 +24,34 @@ def provision(
     use_case: str = typer.Option("extrusion", "--use-case"),
     runtime_version: str = typer.Option(None, "--runtime-version", help="default: this edgeloop's version"),
     out: Path = typer.Option(Path("."), "--out", help="where to write gateway.json, certificate, key and CA"),
-    device_dir: Path = typer.Option(None, "--device-dir", help="where those files will live on the gateway (default: --out)"),
-    buffer_path: Path = typer.Option(None, "--buffer-path", help="the gateway's buffer file (default: <device-dir>/buffer.db)"),
+    device_dir: Path = typer.Option(
+        None, "--device-dir", help="where those files will live on the gateway (default: --out)"
+    ),
+    buffer_path: Path = typer.Option(
+        None, "--buffer-path", help="the gateway's buffer file (default: <device-dir>/buffer.db)"
+    ),
     greengrass: bool = typer.Option(False, "--greengrass", help="also attach the Greengrass core policy"),
     ca_file: Path = typer.Option(None, "--ca-file", help="CA of the IoT endpoint (default: Amazon Root CA 1)"),
-    force: bool = typer.Option(False, "--force", help="re-provision an existing thing: new certificate, old ones deactivated"),
+    force: bool = typer.Option(
+        False, "--force", help="re-provision an existing thing: new certificate, old ones deactivated"
+    ),
 ) -> None:
     """Create the IoT thing with its context, certificate, policy and thing groups; write its connection config."""
     from edgeloop.provisioning import ProvisioningError, ProvisioningRequest, provision_gateway
 
-    fields = dict(thing_name=name, site=site, line_id=line, architecture=arch, use_case=use_case, out_dir=out,
-                  device_dir=device_dir, buffer_path=buffer_path, greengrass=greengrass, ca_file=ca_file, force=force)
+    fields = dict(
+        thing_name=name,
+        site=site,
+        line_id=line,
+        architecture=arch,
+        use_case=use_case,
+        out_dir=out,
+        device_dir=device_dir,
+        buffer_path=buffer_path,
+        greengrass=greengrass,
+        ca_file=ca_file,
+        force=force,
+    )
     if runtime_version is not None:
         fields["runtime_version"] = runtime_version
     try:
@@ -54,9 +71,15 @@ def provision(
 def replay(
     file: Path = typer.Argument(..., help="recorded CSV or Parquet file"),
     mapping: Path = typer.Option(..., "--mapping", help="replay mapping (YAML), see device_shims/examples/"),
-    gateway_config: Path = typer.Option(..., "--gateway-config", help="GatewayConfig JSON (e.g. from `edgeloop gateway provision`)"),
-    speed: float = typer.Option(None, "--speed", help="override the mapping's speed: 0 = as fast as possible, N = N x real time"),
-    drain_timeout: float = typer.Option(60.0, "--drain-timeout", help="seconds to wait for the broker to take the backlog"),
+    gateway_config: Path = typer.Option(
+        ..., "--gateway-config", help="GatewayConfig JSON (e.g. from `edgeloop gateway provision`)"
+    ),
+    speed: float = typer.Option(
+        None, "--speed", help="override the mapping's speed: 0 = as fast as possible, N = N x real time"
+    ),
+    drain_timeout: float = typer.Option(
+        60.0, "--drain-timeout", help="seconds to wait for the broker to take the backlog"
+    ),
 ) -> None:
     """Push a recording through the gateway path (validator, durable buffer, publisher, MQTT)."""
     from edgeloop.device_shims.replay import replay_file

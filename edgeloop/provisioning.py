@@ -87,8 +87,10 @@ class ProvisioningRequest(BaseModel):
 
     @property
     def attributes(self) -> dict[str, str]:
-        return {name: str(getattr(self, name).value if name == "architecture" else getattr(self, name))
-                for name in names.GATEWAY_THING_ATTRIBUTES}
+        return {
+            name: str(getattr(self, name).value if name == "architecture" else getattr(self, name))
+            for name in names.GATEWAY_THING_ATTRIBUTES
+        }
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,12 @@ def _describe_thing(iot: Any, thing_name: str) -> dict | None:
 
 def _output_paths(out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    return {"config": out_dir / CONFIG_FILE, "cert": out_dir / CERT_FILE, "key": out_dir / KEY_FILE, "ca": out_dir / CA_FILE}
+    return {
+        "config": out_dir / CONFIG_FILE,
+        "cert": out_dir / CERT_FILE,
+        "key": out_dir / KEY_FILE,
+        "ca": out_dir / CA_FILE,
+    }
 
 
 def _refuse_existing_files(paths: dict[str, Path]) -> None:
@@ -355,8 +362,9 @@ def _roll_back(iot: Any, thing_name: str, undo: _Undo) -> None:
 
 
 # --- files ---------------------------------------------------------------------------------------
-def _write_files(request: ProvisioningRequest, paths: dict[str, Path], certificate: dict, ca_pem: bytes,
-                 endpoint: str) -> Path:
+def _write_files(
+    request: ProvisioningRequest, paths: dict[str, Path], certificate: dict, ca_pem: bytes, endpoint: str
+) -> Path:
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(paths["cert"], certificate["certificatePem"].encode(), mode=0o644)

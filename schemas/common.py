@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -27,7 +27,7 @@ def _semver(value: str) -> str:
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"timestamp {value.isoformat()} has no time zone")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 ThingName = Annotated[str, AfterValidator(_thing_name)]

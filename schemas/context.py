@@ -24,7 +24,7 @@ class SpecLimits(Contract):
     upper: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> "SpecLimits":
+    def _ordered(self) -> SpecLimits:
         if not self.lower < self.upper:
             raise ValueError(f"lower={self.lower} must be below upper={self.upper}")
         return self
@@ -40,7 +40,7 @@ class ContextInterval(Contract):
     spec: SpecLimits | None = Field(default=None, description="only for kind=run")
 
     @model_validator(mode="after")
-    def _valid_span(self) -> "ContextInterval":
+    def _valid_span(self) -> ContextInterval:
         if not self.start < self.end:
             raise ValueError(f"start={self.start.isoformat()} must be before end={self.end.isoformat()}")
         if self.spec is not None and self.kind is not ContextKind.RUN:
@@ -71,7 +71,7 @@ class SubInterval(Contract):
     spec: SpecLimits | None = Field(default=None, description="the spec limits of the active run, if any")
 
     @model_validator(mode="after")
-    def _valid(self) -> "SubInterval":
+    def _valid(self) -> SubInterval:
         if not self.start < self.end:
             raise ValueError(f"start={self.start.isoformat()} must be before end={self.end.isoformat()}")
         if self.spec is not None and ContextKind.RUN not in self.contexts:

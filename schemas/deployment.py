@@ -45,7 +45,7 @@ class DeploymentRecord(Contract):
     reason: str = Field(default="", description="why the rollout stopped (failed wave, no eligible device)")
 
     @model_validator(mode="after")
-    def _targets_unique(self) -> "DeploymentRecord":
+    def _targets_unique(self) -> DeploymentRecord:
         seen: set[str] = set()
         for wave in self.waves:
             repeated = seen.intersection(wave.targets)

@@ -21,5 +21,5 @@ class IotRuleEvent(Contract):
         return base64.b64decode(self.payload_b64, validate=True)
 
     @classmethod
-    def from_message(cls, topic: str, payload: bytes, received_at_ms: int) -> "IotRuleEvent":
+    def from_message(cls, topic: str, payload: bytes, received_at_ms: int) -> IotRuleEvent:
         return cls(payload_b64=base64.b64encode(payload).decode(), topic=topic, received_at_ms=received_at_ms)

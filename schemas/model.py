@@ -67,7 +67,7 @@ class ModelManifest(Contract):
     created_at: UtcDatetime
 
     @model_validator(mode="after")
-    def _tiers_unique(self) -> "ModelManifest":
+    def _tiers_unique(self) -> ModelManifest:
         precisions = [t.precision for t in self.tiers]
         if len(set(precisions)) != len(precisions):
             raise ValueError(f"tiers repeat a precision: {[p.value for p in precisions]}")

@@ -91,8 +91,7 @@ class ColumnarSamples(Contract):
         n = len(self.metric_index)
         if len(self.time_ms) != n or len(self.values) != n:
             raise ValueError(
-                f"columns differ in length: metric_index={n}, time_ms={len(self.time_ms)}, "
-                f"values={len(self.values)}"
+                f"columns differ in length: metric_index={n}, time_ms={len(self.time_ms)}, values={len(self.values)}"
             )
         # Whole-column checks in C first (batches hold ~100k samples); the loops only name the culprit.
         if n and not 0 <= min(self.metric_index) <= max(self.metric_index) < len(self.metrics):
@@ -485,7 +484,9 @@ def _decompress(payload: bytes) -> bytes:
             if not unpacker.eof:
                 raise TelemetryDecodeError("body", f"{len(data)} xz bytes", "is truncated or too large")
     except (zlib.error, lzma.LZMAError) as exc:
-        raise TelemetryDecodeError("body", f"{len(data)} bytes", f"does not decompress as {compression.name}: {exc}") from None
+        raise TelemetryDecodeError(
+            "body", f"{len(data)} bytes", f"does not decompress as {compression.name}: {exc}"
+        ) from None
     if len(body) > MAX_DECODED_BODY_BYTES:
         raise TelemetryDecodeError("body", f"over {MAX_DECODED_BODY_BYTES} bytes", "decompresses beyond the limit")
     return body

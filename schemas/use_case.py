@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -28,7 +28,7 @@ class MetricRole(Contract):
     description: str = ""
 
     @model_validator(mode="after")
-    def _invertible(self) -> "MetricRole":
+    def _invertible(self) -> MetricRole:
         if self.scale == 0:
             raise ValueError(f"scale={self.scale} would map every value of role {self.role!r} to the offset")
         return self
@@ -56,7 +56,7 @@ class UseCaseConfig(Contract):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "UseCaseConfig":
+    def _consistent(self) -> UseCaseConfig:
         if self.target_metric not in self.metrics:
             raise ValueError(f"target_metric={self.target_metric!r} is not one of metrics {self.metrics}")
         unknown = sorted(set(self.feature_stats) - set(FEATURE_STATS))
@@ -109,7 +109,7 @@ class UseCaseConfig(Contract):
         return [f"{metric}__{stat}" for metric in self.metrics for stat in self.feature_stats]
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "UseCaseConfig":
+    def from_file(cls, path: str | Path) -> UseCaseConfig:
         """Load a use case from YAML, or from JSON (what the Lambda asset ships: no PyYAML there)."""
         path = Path(path)
         if path.suffix == ".json":
@@ -122,7 +122,7 @@ class UseCaseConfig(Contract):
 USE_CASES_DIR = Path(__file__).resolve().parent.parent / "sagemaker_pipelines" / "use_cases"
 
 
-@lru_cache(maxsize=None)  # configs are immutable; handlers load theirs on every invocation
+@cache  # configs are immutable; handlers load theirs on every invocation
 def load_use_case(name: str, directory: Path = USE_CASES_DIR) -> UseCaseConfig:
     for suffix in (".json", ".yaml"):
         path = directory / f"{name}{suffix}"

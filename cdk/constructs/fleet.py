@@ -50,7 +50,9 @@ def build_table(scope: Construct, construct_id: str, keys: names.TableKeys) -> d
         partition_key=_string(keys.partition_key),
         sort_key=_string(keys.sort_key) if keys.sort_key else None,
         billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
         encryption=dynamodb.TableEncryption.AWS_MANAGED,
         removal_policy=RemovalPolicy.RETAIN,
     )

@@ -51,7 +51,7 @@ class FunctionFactory:
         timeout: Duration = Duration.seconds(30),
         memory_mb: int = 512,
         description: str,
-    ) -> "EdgeloopFunction":
+    ) -> EdgeloopFunction:
         layers = [self.layers.powertools] + ([self.layers.pandas] if needs_pandas else [])
         return EdgeloopFunction(
             scope,
@@ -88,7 +88,10 @@ class EdgeloopFunction(Construct):
         self.key = key
         self.log_group = logs.LogGroup(self, "Logs", retention=LOG_RETENTION)
         self.role = iam.Role(
-            self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=f"edgeloop {key} function"
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"edgeloop {key} function",
         )
         self.log_group.grant_write(self.role)
         self.failure_queue = sqs.Queue(

@@ -24,7 +24,9 @@ PREFIX_REASON = "object access is limited to the {} prefixes this function owns 
 
 
 class Ingestion(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, storage: Storage, factory: FunctionFactory, use_case: str):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, storage: Storage, factory: FunctionFactory, use_case: str
+    ):
         super().__init__(scope, construct_id)
         environment = {names.DATA_BUCKET_ENV: storage.data.bucket_name, names.USE_CASE_ENV: use_case}
         self.ingest = factory.create(
@@ -63,7 +65,11 @@ class Ingestion(Construct):
         _objects(self.ingest, data, ["s3:PutObject"], [raw, quarantine])
         # Listing lets a missing key answer 404 instead of 403, which the functions rely on.
         for function in (self.compaction, self.metric_packer):
-            function.allow(actions=["s3:ListBucket"], resources=[data.bucket_arn], reason="listing the data bucket itself (no object access)")
+            function.allow(
+                actions=["s3:ListBucket"],
+                resources=[data.bucket_arn],
+                reason="listing the data bucket itself (no object access)",
+            )
         _objects(self.compaction, data, ["s3:GetObject"], [raw, curated, state])
         _objects(self.compaction, data, ["s3:PutObject"], [curated, state])
         _objects(self.compaction, data, ["s3:DeleteObject"], [curated])  # superseded parts of a partition

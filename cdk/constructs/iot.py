@@ -86,7 +86,10 @@ class IotRouting(Construct):
         if missing:
             raise ValueError(f"IoT routes need functions {missing}; got {sorted(route_targets)}")
         self.error_role = iam.Role(
-            self, "RuleErrorRole", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"), description="edgeloop IoT rule error action"
+            self,
+            "RuleErrorRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description="edgeloop IoT rule error action",
         )
         allow(
             self.error_role,
@@ -94,7 +97,9 @@ class IotRouting(Construct):
             resources=[Storage.objects(storage.data, names.IOT_ERRORS_PREFIX)],
             reason=f"IoT rule error actions may write only under {names.IOT_ERRORS_PREFIX}/ of the data bucket",
         )
-        self.rules = {route.rule_name: self._route(route, route_targets[route.function], storage) for route in names.IOT_ROUTES}
+        self.rules = {
+            route.rule_name: self._route(route, route_targets[route.function], storage) for route in names.IOT_ROUTES
+        }
         self._gateway_access(storage)
 
     def _route(self, route: names.IotRoute, function: lambda_.IFunction, storage: Storage) -> iot.CfnTopicRule:
@@ -107,7 +112,11 @@ class IotRouting(Construct):
                 aws_iot_sql_version=SQL_VERSION,
                 rule_disabled=False,
                 description=f"{route.topic_filter} -> {route.function}",
-                actions=[iot.CfnTopicRule.ActionProperty(lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=function.function_arn))],
+                actions=[
+                    iot.CfnTopicRule.ActionProperty(
+                        lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=function.function_arn)
+                    )
+                ],
                 error_action=iot.CfnTopicRule.ActionProperty(
                     s3=iot.CfnTopicRule.S3ActionProperty(
                         bucket_name=storage.data.bucket_name,
@@ -157,7 +166,10 @@ class IotRouting(Construct):
             credential_duration_seconds=TOKEN_CREDENTIAL_SECONDS,
         )
         self.data_policy = iot.CfnPolicy(
-            self, "GatewayDataPolicy", policy_name=names.GATEWAY_DATA_POLICY, policy_document=gateway_data_policy_document()
+            self,
+            "GatewayDataPolicy",
+            policy_name=names.GATEWAY_DATA_POLICY,
+            policy_document=gateway_data_policy_document(),
         )
         self.greengrass_policy = iot.CfnPolicy(
             self,

@@ -7,7 +7,8 @@ PYTHON_RUNTIME means raising the layer names below together (they are per Python
 
 from __future__ import annotations
 
-from aws_cdk import Aws, aws_lambda as lambda_
+from aws_cdk import Aws
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 # Python 3.12 on Graviton: the two layer builds below exist for exactly this pair.

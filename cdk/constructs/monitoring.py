@@ -25,10 +25,14 @@ class Monitoring(Construct):
             pending_window=Duration.days(7),
         )
         self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
-        self.topic = sns.Topic(self, "AlarmTopic", display_name="edgeloop alarms", master_key=self.key, enforce_ssl=True)
+        self.topic = sns.Topic(
+            self, "AlarmTopic", display_name="edgeloop alarms", master_key=self.key, enforce_ssl=True
+        )
         self._action = cloudwatch_actions.SnsAction(self.topic)
 
-    def alarm(self, scope: Construct, construct_id: str, *, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
+    def alarm(
+        self, scope: Construct, construct_id: str, *, metric: cloudwatch.IMetric, description: str
+    ) -> cloudwatch.Alarm:
         """Alarm when `metric` reaches 1 in any 5-minute period (errors, messages left in a DLQ)."""
         alarm = cloudwatch.Alarm(
             scope,

@@ -56,7 +56,9 @@ class Storage(Construct):
                 _expire(names.RAW_PREFIX, RAW_EXPIRY),
                 _expire(names.QUARANTINE_PREFIX, QUARANTINE_EXPIRY),
                 _expire(names.IOT_ERRORS_PREFIX, IOT_ERRORS_EXPIRY),
-                s3.LifecycleRule(id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=INCOMPLETE_UPLOAD_EXPIRY),
+                s3.LifecycleRule(
+                    id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=INCOMPLETE_UPLOAD_EXPIRY
+                ),
             ],
         )
         # "Object Created" events on EventBridge trigger the metric packer for new curated data.
@@ -72,8 +74,12 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="model-bucket/",
             lifecycle_rules=[
-                s3.LifecycleRule(id="expire-noncurrent-versions", noncurrent_version_expiration=NONCURRENT_MODEL_EXPIRY),
-                s3.LifecycleRule(id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=INCOMPLETE_UPLOAD_EXPIRY),
+                s3.LifecycleRule(
+                    id="expire-noncurrent-versions", noncurrent_version_expiration=NONCURRENT_MODEL_EXPIRY
+                ),
+                s3.LifecycleRule(
+                    id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=INCOMPLETE_UPLOAD_EXPIRY
+                ),
             ],
         )
 

@@ -65,7 +65,7 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(demo: "DemoRun", path: Path) -> Path:
+def write_report(demo: DemoRun, path: Path) -> Path:
     from edgeloop.functions.compaction.logic import read_curated
 
     use_case = demo.use_case
@@ -78,7 +78,9 @@ def write_report(demo: "DemoRun", path: Path) -> Path:
     outcome = demo.outcome
     for line_id, frame in series.items():
         outcome.live_points[line_id] = len(frame)
-        outcome.live_mae[line_id] = float((frame.predicted - frame.measured).abs().mean()) if len(frame) else float("nan")
+        outcome.live_mae[line_id] = (
+            float((frame.predicted - frame.measured).abs().mean()) if len(frame) else float("nan")
+        )
     metrics_rows = [
         [
             m.line_id,
@@ -92,8 +94,17 @@ def write_report(demo: "DemoRun", path: Path) -> Path:
         for m in outcome.models.values()
     ]
     fleet_rows = [
-        [d.thing_name, d.site, d.line_id, d.architecture.value, d.runtime_version,
-         d.current_model_version or "-", d.status.value, d.reason or "-", d.last_seen.isoformat(timespec="seconds")]
+        [
+            d.thing_name,
+            d.site,
+            d.line_id,
+            d.architecture.value,
+            d.runtime_version,
+            d.current_model_version or "-",
+            d.status.value,
+            d.reason or "-",
+            d.last_seen.isoformat(timespec="seconds"),
+        ]
         for d in outcome.fleet
     ]
     live_rows = [[line, outcome.live_points[line], f"{outcome.live_mae[line]:.4f}"] for line in series]

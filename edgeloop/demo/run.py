@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping
 import sys
 import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +68,7 @@ class DemoOutcome:
     @property
     def ok(self) -> bool:
         return (
-            self.samples_sent == self.samples_landed
-            and self.handler_failures == 0
-            and self.every_gateway_on_new_model
+            self.samples_sent == self.samples_landed and self.handler_failures == 0 and self.every_gateway_on_new_model
         )
 
 
@@ -185,9 +183,7 @@ class DemoRun:
     def wait_for_history(self) -> None:
         per_line = self.history_s / self.use_case.sample_period_s * len(self.use_case.metrics)
         with _progress(self.console) as progress:
-            tasks = {
-                g.thing_name: progress.add_task(f"{g.thing_name} history", total=per_line) for g in self.gateways
-            }
+            tasks = {g.thing_name: progress.add_task(f"{g.thing_name} history", total=per_line) for g in self.gateways}
 
             def drained() -> bool:
                 self._check_gateways_alive()
@@ -282,7 +278,9 @@ class DemoRun:
     def wait_for_live_predictions(self) -> None:
         wanted = int(self.settings.live_minutes * 60 / self.use_case.example_stride_s)
         with _progress(self.console) as progress:
-            tasks = {g.thing_name: progress.add_task(f"{g.thing_name} live predictions", total=wanted) for g in self.gateways}
+            tasks = {
+                g.thing_name: progress.add_task(f"{g.thing_name} live predictions", total=wanted) for g in self.gateways
+            }
 
             def enough() -> bool:
                 self._check_gateways_alive()

@@ -84,15 +84,20 @@ class IotRuleBridge:
         self._connection: Mqtt5Connection | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> "IotRuleBridge":
+    def start(self) -> IotRuleBridge:
         if self._worker is not None:
             raise RuntimeError("the bridge is already started")
         self._worker = threading.Thread(target=self._work, name="iot-rule-bridge", daemon=True)
         self._worker.start()
         try:
             self._connection = connect_mqtt5(
-                self.host, self.port, self.cloud_cert, self.client_id, on_message=self._on_message,
-                timeout_s=self.timeout_s, iot_core_limits=False,
+                self.host,
+                self.port,
+                self.cloud_cert,
+                self.client_id,
+                on_message=self._on_message,
+                timeout_s=self.timeout_s,
+                iot_core_limits=False,
             )
             for topic_filter in dict.fromkeys(r.topic_filter for r in self.routes):
                 self._connection.subscribe(topic_filter)
@@ -113,7 +118,7 @@ class IotRuleBridge:
                 log.warning("the bridge worker was still busy after %.0f s", STOP_TIMEOUT_S)
             self._worker = None
 
-    def __enter__(self) -> "IotRuleBridge":
+    def __enter__(self) -> IotRuleBridge:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

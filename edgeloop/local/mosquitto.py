@@ -42,12 +42,7 @@ def find_mosquitto() -> Path:
 
 def acl_text(cloud_identity: str = CLOUD_IDENTITY) -> str:
     # `pattern` lines apply to every authenticated client; the `user` block adds the cloud's rights.
-    return (
-        f"pattern readwrite {names.TOPIC_ROOT}/%u/#\n"
-        f"\n"
-        f"user {cloud_identity}\n"
-        f"topic readwrite {names.TOPIC_ROOT}/#\n"
-    )
+    return f"pattern readwrite {names.TOPIC_ROOT}/%u/#\n\nuser {cloud_identity}\ntopic readwrite {names.TOPIC_ROOT}/#\n"
 
 
 def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -> str:
@@ -112,7 +107,7 @@ class MosquittoBroker:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> "MosquittoBroker":
+    def start(self) -> MosquittoBroker:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"mosquitto is already running (pid {self.process.pid})")
         binary = find_mosquitto()
@@ -160,7 +155,7 @@ class MosquittoBroker:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def __enter__(self) -> "MosquittoBroker":
+    def __enter__(self) -> MosquittoBroker:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -53,7 +53,7 @@ class MotoServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"moto_server is already running (pid {self.process.pid})")
         attempts = 1 if self._requested_port else START_ATTEMPTS
@@ -92,7 +92,7 @@ class MotoServer:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -137,7 +137,7 @@ class Mqtt5Connection:
         except Exception as exc:  # awscrt raises its own error types for failed operations
             raise MqttError(f"{what} by {self.client_id!r} failed: {exc}") from exc
 
-    def __enter__(self) -> "Mqtt5Connection":
+    def __enter__(self) -> Mqtt5Connection:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

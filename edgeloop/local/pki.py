@@ -39,9 +39,7 @@ class IssuedCert:
 
 def _check_common_name(common_name: str) -> str:
     if not isinstance(common_name, str) or not _COMMON_NAME.match(common_name):
-        raise ValueError(
-            f"common_name {common_name!r} is not valid: use 1-64 characters from A-Z a-z 0-9 : _ . -"
-        )
+        raise ValueError(f"common_name {common_name!r} is not valid: use 1-64 characters from A-Z a-z 0-9 : _ . -")
     return common_name
 
 
@@ -70,7 +68,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _validity() -> tuple[dt.datetime, dt.datetime]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return now - CLOCK_SKEW, now + VALIDITY
 
 
@@ -92,7 +90,7 @@ class CertificateAuthority:
         return self.directory / "ca.key"
 
     @classmethod
-    def create(cls, directory: Path, name: str) -> "CertificateAuthority":
+    def create(cls, directory: Path, name: str) -> CertificateAuthority:
         _check_common_name(name)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -145,9 +143,7 @@ class CertificateAuthority:
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )
         if server:
             builder = builder.add_extension(
@@ -158,9 +154,7 @@ class CertificateAuthority:
                 critical=False,
             ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         else:
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         issued = IssuedCert(
             cert_path=directory / f"{common_name}.crt",

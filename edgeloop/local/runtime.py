@@ -63,7 +63,7 @@ class LocalRuntime:
         return self.workdir / "pki"
 
     # --- set-up -----------------------------------------------------------------------------------
-    def __enter__(self) -> "LocalRuntime":
+    def __enter__(self) -> LocalRuntime:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._install_stop_hooks()
         try:
@@ -86,7 +86,9 @@ class LocalRuntime:
         self.resources = create_local_resources()
         log.info(
             "local runtime up: moto_server %s, mosquitto %s:%s",
-            self.moto.endpoint_url, self.broker.host, self.broker.port,
+            self.moto.endpoint_url,
+            self.broker.host,
+            self.broker.port,
         )
 
     def _broker_environment(self) -> dict[str, str]:

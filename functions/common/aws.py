@@ -5,7 +5,7 @@ boto3 reads AWS_ENDPOINT_URL itself, so the same code talks to AWS or to the loc
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
@@ -14,12 +14,12 @@ from botocore.config import Config
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     return boto3.session.Session().client(service, config=_CONFIG)
 
 
-@lru_cache(maxsize=None)
+@cache
 def resource(service: str) -> Any:
     return boto3.session.Session().resource(service, config=_CONFIG)
 

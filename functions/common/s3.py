@@ -38,14 +38,17 @@ def put_bytes(bucket: str, key: str, body: bytes, *, content_type: str = "applic
 
 
 def put_bytes_if_absent(
-    bucket: str, key: str, body: bytes, *, content_type: str = "application/octet-stream", content_encoding: str | None = None
+    bucket: str,
+    key: str,
+    body: bytes,
+    *,
+    content_type: str = "application/octet-stream",
+    content_encoding: str | None = None,
 ) -> bool:
     """Create `key` only if it does not exist yet; False when it already did (an idempotent retry)."""
     extra = {"ContentEncoding": content_encoding} if content_encoding else {}
     try:
-        client("s3").put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*", **extra
-        )
+        client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*", **extra)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in _ALREADY_WRITTEN:
             return False

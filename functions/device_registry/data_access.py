@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -51,7 +51,7 @@ def microseconds(moment: datetime) -> int:
     """Exact integer form of a timestamp (float seconds would round away microseconds)."""
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {moment.isoformat()} has no time zone")
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -113,9 +113,7 @@ class DeviceTable:
         return None if stored is None else stored.record
 
     def get_stored(self, thing_name: str) -> StoredDevice | None:
-        response = self._client.get_item(
-            TableName=self.table_name, Key=self._key(thing_name), ConsistentRead=True
-        )
+        response = self._client.get_item(TableName=self.table_name, Key=self._key(thing_name), ConsistentRead=True)
         item = response.get("Item")
         return None if item is None else item_to_stored(item)
 

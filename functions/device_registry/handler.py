@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,7 +32,7 @@ def lambda_handler(event: dict, context) -> dict:
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
     rule_event = IotRuleEvent.model_validate(event)
-    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=timezone.utc)
+    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=UTC)
     result = handle_announcement(rule_event, DeviceTable(_settings().device_table), now=received_at)
     if result.refused:
         metrics.add_metric(name="AnnouncementsRefused", unit=MetricUnit.Count, value=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -58,7 +58,7 @@ def parse_announcement(event: IotRuleEvent) -> DeviceAnnouncement:
 def register_device(
     announcement: DeviceAnnouncement, table: DeviceTable, *, now: datetime | None = None
 ) -> DeviceRecord:
-    seen_at = now or datetime.now(timezone.utc)
+    seen_at = now or datetime.now(UTC)
 
     def upsert(stored: StoredDevice | None) -> DeviceWrite:
         if stored is None:

@@ -5,12 +5,10 @@ event-driven handler: packer -> labeler -> this module's feature extraction.
 
 from __future__ import annotations
 
-
-
 from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.common.observability import powertools
 from edgeloop.functions.metric_packer.handler import rebuild_lines
 from edgeloop.functions.metric_packer.logic import lines_from_event
-from edgeloop.functions.common.observability import powertools
 
 logger, tracer, metrics = powertools("feature_extractor")
 

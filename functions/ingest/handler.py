@@ -35,7 +35,9 @@ def lambda_handler(event: dict, context) -> dict:
 def _handle(event: dict, context) -> dict:
     settings = _settings()
     rule_event = IotRuleEvent.model_validate(event)
-    result = ingest_event(rule_event, use_case=load_use_case(settings.use_case), store=S3IngestStore(settings.data_bucket))
+    result = ingest_event(
+        rule_event, use_case=load_use_case(settings.use_case), store=S3IngestStore(settings.data_bucket)
+    )
     _record(result, rule_event)
     return result.model_dump()
 
@@ -52,4 +54,6 @@ def _record(result: IngestResult, event: IotRuleEvent) -> None:
         metrics.add_metric(name="BatchesQuarantined", unit=MetricUnit.Count, value=1)
         logger.warning("batch quarantined", extra={"quarantine_key": result.quarantine_key, "topic": event.topic})
     elif result.quarantine_key:
-        logger.warning("samples quarantined", extra={"quarantine_key": result.quarantine_key, "count": result.quarantined_samples})
+        logger.warning(
+            "samples quarantined", extra={"quarantine_key": result.quarantine_key, "count": result.quarantined_samples}
+        )

@@ -19,7 +19,7 @@ import copy
 import hashlib
 import math
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -56,7 +56,7 @@ class _MessageRefused(Exception):
 
 
 def ingest_event(event: IotRuleEvent, *, use_case: UseCaseConfig, store: IngestStore) -> IngestResult:
-    received_at = datetime.fromtimestamp(event.received_at_ms / 1000, tz=timezone.utc)
+    received_at = datetime.fromtimestamp(event.received_at_ms / 1000, tz=UTC)
     try:
         batch, sample_reasons = _accept(event, use_case)
     except _MessageRefused as refused:
@@ -112,10 +112,7 @@ def quarantine_key(event: IotRuleEvent, received_at: datetime) -> str:
         thing = "unknown-topic"
     thing = "".join(c if c.isalnum() or c in ":_-" else "_" for c in thing)[:128]
     digest = hashlib.sha256(f"{event.topic}\n{event.payload_b64}".encode()).hexdigest()[:16]
-    return (
-        f"{names.QUARANTINE_PREFIX}/ingest_date={received_at:%Y-%m-%d}/"
-        f"{thing}-{event.received_at_ms}-{digest}.json"
-    )
+    return f"{names.QUARANTINE_PREFIX}/ingest_date={received_at:%Y-%m-%d}/{thing}-{event.received_at_ms}-{digest}.json"
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -129,7 +126,11 @@ def _accept(event: IotRuleEvent, use_case: UseCaseConfig) -> tuple[TelemetryBatc
     batch = _validate(document, sample_reasons)
     if batch.thing_name != topic_thing:
         raise _MessageRefused(
-            [_reason("thing_name", batch.thing_name, f"does not match the thing {topic_thing!r} of topic {event.topic!r}")],
+            [
+                _reason(
+                    "thing_name", batch.thing_name, f"does not match the thing {topic_thing!r} of topic {event.topic!r}"
+                )
+            ],
             len(batch.samples),
         )
     _check_samples(batch, use_case, event.received_at_ms, sample_reasons)
@@ -293,7 +294,9 @@ def _landed_batch(
 
 
 def _quarantine_record(event: IotRuleEvent, received_at: datetime, reasons: list[QuarantineReason]) -> bytes:
-    record = QuarantineRecord(source=event.topic, received_at=received_at, reasons=reasons, payload_b64=event.payload_b64)
+    record = QuarantineRecord(
+        source=event.topic, received_at=received_at, reasons=reasons, payload_b64=event.payload_b64
+    )
     return record.model_dump_json(indent=1).encode()
 
 

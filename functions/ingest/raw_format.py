@@ -29,7 +29,7 @@ class RawBatch(Contract):
     seq: list[int] = Field(description="per landed sample: its sequence number")
 
     @model_validator(mode="after")
-    def _one_seq_per_sample(self) -> "RawBatch":
+    def _one_seq_per_sample(self) -> RawBatch:
         if len(self.seq) != len(self.samples):
             raise ValueError(f"seq holds {len(self.seq)} numbers for {len(self.samples)} samples")
         return self
@@ -39,5 +39,5 @@ class RawBatch(Contract):
         return gzip.compress(self.model_dump_json().encode(), compresslevel=6, mtime=0)
 
     @classmethod
-    def from_gzip_json(cls, body: bytes) -> "RawBatch":
+    def from_gzip_json(cls, body: bytes) -> RawBatch:
         return cls.model_validate_json(gzip.decompress(body))

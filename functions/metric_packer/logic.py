@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote_plus
 
 import numpy as np
@@ -41,7 +41,7 @@ META_COLUMNS = (
     "spec_lower",
     "spec_upper",
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -56,7 +56,7 @@ class PackStats:
     dropped_empty: int = 0
     examples: int = 0
 
-    def add(self, other: "PackStats") -> None:
+    def add(self, other: PackStats) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -76,7 +76,7 @@ class Grid:
     stride_steps: int
 
     @classmethod
-    def of(cls, use_case: UseCaseConfig) -> "Grid":
+    def of(cls, use_case: UseCaseConfig) -> Grid:
         period_ms = round(use_case.sample_period_s * 1000)
         return cls(
             period_ms=period_ms,
@@ -115,7 +115,13 @@ class RunPacks:
 
 
 def cut_run_packs(
-    time_ms: np.ndarray, metric_index: np.ndarray, values: np.ndarray, *, start_ms: int, end_ms: int, use_case: UseCaseConfig
+    time_ms: np.ndarray,
+    metric_index: np.ndarray,
+    values: np.ndarray,
+    *,
+    start_ms: int,
+    end_ms: int,
+    use_case: UseCaseConfig,
 ) -> RunPacks:
     """Packer: align a run's samples (metric_index into use_case.metrics) and place its packs."""
     grid_spec = Grid.of(use_case)
@@ -191,7 +197,7 @@ class _Samples:
     values: np.ndarray
 
     @classmethod
-    def of(cls, curated: pd.DataFrame, use_case: UseCaseConfig) -> "_Samples":
+    def of(cls, curated: pd.DataFrame, use_case: UseCaseConfig) -> _Samples:
         missing = {"line_id", "metric", "time_ms", "value"} - set(curated.columns)
         if missing:
             raise ValueError(f"curated frame lacks columns {sorted(missing)}; it has {list(curated.columns)}")
@@ -205,10 +211,12 @@ class _Samples:
             values=rows["value"].to_numpy(dtype=np.float64),
         )
 
-    def of_run(self, line_id: str, start_ms: int, end_ms: int) -> "_Samples":
+    def of_run(self, line_id: str, start_ms: int, end_ms: int) -> _Samples:
         lo, hi = np.searchsorted(self.time_ms, [start_ms, end_ms], side="left")
         in_line = self.line_id[lo:hi] == line_id
-        return _Samples(*(column[lo:hi][in_line] for column in (self.line_id, self.time_ms, self.metric_index, self.values)))
+        return _Samples(
+            *(column[lo:hi][in_line] for column in (self.line_id, self.time_ms, self.metric_index, self.values))
+        )
 
 
 def _run_examples(samples: _Samples, run: ContextInterval, use_case: UseCaseConfig) -> tuple[pd.DataFrame, PackStats]:
@@ -233,7 +241,9 @@ def _run_examples(samples: _Samples, run: ContextInterval, use_case: UseCaseConf
         dropped_label_too_sparse=labels.too_sparse,
         dropped_empty=int((labels.keep & empty).sum()),
     )
-    return _examples_frame(run, packs.window_start_ms[keep], packs.window_end_ms[keep], labels.value[keep], features, use_case), stats
+    return _examples_frame(
+        run, packs.window_start_ms[keep], packs.window_end_ms[keep], labels.value[keep], features, use_case
+    ), stats
 
 
 def _examples_frame(

@@ -93,7 +93,9 @@ class GreengrassDelivery:
             names.GATEWAY_COMPONENT: {"componentVersion": self.gateway_component_version},
             names.MODEL_RUNNER_COMPONENT: {
                 "componentVersion": self.model_runner_component_version,
-                "configurationUpdate": {"merge": json.dumps({names.MODEL_UPDATE_CONFIG_KEY: update.model_dump(mode="json")})},
+                "configurationUpdate": {
+                    "merge": json.dumps({names.MODEL_UPDATE_CONFIG_KEY: update.model_dump(mode="json")})
+                },
             },
         }
 
@@ -141,7 +143,7 @@ class LocalDelivery:
             self._close()
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "LocalDelivery":
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> LocalDelivery:
         """Connect (on first delivery) to the local broker with the cloud identity from the env."""
         broker = LocalBrokerSettings.from_env(environ)
         connection = _LazyBrokerConnection(broker)

@@ -7,8 +7,8 @@ from functools import lru_cache
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.device_registry.data_access import DeviceTable
 from edgeloop.functions.common.observability import powertools
+from edgeloop.functions.device_registry.data_access import DeviceTable
 from edgeloop.schemas import DeploymentState
 
 from .data_access import DeploymentTable

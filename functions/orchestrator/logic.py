@@ -13,7 +13,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,9 +85,13 @@ def plan_rollout(
         else:
             cohorts.setdefault(tier.precision, []).append(device.thing_name)
     waves = _waves(deployment_id, cohorts, canary_share, failure_threshold)
-    nobody = "" if waves else (
-        f"no device of use case {manifest.use_case!r} on lines {manifest.line_ids} can run any tier "
-        f"of {manifest.model_id} {manifest.version}"
+    nobody = (
+        ""
+        if waves
+        else (
+            f"no device of use case {manifest.use_case!r} on lines {manifest.line_ids} can run any tier "
+            f"of {manifest.model_id} {manifest.version}"
+        )
     )
     return DeploymentRecord(
         deployment_id=deployment_id,
@@ -182,7 +186,7 @@ class ApprovalEvent(BaseModel):
     approval_status: str = Field(alias="ModelApprovalStatus", min_length=1)
 
     @classmethod
-    def from_event(cls, event: Mapping[str, Any]) -> "ApprovalEvent":
+    def from_event(cls, event: Mapping[str, Any]) -> ApprovalEvent:
         detail_type = event.get("detail-type")
         if detail_type != APPROVAL_DETAIL_TYPE:
             raise ValueError(f"detail-type={detail_type!r} is not {APPROVAL_DETAIL_TYPE!r}")
@@ -214,7 +218,7 @@ def start_rollout(
     failure_threshold: float = 0.2,
 ) -> DeploymentRecord:
     """Plan, record and start the rollout of an approved model package; raises NotApproved otherwise."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     approval = ApprovalEvent.from_event(event)
     if approval.approval_status != APPROVED:
         raise NotApproved(f"model package {approval.model_package_arn} is {approval.approval_status}")

@@ -31,7 +31,7 @@ class RolloutSettings(EnvSettings):
     )
 
     @model_validator(mode="after")
-    def _greengrass_pins_versions(self) -> "RolloutSettings":
+    def _greengrass_pins_versions(self) -> RolloutSettings:
         if self.delivery == "greengrass":
             missing = [
                 variable

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.common.observability import powertools
 from edgeloop.functions.device_registry.data_access import DeviceTable
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.delivery import delivery_from_settings
-from edgeloop.functions.common.observability import powertools
 from edgeloop.schemas import IotRuleEvent
 
 from .logic import Intake, Outcome, handle_status_report
@@ -41,7 +41,7 @@ def lambda_handler(event: dict, context) -> dict:
 def _handle(event: dict, context) -> dict:
     settings = _settings()
     rule_event = IotRuleEvent.model_validate(event)
-    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=timezone.utc)
+    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=UTC)
     delivery = delivery_from_settings(settings)
     try:
         result = handle_status_report(

@@ -8,7 +8,7 @@ nothing (it is counted), and two concurrent reports cannot overwrite each other'
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -48,7 +48,7 @@ def handle_status_report(
     delivery: ModelDelivery,
     now: datetime | None = None,
 ) -> Intake:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     try:
         report = parse_report(event)
         outcome, record = record_report(report, devices, now=now)
@@ -78,7 +78,7 @@ def record_report(
     report: ModelStatusReport, devices: DeviceTable, *, now: datetime | None = None
 ) -> tuple[Outcome, DeviceRecord]:
     """Store the report's status unless a newer report is stored; (RECORDED | STALE, the record)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     sent_at_us = microseconds(report.sent_at)
     outcome = Outcome.RECORDED
 

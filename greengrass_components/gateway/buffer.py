@@ -19,10 +19,10 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -201,7 +201,7 @@ class SampleBuffer:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "SampleBuffer":
+    def __enter__(self) -> SampleBuffer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -218,7 +218,7 @@ class SampleBuffer:
         def __exit__(self, exc_type, exc, tb) -> None:
             self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
-    def _transaction(self) -> "_Tx":
+    def _transaction(self) -> _Tx:
         return SampleBuffer._Tx(self._db)
 
     def _counter(self, name: str) -> int:
@@ -247,9 +247,7 @@ class SampleBuffer:
                 "SELECT name, value FROM counters WHERE name IN ('accepted_total', 'acked_total', 'dropped_total')"
             ).fetchall()
         )
-        return (
-            counters.get("accepted_total", 0) - counters.get("acked_total", 0) - counters.get("dropped_total", 0)
-        )
+        return counters.get("accepted_total", 0) - counters.get("acked_total", 0) - counters.get("dropped_total", 0)
 
     def _used_bytes(self) -> int:
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
@@ -287,12 +285,19 @@ class SampleBuffer:
             reason, sample = first_bad
             log.warning(
                 "%s: rejected %d of %d samples %s; first: sample=%r (%s)",
-                self.thing_name, sum(rejected.values()), len(samples), rejected, sample, reason,
+                self.thing_name,
+                sum(rejected.values()),
+                len(samples),
+                rejected,
+                sample,
+                reason,
             )
         if dropped:
             log.warning(
                 "%s: buffer over its cap of %d bytes: dropped the %d oldest pending samples",
-                self.thing_name, self.max_bytes, dropped,
+                self.thing_name,
+                self.max_bytes,
+                dropped,
             )
         return AppendResult(accepted=len(rows), rejected=rejected, dropped=dropped)
 

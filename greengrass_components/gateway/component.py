@@ -14,7 +14,7 @@ import logging
 import platform
 import signal
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,13 @@ from .validation import SampleValidator, append_validated
 
 log = logging.getLogger(__name__)
 
-_MACHINE_ARCHITECTURE = {"x86_64": Architecture.X86_64, "amd64": Architecture.X86_64, "aarch64": Architecture.AARCH64,
-                         "arm64": Architecture.AARCH64, "armv7l": Architecture.ARMV7L}
+_MACHINE_ARCHITECTURE = {
+    "x86_64": Architecture.X86_64,
+    "amd64": Architecture.X86_64,
+    "aarch64": Architecture.AARCH64,
+    "arm64": Architecture.AARCH64,
+    "armv7l": Architecture.ARMV7L,
+}
 
 
 def local_architecture(machine: str | None = None) -> Architecture:
@@ -93,7 +98,7 @@ class GreengrassGateway:
             architecture=self.config.architecture,
             runtime_version=self.config.runtime_version,
             supported_precisions=list(Precision),
-            sent_at=datetime.now(timezone.utc),
+            sent_at=datetime.now(UTC),
         )
         try:
             self.transport.publish(

@@ -38,7 +38,7 @@ class GatewayConfig(BaseModel):
     fsync_policy: FsyncPolicy = "normal"
 
     @model_validator(mode="after")
-    def _mqtt_needs_broker(self) -> "GatewayConfig":
+    def _mqtt_needs_broker(self) -> GatewayConfig:
         if self.transport == "mqtt":
             missing = [
                 name
@@ -54,7 +54,7 @@ class GatewayConfig(BaseModel):
         return names.telemetry_topic(self.thing_name)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "GatewayConfig":
+    def from_file(cls, path: str | Path) -> GatewayConfig:
         path = Path(path)
         try:
             document = json.loads(path.read_text())

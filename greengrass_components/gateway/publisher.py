@@ -13,13 +13,13 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES
 
 from .buffer import DEFAULT_LIVE_WINDOW_S, PendingBatch, SampleBuffer
-from .transport import TransportError, Transport
+from .transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,7 @@ class Publisher:
         if max_publishes_per_s < 2:
             raise ValueError(f"max_publishes_per_s={max_publishes_per_s} must be at least 2")
         if max_bytes_per_s <= max_payload_bytes:
-            raise ValueError(
-                f"max_bytes_per_s={max_bytes_per_s} must exceed max_payload_bytes={max_payload_bytes}"
-            )
+            raise ValueError(f"max_bytes_per_s={max_bytes_per_s} must exceed max_payload_bytes={max_payload_bytes}")
         if not 0 <= live_window_s < float("inf"):
             raise ValueError(f"live_window_s={live_window_s!r} must be a finite number >= 0")
         self.buffer = buffer

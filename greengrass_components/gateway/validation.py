@@ -91,7 +91,13 @@ class _RateLimitedWarning:
         more = f" (+{suppressed} more {reason} since the last report)" if suppressed else ""
         self._log.warning(
             "%srejected sample metric=%r time_ms=%r value=%r: %s (%s)%s",
-            self._source, metric, time_ms, value, reason, detail, more,
+            self._source,
+            metric,
+            time_ms,
+            value,
+            reason,
+            detail,
+            more,
         )
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -108,13 +108,19 @@ class UpdateAgent:
                 f"{self.use_case.use_case!r})"
             )
         current = self.current
-        if current and (current.model_id, current.version, current.sha256) == (update.model_id, update.version, update.sha256):
+        if current and (current.model_id, current.version, current.sha256) == (
+            update.model_id,
+            update.version,
+            update.sha256,
+        ):
             return "already active"
         try:
             payload = self._download(update.payload_uri)
         except Exception as exc:  # any download failure is a refusal the cloud must hear about
             raise PayloadRejected(f"download of {update.payload_uri} failed: {type(exc).__name__}: {exc}") from exc
-        scorer = load_payload(payload, expected_sha256=update.sha256, expected_feature_schema_hash=self.expected_schema_hash)
+        scorer = load_payload(
+            payload, expected_sha256=update.sha256, expected_feature_schema_hash=self.expected_schema_hash
+        )
         if (scorer.model_id, scorer.version) != (update.model_id, update.version):
             raise PayloadRejected(
                 f"payload is {scorer.model_id} {scorer.version}, the update announced {update.model_id} {update.version}"
@@ -126,7 +132,7 @@ class UpdateAgent:
             version=update.version,
             precision=update.precision.value,
             sha256=update.sha256,
-            applied_at=datetime.now(timezone.utc).isoformat(),
+            applied_at=datetime.now(UTC).isoformat(),
         )
         try:
             self._persist(active, payload)
@@ -209,7 +215,9 @@ class UpdateAgent:
         try:
             active = ActiveModel(**json.loads(meta_path.read_text()))
             payload = payload_path.read_bytes()
-            scorer = load_payload(payload, expected_sha256=active.sha256, expected_feature_schema_hash=self.expected_schema_hash)
+            scorer = load_payload(
+                payload, expected_sha256=active.sha256, expected_feature_schema_hash=self.expected_schema_hash
+            )
         except (OSError, ValueError, TypeError, PayloadRejected) as exc:
             log.error("persisted model in %s is unusable, serving none: %s", self.state_dir, exc)
             return None
@@ -220,7 +228,9 @@ class UpdateAgent:
         return active
 
     # --- reporting --------------------------------------------------------------------------------
-    def _send(self, deployment_id: str, model_id: str, version: str, status: DeviceStatus, reason: str) -> ModelStatusReport:
+    def _send(
+        self, deployment_id: str, model_id: str, version: str, status: DeviceStatus, reason: str
+    ) -> ModelStatusReport:
         report = ModelStatusReport(
             thing_name=self.thing_name,
             deployment_id=deployment_id,
@@ -228,7 +238,7 @@ class UpdateAgent:
             version=version,
             status=status,
             reason=reason[:1000],
-            sent_at=datetime.now(timezone.utc),
+            sent_at=datetime.now(UTC),
         )
         self.reports.append(report)
         try:

@@ -161,7 +161,11 @@ class GreengrassModelRunner:
         self.use_case = load_use_case(settings.use_case)
         self.status_topic = names.model_status_topic(settings.thing_name)
         self.models = ModelService(
-            settings.thing_name, self.use_case, self._publish_report, state_dir=settings.state_dir, download=download,
+            settings.thing_name,
+            self.use_case,
+            self._publish_report,
+            state_dir=settings.state_dir,
+            download=download,
             clock=clock,
         )
         self.config_settle_s = config_settle_s
@@ -188,8 +192,13 @@ class GreengrassModelRunner:
         from awsiot.greengrasscoreipc.model import ReceiveMode, ReportedLifecycleState
 
         restored = self.models.restore()
-        log.info("thing %s line %s use case %s: serving %s", self.settings.thing_name, self.settings.line_id,
-                 self.settings.use_case, f"{restored.model_id} {restored.version}" if restored else "no model yet")
+        log.info(
+            "thing %s line %s use case %s: serving %s",
+            self.settings.thing_name,
+            self.settings.line_id,
+            self.settings.use_case,
+            f"{restored.model_id} {restored.version}" if restored else "no model yet",
+        )
         _, samples_stream = self.ipc.subscribe_to_topic(
             topic=names.LOCAL_PUBSUB_SAMPLES_TOPIC,
             receive_mode=ReceiveMode.RECEIVE_MESSAGES_FROM_OTHERS,
@@ -292,9 +301,12 @@ class GreengrassModelRunner:
             return True
         # A new deployment of the active model still gets its (cheap, "already active") report.
         current = self.models.current
-        return current is not None and (
-            current.deployment_id, current.model_id, current.version, current.sha256
-        ) == (update.deployment_id, update.model_id, update.version, update.sha256)
+        return current is not None and (current.deployment_id, current.model_id, current.version, current.sha256) == (
+            update.deployment_id,
+            update.model_id,
+            update.version,
+            update.sha256,
+        )
 
     def apply_pending(self, now: float) -> ModelStatusReport | None:
         """Apply the queued update once the live window can judge it (or the wait is over)."""
@@ -342,7 +354,9 @@ class GreengrassModelRunner:
         try:
             future.result(timeout=IPC_TIMEOUT_S)
         except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"PublishToIoTCore {self.status_topic}: no response within {IPC_TIMEOUT_S:.0f} s") from None
+            raise TimeoutError(
+                f"PublishToIoTCore {self.status_topic}: no response within {IPC_TIMEOUT_S:.0f} s"
+            ) from None
         except Exception as exc:  # IPC service errors carry their text in `.message`
             detail = getattr(exc, "message", None) or exc
             raise RuntimeError(f"PublishToIoTCore {self.status_topic} failed: {type(exc).__name__}: {detail}") from exc

@@ -29,9 +29,7 @@ class PayloadRejected(Exception):
         self.reason = reason
 
 
-def load_payload(
-    data: bytes, *, expected_sha256: str, expected_feature_schema_hash: str | None = None
-) -> "Scorer":
+def load_payload(data: bytes, *, expected_sha256: str, expected_feature_schema_hash: str | None = None) -> Scorer:
     """Verify the payload's digest before parsing anything, then its format and feature layout."""
     actual_sha256 = hashlib.sha256(data).hexdigest()
     if actual_sha256 != expected_sha256.lower():
@@ -114,9 +112,14 @@ class _TreeEvaluator:
         own = np.arange(len(starts))
         leaf = trees.is_leaf
         # children[2 * node] is the left child, children[2 * node + 1] the right one (global ids)
-        self._children = np.stack(
-            [np.where(leaf, own, trees.left_child + starts), np.where(leaf, own, trees.right_child + starts)], axis=1
-        ).astype(np.int32).ravel()
+        self._children = (
+            np.stack(
+                [np.where(leaf, own, trees.left_child + starts), np.where(leaf, own, trees.right_child + starts)],
+                axis=1,
+            )
+            .astype(np.int32)
+            .ravel()
+        )
         self._feature = np.where(leaf, 0, trees.split_feature).astype(np.int32)
         self._threshold = trees.threshold  # NaN on leaves: `x < NaN` is False, and leaves loop anyway
         self._default_left = trees.default_left & ~leaf

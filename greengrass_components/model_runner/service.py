@@ -64,8 +64,14 @@ class ReportOutbox:
                     self._send(report)
                 except Exception as exc:  # any transport's failure: keep it for the next flush
                     self._failed_at = self._clock()
-                    log.warning("status report %s %s %s not sent yet: %s: %s", report.model_id, report.version,
-                                report.status.value, type(exc).__name__, getattr(exc, "message", None) or exc)
+                    log.warning(
+                        "status report %s %s %s not sent yet: %s: %s",
+                        report.model_id,
+                        report.version,
+                        report.status.value,
+                        type(exc).__name__,
+                        getattr(exc, "message", None) or exc,
+                    )
                     break
                 self._reports.pop(0)
                 self._failed_at = None
@@ -127,7 +133,13 @@ class ModelService:
     def apply(self, update: ModelUpdate) -> ModelStatusReport:
         """Verify and apply `update` (or refuse it), and send its report."""
         report = self.agent.handle(update)
-        log.info("update %s %s (deployment %s): %s %s", update.model_id, update.version, update.deployment_id,
-                 report.status.value, report.reason)
+        log.info(
+            "update %s %s (deployment %s): %s %s",
+            update.model_id,
+            update.version,
+            update.deployment_id,
+            report.status.value,
+            report.reason,
+        )
         self.outbox.flush()
         return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import xgboost as xgb
@@ -227,7 +227,7 @@ def export_model(
         training_end=trained.training_end,
         training_data_sha256=trained.training_data_sha256,
         metrics=trained.metrics,
-        created_at=created_at or datetime.now(timezone.utc),
+        created_at=created_at or datetime.now(UTC),
     )
     return ExportedModel(manifest=manifest, payloads=payloads)
 
@@ -237,7 +237,9 @@ def _tier_spec(precision: Precision) -> TierSpec:
         return TIERS[Precision(precision)]
     except KeyError:
         available = [p.value for p in TIERS]
-        raise ValueError(f"precision={Precision(precision).value!r} has no export tier yet; available: {available}") from None
+        raise ValueError(
+            f"precision={Precision(precision).value!r} has no export tier yet; available: {available}"
+        ) from None
 
 
 def _tier(spec: TierSpec, model_id: str, version: str, payload: bytes, error: float) -> CompatibilityTier:

@@ -13,7 +13,7 @@ import os
 import re
 import unicodedata
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,7 @@ def approval_event(package: dict[str, Any]) -> dict[str, Any]:
         "detail-type": APPROVAL_EVENT_DETAIL_TYPE,
         "source": APPROVAL_EVENT_SOURCE,
         "account": account,
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": region,
         "resources": [arn],
         "detail": detail,

@@ -108,7 +108,16 @@ def test_handlers_import_from_the_asset_with_only_their_layers(staged, key):
     third-party packages; pandas & co. are blocked for functions without the pandas layer."""
     blocked = ["yaml", "typer", "rich"] + (["pandas", "numpy", "pyarrow", "duckdb"] if key in POWERTOOLS_ONLY else [])
     result = subprocess.run(
-        [sys.executable, "-S", "-c", _IMPORT_CHECK, str(staged), sysconfig.get_paths()["purelib"], names.FUNCTIONS[key], ",".join(blocked)],
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            _IMPORT_CHECK,
+            str(staged),
+            sysconfig.get_paths()["purelib"],
+            names.FUNCTIONS[key],
+            ",".join(blocked),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -59,7 +59,10 @@ def of_type(resources: dict, cfn_type: str) -> dict:
 @pytest.fixture(scope="module")
 def functions_by_key(resources):
     """names.FUNCTIONS key -> (logical id, properties), matched by handler string."""
-    by_handler = {props["Handler"]: (logical_id, props) for logical_id, props in of_type(resources, "AWS::Lambda::Function").items()}
+    by_handler = {
+        props["Handler"]: (logical_id, props)
+        for logical_id, props in of_type(resources, "AWS::Lambda::Function").items()
+    }
     return {key: by_handler[handler] for key, handler in names.FUNCTIONS.items() if handler in by_handler}
 
 
@@ -87,15 +90,15 @@ def _expected_key_schema(partition_key: str, sort_key: str | None) -> list[dict]
     return schema + ([{"AttributeName": sort_key, "KeyType": "RANGE"}] if sort_key else [])
 
 
-@pytest.mark.parametrize("table_id, keys", [("DeviceTable", names.DEVICE_TABLE_KEYS), ("DeploymentTable", names.DEPLOYMENT_TABLE_KEYS)])
+@pytest.mark.parametrize(
+    "table_id, keys", [("DeviceTable", names.DEVICE_TABLE_KEYS), ("DeploymentTable", names.DEPLOYMENT_TABLE_KEYS)]
+)
 def test_table_keys_and_indexes_come_from_names(resources, table_id, keys):
     tables = {i: p for i, p in of_type(resources, "AWS::DynamoDB::Table").items() if table_id in i}
     assert len(tables) == 1, f"expected one {table_id}, found {sorted(tables)}"
     table = next(iter(tables.values()))
     assert table["KeySchema"] == _expected_key_schema(keys.partition_key, keys.sort_key)
-    indexes = {
-        gsi["IndexName"]: gsi["KeySchema"] for gsi in table.get("GlobalSecondaryIndexes", [])
-    }
+    indexes = {gsi["IndexName"]: gsi["KeySchema"] for gsi in table.get("GlobalSecondaryIndexes", [])}
     assert indexes == {name: _expected_key_schema(pk, sk) for name, pk, sk in keys.indexes}
     assert all(gsi["Projection"] == {"ProjectionType": "ALL"} for gsi in table.get("GlobalSecondaryIndexes", []))
     assert table["BillingMode"] == "PAY_PER_REQUEST"
@@ -121,10 +124,15 @@ def test_one_topic_rule_per_route_with_its_sql_target_and_error_action(resources
 
 def test_each_routed_function_may_be_invoked_by_its_rule_only(resources, functions_by_key):
     rule_ids = {p["RuleName"]: i for i, p in of_type(resources, "AWS::IoT::TopicRule").items()}
-    permissions = [p for p in of_type(resources, "AWS::Lambda::Permission").values() if p["Principal"] == "iot.amazonaws.com"]
+    permissions = [
+        p for p in of_type(resources, "AWS::Lambda::Permission").values() if p["Principal"] == "iot.amazonaws.com"
+    ]
     granted = {(flat(p["FunctionName"]), flat(p["SourceArn"])) for p in permissions}
     expected = {
-        (flat({"Fn::GetAtt": [functions_by_key[r.function][0], "Arn"]}), flat({"Fn::GetAtt": [rule_ids[r.rule_name], "Arn"]}))
+        (
+            flat({"Fn::GetAtt": [functions_by_key[r.function][0], "Arn"]}),
+            flat({"Fn::GetAtt": [rule_ids[r.rule_name], "Arn"]}),
+        )
         for r in names.IOT_ROUTES
     }
     assert granted == expected
@@ -166,7 +174,7 @@ def test_greengrass_core_policy_stays_on_the_devices_own_reserved_topics(resourc
 
 def test_token_exchange_role_reads_only_models_and_component_artifacts(resources):
     roles = {i: p for i, p in of_type(resources, "AWS::IAM::Role").items() if "TokenExchange" in i}
-    (role_id, role), = roles.items()
+    ((role_id, role),) = roles.items()
     assert "credentials.iot.amazonaws.com" in flat(role["AssumeRolePolicyDocument"])
     granted = _actions_to_resources(statements(resources, role_id))
     assert set(granted) == {"s3:GetObject", "s3:GetBucketLocation"}
@@ -180,7 +188,11 @@ def test_token_exchange_role_reads_only_models_and_component_artifacts(resources
 
 
 def test_approved_model_packages_of_edgeloop_groups_reach_the_orchestrator(resources, functions_by_key):
-    approvals = [p for p in of_type(resources, "AWS::Events::Rule").values() if "EventPattern" in p and p["EventPattern"].get("source") == ["aws.sagemaker"]]
+    approvals = [
+        p
+        for p in of_type(resources, "AWS::Events::Rule").values()
+        if "EventPattern" in p and p["EventPattern"].get("source") == ["aws.sagemaker"]
+    ]
     assert len(approvals) == 1
     assert approvals[0]["EventPattern"] == {
         "source": ["aws.sagemaker"],
@@ -247,7 +259,9 @@ def test_function_layers(functions_by_key, key):
 
 def test_every_async_function_has_an_encrypted_ssl_only_failure_queue_and_alarms(resources, functions_by_key):
     """All edgeloop functions are invoked asynchronously (IoT rules, EventBridge)."""
-    invoke_configs = {p["FunctionName"]["Ref"]: p for p in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()}
+    invoke_configs = {
+        p["FunctionName"]["Ref"]: p for p in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+    }
     queues = of_type(resources, "AWS::SQS::Queue")
     queue_policies = of_type(resources, "AWS::SQS::QueuePolicy").values()
     alarms = of_type(resources, "AWS::CloudWatch::Alarm").values()
@@ -276,7 +290,11 @@ def test_no_function_role_uses_managed_policies_or_full_wildcards(resources, fun
             actions = as_list(statement["Action"])
             assert not any(a == "*" or a.endswith(":*") for a in actions), (key, actions)
             if as_list(statement["Resource"]) == ["*"]:
-                assert set(actions) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "greengrass:CreateDeployment"}, (key, actions)
+                assert set(actions) <= {
+                    "xray:PutTraceSegments",
+                    "xray:PutTelemetryRecords",
+                    "greengrass:CreateDeployment",
+                }, (key, actions)
 
 
 def test_orchestrator_role_is_scoped_to_edgeloop_model_packages_and_rollout_groups(resources, functions_by_key):
@@ -285,7 +303,12 @@ def test_orchestrator_role_is_scoped_to_edgeloop_model_packages_and_rollout_grou
     (package_resource,) = granted["sagemaker:DescribeModelPackage"]
     assert f":model-package/{names.MODEL_PACKAGE_GROUP_PREFIX}-*/*" in package_resource
     assert "greengrass:CreateDeployment" in granted
-    for action in ("iot:CreateThingGroup", "iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup", "iot:ListThingGroupsForThing"):
+    for action in (
+        "iot:CreateThingGroup",
+        "iot:AddThingToThingGroup",
+        "iot:RemoveThingFromThingGroup",
+        "iot:ListThingGroupsForThing",
+    ):
         assert action in granted, action
     assert all(":thinggroup/edgeloop-rollout-*" in r for r in granted["iot:CreateThingGroup"])
     (models,) = granted["s3:GetObject"]
@@ -298,7 +321,9 @@ def test_orchestrator_role_is_scoped_to_edgeloop_model_packages_and_rollout_grou
 def test_ingest_writes_only_raw_and_quarantine(resources, functions_by_key):
     role_id = functions_by_key["ingest"][1]["Role"]["Fn::GetAtt"][0]
     granted = _actions_to_resources(statements(resources, role_id))
-    assert sorted(re.findall(r"/([\w-]+)/\*", " ".join(granted["s3:PutObject"]))) == sorted([names.RAW_PREFIX, names.QUARANTINE_PREFIX])
+    assert sorted(re.findall(r"/([\w-]+)/\*", " ".join(granted["s3:PutObject"]))) == sorted(
+        [names.RAW_PREFIX, names.QUARANTINE_PREFIX]
+    )
     assert not {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"} & set(granted)
 
 

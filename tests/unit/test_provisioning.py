@@ -21,7 +21,9 @@ from edgeloop.provisioning import (
 )
 from edgeloop.schemas import names
 
-POLICY_DOCUMENT = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]})
+POLICY_DOCUMENT = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}
+)
 
 
 @pytest.fixture
@@ -35,8 +37,14 @@ def iot():
 
 
 def request(tmp_path, **changes) -> ProvisioningRequest:
-    fields = dict(thing_name="gw-gent-1", site="plant-gent", line_id="line-1", architecture="aarch64",
-                  runtime_version="1.2.0", out_dir=tmp_path / "out")
+    fields = dict(
+        thing_name="gw-gent-1",
+        site="plant-gent",
+        line_id="line-1",
+        architecture="aarch64",
+        runtime_version="1.2.0",
+        out_dir=tmp_path / "out",
+    )
     return ProvisioningRequest.build(**{**fields, **changes})
 
 
@@ -49,10 +57,15 @@ def test_thing_gets_its_context_attributes_and_type(iot, tmp_path):
     thing = iot.describe_thing(thingName="gw-gent-1")
     assert thing["thingTypeName"] == names.GATEWAY_THING_TYPE
     assert thing["attributes"] == {
-        "site": "plant-gent", "line_id": "line-1", "use_case": "extrusion", "architecture": "aarch64",
+        "site": "plant-gent",
+        "line_id": "line-1",
+        "use_case": "extrusion",
+        "architecture": "aarch64",
         "runtime_version": "1.2.0",
     }
-    searchable = iot.describe_thing_type(thingTypeName=names.GATEWAY_THING_TYPE)["thingTypeProperties"]["searchableAttributes"]
+    searchable = iot.describe_thing_type(thingTypeName=names.GATEWAY_THING_TYPE)["thingTypeProperties"][
+        "searchableAttributes"
+    ]
     assert searchable == list(names.GATEWAY_THING_TYPE_SEARCHABLE)
 
 
@@ -86,13 +99,21 @@ def test_thing_joins_its_site_and_line_groups_which_are_created_once(iot, tmp_pa
 def test_config_file_is_a_valid_gateway_config_pointing_at_the_written_files(iot, tmp_path):
     result = provision_gateway(request(tmp_path), iot=iot)
     config = GatewayConfig.from_file(result.config_path)
-    assert (config.thing_name, config.site, config.line_id, config.use_case) == ("gw-gent-1", "plant-gent", "line-1", "extrusion")
+    assert (config.thing_name, config.site, config.line_id, config.use_case) == (
+        "gw-gent-1",
+        "plant-gent",
+        "line-1",
+        "extrusion",
+    )
     assert (config.architecture, config.runtime_version, config.transport) == ("aarch64", "1.2.0", "mqtt")
     assert (config.broker_host, config.broker_port) == (result.endpoint, 8883)
     assert result.endpoint.endswith("-ats.iot.eu-west-1.amazonaws.com")
     out = (tmp_path / "out").resolve()
-    assert (config.cert_path, config.key_path, config.ca_path) == (out / "certificate.pem.crt", out / "private.pem.key",
-                                                                    out / "AmazonRootCA1.pem")
+    assert (config.cert_path, config.key_path, config.ca_path) == (
+        out / "certificate.pem.crt",
+        out / "private.pem.key",
+        out / "AmazonRootCA1.pem",
+    )
     assert config.buffer_path == out / "buffer.db"
     assert "PRIVATE KEY" in config.key_path.read_text()
     assert stat.S_IMODE(config.key_path.stat().st_mode) == 0o600
@@ -102,7 +123,9 @@ def test_config_file_is_a_valid_gateway_config_pointing_at_the_written_files(iot
 
 
 def test_device_dir_sets_the_paths_the_gateway_will_see(iot, tmp_path):
-    result = provision_gateway(request(tmp_path, device_dir="/etc/edgeloop", buffer_path="/var/lib/edgeloop/b.db"), iot=iot)
+    result = provision_gateway(
+        request(tmp_path, device_dir="/etc/edgeloop", buffer_path="/var/lib/edgeloop/b.db"), iot=iot
+    )
     config = GatewayConfig.from_file(result.config_path)
     assert str(config.cert_path) == "/etc/edgeloop/certificate.pem.crt"
     assert str(config.buffer_path) == "/var/lib/edgeloop/b.db"

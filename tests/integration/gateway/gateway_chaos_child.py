@@ -50,13 +50,25 @@ def stream_sample(i: int) -> tuple[str, int, float]:
 def run(config: dict) -> int:
     buffer = SampleBuffer(Path(config["buffer_path"]), thing_name=config["thing_name"], line_id="line-chaos")
     transport = Mqtt5Transport(
-        config["host"], config["port"], config["cert_path"], config["key_path"], config["ca_path"],
-        client_id=config["thing_name"], min_reconnect_delay_ms=200, max_reconnect_delay_ms=1_000,
+        config["host"],
+        config["port"],
+        config["cert_path"],
+        config["key_path"],
+        config["ca_path"],
+        client_id=config["thing_name"],
+        min_reconnect_delay_ms=200,
+        max_reconnect_delay_ms=1_000,
     )
     publisher = Publisher(
-        buffer, transport, names.telemetry_topic(config["thing_name"]),
-        max_publishes_per_s=config["max_publishes_per_s"], max_payload_bytes=config["max_payload_bytes"],
-        publish_timeout_s=5.0, connect_timeout_s=5.0, min_backoff_s=0.1, max_backoff_s=1.0,
+        buffer,
+        transport,
+        names.telemetry_topic(config["thing_name"]),
+        max_publishes_per_s=config["max_publishes_per_s"],
+        max_payload_bytes=config["max_payload_bytes"],
+        publish_timeout_s=5.0,
+        connect_timeout_s=5.0,
+        min_backoff_s=0.1,
+        max_backoff_s=1.0,
         live_window_s=config["live_window_s"],
     )
     flush = threading.Event()

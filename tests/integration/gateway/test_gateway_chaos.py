@@ -99,8 +99,9 @@ class TelemetryInbox:
             batch = decode_batch(payload)
             assert batch.thing_name == THING
             cols = batch.samples
-            for offset, (index, time_ms, value) in enumerate(zip(cols.metric_index, cols.time_ms, cols.values,
-                                                                  strict=True)):
+            for offset, (index, time_ms, value) in enumerate(
+                zip(cols.metric_index, cols.time_ms, cols.values, strict=True)
+            ):
                 seq = batch.seq_first + offset
                 assert (cols.metrics[index], time_ms, value) == stream_sample(seq), f"seq {seq} carries wrong data"
                 self.copies[seq] += 1
@@ -124,7 +125,10 @@ class GatewayProcess:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(CHILD), str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait_started(self, timeout_s: float = 20.0) -> None:
@@ -157,9 +161,14 @@ class Chaos:
         self.broker = MosquittoBroker(tmp_path / "broker", ca, port=free_port())  # fixed port across restarts
         self.buffer_path = tmp_path / "gateway" / "buffer.sqlite"
         config = {
-            "thing_name": THING, "buffer_path": str(self.buffer_path), "host": self.broker.host,
-            "port": self.broker.port, "cert_path": str(gateway_cert.cert_path),
-            "key_path": str(gateway_cert.key_path), "ca_path": str(gateway_cert.ca_path), **CHILD_SETTINGS,
+            "thing_name": THING,
+            "buffer_path": str(self.buffer_path),
+            "host": self.broker.host,
+            "port": self.broker.port,
+            "cert_path": str(gateway_cert.cert_path),
+            "key_path": str(gateway_cert.key_path),
+            "ca_path": str(gateway_cert.ca_path),
+            **CHILD_SETTINGS,
         }
         config_path = tmp_path / "gateway.json"
         config_path.write_text(json.dumps(config))
@@ -174,8 +183,13 @@ class Chaos:
     # --- the cloud side ----------------------------------------------------------------------------
     def connect_subscriber(self) -> None:
         self.subscriber = connect_mqtt5(
-            self.broker.host, self.broker.port, self.cloud_cert, "cloud-chaos", on_message=self.inbox,
-            timeout_s=10, iot_core_limits=False,
+            self.broker.host,
+            self.broker.port,
+            self.cloud_cert,
+            "cloud-chaos",
+            on_message=self.inbox,
+            timeout_s=10,
+            iot_core_limits=False,
         )
         self.subscriber.subscribe(names.telemetry_topic(THING), qos=1, timeout_s=10)  # returns after SUBACK
 

@@ -67,8 +67,14 @@ def broker(pki, tmp_path: Path):
 
 def transport_for(broker: MosquittoBroker, cert, client_id: str) -> Mqtt5Transport:
     return Mqtt5Transport(
-        broker.host, broker.port, cert.cert_path, cert.key_path, cert.ca_path, client_id,
-        min_reconnect_delay_ms=100, max_reconnect_delay_ms=1000,
+        broker.host,
+        broker.port,
+        cert.cert_path,
+        cert.key_path,
+        cert.ca_path,
+        client_id,
+        min_reconnect_delay_ms=100,
+        max_reconnect_delay_ms=1000,
     )
 
 
@@ -158,7 +164,7 @@ def test_publisher_drains_buffer_survives_a_broker_restart(broker, cloud, gatewa
         buffer.close()
 
     seqs: set[int] = set()
-    for topic, payload in inbox.messages:
+    for _topic, payload in inbox.messages:
         batch = decode_batch(payload)
         assert batch.thing_name == THING and len(payload) <= 128 * 1024
         seqs.update(range(batch.seq_first, batch.seq_last + 1))

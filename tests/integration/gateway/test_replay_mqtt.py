@@ -62,24 +62,43 @@ def broker_and_certs(tmp_path: Path):
 
 def test_replayed_recording_reaches_a_cloud_subscriber_row_by_row(tmp_path, broker_and_certs):
     broker, gateway_cert, cloud_cert = broker_and_certs
-    cloud = Mqtt5Transport(broker.host, broker.port, cloud_cert.cert_path, cloud_cert.key_path, cloud_cert.ca_path,
-                           "cloud-replay-itest")
+    cloud = Mqtt5Transport(
+        broker.host, broker.port, cloud_cert.cert_path, cloud_cert.key_path, cloud_cert.ca_path, "cloud-replay-itest"
+    )
     inbox = TelemetryInbox()
     cloud.connect(timeout_s=10)
     try:
         cloud.subscribe(f"{names.TOPIC_ROOT}/+/telemetry", inbox, timeout_s=5)
         config = GatewayConfig(
-            thing_name=THING, site="site-1", line_id="line-1", use_case="extrusion", architecture="x86_64",
-            runtime_version="1.0.0", broker_host=broker.host, broker_port=broker.port,
-            cert_path=gateway_cert.cert_path, key_path=gateway_cert.key_path, ca_path=gateway_cert.ca_path,
+            thing_name=THING,
+            site="site-1",
+            line_id="line-1",
+            use_case="extrusion",
+            architecture="x86_64",
+            runtime_version="1.0.0",
+            broker_host=broker.host,
+            broker_port=broker.port,
+            cert_path=gateway_cert.cert_path,
+            key_path=gateway_cert.key_path,
+            ca_path=gateway_cert.ca_path,
             buffer_path=tmp_path / "gateway" / "buffer.db",
         ).to_file(tmp_path / "gateway.json")
         completed = subprocess.run(
-            [sys.executable, "-m", "edgeloop.device_shims.replay",
-             "--mapping", str(EXAMPLES / "extrusion_recording.mapping.yaml"),
-             "--gateway-config", str(config), "--drain-timeout", "30",
-             str(EXAMPLES / "extrusion_recording.csv")],
-            capture_output=True, text=True, timeout=90,
+            [
+                sys.executable,
+                "-m",
+                "edgeloop.device_shims.replay",
+                "--mapping",
+                str(EXAMPLES / "extrusion_recording.mapping.yaml"),
+                "--gateway-config",
+                str(config),
+                "--drain-timeout",
+                "30",
+                str(EXAMPLES / "extrusion_recording.csv"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
         report = json.loads(completed.stdout)
@@ -87,7 +106,12 @@ def test_replayed_recording_reaches_a_cloud_subscriber_row_by_row(tmp_path, brok
         recording = pd.read_csv(EXAMPLES / "extrusion_recording.csv", dtype=str, keep_default_na=False)
         expected = int((recording[list(MAPPED_COLUMNS)] != "").to_numpy().sum())
         assert expected == 150
-        assert (report["rows"], report["accepted"], report["rejected"], report["pending"]) == (len(recording), expected, {}, 0)
+        assert (report["rows"], report["accepted"], report["rejected"], report["pending"]) == (
+            len(recording),
+            expected,
+            {},
+            0,
+        )
         assert inbox.wait_for(expected, timeout_s=15) == expected
     finally:
         cloud.disconnect()
@@ -97,5 +121,9 @@ def test_replayed_recording_reaches_a_cloud_subscriber_row_by_row(tmp_path, brok
         per_row[time_ms] = per_row.get(time_ms, 0) + 1
     assert len(per_row) == len(recording) and set(per_row.values()) == {len(MAPPED_COLUMNS)}
     assert {metric for metric, _, _ in inbox.samples.values()} == {
-        "speed", "screw_rpm", "temp_die", "pressure", "cold_od_average",
+        "speed",
+        "screw_rpm",
+        "temp_die",
+        "pressure",
+        "cold_od_average",
     }

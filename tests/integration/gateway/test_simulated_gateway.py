@@ -75,7 +75,14 @@ def runtime(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inbox(runtime):
     inbox = CloudInbox()
-    connection = connect_mqtt5(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, "test-cloud-sim", on_message=inbox, iot_core_limits=False)
+    connection = connect_mqtt5(
+        runtime.broker.host,
+        runtime.broker.port,
+        runtime.cloud_cert,
+        "test-cloud-sim",
+        on_message=inbox,
+        iot_core_limits=False,
+    )
     connection.subscribe(f"{names.TOPIC_ROOT}/#")
     yield inbox
     connection.stop()
@@ -84,14 +91,28 @@ def inbox(runtime):
 def write_config(runtime, home: Path, thing: str, line_id: str, **fields) -> SimulatedGatewayConfig:
     cert = runtime.certs[thing]
     gateway = GatewayConfig(
-        thing_name=thing, site="plant-a", line_id=line_id, use_case="extrusion", architecture="x86_64",
-        runtime_version="1.2.0", broker_host=runtime.broker.host, broker_port=runtime.broker.port,
-        cert_path=cert.cert_path, key_path=cert.key_path, ca_path=cert.ca_path, buffer_path=home / "buffer.sqlite",
+        thing_name=thing,
+        site="plant-a",
+        line_id=line_id,
+        use_case="extrusion",
+        architecture="x86_64",
+        runtime_version="1.2.0",
+        broker_host=runtime.broker.host,
+        broker_port=runtime.broker.port,
+        cert_path=cert.cert_path,
+        key_path=cert.key_path,
+        ca_path=cert.ca_path,
+        buffer_path=home / "buffer.sqlite",
     )
     now_s = int(time.time()) // 60 * 60
     config = SimulatedGatewayConfig(
-        gateway=gateway, seed=11, sim_start_ms=(now_s - 6 * 3600) * 1000,
-        state_file=home / "state.json", stop_file=home / "stop", context_file=home / "context.jsonl", **fields,
+        gateway=gateway,
+        seed=11,
+        sim_start_ms=(now_s - 6 * 3600) * 1000,
+        state_file=home / "state.json",
+        stop_file=home / "stop",
+        context_file=home / "context.jsonl",
+        **fields,
     )
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.json").write_text(config.model_dump_json(indent=2))
@@ -109,7 +130,9 @@ def wait_for(what: str, condition, proc, config, timeout: float = WAIT_S) -> Non
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"gateway exited ({proc.returncode}) waiting for {what}: {gateway_log_path(config.state_file.parent / 'config.json').read_text()[-3000:]}")
+            raise AssertionError(
+                f"gateway exited ({proc.returncode}) waiting for {what}: {gateway_log_path(config.state_file.parent / 'config.json').read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s; state {state(config)}")
         time.sleep(0.1)
@@ -117,8 +140,13 @@ def wait_for(what: str, condition, proc, config, timeout: float = WAIT_S) -> Non
 
 def test_history_with_an_outage_lands_every_sample_once(runtime, inbox, tmp_path):
     config = write_config(
-        runtime, tmp_path / HISTORY_THING, HISTORY_THING, "line-1",
-        history_s=20 * 60, offline_windows=[(5 * 60, 5 * 60)], max_live_s=0,
+        runtime,
+        tmp_path / HISTORY_THING,
+        HISTORY_THING,
+        "line-1",
+        history_s=20 * 60,
+        offline_windows=[(5 * 60, 5 * 60)],
+        max_live_s=0,
     )
     [proc] = launch_fleet([config.state_file.parent / "config.json"])
     try:
@@ -157,21 +185,36 @@ def _upload_model(version: str) -> ModelUpdate:
     weights = np.zeros(len(USE_CASE.feature_names), dtype=np.float32)
     weights[USE_CASE.feature_names.index("cold_od_average__last")] = 1.0
     data = write_payload(
-        LinearModel(weights=weights, bias=0.0), model_id="extrusion-line-2", version=version,
-        objective="reg:squarederror", base_score=0.0, features=USE_CASE.feature_names,
+        LinearModel(weights=weights, bias=0.0),
+        model_id="extrusion-line-2",
+        version=version,
+        objective="reg:squarederror",
+        base_score=0.0,
+        features=USE_CASE.feature_names,
     )
     key = f"{names.MODELS_PREFIX}/extrusion-line-2/{version}/fp32.npz"
     client("s3").put_object(Bucket=names.LOCAL_MODEL_BUCKET, Key=key, Body=data)
     return ModelUpdate(
-        deployment_id=f"dep-{version}", model_id="extrusion-line-2", version=version, precision=Precision.FP32,
-        payload_uri=f"s3://{names.LOCAL_MODEL_BUCKET}/{key}", sha256=hashlib.sha256(data).hexdigest(),
-        features=USE_CASE.feature_names, feature_schema_hash=feature_schema_hash(USE_CASE.feature_names),
+        deployment_id=f"dep-{version}",
+        model_id="extrusion-line-2",
+        version=version,
+        precision=Precision.FP32,
+        payload_uri=f"s3://{names.LOCAL_MODEL_BUCKET}/{key}",
+        sha256=hashlib.sha256(data).hexdigest(),
+        features=USE_CASE.feature_names,
+        feature_schema_hash=feature_schema_hash(USE_CASE.feature_names),
     )
 
 
 def test_live_phase_applies_an_update_and_publishes_predictions(runtime, inbox, tmp_path):
     config = write_config(
-        runtime, tmp_path / LIVE_THING, LIVE_THING, "line-2", history_s=10 * 60, live_speedup=60, max_live_s=3600,
+        runtime,
+        tmp_path / LIVE_THING,
+        LIVE_THING,
+        "line-2",
+        history_s=10 * 60,
+        live_speedup=60,
+        max_live_s=3600,
     )
     [proc] = launch_fleet([config.state_file.parent / "config.json"])
     try:
@@ -218,14 +261,35 @@ def test_sigterm_stops_cleanly_and_drains(runtime, inbox, tmp_path):
 
 def test_invalid_config_names_the_field(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"gateway": {}, "seed": 1, "sim_start_ms": 0, "history_s": 60,
-                                "offline_windows": [[10, 0]], "state_file": "s", "stop_file": "x", "context_file": "c"}))
+    path.write_text(
+        json.dumps(
+            {
+                "gateway": {},
+                "seed": 1,
+                "sim_start_ms": 0,
+                "history_s": 60,
+                "offline_windows": [[10, 0]],
+                "state_file": "s",
+                "stop_file": "x",
+                "context_file": "c",
+            }
+        )
+    )
     with pytest.raises(ValueError, match="gateway.thing_name"):
         SimulatedGatewayConfig.from_file(path)
     document = json.loads(path.read_text())
-    document["gateway"] = json.loads(GatewayConfig(
-        thing_name="gw-x", site="plant-a", line_id="line-1", use_case="extrusion", architecture="x86_64",
-        runtime_version="1.0.0", transport="greengrass", buffer_path=tmp_path / "b.sqlite").model_dump_json())
+    document["gateway"] = json.loads(
+        GatewayConfig(
+            thing_name="gw-x",
+            site="plant-a",
+            line_id="line-1",
+            use_case="extrusion",
+            architecture="x86_64",
+            runtime_version="1.0.0",
+            transport="greengrass",
+            buffer_path=tmp_path / "b.sqlite",
+        ).model_dump_json()
+    )
     path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match=r"offline_windows\[0\]=\(10, 0\)"):
         SimulatedGatewayConfig.from_file(path)

@@ -257,7 +257,9 @@ def test_the_bridge_turns_messages_into_iot_rule_events(runtime):
 def test_the_bridge_refuses_routes_without_a_handler(runtime):
     with pytest.raises(ValueError, match="status_intake"):
         IotRuleBridge(
-            runtime.broker.host, runtime.broker.port, runtime.cloud_cert,
+            runtime.broker.host,
+            runtime.broker.port,
+            runtime.cloud_cert,
             handlers={"ingest": RecordingHandler(), "device_registry": RecordingHandler()},
         )
 

@@ -75,9 +75,7 @@ def test_good_batch_lands_under_ingestion_time_and_sequence_range(s3):
     result = ingest(s3, wire(batch_doc(4)))
 
     assert result.landed_samples == 4 and result.quarantined_samples == 0 and not result.duplicate
-    assert result.raw_key == (
-        f"raw/ingest_date=2026-01-01/hour=13/thing={THING}/{100:020d}-{103:020d}.json.gz"
-    )
+    assert result.raw_key == (f"raw/ingest_date=2026-01-01/hour=13/thing={THING}/{100:020d}-{103:020d}.json.gz")
     raw = landed(s3, result.raw_key)
     assert raw.seq == [100, 101, 102, 103]
     assert raw.received_at_ms == RECEIVED_AT_MS

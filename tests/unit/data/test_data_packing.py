@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import numpy as np
@@ -46,7 +46,7 @@ from edgeloop.schemas import (
 )
 
 BUCKET = "edgeloop-packing-test"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
 TARGET = "cold_od_average"
 # Small windows so answers are easy to count: 10-step packs every 5 s, label 5 s later over 4 s.
@@ -77,14 +77,24 @@ def run(run_id: str, start_s: int, end_s: int, *, lower=1.0, upper=3.0, line="li
     )
 
 
-def curated(start_s: int, end_s: int, *, speed=lambda k: float(k), temp=lambda k: 200.0, target=lambda k: 2.0, line="line-1"):
+def curated(
+    start_s: int, end_s: int, *, speed=lambda k: float(k), temp=lambda k: 200.0, target=lambda k: 2.0, line="line-1"
+):
     """One sample per second per metric for k in [start_s, end_s), as curated rows."""
     rows = []
     for k in range(start_s, end_s):
         for metric, fn in (("speed", speed), ("temp_die", temp), (TARGET, target)):
             value = fn(k)
             if value is not None:
-                rows.append({"thing_name": "gw-1", "line_id": line, "metric": metric, "time_ms": T0_MS + k * 1000, "value": value})
+                rows.append(
+                    {
+                        "thing_name": "gw-1",
+                        "line_id": line,
+                        "metric": metric,
+                        "time_ms": T0_MS + k * 1000,
+                        "value": value,
+                    }
+                )
     frame = pd.DataFrame(rows)
     frame["seq"] = np.arange(len(frame))
     frame["ingest_time_ms"] = T0_MS
@@ -114,7 +124,9 @@ def test_constant_target_inside_a_run_gives_that_label_and_known_features():
 
 
 def test_label_is_mean_of_raw_target_samples_in_the_label_window():
-    examples = build_examples(curated(0, 40, target=lambda k: float(k)), [run("r1", 0, 40, lower=0, upper=100)], USE_CASE)
+    examples = build_examples(
+        curated(0, 40, target=lambda k: float(k)), [run("r1", 0, 40, lower=0, upper=100)], USE_CASE
+    )
     # pack [0, 10) -> label window [15, 19): mean of 15, 16, 17, 18
     first = examples.iloc[0]
     assert first["label"] == pytest.approx(16.5)
@@ -148,7 +160,9 @@ def test_no_runs_give_an_empty_table_with_the_same_columns():
     ],
 )
 def test_spec_class_boundaries(target, expected):
-    examples = build_examples(curated(0, 30, target=lambda k: target), [run("r1", 0, 30, lower=1.0, upper=3.0)], USE_CASE)
+    examples = build_examples(
+        curated(0, 30, target=lambda k: target), [run("r1", 0, 30, lower=1.0, upper=3.0)], USE_CASE
+    )
     assert len(examples) > 0
     assert set(examples["label_class"]) == {expected.value}
     assert (examples["spec_lower"] == 1.0).all() and (examples["spec_upper"] == 3.0).all()
@@ -231,7 +245,9 @@ def test_predictions_other_lines_and_specless_runs_are_ignored():
         ],
         ignore_index=True,
     )
-    state = ContextInterval(kind=ContextKind.STATE, interval_id="s", line_id="line-1", start=T0, end=T0 + timedelta(seconds=30))
+    state = ContextInterval(
+        kind=ContextKind.STATE, interval_id="s", line_id="line-1", start=T0, end=T0 + timedelta(seconds=30)
+    )
     build = assemble_examples(data, [run("r1", 0, 30), run("nospec", 0, 30, spec=False), state], USE_CASE)
 
     assert set(build.examples["run_id"]) == {"r1"} and build.stats.runs_without_spec == 1
@@ -261,7 +277,10 @@ def test_lines_from_event_shapes():
     key = "curated/line=line-7/event_date=2026-01-01/part-abc.parquet"
     assert lines_from_event({"Records": [{"s3": {"object": {"key": key}}}]}) == ["line-7"]
     assert lines_from_event({"detail": {"object": {"key": key}}}) == ["line-7"]
-    assert lines_from_event({"partitions": ["curated/line=line-8/event_date=2026-01-01/"], "line_ids": ["a"]}) == ["a", "line-8"]
+    assert lines_from_event({"partitions": ["curated/line=line-8/event_date=2026-01-01/"], "line_ids": ["a"]}) == [
+        "a",
+        "line-8",
+    ]
     assert lines_from_event({"detail": {"object": {"key": "raw/ingest_date=x/y"}}}) == []
     with pytest.raises(ValueError, match="Bad Line"):
         lines_from_event({"line_id": "Bad Line"})
@@ -323,7 +342,9 @@ def _land_line(seconds: int, *, target: float = 2.0) -> None:
             line_id="line-1",
             seq_first=seq,
             seq_last=seq + len(times) - 1,
-            samples=ColumnarSamples(metrics=["speed", "temp_die", TARGET], metric_index=metric_index, time_ms=times, values=values),
+            samples=ColumnarSamples(
+                metrics=["speed", "temp_die", TARGET], metric_index=metric_index, time_ms=times, values=values
+            ),
         )
         seq += len(times)
         event = IotRuleEvent.from_message(names.telemetry_topic("gw-1"), encode_batch(batch), times[-1] + 500)
@@ -350,7 +371,10 @@ def test_metric_packer_handler_rebuilds_lines_of_new_curated_partitions(s3, monk
     handler._settings.cache_clear()
     _land_line(1200)  # the extrusion use case: 300 s packs, 300 s horizon, 30 s labels, 30 s stride
     put_context_intervals(BUCKET, "line-1", [run("r1", 0, 1200, lower=1.0, upper=3.0)])
-    event = {"detail-type": "Object Created", "detail": {"object": {"key": "curated/line=line-1/event_date=2026-01-01/part-x.parquet"}}}
+    event = {
+        "detail-type": "Object Created",
+        "detail": {"object": {"key": "curated/line=line-1/event_date=2026-01-01/part-x.parquet"}},
+    }
 
     result = handler.lambda_handler(event, None)
 

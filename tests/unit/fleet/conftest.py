@@ -6,13 +6,12 @@ import functools
 import threading
 
 import pytest
+from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, create_fleet_tables
 from moto import mock_aws
 from moto.dynamodb.models.table import Table
 
 from edgeloop.functions.device_registry.data_access import DeviceTable
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
-
-from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, create_fleet_tables
 
 _WRITE_LOCK = threading.RLock()
 

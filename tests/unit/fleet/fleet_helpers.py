@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 
@@ -24,7 +24,7 @@ from edgeloop.schemas import (
 )
 from edgeloop.schemas.names import TableKeys
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DEVICE_TABLE = "test-devices"
 DEPLOYMENT_TABLE = "test-deployments"
 MODEL_BUCKET = "test-models"
@@ -143,7 +143,9 @@ class RecordingDelivery:
         return [wave.index for _, wave, _ in self.deliveries]
 
 
-def status_report(thing: str, deployment_id: str, status: DeviceStatus, sent_at: datetime, *, version: str = "2.0.0", reason: str = "") -> ModelStatusReport:
+def status_report(
+    thing: str, deployment_id: str, status: DeviceStatus, sent_at: datetime, *, version: str = "2.0.0", reason: str = ""
+) -> ModelStatusReport:
     return ModelStatusReport(
         thing_name=thing,
         deployment_id=deployment_id,

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fleet_helpers import FEATURES
 
 from edgeloop.functions.orchestrator.delivery import (
     DEFAULT_DEPLOYMENT_POLICIES,
@@ -24,8 +25,6 @@ from edgeloop.functions.orchestrator.delivery import (
 )
 from edgeloop.functions.orchestrator.settings import RolloutSettings
 from edgeloop.schemas import ModelUpdate, Precision, RolloutWave, feature_schema_hash, names
-
-from fleet_helpers import FEATURES
 
 DEPLOYMENT = "edgeloop-extrusion-line-1-3-0123456789ab"
 GROUP = f"edgeloop-rollout-{DEPLOYMENT}-fp16-leaves"
@@ -155,7 +154,7 @@ def test_local_delivery_publishes_the_update_on_each_targets_topic():
 def _write_identity(directory, common_name: str) -> dict[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -215,7 +214,10 @@ def test_local_delivery_from_environment_connects_once_with_the_cloud_identity(t
     assert str(cert.key_path) == environ[names.LOCAL_CLOUD_KEY_ENV]
     assert str(cert.ca_path) == environ[names.LOCAL_CA_ENV]
     assert client_id.startswith("edgeloop-cloud-delivery-")
-    assert [(t, q) for t, _, q in connections[0].published] == [("edgeloop/gw-1/model-update", 1), ("edgeloop/gw-2/model-update", 1)] * 2
+    assert [(t, q) for t, _, q in connections[0].published] == [
+        ("edgeloop/gw-1/model-update", 1),
+        ("edgeloop/gw-2/model-update", 1),
+    ] * 2
     assert connections[0].stopped
 
 
@@ -259,7 +261,10 @@ def test_delivery_is_chosen_by_the_environment(tmp_path, monkeypatch):
 
 
 def test_greengrass_settings_require_component_versions():
-    with pytest.raises(ValueError, match=f"needs {names.GATEWAY_COMPONENT_VERSION_ENV} and {names.MODEL_RUNNER_COMPONENT_VERSION_ENV} set"):
+    with pytest.raises(
+        ValueError,
+        match=f"needs {names.GATEWAY_COMPONENT_VERSION_ENV} and {names.MODEL_RUNNER_COMPONENT_VERSION_ENV} set",
+    ):
         RolloutSettings.from_env(_rollout_environ())
     with pytest.raises(ValueError, match=f"{names.DELIVERY_ENV}='carrier-pigeon'"):
         RolloutSettings.from_env(_rollout_environ(**{names.DELIVERY_ENV: "carrier-pigeon"}))

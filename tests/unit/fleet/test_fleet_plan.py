@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from fleet_helpers import NOW, device, manifest, tier
 
 from edgeloop.functions.orchestrator.logic import deployment_id_for, model_updates, plan_rollout
 from edgeloop.schemas import Architecture, DeploymentState, DeviceStatus, Precision
-
-from fleet_helpers import NOW, device, manifest, tier
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
 ALL = [Precision.FP32, Precision.FP16_LEAVES, Precision.QUANTIZED]
@@ -30,7 +29,12 @@ def _mixed_fleet():
     return [
         device("gw-x86", architecture="x86_64", runtime_version="1.2.0", supported_precisions=ALL),
         device("gw-a64", architecture="aarch64", runtime_version="1.0.5", supported_precisions=ALL, line_id="line-3"),
-        device("gw-a64-fp16", architecture="aarch64", runtime_version="1.9.0", supported_precisions=["fp16-leaves", "quantized"]),
+        device(
+            "gw-a64-fp16",
+            architecture="aarch64",
+            runtime_version="1.9.0",
+            supported_precisions=["fp16-leaves", "quantized"],
+        ),
         device("gw-a64-picky", architecture="aarch64", runtime_version="1.0.5", supported_precisions=["fp16-leaves"]),
         # 1.10.0 >= 1.9.0 by semver (as strings it would sort below)
         device("gw-arm-new", architecture="armv7l", runtime_version="1.10.0", supported_precisions=ALL),
@@ -105,12 +109,21 @@ def test_waves_are_a_canary_then_the_rest_per_tier_most_precise_first():
     assert sorted(record.targets) == sorted(d.thing_name for d in fleet)
     assert all(w.failure_threshold == 0.25 for w in record.waves)
     # Deterministic for one package, so a repeated approval plans the same waves.
-    assert plan_rollout(manifest(), list(reversed(fleet)), model_package_arn=ARN, canary_share=0.1, failure_threshold=0.25, now=NOW) == record
+    assert (
+        plan_rollout(
+            manifest(), list(reversed(fleet)), model_package_arn=ARN, canary_share=0.1, failure_threshold=0.25, now=NOW
+        )
+        == record
+    )
 
 
-@pytest.mark.parametrize(("devices", "share", "canaries"), [(30, 0.1, 3), (10, 0.1, 1), (1, 0.1, 1), (5, 1.0, 5), (7, 0.5, 4)])
+@pytest.mark.parametrize(
+    ("devices", "share", "canaries"), [(30, 0.1, 3), (10, 0.1, 1), (1, 0.1, 1), (5, 1.0, 5), (7, 0.5, 4)]
+)
 def test_canary_size_is_the_ceiling_of_the_share(devices, share, canaries):
-    record = plan_rollout(manifest(), [device(f"gw-{i}") for i in range(devices)], model_package_arn=ARN, canary_share=share, now=NOW)
+    record = plan_rollout(
+        manifest(), [device(f"gw-{i}") for i in range(devices)], model_package_arn=ARN, canary_share=share, now=NOW
+    )
     assert len(record.waves[0].targets) == canaries
     assert sum(len(w.targets) for w in record.waves) == devices
     assert len(record.waves) == (1 if canaries == devices else 2)
@@ -119,11 +132,16 @@ def test_canary_size_is_the_ceiling_of_the_share(devices, share, canaries):
 def test_no_eligible_device_plans_a_failed_rollout_with_the_reason():
     record = plan_rollout(manifest(), [device("gw-1", line_id="line-9")], model_package_arn=ARN, now=NOW)
     assert record.waves == [] and record.state is DeploymentState.FAILED
-    assert record.reason == "no device of use case 'extrusion' on lines ['line-1'] can run any tier of extrusion-line-1 2.0.0"
+    assert (
+        record.reason
+        == "no device of use case 'extrusion' on lines ['line-1'] can run any tier of extrusion-line-1 2.0.0"
+    )
     assert record.excluded[0].reason == "line line-9 not targeted"
 
 
-@pytest.mark.parametrize(("field", "value"), [("canary_share", 0.0), ("canary_share", 1.5), ("failure_threshold", -0.1)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("canary_share", 0.0), ("canary_share", 1.5), ("failure_threshold", -0.1)]
+)
 def test_bad_rollout_parameters_are_refused(field, value):
     with pytest.raises(ValueError, match=f"{field}={value}"):
         plan_rollout(manifest(), [device("gw-1")], model_package_arn=ARN, now=NOW, **{field: value})

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import boto3
 import pytest
+from fleet_helpers import DEVICE_TABLE, NOW, device, rule_event
 
 from edgeloop.functions.device_registry import handler as registry_handler
 from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, WriteConflict
@@ -13,8 +14,6 @@ from edgeloop.functions.device_registry.logic import handle_announcement, regist
 from edgeloop.functions.device_registry.settings import Settings
 from edgeloop.functions.fleet_status.logic import fleet_status
 from edgeloop.schemas import Architecture, DeviceAnnouncement, DeviceStatus, Precision, names
-
-from fleet_helpers import DEVICE_TABLE, NOW, device, rule_event
 
 
 def _announcement(thing: str = "gw-1", **overrides) -> DeviceAnnouncement:
@@ -79,7 +78,11 @@ def test_reannouncement_refreshes_hardware_and_keeps_model_fields(devices):
     assert record.last_seen == later
     assert (record.current_model_id, record.current_model_version) == ("extrusion-line-1", "1.0.0")
     assert (record.desired_model_version, record.deployment_id) == ("2.0.0", "dep-1")
-    assert (record.status, record.reason, record.status_since) == (DeviceStatus.PENDING, "waiting", NOW - timedelta(hours=2))
+    assert (record.status, record.reason, record.status_since) == (
+        DeviceStatus.PENDING,
+        "waiting",
+        NOW - timedelta(hours=2),
+    )
     assert devices.get("gw-1") == record
 
 
@@ -126,7 +129,9 @@ def test_handler_registers_and_refuses(devices, monkeypatch):
     announcement = _announcement().model_dump(mode="json")
 
     created = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-1"), announcement).model_dump(), None)
-    refreshed = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-1"), announcement).model_dump(), None)
+    refreshed = registry_handler.lambda_handler(
+        rule_event(names.announce_topic("gw-1"), announcement).model_dump(), None
+    )
     refused = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-9"), announcement).model_dump(), None)
 
     assert created["created"] is True and created["record"]["thing_name"] == "gw-1"

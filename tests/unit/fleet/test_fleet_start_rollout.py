@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import boto3
 import pytest
-
-from edgeloop.functions.orchestrator import handler as orchestrator_handler
-from edgeloop.functions.orchestrator.logic import NotApproved, deployment_id_for, start_rollout
-from edgeloop.schemas import DeploymentState, DeviceStatus, Precision, names
-
 from fleet_helpers import (
     DEPLOYMENT_TABLE,
     DEVICE_TABLE,
@@ -18,6 +13,10 @@ from fleet_helpers import (
     device,
     manifest,
 )
+
+from edgeloop.functions.orchestrator import handler as orchestrator_handler
+from edgeloop.functions.orchestrator.logic import NotApproved, deployment_id_for, start_rollout
+from edgeloop.schemas import DeploymentState, DeviceStatus, Precision, names
 
 GROUP = names.model_package_group_name("extrusion", "line-1")
 MANIFEST_KEY = f"{names.MODELS_PREFIX}/extrusion-line-1/2.0.0/manifest.json"
@@ -74,7 +73,9 @@ def test_an_approval_plans_records_marks_and_delivers_the_first_wave(devices, de
     _fleet(devices)
     delivery = RecordingDelivery()
 
-    record = start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW)
+    record = start_rollout(
+        _event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW
+    )
 
     assert record.deployment_id == deployment_id_for(arn)
     assert record.state is DeploymentState.IN_PROGRESS
@@ -105,17 +106,25 @@ def test_an_approval_plans_records_marks_and_delivers_the_first_wave(devices, de
     deployment_id, wave, update = delivery.deliveries[0]
     assert (deployment_id, wave) == (record.deployment_id, record.waves[0])
     assert update.payload_uri == f"s3://{MODEL_BUCKET}/{manifest().tier(Precision.FP32).payload_key}"
-    assert (update.version, update.precision, update.sha256) == ("2.0.0", Precision.FP32, manifest().tier(Precision.FP32).sha256)
+    assert (update.version, update.precision, update.sha256) == (
+        "2.0.0",
+        Precision.FP32,
+        manifest().tier(Precision.FP32).sha256,
+    )
 
 
 def test_a_repeated_approval_event_changes_nothing(devices, deployments):
     arn = _register()
     _fleet(devices)
     delivery = RecordingDelivery()
-    first = start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW)
+    first = start_rollout(
+        _event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW
+    )
     devices_after_first = devices.scan_all()
 
-    again = start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET)
+    again = start_rollout(
+        _event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET
+    )
 
     assert again == first
     assert len(delivery.deliveries) == 1
@@ -128,10 +137,14 @@ def test_a_start_that_failed_to_deliver_completes_on_the_retried_event(devices, 
     _fleet(devices)
     delivery = RecordingDelivery(fail_times=1)
     with pytest.raises(ConnectionError):
-        start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW)
+        start_rollout(
+            _event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW
+        )
     assert deployments.get(deployment_id_for(arn)).state is DeploymentState.PLANNED
 
-    record = start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW)
+    record = start_rollout(
+        _event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET, now=NOW
+    )
     assert record.state is DeploymentState.IN_PROGRESS and delivery.waves == [0]
 
 
@@ -141,21 +154,36 @@ def test_events_other_than_approval_are_ignored(devices, deployments, status):
     _fleet(devices)
     delivery = RecordingDelivery()
     with pytest.raises(NotApproved, match=status):
-        start_rollout(_event(arn, status), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET)
+        start_rollout(
+            _event(arn, status), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET
+        )
     # An "Approved" event for a package the registry no longer holds approved is ignored too.
     with pytest.raises(NotApproved, match=f"is {status} in the registry"):
-        start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET)
+        start_rollout(
+            _event(arn), devices=devices, deployments=deployments, delivery=delivery, model_bucket=MODEL_BUCKET
+        )
     assert delivery.deliveries == [] and deployments.scan_all() == []
 
 
 def test_a_package_without_manifest_metadata_is_refused_by_name(devices, deployments):
     arn = _register(manifest_uri="https://example.invalid/manifest.json")
     with pytest.raises(ValueError, match="manifest uri='https://example.invalid/manifest.json' is not an s3:// URI"):
-        start_rollout(_event(arn), devices=devices, deployments=deployments, delivery=RecordingDelivery(), model_bucket=MODEL_BUCKET)
+        start_rollout(
+            _event(arn),
+            devices=devices,
+            deployments=deployments,
+            delivery=RecordingDelivery(),
+            model_bucket=MODEL_BUCKET,
+        )
 
 
 def test_a_malformed_event_is_refused_naming_the_field(devices, deployments):
-    common = {"devices": devices, "deployments": deployments, "delivery": RecordingDelivery(), "model_bucket": MODEL_BUCKET}
+    common = {
+        "devices": devices,
+        "deployments": deployments,
+        "delivery": RecordingDelivery(),
+        "model_bucket": MODEL_BUCKET,
+    }
     with pytest.raises(ValueError, match="detail-type='Object Created'"):
         start_rollout({**_event("arn:x"), "detail-type": "Object Created"}, **common)
     event = _event("arn:x")

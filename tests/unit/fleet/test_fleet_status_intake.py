@@ -6,12 +6,6 @@ import random
 import threading
 from datetime import timedelta
 
-from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
-from edgeloop.functions.orchestrator.waves import begin
-from edgeloop.functions.status_intake import handler as intake_handler
-from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
-from edgeloop.schemas import DeploymentState, DeviceStatus, names
-
 from fleet_helpers import (
     DEPLOYMENT_TABLE,
     DEVICE_TABLE,
@@ -24,6 +18,12 @@ from fleet_helpers import (
     status_report,
 )
 
+from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
+from edgeloop.functions.orchestrator.waves import begin
+from edgeloop.functions.status_intake import handler as intake_handler
+from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
+from edgeloop.schemas import DeploymentState, DeviceStatus, names
+
 
 def _event(report):
     return rule_event(names.model_status_topic(report.thing_name), report.model_dump(mode="json"))
@@ -32,19 +32,30 @@ def _event(report):
 def test_a_report_updates_status_version_reason_and_since(devices):
     devices.put(device("gw-1", current_model_version="1.0.0", status=DeviceStatus.PENDING, deployment_id="dep-1"))
     sent = NOW + timedelta(minutes=1)
-    outcome, record = record_report(status_report("gw-1", "dep-1", DeviceStatus.APPLIED, sent), devices, now=sent + timedelta(seconds=2))
+    outcome, record = record_report(
+        status_report("gw-1", "dep-1", DeviceStatus.APPLIED, sent), devices, now=sent + timedelta(seconds=2)
+    )
 
     assert outcome is Outcome.RECORDED
-    assert (record.status, record.current_model_id, record.current_model_version) == (DeviceStatus.APPLIED, "extrusion-line-1", "2.0.0")
+    assert (record.status, record.current_model_id, record.current_model_version) == (
+        DeviceStatus.APPLIED,
+        "extrusion-line-1",
+        "2.0.0",
+    )
     assert (record.status_since, record.last_seen, record.deployment_id) == (sent, sent + timedelta(seconds=2), "dep-1")
     assert devices.get("gw-1") == record
 
     rejected_at = sent + timedelta(minutes=1)
     outcome, record = record_report(
-        status_report("gw-1", "dep-2", DeviceStatus.REJECTED, rejected_at, version="3.0.0", reason="sha256 mismatch"), devices
+        status_report("gw-1", "dep-2", DeviceStatus.REJECTED, rejected_at, version="3.0.0", reason="sha256 mismatch"),
+        devices,
     )
     # A rejected update leaves the device on the model it had.
-    assert (record.status, record.reason, record.current_model_version) == (DeviceStatus.REJECTED, "sha256 mismatch", "2.0.0")
+    assert (record.status, record.reason, record.current_model_version) == (
+        DeviceStatus.REJECTED,
+        "sha256 mismatch",
+        "2.0.0",
+    )
     assert (record.status_since, record.deployment_id) == (rejected_at, "dep-2")
 
 
@@ -59,7 +70,10 @@ def test_a_stale_report_is_ignored_and_counted(devices):
     assert record.status is DeviceStatus.APPLIED and record.reason == ""
     assert record_report(newer, devices)[0] is Outcome.STALE  # the same report delivered twice
     # Microseconds count: 1 µs newer is newer.
-    assert record_report(newer.model_copy(update={"sent_at": newer.sent_at + timedelta(microseconds=1)}), devices)[0] is Outcome.RECORDED
+    assert (
+        record_report(newer.model_copy(update={"sent_at": newer.sent_at + timedelta(microseconds=1)}), devices)[0]
+        is Outcome.RECORDED
+    )
 
 
 def test_200_concurrent_reports_on_20_devices_leave_the_newest_of_each(devices):
@@ -107,9 +121,13 @@ def test_refused_reports_name_the_problem(devices, deployments):
     common = {"devices": devices, "deployments": deployments, "delivery": delivery, "now": NOW}
     report = status_report("gw-1", "dep-1", DeviceStatus.APPLIED, NOW)
 
-    wrong_topic = handle_status_report(rule_event(names.model_status_topic("gw-2"), report.model_dump(mode="json")), **common)
+    wrong_topic = handle_status_report(
+        rule_event(names.model_status_topic("gw-2"), report.model_dump(mode="json")), **common
+    )
     assert wrong_topic.outcome is Outcome.REFUSED
-    assert wrong_topic.refused == "thing_name='gw-1' does not match the thing 'gw-2' of topic 'edgeloop/gw-2/model-status'"
+    assert (
+        wrong_topic.refused == "thing_name='gw-1' does not match the thing 'gw-2' of topic 'edgeloop/gw-2/model-status'"
+    )
 
     unknown = handle_status_report(_event(report.model_copy(update={"thing_name": "gw-9"})), **common)
     assert unknown.refused == "thing_name='gw-9' has not announced itself (not in the device table)"
@@ -122,7 +140,9 @@ def test_refused_reports_name_the_problem(devices, deployments):
 
 def test_the_canarys_report_releases_the_next_wave_through_the_handler(devices, deployments, monkeypatch):
     fleet = [device(f"gw-{i}") for i in range(5)]
-    record = plan_rollout(manifest(), fleet, model_package_arn="arn:aws:sagemaker:eu-west-1:1:model-package/g/1", now=NOW)
+    record = plan_rollout(
+        manifest(), fleet, model_package_arn="arn:aws:sagemaker:eu-west-1:1:model-package/g/1", now=NOW
+    )
     deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, MODEL_BUCKET))
     for d in fleet:
         devices.put(d.model_copy(update={"deployment_id": record.deployment_id, "status": DeviceStatus.PENDING}))

@@ -6,13 +6,12 @@ import threading
 from datetime import timedelta
 
 import pytest
+from fleet_helpers import NOW, RecordingDelivery, device, manifest, status_report
 
 from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
 from edgeloop.functions.orchestrator.waves import advance, begin
 from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.schemas import DeploymentState, DeviceStatus
-
-from fleet_helpers import NOW, RecordingDelivery, device, manifest, status_report
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
 
@@ -37,11 +36,15 @@ class _Clock:
 
 def _report(devices, record, things, status, clock, reason=""):
     for thing in things:
-        record_report(status_report(thing, record.deployment_id, status, clock.tick(), reason=reason), devices, now=clock.now)
+        record_report(
+            status_report(thing, record.deployment_id, status, clock.tick(), reason=reason), devices, now=clock.now
+        )
 
 
 def _advance(devices, deployments, delivery, record):
-    return advance(record.deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=NOW)
+    return advance(
+        record.deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=NOW
+    )
 
 
 def test_canary_then_rest_then_succeeded(devices, deployments):
@@ -55,7 +58,11 @@ def test_canary_then_rest_then_succeeded(devices, deployments):
     assert [w.state for w in started.waves] == [DeploymentState.IN_PROGRESS, DeploymentState.PLANNED]
     assert delivery.waves == [0]
     deployment_id, wave, update = delivery.deliveries[0]
-    assert (deployment_id, wave.targets, update.deployment_id) == (record.deployment_id, canary.targets, record.deployment_id)
+    assert (deployment_id, wave.targets, update.deployment_id) == (
+        record.deployment_id,
+        canary.targets,
+        record.deployment_id,
+    )
 
     # Nothing reported yet: no change, no delivery. Starting twice does not redeliver either.
     assert _advance(devices, deployments, delivery, record) == started
@@ -83,7 +90,9 @@ def test_a_device_applied_on_another_version_does_not_count(devices, deployments
     record = _rollout(devices, deployments, 1)
     delivery, clock = RecordingDelivery(), _Clock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
-    record_report(status_report("gw-00", record.deployment_id, DeviceStatus.APPLIED, clock.tick(), version="1.9.0"), devices)
+    record_report(
+        status_report("gw-00", record.deployment_id, DeviceStatus.APPLIED, clock.tick(), version="1.9.0"), devices
+    )
     assert _advance(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
 
 

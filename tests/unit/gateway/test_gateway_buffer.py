@@ -260,9 +260,7 @@ _CHILD = textwrap.dedent(
 @pytest.mark.parametrize("fsync_policy", ["normal", "full"])
 def test_sigkill_mid_append_loses_no_committed_sample(tmp_path: Path, fsync_policy: str):
     path = tmp_path / "b.sqlite"
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), fsync_policy], stdout=subprocess.PIPE, text=True
-    )
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), fsync_policy], stdout=subprocess.PIPE, text=True)
     committed = -1
     try:
         deadline = time.monotonic() + 30

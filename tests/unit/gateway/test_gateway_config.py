@@ -10,9 +10,17 @@ import pytest
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 
 VALID = {
-    "thing_name": "gw-1", "site": "site-1", "line_id": "line-1", "use_case": "extrusion",
-    "architecture": "armv7l", "runtime_version": "1.2.0", "broker_host": "127.0.0.1", "broker_port": 8883,
-    "cert_path": "/certs/gw-1.crt", "key_path": "/certs/gw-1.key", "ca_path": "/certs/ca.crt",
+    "thing_name": "gw-1",
+    "site": "site-1",
+    "line_id": "line-1",
+    "use_case": "extrusion",
+    "architecture": "armv7l",
+    "runtime_version": "1.2.0",
+    "broker_host": "127.0.0.1",
+    "broker_port": 8883,
+    "cert_path": "/certs/gw-1.crt",
+    "key_path": "/certs/gw-1.key",
+    "ca_path": "/certs/ca.crt",
     "buffer_path": "/data/buffer.sqlite",
 }
 

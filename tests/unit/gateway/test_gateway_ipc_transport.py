@@ -14,13 +14,13 @@ from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 from awsiot.greengrasscoreipc.model import (
     QOS,
     BinaryMessage,
-    JsonMessage,
-    SubscribeToTopicResponse,
-    SubscriptionResponseMessage,
     IoTCoreMessage,
+    JsonMessage,
     MQTTMessage,
     PublishToIoTCoreResponse,
     SubscribeToIoTCoreResponse,
+    SubscribeToTopicResponse,
+    SubscriptionResponseMessage,
     UnauthorizedError,
 )
 
@@ -194,10 +194,24 @@ def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
 
     nucleus = FakeNucleusWithPubSub()
     ipc = GreengrassCoreIPCClientV2(client=nucleus, executor=None)  # callbacks inline: deterministic
-    config = parse_args([
-        "--thing-name", "gw-1", "--site", "site-1", "--line-id", "line-1", "--use-case", "extrusion",
-        "--runtime-version", "1.0.0", "--buffer-path", str(tmp_path / "b.sqlite"), "--architecture", "aarch64",
-    ])
+    config = parse_args(
+        [
+            "--thing-name",
+            "gw-1",
+            "--site",
+            "site-1",
+            "--line-id",
+            "line-1",
+            "--use-case",
+            "extrusion",
+            "--runtime-version",
+            "1.0.0",
+            "--buffer-path",
+            str(tmp_path / "b.sqlite"),
+            "--architecture",
+            "aarch64",
+        ]
+    )
     gateway = GreengrassGateway(config, ipc)
     try:
         gateway.start()
@@ -209,8 +223,11 @@ def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
 
         good = [["temp_die", 1_760_000_000_000, 181.5], ["speed", 1_760_000_000_100, 12.0]]
         nucleus.deliver_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": good})))
-        nucleus.deliver_local(SubscriptionResponseMessage(
-            binary_message=BinaryMessage(message=b'{"samples": [["temp_die", 1760000000200, "NaN?"]]}')))
+        nucleus.deliver_local(
+            SubscriptionResponseMessage(
+                binary_message=BinaryMessage(message=b'{"samples": [["temp_die", 1760000000200, "NaN?"]]}')
+            )
+        )
         nucleus.deliver_local(SubscriptionResponseMessage(binary_message=BinaryMessage(message=b"not json")))
         assert gateway.buffer.stats().accepted_total == 2
         assert gateway.buffer.stats().rejected_total == {"non_numeric": 1}

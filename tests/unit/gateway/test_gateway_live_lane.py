@@ -194,8 +194,9 @@ def test_append_times_stay_bounded_when_nobody_asks_for_live_data(buffer: Sample
 
 
 def test_disk_cap_drop_invalidates_the_live_batch(tmp_path: Path, clock: FakeClock):
-    with SampleBuffer(tmp_path / "b.sqlite", thing_name="gw-1", line_id="line-1", max_bytes=128 * 1024,
-                      clock=clock) as buf:
+    with SampleBuffer(
+        tmp_path / "b.sqlite", thing_name="gw-1", line_id="line-1", max_bytes=128 * 1024, clock=clock
+    ) as buf:
         buf.append(samples(500))
         first = buf.next_live_batch(window_s=LIVE_WINDOW_S)
         while buf.stats().dropped_total == 0:
@@ -218,16 +219,23 @@ def run_outage_then_live(
     """
     clock = FakeClock()
     transport = RecordingTransport(clock)
-    with SampleBuffer(tmp_path / f"b-{live_window_s}.sqlite", thing_name="gw-1", line_id="line-1",
-                      clock=clock) as buffer:
+    with SampleBuffer(
+        tmp_path / f"b-{live_window_s}.sqlite", thing_name="gw-1", line_id="line-1", clock=clock
+    ) as buffer:
         # the outage's data, appended well over a window ago; sized in batches of the current encoding
         buffer.append(samples(5_000))
         backlog = max(5_000, buffer.next_batch(2_000).n_samples * backlog_batches)
         buffer.append(samples(backlog - 5_000, start=5_000))
         clock.sleep(600)
         publisher = Publisher(
-            buffer, transport, TOPIC, max_publishes_per_s=10, max_payload_bytes=2_000,
-            live_window_s=live_window_s, clock=clock, sleep=clock.sleep,
+            buffer,
+            transport,
+            TOPIC,
+            max_publishes_per_s=10,
+            max_payload_bytes=2_000,
+            live_window_s=live_window_s,
+            clock=clock,
+            sleep=clock.sleep,
         )
         appended_at: dict[int, float] = {}
         second = 0
@@ -242,8 +250,13 @@ def run_outage_then_live(
             second += 1
             assert second < 1_000, "the buffer never drained"
         total = buffer.stats().accepted_total
-    return {"published": transport.published, "appended_at": appended_at, "publisher": publisher,
-            "backlog": backlog, "total": total}
+    return {
+        "published": transport.published,
+        "appended_at": appended_at,
+        "publisher": publisher,
+        "backlog": backlog,
+        "total": total,
+    }
 
 
 def publish_time_by_seq(published) -> dict[int, float]:

@@ -24,8 +24,16 @@ pytestmark = pytest.mark.timeout(120)
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 TOP_LEVEL_KEYS = {
-    "RecipeFormatVersion", "ComponentName", "ComponentVersion", "ComponentType", "ComponentDescription",
-    "ComponentPublisher", "ComponentSource", "ComponentDependencies", "ComponentConfiguration", "Manifests",
+    "RecipeFormatVersion",
+    "ComponentName",
+    "ComponentVersion",
+    "ComponentType",
+    "ComponentDescription",
+    "ComponentPublisher",
+    "ComponentSource",
+    "ComponentDependencies",
+    "ComponentConfiguration",
+    "Manifests",
     "Lifecycle",
 }
 REQUIRED_KEYS = {"RecipeFormatVersion", "ComponentName", "ComponentVersion", "Manifests"}
@@ -40,8 +48,13 @@ IPC_OPERATIONS = {
     "aws.greengrass.ipc.pubsub": {"aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic", "*"},
 }
 RECIPE_VARIABLE = re.compile(r"\{([a-zA-Z.]+:)?([a-zA-Z]+):([^}]*)\}")
-KNOWN_VARIABLES = {("artifacts", "path"), ("artifacts", "decompressedPath"), ("work", "path"),
-                   ("kernel", "rootPath"), ("iot", "thingName")}
+KNOWN_VARIABLES = {
+    ("artifacts", "path"),
+    ("artifacts", "decompressedPath"),
+    ("work", "path"),
+    ("kernel", "rootPath"),
+    ("iot", "thingName"),
+}
 # Import name -> the pip distribution that provides it.
 DISTRIBUTION = {"awscrt": "awsiotsdk", "awsiot": "awsiotsdk", "botocore": "boto3", "yaml": "pyyaml"}
 
@@ -193,9 +206,13 @@ def test_gateway_artifact_runs_on_its_own(tmp_path: Path):
         "print(c.parse_args(['--thing-name','gw-1','--site','s','--line-id','line-1','--use-case','u',"
         "'--runtime-version','1.0.0','--buffer-path','/tmp/b.sqlite','--architecture','armv7l']).architecture)"
     )
-    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-                            env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin",
-                                 "PYTHONNOUSERSITE": "1"} | _site_packages_env())
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"} | _site_packages_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "armv7l"
 
@@ -211,9 +228,13 @@ def test_model_runner_artifact_carries_its_use_case_configs(tmp_path: Path):
         f"sys.path.insert(0, {str(unpacked)!r}); "
         "from edgeloop.schemas import load_use_case; print(load_use_case('extrusion').target_metric)"
     )
-    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-                            env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin",
-                                 "PYTHONNOUSERSITE": "1"} | _site_packages_env())
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"} | _site_packages_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "cold_od_average"
 

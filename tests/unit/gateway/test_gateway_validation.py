@@ -100,7 +100,9 @@ def test_a_value_the_buffer_refuses_does_not_move_the_metric_clock(validator, bu
 
 
 def test_malformed_samples_are_left_to_the_buffer_and_counted_once(validator, buffer):
-    result = append_validated(validator, buffer, [("speed", T0), ("speed", "noon", 1.0), (None, T0, 1.0), ("speed", T0, 1.0)])
+    result = append_validated(
+        validator, buffer, [("speed", T0), ("speed", "noon", 1.0), (None, T0, 1.0), ("speed", T0, 1.0)]
+    )
     assert result.accepted == 1
     assert result.rejected == {"malformed": 1, "bad_time": 1, "bad_metric": 1}
     assert validator.rejected_total == {}
@@ -125,7 +127,9 @@ def test_warning_names_metric_value_and_reason_and_is_rate_limited(caplog):
 def test_each_reason_has_its_own_rate_limit(caplog):
     validator = SampleValidator(USE_CASE, clock=FakeClock())
     with caplog.at_level(logging.WARNING, logger="edgeloop.greengrass_components.gateway.validation"):
-        validator.check([("x", T0, 1.0), ("speed", T0, 1.0), ("speed", T0, 1.0), ("speed", T0 - 1, 1.0), ("x", T0, 2.0)])
+        validator.check(
+            [("x", T0, 1.0), ("speed", T0, 1.0), ("speed", T0, 1.0), ("speed", T0 - 1, 1.0), ("x", T0, 2.0)]
+        )
     reasons = sorted(r.getMessage().split(": ")[1].split(" (")[0] for r in caplog.records)
     assert reasons == [REJECT_DUPLICATE_TIME, REJECT_OUT_OF_ORDER, REJECT_UNKNOWN_METRIC]
 

@@ -30,8 +30,11 @@ def test_topic_matching_follows_mqtt_wildcards(topic_filter, topic, expected):
 
 
 def test_every_route_matches_the_topic_builder_it_serves():
-    builders = {"ingest": names.telemetry_topic, "device_registry": names.announce_topic,
-                "status_intake": names.model_status_topic}
+    builders = {
+        "ingest": names.telemetry_topic,
+        "device_registry": names.announce_topic,
+        "status_intake": names.model_status_topic,
+    }
     for route in names.IOT_ROUTES:
         assert topic_matches(route.topic_filter, builders[route.function]("gw-1"))
 

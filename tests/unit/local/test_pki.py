@@ -87,7 +87,7 @@ def test_openssl_accepts_the_server_chain_for_localhost_and_127_0_0_1(ca, tmp_pa
 def test_client_cert_is_valid_now_and_names_its_issuer_key(ca, tmp_path):
     issued = ca.issue("line-3-gw", tmp_path)
     cert, ca_cert = _load(issued.cert_path), _load(ca.cert_path)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     assert cert.not_valid_before_utc < now < cert.not_valid_after_utc
     authority_key = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     subject_key = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest

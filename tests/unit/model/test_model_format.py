@@ -39,8 +39,13 @@ def two_trees() -> TreeEnsemble:
 
 
 def write(model=None, **overrides) -> bytes:
-    options = dict(model_id="extrusion-cold-od-line-1", version="1.2.3", objective="reg:squarederror",
-                   base_score=10.123456789, features=FEATURES)
+    options = dict(
+        model_id="extrusion-cold-od-line-1",
+        version="1.2.3",
+        objective="reg:squarederror",
+        base_score=10.123456789,
+        features=FEATURES,
+    )
     return write_payload(model if model is not None else two_trees(), **{**options, **overrides})
 
 

@@ -24,8 +24,14 @@ def stump_payload(features: list[str] = FEATURES) -> bytes:
         default_left=np.array([False, False, False]),
         leaf_value=np.array([0.0, -0.5, 0.5], dtype=np.float32),
     )
-    return write_payload(trees, model_id="line-1-model", version="2.0.1", objective="reg:squarederror",
-                         base_score=10.0, features=features)
+    return write_payload(
+        trees,
+        model_id="line-1-model",
+        version="2.0.1",
+        objective="reg:squarederror",
+        base_score=10.0,
+        features=features,
+    )
 
 
 def sha256(data: bytes) -> str:

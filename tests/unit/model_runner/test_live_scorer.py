@@ -72,8 +72,14 @@ def test_features_equal_the_cloud_pack_features():
     end = START_MS + 900_000
     index = {m: i for i, m in enumerate(USE_CASE.metrics)}
     grid = align_to_grid(
-        [t for _, t, _ in samples], [index[m] for m, _, _ in samples], [v for _, _, v in samples],
-        n_metrics=len(index), start_ms=end - 300_000, n_steps=300, period_ms=1000, max_gap_ms=5000,
+        [t for _, t, _ in samples],
+        [index[m] for m, _, _ in samples],
+        [v for _, _, v in samples],
+        n_metrics=len(index),
+        start_ms=end - 300_000,
+        n_steps=300,
+        period_ms=1000,
+        max_gap_ms=5000,
     )
     np.testing.assert_array_equal(live.window(end).features, pack_features(grid, USE_CASE))
 
@@ -85,7 +91,11 @@ def test_a_gap_skips_the_window():
     assert live.maybe_score(START_MS + 600_000) == []
     assert live.skipped["gap"] == 1 and live.skipped["gap:pressure"] == 1
     tolerant = LiveScorer(USE_CASE, max_missing_fraction=0.1)
-    tolerant.add(ExtrusionLineSimulator("line-1", seed=3, start_ms=START_MS, config=SimulatorConfig(faults=[dropout])).advance(600))
+    tolerant.add(
+        ExtrusionLineSimulator("line-1", seed=3, start_ms=START_MS, config=SimulatorConfig(faults=[dropout])).advance(
+            600
+        )
+    )
     tolerant.swap(linear_scorer())
     assert len(tolerant.maybe_score(START_MS + 600_000)) == 1
 

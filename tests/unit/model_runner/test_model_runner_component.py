@@ -126,7 +126,9 @@ class FakeNucleus:
 
     def new_subscribe_to_configuration_update(self, stream_handler) -> FakeOperation:
         return self._new(
-            "subscribe_to_configuration_update", lambda r: _done(SubscribeToConfigurationUpdateResponse()), stream_handler
+            "subscribe_to_configuration_update",
+            lambda r: _done(SubscribeToConfigurationUpdateResponse()),
+            stream_handler,
         )
 
     def new_get_configuration(self) -> FakeOperation:
@@ -162,11 +164,13 @@ class FakeNucleus:
         current.update(document)
         for operation in self.operations.get("subscribe_to_configuration_update", []):
             for key in changed:
-                operation.stream_handler.on_stream_event(ConfigurationUpdateEvents(
-                    configuration_update_event=ConfigurationUpdateEvent(
-                        component_name=COMPONENT, key_path=[names.MODEL_UPDATE_CONFIG_KEY, key]
+                operation.stream_handler.on_stream_event(
+                    ConfigurationUpdateEvents(
+                        configuration_update_event=ConfigurationUpdateEvent(
+                            component_name=COMPONENT, key_path=[names.MODEL_UPDATE_CONFIG_KEY, key]
+                        )
                     )
-                ))
+                )
 
     def publish_local(self, message: SubscriptionResponseMessage) -> None:
         for operation in self.operations.get("subscribe_to_topic", []):
@@ -218,8 +222,9 @@ def s3():
         yield client
 
 
-def publish_model(s3, data: bytes, *, version: str = "1.0.0", sha256: str | None = None,
-                  deployment_id: str = "dep-1") -> dict:
+def publish_model(
+    s3, data: bytes, *, version: str = "1.0.0", sha256: str | None = None, deployment_id: str = "dep-1"
+) -> dict:
     """Upload `data` and return the ModelUpdate document a rollout merges into the configuration."""
     key = payload_key(MODEL_ID, version, Precision.FP32)
     s3.put_object(Bucket=BUCKET, Key=key, Body=data)
@@ -446,8 +451,13 @@ def test_update_from_configuration():
 
 def publish_model_document() -> dict:
     return ModelUpdate(
-        deployment_id="dep-1", model_id=MODEL_ID, version="1.0.0", precision=Precision.FP32,
-        payload_uri=f"s3://{BUCKET}/x.npz", sha256="a" * 64, features=USE_CASE.feature_names,
+        deployment_id="dep-1",
+        model_id=MODEL_ID,
+        version="1.0.0",
+        precision=Precision.FP32,
+        payload_uri=f"s3://{BUCKET}/x.npz",
+        sha256="a" * 64,
+        features=USE_CASE.feature_names,
         feature_schema_hash=USE_CASE_HASH,
     ).model_dump(mode="json")
 
@@ -506,8 +516,12 @@ def test_samples_from_binary_event():
 
 
 def test_settings_from_env_name_the_variable(tmp_path):
-    env = {names.THING_NAME_ENV: THING, names.WORK_DIR_ENV: str(tmp_path), names.LINE_ID_ENV: "line-1",
-           names.USE_CASE_ENV: "extrusion"}
+    env = {
+        names.THING_NAME_ENV: THING,
+        names.WORK_DIR_ENV: str(tmp_path),
+        names.LINE_ID_ENV: "line-1",
+        names.USE_CASE_ENV: "extrusion",
+    }
     settings = settings_from_env(env)
     assert settings.state_dir == tmp_path / "model"
     with pytest.raises(ValueError, match=names.LINE_ID_ENV):
@@ -522,10 +536,15 @@ def test_main_runs_until_sigterm(tmp_path, monkeypatch):
     from edgeloop.greengrass_components.model_runner import component
 
     nucleus = FakeNucleus()
-    monkeypatch.setattr(clientv2, "GreengrassCoreIPCClientV2",
-                        lambda: GreengrassCoreIPCClientV2(client=nucleus, executor=None))
-    for var, value in {names.THING_NAME_ENV: THING, names.WORK_DIR_ENV: str(tmp_path), names.LINE_ID_ENV: "line-1",
-                       names.USE_CASE_ENV: "extrusion"}.items():
+    monkeypatch.setattr(
+        clientv2, "GreengrassCoreIPCClientV2", lambda: GreengrassCoreIPCClientV2(client=nucleus, executor=None)
+    )
+    for var, value in {
+        names.THING_NAME_ENV: THING,
+        names.WORK_DIR_ENV: str(tmp_path),
+        names.LINE_ID_ENV: "line-1",
+        names.USE_CASE_ENV: "extrusion",
+    }.items():
         monkeypatch.setenv(var, value)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a stray SIGTERM must not end pytest
     terminate = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))

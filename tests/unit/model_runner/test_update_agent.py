@@ -26,7 +26,9 @@ START_MS = 1_767_225_600_000
 THING = "gw-line-1"
 
 
-def payload(version: str = "1.0.0", *, bias: float = 0.0, weight: float = 1.0, features: list[str] | None = None) -> bytes:
+def payload(
+    version: str = "1.0.0", *, bias: float = 0.0, weight: float = 1.0, features: list[str] | None = None
+) -> bytes:
     """A linear model predicting weight * (last cold OD of the window) + bias."""
     features = features or USE_CASE.feature_names
     weights = np.zeros(len(features), dtype=np.float32)

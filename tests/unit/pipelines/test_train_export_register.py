@@ -58,8 +58,12 @@ def trained(examples, config):
 @pytest.fixture(scope="module")
 def exported(trained):
     return export_model(
-        trained, model_id="extrusion-cold-od-line-1", version="1.0.0", use_case="extrusion",
-        line_ids=["line-1"], target="cold_od_average",
+        trained,
+        model_id="extrusion-cold-od-line-1",
+        version="1.0.0",
+        use_case="extrusion",
+        line_ids=["line-1"],
+        target="cold_od_average",
     )
 
 
@@ -155,8 +159,15 @@ def test_export_refuses_a_payload_that_drifts(trained, monkeypatch):
 
 def test_export_refuses_tiers_without_a_builder(trained):
     with pytest.raises(ValueError, match="precision='quantized' has no export tier"):
-        export_model(trained, model_id="m", version="1.0.0", use_case="extrusion", line_ids=["line-1"],
-                     target="t", precisions=(Precision.QUANTIZED,))
+        export_model(
+            trained,
+            model_id="m",
+            version="1.0.0",
+            use_case="extrusion",
+            line_ids=["line-1"],
+            target="t",
+            precisions=(Precision.QUANTIZED,),
+        )
 
 
 # --- register ------------------------------------------------------------------------------------
@@ -252,8 +263,18 @@ def test_a_saved_model_reloads_with_identical_predictions(trained, tmp_path):
 def test_steps_run_from_the_command_line(registry, config, tmp_path):
     frames = [synthetic_examples(config, line_id=line, n=240, seed=i) for i, line in enumerate(["line-1", "line-2"])]
     pd.concat(frames, ignore_index=True).to_parquet(tmp_path / "examples.parquet")
-    saved = train_main(["--examples", str(tmp_path / "examples.parquet"), "--output", str(tmp_path / "model"),
-                        "--n-estimators", "8", "--max-depth", "3"])
+    saved = train_main(
+        [
+            "--examples",
+            str(tmp_path / "examples.parquet"),
+            "--output",
+            str(tmp_path / "model"),
+            "--n-estimators",
+            "8",
+            "--max-depth",
+            "3",
+        ]
+    )
     assert sorted(saved) == ["line-1", "line-2"]
     arns = register_main(["--trained", str(tmp_path / "model"), "--model-bucket", MODEL_BUCKET, "--version", "0.1.0"])
     assert sorted(arns) == ["line-1", "line-2"]

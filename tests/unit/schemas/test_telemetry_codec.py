@@ -60,7 +60,9 @@ def _assert_identical(decoded: TelemetryBatch, batch: TelemetryBatch) -> None:
 
 _finite = st.floats(allow_nan=False, allow_infinity=False)
 _decimal_like = st.builds(lambda m, d: m / 10**d, st.integers(-(10**9), 10**9), st.integers(0, 6))
-_special = st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1e300, 1e-300])
+_special = st.sampled_from(
+    [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1e300, 1e-300]
+)
 _time_small = st.integers(START_MS - 5, START_MS + 5)  # few distinct values: repeated timestamps
 _time_any = st.integers(-MAX_ABS_TIME_MS + 1, MAX_ABS_TIME_MS - 1)
 
@@ -193,7 +195,12 @@ def _body(*, n_samples=2, metrics=("speed",), index=b"\x00\x00", tail=b"\x00\x02
 def test_hand_built_body_decodes():
     # guards the error cases below: the unmodified body is valid
     document = decode_batch_document(_payload(_body()))
-    assert document["samples"] == {"metrics": ["speed"], "metric_index": [0, 0], "time_ms": [0, 1], "values": [0.0, 1.0]}
+    assert document["samples"] == {
+        "metrics": ["speed"],
+        "metric_index": [0, 0],
+        "time_ms": [0, 1],
+        "values": [0.0, 1.0],
+    }
     assert (document["seq_first"], document["seq_last"]) == (5, 6)
 
 

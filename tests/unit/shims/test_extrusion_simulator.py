@@ -114,7 +114,9 @@ def test_context_covers_the_simulated_time_with_runs_states_and_shifts():
 
 def test_per_sensor_rates():
     config = SimulatorConfig(sample_period_s={"pressure": 0.5, "temp_flange": 5})
-    metric, time_ms, _ = _arrays(ExtrusionLineSimulator("line-1", seed=1, start_ms=START_MS, config=config).advance(100))
+    metric, time_ms, _ = _arrays(
+        ExtrusionLineSimulator("line-1", seed=1, start_ms=START_MS, config=config).advance(100)
+    )
     assert (metric == "pressure").sum() == 200
     assert (metric == "temp_flange").sum() == 20
     assert (metric == "speed").sum() == 100
@@ -128,7 +130,9 @@ def test_faults_stuck_dropout_spikes():
         SensorFault(kind=FaultKind.SPIKES, metric="hot_od_x", start_s=0, duration_s=600, spike_probability=0.2),
     ]
     config = SimulatorConfig(faults=faults)
-    metric, time_ms, value = _arrays(ExtrusionLineSimulator("line-1", seed=2, start_ms=START_MS, config=config).advance(600))
+    metric, time_ms, value = _arrays(
+        ExtrusionLineSimulator("line-1", seed=2, start_ms=START_MS, config=config).advance(600)
+    )
     offset_s = (time_ms - START_MS) / 1000
     stuck = value[(metric == "temp_die") & (offset_s >= 100) & (offset_s < 400)]
     assert len(stuck) == 300 and len(set(stuck)) == 1, "stuck across block boundaries, one value"

@@ -81,8 +81,15 @@ class FakeClock:
 
 def gateway_config(tmp_path: Path, **changes) -> GatewayConfig:
     return GatewayConfig(
-        thing_name="gw-replay-1", site="site-1", line_id="line-1", use_case="extrusion", architecture="x86_64",
-        runtime_version="1.0.0", transport="greengrass", buffer_path=tmp_path / "buffer.db", **changes,
+        thing_name="gw-replay-1",
+        site="site-1",
+        line_id="line-1",
+        use_case="extrusion",
+        architecture="x86_64",
+        runtime_version="1.0.0",
+        transport="greengrass",
+        buffer_path=tmp_path / "buffer.db",
+        **changes,
     )
 
 
@@ -206,11 +213,13 @@ def test_long_csv_renames_mapped_keys_and_passes_the_others(tmp_path):
     path = tmp_path / "long.csv"
     path.write_text("tag,ts,val\nLINE_SPEED,1000,10.5\ntemp_die,1000,200\nhumidity,1000,40\nLINE_SPEED,2000,\n")
     replay = Replay(
-        ReplayMapping.model_validate({
-            "layout": "long",
-            "timestamp": {"column": "ts", "format": "epoch_ms"},
-            "long": {"metric_column": "tag", "value_column": "val", "metrics": {"LINE_SPEED": "speed"}},
-        }),
+        ReplayMapping.model_validate(
+            {
+                "layout": "long",
+                "timestamp": {"column": "ts", "format": "epoch_ms"},
+                "long": {"metric_column": "tag", "value_column": "val", "metrics": {"LINE_SPEED": "speed"}},
+            }
+        ),
         gateway_config(tmp_path),
     )
     assert rows_of(replay, path) == [
@@ -223,17 +232,23 @@ def test_long_csv_renames_mapped_keys_and_passes_the_others(tmp_path):
 
 def test_long_layout_columns_must_differ():
     with pytest.raises(ValueError, match="must differ"):
-        ReplayMapping.model_validate({
-            "layout": "long", "timestamp": {"column": "t"}, "long": {"metric_column": "t", "value_column": "v"},
-        })
+        ReplayMapping.model_validate(
+            {
+                "layout": "long",
+                "timestamp": {"column": "t"},
+                "long": {"metric_column": "t", "value_column": "v"},
+            }
+        )
 
 
 def test_parquet_nulls_are_gaps_and_nan_is_a_value(tmp_path):
     path = tmp_path / "wide.parquet"
-    table = pa.table({
-        "time": pa.array([1000, 2000, 3000], pa.int64()),
-        "spd": pa.array([1.0, None, float("nan")], pa.float64()),
-    })
+    table = pa.table(
+        {
+            "time": pa.array([1000, 2000, 3000], pa.int64()),
+            "spd": pa.array([1.0, None, float("nan")], pa.float64()),
+        }
+    )
     pq.write_table(table, path)
     rows = rows_of(Replay(mapping(columns={"spd": "speed"}), gateway_config(tmp_path)), path)
     assert rows[0] == (1000, [("speed", 1000, 1.0)])
@@ -245,13 +260,19 @@ def test_parquet_nulls_are_gaps_and_nan_is_a_value(tmp_path):
 def times_of(tmp_path: Path, cells: list[str], fmt: str, zone: str = "UTC") -> list[int | None]:
     path = tmp_path / "t.csv"
     path.write_text("time,spd\n" + "".join(f"{c},1\n" for c in cells))
-    replay = Replay(mapping(timestamp={"column": "time", "format": fmt, "timezone": zone}, columns={"spd": "speed"}),
-                    gateway_config(tmp_path))
+    replay = Replay(
+        mapping(timestamp={"column": "time", "format": fmt, "timezone": zone}, columns={"spd": "speed"}),
+        gateway_config(tmp_path),
+    )
     return [t for t, _ in rows_of(replay, path)]
 
 
 def test_epoch_seconds_and_milliseconds(tmp_path):
-    assert times_of(tmp_path, ["1700000000", "1700000000.5", "x"], "epoch_s") == [1_700_000_000_000, 1_700_000_000_500, None]
+    assert times_of(tmp_path, ["1700000000", "1700000000.5", "x"], "epoch_s") == [
+        1_700_000_000_000,
+        1_700_000_000_500,
+        None,
+    ]
     assert times_of(tmp_path, ["1700000000123", ""], "epoch_ms") == [1_700_000_000_123, None]
 
 
@@ -259,21 +280,28 @@ def test_strftime_format_in_a_time_zone_with_dst(tmp_path):
     cells = ["02/03/2026 08:00", "29/03/2026 02:30", "01/07/2026 08:00", "noon"]
     # 02:30 on 29 March does not exist in Brussels (clocks jump 02:00 -> 03:00): no usable time
     assert times_of(tmp_path, cells, "%d/%m/%Y %H:%M", "Europe/Brussels") == [
-        ms("2026-03-02T07:00:00+00:00"), None, ms("2026-07-01T06:00:00+00:00"), None,
+        ms("2026-03-02T07:00:00+00:00"),
+        None,
+        ms("2026-07-01T06:00:00+00:00"),
+        None,
     ]
 
 
 def test_strftime_with_offsets(tmp_path):
     cells = ["2026-03-02 08:00:00+0100", "2026-07-01 08:00:00+0200"]
     assert times_of(tmp_path, cells, "%Y-%m-%d %H:%M:%S%z", "Asia/Tokyo") == [
-        ms("2026-03-02T07:00:00+00:00"), ms("2026-07-01T06:00:00+00:00"),
+        ms("2026-03-02T07:00:00+00:00"),
+        ms("2026-07-01T06:00:00+00:00"),
     ]
 
 
 def test_iso8601_mixes_offsets_and_local_times(tmp_path):
     cells = ["2026-03-02T08:00:00+01:00", "2026-07-01T08:00:00Z", "2026-07-01T08:00:00", "garbage"]
     assert times_of(tmp_path, cells, "iso8601", "Europe/Brussels") == [
-        ms("2026-03-02T07:00:00+00:00"), ms("2026-07-01T08:00:00+00:00"), ms("2026-07-01T06:00:00+00:00"), None,
+        ms("2026-03-02T07:00:00+00:00"),
+        ms("2026-07-01T08:00:00+00:00"),
+        ms("2026-07-01T06:00:00+00:00"),
+        None,
     ]
 
 
@@ -281,8 +309,12 @@ def test_parquet_timestamp_columns_need_iso8601_not_epoch(tmp_path):
     path = tmp_path / "ts.parquet"
     stamps = pd.to_datetime(["2026-03-02 08:00:00", "2026-03-02 08:00:01"])
     pq.write_table(pa.table({"time": pa.array(stamps), "spd": [1.0, 2.0]}), path)
-    local = Replay(mapping(timestamp={"column": "time", "format": "iso8601", "timezone": "Europe/Brussels"},
-                           columns={"spd": "speed"}), gateway_config(tmp_path))
+    local = Replay(
+        mapping(
+            timestamp={"column": "time", "format": "iso8601", "timezone": "Europe/Brussels"}, columns={"spd": "speed"}
+        ),
+        gateway_config(tmp_path),
+    )
     assert [t for t, _ in rows_of(local, path)] == [ms("2026-03-02T07:00:00+00:00"), ms("2026-03-02T07:00:01+00:00")]
     with pytest.raises(ValueError, match="timestamp.format='epoch_ms', but column 'time' holds timestamps"):
         rows_of(Replay(mapping(columns={"spd": "speed"}), gateway_config(tmp_path)), path)
@@ -354,15 +386,24 @@ def test_bad_rows_get_counted_reasons_and_the_rest_is_published(tmp_path):
         "speed,4000,\n"  # empty value
         "speed,5000,5\n"
     )
-    mapping_doc = {"layout": "long", "timestamp": {"column": "ts"}, "long": {"metric_column": "tag", "value_column": "val"},
-                   "line_id": "line-7"}
+    mapping_doc = {
+        "layout": "long",
+        "timestamp": {"column": "ts"},
+        "long": {"metric_column": "tag", "value_column": "val"},
+        "line_id": "line-7",
+    }
     transport = FakeTransport()
     report = Replay(ReplayMapping.model_validate(mapping_doc), gateway_config(tmp_path)).run(
         path, transport=transport, drain_timeout_s=10
     )
     assert report.accepted == 2 and report.rows == 9 and report.bad_time_rows == 1
     assert report.rejected == {
-        "duplicate_time": 1, "out_of_order": 1, "unknown_metric": 1, "non_finite": 1, "non_numeric": 2, "bad_time": 1,
+        "duplicate_time": 1,
+        "out_of_order": 1,
+        "unknown_metric": 1,
+        "non_finite": 1,
+        "non_numeric": 2,
+        "bad_time": 1,
     }
     assert transport.samples() == [("speed", 1000, 1.0), ("speed", 5000, 5.0)]
     assert {decode_batch(p).line_id for _, p in transport.published} == {"line-7"}
@@ -372,7 +413,9 @@ def test_replay_paces_appends_on_the_injected_clock(tmp_path):
     path = tmp_path / "paced.csv"
     path.write_text("time,spd\n" + "".join(f"{1000 * i},{i}\n" for i in range(5)))
     clock = FakeClock()
-    replay = Replay(mapping(columns={"spd": "speed"}, speed=10), gateway_config(tmp_path), clock=clock, sleep=clock.sleep)
+    replay = Replay(
+        mapping(columns={"spd": "speed"}, speed=10), gateway_config(tmp_path), clock=clock, sleep=clock.sleep
+    )
     report = replay.run(path, transport=FakeTransport(), drain_timeout_s=10)
     assert report.accepted == 5
     assert clock.sleeps == pytest.approx([0.1, 0.1, 0.1, 0.1])
@@ -400,7 +443,9 @@ def test_module_entry_point_refuses_a_greengrass_gateway_config_with_a_clear_mes
 
 def test_speed_override_is_validated(tmp_path, capsys):
     config_path = gateway_config(tmp_path).to_file(tmp_path / "gw.json")
-    code = main(["--mapping", str(EXAMPLE_MAPPING), "--gateway-config", str(config_path), "--speed", "-1", str(EXAMPLE_CSV)])
+    code = main(
+        ["--mapping", str(EXAMPLE_MAPPING), "--gateway-config", str(config_path), "--speed", "-1", str(EXAMPLE_CSV)]
+    )
     assert code == 2
     assert "--speed: speed=-1.0" in capsys.readouterr().err
 
