@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from edgeloop.schemas import names
+from edgeloop.schemas import ContextInterval, names
 
 if TYPE_CHECKING:
     from edgeloop.demo.run import DemoRun
@@ -39,6 +39,18 @@ def predicted_vs_measured(curated: pd.DataFrame, target: str, prediction: str, l
     return frame.dropna()
 
 
+def with_spec_limits(frame: pd.DataFrame, intervals: list[ContextInterval]) -> pd.DataFrame:
+    """Add the spec limits of the run each point falls in (NaN outside runs with limits)."""
+    frame = frame.copy()
+    frame["lower"] = frame["upper"] = float("nan")
+    for run in intervals:
+        if run.spec is None:
+            continue
+        inside = (frame.time >= run.start) & (frame.time < run.end)
+        frame.loc[inside, ["lower", "upper"]] = (run.spec.lower, run.spec.upper)
+    return frame
+
+
 def _figure_html(series: dict[str, pd.DataFrame], target: str) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -53,6 +65,18 @@ def _figure_html(series: dict[str, pd.DataFrame], target: str) -> str:
             row=row,
             col=1,
         )
+        for limit in ("lower", "upper"):
+            figure.add_trace(
+                go.Scatter(
+                    x=frame.time,
+                    y=frame[limit],
+                    name=f"{line_id} spec {limit} limit",
+                    mode="lines",
+                    line={"dash": "dash", "color": "grey", "width": 1},
+                ),
+                row=row,
+                col=1,
+            )
         figure.update_yaxes(title_text=f"{target} (mm)", row=row, col=1)
     figure.update_layout(height=320 * len(series), title="Predicted (5 min ahead, on the gateway) vs measured")
     # the report must open offline, so plotly.js is embedded rather than fetched
@@ -67,14 +91,16 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
 
 def write_report(demo: DemoRun, path: Path) -> Path:
     from edgeloop.functions.compaction.logic import read_curated
+    from edgeloop.functions.metric_packer.data_access import get_context_intervals
 
     use_case = demo.use_case
     series = {}
     for line_id in demo.settings.line_ids():
         curated = read_curated(names.LOCAL_DATA_BUCKET, line_id)
-        series[line_id] = predicted_vs_measured(
+        frame = predicted_vs_measured(
             curated, use_case.target_metric, use_case.prediction_metric, use_case.label_window_s
         )
+        series[line_id] = with_spec_limits(frame, get_context_intervals(names.LOCAL_DATA_BUCKET, line_id))
     outcome = demo.outcome
     for line_id, frame in series.items():
         outcome.live_points[line_id] = len(frame)

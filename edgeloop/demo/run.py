@@ -426,6 +426,7 @@ def _run_demo(settings: DemoSettings, console: Console) -> DemoOutcome:
         demo.outcome.handler_failures = bridge.failed
         if bridge.failed:
             console.print(f"[red]{bridge.failed} handler invocations failed[/]; last: {bridge.last_error}")
+        demo.upload_context()  # the live period's runs too, so the report can draw their limits
         demo.compact()
         demo.count_samples()
         demo.outcome.fleet = demo.read_fleet()

@@ -54,5 +54,5 @@ def test_the_report_plots_live_predictions_against_measurements(outcome):
         # the models predict a ~3-5 mm diameter 5 minutes ahead; a broken scorer would be far off
         assert outcome.live_mae[line_id] < 0.1, f"{line_id}: live MAE {outcome.live_mae[line_id]:.3f} mm"
     text = outcome.report_path.read_text()
-    assert "predicted (gateway)" in text and "measured" in text
+    assert "predicted (gateway)" in text and "measured" in text and "spec upper limit" in text
     assert "plotly" in text.lower()
