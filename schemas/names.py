@@ -19,6 +19,9 @@ LOCAL_MODEL_BUCKET = "edgeloop-models"
 RAW_PREFIX = "raw"  # raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first>-<seq_last>.json.gz
 QUARANTINE_PREFIX = "quarantine"  # quarantine/ingest_date=YYYY-MM-DD/<id>.json (payload + reason)
 CURATED_PREFIX = "curated"  # curated/line=<id>/event_date=YYYY-MM-DD/part-*.parquet
+# Rows that arrived later than the lateness SLA, kept apart from curated (same columns):
+# late/line=<id>/ingest_date=YYYY-MM-DD/part-*.parquet
+LATE_PREFIX = "late"
 CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.jsonl (one ContextInterval per line)
 # rollups/res=<1m|5m|1h|1d>/line=<id>/month=YYYY-MM/rollups.parquet (count, sum, min, max, sum2, m2)
 ROLLUPS_PREFIX = "rollups"
@@ -173,6 +176,7 @@ DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
 DEPLOYMENT_TABLE_ENV = "EDGELOOP_DEPLOYMENT_TABLE"
 DELIVERY_ENV = "EDGELOOP_DELIVERY"  # "greengrass" (AWS) or "local"
 USE_CASE_ENV = "EDGELOOP_USE_CASE"
+LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"  # compaction: older rows go to LATE_PREFIX
 # Set by the ModelRunner recipe (setEnv) for the component process.
 THING_NAME_ENV = "EDGELOOP_THING_NAME"
 WORK_DIR_ENV = "EDGELOOP_WORK_DIR"

@@ -61,7 +61,7 @@ class Ingestion(Construct):
         data = storage.data
         raw, quarantine = names.RAW_PREFIX, names.QUARANTINE_PREFIX
         curated, context, packs = names.CURATED_PREFIX, names.CONTEXT_PREFIX, names.PACKS_PREFIX
-        state = COMPACTION_STATE_PREFIX
+        late, state = names.LATE_PREFIX, COMPACTION_STATE_PREFIX
         _objects(self.ingest, data, ["s3:PutObject"], [raw, quarantine])
         # Listing lets a missing key answer 404 instead of 403, which the functions rely on.
         for function in (self.compaction, self.metric_packer):
@@ -70,9 +70,9 @@ class Ingestion(Construct):
                 resources=[data.bucket_arn],
                 reason="listing the data bucket itself (no object access)",
             )
-        _objects(self.compaction, data, ["s3:GetObject"], [raw, curated, state])
-        _objects(self.compaction, data, ["s3:PutObject"], [curated, state])
-        _objects(self.compaction, data, ["s3:DeleteObject"], [curated])  # superseded parts of a partition
+        _objects(self.compaction, data, ["s3:GetObject"], [raw, curated, late, state])
+        _objects(self.compaction, data, ["s3:PutObject"], [curated, late, state])
+        _objects(self.compaction, data, ["s3:DeleteObject"], [curated, late])  # superseded parts of a partition
         _objects(self.metric_packer, data, ["s3:GetObject"], [curated, context, packs])
         _objects(self.metric_packer, data, ["s3:PutObject"], [context, packs])
 

@@ -18,6 +18,12 @@ from .logic import compact
 from .settings import Settings
 
 logger, tracer, metrics = powertools("compaction")
+DELAY_METRICS = {
+    "p50": "IngestionDelayP50Seconds",
+    "p90": "IngestionDelayP90Seconds",
+    "p99": "IngestionDelayP99Seconds",
+    "max": "IngestionDelayMaxSeconds",
+}
 
 
 @lru_cache(maxsize=1)
@@ -36,9 +42,21 @@ def _handle(event: dict, context) -> dict:
     raw_keys = event.get("raw_keys")
     if raw_keys is not None and not (isinstance(raw_keys, list) and all(isinstance(k, str) for k in raw_keys)):
         raise ValueError(f"raw_keys={raw_keys!r} must be a list of S3 keys")
-    result = compact(_settings().data_bucket, raw_keys=raw_keys)
+    settings = _settings()
+    result = compact(settings.data_bucket, raw_keys=raw_keys, lateness_sla_days=settings.lateness_sla_days)
     metrics.add_metric(name="RawObjectsCompacted", unit=MetricUnit.Count, value=result.raw_objects)
     metrics.add_metric(name="CuratedRowsWritten", unit=MetricUnit.Count, value=result.rows_written)
     metrics.add_metric(name="DuplicateRowsDropped", unit=MetricUnit.Count, value=result.duplicates_dropped)
-    logger.info("compacted", extra={"partitions": result.partitions, "raw_objects": result.raw_objects})
+    metrics.add_metric(name="LateRows", unit=MetricUnit.Count, value=result.late_rows)
+    for quantile, seconds in result.delay_quantiles_s.items():
+        metrics.add_metric(name=DELAY_METRICS[quantile], unit=MetricUnit.Seconds, value=seconds)
+    logger.info(
+        "compacted",
+        extra={
+            "partitions": result.partitions,
+            "late_partitions": result.late_partitions,
+            "raw_objects": result.raw_objects,
+            "late_rows": result.late_rows,
+        },
+    )
     return {**asdict(result), "line_ids": result.line_ids}

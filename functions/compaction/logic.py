@@ -7,6 +7,13 @@ Merge strategy (fine at demo scale, documented because it does not scale forever
 partition touched by new raw objects, read the partition's existing parts, union them with the
 new rows, drop duplicates (the earliest ingested copy wins), write one new part, then delete the
 old parts. Late data (the Mímir lines send up to 14 days late) simply rewrites an older partition.
+
+Lateness SLA: a row whose ingest_time_ms - time_ms exceeds the SLA (default 14 days) does not
+reopen curated history; it goes to `late/line=<line>/ingest_date=YYYY-MM-DD/` (same columns, same
+merge and de-duplication) and is counted in `late_rows`, so nothing is dropped silently. Copies of
+one (thing_name, seq) within a run are collapsed first, so the earliest copy decides where it lands.
+De-duplication does not cross the two stores: a copy re-sent after the SLA of a row already in
+curated lands in late/ too.
 A crash between the write and the delete leaves two overlapping parts; readers de-duplicate
 (`read_curated`) and the next merge of that partition repairs it.
 
@@ -45,6 +52,9 @@ CURATED_SCHEMA = pa.schema(
     ]
 )
 SORT_KEYS = ["thing_name", "metric", "time_ms"]
+DAY_MS = 86_400_000
+DEFAULT_LATENESS_SLA_DAYS = 14
+DELAY_QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "max": 1.0}
 DEDUPE_KEYS = ["thing_name", "seq"]
 
 
@@ -56,6 +66,10 @@ class CompactionResult:
     duplicates_dropped: int = 0
     partitions: list[str] = field(default_factory=list)  # the curated prefixes rewritten
     skipped_keys: list[str] = field(default_factory=list)  # already compacted earlier
+    late_rows: int = 0  # new rows beyond the lateness SLA, written under late/ instead of curated/
+    late_partitions: list[str] = field(default_factory=list)  # the late/ prefixes rewritten
+    # ingestion delay (ingest_time_ms - time_ms, seconds) over this run's rows: p50, p90, p99, max
+    delay_quantiles_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def line_ids(self) -> list[str]:
@@ -70,8 +84,20 @@ def partition_prefix(line_id: str, event_date: str) -> str:
     return f"{names.CURATED_PREFIX}/line={line_id}/event_date={event_date}/"
 
 
-def compact(bucket: str, *, raw_keys: Iterable[str] | None = None) -> CompactionResult:
-    """Fold raw objects not yet compacted (all under raw/ when raw_keys is None) into curated/."""
+def late_partition_prefix(line_id: str, ingest_date: str) -> str:
+    return f"{names.LATE_PREFIX}/line={line_id}/ingest_date={ingest_date}/"
+
+
+def compact(
+    bucket: str,
+    *,
+    raw_keys: Iterable[str] | None = None,
+    lateness_sla_days: int = DEFAULT_LATENESS_SLA_DAYS,
+) -> CompactionResult:
+    """Fold raw objects not yet compacted (all under raw/ when raw_keys is None) into curated/,
+    or into late/ for rows ingested more than `lateness_sla_days` after their event time."""
+    if isinstance(lateness_sla_days, bool) or not isinstance(lateness_sla_days, int) or lateness_sla_days <= 0:
+        raise ValueError(f"lateness_sla_days={lateness_sla_days!r} must be a positive whole number of days")
     candidates = sorted(set(raw_keys) if raw_keys is not None else s3.list_keys(bucket, f"{names.RAW_PREFIX}/"))
     foreign = [k for k in candidates if not (k.startswith(f"{names.RAW_PREFIX}/") and k.endswith(".json.gz"))]
     if foreign:
@@ -82,19 +108,52 @@ def compact(bucket: str, *, raw_keys: Iterable[str] | None = None) -> Compaction
     if not pending:
         return result
 
-    new_rows = pd.concat([raw_rows(s3.get_bytes(bucket, key)) for key in pending], ignore_index=True)
+    read = pd.concat([raw_rows(s3.get_bytes(bucket, key)) for key in pending], ignore_index=True)
     result.raw_objects = len(pending)
-    result.rows_read = len(new_rows)
-    event_dates = pd.to_datetime(new_rows["time_ms"], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
-    for (line_id, event_date), rows in new_rows.groupby([new_rows["line_id"], event_dates], sort=True):
-        written, dropped = _merge_partition(bucket, partition_prefix(line_id, event_date), rows)
-        result.rows_written += written
-        result.duplicates_dropped += dropped
-        result.partitions.append(partition_prefix(line_id, event_date))
+    result.rows_read = len(read)
+    new_rows = dedupe_and_sort(read)
+    result.duplicates_dropped = len(read) - len(new_rows)
+    delay_ms = new_rows["ingest_time_ms"] - new_rows["time_ms"]
+    result.delay_quantiles_s = delay_quantiles_s(delay_ms.to_numpy())
+    is_late = delay_ms > lateness_sla_days * DAY_MS
+    _compact_on_time(bucket, new_rows[~is_late], result)
+    _compact_late(bucket, new_rows[is_late], result)
 
     for key in pending:
         s3.put_bytes(bucket, marker_key(key), b"")
     return result
+
+
+def _compact_on_time(bucket: str, rows: pd.DataFrame, result: CompactionResult) -> None:
+    event_dates = _utc_dates(rows["time_ms"])
+    for (line_id, event_date), group in rows.groupby([rows["line_id"], event_dates], sort=True):
+        written, dropped = _merge_partition(bucket, partition_prefix(line_id, event_date), group)
+        result.rows_written += written
+        result.duplicates_dropped += dropped
+        result.partitions.append(partition_prefix(line_id, event_date))
+
+
+def _compact_late(bucket: str, rows: pd.DataFrame, result: CompactionResult) -> None:
+    # Partitioned by ingestion date: late rows are audited by when they arrived, and a rerun of
+    # old event dates never has to touch them.
+    ingest_dates = _utc_dates(rows["ingest_time_ms"])
+    for (line_id, ingest_date), group in rows.groupby([rows["line_id"], ingest_dates], sort=True):
+        _, dropped = _merge_partition(bucket, late_partition_prefix(line_id, ingest_date), group)
+        result.late_rows += len(group) - dropped
+        result.duplicates_dropped += dropped
+        result.late_partitions.append(late_partition_prefix(line_id, ingest_date))
+
+
+def delay_quantiles_s(delay_ms: np.ndarray) -> dict[str, float]:
+    """p50, p90, p99 and max of ingestion delays given in ms, in seconds; empty without delays."""
+    if len(delay_ms) == 0:
+        return {}
+    seconds = np.asarray(delay_ms, dtype=np.float64) / 1000.0
+    return {name: float(np.quantile(seconds, q)) for name, q in DELAY_QUANTILES.items()}
+
+
+def _utc_dates(times_ms: pd.Series) -> pd.Series:
+    return pd.to_datetime(times_ms, unit="ms", utc=True).dt.strftime("%Y-%m-%d")
 
 
 def raw_rows(body: bytes) -> pd.DataFrame:
@@ -154,7 +213,16 @@ def empty_curated() -> pd.DataFrame:
 
 def read_curated(bucket: str, line_id: str) -> pd.DataFrame:
     """Every curated row of a line, de-duplicated and sorted by (thing_name, metric, time_ms)."""
-    keys = [k for k in s3.list_keys(bucket, f"{names.CURATED_PREFIX}/line={line_id}/") if k.endswith(".parquet")]
+    return _read_line(bucket, names.CURATED_PREFIX, line_id)
+
+
+def read_late(bucket: str, line_id: str) -> pd.DataFrame:
+    """Every row of a line that arrived beyond the lateness SLA, de-duplicated and sorted like curated."""
+    return _read_line(bucket, names.LATE_PREFIX, line_id)
+
+
+def _read_line(bucket: str, root: str, line_id: str) -> pd.DataFrame:
+    keys = [k for k in s3.list_keys(bucket, f"{root}/line={line_id}/") if k.endswith(".parquet")]
     if not keys:
         return empty_curated()
     frames = [_read_parquet(s3.get_bytes(bucket, key)) for key in keys]

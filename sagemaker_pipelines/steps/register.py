@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from edgeloop.functions.common import aws
 from edgeloop.schemas import names
-from edgeloop.schemas.model import ModelManifest
+from edgeloop.schemas.model import ModelManifest, Precision
 from edgeloop.schemas.use_case import load_use_case
 
 from .export import ExportedModel, export_model, manifest_key
@@ -173,7 +173,8 @@ def register_model(exported: ExportedModel, *, model_bucket: str) -> str:
     manifest_uri = upload_artifacts(exported, model_bucket)
     ensure_model_package_group(group_name, f"{manifest.use_case} models of line {manifest.line_ids[0]}")
     sagemaker = aws.client("sagemaker")
-    primary = manifest.tiers[0]  # the exact tier: what a SageMaker endpoint would serve
+    # the exact tier is what a SageMaker endpoint would serve, whatever order the tiers were listed in
+    primary = manifest.tier(Precision.FP32)
     response = sagemaker.create_model_package(
         ModelPackageGroupName=group_name,
         ModelPackageDescription=f"{manifest.model_id} {manifest.version} ({manifest.target})",

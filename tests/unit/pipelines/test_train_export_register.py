@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -64,6 +65,19 @@ def exported(trained):
         use_case="extrusion",
         line_ids=["line-1"],
         target="cold_od_average",
+    )
+
+
+@pytest.fixture(scope="module")
+def exported_two_tiers(trained):
+    return export_model(
+        trained,
+        model_id="extrusion-cold-od-line-1",
+        version="1.1.0",
+        use_case="extrusion",
+        line_ids=["line-1"],
+        target="cold_od_average",
+        precisions=(Precision.FP32, Precision.FP16_LEAVES),
     )
 
 
@@ -170,6 +184,72 @@ def test_export_refuses_tiers_without_a_builder(trained):
         )
 
 
+def _max_abs_error_vs_xgboost(scorer, trained) -> float:
+    expected = trained.booster.inplace_predict(trained.X_test).astype(np.float64)
+    return float(np.abs(scorer.predict(trained.X_test).astype(np.float64) - expected).max())
+
+
+def test_fp16_leaves_tier_is_within_its_bound_and_records_its_error(exported_two_tiers, trained):
+    tier = exported_two_tiers.manifest.tier(Precision.FP16_LEAVES)
+    bound = 1e-3 * np.std(trained.y_test)
+    assert 0.0 < tier.max_abs_error <= bound  # lossy, but within 1e-3 x std(y_test)
+    assert tier.payload_key == "models/extrusion-cold-od-line-1/1.1.0/fp16-leaves.npz"
+    assert [a.value for a in tier.architectures] == ["x86_64", "aarch64", "armv7l"]
+    assert tier.min_runtime_version == "1.1.0"
+    assert exported_two_tiers.manifest.tier(Precision.FP32).max_abs_error == 0.0
+
+
+def test_both_tier_payloads_load_and_fp16_error_matches_the_manifest(exported_two_tiers, trained):
+    manifest = exported_two_tiers.manifest
+    for tier in manifest.tiers:
+        payload = exported_two_tiers.payloads[tier.precision]
+        scorer = load_payload(
+            payload, expected_sha256=tier.sha256, expected_feature_schema_hash=manifest.feature_schema_hash
+        )
+        assert scorer.precision == tier.precision
+        assert _max_abs_error_vs_xgboost(scorer, trained) == tier.max_abs_error
+
+
+def test_manifest_describes_each_tier_payload(exported_two_tiers):
+    manifest, payloads = exported_two_tiers.manifest, exported_two_tiers.payloads
+    assert [t.precision for t in manifest.tiers] == [Precision.FP32, Precision.FP16_LEAVES]
+    assert set(payloads) == {Precision.FP32, Precision.FP16_LEAVES}
+    for tier in manifest.tiers:
+        assert tier.sha256 == hashlib.sha256(payloads[tier.precision]).hexdigest()
+        assert tier.payload_bytes == len(payloads[tier.precision])
+    fp32, fp16 = manifest.tier(Precision.FP32), manifest.tier(Precision.FP16_LEAVES)
+    assert fp32.sha256 != fp16.sha256 and fp32.payload_key != fp16.payload_key
+    assert fp16.payload_bytes < fp32.payload_bytes  # half-width leaves
+
+
+def test_fp16_tier_beyond_its_bound_is_refused_naming_tier_error_and_bound(trained, monkeypatch):
+    strict = dataclasses.replace(export_step.TIERS[Precision.FP16_LEAVES], max_error_per_target_std=1e-7)
+    monkeypatch.setitem(export_step.TIERS, Precision.FP16_LEAVES, strict)
+    with pytest.raises(ParityError, match=r"fp16-leaves payload .* max_abs_error=\S+ exceeds the bound \S+ \(1e-07 x"):
+        export_model(
+            trained,
+            model_id="m",
+            version="1.0.0",
+            use_case="extrusion",
+            line_ids=["line-1"],
+            target="t",
+            precisions=(Precision.FP32, Precision.FP16_LEAVES),
+        )
+
+
+def test_export_refuses_repeated_precisions(trained):
+    with pytest.raises(ValueError, match=r"precisions repeat a tier: \['fp32', 'fp32'\]"):
+        export_model(
+            trained,
+            model_id="m",
+            version="1.0.0",
+            use_case="extrusion",
+            line_ids=["line-1"],
+            target="t",
+            precisions=(Precision.FP32, Precision.FP32),
+        )
+
+
 # --- register ------------------------------------------------------------------------------------
 
 
@@ -218,6 +298,29 @@ def test_approval_keeps_metadata_and_emits_the_state_change_event(registry, expo
     assert detail["CustomerMetadataProperties"] == before
     json.dumps(event)  # what EventBridge delivers is JSON
     assert load_manifest(detail["CustomerMetadataProperties"][names.MANIFEST_URI_METADATA_KEY]) == exported.manifest
+
+
+def test_register_and_approve_with_two_tiers(registry, exported_two_tiers):
+    manifest = exported_two_tiers.manifest
+    arn = register_model(exported_two_tiers, model_bucket=MODEL_BUCKET)
+    metadata = registry.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    check_metadata(metadata)
+    assert metadata["edgeloop:tiers"] == "fp32 fp16-leaves"
+    for tier in manifest.tiers:
+        prefix = f"edgeloop:tier:{tier.precision.value}:"
+        assert metadata[f"{prefix}sha256"] == tier.sha256
+        assert metadata[f"{prefix}min_runtime_version"] == tier.min_runtime_version
+        assert metadata[f"{prefix}architectures"] == "x86_64 aarch64 armv7l"
+        stored = boto3.client("s3").get_object(Bucket=MODEL_BUCKET, Key=tier.payload_key)["Body"].read()
+        assert stored == exported_two_tiers.payloads[tier.precision]
+    package = registry.describe_model_package(ModelPackageName=arn)
+    fp32_uri = f"s3://{MODEL_BUCKET}/models/extrusion-cold-od-line-1/1.1.0/fp32.npz"
+    assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == fp32_uri
+    event = approve_model(arn)
+    assert event["detail"]["ModelApprovalStatus"] == "Approved"
+    assert event["detail"]["CustomerMetadataProperties"] == metadata
+    reloaded = load_manifest(metadata[names.MANIFEST_URI_METADATA_KEY])
+    assert reloaded == manifest and reloaded.tier(Precision.FP16_LEAVES).max_abs_error > 0
 
 
 def test_versions_accumulate_in_one_group(registry, exported):
