@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
 from edgeloop.local.ports import LOOPBACK, free_port
-from edgeloop.local.processes import ServerStartError, stop_process, wait_until
+from edgeloop.local.processes import ManagedServer, ServerStartError, wait_until
 from edgeloop.schemas import names
 
 CLOUD_IDENTITY = "edgeloop-cloud"
@@ -80,7 +80,7 @@ def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -
     )
 
 
-class MosquittoBroker:
+class MosquittoBroker(ManagedServer):
     """Start with `.start()` or `with MosquittoBroker(...) as broker:`; clients connect to `.host:.port`."""
 
     def __init__(self, workdir: Path, ca: CertificateAuthority, port: int | None = None) -> None:
@@ -148,15 +148,3 @@ class MosquittoBroker:
                     return True
         except (OSError, ssl.SSLError):
             return False
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> MosquittoBroker:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

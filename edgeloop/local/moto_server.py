@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeloop.local.aws import FAKE_CREDENTIALS, LOCAL_REGION, REAL_ACCOUNT_VARIABLES
 from edgeloop.local.ports import LOOPBACK, free_port
-from edgeloop.local.processes import ServerStartError, stop_process, wait_until
+from edgeloop.local.processes import ManagedServer, ServerStartError, wait_until
 
 READY_PATH = "/moto-api/"
 START_TIMEOUT_S = 60.0  # importing moto takes a few seconds, more on a busy 2-core machine
@@ -33,7 +33,7 @@ def server_environment() -> dict[str, str]:
     return env
 
 
-class MotoServer:
+class MotoServer(ManagedServer):
     """Start with `.start()` or `with MotoServer() as moto:`; point boto3 at `.endpoint_url`."""
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
@@ -85,15 +85,3 @@ class MotoServer:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

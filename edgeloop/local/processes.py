@@ -45,3 +45,24 @@ def stop_process(process: subprocess.Popen | None, grace_s: float = STOP_GRACE_S
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=grace_s)
+
+
+class ManagedServer:
+    """A server this runtime started as a child process: stopped by PID, also as a context manager."""
+
+    process: subprocess.Popen | None = None
+
+    def start(self) -> ManagedServer:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> ManagedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
