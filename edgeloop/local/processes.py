@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,13 +48,14 @@ def stop_process(process: subprocess.Popen | None, grace_s: float = STOP_GRACE_S
         process.wait(timeout=grace_s)
 
 
-class ManagedServer:
+class ManagedServer(ABC):
     """A server this runtime started as a child process: stopped by PID, also as a context manager."""
 
     process: subprocess.Popen | None = None
 
+    @abstractmethod
     def start(self) -> ManagedServer:
-        raise NotImplementedError
+        """Start the server and return once it answers."""
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -12,12 +12,12 @@ import argparse
 import json
 import logging
 import platform
-import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.schemas import load_use_case, names
 from edgeloop.schemas.device import DeviceAnnouncement
 from edgeloop.schemas.model import Architecture, Precision
@@ -144,17 +144,5 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_args(argv)
-    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
-    ipc = GreengrassCoreIPCClientV2()
-    gateway = GreengrassGateway(config, ipc)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # the nucleus stops components with SIGTERM
-    try:
-        gateway.start()
-        gateway.run(stop)
-    finally:
-        gateway.close()
-        ipc.close()
+    run_until_sigterm(lambda ipc: GreengrassGateway(config, ipc))

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, load_use_case, names
 from edgeloop.schemas.common import Identifier, ThingName
 
@@ -363,17 +363,5 @@ class GreengrassModelRunner:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_env()
-    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
-    ipc = GreengrassCoreIPCClientV2()
-    runner = GreengrassModelRunner(settings, ipc)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # the nucleus stops components with SIGTERM
-    try:
-        runner.start()
-        runner.run(stop)
-    finally:
-        runner.close()
-        ipc.close()
+    run_until_sigterm(lambda ipc: GreengrassModelRunner(settings, ipc))
