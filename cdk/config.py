@@ -1,16 +1,21 @@
 """The stack's settings, read from CDK context (cdk.json, or `cdk synth -c key=value`).
 
-| context key                           | default     | meaning                                         |
-|---------------------------------------|-------------|-------------------------------------------------|
-| edgeloop:useCase                      | extrusion   | use case the data-path functions serve          |
-| edgeloop:enableTimestream             | false       | Timestream hot path: NOT IMPLEMENTED (see below) |
-| edgeloop:gatewayComponentVersion      | 1.0.0       | com.edgeloop.Gateway version a rollout pins     |
-| edgeloop:modelRunnerComponentVersion  | 1.0.0       | com.edgeloop.ModelRunner version a rollout pins |
-| edgeloop:pandasLayerVersion           | see layers  | AWS SDK for pandas layer version in the region  |
+| context key                              | default    | meaning                                         |
+|------------------------------------------|------------|-------------------------------------------------|
+| edgeloop:useCase                         | extrusion  | use case the data-path functions serve          |
+| edgeloop:enableTimestream                | false      | build the optional Timestream hot path (below)  |
+| edgeloop:timestreamMemoryRetentionHours  | 24         | hot path: memory store retention (1-8766 h)     |
+| edgeloop:timestreamMagneticRetentionDays | 90         | hot path: magnetic store retention (1-73000 d)  |
+| edgeloop:gatewayComponentVersion         | 1.0.0      | com.edgeloop.Gateway version a rollout pins     |
+| edgeloop:modelRunnerComponentVersion     | 1.0.0      | com.edgeloop.ModelRunner version a rollout pins |
+| edgeloop:pandasLayerVersion              | see layers | AWS SDK for pandas layer version in the region  |
 
 Timestream for LiveAnalytics is closed to new customers (2025-06-20), so S3 is the system of
-record and the Timestream hot path is not built yet; asking for it fails the synth instead of
-silently deploying without it.
+record and the Timestream hot path (constructs/hot_path.py: a database, a table and the hot_path
+function copying each new raw/ object into it) is off unless an account that already has
+Timestream turns it on. The retention settings apply only then. The magnetic store takes late
+data, so keep its retention above the lateness SLA (14 days); 90 days of hot history is plenty
+when curated Parquet in S3 holds everything.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ from .constructs.layers import PANDAS_LAYER_VERSION
 
 USE_CASE_KEY = "edgeloop:useCase"
 ENABLE_TIMESTREAM_KEY = "edgeloop:enableTimestream"
+TIMESTREAM_MEMORY_RETENTION_KEY = "edgeloop:timestreamMemoryRetentionHours"
+TIMESTREAM_MAGNETIC_RETENTION_KEY = "edgeloop:timestreamMagneticRetentionDays"
 GATEWAY_VERSION_KEY = "edgeloop:gatewayComponentVersion"
 MODEL_RUNNER_VERSION_KEY = "edgeloop:modelRunnerComponentVersion"
 PANDAS_LAYER_VERSION_KEY = "edgeloop:pandasLayerVersion"
 
 DEFAULT_USE_CASE = "extrusion"
 DEFAULT_COMPONENT_VERSION = "1.0.0"
+DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS = 24
+DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 90
+MAX_TIMESTREAM_MEMORY_RETENTION_HOURS = 8766  # the limits of AWS::Timestream::Table RetentionProperties
+MAX_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 73000
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -48,15 +59,13 @@ class StackConfig:
     gateway_component_version: str = DEFAULT_COMPONENT_VERSION
     model_runner_component_version: str = DEFAULT_COMPONENT_VERSION
     pandas_layer_version: int = PANDAS_LAYER_VERSION
+    enable_timestream: bool = False
+    timestream_memory_retention_hours: int = DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS
+    timestream_magnetic_retention_days: int = DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS
 
     @classmethod
     def from_context(cls, get: Any) -> StackConfig:
         """`get` is `node.try_get_context`: context arrives as JSON values or, from -c, as strings."""
-        if _flag(get(ENABLE_TIMESTREAM_KEY), ENABLE_TIMESTREAM_KEY):
-            raise ConfigError(
-                f"{ENABLE_TIMESTREAM_KEY}=true is not implemented yet: Timestream for LiveAnalytics is "
-                "closed to new customers, so S3 is the system of record; set it to false"
-            )
         use_case = _validated(Identifier, get(USE_CASE_KEY) or DEFAULT_USE_CASE, USE_CASE_KEY)
         try:
             load_use_case(use_case)
@@ -71,6 +80,19 @@ class StackConfig:
                 SemVer, get(MODEL_RUNNER_VERSION_KEY) or DEFAULT_COMPONENT_VERSION, MODEL_RUNNER_VERSION_KEY
             ),
             pandas_layer_version=_positive_int(get(PANDAS_LAYER_VERSION_KEY), PANDAS_LAYER_VERSION_KEY),
+            enable_timestream=_flag(get(ENABLE_TIMESTREAM_KEY), ENABLE_TIMESTREAM_KEY),
+            timestream_memory_retention_hours=_int_within(
+                get(TIMESTREAM_MEMORY_RETENTION_KEY),
+                TIMESTREAM_MEMORY_RETENTION_KEY,
+                default=DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS,
+                maximum=MAX_TIMESTREAM_MEMORY_RETENTION_HOURS,
+            ),
+            timestream_magnetic_retention_days=_int_within(
+                get(TIMESTREAM_MAGNETIC_RETENTION_KEY),
+                TIMESTREAM_MAGNETIC_RETENTION_KEY,
+                default=DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS,
+                maximum=MAX_TIMESTREAM_MAGNETIC_RETENTION_DAYS,
+            ),
         )
 
 
@@ -101,4 +123,18 @@ def _positive_int(value: Any, key: str) -> int:
         raise ConfigError(f"{key}={value!r} is not a whole number") from None
     if number < 1:
         raise ConfigError(f"{key}={value!r} must be at least 1")
+    return number
+
+
+def _int_within(value: Any, key: str, *, default: int, maximum: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):  # JSON true would otherwise read as 1
+        raise ConfigError(f"{key}={value!r} is not a whole number")
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is not a whole number") from None
+    if not 1 <= number <= maximum:
+        raise ConfigError(f"{key}={value!r} must be between 1 and {maximum}")
     return number

@@ -9,8 +9,10 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from .config import StackConfig
+from .constructs.catalog import Catalog
 from .constructs.fleet import Fleet
 from .constructs.functions import FunctionFactory
+from .constructs.hot_path import HotPath
 from .constructs.ingestion import Ingestion
 from .constructs.iot import IotRouting
 from .constructs.layers import PublicLayers
@@ -48,6 +50,8 @@ class EdgeloopStack(Stack):
                 self.ingestion.ingest,
                 self.ingestion.compaction,
                 self.ingestion.metric_packer,
+                self.ingestion.rollups,
+                self.ingestion.context,
                 self.fleet.device_registry,
                 self.fleet.status_intake,
                 self.fleet.orchestrator,
@@ -58,6 +62,20 @@ class EdgeloopStack(Stack):
             "Iot",
             storage=self.storage,
             route_targets={key: f.function for key, f in self.functions.items()},
+        )
+        self.catalog = Catalog(self, "Catalog", storage=self.storage)
+        # The optional Timestream hot path: none of it is synthesized unless edgeloop:enableTimestream is set.
+        self.hot_path = (
+            HotPath(
+                self,
+                "HotPath",
+                storage=self.storage,
+                factory=factory,
+                memory_retention_hours=config.timestream_memory_retention_hours,
+                magnetic_retention_days=config.timestream_magnetic_retention_days,
+            )
+            if config.enable_timestream
+            else None
         )
         self._outputs()
 
@@ -71,6 +89,9 @@ class EdgeloopStack(Stack):
             "GatewayRoleAlias": self.iot.role_alias.role_alias,
             "GatewayDataPolicyName": self.iot.data_policy.ref,
             "GreengrassCorePolicyName": self.iot.greengrass_policy.ref,
+            "AthenaWorkgroupName": self.catalog.workgroup_name,
+            "GlueDatabaseName": self.catalog.database_name,
+            "QueryUsersPolicyArn": self.catalog.query_users.managed_policy_arn,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

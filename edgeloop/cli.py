@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeloop.gateway_cli import gateway_app
+from edgeloop.query.cli import query_app
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Close the ML loop between factory gateways and AWS."
@@ -17,6 +18,7 @@ app = typer.Typer(
 schemas_app = typer.Typer(no_args_is_help=True, help="The contracts in schemas/.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(query_app, name="query")
 # Piped output (CI logs, `make demo | tee`) would otherwise wrap the tables at 80 columns;
 # the file is explicit so the console stays on the terminal while Lambda output is redirected.
 console = Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.stdout, width=160)

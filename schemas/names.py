@@ -23,6 +23,9 @@ CURATED_PREFIX = "curated"  # curated/line=<id>/event_date=YYYY-MM-DD/part-*.par
 # late/line=<id>/ingest_date=YYYY-MM-DD/part-*.parquet
 LATE_PREFIX = "late"
 CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.jsonl (one ContextInterval per line)
+# context_slices/line=<id>/slices.parquet: a line's sub-intervals on the 1-minute grid
+# (functions/context/logic.py quantize(): slice_start_ms, slice_end_ms, then the context columns)
+CONTEXT_SLICES_PREFIX = "context_slices"
 # rollups/res=<1m|5m|1h|1d>/line=<id>/month=YYYY-MM/rollups.parquet (count, sum, min, max, sum2, m2)
 ROLLUPS_PREFIX = "rollups"
 PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs + features)
@@ -31,6 +34,13 @@ MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.js
 # In the model bucket: Greengrass component artifacts (components/<component>/<version>/...), which
 # the gateways' token exchange role may read beside models/.
 COMPONENT_ARTIFACTS_PREFIX = "components"
+
+# --- Query layer ---------------------------------------------------------------------------------
+# Glue Data Catalog database and Athena workgroup over the data bucket's Parquet tables; locally,
+# DuckDB views carry the same table names (edgeloop/query/tables.py defines the tables).
+GLUE_DATABASE = PROJECT
+ATHENA_WORKGROUP = PROJECT
+ATHENA_RESULTS_PREFIX = "athena-results"  # Athena query results, in the data bucket; expire after 30 days
 
 # --- DynamoDB ------------------------------------------------------------------------------------
 LOCAL_DEVICE_TABLE = "edgeloop-devices"
@@ -82,6 +92,8 @@ MODEL_UPDATE_CONFIG_KEY = "modelUpdate"
 # gateway carries its whole context (GATEWAY_THING_ATTRIBUTES).
 GATEWAY_THING_TYPE = f"{PROJECT}-gateway"
 GATEWAY_THING_ATTRIBUTES = ("site", "line_id", "use_case", "architecture", "runtime_version")
+# The one of them ingest checks a batch's line_id against (the registry is the authority on lines).
+GATEWAY_LINE_ATTRIBUTE = "line_id"
 GATEWAY_THING_TYPE_SEARCHABLE = ("site", "line_id", "use_case")  # a thing type allows 3 searchable
 # IoT policies the CDK stack defines (cdk/constructs/iot.py) and provisioning attaches to a gateway's
 # certificate: the data policy (connect as itself, its own topics) for every gateway, the core
@@ -124,6 +136,11 @@ def model_update_topic(thing_name: str) -> str:
     return f"{TOPIC_ROOT}/{thing_name}/model-update"
 
 
+def context_topic(thing_name: str) -> str:
+    """A gateway's context intervals (a JSON ContextInterval or a list of them) for its line."""
+    return f"{TOPIC_ROOT}/{thing_name}/context"
+
+
 def thing_from_topic(topic: str) -> str:
     parts = topic.split("/")
     if len(parts) < 3 or parts[0] != TOPIC_ROOT or not parts[1]:
@@ -161,12 +178,17 @@ FUNCTIONS = {
     "device_registry": "edgeloop.functions.device_registry.handler.lambda_handler",
     "status_intake": "edgeloop.functions.status_intake.handler.lambda_handler",
     "orchestrator": "edgeloop.functions.orchestrator.handler.lambda_handler",
+    "rollups": "edgeloop.functions.rollups.handler.lambda_handler",
+    "context": "edgeloop.functions.context.handler.lambda_handler",
+    # Optional: deployed only with the CDK context flag edgeloop:enableTimestream (cdk/config.py).
+    "hot_path": "edgeloop.functions.hot_path.handler.lambda_handler",
 }
 
 IOT_ROUTES = (
     IotRoute("edgeloop_telemetry", f"{TOPIC_ROOT}/+/telemetry", "ingest"),
     IotRoute("edgeloop_announce", f"{TOPIC_ROOT}/+/announce", "device_registry"),
     IotRoute("edgeloop_model_status", f"{TOPIC_ROOT}/+/model-status", "status_intake"),
+    IotRoute("edgeloop_context", f"{TOPIC_ROOT}/+/context", "context"),
 )
 
 # --- Environment variables (validated by each function's settings model) -------------------------
@@ -176,7 +198,13 @@ DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
 DEPLOYMENT_TABLE_ENV = "EDGELOOP_DEPLOYMENT_TABLE"
 DELIVERY_ENV = "EDGELOOP_DELIVERY"  # "greengrass" (AWS) or "local"
 USE_CASE_ENV = "EDGELOOP_USE_CASE"
-LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"  # compaction: older rows go to LATE_PREFIX
+# Lateness SLA in days: ingest refuses samples already older than this on arrival; compaction sends
+# rows that were older than it when they landed (e.g. after the SLA was lowered) to LATE_PREFIX.
+LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"
+DEFAULT_LATENESS_SLA_DAYS = 14  # Mimir's lines send data up to 14 days late
+# hot_path (optional, see FUNCTIONS): the Timestream database and table new raw objects are copied to.
+TIMESTREAM_DATABASE_ENV = "EDGELOOP_TIMESTREAM_DATABASE"
+TIMESTREAM_TABLE_ENV = "EDGELOOP_TIMESTREAM_TABLE"
 # Set by the ModelRunner recipe (setEnv) for the component process.
 THING_NAME_ENV = "EDGELOOP_THING_NAME"
 WORK_DIR_ENV = "EDGELOOP_WORK_DIR"

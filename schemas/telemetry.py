@@ -56,6 +56,10 @@ COMPACT_MAGIC = b"ELTB"
 COMPACT_HEADER_BYTES = len(COMPACT_MAGIC) + 2
 # A decoded body may not exceed this: bounds the memory a hostile payload can claim.
 MAX_DECODED_BODY_BYTES = 64 * 1024 * 1024
+# A batch may not declare more samples than this: twice what a gateway cuts (GATEWAY_BATCH_SAMPLES),
+# far below what a decoded body of MAX_DECODED_BODY_BYTES could claim.
+GATEWAY_BATCH_SAMPLES = 200_000
+MAX_BATCH_SAMPLES = 2 * GATEWAY_BATCH_SAMPLES
 MAX_DECIMALS = 15  # 10**15 is exact in float64, and the scaled integers stay <= 2**53
 MAX_ABS_TIME_MS = 2**61  # keeps every delta-of-delta inside int64
 _MAX_EXACT_INT = 2**53
@@ -181,20 +185,40 @@ def decode_batch_document(payload: bytes) -> dict:
     """
     version = wire_format_version(payload)
     if version == TELEMETRY_FORMAT_VERSION:
-        return decode_batch_json(payload)
-    if version == COMPACT_FORMAT_VERSION:
-        return _decode_compact(payload)
-    raise TelemetryDecodeError(
-        "header.format_version", version, f"is not supported (supported: {list(SUPPORTED_FORMAT_VERSIONS)})"
-    )
+        document = decode_batch_json(payload)
+    elif version == COMPACT_FORMAT_VERSION:
+        document = _decode_compact(payload)
+    else:
+        raise TelemetryDecodeError(
+            "header.format_version", version, f"is not supported (supported: {list(SUPPORTED_FORMAT_VERSIONS)})"
+        )
+    _check_sample_count(document)
+    return document
+
+
+def _check_sample_count(document: dict) -> None:
+    samples = document.get("samples")
+    column = samples.get("metric_index") if isinstance(samples, dict) else None
+    if isinstance(column, list) and len(column) > MAX_BATCH_SAMPLES:
+        raise TelemetryDecodeError(
+            "samples.metric_index", f"{len(column)} samples", f"exceeds {MAX_BATCH_SAMPLES} samples per batch"
+        )
 
 
 def decode_batch_json(payload: bytes) -> dict:
     """Format 1 only: undo the wire compression; raises ValueError with the reason when it is not a batch."""
+    inflater = zlib.decompressobj()
     try:
-        text = zlib.decompress(payload)
+        # Bounded: a small payload may inflate to gigabytes (a zlib bomb).
+        text = inflater.decompress(payload, MAX_DECODED_BODY_BYTES + 1)
     except zlib.error as exc:
         raise ValueError(f"payload is not zlib-compressed: {exc}") from exc
+    if len(text) > MAX_DECODED_BODY_BYTES:
+        raise TelemetryDecodeError(
+            "<payload>",
+            f"{len(payload)} zlib bytes",
+            f"inflate beyond {MAX_DECODED_BODY_BYTES} bytes (MAX_DECODED_BODY_BYTES)",
+        )
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -431,6 +455,8 @@ def _decode_compact(payload: bytes) -> dict:
     line_id = reader.text("line_id")
     seq_first = reader.uvarint("seq_first")
     n_samples = reader.uvarint("n_samples")
+    if n_samples > MAX_BATCH_SAMPLES:
+        raise TelemetryDecodeError("n_samples", n_samples, f"exceeds {MAX_BATCH_SAMPLES} samples per batch")
     # Each sample takes at least one more body byte (its index): a bound on what to allocate.
     if n_samples > reader.remaining():
         raise TelemetryDecodeError("n_samples", n_samples, f"exceeds the {reader.remaining()} bytes left in the body")

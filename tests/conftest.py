@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -22,3 +23,19 @@ def _fresh_aws_clients():
     reset_clients()
     yield
     reset_clients()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_handler_caches():
+    """Handlers cache their settings and line directory per warm container; a test is a new one."""
+    _clear_handler_caches()
+    yield
+    _clear_handler_caches()
+
+
+def _clear_handler_caches() -> None:
+    for name, module in list(sys.modules.items()):
+        if name.startswith("edgeloop.functions.") and name.endswith(".handler"):
+            for value in vars(module).values():
+                if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == name:
+                    value.cache_clear()

@@ -51,6 +51,7 @@ class FunctionFactory:
         timeout: Duration = Duration.seconds(30),
         memory_mb: int = 512,
         description: str,
+        on_success: lambda_.IDestination | None = None,
     ) -> EdgeloopFunction:
         layers = [self.layers.powertools] + ([self.layers.pandas] if needs_pandas else [])
         return EdgeloopFunction(
@@ -64,6 +65,7 @@ class FunctionFactory:
             timeout=timeout,
             memory_mb=memory_mb,
             description=description,
+            on_success=on_success,
         )
 
 
@@ -81,6 +83,7 @@ class EdgeloopFunction(Construct):
         timeout: Duration,
         memory_mb: int,
         description: str,
+        on_success: lambda_.IDestination | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if key not in names.FUNCTIONS:
@@ -129,6 +132,9 @@ class EdgeloopFunction(Construct):
             retry_attempts=ASYNC_RETRY_ATTEMPTS,
             max_event_age=MAX_EVENT_AGE,
             on_failure=destinations.SqsDestination(self.failure_queue),
+            # Lambda allows one async-invoke configuration per function, so a success destination
+            # must be set here, beside the failure one.
+            on_success=on_success,
         )
         acknowledge(
             self.role,

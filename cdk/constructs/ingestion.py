@@ -1,18 +1,21 @@
 """The data path: ingest (IoT rule target) -> raw/, compaction (schedule) -> curated/,
-metric packer (new curated objects) -> packs/.
+rollups (compaction's on-success destination) -> rollups/, context (IoT rule target) ->
+context/ + context_slices/, metric packer (new curated objects) -> packs/.
 
 Each function may touch only the prefixes it owns or reads, never the whole bucket.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda_destinations as destinations
 from constructs import Construct
 
 from edgeloop.schemas import names
 
+from ..nag import acknowledge, wildcard_findings
 from .functions import EdgeloopFunction, FunctionFactory
 from .storage import Storage
 
@@ -35,6 +38,15 @@ class Ingestion(Construct):
             environment=environment,
             description="Validates telemetry batches from the IoT rule and lands them in raw/ (or quarantine/)",
         )
+        self.rollups = factory.create(
+            self,
+            "rollups",
+            environment=environment,
+            needs_pandas=True,
+            timeout=Duration.minutes(10),
+            memory_mb=2048,
+            description="Rebuilds the 1m/5m/1h/1d rollups (rollups/) of the event months a compaction run rewrote",
+        )
         self.compaction = factory.create(
             self,
             "compaction",
@@ -43,6 +55,18 @@ class Ingestion(Construct):
             timeout=Duration.minutes(10),
             memory_mb=2048,
             description="Compacts raw/ into de-duplicated curated/ Parquet by line and event date",
+            # The full destination envelope (response_only=False) invokes the function directly;
+            # its responsePayload is compaction's result, whose partitions the rollups rebuild.
+            on_success=destinations.LambdaDestination(self.rollups.function, response_only=False),
+        )
+        self.context = factory.create(
+            self,
+            "context",
+            environment=environment,
+            needs_pandas=True,
+            timeout=Duration.minutes(2),
+            memory_mb=1024,
+            description="Lands context intervals from the IoT rule and rebuilds the line's 1-minute context_slices/",
         )
         self.metric_packer = factory.create(
             self,
@@ -54,6 +78,7 @@ class Ingestion(Construct):
             description="Rebuilds the labeled metric packs (packs/) of lines whose curated data changed",
         )
         self._grant_data_access(storage)
+        self._acknowledge_destination_invoke()
         self._schedule_compaction()
         self._pack_on_new_curated_data(storage)
 
@@ -62,9 +87,17 @@ class Ingestion(Construct):
         raw, quarantine = names.RAW_PREFIX, names.QUARANTINE_PREFIX
         curated, context, packs = names.CURATED_PREFIX, names.CONTEXT_PREFIX, names.PACKS_PREFIX
         late, state = names.LATE_PREFIX, COMPACTION_STATE_PREFIX
+        rollups, slices = names.ROLLUPS_PREFIX, names.CONTEXT_SLICES_PREFIX
         _objects(self.ingest, data, ["s3:PutObject"], [raw, quarantine])
+        for function in (self.ingest, self.context):
+            function.allow(
+                actions=["iot:DescribeThing"],
+                resources=[function.function.stack.format_arn(service="iot", resource="thing", resource_name="*")],
+                reason="checks the line a gateway's message names against the thing of its topic; gateway thing "
+                "names have no common prefix, so any thing (read-only, one action)",
+            )
         # Listing lets a missing key answer 404 instead of 403, which the functions rely on.
-        for function in (self.compaction, self.metric_packer):
+        for function in (self.compaction, self.metric_packer, self.rollups, self.context):
             function.allow(
                 actions=["s3:ListBucket"],
                 resources=[data.bucket_arn],
@@ -75,6 +108,22 @@ class Ingestion(Construct):
         _objects(self.compaction, data, ["s3:DeleteObject"], [curated, late])  # superseded parts of a partition
         _objects(self.metric_packer, data, ["s3:GetObject"], [curated, context, packs])
         _objects(self.metric_packer, data, ["s3:PutObject"], [context, packs])
+        _objects(self.rollups, data, ["s3:GetObject"], [curated])
+        _objects(self.rollups, data, ["s3:PutObject", "s3:DeleteObject"], [rollups])  # months without data lose theirs
+        _objects(self.context, data, ["s3:GetObject"], [context])
+        _objects(self.context, data, ["s3:PutObject"], [context, slices, quarantine])
+
+    def _acknowledge_destination_invoke(self) -> None:
+        # LambdaDestination grants lambda:InvokeFunction on the rollups function and its
+        # versions (<arn>:*); the wildcard names versions of that one function only.
+        invoked = [f"{self.rollups.function.function_arn}:*"]
+        for finding in wildcard_findings(Stack.of(self), [], invoked):
+            acknowledge(
+                self.compaction.role,
+                f"IAM5[{finding}]",
+                "compaction's on-success destination invokes the rollups function; the grant covers "
+                "that function's versions and aliases (<arn>:*), nothing else",
+            )
 
     def _schedule_compaction(self) -> None:
         rule = events.Rule(self, "CompactionSchedule", schedule=COMPACTION_SCHEDULE, description="edgeloop compaction")

@@ -58,6 +58,15 @@ class DemoOutcome:
     fleet: list[DeviceRecord] = field(default_factory=list)
     model_version: str = ""
     report_path: Path | None = None
+    # rollups and context slices after the last compaction
+    rollup_rows: dict[str, int] = field(default_factory=dict)  # resolution -> rows over every line
+    rollup_samples_1h: dict[str, int] = field(default_factory=dict)  # per line: sum of the 1h counts
+    curated_samples: dict[str, int] = field(default_factory=dict)  # per line: curated rows
+    late_samples: dict[str, int] = field(default_factory=dict)  # per line: rows beyond the lateness SLA
+    context_slices: dict[str, int] = field(default_factory=dict)  # per line: 1-minute context slices
+    # the query layer on the demo's data: per line, hourly die temperature (°C) rows and their mean
+    role_query_rows: dict[str, int] = field(default_factory=dict)
+    role_query_mean: dict[str, float] = field(default_factory=dict)
 
     @property
     def every_gateway_on_new_model(self) -> bool:
@@ -152,6 +161,7 @@ class DemoRun:
                 ca_path=cert.ca_path,
                 buffer_path=home / "buffer.sqlite",
             )
+            runtime.register_gateway(gateway)  # ingest checks each batch's line against the registry
             process = GatewayProcess(
                 thing_name=thing,
                 line_id=line_id,
@@ -200,20 +210,34 @@ class DemoRun:
             if code is not None and not g.stop_file.exists():
                 raise DemoFailed(f"gateway {g.thing_name} exited with code {code}: {g.state().get('last_error', '')}")
 
-    # --- stage 2: storage, labeled packs ---------------------------------------------------------
-    def upload_context(self) -> None:
-        from edgeloop.functions.metric_packer.data_access import put_context_intervals
-        from edgeloop.schemas import ContextInterval
+    # --- stage 2: storage, context, rollups, labeled packs ----------------------------------------
+    def publish_context(self, runtime) -> None:
+        """Each gateway's context intervals, published on its context topic as that gateway.
+
+        Its own certificate (the ACL confines it to edgeloop/<thing>/#), but a client id of its
+        own, so the gateway process's session is not taken over. The bridge plays the IoT rule.
+        """
+        from edgeloop.local.mqtt import connect_mqtt5
 
         for g in self.gateways:
-            lines = g.context_file.read_text().splitlines()
-            intervals = [ContextInterval.model_validate_json(line) for line in lines if line.strip()]
-            put_context_intervals(names.LOCAL_DATA_BUCKET, g.line_id, intervals)
+            lines = [line for line in g.context_file.read_text().splitlines() if line.strip()]
+            cert = runtime.certs[g.thing_name]
+            with connect_mqtt5(runtime.broker.host, runtime.broker.port, cert, f"{g.thing_name}-context") as mqtt:
+                for payload in _json_list_payloads(lines, CONTEXT_PAYLOAD_BYTES):
+                    mqtt.publish(names.context_topic(g.thing_name), payload)
 
-    def compact(self) -> None:
-        from edgeloop.functions.compaction.logic import compact
+    def compact_and_roll_up(self, log: TextIO) -> None:
+        """Compaction, then the rollups of what it rewrote, handed over as its success destination would."""
+        from edgeloop.functions.compaction.handler import lambda_handler as compaction
+        from edgeloop.functions.rollups.handler import lambda_handler as rollups
+        from edgeloop.local.bridge import LambdaContext
 
-        compact(names.LOCAL_DATA_BUCKET)
+        compaction_context = LambdaContext(f"{names.PROJECT}-compaction")
+        request = {"source": "edgeloop.demo", "detail-type": "Scheduled Event", "detail": {}}
+        result = _logging_to(log, compaction)(request, compaction_context)
+        _logging_to(log, rollups)(
+            _success_destination_event(compaction_context, request, result), LambdaContext(f"{names.PROJECT}-rollups")
+        )
 
     def build_examples(self) -> dict:
         from edgeloop.functions.metric_packer.logic import build_line_examples
@@ -314,6 +338,47 @@ class DemoRun:
         self.outcome.samples_sent = sum(g.state().get("accepted_samples", 0) for g in self.gateways)
         self.outcome.samples_quarantined = _count_objects(names.LOCAL_DATA_BUCKET, names.QUARANTINE_PREFIX)
 
+    def count_rollups_and_slices(self) -> None:
+        from edgeloop.functions.compaction.logic import read_curated, read_late
+        from edgeloop.functions.context.data_access import get_slices
+        from edgeloop.functions.rollups.logic import LEVELS, MINUTE_MS, read_rollups
+
+        rows = dict.fromkeys(LEVELS, 0)
+        for line_id in self.settings.line_ids():
+            for resolution in LEVELS:
+                rollups = read_rollups(names.LOCAL_DATA_BUCKET, line_id, resolution)
+                rows[resolution] += len(rollups)
+                if resolution == "1h":
+                    self.outcome.rollup_samples_1h[line_id] = int(rollups["count"].sum())
+            self.outcome.curated_samples[line_id] = len(read_curated(names.LOCAL_DATA_BUCKET, line_id))
+            self.outcome.late_samples[line_id] = len(read_late(names.LOCAL_DATA_BUCKET, line_id))
+            slices = get_slices(names.LOCAL_DATA_BUCKET, line_id)
+            spans = slices.column("slice_end_ms").to_numpy() - slices.column("slice_start_ms").to_numpy()
+            self.outcome.context_slices[line_id] = int(spans.sum() // MINUTE_MS)
+        self.outcome.rollup_rows = rows
+
+    def query_die_temperature(self) -> None:
+        """The named query `rollups_by_role` on DuckDB over a mirror of the bucket: the same SQL
+        Athena runs in AWS (edgeloop.query)."""
+        from edgeloop.query import DuckDbEngine
+
+        lines = self.settings.line_ids()
+        end_ms = int(time.time() * 1000) + 400 * 86_400_000  # every simulated hour, wherever it lies
+        engine, _ = DuckDbEngine.from_bucket(names.LOCAL_DATA_BUCKET, self.workdir / "query-mirror")
+        with engine:
+            rows = engine.run(
+                "rollups_by_role",
+                use_case=self.settings.use_case,
+                role="die_temperature",
+                lines=lines,
+                resolution="1h",
+                start_ms=0,
+                end_ms=end_ms,
+            )
+        for line_id, group in rows.groupby("line"):
+            self.outcome.role_query_rows[line_id] = len(group)
+            self.outcome.role_query_mean[line_id] = float(group["sum"].sum() / group["count"].sum())
+
 
 def _read_back_registration(line_id: str, arn: str, metrics: ModelMetrics, n_examples: int) -> LineModel:
     """What the model registry holds after approval (the orchestrator relies on this metadata)."""
@@ -328,6 +393,55 @@ def _read_back_registration(line_id: str, arn: str, metrics: ModelMetrics, n_exa
         approval_status=package.get("ModelApprovalStatus", ""),
         registry_metadata=package.get("CustomerMetadataProperties", {}),
     )
+
+
+CONTEXT_PAYLOAD_BYTES = 96 * 1024  # below IoT Core's 128 KB per message
+
+
+def _json_list_payloads(json_documents: list[str], max_bytes: int) -> Iterator[bytes]:
+    """JSON arrays of the given documents, each at most `max_bytes` (a lone larger one goes alone)."""
+    batch: list[str] = []
+    size = 2
+    for document in json_documents:
+        if batch and size + len(document) + 1 > max_bytes:
+            yield f"[{','.join(batch)}]".encode()
+            batch, size = [], 2
+        batch.append(document)
+        size += len(document) + 1
+    if batch:
+        yield f"[{','.join(batch)}]".encode()
+
+
+def _success_destination_event(context, request: dict, response: dict) -> dict:
+    """What Lambda hands an on-success destination function (the stack's response_only=False)."""
+    from datetime import UTC, datetime
+
+    return {
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestContext": {
+            "requestId": context.aws_request_id,
+            "functionArn": f"{context.invoked_function_arn}:$LATEST",
+            "condition": "Success",
+            "approximateInvokeCount": 1,
+        },
+        "requestPayload": request,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+        "responsePayload": response,
+    }
+
+
+def _rollups_line(outcome: DemoOutcome) -> str:
+    rows = ", ".join(f"{resolution} {count:,}" for resolution, count in outcome.rollup_rows.items())
+    slices = sum(outcome.context_slices.values())
+    return f"[green]rollups[/] rows per resolution: {rows}  [green]context slices[/] {slices:,} one-minute slices"
+
+
+def _role_query_line(outcome: DemoOutcome) -> str:
+    means = ", ".join(
+        f"{line} {outcome.role_query_mean[line]:.1f} °C over {rows} h" for line, rows in outcome.role_query_rows.items()
+    )
+    return f"[green]query layer[/] (DuckDB, rollups_by_role die_temperature at 1h): {means}"
 
 
 def _count_objects(bucket: str, prefix: str) -> int:
@@ -351,11 +465,17 @@ def _logging_to(log: TextIO, handler: Callable) -> Callable:
 
 
 def _bridge_handlers(log: TextIO) -> dict[str, Callable]:
+    from edgeloop.functions.context.handler import lambda_handler as context_intake
     from edgeloop.functions.device_registry.handler import lambda_handler as register_device
     from edgeloop.functions.ingest.handler import lambda_handler as ingest
     from edgeloop.functions.status_intake.handler import lambda_handler as status_intake
 
-    handlers = {"ingest": ingest, "device_registry": register_device, "status_intake": status_intake}
+    handlers = {
+        "ingest": ingest,
+        "device_registry": register_device,
+        "status_intake": status_intake,
+        "context": context_intake,
+    }
     return {name: _logging_to(log, handler) for name, handler in handlers.items()}
 
 
@@ -410,25 +530,29 @@ def _run_demo(settings: DemoSettings, console: Console) -> DemoOutcome:
             demo.launch_gateways()
             try:
                 demo.wait_for_history()
+                demo.publish_context(runtime)
                 bridge.wait_idle(timeout=settings.timeout_s)
-                with console.status("compacting raw data into curated Parquet; building labeled metric packs"):
-                    demo.upload_context()
-                    demo.compact()
+                with console.status("compacting raw data into curated Parquet, rolling up; building metric packs"):
+                    demo.compact_and_roll_up(lambda_log)
                     examples = demo.build_examples()
                 events = demo.train_register_approve(examples)
                 demo.roll_out(events, LambdaContext("edgeloop-orchestrator"), lambda_log)
                 demo.wait_for_live_predictions()
             finally:
                 demo.stop_gateways()
+            demo.publish_context(runtime)  # the live period's runs too, so the report can draw their limits
             bridge.wait_idle(timeout=settings.timeout_s)
         finally:
             bridge.stop()
         demo.outcome.handler_failures = bridge.failed
         if bridge.failed:
             console.print(f"[red]{bridge.failed} handler invocations failed[/]; last: {bridge.last_error}")
-        demo.upload_context()  # the live period's runs too, so the report can draw their limits
-        demo.compact()
+        demo.compact_and_roll_up(lambda_log)
         demo.count_samples()
+        demo.count_rollups_and_slices()
+        console.print(_rollups_line(demo.outcome))
+        demo.query_die_temperature()
+        console.print(_role_query_line(demo.outcome))
         demo.outcome.fleet = demo.read_fleet()
         demo.outcome.report_path = write_report(demo, settings.report_path)
     return demo.outcome

@@ -2,6 +2,7 @@
 
     with LocalRuntime(workdir, ["line-1-gw"]) as runtime:
         runtime.certs["line-1-gw"]   # the gateway's mTLS identity (CN = thing name)
+        runtime.register_gateway(gateway_config)  # its thing in moto's IoT registry (ingest checks lines)
         runtime.cloud_cert           # the bridge's / local delivery's identity
         client("s3")                 # talks to moto_server: AWS_ENDPOINT_URL is set
 
@@ -21,10 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgeloop.functions.common.aws import reset_clients
+from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.local.aws import REAL_ACCOUNT_VARIABLES, LocalResources, create_local_resources, local_aws_environment
 from edgeloop.local.mosquitto import CLOUD_IDENTITY, MosquittoBroker
 from edgeloop.local.moto_server import MotoServer
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
+from edgeloop.local.things import register_gateway
 from edgeloop.schemas import names
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,15 @@ class LocalRuntime:
         cert = self.ca.issue(thing_name, self.pki_dir / "things")
         self.certs[thing_name] = cert
         return cert
+
+    def register_gateway(self, gateway: GatewayConfig) -> str:
+        """The gateway's thing, attributes and site/line groups in moto's IoT registry, as provisioning
+        creates them in AWS (ingest refuses batches whose line the registry does not confirm)."""
+        if self.moto is None:
+            raise RuntimeError("the runtime is not started: use it as a context manager first")
+        if gateway.thing_name not in self.certs:
+            raise ValueError(f"thing_name={gateway.thing_name!r} has no certificate in this runtime: issue_cert first")
+        return register_gateway(gateway)
 
     def _apply_environment(self) -> None:
         for key in (*self.env, *REAL_ACCOUNT_VARIABLES):

@@ -8,10 +8,16 @@ partition touched by new raw objects, read the partition's existing parts, union
 new rows, drop duplicates (the earliest ingested copy wins), write one new part, then delete the
 old parts. Late data (the Mímir lines send up to 14 days late) simply rewrites an older partition.
 
-Lateness SLA: a row whose ingest_time_ms - time_ms exceeds the SLA (default 14 days) does not
-reopen curated history; it goes to `late/line=<line>/ingest_date=YYYY-MM-DD/` (same columns, same
-merge and de-duplication) and is counted in `late_rows`, so nothing is dropped silently. Copies of
-one (thing_name, seq) within a run are collapsed first, so the earliest copy decides where it lands.
+Lateness SLA: a row whose ingest_time_ms - time_ms exceeds the SLA (default 14 days,
+names.DEFAULT_LATENESS_SLA_DAYS) does not reopen curated history; it goes to
+`late/line=<line>/ingest_date=YYYY-MM-DD/` (same columns, same merge and de-duplication) and is
+counted in `late_rows`, so nothing is dropped silently. Ingest already refuses such samples on
+arrival, so this path catches what passed ingest under a looser SLA: the SLA was lowered between
+landing and compaction (or ingest and compaction were configured with different values), or the
+raw objects were landed before ingest enforced it. Compacting late does not by itself make a row
+late: the delay is measured from the event time to the broker's receive time, not to compaction.
+Copies of one (thing_name, seq) within a run are collapsed first, so the earliest copy decides
+where it lands.
 De-duplication does not cross the two stores: a copy re-sent after the SLA of a row already in
 curated lands in late/ too.
 A crash between the write and the delete leaves two overlapping parts; readers de-duplicate
@@ -53,7 +59,6 @@ CURATED_SCHEMA = pa.schema(
 )
 SORT_KEYS = ["thing_name", "metric", "time_ms"]
 DAY_MS = 86_400_000
-DEFAULT_LATENESS_SLA_DAYS = 14
 DELAY_QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "max": 1.0}
 DEDUPE_KEYS = ["thing_name", "seq"]
 
@@ -92,7 +97,7 @@ def compact(
     bucket: str,
     *,
     raw_keys: Iterable[str] | None = None,
-    lateness_sla_days: int = DEFAULT_LATENESS_SLA_DAYS,
+    lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS,
 ) -> CompactionResult:
     """Fold raw objects not yet compacted (all under raw/ when raw_keys is None) into curated/,
     or into late/ for rows ingested more than `lateness_sla_days` after their event time."""
@@ -196,9 +201,15 @@ def dedupe_and_sort(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _to_parquet(rows: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(rows[CURATED_SCHEMA.names], schema=CURATED_SCHEMA, preserve_index=False)
+    return curated_parquet_bytes(
+        pa.Table.from_pandas(rows[CURATED_SCHEMA.names], schema=CURATED_SCHEMA, preserve_index=False)
+    )
+
+
+def curated_parquet_bytes(table: pa.Table) -> bytes:
+    """A curated part as stored: CURATED_SCHEMA, zstd (read by DuckDB and Athena alike)."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA), buffer, compression="zstd")
     return buffer.getvalue()
 
 

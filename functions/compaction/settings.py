@@ -11,14 +11,12 @@ from pydantic import Field, ValidationError
 from edgeloop.functions.common.settings import DataPathSettings, _describe
 from edgeloop.schemas import names
 
-from .logic import DEFAULT_LATENESS_SLA_DAYS
-
 _ENV_VARS = (names.DATA_BUCKET_ENV, names.USE_CASE_ENV, names.LATENESS_SLA_DAYS_ENV)
 
 
 class Settings(DataPathSettings):
     lateness_sla_days: int = Field(
-        default=DEFAULT_LATENESS_SLA_DAYS, gt=0, validation_alias=names.LATENESS_SLA_DAYS_ENV
+        default=names.DEFAULT_LATENESS_SLA_DAYS, gt=0, validation_alias=names.LATENESS_SLA_DAYS_ENV
     )
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Where ingest writes: raw objects (create-once) and quarantine records, in the data bucket."""
+"""What ingest writes: raw objects (create-once) and quarantine records in the data bucket."""
 
 from __future__ import annotations
 

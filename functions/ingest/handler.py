@@ -10,6 +10,7 @@ from functools import lru_cache
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.common.line_directory import IotLineDirectory
 from edgeloop.functions.common.observability import powertools
 from edgeloop.schemas import IotRuleEvent, load_use_case
 
@@ -25,6 +26,12 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+@lru_cache(maxsize=1)
+def _line_directory() -> IotLineDirectory:
+    # One per warm container, so its per-thing cache outlives the invocation.
+    return IotLineDirectory()
+
+
 def lambda_handler(event: dict, context) -> dict:
     return _handle(event, context_or_local(context, "ingest"))
 
@@ -36,7 +43,11 @@ def _handle(event: dict, context) -> dict:
     settings = _settings()
     rule_event = IotRuleEvent.model_validate(event)
     result = ingest_event(
-        rule_event, use_case=load_use_case(settings.use_case), store=S3IngestStore(settings.data_bucket)
+        rule_event,
+        use_case=load_use_case(settings.use_case),
+        store=S3IngestStore(settings.data_bucket),
+        lines=_line_directory(),
+        lateness_sla_days=settings.lateness_sla_days,
     )
     _record(result, rule_event)
     return result.model_dump()

@@ -2,10 +2,15 @@
 
 Two levels of refusal:
 - the message (not base64, not readable in wire format 1 (zlib JSON) or 2 (compact binary),
-  missing or mistyped batch fields, a sequence range that does not match the samples, a thing
-  name that differs from the topic's thing): nothing lands, the whole payload goes to quarantine;
+  over a size limit (the payload over IoT Core's 128 KB; the decoder's: a body inflating beyond
+  MAX_DECODED_BODY_BYTES, more than MAX_BATCH_SAMPLES samples), missing or mistyped batch fields,
+  a sequence range that does not match the samples, a thing name that differs from the topic's
+  thing, a line_id other than the line the IoT registry holds for the thing): nothing lands, the
+  whole payload goes to quarantine;
 - single samples (a mistyped or non-finite value, an unknown metric, an event time too far in the
-  future): only those samples are refused, the rest of the batch lands.
+  future, or older than the lateness SLA (names.LATENESS_SLA_DAYS_ENV, default 14 days) on
+  arrival): only those samples are refused, the rest of the batch lands. Compaction's late/ path
+  still catches rows that passed here under a looser SLA (see functions/compaction/logic.py).
 
 Quarantine records always carry the payload as received (so a fixed message can be replayed; the
 cloud drops re-landed samples by (thing, seq)), and one reason per refused field or sample.
@@ -24,13 +29,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edgeloop.functions.common.line_directory import LineDirectory, line_mismatch
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, TelemetryBatch, UseCaseConfig, names
-from edgeloop.schemas.telemetry import ColumnarSamples, TelemetryDecodeError, decode_batch_document
+from edgeloop.schemas.telemetry import (
+    MAX_PAYLOAD_BYTES,
+    ColumnarSamples,
+    TelemetryDecodeError,
+    decode_batch_document,
+)
 
 from .data_access import IngestStore
 from .raw_format import RawBatch
 
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000  # gateway clocks may run a little ahead of the broker's
+DAY_MS = 86_400_000
 SAMPLE_COLUMNS = ("metric_index", "time_ms", "values")
 _PLACEHOLDER = {"metric_index": 0, "time_ms": 0, "values": 0.0}
 _VALUE_PREVIEW = 200
@@ -55,10 +67,19 @@ class _MessageRefused(Exception):
         self.sample_count = sample_count
 
 
-def ingest_event(event: IotRuleEvent, *, use_case: UseCaseConfig, store: IngestStore) -> IngestResult:
+def ingest_event(
+    event: IotRuleEvent,
+    *,
+    use_case: UseCaseConfig,
+    store: IngestStore,
+    lines: LineDirectory,
+    lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS,
+) -> IngestResult:
+    if isinstance(lateness_sla_days, bool) or not isinstance(lateness_sla_days, int) or lateness_sla_days <= 0:
+        raise ValueError(f"lateness_sla_days={lateness_sla_days!r} must be a positive whole number of days")
     received_at = datetime.fromtimestamp(event.received_at_ms / 1000, tz=UTC)
     try:
-        batch, sample_reasons = _accept(event, use_case)
+        batch, sample_reasons = _accept(event, use_case, lines, lateness_sla_days)
     except _MessageRefused as refused:
         key = quarantine_key(event, received_at)
         store.put_quarantine(key, _quarantine_record(event, received_at, refused.reasons))
@@ -118,7 +139,9 @@ def quarantine_key(event: IotRuleEvent, received_at: datetime) -> str:
 # --- validation ----------------------------------------------------------------------------------
 
 
-def _accept(event: IotRuleEvent, use_case: UseCaseConfig) -> tuple[TelemetryBatch, dict[int, list[QuarantineReason]]]:
+def _accept(
+    event: IotRuleEvent, use_case: UseCaseConfig, lines: LineDirectory, lateness_sla_days: int
+) -> tuple[TelemetryBatch, dict[int, list[QuarantineReason]]]:
     """The valid batch and the reasons per refused sample index; raises _MessageRefused."""
     topic_thing = _topic_thing(event.topic)
     document = _decode(event)
@@ -133,8 +156,16 @@ def _accept(event: IotRuleEvent, use_case: UseCaseConfig) -> tuple[TelemetryBatc
             ],
             len(batch.samples),
         )
-    _check_samples(batch, use_case, event.received_at_ms, sample_reasons)
+    _check_line(batch, lines)
+    _check_samples(batch, use_case, event.received_at_ms, lateness_sla_days, sample_reasons)
     return batch, sample_reasons
+
+
+def _check_line(batch: TelemetryBatch, lines: LineDirectory) -> None:
+    """The registry, not the gateway, decides which line a thing's data belongs to."""
+    error = line_mismatch(batch.thing_name, batch.line_id, lines)
+    if error is not None:
+        raise _MessageRefused([_reason("line_id", batch.line_id, error)], len(batch.samples))
 
 
 def _topic_thing(topic: str) -> str:
@@ -153,6 +184,10 @@ def _decode(event: IotRuleEvent) -> dict[str, Any]:
     except ValueError as exc:
         raise _MessageRefused([_reason("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
     try:
+        if len(payload) > MAX_PAYLOAD_BYTES:  # only a path around IoT Core can deliver one
+            raise TelemetryDecodeError(
+                "<payload>", f"{len(payload)} bytes", f"exceeds IoT Core's message limit of {MAX_PAYLOAD_BYTES} bytes"
+            )
         return decode_batch_document(payload)  # either wire format, as the format-1 document shape
     except TelemetryDecodeError as exc:
         raise _MessageRefused([_reason(exc.field, exc.value, exc.reason)]) from exc
@@ -238,12 +273,17 @@ def _sample_element(loc: tuple) -> int | None:
 
 
 def _check_samples(
-    batch: TelemetryBatch, use_case: UseCaseConfig, received_at_ms: int, reasons: dict[int, list[QuarantineReason]]
+    batch: TelemetryBatch,
+    use_case: UseCaseConfig,
+    received_at_ms: int,
+    lateness_sla_days: int,
+    reasons: dict[int, list[QuarantineReason]],
 ) -> None:
     samples = batch.samples
     accepted = use_case.accepted_metrics
     unknown = {i for i, name in enumerate(samples.metrics) if name not in accepted}
     latest_ms = received_at_ms + FUTURE_TOLERANCE_MS
+    earliest_ms = received_at_ms - lateness_sla_days * DAY_MS
     for i, (metric, time_ms) in enumerate(zip(samples.metric_index, samples.time_ms)):
         if i in reasons:
             continue  # a placeholder stands there; the sample is already refused
@@ -263,6 +303,16 @@ def _check_samples(
                     time_ms,
                     f"sample seq={seq}: event time is {time_ms - received_at_ms} ms after received_at_ms="
                     f"{received_at_ms} (at most {FUTURE_TOLERANCE_MS} ms allowed)",
+                )
+            )
+        if time_ms < earliest_ms:
+            reasons.setdefault(i, []).append(
+                _reason(
+                    f"samples.time_ms[{i}]",
+                    time_ms,
+                    f"sample seq={seq}: event time is {received_at_ms - time_ms} ms before received_at_ms="
+                    f"{received_at_ms}, beyond the lateness SLA of {lateness_sla_days} days "
+                    f"({names.LATENESS_SLA_DAYS_ENV})",
                 )
             )
 
@@ -301,9 +351,10 @@ def _quarantine_record(event: IotRuleEvent, received_at: datetime, reasons: list
 
 
 def _readable(payload: bytes) -> bytes | str:
-    """What a person should see of a refused payload: its decompressed text when there is one."""
+    """What a person should see of a refused payload: the start of its decompressed text when there is one."""
     try:
-        return zlib.decompress(payload).decode("utf-8", errors="replace")
+        # Bounded: only a preview is shown, and the payload may be a zlib bomb.
+        return zlib.decompressobj().decompress(payload, 4 * _VALUE_PREVIEW).decode("utf-8", errors="replace")
     except zlib.error:
         return payload
 

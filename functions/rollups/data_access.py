@@ -49,7 +49,13 @@ def read_curated_day(bucket: str, part_keys: list[str]) -> pa.Table:
 
 
 def _read_parquet(bucket: str, key: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(s3.get_bytes(bucket, key)), read_dictionary=["metric"])
+    return read_parquet_whole(io.BytesIO(s3.get_bytes(bucket, key)))
+
+
+def read_parquet_whole(source, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file with one chunk per row group: read_table splits row groups into batches,
+    which the rollups would then have to concatenate (a copy of every column)."""
+    return pq.ParquetFile(source, read_dictionary=["metric"]).read(columns=columns, use_threads=False)
 
 
 def rollup_key(resolution: str, line_id: str, month: str) -> str:

@@ -3,6 +3,12 @@
 Event: either `{"partitions": [...]}` -- the curated prefixes a compaction run rewrote
 (`curated/line=<id>/event_date=YYYY-MM-DD/`, its result's `partitions`), so only the touched
 event months are rebuilt -- or `{"line_ids": [...]}` to rebuild those lines entirely.
+
+Compaction's on-success destination delivers its result in one of two shapes, both accepted:
+the Lambda destination envelope (`{"requestContext": {"condition": "Success", ...},
+"requestPayload": ..., "responsePayload": <result>}`, what the stack configures) or the bare
+result (a destination with response_only). Only the result's `partitions` count (its `line_ids`
+are derived from them), so a run that rewrote nothing rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ _PARTITION = re.compile(
     rf"^{names.CURATED_PREFIX}/line=([a-z0-9][a-z0-9_-]{{0,62}})/event_date=(\d{{4}}-\d{{2}})-\d{{2}}/?$"
 )
 _LINE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A field only compaction's result has (functions/compaction/logic.py CompactionResult).
+COMPACTION_RESULT_MARKER = "raw_objects"
 
 
 @lru_cache(maxsize=1)
@@ -37,8 +45,25 @@ def lambda_handler(event: dict, context) -> dict:
     return _handle(event or {}, context_or_local(context, "rollups"))
 
 
+def rebuild_request(event: dict) -> dict:
+    """The event as `{"partitions": ...}` or `{"line_ids": ...}`: destination deliveries unwrapped."""
+    if "responsePayload" in event:
+        condition = (event.get("requestContext") or {}).get("condition")
+        if condition != "Success":
+            raise ValueError(f"requestContext.condition={condition!r}: only a successful compaction run is rolled up")
+        event = event["responsePayload"]
+        if not isinstance(event, dict) or COMPACTION_RESULT_MARKER not in event:
+            raise ValueError(f"responsePayload={event!r:.200} is not a compaction result")
+    if COMPACTION_RESULT_MARKER in event:
+        if "partitions" not in event:
+            raise ValueError("the compaction result has no partitions")
+        return {"partitions": event["partitions"]}
+    return event
+
+
 def months_to_rebuild(event: dict) -> dict[str, list[str] | None]:
     """line -> event months to rebuild (None: every month of the line)."""
+    event = rebuild_request(event)
     partitions, line_ids = event.get("partitions"), event.get("line_ids")
     if (partitions is None) == (line_ids is None):
         raise ValueError(f"event needs exactly one of partitions or line_ids, got keys {sorted(event)}")

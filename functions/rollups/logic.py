@@ -263,10 +263,12 @@ def _require_finite(metrics, code, time_ms, value) -> None:
 
 def _metric_bounds(code: np.ndarray) -> np.ndarray | None:
     """Where each metric's rows start (plus the end), or None when rows are not grouped by code."""
-    step = np.diff(code)
-    if (step < 0).any():
+    if not len(code):
+        return np.zeros(1, np.int64)
+    if (code[1:] < code[:-1]).any():
         return None
-    return np.concatenate(([0], np.flatnonzero(step) + 1, [len(code)])) if len(code) else np.zeros(1, np.int64)
+    # one comparison pass above, then a search per code value (a diff would allocate per row)
+    return np.unique(np.searchsorted(code, np.arange(int(code[-1]) + 2)))
 
 
 def _times_sorted(time_ms: np.ndarray, metric_bounds: np.ndarray) -> bool:

@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from edgeloop.schemas.common import Identifier, ThingName
 from edgeloop.schemas.telemetry import (
     COMPACT_FORMAT_VERSION,
+    GATEWAY_BATCH_SAMPLES,
     MAX_PAYLOAD_BYTES,
     ColumnarSamples,
     TelemetryBatch,
@@ -57,7 +58,6 @@ _DROP_TARGET_SHARE = 0.9
 _INITIAL_BYTES_PER_SAMPLE = 1.5
 # Aim a little under the limit so the first encode usually fits.
 _FILL_SHARE = 0.92
-_MAX_SAMPLES_PER_BATCH = 200_000
 # Data appended within this many seconds is live: it goes out before the backlog.
 DEFAULT_LIVE_WINDOW_S = 10.0
 
@@ -352,7 +352,7 @@ class SampleBuffer:
     def _encode_oldest(self, span: tuple[int, int], max_payload_bytes: int) -> PendingBatch:
         pending = span[1] - span[0] + 1
         n = int(max_payload_bytes * _FILL_SHARE / self._bytes_per_sample)
-        n = max(1, min(pending, n, _MAX_SAMPLES_PER_BATCH))
+        n = max(1, min(pending, n, GATEWAY_BATCH_SAMPLES))
         rows = self._contiguous_rows(span[0], n)
         while True:
             payload = self._encode(rows)

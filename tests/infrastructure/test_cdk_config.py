@@ -35,9 +35,10 @@ def test_values_from_cli_context_arrive_as_strings():
 
 
 @pytest.mark.parametrize("value", [True, "true", "True", "1"])
-def test_timestream_is_not_implemented_and_says_so(value):
-    with pytest.raises(ConfigError, match=f"{ENABLE_TIMESTREAM_KEY}=true is not implemented"):
-        config(**{ENABLE_TIMESTREAM_KEY: value})
+def test_timestream_hot_path_is_accepted(value):
+    """Built by constructs/hot_path.py; tests/infrastructure/test_cdk_hot_path.py synthesizes it."""
+    assert config(**{ENABLE_TIMESTREAM_KEY: value}).enable_timestream is True
+    assert config().enable_timestream is False
 
 
 @pytest.mark.parametrize(
@@ -57,9 +58,11 @@ def test_bad_context_names_the_key_and_the_value(key, value):
     assert key in str(raised.value) and value in str(raised.value)
 
 
-def test_the_app_refuses_timestream_before_building_anything(tmp_path):
+def test_the_app_refuses_bad_context_before_building_anything(tmp_path):
     from edgeloop.cdk.app import build_app
 
-    with pytest.raises(ConfigError, match="Timestream"):
-        build_app(context={ENABLE_TIMESTREAM_KEY: True}, outdir=str(tmp_path / "out"), staging_dir=tmp_path / "stage")
+    with pytest.raises(ConfigError, match=ENABLE_TIMESTREAM_KEY):
+        build_app(
+            context={ENABLE_TIMESTREAM_KEY: "maybe"}, outdir=str(tmp_path / "out"), staging_dir=tmp_path / "stage"
+        )
     assert not (tmp_path / "stage").exists()

@@ -15,7 +15,10 @@ from edgeloop.schemas import names
 pytestmark = pytest.mark.slow
 
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
-PANDAS_FUNCTIONS = {"compaction", "metric_packer"}
+PANDAS_FUNCTIONS = {"compaction", "metric_packer", "rollups", "context"}
+# Built only with the context flag edgeloop:enableTimestream (tests/infrastructure/test_cdk_hot_path.py).
+OPTIONAL_FUNCTIONS = {"hot_path"}
+DEFAULT_FUNCTIONS = sorted(set(names.FUNCTIONS) - OPTIONAL_FUNCTIONS)
 ROLLOUT_ENV = {
     names.DEVICE_TABLE_ENV,
     names.DEPLOYMENT_TABLE_ENV,
@@ -28,6 +31,8 @@ EXPECTED_ENV = {
     "ingest": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "compaction": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "rollups": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "context": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "device_registry": {names.DEVICE_TABLE_ENV},
     "status_intake": ROLLOUT_ENV,
     "orchestrator": ROLLOUT_ENV,
@@ -225,7 +230,7 @@ def test_compaction_runs_on_a_schedule_and_new_curated_objects_reach_the_metric_
 
 def test_every_function_in_names_is_deployed_once_with_its_handler(resources):
     handlers = sorted(p["Handler"] for p in of_type(resources, "AWS::Lambda::Function").values())
-    assert handlers == sorted(names.FUNCTIONS.values())
+    assert handlers == sorted(names.FUNCTIONS[key] for key in DEFAULT_FUNCTIONS)
 
 
 def test_functions_run_python_3_12_on_arm64(resources):
@@ -235,7 +240,7 @@ def test_functions_run_python_3_12_on_arm64(resources):
         assert props["TracingConfig"] == {"Mode": "Active"}
 
 
-@pytest.mark.parametrize("key", sorted(names.FUNCTIONS))
+@pytest.mark.parametrize("key", DEFAULT_FUNCTIONS)
 def test_function_environment(functions_by_key, key):
     _, props = functions_by_key[key]
     variables = props["Environment"]["Variables"]
@@ -249,7 +254,7 @@ def test_function_environment(functions_by_key, key):
         assert variables[names.USE_CASE_ENV] == "extrusion"
 
 
-@pytest.mark.parametrize("key", sorted(names.FUNCTIONS))
+@pytest.mark.parametrize("key", DEFAULT_FUNCTIONS)
 def test_function_layers(functions_by_key, key):
     layers = flat(functions_by_key[key][1]["Layers"])
     assert "AWSLambdaPowertoolsPythonV3-python312-arm64" in layers
@@ -327,6 +332,16 @@ def test_ingest_writes_only_raw_and_quarantine(resources, functions_by_key):
     assert not {"s3:GetObject", "s3:DeleteObject", "s3:ListBucket"} & set(granted)
 
 
+@pytest.mark.parametrize("key", ["ingest", "context"])
+def test_line_checking_functions_read_only_things_from_the_iot_registry(resources, functions_by_key, key):
+    """Ingest and context check a message's line against the thing's line_id attribute (IotLineDirectory)."""
+    role_id = functions_by_key[key][1]["Role"]["Fn::GetAtt"][0]
+    granted = _actions_to_resources(statements(resources, role_id))
+    assert {action for action in granted if action.startswith("iot:")} == {"iot:DescribeThing"}
+    (things,) = granted["iot:DescribeThing"]
+    assert ":iot:" in things and things.endswith(':thing/*"]]}')
+
+
 def test_prefixes_granted_to_functions_match_the_functions_code():
     """The constructs name two prefixes that live in function code, not in names.py."""
     from edgeloop.cdk.constructs.fleet import ROLLOUT_GROUP_PREFIX
@@ -382,3 +397,91 @@ def test_alarm_topic_is_encrypted_with_a_rotating_key(resources):
 
 def test_no_timestream_resources(resources):
     assert not [r for r in resources.values() if r["Type"].startswith("AWS::Timestream::")]
+
+
+# --- rollups and context (issue 4) ----------------------------------------------------------------
+
+
+def _object_grants(resources: dict, functions_by_key: dict, key: str) -> dict[str, list[str]]:
+    """action -> the data bucket prefixes (or 'bucket' for the bucket itself) granted to a function."""
+    role_id = functions_by_key[key][1]["Role"]["Fn::GetAtt"][0]
+    grants: dict[str, list[str]] = {}
+    for statement in statements(resources, role_id):
+        for action in as_list(statement["Action"]):
+            if not action.startswith("s3:"):
+                continue
+            for resource in as_list(statement["Resource"]):
+                assert "DataBucket" in flat(resource), (key, action, resource)
+                prefix = re.findall(r'"/([\w-]+)/\*"', flat(resource))
+                grants.setdefault(action, []).extend(prefix or ["bucket"])
+    return {action: sorted(prefixes) for action, prefixes in grants.items()}
+
+
+def test_rollups_read_curated_and_write_only_rollups(resources, functions_by_key):
+    assert _object_grants(resources, functions_by_key, "rollups") == {
+        "s3:ListBucket": ["bucket"],
+        "s3:GetObject": [names.CURATED_PREFIX],
+        "s3:PutObject": [names.ROLLUPS_PREFIX],
+        "s3:DeleteObject": [names.ROLLUPS_PREFIX],
+    }
+
+
+def test_context_reads_and_writes_context_and_writes_slices_and_quarantine(resources, functions_by_key):
+    assert _object_grants(resources, functions_by_key, "context") == {
+        "s3:ListBucket": ["bucket"],
+        "s3:GetObject": [names.CONTEXT_PREFIX],
+        "s3:PutObject": sorted([names.CONTEXT_PREFIX, names.CONTEXT_SLICES_PREFIX, names.QUARANTINE_PREFIX]),
+    }
+
+
+def test_compaction_success_goes_to_rollups_with_the_full_destination_envelope(resources, functions_by_key):
+    compaction_id, compaction = functions_by_key["compaction"]
+    rollups_id, _ = functions_by_key["rollups"]
+    (config,) = [
+        p
+        for p in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+        if p["FunctionName"] == {"Ref": compaction_id}
+    ]
+    # Directly to the function (not through EventBridge, as response_only=True would): the
+    # rollups handler gets {"requestContext", "requestPayload", "responsePayload"}.
+    assert config["DestinationConfig"]["OnSuccess"] == {"Destination": {"Fn::GetAtt": [rollups_id, "Arn"]}}
+    assert "OnFailure" in config["DestinationConfig"]
+    granted = _actions_to_resources(statements(resources, compaction["Role"]["Fn::GetAtt"][0]))
+    assert granted["lambda:InvokeFunction"] == [
+        flat({"Fn::GetAtt": [rollups_id, "Arn"]}),
+        flat({"Fn::Join": ["", [{"Fn::GetAtt": [rollups_id, "Arn"]}, ":*"]]}),
+    ]
+    invoked_elsewhere = [
+        key
+        for key, (_, props) in functions_by_key.items()
+        if key != "compaction"
+        and "lambda:InvokeFunction" in _actions_to_resources(statements(resources, props["Role"]["Fn::GetAtt"][0]))
+    ]
+    assert invoked_elsewhere == []
+
+
+def test_only_compaction_has_a_success_destination(resources, functions_by_key):
+    with_success = {
+        p["FunctionName"]["Ref"]
+        for p in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+        if "OnSuccess" in p["DestinationConfig"]
+    }
+    assert with_success == {functions_by_key["compaction"][0]}
+
+
+def test_the_context_route_targets_the_context_function(resources, functions_by_key):
+    (rule,) = [p for p in of_type(resources, "AWS::IoT::TopicRule").values() if p["RuleName"] == "edgeloop_context"]
+    payload = rule["TopicRulePayload"]
+    assert payload["Sql"].endswith(f"FROM '{names.TOPIC_ROOT}/+/context'")
+    assert payload["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [functions_by_key["context"][0], "Arn"]}}}]
+    assert payload["ErrorAction"]["S3"]["Key"].startswith(f"{names.IOT_ERRORS_PREFIX}/edgeloop_context/")
+
+
+def test_a_gateway_may_publish_its_own_context_and_no_other_gateways(resources):
+    from edgeloop.local.bridge import topic_matches
+
+    granted = _actions_to_resources(_policy(resources, "GatewayDataPolicy"))
+    patterns = [re.search(r":topic/([^\"]+)\"", r).group(1) for r in granted["iot:Publish"]]
+    own = [p.replace(THING_VARIABLE, "gw-1").replace("*", "#") for p in patterns]
+    assert any(topic_matches(p, names.context_topic("gw-1")) for p in own), patterns
+    assert not any(topic_matches(p, names.context_topic("gw-2")) for p in own), patterns

@@ -223,6 +223,7 @@ def test_the_bridge_turns_messages_into_iot_rule_events(runtime):
         "ingest": RecordingHandler(fail_on=b"poison"),
         "device_registry": RecordingHandler(),
         "status_intake": RecordingHandler(),
+        "context": RecordingHandler(),
     }
     gateway, gateway_inbox = _gateway(runtime, GATEWAY_A)
     bridge = IotRuleBridge(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, handlers=handlers)

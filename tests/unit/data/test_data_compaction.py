@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
+from edgeloop.functions.common.line_directory import StaticLineDirectory
 from edgeloop.functions.compaction.logic import (
     CURATED_SCHEMA,
     compact,
@@ -56,7 +57,10 @@ def land(seq_first: int, times_ms: list[int], *, thing="gw-1", line="line-1", re
     )
     received = received_at_ms if received_at_ms is not None else max(times_ms) + 1000
     event = IotRuleEvent.from_message(names.telemetry_topic(thing), encode_batch(batch), received)
-    result = ingest_event(event, use_case=USE_CASE, store=S3IngestStore(BUCKET))
+    # Ingest's SLA is set far above compaction's: rows landed under a looser SLA (or before it was
+    # lowered) are what compaction's late/ path exists for.
+    lines = StaticLineDirectory({thing: line})
+    result = ingest_event(event, use_case=USE_CASE, store=S3IngestStore(BUCKET), lines=lines, lateness_sla_days=3650)
     assert result.landed_samples in (n, 0)
     return result.raw_key
 

@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from edgeloop.functions.common.line_directory import StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import FUTURE_TOLERANCE_MS, ingest_event
 from edgeloop.functions.ingest.raw_format import RawBatch
@@ -20,6 +21,7 @@ BUCKET = "edgeloop-ingest-test"
 THING = "gw-line-1"
 RECEIVED_AT_MS = 1_767_225_600_000 + 13 * 3_600_000 + 5_000  # 2026-01-01 13:00:05 UTC
 USE_CASE = load_use_case("extrusion")
+LINES = StaticLineDirectory({THING: "line-1"})
 
 
 @pytest.fixture()
@@ -56,7 +58,7 @@ def wire(doc: dict) -> bytes:
 
 
 def ingest(s3, payload: bytes, **kwargs):
-    return ingest_event(event_of(payload, **kwargs), use_case=USE_CASE, store=S3IngestStore(BUCKET))
+    return ingest_event(event_of(payload, **kwargs), use_case=USE_CASE, store=S3IngestStore(BUCKET), lines=LINES)
 
 
 def quarantine_record(s3, key: str) -> QuarantineRecord:
@@ -263,10 +265,17 @@ def emitted_metrics(stdout: str) -> list[dict]:
     ]
 
 
+def register_thing_in_iot(thing: str = THING, line_id: str = "line-1") -> None:
+    """What `edgeloop gateway provision` leaves in the registry, as far as ingest reads it."""
+    boto3.client("iot").create_thing(thingName=thing, attributePayload={"attributes": {"line_id": line_id}})
+
+
 def test_handler_counts_metrics_and_lands(s3, capsys):
     from edgeloop.functions.ingest import handler
 
     handler._settings.cache_clear()
+    handler._line_directory.cache_clear()
+    register_thing_in_iot()
     event = event_of(wire(batch_doc(4))).model_dump()
     outputs = [handler.lambda_handler(event, None) for _ in range(3)]
 

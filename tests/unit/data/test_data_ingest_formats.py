@@ -8,6 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from edgeloop.functions.common.line_directory import StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
 from edgeloop.functions.ingest.raw_format import RawBatch
@@ -49,7 +50,8 @@ def batch(version: int, *, seq_first: int = 100, metrics=("speed", "temp_die"), 
 
 def ingest(payload: bytes):
     event = IotRuleEvent.from_message(names.telemetry_topic(THING), payload, RECEIVED_AT_MS)
-    return ingest_event(event, use_case=USE_CASE, store=S3IngestStore(BUCKET))
+    lines = StaticLineDirectory({THING: "line-1"})
+    return ingest_event(event, use_case=USE_CASE, store=S3IngestStore(BUCKET), lines=lines)
 
 
 def landed(s3, key: str) -> RawBatch:

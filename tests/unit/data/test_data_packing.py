@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
+from edgeloop.functions.common.line_directory import StaticLineDirectory
 from edgeloop.functions.compaction.logic import compact
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
@@ -348,7 +349,9 @@ def _land_line(seconds: int, *, target: float = 2.0) -> None:
         )
         seq += len(times)
         event = IotRuleEvent.from_message(names.telemetry_topic("gw-1"), encode_batch(batch), times[-1] + 500)
-        assert ingest_event(event, use_case=use_case, store=S3IngestStore(BUCKET)).landed_samples == len(times)
+        lines = StaticLineDirectory({"gw-1": "line-1"})
+        result = ingest_event(event, use_case=use_case, store=S3IngestStore(BUCKET), lines=lines)
+        assert result.landed_samples == len(times)
     compact(BUCKET)
 
 

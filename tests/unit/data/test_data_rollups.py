@@ -241,11 +241,15 @@ def test_arrow_round_trip_keeps_every_column():
 
 @pytest.fixture()
 def s3(monkeypatch):
+    from edgeloop.functions.rollups.handler import _settings
+
     monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
+    _settings.cache_clear()  # another test's bucket may be cached
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         yield client
+    _settings.cache_clear()
 
 
 def put_curated(s3, line_id: str, day: str, samples: pd.DataFrame, *, part="part-0", seq_start=0) -> None:
@@ -338,3 +342,70 @@ def test_months_to_rebuild_groups_partitions_by_line():
     event = {"partitions": [f"curated/line=line-1/event_date=2026-0{m}-0{d}/" for m in (1, 2) for d in (1, 2)]}
     assert months_to_rebuild(event) == {"line-1": ["2026-01", "2026-02"]}
     assert months_to_rebuild({"line_ids": ["line-1"]}) == {"line-1": None}
+
+
+# --- compaction's on-success destination -----------------------------------------------------------
+
+
+def compaction_result(partitions: list[str]) -> dict:
+    """What functions/compaction/handler.py returns (the responsePayload of its destination)."""
+    from dataclasses import asdict
+
+    from edgeloop.functions.compaction.logic import CompactionResult
+
+    result = CompactionResult(raw_objects=len(partitions), rows_written=10 * len(partitions), partitions=partitions)
+    return {**asdict(result), "line_ids": result.line_ids}
+
+
+def destination_envelope(response: dict, condition: str = "Success") -> dict:
+    """The event Lambda hands an on-success destination function (response_only=False)."""
+    return {
+        "version": "1.0",
+        "timestamp": "2026-01-02T00:15:00.000Z",
+        "requestContext": {
+            "requestId": "c0ffee00-0000-4000-8000-000000000000",
+            "functionArn": "arn:aws:lambda:eu-west-1:123456789012:function:compaction:$LATEST",
+            "condition": condition,
+            "approximateInvokeCount": 1,
+        },
+        "requestPayload": {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+        "responsePayload": response,
+    }
+
+
+def test_the_destination_envelope_of_a_compaction_run_rebuilds_the_months_it_rewrote(s3):
+    put_curated(s3, "line-1", "2026-01-01", day_of_samples(T0, 1))
+    put_curated(s3, "line-2", "2026-01-01", day_of_samples(T0, 2))
+    result = compaction_result(["curated/line=line-2/event_date=2026-01-01/"])
+    response = lambda_handler(destination_envelope(result), None)
+    assert [(r["line_id"], r["months"], r["samples"]) for r in response["results"]] == [("line-2", ["2026-01"], 600)]
+    assert rollup_keys(s3) and all("line=line-2" in key for key in rollup_keys(s3))
+
+
+def test_a_bare_compaction_result_is_read_by_its_partitions_alone():
+    # Its line_ids are derived from the partitions, so they must not widen the rebuild to whole lines.
+    result = compaction_result(["curated/line=line-1/event_date=2026-02-03/"])
+    assert months_to_rebuild(result) == {"line-1": ["2026-02"]}
+
+
+def test_an_empty_compaction_run_rebuilds_nothing(s3):
+    put_curated(s3, "line-1", "2026-01-01", day_of_samples(T0, 1))
+    assert lambda_handler(destination_envelope(compaction_result([])), None) == {"results": []}
+    assert months_to_rebuild(compaction_result([])) == {}
+    assert rollup_keys(s3) == []
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (destination_envelope(compaction_result([]), condition="RetriesExhausted"), "condition='RetriesExhausted'"),
+        (destination_envelope({"partitions": []}), "is not a compaction result"),
+        (destination_envelope(None), "is not a compaction result"),
+        (destination_envelope(compaction_result(["raw/x"])), r"partition='raw/x' is not"),
+        ({"raw_objects": 1}, "has no partitions"),
+    ],
+)
+def test_bad_destination_events_are_refused_naming_the_field(event, message):
+    with pytest.raises(ValueError, match=message):
+        months_to_rebuild(event)

@@ -34,6 +34,7 @@ def test_every_route_matches_the_topic_builder_it_serves():
         "ingest": names.telemetry_topic,
         "device_registry": names.announce_topic,
         "status_intake": names.model_status_topic,
+        "context": names.context_topic,
     }
     for route in names.IOT_ROUTES:
         assert topic_matches(route.topic_filter, builders[route.function]("gw-1"))

@@ -1,0 +1,9 @@
+"""Environment of this function: EDGELOOP_DATA_BUCKET (required), EDGELOOP_USE_CASE (default extrusion)."""
+
+from __future__ import annotations
+
+from edgeloop.functions.common.settings import DataPathSettings
+
+
+class Settings(DataPathSettings):
+    pass

@@ -1,0 +1,1 @@
+"""Optional Timestream hot path: copies each new raw object's samples into a Timestream table."""

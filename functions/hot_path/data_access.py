@@ -1,0 +1,114 @@
+"""Where the hot path reads and writes: raw objects in S3, records in a Timestream table."""
+
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from edgeloop.functions.common import s3
+from edgeloop.functions.common.aws import client
+from edgeloop.functions.ingest.raw_format import RawBatch
+
+MAX_RECORDS_PER_REQUEST = 100  # WriteRecords' limit
+# botocore already retries a throttled request a few times within a second or two (the shared
+# client config); these slower retries on top ride out a longer burst before the whole invocation
+# fails and Lambda's asynchronous retry re-sends every batch of the object.
+MAX_THROTTLE_RETRIES = 5
+THROTTLE_BASE_DELAY_S = 0.5
+THROTTLE_MAX_DELAY_S = 8.0
+
+
+@dataclass(frozen=True)
+class RejectedRecord:
+    """One record Timestream refused; `index` is its position in the request."""
+
+    index: int
+    reason: str
+    existing_version: int | None = None
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What one WriteRecords request did: every record not in `rejected` was ingested."""
+
+    rejected: tuple[RejectedRecord, ...] = ()
+    throttle_retries: int = 0
+
+
+class RecordWriter(Protocol):
+    def write(self, records: Sequence[dict[str, Any]]) -> WriteOutcome: ...
+
+
+class TimestreamWriter:
+    """WriteRecords into one table: partial rejections are reported, throttling is retried."""
+
+    def __init__(
+        self,
+        database: str,
+        table: str,
+        *,
+        timestream: Any | None = None,
+        max_throttle_retries: int = MAX_THROTTLE_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.database = database
+        self.table = table
+        self._timestream = timestream
+        self._max_throttle_retries = max_throttle_retries
+        self._sleep = sleep
+
+    @property
+    def timestream(self) -> Any:
+        return self._timestream if self._timestream is not None else client("timestream-write")
+
+    def write(self, records: Sequence[dict[str, Any]]) -> WriteOutcome:
+        if not 1 <= len(records) <= MAX_RECORDS_PER_REQUEST:
+            raise ValueError(f"records={len(records)} per request: WriteRecords takes 1..{MAX_RECORDS_PER_REQUEST}")
+        retries = 0
+        while True:
+            try:
+                self.timestream.write_records(DatabaseName=self.database, TableName=self.table, Records=list(records))
+                return WriteOutcome(throttle_retries=retries)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "RejectedRecordsException":
+                    # Timestream ingested the other records of the request; only these are missing.
+                    return WriteOutcome(rejected=_rejected_records(exc.response), throttle_retries=retries)
+                if code != "ThrottlingException" or retries >= self._max_throttle_retries:
+                    raise
+            self._sleep(throttle_delay_s(retries))
+            retries += 1
+
+
+def throttle_delay_s(retry: int, *, jitter: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter, so concurrent writers do not retry in step."""
+    return min(THROTTLE_MAX_DELAY_S, THROTTLE_BASE_DELAY_S * 2**retry) * (0.5 + jitter() / 2)
+
+
+def _rejected_records(response: dict[str, Any]) -> tuple[RejectedRecord, ...]:
+    return tuple(
+        RejectedRecord(
+            index=int(item["RecordIndex"]),
+            reason=str(item.get("Reason") or "no reason given"),
+            existing_version=item.get("ExistingVersion"),
+        )
+        for item in response.get("RejectedRecords", [])
+    )
+
+
+def read_raw_batch(bucket: str, key: str) -> RawBatch:
+    body = s3.get_bytes_or_none(bucket, key)
+    if body is None:
+        raise LookupError(
+            f"raw object s3://{bucket}/{key} does not exist (expired, or the event is not for this bucket)"
+        )
+    try:
+        return RawBatch.from_gzip_json(body)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:  # ValueError covers pydantic's errors
+        raise ValueError(f"raw object s3://{bucket}/{key} is not a gzip RawBatch: {exc}") from exc

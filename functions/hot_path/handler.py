@@ -1,0 +1,61 @@
+"""EventBridge target for S3 "Object Created" on raw/: copies the new raw object into Timestream.
+
+Deployed only when the stack is built with edgeloop:enableTimestream=true (the optional hot path;
+S3 stays the system of record). See logic.py for the record layout and why re-runs are safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import lru_cache
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.common.observability import powertools
+
+from .data_access import TimestreamWriter
+from .logic import HotPathResult, copy_raw_object, raw_key_from_event
+from .settings import Settings
+
+logger, tracer, metrics = powertools("hot_path")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event, context_or_local(context, "hot_path"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def _handle(event: dict, context) -> dict:
+    settings = _settings()
+    key = raw_key_from_event(event, data_bucket=settings.data_bucket)
+    result = copy_raw_object(settings.data_bucket, key, writer=TimestreamWriter(settings.database, settings.table))
+    _record(result)
+    return asdict(result)
+
+
+def _record(result: HotPathResult) -> None:
+    metrics.add_metric(name="TimestreamRecordsWritten", unit=MetricUnit.Count, value=result.written)
+    metrics.add_metric(name="TimestreamRecordsDuplicate", unit=MetricUnit.Count, value=result.duplicates)
+    metrics.add_metric(name="TimestreamRecordsRejected", unit=MetricUnit.Count, value=result.rejected)
+    metrics.add_metric(name="TimestreamThrottleRetries", unit=MetricUnit.Count, value=result.throttle_retries)
+    if result.rejected:
+        logger.warning(
+            "Timestream rejected records",
+            extra={
+                "raw_key": result.raw_key,
+                "rejected_by_reason": result.rejected_by_reason,
+                "examples": [asdict(example) for example in result.rejected_examples],
+            },
+        )
+    logger.info(
+        "raw object copied to Timestream",
+        extra={"raw_key": result.raw_key, "samples": result.samples, "requests": result.requests},
+    )
