@@ -3,6 +3,7 @@
 | context key                              | default    | meaning                                         |
 |------------------------------------------|------------|-------------------------------------------------|
 | edgeloop:useCase                         | extrusion  | use case the data-path functions serve          |
+| edgeloop:latenessSlaDays                 | 14         | ingest refuses, compaction diverts older data   |
 | edgeloop:enableTimestream                | false      | build the optional Timestream hot path (below)  |
 | edgeloop:timestreamMemoryRetentionHours  | 24         | hot path: memory store retention (1-8766 h)     |
 | edgeloop:timestreamMagneticRetentionDays | 90         | hot path: magnetic store retention (1-73000 d)  |
@@ -25,12 +26,14 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from edgeloop.schemas import names
 from edgeloop.schemas.common import Identifier, SemVer
 from edgeloop.schemas.use_case import load_use_case
 
 from .constructs.layers import PANDAS_LAYER_VERSION
 
 USE_CASE_KEY = "edgeloop:useCase"
+LATENESS_SLA_KEY = "edgeloop:latenessSlaDays"
 ENABLE_TIMESTREAM_KEY = "edgeloop:enableTimestream"
 TIMESTREAM_MEMORY_RETENTION_KEY = "edgeloop:timestreamMemoryRetentionHours"
 TIMESTREAM_MAGNETIC_RETENTION_KEY = "edgeloop:timestreamMagneticRetentionDays"
@@ -44,6 +47,7 @@ DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS = 24
 DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 90
 MAX_TIMESTREAM_MEMORY_RETENTION_HOURS = 8766  # the limits of AWS::Timestream::Table RetentionProperties
 MAX_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 73000
+MAX_LATENESS_SLA_DAYS = 365  # raw/ expires after 30 days, but a gateway may replay a long outage
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -56,6 +60,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class StackConfig:
     use_case: str = DEFAULT_USE_CASE
+    lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS
     gateway_component_version: str = DEFAULT_COMPONENT_VERSION
     model_runner_component_version: str = DEFAULT_COMPONENT_VERSION
     pandas_layer_version: int = PANDAS_LAYER_VERSION
@@ -73,6 +78,12 @@ class StackConfig:
             raise ConfigError(f"{USE_CASE_KEY}={use_case!r}: {exc}") from exc
         return cls(
             use_case=use_case,
+            lateness_sla_days=_int_within(
+                get(LATENESS_SLA_KEY),
+                LATENESS_SLA_KEY,
+                default=names.DEFAULT_LATENESS_SLA_DAYS,
+                maximum=MAX_LATENESS_SLA_DAYS,
+            ),
             gateway_component_version=_validated(
                 SemVer, get(GATEWAY_VERSION_KEY) or DEFAULT_COMPONENT_VERSION, GATEWAY_VERSION_KEY
             ),

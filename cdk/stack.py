@@ -35,7 +35,14 @@ class EdgeloopStack(Stack):
             layers=PublicLayers(self, "Layers", pandas_layer_version=config.pandas_layer_version),
             monitoring=self.monitoring,
         )
-        self.ingestion = Ingestion(self, "Ingestion", storage=self.storage, factory=factory, use_case=config.use_case)
+        self.ingestion = Ingestion(
+            self,
+            "Ingestion",
+            storage=self.storage,
+            factory=factory,
+            use_case=config.use_case,
+            lateness_sla_days=config.lateness_sla_days,
+        )
         self.fleet = Fleet(
             self,
             "Fleet",

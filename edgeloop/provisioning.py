@@ -119,6 +119,16 @@ class _Undo:
     thing_attached: bool = False
 
 
+def register_thing(request: ProvisioningRequest, *, iot: Any) -> str:
+    """Only the registry part of provisioning (thing type, thing with its context attributes, site
+    and line groups), without certificates; idempotent, so a rerun completes a failed one.
+    Returns the thing ARN. The local runtime registers its gateways with it."""
+    _ensure_thing_type(iot)
+    arn = _put_thing(iot, request, _describe_thing(iot, request.thing_name), _Undo())
+    _join_groups(iot, request)
+    return arn
+
+
 def provision_gateway(request: ProvisioningRequest, *, iot: Any = None) -> ProvisionedGateway:
     if iot is None:
         from edgeloop.functions.common.aws import client

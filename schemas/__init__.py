@@ -1,78 +1,72 @@
 """Every message, record and manifest of edgeloop: the one source of truth.
 
 JSON Schema copies live in schemas/json/ (regenerate with `make schemas`).
+
+Names are imported from their module on first use (PEP 562): building pydantic models costs
+import time, and the ingest function, on every cold start, needs only a few of them.
 """
 
-from .context import ActiveContext, ContextInterval, ContextKind, SpecLimits, SubInterval
-from .deployment import DeploymentRecord, DeploymentState, ExcludedDevice, RolloutWave
-from .device import DeviceAnnouncement, DeviceRecord, DeviceStatus, ModelStatusReport
-from .envelope import IotRuleEvent
-from .model import (
-    Architecture,
-    CompatibilityTier,
-    ModelFamily,
-    ModelManifest,
-    ModelMetrics,
-    ModelUpdate,
-    Precision,
-    feature_schema_hash,
-)
-from .quarantine import QuarantineReason, QuarantineRecord
-from .telemetry import ColumnarSamples, TelemetryBatch, decode_batch, encode_batch
-from .training import LabelSource, TrainingExample, ViolationClass
-from .use_case import MetricRole, UseCaseConfig, load_use_case
+from __future__ import annotations
 
-# The contracts exported as JSON Schema, by file name.
-EXPORTED_MODELS = {
-    "telemetry_batch": TelemetryBatch,
-    "iot_rule_event": IotRuleEvent,
-    "quarantine_record": QuarantineRecord,
-    "context_interval": ContextInterval,
-    "sub_interval": SubInterval,
-    "training_example": TrainingExample,
-    "model_manifest": ModelManifest,
-    "model_update": ModelUpdate,
-    "device_announcement": DeviceAnnouncement,
-    "model_status_report": ModelStatusReport,
-    "device_record": DeviceRecord,
-    "deployment_record": DeploymentRecord,
-    "use_case_config": UseCaseConfig,
+import importlib
+from typing import Any
+
+# name -> the module (of this package) that defines it
+_EXPORTS = {
+    **dict.fromkeys(("ActiveContext", "ContextInterval", "ContextKind", "SpecLimits", "SubInterval"), "context"),
+    **dict.fromkeys(("DeploymentRecord", "DeploymentState", "ExcludedDevice", "RolloutWave"), "deployment"),
+    **dict.fromkeys(("DeviceAnnouncement", "DeviceRecord", "DeviceStatus", "ModelStatusReport"), "device"),
+    "IotRuleEvent": "envelope",
+    **dict.fromkeys(
+        (
+            "Architecture",
+            "CompatibilityTier",
+            "ModelFamily",
+            "ModelManifest",
+            "ModelMetrics",
+            "ModelUpdate",
+            "Precision",
+            "feature_schema_hash",
+        ),
+        "model",
+    ),
+    **dict.fromkeys(("QuarantineReason", "QuarantineRecord"), "quarantine"),
+    **dict.fromkeys(("ColumnarSamples", "TelemetryBatch", "decode_batch", "encode_batch"), "telemetry"),
+    **dict.fromkeys(("LabelSource", "TrainingExample", "ViolationClass"), "training"),
+    **dict.fromkeys(("MetricRole", "UseCaseConfig", "load_use_case"), "use_case"),
 }
 
-__all__ = [
-    "ActiveContext",
-    "Architecture",
-    "ColumnarSamples",
-    "CompatibilityTier",
-    "ContextInterval",
-    "ContextKind",
-    "DeploymentRecord",
-    "DeploymentState",
-    "DeviceAnnouncement",
-    "DeviceRecord",
-    "DeviceStatus",
-    "EXPORTED_MODELS",
-    "ExcludedDevice",
-    "IotRuleEvent",
-    "LabelSource",
-    "MetricRole",
-    "ModelFamily",
-    "ModelManifest",
-    "ModelMetrics",
-    "ModelStatusReport",
-    "ModelUpdate",
-    "Precision",
-    "QuarantineReason",
-    "QuarantineRecord",
-    "RolloutWave",
-    "SpecLimits",
-    "SubInterval",
-    "TelemetryBatch",
-    "TrainingExample",
-    "UseCaseConfig",
-    "ViolationClass",
-    "decode_batch",
-    "encode_batch",
-    "feature_schema_hash",
-    "load_use_case",
-]
+# The contracts exported as JSON Schema: file name -> model name.
+_EXPORTED = {
+    "telemetry_batch": "TelemetryBatch",
+    "iot_rule_event": "IotRuleEvent",
+    "quarantine_record": "QuarantineRecord",
+    "context_interval": "ContextInterval",
+    "sub_interval": "SubInterval",
+    "training_example": "TrainingExample",
+    "model_manifest": "ModelManifest",
+    "model_update": "ModelUpdate",
+    "device_announcement": "DeviceAnnouncement",
+    "model_status_report": "ModelStatusReport",
+    "device_record": "DeviceRecord",
+    "deployment_record": "DeploymentRecord",
+    "use_case_config": "UseCaseConfig",
+}
+
+__all__ = sorted([*_EXPORTS, "EXPORTED_MODELS"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EXPORTED_MODELS":
+        value = {file: __getattr__(model) for file, model in _EXPORTED.items()}
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+

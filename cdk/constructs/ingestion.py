@@ -28,14 +28,23 @@ PREFIX_REASON = "object access is limited to the {} prefixes this function owns 
 
 class Ingestion(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, storage: Storage, factory: FunctionFactory, use_case: str
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: Storage,
+        factory: FunctionFactory,
+        use_case: str,
+        lateness_sla_days: int,
     ):
         super().__init__(scope, construct_id)
         environment = {names.DATA_BUCKET_ENV: storage.data.bucket_name, names.USE_CASE_ENV: use_case}
+        # One SLA for both: ingest refuses older samples, compaction diverts what still gets through.
+        lateness = {**environment, names.LATENESS_SLA_DAYS_ENV: str(lateness_sla_days)}
         self.ingest = factory.create(
             self,
             "ingest",
-            environment=environment,
+            environment=lateness,
             description="Validates telemetry batches from the IoT rule and lands them in raw/ (or quarantine/)",
         )
         self.rollups = factory.create(
@@ -50,7 +59,7 @@ class Ingestion(Construct):
         self.compaction = factory.create(
             self,
             "compaction",
-            environment=environment,
+            environment=lateness,
             needs_pandas=True,
             timeout=Duration.minutes(10),
             memory_mb=2048,

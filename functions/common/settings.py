@@ -1,9 +1,14 @@
-"""Environment of the data-path functions, validated once per cold start."""
+"""Environment of the functions, validated once per cold start.
+
+Each field names its environment variable as its validation alias; `from_env` reads exactly those
+variables, and a bad or missing one is reported by variable name and value.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,27 +18,39 @@ from edgeloop.schemas.common import Identifier
 DEFAULT_USE_CASE = "extrusion"
 
 
-class DataPathSettings(BaseModel):
-    """What every data-path function needs: the data bucket and the use case it serves."""
-
+class EnvSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    data_bucket: str = Field(validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63)
-    use_case: Identifier = Field(default=DEFAULT_USE_CASE, validation_alias=names.USE_CASE_ENV)
-
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None):
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Every field from its environment variable; unset or empty ones take their default."""
         environ = os.environ if environ is None else environ
-        values = {k: v for k, v in environ.items() if k in (names.DATA_BUCKET_ENV, names.USE_CASE_ENV) and v}
+        variables = {f.validation_alias for f in cls.model_fields.values() if isinstance(f.validation_alias, str)}
+        values = {key: value for key, value in environ.items() if key in variables and value}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(_describe(e) for e in exc.errors())
+            problems = "; ".join(_describe(error) for error in exc.errors())
             raise ValueError(f"invalid environment for {cls.__name__}: {problems}") from exc
 
 
 def _describe(error: dict) -> str:
-    variable = ".".join(map(str, error["loc"]))
+    variable = ".".join(map(str, error["loc"])) or "<settings>"
     if error["type"] == "missing":
         return f"{variable} is not set"
     return f"{variable}={error.get('input')!r}: {error['msg']}"
+
+
+class DataPathSettings(EnvSettings):
+    """What every data-path function needs: the data bucket and the use case it serves."""
+
+    data_bucket: str = Field(validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63)
+    use_case: Identifier = Field(default=DEFAULT_USE_CASE, validation_alias=names.USE_CASE_ENV)
+
+
+class LatenessSettings(DataPathSettings):
+    """Functions that enforce the lateness SLA (ingest refuses, compaction diverts to late/)."""
+
+    lateness_sla_days: int = Field(
+        default=names.DEFAULT_LATENESS_SLA_DAYS, gt=0, validation_alias=names.LATENESS_SLA_DAYS_ENV
+    )

@@ -1,6 +1,8 @@
 """IoT rule target for edgeloop/+/telemetry: one MQTT message per invocation.
 
-Cold start matters here (every telemetry message): no numpy/pandas on this import path.
+Cold start matters here (every telemetry message): no numpy/pandas on this import path. The event
+is parsed with its pydantic model directly, which is what powertools' `parser.parse` does: that
+package imports every built-in event model and envelope on import (about 150 ms here).
 """
 
 from __future__ import annotations

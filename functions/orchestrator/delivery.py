@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, FilePath
 
 from edgeloop.functions.common.aws import client as aws_client
-from edgeloop.functions.device_registry.settings import EnvSettings
+from edgeloop.functions.common.settings import EnvSettings
 from edgeloop.schemas import ModelUpdate, RolloutWave, names
 
 from .settings import RolloutSettings

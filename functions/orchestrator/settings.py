@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgeloop.functions.device_registry.settings import EnvSettings
+from edgeloop.functions.common.settings import EnvSettings
 from edgeloop.schemas import names
 from edgeloop.schemas.common import SemVer
 

@@ -7,6 +7,7 @@ import pytest
 from edgeloop.cdk.config import (
     ENABLE_TIMESTREAM_KEY,
     GATEWAY_VERSION_KEY,
+    LATENESS_SLA_KEY,
     PANDAS_LAYER_VERSION_KEY,
     USE_CASE_KEY,
     ConfigError,
@@ -29,9 +30,17 @@ def test_defaults():
 
 
 def test_values_from_cli_context_arrive_as_strings():
-    parsed = config(**{ENABLE_TIMESTREAM_KEY: "false", GATEWAY_VERSION_KEY: "2.3.1", PANDAS_LAYER_VERSION_KEY: "31"})
+    parsed = config(
+        **{
+            ENABLE_TIMESTREAM_KEY: "false",
+            GATEWAY_VERSION_KEY: "2.3.1",
+            PANDAS_LAYER_VERSION_KEY: "31",
+            LATENESS_SLA_KEY: "21",
+        }
+    )
     assert parsed.gateway_component_version == "2.3.1"
     assert parsed.pandas_layer_version == 31
+    assert parsed.lateness_sla_days == 21
 
 
 @pytest.mark.parametrize("value", [True, "true", "True", "1"])
@@ -50,6 +59,8 @@ def test_timestream_hot_path_is_accepted(value):
         (GATEWAY_VERSION_KEY, "latest"),
         (PANDAS_LAYER_VERSION_KEY, "0"),
         (PANDAS_LAYER_VERSION_KEY, "v3"),
+        (LATENESS_SLA_KEY, "0"),
+        (LATENESS_SLA_KEY, "two weeks"),
     ],
 )
 def test_bad_context_names_the_key_and_the_value(key, value):

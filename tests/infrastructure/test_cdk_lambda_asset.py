@@ -17,7 +17,7 @@ from edgeloop.schemas import load_use_case, names
 from edgeloop.schemas.use_case import USE_CASES_DIR, UseCaseConfig
 
 # Functions that run with the Powertools layer only (no pandas/numpy/pyarrow in their runtime).
-POWERTOOLS_ONLY = ("ingest", "device_registry", "status_intake", "orchestrator")
+POWERTOOLS_ONLY = ("ingest", "device_registry", "status_intake", "orchestrator", "hot_path")
 
 
 @pytest.fixture(scope="module")

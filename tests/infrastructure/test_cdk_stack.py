@@ -28,8 +28,8 @@ ROLLOUT_ENV = {
     names.MODEL_RUNNER_COMPONENT_VERSION_ENV,
 }
 EXPECTED_ENV = {
-    "ingest": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
-    "compaction": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "ingest": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV, names.LATENESS_SLA_DAYS_ENV},
+    "compaction": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV, names.LATENESS_SLA_DAYS_ENV},
     "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "rollups": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "context": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
@@ -252,6 +252,8 @@ def test_function_environment(functions_by_key, key):
         assert variables[names.DELIVERY_ENV] == "greengrass"
     if names.USE_CASE_ENV in variables:
         assert variables[names.USE_CASE_ENV] == "extrusion"
+    if names.LATENESS_SLA_DAYS_ENV in variables:  # ingest and compaction enforce the same SLA
+        assert variables[names.LATENESS_SLA_DAYS_ENV] == str(names.DEFAULT_LATENESS_SLA_DAYS)
 
 
 @pytest.mark.parametrize("key", DEFAULT_FUNCTIONS)
