@@ -11,7 +11,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test test-unit test-integration test-infrastructure test-e2e synth schemas bench \
-        bench-% setup-demo setup-test setup-cdk mosquitto clean lint
+        bench-% setup-demo setup-test setup-bench setup-cdk mosquitto clean lint
 
 # --- set-up -------------------------------------------------------------------------------------
 $(VENV)/bin/activate:
@@ -25,6 +25,10 @@ $(VENV)/.demo-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAI
 $(VENV)/.test-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev]'
 	touch $@ $(VENV)/.demo-installed
+
+$(VENV)/.bench-installed: $(VENV)/.test-installed
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev,bench]'
+	touch $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -64,10 +68,12 @@ synth: setup-cdk
 schemas: $(VENV)/.demo-installed
 	$(PY) -m edgeloop.schemas.export
 
-bench: setup-test
+setup-bench: setup-test $(VENV)/.bench-installed
+
+bench: setup-bench
 	$(PY) -m benchmarks all
 
-bench-%: setup-test
+bench-%: setup-bench
 	$(PY) -m benchmarks $*
 
 lint: setup-test

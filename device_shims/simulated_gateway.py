@@ -74,6 +74,10 @@ class SimulatedGatewayConfig(BaseModel):
     stop_file: Path
     context_file: Path
     model_dir: Path | None = Field(default=None, description="persisted model; default: beside the state file")
+    model_signing_public_key: str | None = Field(
+        default=None,
+        description="the model runner's Ed25519 public key (base64, raw 32 bytes): updates must be signed with it",
+    )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     chunk_s: int = Field(default=60, gt=0, description="simulated seconds per history step")
     drain_timeout_s: float = Field(default=60.0, ge=0, description="wall seconds to drain the buffer on stop")
@@ -215,6 +219,9 @@ class SimulatedGateway:
             self._send_report,
             state_dir=config.model_state_dir,
             report_retry_s=REPORT_RETRY_S,
+            public_key=config.model_signing_public_key,
+            architecture=gw.architecture,
+            runtime_version=gw.runtime_version,
         )
         self.live = self.models.live
         self.agent = self.models.agent

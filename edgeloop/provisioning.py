@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,10 @@ class ProvisioningError(Exception):
 
 
 def default_runtime_version() -> str:
-    try:
-        return metadata.version("edgeloop")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
+    """The ModelRunner runtime this release ships (what the tiers' min_runtime_version compares to)."""
+    from edgeloop.greengrass_components.model_runner.model_format import RUNTIME_VERSION
+
+    return RUNTIME_VERSION
 
 
 class ProvisioningRequest(BaseModel):

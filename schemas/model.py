@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from .common import Contract, Identifier, SemVer, Sha256Hex, UtcDatetime
 
 MODEL_FORMAT_VERSION = 1
+
+# base64 of a 64-byte Ed25519 signature over a payload's SHA-256 digest (model_runner/signing.py)
+Ed25519SignatureB64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{86}==$")]
 
 
 class Architecture(StrEnum):
@@ -38,6 +42,9 @@ class CompatibilityTier(Contract):
     payload_bytes: int = Field(gt=0)
     sha256: Sha256Hex
     max_abs_error: float = Field(ge=0, description="vs the training library on the validation set")
+    signature: Ed25519SignatureB64 | None = Field(
+        default=None, description="Ed25519 signature (base64) of the payload's SHA-256 digest; None: unsigned"
+    )
 
 
 class ModelMetrics(Contract):
@@ -95,6 +102,13 @@ class ModelUpdate(Contract):
     sha256: Sha256Hex
     features: list[str] = Field(min_length=1)
     feature_schema_hash: Sha256Hex
+    # From the tier; None in documents older than these fields (the device then skips that check).
+    signature: Ed25519SignatureB64 | None = Field(
+        default=None, description="Ed25519 signature (base64) of the payload's SHA-256 digest; None: unsigned"
+    )
+    payload_bytes: int | None = Field(default=None, gt=0)
+    architectures: list[Architecture] | None = Field(default=None, min_length=1)
+    min_runtime_version: SemVer | None = None
 
 
 def feature_schema_hash(features: list[str]) -> str:

@@ -86,6 +86,9 @@ LOCAL_PUBSUB_SAMPLES_TOPIC = "edgeloop-local/samples"
 # Key of the ModelRunner component's configuration under which a rollout merges its ModelUpdate
 # (a Greengrass deployment's configurationUpdate); the runner watches it over IPC.
 MODEL_UPDATE_CONFIG_KEY = "modelUpdate"
+# Key of the ModelRunner configuration holding the Ed25519 public key (base64 of its raw 32 bytes)
+# that model payloads must be signed with; empty: the runner accepts unsigned payloads.
+MODEL_SIGNING_PUBLIC_KEY_CONFIG_KEY = "modelSigningPublicKey"
 
 # --- IoT registry and policies ------------------------------------------------------------------
 # Gateways are things of this type: AWS allows only 3 attributes on a thing without a type, and a
@@ -209,6 +212,10 @@ TIMESTREAM_TABLE_ENV = "EDGELOOP_TIMESTREAM_TABLE"
 THING_NAME_ENV = "EDGELOOP_THING_NAME"
 WORK_DIR_ENV = "EDGELOOP_WORK_DIR"
 LINE_ID_ENV = "EDGELOOP_LINE_ID"
+MODEL_SIGNING_PUBLIC_KEY_ENV = "EDGELOOP_MODEL_SIGNING_PUBLIC_KEY"  # from MODEL_SIGNING_PUBLIC_KEY_CONFIG_KEY
+RUNTIME_VERSION_ENV = "EDGELOOP_RUNTIME_VERSION"  # the gateway runtime's version, checked against a tier's minimum
+# Export/register step: the Ed25519 private key (PEM text or a PEM file's path) payloads are signed with.
+MODEL_SIGNING_KEY_ENV = "EDGELOOP_MODEL_SIGNING_KEY"
 # Component versions a Greengrass rollout deployment pins (a thing-group deployment replaces the
 # group's whole component set, so the gateway component must be listed beside the model runner).
 GATEWAY_COMPONENT_VERSION_ENV = "EDGELOOP_GATEWAY_COMPONENT_VERSION"

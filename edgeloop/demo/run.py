@@ -181,6 +181,7 @@ class DemoRun:
                 state_file=process.state_file,
                 stop_file=process.stop_file,
                 context_file=process.context_file,
+                model_signing_public_key=self.signing_keys().public_key_b64,
             )
             process.config_path.write_text(config.model_dump_json(indent=2))
             self.gateways.append(process)
@@ -251,7 +252,14 @@ class DemoRun:
         return examples
 
     # --- stage 3: train, export weight-only, register, approve -> orchestrator --------------------
+    def signing_keys(self):
+        """The demo's model-signing key pair (made once per work dir): export signs, gateways verify."""
+        from edgeloop.greengrass_components.model_runner.signing import write_key_pair
+
+        return write_key_pair(self.workdir / "model-signing")
+
     def train_register_approve(self, examples: Mapping) -> list[dict]:
+        from edgeloop.greengrass_components.model_runner.signing import load_private_key
         from edgeloop.sagemaker_pipelines.steps.export import export_model
         from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
         from edgeloop.sagemaker_pipelines.steps.train import train_lines
@@ -267,6 +275,7 @@ class DemoRun:
                 use_case=self.use_case.use_case,
                 line_ids=[line_id],
                 target=self.use_case.target_metric,
+                signing_key=load_private_key(self.signing_keys().private_key_path),
             )
             arn = register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET)
             events.append(approve_model(arn))

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from edgeloop.greengrass_components.model_runner.model_format import RUNTIME_VERSION
 from edgeloop.schemas import Architecture
 
 # Gateways cycle through these so one rollout reaches every hardware kind the fp32 tier supports.
 DEMO_ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
 DEMO_SITE = "plant-a"
-DEMO_RUNTIME_VERSION = "1.2.0"
+DEMO_RUNTIME_VERSION = RUNTIME_VERSION  # the gateways run this release's ModelRunner
 
 
 class DemoSettings(BaseModel):

@@ -158,7 +158,8 @@ def _waves(
 
 
 def model_updates(manifest: ModelManifest, deployment_id: str, model_bucket: str) -> dict[Precision, ModelUpdate]:
-    """The weight-only update each cohort receives: its tier's payload, the model's feature layout."""
+    """The weight-only update each cohort receives: its tier's payload (signature, size, compatibility), the
+    model's feature layout. The device re-checks all of it before loading."""
     return {
         tier.precision: ModelUpdate(
             deployment_id=deployment_id,
@@ -169,6 +170,10 @@ def model_updates(manifest: ModelManifest, deployment_id: str, model_bucket: str
             sha256=tier.sha256,
             features=manifest.features,
             feature_schema_hash=manifest.feature_schema_hash,
+            signature=tier.signature,
+            payload_bytes=tier.payload_bytes,
+            architectures=tier.architectures,
+            min_runtime_version=tier.min_runtime_version,
         )
         for tier in manifest.tiers
     }

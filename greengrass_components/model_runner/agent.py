@@ -7,6 +7,7 @@ verified model without asking the cloud again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,14 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from edgeloop.schemas import DeviceStatus, ModelStatusReport, ModelUpdate, UseCaseConfig, feature_schema_hash
+from edgeloop.schemas.common import semver_key
+from edgeloop.schemas.model import Architecture
 
 from .runner import LiveScorer
 from .scorer import PayloadRejected, Scorer, load_payload
+from .signing import SignatureRejected, parse_public_key, verify_payload_signature
 
 log = logging.getLogger(__name__)
 
 ACTIVE_PAYLOAD = "active-model.npz"
 ACTIVE_META = "active-model.json"
+# The rollback slot: the model active before the last update, written before the active slot changes,
+# so a crash between the active payload and its metadata still leaves one verified model on disk.
+PREVIOUS_PAYLOAD = "previous-model.npz"
+PREVIOUS_META = "previous-model.json"
+TMP_SUFFIX = ".tmp"
 LATENCY_BUDGET_MS = 50.0  # per live prediction; the stride is 30 s, but a gateway has other work
 LATENCY_TRIALS = 5
 MIN_PLAUSIBLE_SPREAD = 0.1  # share of |median target|: the band a prediction may stray from recent values
@@ -52,6 +61,7 @@ class ActiveModel:
     precision: str
     sha256: str
     applied_at: str
+    signature: str | None = None  # re-verified on restore when the device requires signed payloads
 
 
 class HealthCheckFailed(Exception):
@@ -70,7 +80,13 @@ class UpdateAgent:
         state_dir: Path | None = None,
         latency_budget_ms: float = LATENCY_BUDGET_MS,
         max_consecutive_failures: int = 3,
+        public_key: str | None = None,
+        architecture: Architecture | str | None = None,
+        runtime_version: str | None = None,
     ) -> None:
+        """public_key (base64 of the raw 32 bytes): payloads must carry that key's Ed25519 signature;
+        None accepts unsigned ones. architecture / runtime_version: this device's, checked against
+        the update's tier; None skips that check."""
         self.thing_name = thing_name
         self.use_case = use_case
         self.live = live_scorer
@@ -80,11 +96,17 @@ class UpdateAgent:
         self.latency_budget_ms = latency_budget_ms
         self.max_consecutive_failures = max_consecutive_failures
         self.expected_schema_hash = feature_schema_hash(use_case.feature_names)
+        self.public_key = parse_public_key(public_key, field="model signing public_key") if public_key else None
+        self.architecture = Architecture(architecture) if architecture is not None else None
+        self.runtime_version = runtime_version
+        if runtime_version is not None:
+            semver_key(runtime_version)  # a device version that is not MAJOR.MINOR.PATCH fails here, not per update
         self.current: ActiveModel | None = None
         self._previous: tuple[ActiveModel, bytes] | None = None
         self._current_payload: bytes | None = None
         self._lock = threading.Lock()
         self.reports: list[ModelStatusReport] = []
+        self.restore_problems: list[str] = []  # why a persisted slot was not served at the last restore()
 
     # --- updates ----------------------------------------------------------------------------------
     def handle(self, update: ModelUpdate) -> ModelStatusReport:
@@ -93,20 +115,14 @@ class UpdateAgent:
             try:
                 reason = self._apply(update)
                 status = DeviceStatus.APPLIED
-            except (PayloadRejected, HealthCheckFailed) as exc:
-                reason = exc.reason if isinstance(exc, PayloadRejected) else str(exc)
+            except (PayloadRejected, SignatureRejected, HealthCheckFailed) as exc:
+                reason = exc.reason if isinstance(exc, (PayloadRejected, SignatureRejected)) else str(exc)
                 status = DeviceStatus.REJECTED
             if status is DeviceStatus.REJECTED:
                 log.warning("update %s %s rejected: %s", update.model_id, update.version, reason)
             return self._send(update.deployment_id, update.model_id, update.version, status, reason)
 
     def _apply(self, update: ModelUpdate) -> str:
-        if update.feature_schema_hash != self.expected_schema_hash or update.features != self.use_case.feature_names:
-            raise PayloadRejected(
-                f"feature schema mismatch: update expects {update.feature_schema_hash}, device computes "
-                f"{self.expected_schema_hash} ({len(self.use_case.feature_names)} features of use case "
-                f"{self.use_case.use_case!r})"
-            )
         current = self.current
         if current and (current.model_id, current.version, current.sha256) == (
             update.model_id,
@@ -118,13 +134,7 @@ class UpdateAgent:
             payload = self._download(update.payload_uri)
         except Exception as exc:  # any download failure is a refusal the cloud must hear about
             raise PayloadRejected(f"download of {update.payload_uri} failed: {type(exc).__name__}: {exc}") from exc
-        scorer = load_payload(
-            payload, expected_sha256=update.sha256, expected_feature_schema_hash=self.expected_schema_hash
-        )
-        if (scorer.model_id, scorer.version) != (update.model_id, update.version):
-            raise PayloadRejected(
-                f"payload is {scorer.model_id} {scorer.version}, the update announced {update.model_id} {update.version}"
-            )
+        scorer = self.verify(update, payload)
         detail = self.health_check(scorer)
         active = ActiveModel(
             deployment_id=update.deployment_id,
@@ -133,9 +143,11 @@ class UpdateAgent:
             precision=update.precision.value,
             sha256=update.sha256,
             applied_at=datetime.now(UTC).isoformat(),
+            signature=update.signature,
         )
+        previous = (self.current, self._current_payload) if self.current and self._current_payload else None
         try:
-            self._persist(active, payload)
+            self._persist(active, payload, previous)
         except OSError as exc:
             raise HealthCheckFailed(f"could not persist the model in {self.state_dir}: {exc}") from exc
         self.live.swap(scorer)
@@ -144,6 +156,56 @@ class UpdateAgent:
         self.current, self._current_payload = active, payload
         log.info("applied %s %s (%s)", update.model_id, update.version, detail)
         return detail
+
+    # --- verification (in this order: integrity, origin, compatibility, then the bytes' own content) ---
+    def verify(self, update: ModelUpdate, payload: bytes) -> Scorer:
+        """The loaded candidate, or PayloadRejected / SignatureRejected naming the check that failed."""
+        if update.payload_bytes is not None and len(payload) != update.payload_bytes:
+            what = "truncated" if len(payload) < update.payload_bytes else "oversized"
+            raise PayloadRejected(
+                f"payload {what}: {update.payload_uri} has {len(payload)} bytes, the update announces "
+                f"payload_bytes={update.payload_bytes}"
+            )
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != update.sha256:
+            raise PayloadRejected(
+                f"sha256 mismatch: payload {update.payload_uri} ({len(payload)} bytes) is {digest}, "
+                f"the update announces {update.sha256}"
+            )
+        if self.public_key is not None:
+            verify_payload_signature(digest, update.signature, self.public_key)
+        self._check_compatibility(update)
+        self._check_feature_schema(update)
+        scorer = load_payload(payload, expected_sha256=digest, expected_feature_schema_hash=self.expected_schema_hash)
+        if (scorer.model_id, scorer.version, scorer.precision) != (update.model_id, update.version, update.precision):
+            raise PayloadRejected(
+                f"payload is {scorer.model_id} {scorer.version} {scorer.precision.value}, the update announced "
+                f"{update.model_id} {update.version} {update.precision.value}"
+            )
+        return scorer
+
+    def _check_compatibility(self, update: ModelUpdate) -> None:
+        if self.architecture is not None and update.architectures is not None:
+            if self.architecture not in update.architectures:
+                allowed = [a.value for a in update.architectures]
+                raise PayloadRejected(
+                    f"architecture mismatch: device is {self.architecture.value}, the "
+                    f"{update.precision.value} tier supports architectures={allowed}"
+                )
+        if self.runtime_version is not None and update.min_runtime_version is not None:
+            if semver_key(self.runtime_version) < semver_key(update.min_runtime_version):
+                raise PayloadRejected(
+                    f"runtime too old: device runtime_version={self.runtime_version} < min_runtime_version="
+                    f"{update.min_runtime_version} of the {update.precision.value} tier"
+                )
+
+    def _check_feature_schema(self, update: ModelUpdate) -> None:
+        if update.feature_schema_hash != self.expected_schema_hash or update.features != self.use_case.feature_names:
+            raise PayloadRejected(
+                f"feature schema mismatch: update expects {update.feature_schema_hash}, device computes "
+                f"{self.expected_schema_hash} ({len(self.use_case.feature_names)} features of use case "
+                f"{self.use_case.use_case!r})"
+            )
 
     def health_check(self, scorer: Scorer) -> str:
         """Score the live window with the candidate: finite, plausible, fast enough. Returns a summary."""
@@ -193,39 +255,65 @@ class UpdateAgent:
             if failed is None or self._previous is None or self.live.rollback() is None:
                 return None
             previous, payload = self._previous
-            self._persist(previous, payload)
+            self._persist(previous, payload, None)
             self.current, self._current_payload, self._previous = previous, payload, None
             return self._send(failed.deployment_id, failed.model_id, failed.version, DeviceStatus.ROLLED_BACK, reason)
 
     # --- persistence ------------------------------------------------------------------------------
-    def _persist(self, active: ActiveModel, payload: bytes) -> None:
+    def _persist(self, active: ActiveModel, payload: bytes, previous: tuple[ActiveModel, bytes] | None) -> None:
+        """Rollback slot first, then the active one; each slot is payload then metadata (its sha256 pointer)."""
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.state_dir / ACTIVE_PAYLOAD, payload)
-        _write_atomic(self.state_dir / ACTIVE_META, json.dumps(asdict(active), indent=2).encode())
+        if previous is not None:
+            _write_slot(self.state_dir, PREVIOUS_PAYLOAD, PREVIOUS_META, *previous)
+        _write_slot(self.state_dir, ACTIVE_PAYLOAD, ACTIVE_META, active, payload)
+        if previous is None:  # a rollback: the slot held the model just reinstated
+            for name in (PREVIOUS_META, PREVIOUS_PAYLOAD):
+                (self.state_dir / name).unlink(missing_ok=True)
 
     def restore(self) -> ActiveModel | None:
-        """Serve the persisted model again (verified as on arrival); None when there is none or it is bad."""
+        """Serve the persisted model again (verified as on arrival), else the rollback slot's; None when neither is good.
+
+        Why a slot was skipped is logged and kept in `restore_problems`.
+        """
+        self.restore_problems = []
         if self.state_dir is None:
             return None
-        meta_path, payload_path = self.state_dir / ACTIVE_META, self.state_dir / ACTIVE_PAYLOAD
+        for leftover in self.state_dir.glob(f".*{TMP_SUFFIX}"):  # a write a crash cut short
+            leftover.unlink(missing_ok=True)
+        for payload_name, meta_name in ((ACTIVE_PAYLOAD, ACTIVE_META), (PREVIOUS_PAYLOAD, PREVIOUS_META)):
+            loaded = self._load_slot(payload_name, meta_name)
+            if loaded is None:
+                continue
+            active, payload, scorer = loaded
+            with self._lock:
+                self.live.swap(scorer)
+                self.current, self._current_payload = active, payload
+            log.info("restored %s %s from %s in %s", active.model_id, active.version, payload_name, self.state_dir)
+            return active
+        if self.restore_problems:
+            log.error("no verified model in %s, serving none: %s", self.state_dir, "; ".join(self.restore_problems))
+        return None
+
+    def _load_slot(self, payload_name: str, meta_name: str) -> tuple[ActiveModel, bytes, Scorer] | None:
+        meta_path, payload_path = self.state_dir / meta_name, self.state_dir / payload_name
         if not meta_path.exists():
             return None
         try:
             active = ActiveModel(**json.loads(meta_path.read_text()))
             payload = payload_path.read_bytes()
+            if self.public_key is not None:
+                verify_payload_signature(hashlib.sha256(payload).hexdigest(), active.signature, self.public_key)
             scorer = load_payload(
                 payload, expected_sha256=active.sha256, expected_feature_schema_hash=self.expected_schema_hash
             )
-        except (OSError, ValueError, TypeError, PayloadRejected) as exc:
-            log.error("persisted model in %s is unusable, serving none: %s", self.state_dir, exc)
+        except (OSError, ValueError, TypeError, PayloadRejected, SignatureRejected) as exc:
+            reason = exc.reason if isinstance(exc, PayloadRejected) else f"{type(exc).__name__}: {exc}"
+            self.restore_problems.append(f"{payload_name} is unusable: {reason}")
+            log.error("persisted model %s in %s is unusable: %s", payload_name, self.state_dir, reason)
             return None
-        with self._lock:
-            self.live.swap(scorer)
-            self.current, self._current_payload = active, payload
-        log.info("restored %s %s from %s", active.model_id, active.version, self.state_dir)
-        return active
+        return active, payload, scorer
 
     # --- reporting --------------------------------------------------------------------------------
     def _send(
@@ -248,8 +336,13 @@ class UpdateAgent:
         return report
 
 
+def _write_slot(state_dir: Path, payload_name: str, meta_name: str, model: ActiveModel, payload: bytes) -> None:
+    _write_atomic(state_dir / payload_name, payload)
+    _write_atomic(state_dir / meta_name, json.dumps(asdict(model), indent=2).encode())
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()

@@ -25,14 +25,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from edgeloop.greengrass_components.gateway.component import local_architecture
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, load_use_case, names
-from edgeloop.schemas.common import Identifier, ThingName
+from edgeloop.schemas.common import Identifier, SemVer, ThingName
 
 from .agent import s3_download
 from .service import ModelService, Sample
+from .signing import parse_public_key
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,22 @@ class RunnerSettings(BaseModel):
     work_dir: Path
     line_id: Identifier
     use_case: Identifier
+    # Optional: the recipe's empty default means "accept unsigned payloads" / "skip the runtime check".
+    model_signing_public_key: str | None = None
+    runtime_version: SemVer | None = None
+
+    @field_validator("model_signing_public_key", mode="before")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is None or not str(value).strip():
+            return None
+        parse_public_key(str(value), field=names.MODEL_SIGNING_PUBLIC_KEY_CONFIG_KEY)
+        return str(value).strip()
+
+    @field_validator("runtime_version", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value if value else None
 
     @property
     def state_dir(self) -> Path:
@@ -63,6 +81,10 @@ _SETTINGS_ENV = {
     "line_id": names.LINE_ID_ENV,
     "use_case": names.USE_CASE_ENV,
 }
+_OPTIONAL_SETTINGS_ENV = {
+    "model_signing_public_key": names.MODEL_SIGNING_PUBLIC_KEY_ENV,
+    "runtime_version": names.RUNTIME_VERSION_ENV,
+}
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
@@ -70,11 +92,14 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> RunnerSetting
     missing = [var for var in _SETTINGS_ENV.values() if not environ.get(var)]
     if missing:
         raise ValueError(f"environment variables {missing} are not set (the ModelRunner recipe's setEnv sets them)")
+    fields = {field: environ[var] for field, var in _SETTINGS_ENV.items()}
+    fields.update({field: environ.get(var) for field, var in _OPTIONAL_SETTINGS_ENV.items()})
+    all_env = {**_SETTINGS_ENV, **_OPTIONAL_SETTINGS_ENV}
     try:
-        return RunnerSettings(**{field: environ[var] for field, var in _SETTINGS_ENV.items()})
+        return RunnerSettings(**fields)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_SETTINGS_ENV.get(str(err['loc'][0]), err['loc'][0])}={err.get('input')!r}: {err['msg']}"
+            f"{all_env.get(str(err['loc'][0]), err['loc'][0])}={err.get('input')!r}: {err['msg']}"
             for err in exc.errors()
         )
         raise ValueError(f"invalid ModelRunner environment: {problems}") from None
@@ -167,6 +192,9 @@ class GreengrassModelRunner:
             state_dir=settings.state_dir,
             download=download,
             clock=clock,
+            public_key=settings.model_signing_public_key,
+            architecture=local_architecture(),
+            runtime_version=settings.runtime_version,
         )
         self.config_settle_s = config_settle_s
         # An update that arrives before a full window of live data waits for one, up to twice its length.

@@ -15,13 +15,21 @@ Tree ensembles (family "xgboost") are stored node by node, trees one after anoth
   left_child        int16|int32 (n_nodes,) child taken when x < threshold (index within the tree), -1 on leaves
   right_child       int16|int32 (n_nodes,) child taken otherwise, -1 on leaves
   default_left      uint8 (n_nodes,)       1 when a missing value (NaN) goes left
-  leaf_value        float32|float16 (n_leaves,) leaf outputs in node order (float16 only for fp16-leaves)
+  leaf_value        float32|float16|int8 (n_leaves,) leaf outputs in node order (float16 for
+                    fp16-leaves; int8 codes for quantized, see below)
 and split thresholds, exact in float32 either way:
   threshold_encoding "table-uint8" / "table-uint16": threshold_table float32 (sorted distinct
     thresholds of feature 0, then feature 1, ...), threshold_table_offsets int32 (n_features + 1,),
     threshold_index uint8|uint16 (n_nodes,) index into the split feature's slice (0 on leaves);
   threshold_encoding "raw": threshold float32 (n_nodes,).
 Linear models (family "linear"): weights float32 (n_features,), bias float32 (1,).
+
+Quantized tree payloads (precision "quantized", format_version 2, runtime 1.2.0) store each leaf as
+an int8 code q in [-127, 127] with a per-tree scale and offset (`leaf_scale`, `leaf_offset`, float32
+(n_trees,)); the reader dequantizes at load, leaf = float32(float64(offset) + float64(scale) * q), so
+the scorer sees the same float32 arrays as for the other tiers. fp32 and fp16-leaves payloads stay
+format_version 1, readable by every runtime; a runtime that only knows version 1 refuses version 2
+on its format_version check.
 """
 
 from __future__ import annotations
@@ -36,7 +44,12 @@ import numpy as np
 from edgeloop.schemas.model import MODEL_FORMAT_VERSION, ModelFamily, Precision, feature_schema_hash
 
 FORMAT_NAME = "edgeloop-model"
-FORMAT_VERSION = MODEL_FORMAT_VERSION
+FORMAT_VERSION = MODEL_FORMAT_VERSION  # fp32 and fp16-leaves payloads: every runtime reads them
+QUANTIZED_FORMAT_VERSION = 2  # adds int8 leaves with a per-tree scale and offset
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, QUANTIZED_FORMAT_VERSION)
+# The device runtime this code is, as tiers name it in min_runtime_version: 1.0.0 read fp32,
+# 1.1.0 added fp16-leaves, 1.2.0 the quantized tier. Provisioning and the recipes default to it.
+RUNTIME_VERSION = "1.2.0"
 HEADER_ARRAY = "header"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -54,8 +67,19 @@ class ThresholdEncoding(StrEnum):
     RAW = "raw"
 
 
-# Leaf storage per precision tier; quantized payloads are not defined by this format version.
-_LEAF_DTYPES = {Precision.FP32: np.dtype(np.float32), Precision.FP16_LEAVES: np.dtype(np.float16)}
+# Leaf storage per precision tier, and the format version each tier is written in (the lowest
+# that can hold it, so older runtimes keep reading the tiers they always could).
+_LEAF_DTYPES = {
+    Precision.FP32: np.dtype(np.float32),
+    Precision.FP16_LEAVES: np.dtype(np.float16),
+    Precision.QUANTIZED: np.dtype(np.int8),
+}
+_PRECISION_FORMAT_VERSION = {
+    Precision.FP32: FORMAT_VERSION,
+    Precision.FP16_LEAVES: FORMAT_VERSION,
+    Precision.QUANTIZED: QUANTIZED_FORMAT_VERSION,
+}
+_QUANTIZED_CODE_MAX = 127  # symmetric codes: -127..127, so the offset sits exactly in the middle
 
 _TREE_ARRAYS = {
     "tree_offsets": "int32 (n_trees + 1,): first node of each tree, then the node count",
@@ -71,6 +95,11 @@ _TABLE_ARRAYS = {
     "threshold_index": "per node: index of its threshold within its split feature's slice",
 }
 _RAW_ARRAYS = {"threshold": "float32 split threshold per node"}
+_QUANTIZED_ARRAYS = {
+    "leaf_value": "int8 leaf codes q in node order: leaf = offset + scale * q of the leaf's tree",
+    "leaf_scale": "float32 (n_trees,): dequantization step of each tree's leaves",
+    "leaf_offset": "float32 (n_trees,): leaf value of code 0 in each tree",
+}
 _LINEAR_ARRAYS = {
     "weights": "float32 (n_features,): margin = base_score + bias + sum(w * x) over present x",
     "bias": "float32 (1,)",
@@ -123,10 +152,12 @@ def write_payload(
     objective = Objective(objective)
     if precision not in _LEAF_DTYPES:
         raise ValueError(f"precision={precision.value!r} is not defined by format version {FORMAT_VERSION}")
+    if precision == Precision.QUANTIZED and not isinstance(model, TreeEnsemble):
+        raise ValueError(f"precision={precision.value!r} applies to tree ensembles only, not {type(model).__name__}")
     _check_features(features)
     header: dict = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": _PRECISION_FORMAT_VERSION[precision],
         "model_id": model_id,
         "version": version,
         "objective": objective.value,
@@ -176,12 +207,41 @@ def _encode_trees(trees: TreeEnsemble, n_features: int, leaf_dtype: np.dtype) ->
         "left_child": np.where(leaf, -1, trees.left_child).astype(child_dtype),
         "right_child": np.where(leaf, -1, trees.right_child).astype(child_dtype),
         "default_left": trees.default_left.astype(np.uint8),
-        "leaf_value": trees.leaf_value[leaf].astype(leaf_dtype),
     }
+    if leaf_dtype == np.int8:
+        arrays.update(_quantize_leaves(trees))
+    else:
+        arrays["leaf_value"] = trees.leaf_value[leaf].astype(leaf_dtype)
     encoding, threshold_arrays = _encode_thresholds(trees.threshold, trees.split_feature, leaf, n_features)
     arrays.update(threshold_arrays)
     described = {**_TREE_ARRAYS, **(_RAW_ARRAYS if encoding == ThresholdEncoding.RAW else _TABLE_ARRAYS)}
+    if leaf_dtype == np.int8:
+        described.update(_QUANTIZED_ARRAYS)
     return arrays, {"n_trees": trees.n_trees, "threshold_encoding": encoding.value, "arrays": described}
+
+
+def _quantize_leaves(trees: TreeEnsemble) -> dict[str, np.ndarray]:
+    """int8 leaf codes around each tree's own mid-range: later trees have small leaves, and a
+    per-tree step keeps their resolution instead of spending it on the first trees' range."""
+    leaf = trees.is_leaf
+    if not np.isfinite(trees.leaf_value[leaf]).all():
+        raise ValueError("a leaf value is not finite: it cannot be quantized")
+    tree_of_node = np.repeat(np.arange(trees.n_trees), np.diff(trees.tree_offsets))
+    values = trees.leaf_value[leaf].astype(np.float64)
+    tree_of_leaf = tree_of_node[leaf]
+    low = np.full(trees.n_trees, np.inf)
+    high = np.full(trees.n_trees, -np.inf)
+    np.minimum.at(low, tree_of_leaf, values)
+    np.maximum.at(high, tree_of_leaf, values)
+    # codes are chosen against the float32 offset and scale the device will use, so the
+    # error measured at export is the error the device makes
+    offset = ((low + high) / 2).astype(np.float32)
+    scale = ((high - low) / (2 * _QUANTIZED_CODE_MAX)).astype(np.float32)
+    step = scale.astype(np.float64)[tree_of_leaf]
+    centred = values - offset.astype(np.float64)[tree_of_leaf]
+    codes = np.divide(centred, step, out=np.zeros_like(centred), where=step > 0)
+    codes = np.clip(np.rint(codes), -_QUANTIZED_CODE_MAX, _QUANTIZED_CODE_MAX).astype(np.int8)
+    return {"leaf_value": codes, "leaf_scale": scale, "leaf_offset": offset}
 
 
 def _encode_thresholds(
@@ -277,15 +337,23 @@ def _parse_header(raw: np.ndarray | None) -> dict:
             raise ValueError(f"header {field}={header[field]!r} has the wrong type")
     if header["format"] != FORMAT_NAME:
         raise ValueError(f"header format={header['format']!r}, expected {FORMAT_NAME!r}")
-    if header["format_version"] != FORMAT_VERSION:
+    if header["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
         raise ValueError(
-            f"header format_version={header['format_version']} is not supported (this reader: {FORMAT_VERSION})"
+            f"header format_version={header['format_version']} is not supported "
+            f"(this reader: {list(SUPPORTED_FORMAT_VERSIONS)}); the payload needs a newer runtime"
         )
-    _check_enum("family", header["family"], ModelFamily)
+    family = _check_enum("family", header["family"], ModelFamily)
     _check_enum("objective", header["objective"], Objective)
     precision = _check_enum("precision", header["precision"], Precision)
     if precision not in _LEAF_DTYPES:
         raise ValueError(f"header precision={precision.value!r} is not defined by format version {FORMAT_VERSION}")
+    if header["format_version"] != _PRECISION_FORMAT_VERSION[precision]:
+        raise ValueError(
+            f"header format_version={header['format_version']} is not supported for precision={precision.value!r} "
+            f"(written as format version {_PRECISION_FORMAT_VERSION[precision]})"
+        )
+    if precision == Precision.QUANTIZED and family != ModelFamily.XGBOOST:
+        raise ValueError(f"header precision={precision.value!r} applies to tree ensembles only, not {family.value!r}")
     _check_features(header["features"])
     if header["n_features"] != len(header["features"]):
         raise ValueError(f"header n_features={header['n_features']} but {len(header['features'])} features are named")
@@ -329,7 +397,9 @@ def _validate_tree_arrays(header: dict, arrays: dict) -> None:
         raise ValueError(f"header n_trees={header.get('n_trees')!r} must be a positive integer")
     encoding = _check_enum("threshold_encoding", header.get("threshold_encoding"), ThresholdEncoding)
     threshold_arrays = _RAW_ARRAYS if encoding == ThresholdEncoding.RAW else _TABLE_ARRAYS
-    _reject_unknown(arrays, set(_TREE_ARRAYS) | set(threshold_arrays))
+    quantized = Precision(header["precision"]) == Precision.QUANTIZED
+    leaf_arrays = _QUANTIZED_ARRAYS if quantized else {}
+    _reject_unknown(arrays, set(_TREE_ARRAYS) | set(threshold_arrays) | set(leaf_arrays))
     offsets = _expect(arrays, "tree_offsets", (np.int32,), (header["n_trees"] + 1,))
     if offsets[0] != 0 or (np.diff(offsets) < 1).any():
         raise ValueError("tree_offsets must start at 0 and grow by at least one node per tree")
@@ -341,6 +411,8 @@ def _validate_tree_arrays(header: dict, arrays: dict) -> None:
     leaf_dtype = _LEAF_DTYPES[Precision(header["precision"])]
     n_leaves = int((arrays["left_child"] < 0).sum())
     _expect(arrays, "leaf_value", (leaf_dtype,), (n_leaves,))
+    if quantized:
+        _validate_leaf_quantization(header, arrays)
     if encoding == ThresholdEncoding.RAW:
         _expect(arrays, "threshold", (np.float32,), (n_nodes,))
     else:
@@ -349,6 +421,19 @@ def _validate_tree_arrays(header: dict, arrays: dict) -> None:
         _expect(arrays, "threshold_table_offsets", (np.int32,), (header["n_features"] + 1,))
         _expect(arrays, "threshold_table", (np.float32,))
     decode_trees(header, arrays)  # structural checks: children in range, no cycles
+
+
+def _validate_leaf_quantization(header: dict, arrays: dict) -> None:
+    n_trees = header["n_trees"]
+    scale = _expect(arrays, "leaf_scale", (np.float32,), (n_trees,))
+    offset = _expect(arrays, "leaf_offset", (np.float32,), (n_trees,))
+    if not (np.isfinite(scale).all() and np.isfinite(offset).all()):
+        raise ValueError("leaf_scale or leaf_offset is not finite")
+    if (scale < 0).any():
+        raise ValueError(f"leaf_scale is negative for trees {np.flatnonzero(scale < 0).tolist()[:10]}")
+    codes = arrays["leaf_value"]
+    if codes.size and np.abs(codes.astype(np.int16)).max() > _QUANTIZED_CODE_MAX:
+        raise ValueError(f"a leaf code is outside [-{_QUANTIZED_CODE_MAX}, {_QUANTIZED_CODE_MAX}]")
 
 
 def _validate_linear_arrays(header: dict, arrays: dict) -> None:
@@ -379,7 +464,7 @@ def decode_trees(header: dict, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
         raise ValueError("a child index points outside its tree")
     threshold = _decode_thresholds(header, arrays, feature, leaf)
     leaf_value = np.zeros(len(left), dtype=np.float32)
-    leaf_value[leaf] = arrays["leaf_value"].astype(np.float32)
+    leaf_value[leaf] = _decode_leaves(header, arrays, offsets, leaf)
     trees = TreeEnsemble(
         tree_offsets=offsets,
         split_feature=feature,
@@ -390,6 +475,17 @@ def decode_trees(header: dict, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
         leaf_value=leaf_value,
     )
     return replace(trees, max_depth=_max_depth(trees))
+
+
+def _decode_leaves(header: dict, arrays: dict, offsets: np.ndarray, leaf: np.ndarray) -> np.ndarray:
+    """float32 leaf outputs; quantized codes are dequantized here so the scorer is the same for all tiers."""
+    if header["precision"] != Precision.QUANTIZED:
+        return arrays["leaf_value"].astype(np.float32)
+    tree_of_leaf = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))[leaf]
+    scale = arrays["leaf_scale"].astype(np.float64)[tree_of_leaf]
+    offset = arrays["leaf_offset"].astype(np.float64)[tree_of_leaf]
+    # float64 then one rounding to float32: the same bits on every architecture
+    return (offset + scale * arrays["leaf_value"].astype(np.float64)).astype(np.float32)
 
 
 def _decode_thresholds(header: dict, arrays: dict, feature: np.ndarray, leaf: np.ndarray) -> np.ndarray:

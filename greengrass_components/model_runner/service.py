@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, UseCaseConfig
+from edgeloop.schemas.model import Architecture
 
 from .agent import ActiveModel, UpdateAgent, s3_download
 from .runner import LiveScorer
@@ -101,11 +102,25 @@ class ModelService:
         download: Callable[[str], bytes] = s3_download,
         report_retry_s: float = REPORT_RETRY_S,
         clock: Callable[[], float] = time.monotonic,
+        public_key: str | None = None,
+        architecture: Architecture | str | None = None,
+        runtime_version: str | None = None,
     ) -> None:
+        """public_key, architecture, runtime_version: what the update agent checks updates against (see UpdateAgent)."""
         self.use_case = use_case
         self.live = LiveScorer(use_case)
         self.outbox = ReportOutbox(send_report, retry_after_s=report_retry_s, clock=clock)
-        self.agent = UpdateAgent(thing_name, use_case, self.live, self.outbox.put, download, state_dir=state_dir)
+        self.agent = UpdateAgent(
+            thing_name,
+            use_case,
+            self.live,
+            self.outbox.put,
+            download,
+            state_dir=state_dir,
+            public_key=public_key,
+            architecture=architecture,
+            runtime_version=runtime_version,
+        )
 
     @property
     def current(self) -> ActiveModel | None:

@@ -3,7 +3,7 @@
 Every tier is scored with the device's own numpy scorer against `Booster.inplace_predict` on the
 held-out test set; the measured max_abs_error goes into the manifest. Each tier's bound is a
 fraction of the test target's standard deviation: 0 for fp32 (bit-exact or export fails), 1e-3
-for fp16-leaves. A quantized tier needs a payload encoding first (format version 1 has none).
+for fp16-leaves, 1e-2 for quantized (int8 leaves, payload format version 2).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from edgeloop.greengrass_components.model_runner.model_format import (
     write_payload,
 )
 from edgeloop.greengrass_components.model_runner.scorer import load_payload
+from edgeloop.greengrass_components.model_runner.signing import Ed25519PrivateKey, sign_payload
 from edgeloop.schemas import names
 from edgeloop.schemas.model import (
     Architecture,
@@ -63,6 +64,12 @@ TIERS: dict[Precision, TierSpec] = {
     # float16 leaves to float32 on load, so every architecture runs it the same way. The 1.1.0 floor
     # keeps gateways whose runtime predates float16 leaves on the fp32 tier.
     Precision.FP16_LEAVES: TierSpec(Precision.FP16_LEAVES, ALL_ARCHITECTURES, "1.1.0", max_error_per_target_std=1e-3),
+    # int8 leaves with a per-tree scale and offset (payload format version 2, which runtime 1.2.0
+    # first reads), dequantized to float32 at load, so any architecture can run it; it is the
+    # smallest tier, for the most constrained gateways. Each leaf is off by at most half its tree's
+    # step (leaf range / 254) and the errors add up over the trees, hence a looser bound: 1% of
+    # std(y_test) keeps the error far below any useful model's own error.
+    Precision.QUANTIZED: TierSpec(Precision.QUANTIZED, ALL_ARCHITECTURES, "1.2.0", max_error_per_target_std=1e-2),
 }
 
 
@@ -205,8 +212,14 @@ def export_model(
     target: str,
     precisions: tuple[Precision, ...] = (Precision.FP32,),
     created_at: datetime | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> ExportedModel:
-    """Payloads for each requested tier plus the manifest that describes them."""
+    """Payloads for each requested tier plus the manifest that describes them.
+
+    With `signing_key`, every tier's payload is signed (signing.sign_payload: Ed25519 over the payload's
+    SHA-256 digest) and the signature goes into its tier; without, the tiers are unsigned and devices
+    configured with a public key will refuse them.
+    """
     if len(trained.X_test) == 0:
         raise ValueError("trained model has an empty test set: parity cannot be checked")
     payloads: dict[Precision, bytes] = {}
@@ -226,7 +239,7 @@ def export_model(
                 f"{bound!r} ({spec.max_error_per_target_std!r} x std(y_test)) on {len(trained.X_test)} test rows"
             )
         payloads[precision] = payload
-        tiers.append(_tier(spec, model_id, version, payload, error))
+        tiers.append(_tier(spec, model_id, version, payload, error, signing_key))
     manifest = ModelManifest(
         model_id=model_id,
         version=version,
@@ -256,7 +269,14 @@ def _tier_spec(precision: Precision) -> TierSpec:
         ) from None
 
 
-def _tier(spec: TierSpec, model_id: str, version: str, payload: bytes, error: float) -> CompatibilityTier:
+def _tier(
+    spec: TierSpec,
+    model_id: str,
+    version: str,
+    payload: bytes,
+    error: float,
+    signing_key: Ed25519PrivateKey | None = None,
+) -> CompatibilityTier:
     return CompatibilityTier(
         precision=spec.precision,
         architectures=list(spec.architectures),
@@ -265,6 +285,7 @@ def _tier(spec: TierSpec, model_id: str, version: str, payload: bytes, error: fl
         payload_bytes=len(payload),
         sha256=hashlib.sha256(payload).hexdigest(),
         max_abs_error=error,
+        signature=sign_payload(payload, signing_key) if signing_key is not None else None,
     )
 
 

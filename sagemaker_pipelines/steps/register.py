@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import sys
 import unicodedata
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from edgeloop.functions.common import aws
+from edgeloop.greengrass_components.model_runner.signing import Ed25519PrivateKey, load_private_key
 from edgeloop.schemas import names
 from edgeloop.schemas.model import ModelManifest, Precision
 from edgeloop.schemas.use_case import load_use_case
@@ -259,6 +261,19 @@ def load_manifest(manifest_uri: str) -> ModelManifest:
     return ModelManifest.model_validate_json(body)
 
 
+def signing_key_for(source: str | Path | None) -> Ed25519PrivateKey | None:
+    """The key payloads are signed with. Without one the payloads go out unsigned: the gateways decide
+    (one configured with a public key refuses them), so that is said loudly."""
+    if source:
+        return load_private_key(source)
+    print(
+        f"warning: no signing key (--signing-key or ${names.MODEL_SIGNING_KEY_ENV}): registering unsigned payloads, "
+        "which gateways configured with a public key will reject",
+        file=sys.stderr,
+    )
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict[str, str]:
     """Export + register step: <trained>/<line_id>/ (from train.main) -> one model package per line."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -266,7 +281,14 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--model-bucket", default=os.environ.get(names.MODEL_BUCKET_ENV, names.LOCAL_MODEL_BUCKET))
     parser.add_argument("--use-case", default="extrusion")
     parser.add_argument("--version", required=True, help="MAJOR.MINOR.PATCH of this model version")
+    parser.add_argument(
+        "--signing-key",
+        default=os.environ.get(names.MODEL_SIGNING_KEY_ENV) or None,
+        help=f"Ed25519 private key (PEM file path or PEM text) the payloads are signed with "
+        f"(default: ${names.MODEL_SIGNING_KEY_ENV})",
+    )
     args = parser.parse_args(argv)
+    signing_key = signing_key_for(args.signing_key)
     config = load_use_case(args.use_case)
     line_dirs = sorted(p for p in Path(args.trained).iterdir() if p.is_dir())
     if not line_dirs:
@@ -280,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
             use_case=config.use_case,
             line_ids=[line_dir.name],
             target=config.target_metric,
+            signing_key=signing_key,
         )
         arns[line_dir.name] = register_model(exported, model_bucket=args.model_bucket)
     print(json.dumps(arns, indent=2))

@@ -243,3 +243,17 @@ def _site_packages_env() -> dict[str, str]:
     # -S skips site (and with it the editable install of this repo); put plain site-packages back.
     site_packages = [p for p in sys.path if p.endswith("site-packages")]
     return {"PYTHONPATH": ":".join(site_packages)}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_default_runtime_version_is_the_shipped_runtime_and_reads_every_tier(path: Path):
+    """A gateway installed with the defaults announces the runtime this release ships, and that
+    runtime meets every exported tier's minimum (else the orchestrator would exclude it)."""
+    from edgeloop.greengrass_components.model_runner.model_format import RUNTIME_VERSION
+    from edgeloop.provisioning import default_runtime_version
+    from edgeloop.sagemaker_pipelines.steps.export import TIERS
+    from edgeloop.schemas.common import semver_key
+
+    configuration = yaml.safe_load(path.read_text())["ComponentConfiguration"]["DefaultConfiguration"]
+    assert configuration["runtimeVersion"] == RUNTIME_VERSION == default_runtime_version()
+    assert all(semver_key(tier.min_runtime_version) <= semver_key(RUNTIME_VERSION) for tier in TIERS.values())

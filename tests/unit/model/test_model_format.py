@@ -123,9 +123,10 @@ def test_fp16_leaves_tier_stores_half_precision_leaves():
     assert np.abs(decode_trees(header, arrays).leaf_value - two_trees().leaf_value).max() < 1e-3
 
 
-def test_undefined_precision_is_refused_on_write():
-    with pytest.raises(ValueError, match="precision='quantized'"):
-        write(precision=Precision.QUANTIZED)
+def test_quantized_precision_is_refused_for_linear_models_on_write():
+    linear = LinearModel(weights=np.array([0.5, -2.0, 1e-3], dtype=np.float32), bias=0.25)
+    with pytest.raises(ValueError, match="precision='quantized' applies to tree ensembles only"):
+        write(linear, precision=Precision.QUANTIZED)
 
 
 def test_linear_round_trip():

@@ -171,7 +171,9 @@ def test_export_refuses_a_payload_that_drifts(trained, monkeypatch):
         export_model(trained, model_id="m", version="1.0.0", use_case="extrusion", line_ids=["line-1"], target="t")
 
 
-def test_export_refuses_tiers_without_a_builder(trained):
+def test_export_refuses_tiers_without_a_builder(trained, monkeypatch):
+    tiers_without_quantized = {p: t for p, t in export_step.TIERS.items() if p != Precision.QUANTIZED}
+    monkeypatch.setattr(export_step, "TIERS", tiers_without_quantized)
     with pytest.raises(ValueError, match="precision='quantized' has no export tier"):
         export_model(
             trained,

@@ -1,0 +1,170 @@
+"""Ed25519 signatures of model payloads: the cloud signs at export, the device verifies before loading.
+
+What is signed: the message `SIGNED_CONTEXT + sha256(payload)` (the 32 raw digest bytes), not the
+payload bytes themselves. The device computes that digest anyway to check the update's sha256, so
+verifying costs one Ed25519 check and no second pass over the payload; the context prefix keeps a
+payload signature from being valid for any other message the same key might ever sign.
+
+Encodings travel as text: a signature is base64 of its 64 bytes, a public key is base64 of its raw
+32 bytes (what the ModelRunner configuration holds), a private key is PKCS#8 PEM (file or text).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+SIGNED_CONTEXT = b"edgeloop-model-payload-sha256:v1\n"
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+PRIVATE_KEY_FILE = "model-signing.key.pem"
+PUBLIC_KEY_FILE = "model-signing.pub.b64"
+
+
+class SignatureRejected(Exception):
+    """A payload signature that does not verify; `reason` names what failed (for status reports)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class KeyPairFiles:
+    private_key_path: Path
+    public_key_b64: str
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def generate_private_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(private_key: Ed25519PrivateKey) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_key_b64(private_key: Ed25519PrivateKey) -> str:
+    raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def write_key_pair(directory: str | Path) -> KeyPairFiles:
+    """A new key pair in `directory` (private PEM readable by the owner only); reuses one already there."""
+    directory = Path(directory)
+    private_path = directory / PRIVATE_KEY_FILE
+    if private_path.exists():
+        return KeyPairFiles(private_path, public_key_b64(load_private_key(private_path)))
+    directory.mkdir(parents=True, exist_ok=True)
+    key = generate_private_key()
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(private_key_pem(key))
+    public = public_key_b64(key)
+    (directory / PUBLIC_KEY_FILE).write_text(public + "\n")
+    return KeyPairFiles(private_path, public)
+
+
+def load_private_key(source: str | bytes | Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM text/bytes or from the path of a PEM file."""
+    pem = _pem_bytes(source)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"signing key {_describe(source)} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"signing key {_describe(source)} is a {type(key).__name__}, not an Ed25519 private key")
+    return key
+
+
+def _pem_bytes(source: str | bytes | Path) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str) and "-----BEGIN" in source:
+        return source.encode()
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"signing key path={str(path)!r} cannot be read: {exc.strerror or exc}") from None
+
+
+def _describe(source: str | bytes | Path) -> str:
+    if isinstance(source, bytes) or (isinstance(source, str) and "-----BEGIN" in source):
+        return "(PEM text)"
+    return f"path={str(source)!r}"
+
+
+def parse_public_key(value: str, *, field: str = "public key") -> Ed25519PublicKey:
+    """The key from base64 of its raw 32 bytes; a clear error naming `field` and the value otherwise."""
+    raw = _b64(value, field)
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"{field}={value!r} decodes to {len(raw)} bytes, an Ed25519 public key has {PUBLIC_KEY_BYTES}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _b64(value: str, field: str) -> bytes:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field}={value!r} is not base64 text")
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{field}={value!r} is not valid base64") from None
+
+
+# --- signing and verifying -----------------------------------------------------------------------
+
+
+def signed_message(payload_sha256_hex: str) -> bytes:
+    return SIGNED_CONTEXT + bytes.fromhex(payload_sha256_hex)
+
+
+def sign_payload(payload: bytes, private_key: Ed25519PrivateKey) -> str:
+    """base64 Ed25519 signature of the payload (over SIGNED_CONTEXT + its SHA-256 digest)."""
+    signature = private_key.sign(signed_message(hashlib.sha256(payload).hexdigest()))
+    return base64.b64encode(signature).decode()
+
+
+def verify_payload_signature(
+    payload_sha256_hex: str, signature_b64: str | None, public_key: Ed25519PublicKey | str
+) -> None:
+    """Raise SignatureRejected unless `signature_b64` is the key's signature of this payload digest."""
+    if isinstance(public_key, str):
+        public_key = parse_public_key(public_key)
+    if not signature_b64:
+        raise SignatureRejected(
+            f"unsigned payload (sha256 {payload_sha256_hex}): this device requires an Ed25519 signature "
+            f"by key {_key_b64(public_key)}"
+        )
+    try:
+        signature = _b64(signature_b64, "signature")
+    except ValueError as exc:
+        raise SignatureRejected(str(exc)) from None
+    if len(signature) != SIGNATURE_BYTES:
+        raise SignatureRejected(
+            f"signature={signature_b64!r} is {len(signature)} bytes, an Ed25519 signature has {SIGNATURE_BYTES}"
+        )
+    try:
+        public_key.verify(signature, signed_message(payload_sha256_hex))
+    except InvalidSignature:
+        raise SignatureRejected(
+            f"signature {signature_b64[:16]}... does not verify for payload sha256 {payload_sha256_hex} "
+            f"with the configured key {_key_b64(public_key)} (signed by another key, or the payload changed)"
+        ) from None
+
+
+def _key_b64(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
