@@ -12,7 +12,6 @@ The stack builds this construct only when the flag is on; with it off, nothing h
 from __future__ import annotations
 
 from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Validations
-from aws_cdk import aws_events as events
 from aws_cdk import aws_timestream as timestream
 from constructs import Construct
 
@@ -20,7 +19,7 @@ from edgeloop.schemas import names
 
 from ..nag import acknowledge
 from .functions import EdgeloopFunction, FunctionFactory
-from .ingestion import _target
+from .ingestion import on_object_created
 from .storage import Storage
 
 HOT_PATH_FUNCTION = "hot_path"  # key of names.FUNCTIONS
@@ -112,17 +111,11 @@ class HotPath(Construct):
         )
 
     def _copy_on_new_raw_objects(self, storage: Storage) -> None:
-        rule = events.Rule(
+        on_object_created(
             self,
             "RawObjectCreated",
+            bucket=storage.data,
+            prefix=names.RAW_PREFIX,
+            function=self.function,
             description="edgeloop: new raw object -> Timestream hot path",
-            event_pattern=events.EventPattern(
-                source=["aws.s3"],
-                detail_type=["Object Created"],
-                detail={
-                    "bucket": {"name": [storage.data.bucket_name]},
-                    "object": {"key": [{"prefix": f"{names.RAW_PREFIX}/"}]},
-                },
-            ),
         )
-        rule.add_target(_target(self.function))

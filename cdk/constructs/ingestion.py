@@ -139,20 +139,32 @@ class Ingestion(Construct):
         rule.add_target(_target(self.compaction))
 
     def _pack_on_new_curated_data(self, storage: Storage) -> None:
-        rule = events.Rule(
+        on_object_created(
             self,
             "CuratedObjectCreated",
+            bucket=storage.data,
+            prefix=names.CURATED_PREFIX,
+            function=self.metric_packer,
             description="edgeloop: new curated Parquet -> metric packer",
-            event_pattern=events.EventPattern(
-                source=["aws.s3"],
-                detail_type=["Object Created"],
-                detail={
-                    "bucket": {"name": [storage.data.bucket_name]},
-                    "object": {"key": [{"prefix": f"{names.CURATED_PREFIX}/"}]},
-                },
-            ),
         )
-        rule.add_target(_target(self.metric_packer))
+
+
+def on_object_created(
+    scope: Construct, construct_id: str, *, bucket, prefix: str, function: EdgeloopFunction, description: str
+) -> events.Rule:
+    """An EventBridge rule: S3 "Object Created" under `prefix`/ in `bucket` -> `function`."""
+    rule = events.Rule(
+        scope,
+        construct_id,
+        description=description,
+        event_pattern=events.EventPattern(
+            source=["aws.s3"],
+            detail_type=["Object Created"],
+            detail={"bucket": {"name": [bucket.bucket_name]}, "object": {"key": [{"prefix": f"{prefix}/"}]}},
+        ),
+    )
+    rule.add_target(_target(function))
+    return rule
 
 
 def _objects(function: EdgeloopFunction, bucket, actions: list[str], prefixes: list[str]) -> None:

@@ -22,7 +22,9 @@ and split thresholds, exact in float32 either way:
     thresholds of feature 0, then feature 1, ...), threshold_table_offsets int32 (n_features + 1,),
     threshold_index uint8|uint16 (n_nodes,) index into the split feature's slice (0 on leaves);
   threshold_encoding "raw": threshold float32 (n_nodes,).
-Linear models (family "linear"): weights float32 (n_features,), bias float32 (1,).
+Linear models (family "linear"): weights float32 (n_features,), bias float32 (1,), and for models
+trained on standardized features (e.g. lasso) optionally feature_center and feature_scale float32
+(n_features,): x is used as (x - center) / scale. Without them x is used as is (XGBoost gblinear).
 
 Quantized tree payloads (precision "quantized", format_version 2, runtime 1.2.0) store each leaf as
 an int8 code q in [-127, 127] with a per-tree scale and offset (`leaf_scale`, `leaf_offset`, float32
@@ -103,7 +105,10 @@ _QUANTIZED_ARRAYS = {
 _LINEAR_ARRAYS = {
     "weights": "float32 (n_features,): margin = base_score + bias + sum(w * x) over present x",
     "bias": "float32 (1,)",
+    "feature_center": "optional float32 (n_features,): subtracted from x before the weights",
+    "feature_scale": "optional float32 (n_features,): x - center is divided by it (all > 0)",
 }
+_LINEAR_SCALING = ("feature_center", "feature_scale")
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ class TreeEnsemble:
 class LinearModel:
     weights: np.ndarray  # float32 (n_features,)
     bias: float
+    # standardization the weights were fitted on: x -> (x - center) / scale; None: x as is
+    feature_center: np.ndarray | None = None
+    feature_scale: np.ndarray | None = None
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -271,7 +279,16 @@ def _encode_linear(model: LinearModel, n_features: int) -> dict:
     weights = np.asarray(model.weights, dtype=np.float32)
     if weights.shape != (n_features,):
         raise ValueError(f"weights has shape {weights.shape}, expected ({n_features},)")
-    return {"weights": weights, "bias": np.array([model.bias], dtype=np.float32)}
+    arrays = {"weights": weights, "bias": np.array([model.bias], dtype=np.float32)}
+    if (model.feature_center is None) != (model.feature_scale is None):
+        raise ValueError("feature_center and feature_scale come together (standardization needs both)")
+    if model.feature_center is not None:
+        for name in _LINEAR_SCALING:
+            values = np.asarray(getattr(model, name), dtype=np.float32)
+            if values.shape != (n_features,):
+                raise ValueError(f"{name} has shape {values.shape}, expected ({n_features},)")
+            arrays[name] = values
+    return arrays
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -442,6 +459,16 @@ def _validate_linear_arrays(header: dict, arrays: dict) -> None:
     _expect(arrays, "bias", (np.float32,), (1,))
     if not np.isfinite(arrays["weights"]).all() or not np.isfinite(arrays["bias"]).all():
         raise ValueError("linear weights or bias are not finite")
+    present = [name for name in _LINEAR_SCALING if name in arrays]
+    if present and len(present) != len(_LINEAR_SCALING):
+        raise ValueError(f"linear scaling needs both {list(_LINEAR_SCALING)}, the payload has only {present}")
+    for name in present:
+        _expect(arrays, name, (np.float32,), (header["n_features"],))
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"{name} is not finite")
+    if present and not (arrays["feature_scale"] > 0).all():
+        bad = int(np.flatnonzero(~(arrays["feature_scale"] > 0))[0])
+        raise ValueError(f"feature_scale[{bad}]={arrays['feature_scale'][bad]} must be > 0")
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -528,4 +555,5 @@ def _max_depth(trees: TreeEnsemble) -> int:
 
 
 def decode_linear(arrays: dict[str, np.ndarray]) -> LinearModel:
-    return LinearModel(weights=arrays["weights"].astype(np.float32), bias=float(arrays["bias"][0]))
+    scaling = {name: arrays[name].astype(np.float32) for name in _LINEAR_SCALING if name in arrays}
+    return LinearModel(weights=arrays["weights"].astype(np.float32), bias=float(arrays["bias"][0]), **scaling)

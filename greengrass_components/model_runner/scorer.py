@@ -461,13 +461,20 @@ class _LevelEvaluator:
 
 
 class _LinearEvaluator:
-    """XGBoost gblinear order: bias + base, then each present feature's x * w in feature order."""
+    """XGBoost gblinear order: bias + base, then each present feature's x * w in feature order.
+
+    A standardized model (feature_center/feature_scale) uses (x - center) / scale instead of x, in
+    float32; a missing x contributes nothing either way."""
 
     def __init__(self, model: LinearModel, base_score: np.float32):
         self._weights = model.weights.astype(np.float32)
         self._start = np.float32(np.float32(model.bias) + base_score)
+        self._center = model.feature_center
+        self._scale = model.feature_scale
 
     def batch(self, X: np.ndarray) -> np.ndarray:
+        if self._center is not None:
+            X = (X - self._center) / self._scale
         terms = np.where(np.isnan(X), np.float32(0), X * self._weights)
         start = np.full((X.shape[0], 1), self._start, dtype=np.float32)
         return np.cumsum(np.concatenate([start, terms], axis=1), axis=1, dtype=np.float32)[:, -1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -136,6 +137,54 @@ def test_linear_round_trip():
     decoded = decode_linear(arrays)
     np.testing.assert_array_equal(decoded.weights, model.weights)
     assert decoded.bias == 0.25
+
+
+def _standardized_linear() -> LinearModel:
+    return LinearModel(
+        weights=np.array([0.5, -2.0, 1e-3], dtype=np.float32),
+        bias=0.25,
+        feature_center=np.array([100.0, 3.8, -1.0], dtype=np.float32),
+        feature_scale=np.array([2.5, 0.01, 4.0], dtype=np.float32),
+    )
+
+
+def test_standardized_linear_round_trip_and_scoring():
+    from edgeloop.greengrass_components.model_runner.scorer import load_payload
+
+    model = _standardized_linear()
+    payload = write(model)
+    decoded = decode_linear(read_payload(payload)[1])
+    np.testing.assert_array_equal(decoded.feature_center, model.feature_center)
+    np.testing.assert_array_equal(decoded.feature_scale, model.feature_scale)
+    X = np.array([[101.0, 3.79, 3.0], [98.0, np.nan, -1.0]], dtype=np.float32)
+    scaled = (X - model.feature_center) / model.feature_scale
+    expected = [
+        np.float32(np.float32(0.25) + np.float32(10.123456789))
+        + sum(np.float32(v * w) for v, w in zip(row, model.weights) if not np.isnan(v))
+        for row in scaled
+    ]
+    scorer = load_payload(payload, expected_sha256=hashlib.sha256(payload).hexdigest())
+    np.testing.assert_allclose(scorer.predict(X), expected, rtol=1e-6)
+    assert scorer.predict_one(X[1]) == scorer.predict(X)[1]  # a missing feature adds nothing
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"feature_scale": np.array([2.5, 0.0, 4.0], dtype=np.float32)}, r"feature_scale\[1\]=0.0 must be > 0"),
+        ({"feature_center": np.array([1.0, np.nan, 2.0], dtype=np.float32)}, "feature_center is not finite"),
+        ({"feature_scale": np.ones(2, dtype=np.float32)}, "feature_scale"),
+    ],
+)
+def test_bad_linear_scaling_is_refused_naming_the_array(changes, message):
+    with pytest.raises(ValueError, match=message):
+        read_payload(rewrite(write(_standardized_linear()), **changes))
+
+
+def test_linear_scaling_comes_in_pairs():
+    lonely = LinearModel(weights=np.ones(3, dtype=np.float32), bias=0.0, feature_center=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="come together"):
+        write(lonely)
 
 
 def test_truncated_payload_is_refused_with_reason():
