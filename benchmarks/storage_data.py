@@ -56,8 +56,7 @@ class Dataset:
 
     def days_of_months(self, months: int) -> tuple[date, ...]:
         """The days of the first `months` calendar months of the dataset."""
-        first = self.days[0]
-        end = date(first.year + (first.month - 1 + months) // 12, (first.month - 1 + months) % 12 + 1, 1)
+        end = _months_after(self.days[0], months)
         return tuple(d for d in self.days if d < end)
 
     def intervals(self, line_id: str) -> list[ContextInterval]:
@@ -87,8 +86,14 @@ def ensure_dataset(lines: int, months: int, *, workers: int = 2) -> Dataset:
 
 
 def _days(months: int) -> tuple[date, ...]:
-    end = date(FIRST_DAY.year + (months // 12), months % 12 + 1, 1)
+    end = _months_after(FIRST_DAY, months)
     return tuple(FIRST_DAY + timedelta(days=i) for i in range((end - FIRST_DAY).days))
+
+
+def _months_after(first: date, months: int) -> date:
+    """The first day of the month `months` calendar months after `first`'s month."""
+    index = first.month - 1 + months
+    return date(first.year + index // 12, index % 12 + 1, 1)
 
 
 # --- context ---------------------------------------------------------------------------------------

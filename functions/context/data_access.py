@@ -38,9 +38,10 @@ def put_quarantine(bucket: str, key: str, body: bytes) -> None:
     s3.put_bytes(bucket, key, body, content_type="application/json")
 
 
-def store_intervals(bucket: str, line_id: str, intervals: list[ContextInterval]) -> None:
-    """Add the intervals to the line's, replacing stored ones with the same (kind, interval_id)."""
-    upsert_context_intervals(bucket, line_id, intervals)
+def store_intervals(bucket: str, line_id: str, intervals: list[ContextInterval]) -> list[ContextInterval]:
+    """Add the intervals to the line's, replacing stored ones with the same (kind, interval_id);
+    returns every interval the line has now."""
+    return upsert_context_intervals(bucket, line_id, intervals)
 
 
 def stored_intervals(bucket: str, line_id: str) -> list[ContextInterval]:

@@ -211,7 +211,6 @@ def join_context(rollups: pd.DataFrame, subs: Sequence[SubInterval], resolution:
 # --- intake: the context function -----------------------------------------------------------------
 
 SLICE_RESOLUTION = "1m"  # the slices join 1-minute rollups
-_VALUE_PREVIEW = 200
 _LINE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -271,7 +270,11 @@ def parse_context_message(event: IotRuleEvent) -> ParsedContext:
     lines = sorted({i.line_id for i in intervals})
     if len(lines) > 1:
         raise ContextRefused(
-            [_reason("line_id", lines, f"a context message carries the intervals of one line, got {len(lines)}")]
+            [
+                QuarantineReason.of(
+                    "line_id", lines, f"a context message carries the intervals of one line, got {len(lines)}"
+                )
+            ]
         )
     return ParsedContext(thing_name=thing, intervals=intervals, reasons=reasons, refused=refused)
 
@@ -297,8 +300,8 @@ def handle_context_message(bucket: str, event: IotRuleEvent, *, lines: LineDirec
     if parsed.reasons:
         result.quarantine_key = _quarantine(bucket, event, received_at, parsed.reasons)
     if parsed.intervals:
-        data_access.store_intervals(bucket, parsed.line_id, parsed.intervals)
-        result.slices = rebuild_slices(bucket, parsed.line_id)
+        stored = data_access.store_intervals(bucket, parsed.line_id, parsed.intervals)
+        result.slices = rebuild_slices(bucket, parsed.line_id, intervals=stored)
     return result
 
 
@@ -307,14 +310,16 @@ def _check_line(parsed: ParsedContext, lines: LineDirectory) -> None:
         return  # nothing valid to land; the refused intervals are quarantined with their reasons
     error = line_mismatch(parsed.thing_name, parsed.line_id, lines)
     if error is not None:
-        raise ContextRefused([_reason("line_id", parsed.line_id, error)])
+        raise ContextRefused([QuarantineReason.of("line_id", parsed.line_id, error)])
 
 
-def rebuild_slices(bucket: str, line_id: str) -> SlicesBuilt:
-    """Rebuild a line's 1-minute context slices from every interval stored for it."""
+def rebuild_slices(bucket: str, line_id: str, *, intervals: list[ContextInterval] | None = None) -> SlicesBuilt:
+    """Rebuild a line's 1-minute context slices from every interval stored for it (`intervals`,
+    when the caller has just stored them, else read back)."""
     if not isinstance(line_id, str) or not _LINE_ID.match(line_id):
         raise ValueError(f"line_id={line_id!r} is not a line id ({_LINE_ID.pattern})")
-    intervals = data_access.stored_intervals(bucket, line_id)
+    if intervals is None:
+        intervals = data_access.stored_intervals(bucket, line_id)
     subs = sub_intervals(intervals, line_id)
     slices = quantize(subs, SLICE_RESOLUTION)
     key = data_access.put_slices(bucket, line_id, slices_table(slices))
@@ -339,9 +344,11 @@ def _context_thing(topic: str) -> str:
     try:
         thing = names.thing_from_topic(topic)
     except ValueError as exc:
-        raise ContextRefused([_reason("topic", topic, str(exc))]) from exc
+        raise ContextRefused([QuarantineReason.of("topic", topic, str(exc))]) from exc
     if topic != names.context_topic(thing):
-        raise ContextRefused([_reason("topic", topic, f"is not a context topic ({names.context_topic(thing)})")])
+        raise ContextRefused(
+            [QuarantineReason.of("topic", topic, f"is not a context topic ({names.context_topic(thing)})")]
+        )
     return thing
 
 
@@ -356,32 +363,31 @@ def _interval_documents(event: IotRuleEvent) -> list[Any]:
     try:
         payload = event.payload
     except ValueError as exc:
-        raise ContextRefused([_reason("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
+        raise ContextRefused([QuarantineReason.of("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
     try:
         document = json.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ContextRefused([_reason("<payload>", payload, f"is not JSON: {exc}")]) from exc
+        raise ContextRefused([QuarantineReason.of("<payload>", payload, f"is not JSON: {exc}")]) from exc
     if isinstance(document, dict):
         return [document]
     if not isinstance(document, list):
         raise ContextRefused(
-            [_reason("<payload>", document, f"is a JSON {type(document).__name__}, not an interval or a list of them")]
+            [
+                QuarantineReason.of(
+                    "<payload>", document, f"is a JSON {type(document).__name__}, not an interval or a list of them"
+                )
+            ]
         )
     if not document:
-        raise ContextRefused([_reason("<payload>", document, "is an empty list: it carries no interval")])
+        raise ContextRefused([QuarantineReason.of("<payload>", document, "is an empty list: it carries no interval")])
     return document
 
 
 def _error_reason(index: int, error: dict) -> QuarantineReason:
     path = f"[{index}]" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
     if error["type"] == "missing":
-        return _reason(path, None, "is missing")
-    return _reason(path, error.get("input"), error["msg"])
-
-
-def _reason(field_path: str, value: Any, error: str) -> QuarantineReason:
-    shown = f"0x{value.hex()}" if isinstance(value, bytes) else repr(value)
-    return QuarantineReason(field=field_path, value=shown[:_VALUE_PREVIEW], error=error)
+        return QuarantineReason.of(path, None, "is missing")
+    return QuarantineReason.of(path, error.get("input"), error["msg"])
 
 
 def _quarantine(bucket: str, event: IotRuleEvent, received_at: datetime, reasons: list[QuarantineReason]) -> str:

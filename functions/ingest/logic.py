@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeloop.functions.common.line_directory import LineDirectory, line_mismatch
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, TelemetryBatch, UseCaseConfig, names
+from edgeloop.schemas.quarantine import VALUE_PREVIEW_CHARS
 from edgeloop.schemas.telemetry import (
     MAX_PAYLOAD_BYTES,
     ColumnarSamples,
@@ -45,7 +46,6 @@ FUTURE_TOLERANCE_MS = 5 * 60 * 1000  # gateway clocks may run a little ahead of 
 DAY_MS = 86_400_000
 SAMPLE_COLUMNS = ("metric_index", "time_ms", "values")
 _PLACEHOLDER = {"metric_index": 0, "time_ms": 0, "values": 0.0}
-_VALUE_PREVIEW = 200
 
 
 class IngestResult(BaseModel):
@@ -150,7 +150,7 @@ def _accept(
     if batch.thing_name != topic_thing:
         raise _MessageRefused(
             [
-                _reason(
+                QuarantineReason.of(
                     "thing_name", batch.thing_name, f"does not match the thing {topic_thing!r} of topic {event.topic!r}"
                 )
             ],
@@ -165,16 +165,18 @@ def _check_line(batch: TelemetryBatch, lines: LineDirectory) -> None:
     """The registry, not the gateway, decides which line a thing's data belongs to."""
     error = line_mismatch(batch.thing_name, batch.line_id, lines)
     if error is not None:
-        raise _MessageRefused([_reason("line_id", batch.line_id, error)], len(batch.samples))
+        raise _MessageRefused([QuarantineReason.of("line_id", batch.line_id, error)], len(batch.samples))
 
 
 def _topic_thing(topic: str) -> str:
     try:
         thing = names.thing_from_topic(topic)
     except ValueError as exc:
-        raise _MessageRefused([_reason("topic", topic, str(exc))]) from exc
+        raise _MessageRefused([QuarantineReason.of("topic", topic, str(exc))]) from exc
     if topic != names.telemetry_topic(thing):
-        raise _MessageRefused([_reason("topic", topic, f"is not a telemetry topic ({names.telemetry_topic(thing)})")])
+        raise _MessageRefused(
+            [QuarantineReason.of("topic", topic, f"is not a telemetry topic ({names.telemetry_topic(thing)})")]
+        )
     return thing
 
 
@@ -182,7 +184,7 @@ def _decode(event: IotRuleEvent) -> dict[str, Any]:
     try:
         payload = event.payload
     except ValueError as exc:
-        raise _MessageRefused([_reason("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
+        raise _MessageRefused([QuarantineReason.of("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
     try:
         if len(payload) > MAX_PAYLOAD_BYTES:  # only a path around IoT Core can deliver one
             raise TelemetryDecodeError(
@@ -190,9 +192,9 @@ def _decode(event: IotRuleEvent) -> dict[str, Any]:
             )
         return decode_batch_document(payload)  # either wire format, as the format-1 document shape
     except TelemetryDecodeError as exc:
-        raise _MessageRefused([_reason(exc.field, exc.value, exc.reason)]) from exc
+        raise _MessageRefused([QuarantineReason.of(exc.field, exc.value, exc.reason)]) from exc
     except ValueError as exc:
-        raise _MessageRefused([_reason("<payload>", _readable(payload), str(exc))]) from exc
+        raise _MessageRefused([QuarantineReason.of("<payload>", _readable(payload), str(exc))]) from exc
 
 
 def _sample_columns(document: dict[str, Any]) -> dict[str, list] | None:
@@ -216,13 +218,17 @@ def _screen_samples(document: dict[str, Any]) -> dict[int, list[QuarantineReason
         return reasons
     for i, value in enumerate(columns["values"]):
         if isinstance(value, float) and not math.isfinite(value):
-            reasons.setdefault(i, []).append(_reason(f"samples.values[{i}]", value, "is not a finite number"))
+            reasons.setdefault(i, []).append(
+                QuarantineReason.of(f"samples.values[{i}]", value, "is not a finite number")
+            )
     metrics = document["samples"].get("metrics")
     if isinstance(metrics, list) and metrics:
         for i, index in enumerate(columns["metric_index"]):
             if isinstance(index, int) and not 0 <= index < len(metrics):
                 reasons.setdefault(i, []).append(
-                    _reason(f"samples.metric_index[{i}]", index, f"is outside metrics (0..{len(metrics) - 1})")
+                    QuarantineReason.of(
+                        f"samples.metric_index[{i}]", index, f"is outside metrics (0..{len(metrics) - 1})"
+                    )
                 )
     return reasons
 
@@ -244,7 +250,7 @@ def _validate(document: dict[str, Any], sample_reasons: dict[int, list[Quarantin
                 for error in element_errors:
                     index = _sample_element(error["loc"])
                     reasons = sample_reasons.setdefault(index, [])
-                    reasons.append(_reason(_field_path(error["loc"]), error.get("input"), error["msg"]))
+                    reasons.append(QuarantineReason.of(_field_path(error["loc"]), error.get("input"), error["msg"]))
                 continue
             reasons = [r for index in sorted(sample_reasons) for r in sample_reasons[index]]
             reasons += [_error_reason(e, document) for e in errors]
@@ -290,7 +296,7 @@ def _check_samples(
         seq = batch.seq_first + i
         if metric in unknown:
             reasons.setdefault(i, []).append(
-                _reason(
+                QuarantineReason.of(
                     f"samples.metrics[{metric}]",
                     samples.metrics[metric],
                     f"sample seq={seq}: metric is not accepted by use case {use_case.use_case!r}",
@@ -298,7 +304,7 @@ def _check_samples(
             )
         if time_ms > latest_ms:
             reasons.setdefault(i, []).append(
-                _reason(
+                QuarantineReason.of(
                     f"samples.time_ms[{i}]",
                     time_ms,
                     f"sample seq={seq}: event time is {time_ms - received_at_ms} ms after received_at_ms="
@@ -307,7 +313,7 @@ def _check_samples(
             )
         if time_ms < earliest_ms:
             reasons.setdefault(i, []).append(
-                _reason(
+                QuarantineReason.of(
                     f"samples.time_ms[{i}]",
                     time_ms,
                     f"sample seq={seq}: event time is {received_at_ms - time_ms} ms before received_at_ms="
@@ -354,24 +360,17 @@ def _readable(payload: bytes) -> bytes | str:
     """What a person should see of a refused payload: the start of its decompressed text when there is one."""
     try:
         # Bounded: only a preview is shown, and the payload may be a zlib bomb.
-        return zlib.decompressobj().decompress(payload, 4 * _VALUE_PREVIEW).decode("utf-8", errors="replace")
+        return zlib.decompressobj().decompress(payload, 4 * VALUE_PREVIEW_CHARS).decode("utf-8", errors="replace")
     except zlib.error:
         return payload
-
-
-def _reason(field: str, value: Any, error: str) -> QuarantineReason:
-    shown = value.hex() if isinstance(value, bytes) else repr(value)
-    if isinstance(value, bytes):
-        shown = f"0x{shown}"
-    return QuarantineReason(field=field, value=shown[:_VALUE_PREVIEW], error=error)
 
 
 def _error_reason(error: dict, document: dict[str, Any]) -> QuarantineReason:
     if not error["loc"]:
         # TelemetryBatch's only whole-model check: the sequence range against the sample count.
         span = f"{document.get('seq_first')!r}..{document.get('seq_last')!r}"
-        return _reason("seq_first..seq_last", span, error["msg"])
-    return _reason(_field_path(error["loc"]), error.get("input"), error["msg"])
+        return QuarantineReason.of("seq_first..seq_last", span, error["msg"])
+    return QuarantineReason.of(_field_path(error["loc"]), error.get("input"), error["msg"])
 
 
 def _field_path(loc: tuple) -> str:

@@ -25,7 +25,7 @@ def examples_key(line_id: str) -> str:
 
 def put_context_intervals(bucket: str, line_id: str, intervals: Iterable[ContextInterval]) -> str:
     """Replace the line's intervals with `intervals` (sorted by start); returns the object key."""
-    intervals = sorted(intervals, key=lambda i: (i.start, i.kind.value, i.interval_id))
+    intervals = _in_order(intervals)
     for interval in intervals:
         if interval.line_id != line_id:
             raise ValueError(
@@ -38,11 +38,16 @@ def put_context_intervals(bucket: str, line_id: str, intervals: Iterable[Context
     return key
 
 
-def upsert_context_intervals(bucket: str, line_id: str, intervals: Iterable[ContextInterval]) -> str:
-    """Add intervals, replacing stored ones with the same (kind, interval_id)."""
+def upsert_context_intervals(bucket: str, line_id: str, intervals: Iterable[ContextInterval]) -> list[ContextInterval]:
+    """Add intervals, replacing stored ones with the same (kind, interval_id); returns all stored now."""
     merged = {(i.kind, i.interval_id): i for i in get_context_intervals(bucket, line_id)}
     merged.update({(i.kind, i.interval_id): i for i in intervals})
-    return put_context_intervals(bucket, line_id, merged.values())
+    put_context_intervals(bucket, line_id, merged.values())
+    return _in_order(merged.values())
+
+
+def _in_order(intervals: Iterable[ContextInterval]) -> list[ContextInterval]:
+    return sorted(intervals, key=lambda i: (i.start, i.kind.value, i.interval_id))
 
 
 def get_context_intervals(bucket: str, line_id: str) -> list[ContextInterval]:

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from edgeloop.functions.context.logic import context_columns, quantize, sub_intervals
-from edgeloop.functions.rollups.logic import MINUTE_MS, build_levels
+from edgeloop.functions.rollups.logic import MINUTE_MS, build_levels, require_columns
 from edgeloop.functions.taxonomy.logic import rollups_to_roles
 from edgeloop.schemas import ContextInterval, UseCaseConfig
 
@@ -51,8 +51,8 @@ def metric_packs(
     for name, value in (("window_minutes", window_minutes), ("stride_minutes", stride_minutes)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name}={value!r} must be a positive whole number of minutes")
-    _require(rollups, (key, "bucket_start_ms", "count", "sum", "min", "max", "m2"), "rollups")
-    _require(slices, ("slice_start_ms", "slice_end_ms", *context_columns()), "slices")
+    require_columns(rollups.columns, (key, "bucket_start_ms", "count", "sum", "min", "max", "m2"), "rollups")
+    require_columns(slices.columns, ("slice_start_ms", "slice_end_ms", *context_columns()), "slices")
     keys = sorted(map(str, pd.unique(rollups[key])))
     grid = _MinuteGrid.of(slices)
     starts = grid.window_starts(window_minutes, stride_minutes)
@@ -168,12 +168,6 @@ def _empty(keys: list[str]) -> pd.DataFrame:
     for column in pack_columns(keys):
         frame[column] = pd.Series(dtype=np.int64 if column.endswith("__count") else np.float64)
     return frame
-
-
-def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} lack columns {missing}; have {list(frame.columns)}")
 
 
 # --- one line, end to end ------------------------------------------------------------------------

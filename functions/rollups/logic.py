@@ -210,16 +210,11 @@ def _aggregate_samples(samples: pa.Table | pd.DataFrame, width: int) -> _Rollup:
 def _sample_columns(samples: pa.Table | pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
     """(metric names, int32 code per row, time_ms, value) without copying where the input allows."""
     if isinstance(samples, pd.DataFrame):
-        _require_columns(samples.columns, SAMPLE_COLUMNS, "samples")
-        metric = samples["metric"]
-        if isinstance(metric.dtype, pd.CategoricalDtype):
-            names, code = tuple(map(str, metric.cat.categories)), metric.cat.codes.to_numpy()
-        else:
-            code, uniques = pd.factorize(metric, sort=True)
-            names = tuple(map(str, uniques))
+        require_columns(samples.columns, SAMPLE_COLUMNS, "samples")
+        names, code = _metric_codes(samples["metric"])
         time_ms, value = samples["time_ms"].to_numpy(), samples["value"].to_numpy()
     elif isinstance(samples, pa.Table):
-        _require_columns(samples.column_names, SAMPLE_COLUMNS, "samples")
+        require_columns(samples.column_names, SAMPLE_COLUMNS, "samples")
         metric = samples.column("metric")
         if not pa.types.is_dictionary(metric.type):
             metric = pc.dictionary_encode(metric)
@@ -235,6 +230,14 @@ def _sample_columns(samples: pa.Table | pd.DataFrame) -> tuple[tuple[str, ...], 
     return names, code.astype(np.int32, copy=False), _as(time_ms, np.int64, "time_ms"), _as(value, np.float64, "value")
 
 
+def _metric_codes(metric: pd.Series) -> tuple[tuple[str, ...], np.ndarray]:
+    """(metric names, a code per row indexing them), from a categorical as is or by factorizing."""
+    if isinstance(metric.dtype, pd.CategoricalDtype):
+        return tuple(map(str, metric.cat.categories)), metric.cat.codes.to_numpy()
+    code, uniques = pd.factorize(metric, sort=True)
+    return tuple(map(str, uniques)), code
+
+
 def _as(array: np.ndarray, dtype, column: str) -> np.ndarray:
     if array.dtype == dtype:
         return array
@@ -246,7 +249,8 @@ def _as(array: np.ndarray, dtype, column: str) -> np.ndarray:
     return converted
 
 
-def _require_columns(present, required, what: str) -> None:
+def require_columns(present, required, what: str) -> None:
+    """Refuse a frame or table (its `present` column names) that lacks any of `required`."""
     missing = [c for c in required if c not in present]
     if missing:
         raise ValueError(f"{what} lack columns {missing}; expected {list(required)}")
@@ -360,13 +364,8 @@ def _merge_equal_buckets(rollup: _Rollup) -> _Rollup:
 
 
 def _from_frame(rollups: pd.DataFrame) -> _Rollup:
-    _require_columns(rollups.columns, ROLLUP_COLUMNS, "rollups")
-    metric = rollups["metric"]
-    if isinstance(metric.dtype, pd.CategoricalDtype):
-        names, code = tuple(map(str, metric.cat.categories)), metric.cat.codes.to_numpy()
-    else:
-        code, uniques = pd.factorize(metric, sort=True)
-        names = tuple(map(str, uniques))
+    require_columns(rollups.columns, ROLLUP_COLUMNS, "rollups")
+    names, code = _metric_codes(rollups["metric"])
     rollup = _Rollup(
         metrics=names,
         code=code.astype(np.int32),
@@ -380,7 +379,7 @@ def _from_frame(rollups: pd.DataFrame) -> _Rollup:
 
 
 def _from_arrow_rollup(table: pa.Table) -> _Rollup:
-    _require_columns(table.column_names, ROLLUP_COLUMNS, "rollups")
+    require_columns(table.column_names, ROLLUP_COLUMNS, "rollups")
     return _from_frame(table.select(ROLLUP_COLUMNS).to_pandas())
 
 
