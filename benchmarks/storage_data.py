@@ -63,9 +63,6 @@ class Dataset:
         path = self.root / names.CONTEXT_PREFIX / f"line={line_id}" / "intervals.jsonl"
         return [ContextInterval.model_validate_json(line) for line in path.read_text().splitlines()]
 
-    def samples(self, lines: int | None = None, days: int | None = None) -> int:
-        return len(self.lines[:lines]) * len(self.days[:days]) * 86_400 * len(LEVELS)
-
 
 def line_ids(count: int) -> tuple[str, ...]:
     return (*(f"line-{i}" for i in range(1, count)), "line-us-1")[:count]
