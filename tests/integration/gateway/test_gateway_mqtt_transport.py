@@ -146,6 +146,8 @@ def test_publisher_drains_buffer_survives_a_broker_restart(broker, cloud, gatewa
     try:
         with running(publisher):
             _wait(lambda: buffer.pending_samples() == 0, 30, "the first drain")
+        # a broker stopped between PUBACK and delivery would drop messages the test means to keep
+        _wait(lambda: _received_seqs(inbox) >= set(range(40_000)), 10, "the cloud to receive the first drain")
 
         broker.stop()  # the uplink goes away: publishes fail at once, data stays buffered
         _wait(lambda: not gateway.is_connected, 10, "the gateway to notice")
@@ -163,13 +165,11 @@ def test_publisher_drains_buffer_survives_a_broker_restart(broker, cloud, gatewa
     finally:
         buffer.close()
 
-    seqs: set[int] = set()
-    for _topic, payload in inbox.messages:
-        batch = decode_batch(payload)
-        assert batch.thing_name == THING and len(payload) <= 128 * 1024
-        seqs.update(range(batch.seq_first, batch.seq_last + 1))
+    # the buffer empties on the broker's PUBACK, which can precede delivery to the subscriber
+    expected = set(range(45_000))
+    _wait(lambda: _received_seqs(inbox) >= expected, 10, "the cloud to receive the last batches")
     # everything sent before the outage and everything buffered during it arrived (duplicates allowed)
-    assert seqs == set(range(45_000))
+    assert _received_seqs(inbox) == expected
     assert publisher.max_publishes_in_1s <= 100
 
 
@@ -184,6 +184,15 @@ def running(publisher: Publisher):
         stop.set()
         worker.join(timeout=10)
         assert not worker.is_alive()
+
+
+def _received_seqs(inbox: Inbox) -> set[int]:
+    seqs: set[int] = set()
+    for _topic, payload in list(inbox.messages):
+        batch = decode_batch(payload)
+        assert batch.thing_name == THING and len(payload) <= 128 * 1024
+        seqs.update(range(batch.seq_first, batch.seq_last + 1))
+    return seqs
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:
