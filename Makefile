@@ -23,11 +23,11 @@ $(VENV)/.demo-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAI
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/bin/activate pyproject.toml setup.py $(CONSTRAINTS)
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev,pipelines]'
 	touch $@ $(VENV)/.demo-installed
 
 $(VENV)/.bench-installed: $(VENV)/.test-installed
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev,bench]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[local,gateway,cdk,dev,pipelines,bench]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

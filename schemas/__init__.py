@@ -24,8 +24,10 @@ _EXPORTS = {
             "ModelFamily",
             "ModelManifest",
             "ModelMetrics",
+            "ModelTemplate",
             "ModelUpdate",
             "Precision",
+            "TEMPLATE_FAMILY",
             "feature_schema_hash",
         ),
         "model",
@@ -33,7 +35,18 @@ _EXPORTS = {
     **dict.fromkeys(("QuarantineReason", "QuarantineRecord"), "quarantine"),
     **dict.fromkeys(("ColumnarSamples", "TelemetryBatch", "decode_batch", "encode_batch"), "telemetry"),
     **dict.fromkeys(("LabelSource", "TrainingExample", "ViolationClass"), "training"),
-    **dict.fromkeys(("MetricRole", "UseCaseConfig", "load_use_case"), "use_case"),
+    **dict.fromkeys(
+        (
+            "LabelingConfig",
+            "MetricRole",
+            "ParameterRange",
+            "TrainingConfig",
+            "UseCaseConfig",
+            "ValidationConfig",
+            "load_use_case",
+        ),
+        "use_case",
+    ),
 }
 
 # The contracts exported as JSON Schema: file name -> model name.

@@ -28,8 +28,25 @@ class Precision(StrEnum):
 
 
 class ModelFamily(StrEnum):
-    XGBOOST = "xgboost"
+    """The payload format family: what the device's scorer evaluates."""
+
+    XGBOOST = "xgboost"  # tree ensembles (boosted or bagged)
     LINEAR = "linear"
+
+
+class ModelTemplate(StrEnum):
+    """A trainable model kind with its hyper-parameter ranges, by tag; listed from simplest to costliest."""
+
+    LASSO = "lasso"  # L1-regularized linear model on standardized features -> the linear format
+    RANDOM_FOREST = "random_forest"  # bagged trees (XGBoost's random-forest mode) -> the tree format
+    XGBOOST = "xgboost"  # gradient-boosted trees -> the tree format
+
+
+TEMPLATE_FAMILY = {
+    ModelTemplate.LASSO: ModelFamily.LINEAR,
+    ModelTemplate.RANDOM_FOREST: ModelFamily.XGBOOST,
+    ModelTemplate.XGBOOST: ModelFamily.XGBOOST,
+}
 
 
 class CompatibilityTier(Contract):
@@ -72,6 +89,11 @@ class ModelManifest(Contract):
     training_data_sha256: Sha256Hex
     metrics: ModelMetrics
     created_at: UtcDatetime
+    # Lineage; None in manifests written before these fields.
+    template: ModelTemplate | None = None
+    hyperparameters: dict[str, float | int | str] = Field(default_factory=dict)
+    code_version: str | None = Field(default=None, description="git commit (or package version) that trained it")
+    cv_rmse: float | None = Field(default=None, ge=0, description="mean RMSE over the time-ordered CV folds")
 
     @model_validator(mode="after")
     def _tiers_unique(self) -> ModelManifest:

@@ -8,9 +8,70 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from .common import Contract, Identifier
-from .model import ModelFamily, Precision
+from .model import ModelFamily, ModelTemplate, Precision
 
 FEATURE_STATS = ("mean", "std", "min", "max", "last", "slope")
+
+
+class ParameterRange(Contract):
+    """A hyper-parameter's search range: uniform in [low, high], or log-uniform, or integers."""
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ParameterRange:
+        if self.high < self.low:
+            raise ValueError(f"high={self.high} is below low={self.low}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low={self.low}: a log-uniform range needs low > 0")
+        return self
+
+
+class TrainingConfig(Contract):
+    """Randomized search over model templates with time-ordered cross-validation, per line."""
+
+    templates: list[ModelTemplate] = Field(
+        default_factory=lambda: [ModelTemplate.LASSO, ModelTemplate.RANDOM_FOREST, ModelTemplate.XGBOOST],
+        min_length=1,
+    )
+    ranges: dict[ModelTemplate, dict[str, ParameterRange]] = Field(
+        default_factory=dict, description="per template: parameter -> range, replacing the template's default range"
+    )
+    candidates_per_template: int = Field(default=20, ge=1, description="random draws per template and line")
+    cv_folds: int = Field(default=4, ge=2, le=20, description="expanding-window folds, oldest data trains first")
+    selection_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="a simpler template wins when its CV RMSE is within this share of the spec width (U - L) "
+        "of the best RMSE",
+    )
+    seed: int = 0
+
+
+class LabelingConfig(Contract):
+    """Semi-automatic labels for packs whose target was not measured."""
+
+    auto_label_min_confidence: float = Field(
+        default=0.95, gt=0.5, le=1, description="a proposed class at least this likely is taken as an auto-label"
+    )
+
+
+class ValidationConfig(Contract):
+    """Gates a candidate must pass before registration."""
+
+    reference_share: float = Field(
+        default=0.15, gt=0, lt=0.5, description="newest share of a line's examples held out as its reference dataset"
+    )
+    max_mse_ratio_vs_champion: float = Field(
+        default=1.10, ge=1, description="candidate MSE on the reference data may exceed the champion's by this factor"
+    )
+    min_recall_violation: float = Field(
+        default=0.0, ge=0, le=1, description="floor on recall of LSL+USL violations on the reference data"
+    )
 
 
 class MetricRole(Contract):
@@ -45,8 +106,11 @@ class UseCaseConfig(Contract):
     label_window_s: int = Field(gt=0, description="the label averages the target over this span")
     example_stride_s: int = Field(gt=0, description="distance between consecutive packs")
     feature_stats: list[str] = Field(min_length=1)
-    model_families: list[ModelFamily] = Field(min_length=1)
-    precisions: list[Precision] = Field(min_length=1)
+    model_families: list[ModelFamily] = Field(min_length=1, description="payload formats the devices accept")
+    precisions: list[Precision] = Field(min_length=1, description="tiers to export")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     taxonomy: dict[str, MetricRole] = Field(
         default_factory=dict, description="metric key -> role, unit and conversion, on every line"
     )
