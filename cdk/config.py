@@ -10,6 +10,20 @@
 | edgeloop:gatewayComponentVersion         | 1.0.0      | com.edgeloop.Gateway version a rollout pins     |
 | edgeloop:modelRunnerComponentVersion     | 1.0.0      | com.edgeloop.ModelRunner version a rollout pins |
 | edgeloop:pandasLayerVersion              | see layers | AWS SDK for pandas layer version in the region  |
+| edgeloop:lineIds                         | []         | lines whose Model Package Groups CDK creates    |
+| edgeloop:modelSigningKeySecretArn        | (none)     | secret with the Ed25519 PEM key the pipeline's  |
+|                                          |            | register step signs model payloads with         |
+
+`edgeloop:lineIds` is a JSON list or, from `-c`, a comma-separated string of line ids. Lines added
+later need no redeploy: the pipeline's register step creates a missing group itself.
+
+`edgeloop:modelSigningKeySecretArn` is the complete ARN (with AWS's 6-character suffix) of a Secrets
+Manager secret whose SecretString is the PKCS#8 PEM private key (greengrass_components/model_runner/
+signing.py `write_key_pair` writes one; the ModelRunner configuration holds its public key). The pipeline role may read exactly that secret. The secret is assumed to be
+encrypted with the AWS-managed key aws/secretsmanager; with a customer-managed KMS key, that key's
+policy must also allow the pipeline role kms:Decrypt. Without the key the pipeline registers unsigned
+payloads, which gateways configured with a public key refuse: the synth warns, and the stack says so
+in its ModelPayloadSigning output.
 
 Timestream for LiveAnalytics is closed to new customers (2025-06-20), so S3 is the system of
 record and the Timestream hot path (constructs/hot_path.py: a database, a table and the hot_path
@@ -40,6 +54,8 @@ TIMESTREAM_MAGNETIC_RETENTION_KEY = "edgeloop:timestreamMagneticRetentionDays"
 GATEWAY_VERSION_KEY = "edgeloop:gatewayComponentVersion"
 MODEL_RUNNER_VERSION_KEY = "edgeloop:modelRunnerComponentVersion"
 PANDAS_LAYER_VERSION_KEY = "edgeloop:pandasLayerVersion"
+LINE_IDS_KEY = "edgeloop:lineIds"
+MODEL_SIGNING_KEY_SECRET_ARN_KEY = "edgeloop:modelSigningKeySecretArn"
 
 DEFAULT_USE_CASE = "extrusion"
 DEFAULT_COMPONENT_VERSION = "1.0.0"
@@ -47,6 +63,8 @@ DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS = 24
 DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 90
 MAX_TIMESTREAM_MEMORY_RETENTION_HOURS = 8766  # the limits of AWS::Timestream::Table RetentionProperties
 MAX_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 73000
+# A Model Package Group name is at most 63 characters (^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$).
+MAX_MODEL_PACKAGE_GROUP_NAME = 63
 MAX_LATENESS_SLA_DAYS = 365  # raw/ expires after 30 days, but a gateway may replay a long outage
 
 _TRUE = {"true", "1", "yes"}
@@ -67,6 +85,8 @@ class StackConfig:
     enable_timestream: bool = False
     timestream_memory_retention_hours: int = DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS
     timestream_magnetic_retention_days: int = DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS
+    line_ids: tuple[str, ...] = ()
+    model_signing_key_secret_arn: str = ""  # empty: the pipeline registers unsigned payloads
 
     @classmethod
     def from_context(cls, get: Any) -> StackConfig:
@@ -104,7 +124,28 @@ class StackConfig:
                 default=DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS,
                 maximum=MAX_TIMESTREAM_MAGNETIC_RETENTION_DAYS,
             ),
+            line_ids=_line_ids(get(LINE_IDS_KEY), use_case),
+            model_signing_key_secret_arn=model_signing_key_secret_arn(get),
         )
+
+
+def model_signing_key_secret_arn(get: Any) -> str:
+    """edgeloop:modelSigningKeySecretArn from context: a complete secret ARN, or "" when not set."""
+    return checked_signing_key_secret_arn(get(MODEL_SIGNING_KEY_SECRET_ARN_KEY))
+
+
+def checked_signing_key_secret_arn(value: Any) -> str:
+    # the definition builder's pattern: what CDK accepts, the register step reads
+    from edgeloop.sagemaker_pipelines.pipeline import SECRET_ARN_PATTERN
+
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not SECRET_ARN_PATTERN.match(value.strip()):
+        raise ConfigError(
+            f"{MODEL_SIGNING_KEY_SECRET_ARN_KEY}={value!r} is not a Secrets Manager secret ARN "
+            "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-<suffix>, the complete ARN)"
+        )
+    return value.strip()
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -149,3 +190,33 @@ def _int_within(value: Any, key: str, *, default: int, maximum: int) -> int:
     if not 1 <= number <= maximum:
         raise ConfigError(f"{key}={value!r} must be between 1 and {maximum}")
     return number
+
+
+def _line_ids(value: Any, use_case: str) -> tuple[str, ...]:
+    """A JSON list or a comma-separated string of distinct line ids whose group names fit."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [item.strip() for item in value.split(",")]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ConfigError(f"{LINE_IDS_KEY}={value!r} is not a list or a comma-separated string of line ids")
+    line_ids: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{LINE_IDS_KEY}={value!r}: line id {item!r} is not a string")
+        try:
+            line_id = TypeAdapter(Identifier).validate_python(item)
+        except ValidationError as exc:
+            raise ConfigError(f"{LINE_IDS_KEY}={value!r}: line id {item!r}: {exc.errors()[0]['msg']}") from exc
+        if line_id in line_ids:
+            raise ConfigError(f"{LINE_IDS_KEY}={value!r}: line id {line_id!r} is listed twice")
+        group = names.model_package_group_name(use_case, line_id)
+        if len(group) > MAX_MODEL_PACKAGE_GROUP_NAME:
+            raise ConfigError(
+                f"{LINE_IDS_KEY}={value!r}: model package group {group!r} of line {line_id!r} is longer than "
+                f"{MAX_MODEL_PACKAGE_GROUP_NAME} characters"
+            )
+        line_ids.append(line_id)
+    return tuple(line_ids)

@@ -1,4 +1,4 @@
-"""EdgeloopStack: storage, the data path, IoT routing, the fleet, and their alarms, wired together."""
+"""EdgeloopStack: storage, the data path, IoT routing, the fleet, training, and their alarms, wired together."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from constructs import Construct
 from .config import StackConfig
 from .constructs.catalog import Catalog
 from .constructs.fleet import Fleet
+from .constructs.fleet_api import FleetApi
 from .constructs.functions import FunctionFactory
 from .constructs.hot_path import HotPath
 from .constructs.ingestion import Ingestion
@@ -18,6 +19,7 @@ from .constructs.iot import IotRouting
 from .constructs.layers import PublicLayers
 from .constructs.monitoring import Monitoring
 from .constructs.storage import Storage
+from .constructs.training import Training
 
 
 class EdgeloopStack(Stack):
@@ -64,6 +66,15 @@ class EdgeloopStack(Stack):
                 self.fleet.orchestrator,
             )
         }
+        self.fleet_api = FleetApi(
+            self,
+            "FleetApi",
+            storage=self.storage,
+            factory=factory,
+            devices=self.fleet.devices,
+            deployments=self.fleet.deployments,
+        )
+        self.functions[self.fleet_api.function.key] = self.fleet_api.function
         self.iot = IotRouting(
             self,
             "Iot",
@@ -71,6 +82,14 @@ class EdgeloopStack(Stack):
             route_targets={key: f.function for key, f in self.functions.items()},
         )
         self.catalog = Catalog(self, "Catalog", storage=self.storage)
+        self.training = Training(
+            self,
+            "Training",
+            storage=self.storage,
+            use_case=config.use_case,
+            line_ids=config.line_ids,
+            signing_key_secret_arn=config.model_signing_key_secret_arn,
+        )
         # The optional Timestream hot path: none of it is synthesized unless edgeloop:enableTimestream is set.
         self.hot_path = (
             HotPath(
@@ -92,6 +111,8 @@ class EdgeloopStack(Stack):
             "ModelBucketName": self.storage.models.bucket_name,
             "DeviceTableName": self.fleet.devices.table_name,
             "DeploymentTableName": self.fleet.deployments.table_name,
+            "FleetApiUrl": self.fleet_api.api.url,
+            "FleetReadersPolicyArn": self.fleet_api.readers.managed_policy_arn,
             "AlarmTopicArn": self.monitoring.topic.topic_arn,
             "GatewayRoleAlias": self.iot.role_alias.role_alias,
             "GatewayDataPolicyName": self.iot.data_policy.ref,
@@ -99,6 +120,17 @@ class EdgeloopStack(Stack):
             "AthenaWorkgroupName": self.catalog.workgroup_name,
             "GlueDatabaseName": self.catalog.database_name,
             "QueryUsersPolicyArn": self.catalog.query_users.managed_policy_arn,
+            "PipelineName": self.training.pipeline_name,
+            "PipelineRoleArn": self.training.role.role_arn,
+            "DataScientistPolicyArn": self.training.data_scientists.managed_policy_arn,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+        # Lines without a group yet get one from the pipeline's register step on their first run.
+        CfnOutput(
+            self,
+            "ModelPackageGroupNames",
+            value=",".join(self.training.group_names) or "none",
+            description="Model Package Groups created for edgeloop:lineIds (comma-separated; 'none' if no line is "
+            "configured: the register step creates a line's group on its first run)",
+        )

@@ -6,8 +6,10 @@ Physics, kept simple but causal so the loop has something real to learn:
 - the coating's cross-section is that volume over the line speed, so the hot outer diameter is
   sqrt(wire^2 + 4/pi * area); pressure rises with rpm and material viscosity;
 - the cable then runs through a cooling trough (`cooling_length_m`): the cold gauge sees, now, the
-  cable extruded `cooling_length_m / speed` ago (3-5 minutes), shrunk by a die-temperature-dependent
-  factor. That delay is what makes cold-od-average predictable 5 minutes ahead;
+  cable extruded `cooling_length_m / speed` ago (2.8-5.8 minutes over the products' speed bands),
+  shrunk by a die-temperature-dependent factor. That delay makes cold-od-average predictable a few
+  minutes ahead. The extrusion use case's 5-minute horizon reaches past it for most speeds: part of
+  each label measures cable not yet extruded when its pack ends, which bounds what any model can do;
 - operators change speed (with an imperfect rpm compensation) and correct the rpm when the cold
   gauge drifts out of tolerance, after waiting for their last correction to show up. The lag
   between cause and measurement makes real LSL/USL violations happen;
@@ -449,7 +451,7 @@ class ExtrusionLineSimulator:
             st.material_step = float(np.clip(st.material_step, *MATERIAL_BAND))
         if draws[1] < cfg.speed_changes_per_hour * BLOCK_S / 3600:
             change = rng.choice([-1.0, 1.0]) * rng.uniform(*cfg.speed_change)
-            # keep speed inside a band the cooling trough handles (transit 3-5 minutes)
+            # keep speed inside a band the cooling trough handles (transit 2.8-5.8 minutes)
             new_speed = float(np.clip(st.sp_speed * (1 + change), 0.8 * product.speed_m_min, 1.2 * product.speed_m_min))
             factor = new_speed / st.sp_speed
             st.sp_speed = new_speed

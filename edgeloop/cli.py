@@ -9,7 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeloop.fleet_cli import fleet_app
 from edgeloop.gateway_cli import gateway_app
+from edgeloop.labels_cli import labels_app
+from edgeloop.models_cli import models_app
+from edgeloop.pipeline_cli import pipeline_app
 from edgeloop.query.cli import query_app
 
 app = typer.Typer(
@@ -19,6 +23,10 @@ schemas_app = typer.Typer(no_args_is_help=True, help="The contracts in schemas/.
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(query_app, name="query")
+app.add_typer(models_app, name="models")
+app.add_typer(labels_app, name="labels")
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(pipeline_app, name="pipeline")
 # Piped output (CI logs, `make demo | tee`) would otherwise wrap the tables at 80 columns;
 # the file is explicit so the console stays on the terminal while Lambda output is redirected.
 console = Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.stdout, width=160)

@@ -15,7 +15,17 @@ from typing import Any
 _EXPORTS = {
     **dict.fromkeys(("ActiveContext", "ContextInterval", "ContextKind", "SpecLimits", "SubInterval"), "context"),
     **dict.fromkeys(("DeploymentRecord", "DeploymentState", "ExcludedDevice", "RolloutWave"), "deployment"),
-    **dict.fromkeys(("DeviceAnnouncement", "DeviceRecord", "DeviceStatus", "ModelStatusReport"), "device"),
+    **dict.fromkeys(
+        (
+            "DeviceAnnouncement",
+            "DeviceEvent",
+            "DeviceHistoryEntry",
+            "DeviceRecord",
+            "DeviceStatus",
+            "ModelStatusReport",
+        ),
+        "device",
+    ),
     "IotRuleEvent": "envelope",
     **dict.fromkeys(
         (
@@ -63,6 +73,7 @@ _EXPORTED = {
     "model_status_report": "ModelStatusReport",
     "device_record": "DeviceRecord",
     "deployment_record": "DeploymentRecord",
+    "device_history_entry": "DeviceHistoryEntry",
     "use_case_config": "UseCaseConfig",
 }
 

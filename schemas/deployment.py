@@ -30,6 +30,7 @@ class RolloutWave(Contract):
     targets: list[ThingName] = Field(min_length=1)
     failure_threshold: float = Field(ge=0, le=1, description="share of failed devices that stops the rollout")
     state: DeploymentState = DeploymentState.PLANNED
+    started_at: UtcDatetime | None = Field(default=None, description="when the wave was delivered (wave timeout)")
 
 
 class DeploymentRecord(Contract):

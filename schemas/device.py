@@ -58,8 +58,41 @@ class DeviceRecord(Contract):
     current_model_id: str | None = None
     current_model_version: SemVer | None = None
     desired_model_version: SemVer | None = None
+    # The model the device ran when a rollout marked it pending: what a rollback restores.
+    previous_model_id: str | None = None
+    previous_model_version: SemVer | None = None
     deployment_id: str | None = None
     status: DeviceStatus = DeviceStatus.REGISTERED
     reason: str = ""
     status_since: UtcDatetime
     last_seen: UtcDatetime
+
+
+class DeviceEvent(StrEnum):
+    """What happened to a device, as its history records it (the new status says where it ended up)."""
+
+    REGISTERED = "registered"  # first announcement: the device entered the table
+    ANNOUNCED = "announced"  # a later announcement (a restart, or back from offline)
+    PENDING = "pending"  # a rollout picked it
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    ROLLED_BACK = "rolled_back"
+    OFFLINE = "offline"  # silent for longer than the configured limit
+    TIMED_OUT = "timed_out"  # its rollout timed out before it reported
+    STATUS_CHANGED = "status_changed"  # any other change of status, deployment or model
+
+
+class DeviceHistoryEntry(Contract):
+    """One status change of a device, kept in the device table (functions/device_registry/data_access.py)."""
+
+    thing_name: ThingName
+    revision: int = Field(ge=1, description="the device item's revision this change produced: orders the history")
+    at: UtcDatetime
+    event: DeviceEvent
+    status: DeviceStatus
+    previous_status: DeviceStatus | None = None
+    reason: str = ""
+    deployment_id: str | None = None
+    model_id: str | None = None
+    model_version: SemVer | None = Field(default=None, description="the version it runs after the change")
+    desired_model_version: SemVer | None = None

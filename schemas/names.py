@@ -29,6 +29,10 @@ CONTEXT_SLICES_PREFIX = "context_slices"
 # rollups/res=<1m|5m|1h|1d>/line=<id>/month=YYYY-MM/rollups.parquet (count, sum, min, max, sum2, m2)
 ROLLUPS_PREFIX = "rollups"
 PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs + features)
+# Semi-automatic labels of packs without a measured target (functions/labeler/review.py):
+# label_review/line=<id>/proposals.parquet (the review queue, written with conditional puts) and
+# label_review/line=<id>/auto_labels.parquet (confident labels, rewritten by each packer run)
+LABEL_REVIEW_PREFIX = "label_review"
 IOT_ERRORS_PREFIX = "iot-errors"  # IoT rule error action target
 MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.json
 # In the model bucket: Greengrass component artifacts (components/<component>/<version>/...), which
@@ -73,6 +77,15 @@ MODEL_PACKAGE_GROUP_PREFIX = "edgeloop"  # one group per (use case, line): edgel
 def model_package_group_name(use_case: str, line_id: str) -> str:
     return f"{MODEL_PACKAGE_GROUP_PREFIX}-{use_case}-{line_id}".replace("_", "-")
 
+
+def pipeline_name(use_case: str) -> str:
+    """The SageMaker Pipeline that trains, validates and registers a use case's models."""
+    return f"{PROJECT}-{use_case}".replace("_", "-")
+
+
+# Processing steps of the pipeline write their outputs under this prefix of the data bucket:
+# pipeline/<use_case>/<execution id>/<output>/
+PIPELINE_WORK_PREFIX = "pipeline"
 
 # CustomerMetadataProperties of a registered model package: where its ModelManifest lives.
 MANIFEST_URI_METADATA_KEY = "edgeloop:manifest_uri"
@@ -181,6 +194,9 @@ FUNCTIONS = {
     "device_registry": "edgeloop.functions.device_registry.handler.lambda_handler",
     "status_intake": "edgeloop.functions.status_intake.handler.lambda_handler",
     "orchestrator": "edgeloop.functions.orchestrator.handler.lambda_handler",
+    # Behind the fleet API (API Gateway, IAM auth): status, history and why-not queries.
+    "fleet_status": "edgeloop.functions.fleet_status.handler.lambda_handler",
+    "wave_controller": "edgeloop.functions.wave_controller.handler.lambda_handler",
     "rollups": "edgeloop.functions.rollups.handler.lambda_handler",
     "context": "edgeloop.functions.context.handler.lambda_handler",
     # Optional: deployed only with the CDK context flag edgeloop:enableTimestream (cdk/config.py).
@@ -204,6 +220,9 @@ USE_CASE_ENV = "EDGELOOP_USE_CASE"
 # Lateness SLA in days: ingest refuses samples already older than this on arrival; compaction sends
 # rows that were older than it when they landed (e.g. after the SLA was lowered) to LATE_PREFIX.
 LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"
+# wave_controller (every minute): a device silent this long is OFFLINE; a wave without a report this long times out.
+OFFLINE_SILENCE_S_ENV = "EDGELOOP_OFFLINE_SILENCE_S"
+WAVE_TIMEOUT_S_ENV = "EDGELOOP_WAVE_TIMEOUT_S"
 DEFAULT_LATENESS_SLA_DAYS = 14  # Mimir's lines send data up to 14 days late
 # hot_path (optional, see FUNCTIONS): the Timestream database and table new raw objects are copied to.
 TIMESTREAM_DATABASE_ENV = "EDGELOOP_TIMESTREAM_DATABASE"
@@ -216,6 +235,9 @@ MODEL_SIGNING_PUBLIC_KEY_ENV = "EDGELOOP_MODEL_SIGNING_PUBLIC_KEY"  # from MODEL
 RUNTIME_VERSION_ENV = "EDGELOOP_RUNTIME_VERSION"  # the gateway runtime's version, checked against a tier's minimum
 # Export/register step: the Ed25519 private key (PEM text or a PEM file's path) payloads are signed with.
 MODEL_SIGNING_KEY_ENV = "EDGELOOP_MODEL_SIGNING_KEY"
+# Register step in AWS: ARN of the Secrets Manager secret whose SecretString is that PEM key (used when
+# MODEL_SIGNING_KEY_ENV is unset; empty: payloads are registered unsigned).
+MODEL_SIGNING_KEY_SECRET_ARN_ENV = "EDGELOOP_MODEL_SIGNING_KEY_SECRET_ARN"
 # Component versions a Greengrass rollout deployment pins (a thing-group deployment replaces the
 # group's whole component set, so the gateway component must be listed beside the model runner).
 GATEWAY_COMPONENT_VERSION_ENV = "EDGELOOP_GATEWAY_COMPONENT_VERSION"

@@ -2,7 +2,10 @@
 and the orchestrator that turns an approved model package into a Greengrass rollout.
 
 Status intake shares the orchestrator's settings and permissions: a device's status report can
-complete a wave, and then status intake starts the next one.
+complete a wave, and then status intake starts the next one. The wave controller runs every
+minute (EventBridge schedule): it marks silent devices OFFLINE, times rollouts out, finishes
+interrupted rollbacks and advances rollouts whose completing report was lost, so it may deliver
+too; it needs no model registry or manifest access (the deployment record holds the updates).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ DEPLOYMENT_JOB_ACTIONS = ["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "
 DEPLOYMENT_THING_ACTIONS = ["iot:DescribeThing", "iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"]
 COHORT_GROUP_ACTIONS = ["iot:CreateThingGroup", "iot:DescribeThingGroup"]
 COHORT_MEMBERSHIP_ACTIONS = ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"]
+WAVE_CONTROLLER_SCHEDULE = events.Schedule.rate(Duration.minutes(1))
 
 
 def build_table(scope: Construct, construct_id: str, keys: names.TableKeys) -> dynamodb.Table:
@@ -117,10 +121,19 @@ class Fleet(Construct):
             timeout=Duration.minutes(2),
             description="Plans and starts a Greengrass rollout of an approved model package",
         )
+        self.wave_controller = factory.create(
+            self,
+            "wave_controller",
+            environment=rollout_environment,
+            timeout=Duration.minutes(1),
+            description="Every minute: marks silent devices offline, times out and rolls back rollouts, advances stalled waves",
+        )
         self._table_access(self.device_registry, self.devices, DEVICE_TABLE_ACTIONS)
         for function in (self.status_intake, self.orchestrator):
             self._rollout_access(function, storage)
+        self._delivery_access(self.wave_controller)
         self._route_approvals()
+        self._schedule_wave_controller()
 
     def _table_access(self, function: EdgeloopFunction, table: dynamodb.Table, actions: list[str]) -> None:
         function.allow(
@@ -130,8 +143,7 @@ class Fleet(Construct):
         )
 
     def _rollout_access(self, function: EdgeloopFunction, storage: Storage) -> None:
-        self._table_access(function, self.devices, DEVICE_TABLE_ACTIONS)
-        self._table_access(function, self.deployments, DEPLOYMENT_TABLE_ACTIONS)
+        self._delivery_access(function)
         function.allow(
             actions=["s3:GetObject"],
             resources=[Storage.objects(storage.models, names.MODELS_PREFIX)],
@@ -142,6 +154,11 @@ class Fleet(Construct):
             resources=[_arn("sagemaker", f"model-package/{names.MODEL_PACKAGE_GROUP_PREFIX}-*/*")],
             reason=f"any version of the model packages in edgeloop's groups ({names.MODEL_PACKAGE_GROUP_PREFIX}-<use case>-<line>)",
         )
+
+    def _delivery_access(self, function: EdgeloopFunction) -> None:
+        """Both tables, and what a Greengrass delivery (a wave or a rollback) needs."""
+        self._table_access(function, self.devices, DEVICE_TABLE_ACTIONS)
+        self._table_access(function, self.deployments, DEPLOYMENT_TABLE_ACTIONS)
         function.allow(
             actions=["greengrass:CreateDeployment"],
             resources=["*"],
@@ -191,6 +208,22 @@ class Fleet(Construct):
                 dead_letter_queue=self.orchestrator.failure_queue,
                 retry_attempts=2,
                 max_event_age=Duration.hours(2),
+            )
+        )
+
+    def _schedule_wave_controller(self) -> None:
+        rule = events.Rule(
+            self,
+            "WaveControllerSchedule",
+            schedule=WAVE_CONTROLLER_SCHEDULE,
+            description="edgeloop: every minute -> wave controller (offline marking, rollout timeouts, rollbacks)",
+        )
+        rule.add_target(
+            targets.LambdaFunction(
+                self.wave_controller.function,
+                dead_letter_queue=self.wave_controller.failure_queue,
+                retry_attempts=0,  # the next minute's round is the retry
+                max_event_age=Duration.minutes(1),
             )
         )
 

@@ -264,7 +264,8 @@ class DemoRun:
         from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
         from edgeloop.sagemaker_pipelines.steps.train import train_lines
 
-        with self.console.status(f"training {len(examples)} models (XGBoost, one per line)"):
+        templates = ", ".join(t.value for t in self.use_case.training.templates)
+        with self.console.status(f"training {len(examples)} models (one per line; searching {templates})"):
             trained = train_lines(dict(examples), self.use_case, max_workers=2)
         events = []
         for line_id, model in trained.items():

@@ -10,6 +10,21 @@ Two bookkeeping attributes live in the item beside the record's fields and never
 module's `StoredDevice`: `revision` (bumped on every write) and `report_sent_at_us` (the sent_at of
 the status report the item's status came from, as integer microseconds so DynamoDB compares it
 numerically; ISO strings of varying precision do not sort correctly).
+
+History (single-table). The table's only key is `thing_name`, so each status change of a device
+is an item of its own beside the device item, laid out so that the existing `by_status` index
+serves as the history index (index overloading) and no other index sees it:
+
+    device item   thing_name=<thing>                       status=<DeviceStatus>   (+ record fields)
+    history item  thing_name=<thing>#history#<revision:012>  status=history#<thing>  history_entry=<JSON>
+
+`#` is not in the thing-name alphabet, so a history key never collides with a device. A device's
+history is one `by_status` partition (`history#<thing>`) sorted by the zero-padded revision of the
+device item the change produced, i.e. in the order the compare-and-swap writes were serialized;
+`history()` reads it newest first. History items carry no `line_id` or `current_model_version`
+(the other two indexes skip them), no `revision` and a `history_entry` attribute, by which
+`scan_all` leaves them out. A history item is appended after its compare-and-swap succeeded (never
+before, so a lost race records nothing) and keyed by that revision, so a retried append lands once.
 """
 
 from __future__ import annotations
@@ -23,9 +38,12 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from edgeloop.functions.common.aws import client
-from edgeloop.schemas import DeviceRecord, DeviceStatus, names
+from edgeloop.schemas import DeviceEvent, DeviceHistoryEntry, DeviceRecord, DeviceStatus, names
 
 REVISION = "revision"
+HISTORY_ENTRY = "history_entry"
+HISTORY_KEY_SEPARATOR = "#history#"
+HISTORY_PARTITION_PREFIX = "history#"
 REPORT_SENT_AT = "report_sent_at_us"
 _BOOKKEEPING = (REVISION, REPORT_SENT_AT)
 _BATCH_GET_LIMIT = 100  # BatchGetItem takes at most 100 keys
@@ -142,7 +160,12 @@ class DeviceTable:
         return self._query(BY_STATUS, DeviceStatus(status).value)
 
     def scan_all(self) -> list[DeviceRecord]:
-        pages = self._client.get_paginator("scan").paginate(TableName=self.table_name, ConsistentRead=True)
+        pages = self._client.get_paginator("scan").paginate(
+            TableName=self.table_name,
+            ConsistentRead=True,
+            FilterExpression="attribute_not_exists(#history)",  # devices only (see the module docstring)
+            ExpressionAttributeNames={"#history": HISTORY_ENTRY},
+        )
         records = [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
         return sorted(records, key=lambda r: r.thing_name)
 
@@ -232,6 +255,132 @@ class DeviceTable:
                 return write.record
         raise WriteConflict(f"device {thing_name!r}: {attempts} conflicting writes in a row, giving up")
 
+    # --- history (see the module docstring for the layout) --------------------------------------------
+
+    def compare_and_swap_with_history(
+        self,
+        thing_name: str,
+        change: Callable[[StoredDevice | None], DeviceWrite | None],
+        *,
+        event: DeviceEvent | None = None,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> DeviceRecord | None:
+        """`compare_and_swap`, then a history item for the write if it changed the device's status.
+
+        A write counts as a change when it creates the device, or changes its status, reason,
+        deployment, current or desired model version; `event` names what happened (announced,
+        timed out...) and records the write even when nothing of that changed. Without it the
+        event follows from the new status.
+        """
+        for _ in range(attempts):
+            stored = self.get_stored(thing_name)
+            write = change(stored)
+            if write is None:
+                return None if stored is None else stored.record
+            if self.replace_if_unchanged(stored, write):
+                before = None if stored is None else stored.record
+                revision = 1 if stored is None else stored.revision + 1
+                entry = history_entry(before, write.record, revision=revision, event=event)
+                if entry is not None:
+                    self.append_history(entry)
+                return write.record
+        raise WriteConflict(f"device {thing_name!r}: {attempts} conflicting writes in a row, giving up")
+
+    def append_history(self, entry: DeviceHistoryEntry) -> None:
+        """Store one history item; a second append of the same (thing, revision) changes nothing."""
+        item = {
+            names.DEVICE_TABLE_KEYS.partition_key: {"S": history_key(entry.thing_name, entry.revision)},
+            BY_STATUS[1]: {"S": history_partition(entry.thing_name)},
+            HISTORY_ENTRY: {"S": entry.model_dump_json()},
+        }
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#key)",
+                ExpressionAttributeNames={"#key": names.DEVICE_TABLE_KEYS.partition_key},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def history(self, thing_name: str, *, limit: int | None = None) -> list[DeviceHistoryEntry]:
+        """The device's history, newest first (at most `limit` entries)."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit={limit} must be at least 1")
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": BY_STATUS[0],
+            "KeyConditionExpression": "#pk = :partition",
+            "ExpressionAttributeNames": {"#pk": BY_STATUS[1]},
+            "ExpressionAttributeValues": {":partition": {"S": history_partition(thing_name)}},
+            "ScanIndexForward": False,
+        }
+        entries: list[DeviceHistoryEntry] = []
+        while True:
+            if limit is not None:
+                request["Limit"] = limit - len(entries)
+            response = self._client.query(**request)
+            entries.extend(_history_entry(item) for item in response.get("Items", []))
+            request["ExclusiveStartKey"] = response.get("LastEvaluatedKey")
+            if not request["ExclusiveStartKey"] or (limit is not None and len(entries) >= limit):
+                return entries
+
     @staticmethod
     def _key(thing_name: str) -> dict[str, Any]:
         return {names.DEVICE_TABLE_KEYS.partition_key: {"S": thing_name}}
+
+
+# --- history items -----------------------------------------------------------------------------------
+
+# The event a change records when the writer names none: the status the device ended up in.
+_EVENT_BY_STATUS = {
+    DeviceStatus.REGISTERED: DeviceEvent.STATUS_CHANGED,
+    DeviceStatus.PENDING: DeviceEvent.PENDING,
+    DeviceStatus.APPLIED: DeviceEvent.APPLIED,
+    DeviceStatus.REJECTED: DeviceEvent.REJECTED,
+    DeviceStatus.ROLLED_BACK: DeviceEvent.ROLLED_BACK,
+    DeviceStatus.OFFLINE: DeviceEvent.OFFLINE,
+}
+_TRACKED_FIELDS = ("status", "reason", "deployment_id", "current_model_version", "desired_model_version")
+
+
+def history_key(thing_name: str, revision: int) -> str:
+    return f"{thing_name}{HISTORY_KEY_SEPARATOR}{revision:012d}"
+
+
+def history_partition(thing_name: str) -> str:
+    return f"{HISTORY_PARTITION_PREFIX}{thing_name}"
+
+
+def history_entry(
+    before: DeviceRecord | None, after: DeviceRecord, *, revision: int, event: DeviceEvent | None = None
+) -> DeviceHistoryEntry | None:
+    """The history item of a write from `before` to `after`, or None when it changed no tracked field."""
+    changed = before is None or any(getattr(before, f) != getattr(after, f) for f in _TRACKED_FIELDS)
+    if not changed and event is None:
+        return None
+    if event is None:
+        event = DeviceEvent.REGISTERED if before is None else _EVENT_BY_STATUS[after.status]
+    status_moved = before is None or before.status_since != after.status_since
+    return DeviceHistoryEntry(
+        thing_name=after.thing_name,
+        revision=revision,
+        at=after.status_since if status_moved else after.last_seen,
+        event=event,
+        status=after.status,
+        previous_status=None if before is None else before.status,
+        reason=after.reason,
+        deployment_id=after.deployment_id,
+        model_id=after.current_model_id,
+        model_version=after.current_model_version,
+        desired_model_version=after.desired_model_version,
+    )
+
+
+def _history_entry(item: dict[str, Any]) -> DeviceHistoryEntry:
+    try:
+        return DeviceHistoryEntry.model_validate_json(item[HISTORY_ENTRY]["S"])
+    except (KeyError, ValueError) as exc:
+        key = item.get(names.DEVICE_TABLE_KEYS.partition_key, {}).get("S")
+        raise ValueError(f"history item {key!r} holds no valid DeviceHistoryEntry: {exc}") from exc

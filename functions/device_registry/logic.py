@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgeloop.schemas import DeviceAnnouncement, DeviceRecord, DeviceStatus, IotRuleEvent, names
+from edgeloop.schemas import DeviceAnnouncement, DeviceEvent, DeviceRecord, DeviceStatus, IotRuleEvent, names
 
 from .data_access import DeviceTable, DeviceWrite, StoredDevice
 
@@ -65,7 +65,7 @@ def register_device(
             return DeviceWrite(_new_record(announcement, seen_at))
         return DeviceWrite(_refreshed_record(stored.record, announcement, seen_at))
 
-    record = table.compare_and_swap(announcement.thing_name, upsert)
+    record = table.compare_and_swap_with_history(announcement.thing_name, upsert)
     assert record is not None  # upsert always writes
     return record
 
@@ -143,3 +143,51 @@ def describe_errors(exc: ValidationError) -> str:
 
 def _preview(value) -> str:
     return repr(value)[:_VALUE_PREVIEW]
+
+
+# --- offline marking (the scheduled wave_controller calls this) --------------------------------------
+
+DEFAULT_OFFLINE_SILENCE_S = 15 * 60
+
+
+def mark_silent_devices(
+    table: DeviceTable, *, now: datetime, silence_s: float = DEFAULT_OFFLINE_SILENCE_S
+) -> list[DeviceRecord]:
+    """Mark OFFLINE every device not seen for `silence_s`, with reason "silent since <last_seen>".
+
+    A later announcement (above) or status report brings the device back. The write re-checks
+    last_seen, so a device heard from between the scan and the write stays online.
+    """
+    if silence_s <= 0:
+        raise ValueError(f"silence_s={silence_s} must be > 0")
+    cutoff = now - timedelta(seconds=silence_s)
+    marked = []
+    for device in table.scan_all():
+        if device.status is DeviceStatus.OFFLINE or device.last_seen >= cutoff:
+            continue
+        record = table.compare_and_swap_with_history(
+            device.thing_name, _offline_if_silent(cutoff, now), event=DeviceEvent.OFFLINE
+        )
+        if record is not None and record.status is DeviceStatus.OFFLINE and record.status_since == now:
+            marked.append(record)
+    return marked
+
+
+def _offline_if_silent(cutoff: datetime, now: datetime) -> Callable[[StoredDevice | None], DeviceWrite | None]:
+    def change(stored: StoredDevice | None) -> DeviceWrite | None:
+        if stored is None:
+            return None
+        device = stored.record
+        if device.status is DeviceStatus.OFFLINE or device.last_seen >= cutoff:
+            return None
+        return DeviceWrite(
+            device.model_copy(
+                update={
+                    "status": DeviceStatus.OFFLINE,
+                    "reason": f"silent since {device.last_seen.isoformat()}",
+                    "status_since": now,
+                }
+            )
+        )
+
+    return change

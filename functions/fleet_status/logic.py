@@ -1,13 +1,79 @@
-"""Which device runs which model version, where, since when, and why not: the operator's query.
+"""Which device runs which model version, where, since when, and why not: the operator's queries.
 
-The most selective filter given picks the table access (line, then model version, then status
-index; a scan when none); the other filters narrow the result.
+`fleet_status` picks the most selective table access for its filters (line, then model version,
+then status index; a scan when none) and narrows the result with the others. `device_history`
+reads a device's history items newest first. `why_not` explains, for every device not on a model
+version, why: its own report (rejected, rolled back, pending), the rollout's plan (excluded as
+incompatible or offline, not targeted), or, for devices no rollout of the version mentions, the
+model's manifest checked with the orchestrator's own `choose_tier`.
+
+The CLI (`edgeloop fleet ...`) and the HTTP API (handler.py) both call these functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
 from edgeloop.functions.device_registry.data_access import DeviceTable
-from edgeloop.schemas import DeviceRecord, DeviceStatus
+from edgeloop.functions.orchestrator import data_access as rollout_data
+from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.functions.orchestrator.logic import choose_tier
+from edgeloop.schemas import (
+    DeploymentRecord,
+    DeploymentState,
+    DeviceHistoryEntry,
+    DeviceRecord,
+    DeviceStatus,
+    ModelManifest,
+)
+from edgeloop.schemas.common import Identifier, SemVer, ThingName
+
+STOPPED_STATES = (DeploymentState.FAILED, DeploymentState.ROLLED_BACK, DeploymentState.TIMED_OUT)
+MAX_HISTORY = 1000
+
+
+class InvalidParameter(ValueError):
+    """A query parameter with a value the query cannot take; the message names both (`problem`: "is not ...")."""
+
+    def __init__(self, parameter: str, value: Any, problem: str) -> None:
+        super().__init__(f"{parameter}={value!r} {problem}")
+        self.parameter = parameter
+        self.value = value
+
+
+class NotFound(LookupError):
+    """The device or model version asked about is unknown."""
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+_IDENTIFIER = TypeAdapter(Identifier)
+_SEMVER = TypeAdapter(SemVer)
+_THING = TypeAdapter(ThingName)
+_LIMIT = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_HISTORY)])
+
+
+def checked(parameter: str, value: Any, adapter: TypeAdapter) -> Any:
+    """`value` validated by `adapter`, or InvalidParameter naming the parameter and the value."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidParameter(parameter, value, "is not valid: " + "; ".join(e["msg"] for e in exc.errors())) from None
+
+
+def checked_status(parameter: str, value: DeviceStatus | str) -> DeviceStatus:
+    try:
+        return DeviceStatus(value)
+    except ValueError:
+        raise InvalidParameter(parameter, value, f"is not one of {[s.value for s in DeviceStatus]}") from None
+
+
+# --- status ----------------------------------------------------------------------------------------
 
 
 def fleet_status(
@@ -18,7 +84,10 @@ def fleet_status(
     model_version: str | None = None,
     status: DeviceStatus | str | None = None,
 ) -> list[DeviceRecord]:
-    status = None if status is None else _status(status)
+    site = None if site is None else checked("site", site, _IDENTIFIER)
+    line_id = None if line_id is None else checked("line", line_id, _IDENTIFIER)
+    model_version = None if model_version is None else checked("model", model_version, _SEMVER)
+    status = None if status is None else checked_status("status", status)
     if line_id is not None:
         devices = table.by_line(line_id)
     elif model_version is not None:
@@ -38,8 +107,218 @@ def fleet_status(
     return sorted(selected, key=lambda d: d.thing_name)
 
 
-def _status(value: DeviceStatus | str) -> DeviceStatus:
+# --- history ---------------------------------------------------------------------------------------
+
+
+def device_history(table: DeviceTable, thing_name: str, *, limit: int | None = None) -> list[DeviceHistoryEntry]:
+    """The device's status changes, newest first; NotFound when the table has neither it nor its history."""
+    thing_name = checked("thing", thing_name, _THING)
+    limit = None if limit is None else checked("limit", limit, _LIMIT)
+    entries = table.history(thing_name, limit=limit)
+    if not entries and table.get(thing_name) is None:
+        raise NotFound(f"thing={thing_name!r} is not in the device table")
+    return entries
+
+
+# --- why not ---------------------------------------------------------------------------------------
+
+
+class WhyNotCategory(StrEnum):
+    INCOMPATIBLE = "incompatible"  # architecture, runtime version or precision: no tier fits
+    OFFLINE = "offline"
+    REJECTED = "rejected"  # the device refused the update (checksum, signature, feature schema, health check)
+    ROLLED_BACK = "rolled_back"
+    PENDING = "pending"  # targeted; no final report yet
+    ROLLOUT_STOPPED = "rollout_stopped"  # targeted, but the rollout failed or timed out before reaching it
+    MOVED_ON = "moved_on"  # targeted, since picked by another rollout
+    NOT_TARGETED = "not_targeted"  # another line or use case, or registered after the rollout was planned
+
+
+class WhyNotDevice(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    thing_name: str
+    site: str
+    line_id: str
+    category: WhyNotCategory
+    reason: str
+    status: DeviceStatus
+    since: datetime
+    current_model_version: str | None
+    deployment_id: str | None
+
+
+class WhyNotReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model_version: str
+    deployments: list[str] = Field(description="the rollouts of this version, newest first")
+    on_version: list[str] = Field(description="devices that run it")
+    devices: list[WhyNotDevice] = Field(description="every other device, and why")
+
+
+ManifestLoader = Callable[[DeploymentRecord], ModelManifest | None]
+
+
+def manifest_from_registry(record: DeploymentRecord) -> ModelManifest | None:
+    """The manifest a rollout was planned from (model registry -> S3); None when it cannot be read."""
     try:
-        return DeviceStatus(value)
-    except ValueError:
-        raise ValueError(f"status={value!r} is not one of {[s.value for s in DeviceStatus]}") from None
+        package = rollout_data.describe_model_package(record.model_package_arn)
+        return rollout_data.load_manifest(rollout_data.manifest_uri_of(package))
+    except Exception:  # noqa: BLE001 - deleted package, moved manifest: the deployment record still explains
+        return None
+
+
+def why_not(
+    devices: DeviceTable,
+    deployments: DeploymentTable,
+    model_version: str,
+    *,
+    model_id: str | None = None,
+    manifest_of: ManifestLoader = manifest_from_registry,
+) -> WhyNotReport:
+    model_version = checked("model_version", model_version, _SEMVER)
+    rollouts = sorted(
+        (
+            d
+            for d in deployments.scan_all()
+            if d.model_version == model_version and (model_id is None or d.model_id == model_id)
+        ),
+        key=lambda d: (d.created_at, d.deployment_id),
+        reverse=True,
+    )
+    if not rollouts:
+        wanted = f"{model_id} {model_version}" if model_id else model_version
+        raise NotFound(f"model_version={model_version!r}: no rollout of {wanted} in the deployment table")
+    manifests = _manifests(rollouts, manifest_of)
+    on_version, explained = [], []
+    for device in devices.scan_all():
+        if device.current_model_version == model_version and (model_id is None or device.current_model_id == model_id):
+            on_version.append(device.thing_name)
+        else:
+            category, reason = explain(device, rollouts, manifests)
+            explained.append(_why_not_device(device, category, reason))
+    return WhyNotReport(
+        model_version=model_version,
+        deployments=[r.deployment_id for r in rollouts],
+        on_version=on_version,
+        devices=sorted(explained, key=lambda d: (d.category.value, d.thing_name)),
+    )
+
+
+def _manifests(rollouts: Iterable[DeploymentRecord], manifest_of: ManifestLoader) -> dict[str, ModelManifest]:
+    by_package: dict[str, ModelManifest | None] = {}
+    for rollout in rollouts:
+        if rollout.model_package_arn not in by_package:
+            by_package[rollout.model_package_arn] = manifest_of(rollout)
+    return {
+        r.deployment_id: by_package[r.model_package_arn]
+        for r in rollouts
+        if by_package[r.model_package_arn] is not None
+    }
+
+
+def explain(
+    device: DeviceRecord, rollouts: list[DeploymentRecord], manifests: dict[str, ModelManifest]
+) -> tuple[WhyNotCategory, str]:
+    """Why `device` is not on the version of `rollouts` (newest first); `manifests` by deployment id."""
+    own = next((r for r in rollouts if r.deployment_id == device.deployment_id), None)
+    if own is not None:
+        return _in_rollout(device, own)
+    for rollout in rollouts:
+        excluded = {e.thing_name: e.reason for e in rollout.excluded}
+        if device.thing_name in excluded:
+            return _excluded(device, excluded[device.thing_name], manifests.get(rollout.deployment_id))
+        if device.thing_name in rollout.targets:
+            # Not marked by the rollout yet (still planned) or picked by another rollout since.
+            return _in_rollout(device, rollout) if device.deployment_id is None else _moved_on(device, rollout)
+    return _unplanned(device, rollouts, manifests)
+
+
+def _in_rollout(device: DeviceRecord, rollout: DeploymentRecord) -> tuple[WhyNotCategory, str]:
+    """The device's latest status is about this rollout."""
+    since = device.status_since.isoformat(timespec="seconds")
+    if device.status is DeviceStatus.OFFLINE:
+        return WhyNotCategory.OFFLINE, f"offline since {since} (in rollout {rollout.deployment_id})"
+    if device.status is DeviceStatus.REJECTED:
+        return WhyNotCategory.REJECTED, device.reason or "rejected without a reason"
+    if device.status is DeviceStatus.ROLLED_BACK:
+        return WhyNotCategory.ROLLED_BACK, device.reason or "rolled back without a reason"
+    if rollout.state in STOPPED_STATES:
+        why = f": {rollout.reason}" if rollout.reason else ""
+        return WhyNotCategory.ROLLOUT_STOPPED, f"rollout {rollout.deployment_id} {rollout.state.value}{why}"
+    wave = next((w for w in rollout.waves if device.thing_name in w.targets), None)
+    where = f"wave {wave.index} ({wave.state.value})" if wave else "no wave"
+    return WhyNotCategory.PENDING, f"{device.status.value} since {since}, {where} of rollout {rollout.deployment_id}"
+
+
+def _excluded(device: DeviceRecord, planned_reason: str, manifest: ModelManifest | None) -> tuple[WhyNotCategory, str]:
+    """Left out when the rollout was planned; the manifest (if readable) tells which kind of reason."""
+    if manifest is None:
+        # Without the manifest, the plan's own wording (orchestrator.logic.choose_tier) tells the kind.
+        if planned_reason.startswith("offline"):
+            return WhyNotCategory.OFFLINE, planned_reason
+        if planned_reason.endswith("not targeted"):
+            return WhyNotCategory.NOT_TARGETED, planned_reason
+        return WhyNotCategory.INCOMPATIBLE, planned_reason
+    if device.use_case != manifest.use_case or device.line_id not in manifest.line_ids:
+        return WhyNotCategory.NOT_TARGETED, planned_reason
+    tier, reason_now = choose_tier(manifest, device)
+    if device.status is DeviceStatus.OFFLINE:
+        return WhyNotCategory.OFFLINE, reason_now
+    if tier is None:
+        return WhyNotCategory.INCOMPATIBLE, reason_now
+    return (
+        WhyNotCategory.NOT_TARGETED,
+        f"excluded when the rollout was planned ({planned_reason}); can run the {tier.precision.value} tier now",
+    )
+
+
+def _moved_on(device: DeviceRecord, rollout: DeploymentRecord) -> tuple[WhyNotCategory, str]:
+    if device.status is DeviceStatus.OFFLINE:
+        return WhyNotCategory.OFFLINE, f"offline since {device.status_since.isoformat(timespec='seconds')}"
+    runs = device.current_model_version or "no model"
+    return (
+        WhyNotCategory.MOVED_ON,
+        f"targeted by rollout {rollout.deployment_id}, since picked by {device.deployment_id or 'no rollout'} "
+        f"({device.status.value}, runs {runs})",
+    )
+
+
+def _unplanned(
+    device: DeviceRecord, rollouts: list[DeploymentRecord], manifests: dict[str, ModelManifest]
+) -> tuple[WhyNotCategory, str]:
+    """No rollout of the version mentions the device: check it against the models' manifests."""
+    for rollout in rollouts:
+        manifest = manifests.get(rollout.deployment_id)
+        if manifest is None or device.use_case != manifest.use_case or device.line_id not in manifest.line_ids:
+            continue
+        tier, reason = choose_tier(manifest, device)
+        if device.status is DeviceStatus.OFFLINE:
+            return WhyNotCategory.OFFLINE, reason
+        if tier is None:
+            return WhyNotCategory.INCOMPATIBLE, reason
+        return (
+            WhyNotCategory.NOT_TARGETED,
+            f"can run the {tier.precision.value} tier, but was not in rollout {rollout.deployment_id} "
+            f"(registered after it was planned)",
+        )
+    models = sorted({f"{r.model_id} ({r.deployment_id})" for r in rollouts})
+    return (
+        WhyNotCategory.NOT_TARGETED,
+        f"use case {device.use_case} / line {device.line_id} is not targeted by {', '.join(models)}",
+    )
+
+
+def _why_not_device(device: DeviceRecord, category: WhyNotCategory, reason: str) -> WhyNotDevice:
+    return WhyNotDevice(
+        thing_name=device.thing_name,
+        site=device.site,
+        line_id=device.line_id,
+        category=category,
+        reason=reason,
+        status=device.status,
+        since=device.status_since,
+        current_model_version=device.current_model_version,
+        deployment_id=device.deployment_id,
+    )

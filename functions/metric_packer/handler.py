@@ -1,7 +1,9 @@
 """Rebuild the training examples of lines whose curated data changed.
 
 Triggered by new curated partitions (S3 / EventBridge "Object Created" on curated/, or the
-compaction result passed on); see `lines_from_event` for the accepted event shapes.
+compaction result passed on); see `lines_from_event` for the accepted event shapes. After a line's
+examples are rebuilt, its packs without a measured label get semi-automatic labels: confident auto
+labels, the rest queued for review (labeler.review).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.functions.common.lambda_context import context_or_local
 from edgeloop.functions.common.observability import powertools
+from edgeloop.functions.labeler.review import queue_line_proposals
 from edgeloop.schemas import load_use_case
 
 from .logic import PackStats, build_line_examples_with_stats, lines_from_event
@@ -42,14 +45,20 @@ def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> d
     settings = _settings()
     use_case = load_use_case(settings.use_case)
     total = PackStats()
-    per_line = {}
+    per_line, review = {}, {"auto_labeled": 0, "pending": 0, "newly_queued": 0}
     for line_id in line_ids:
         build = build_line_examples_with_stats(settings.data_bucket, line_id, use_case)
         total.add(build.stats)
         per_line[line_id] = build.stats.examples
-        logger.info("examples rebuilt", extra={"line_id": line_id, **vars(build.stats)})
+        queued = queue_line_proposals(settings.data_bucket, line_id, build.examples, build.unlabeled, use_case)
+        for name in review:
+            review[name] += getattr(queued, name)
+        logger.info("examples rebuilt", extra={"line_id": line_id, **vars(build.stats), **vars(queued)})
     metrics.add_metric(name="ExamplesBuilt", unit=MetricUnit.Count, value=total.examples)
     metrics.add_metric(name="PacksCut", unit=MetricUnit.Count, value=total.packs_cut)
     dropped = total.dropped_label_outside_run + total.dropped_label_too_sparse + total.dropped_empty
     metrics.add_metric(name="PacksDropped", unit=MetricUnit.Count, value=dropped)
-    return {"examples_per_line": per_line, "stats": vars(total)}
+    metrics.add_metric(name="LabelsAuto", unit=MetricUnit.Count, value=review["auto_labeled"])
+    metrics.add_metric(name="LabelsQueuedForReview", unit=MetricUnit.Count, value=review["newly_queued"])
+    metrics.add_metric(name="LabelsPendingReview", unit=MetricUnit.Count, value=review["pending"])
+    return {"examples_per_line": per_line, "stats": vars(total), "review": review}

@@ -7,6 +7,10 @@ For each production run of a line (a `run` context interval with spec limits):
 2. labeler: label each pack from the target metric's raw samples after it (labeler.logic);
 3. feature extractor: `pack_features` of each kept pack.
 
+Packs whose label window lies inside the run but holds too sparse a measurement keep their features
+in `ExampleBuild.unlabeled` (label NaN, no class): the labeler's review queue (labeler.review)
+proposes labels for them. `examples` holds only measured labels.
+
 Only samples inside the run are aligned, so no pack forward-fills a value across a run boundary.
 Work is numpy-vectorised per run (packs are stacked with stride tricks, in bounded chunks).
 """
@@ -55,6 +59,7 @@ class PackStats:
     dropped_label_too_sparse: int = 0
     dropped_empty: int = 0
     examples: int = 0
+    unlabeled: int = 0  # packs among dropped_label_too_sparse kept with features for semi-automatic labels
 
     def add(self, other: PackStats) -> None:
         for name in self.__dataclass_fields__:
@@ -65,6 +70,7 @@ class PackStats:
 class ExampleBuild:
     examples: pd.DataFrame
     stats: PackStats = field(default_factory=PackStats)
+    unlabeled: pd.DataFrame | None = None  # same columns as examples; label NaN, label_class/source None
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def build_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_
 def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_case: UseCaseConfig) -> ExampleBuild:
     samples = _Samples.of(curated, use_case)
     stats = PackStats()
-    frames = []
+    frames, unlabeled_frames = [], []
     for run in sorted((i for i in intervals if i.kind is ContextKind.RUN), key=lambda i: (i.line_id, i.start)):
         stats.runs += 1
         if run.spec is None:
@@ -165,12 +171,17 @@ def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], u
                 f"run {run.interval_id!r} has spec.target_metric={run.spec.target_metric!r}, "
                 f"but use case {use_case.use_case!r} predicts {use_case.target_metric!r}"
             )
-        frame, run_stats = _run_examples(samples, run, use_case)
+        frame, unlabeled_frame, run_stats = _run_examples(samples, run, use_case)
         stats.add(run_stats)
         frames.append(frame)
+        unlabeled_frames.append(unlabeled_frame)
     examples = pd.concat(frames, ignore_index=True) if frames else _empty_examples(use_case)
+    unlabeled = (
+        pd.concat(unlabeled_frames, ignore_index=True) if unlabeled_frames else _unlabeled(_empty_examples(use_case))
+    )
     stats.examples = len(examples)
-    return ExampleBuild(examples=examples, stats=stats)
+    stats.unlabeled = len(unlabeled)
+    return ExampleBuild(examples=examples, stats=stats, unlabeled=unlabeled)
 
 
 def build_line_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.DataFrame:
@@ -219,7 +230,9 @@ class _Samples:
         )
 
 
-def _run_examples(samples: _Samples, run: ContextInterval, use_case: UseCaseConfig) -> tuple[pd.DataFrame, PackStats]:
+def _run_examples(
+    samples: _Samples, run: ContextInterval, use_case: UseCaseConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, PackStats]:
     start_ms, end_ms = _epoch_ms(run.start), _epoch_ms(run.end)
     in_run = samples.of_run(run.line_id, start_ms, end_ms)
     packs = cut_run_packs(
@@ -231,19 +244,47 @@ def _run_examples(samples: _Samples, run: ContextInterval, use_case: UseCaseConf
     )
     empty = packs.empty_packs()
     keep = np.flatnonzero(labels.keep & ~empty)
-    features = np.concatenate(
-        [extract_features(packs.windows(keep[i : i + CHUNK_PACKS]), use_case) for i in range(0, len(keep), CHUNK_PACKS)]
-        or [np.empty((0, len(use_case.feature_names)))]
-    )
+    features = _features(packs, keep, use_case)
+    # inside the run but not kept: the labeler found too sparse a measurement (labeler.logic)
+    label_inside_run = packs.window_end_ms + (use_case.horizon_s + use_case.label_window_s) * 1000 <= end_ms
+    unlabeled = np.flatnonzero(label_inside_run & ~labels.keep & ~empty)
     stats = PackStats(
         packs_cut=len(packs.start_steps),
         dropped_label_outside_run=labels.outside_run,
         dropped_label_too_sparse=labels.too_sparse,
         dropped_empty=int((labels.keep & empty).sum()),
     )
-    return _examples_frame(
+    examples = _examples_frame(
         run, packs.window_start_ms[keep], packs.window_end_ms[keep], labels.value[keep], features, use_case
-    ), stats
+    )
+    unlabeled_examples = _examples_frame(
+        run,
+        packs.window_start_ms[unlabeled],
+        packs.window_end_ms[unlabeled],
+        labels.value[unlabeled],
+        _features(packs, unlabeled, use_case),
+        use_case,
+    )
+    return examples, _unlabeled(unlabeled_examples), stats
+
+
+def _features(packs: RunPacks, which: np.ndarray, use_case: UseCaseConfig) -> np.ndarray:
+    return np.concatenate(
+        [
+            extract_features(packs.windows(which[i : i + CHUNK_PACKS]), use_case)
+            for i in range(0, len(which), CHUNK_PACKS)
+        ]
+        or [np.empty((0, len(use_case.feature_names)))]
+    )
+
+
+def _unlabeled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Packs without a measured label: NaN label, no class and no source until the review queue gives one."""
+    return frame.assign(
+        label=np.nan,
+        label_class=pd.Series([None] * len(frame), dtype=object),
+        label_source=pd.Series([None] * len(frame), dtype=object),
+    )
 
 
 def _examples_frame(

@@ -6,10 +6,16 @@ every wave adds its devices to the cohort's group and redeploys the group with t
 component beside the model runner. The model runner receives the ModelUpdate as a configuration
 merge under `modelUpdate`. Locally (moto has no greengrassv2), LocalDelivery publishes the same
 document on each device's model-update topic, which the model runner subscribes to instead.
+
+A rollback delivers the previous model as one more wave of the same deployment, with an index
+from ROLLBACK_WAVE_BASE up. Its devices may have run different previous models, so in Greengrass
+each restored model gets its own group (named after model and version) rather than the cohort's,
+whose deployment would otherwise put one previous model on every member.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +32,7 @@ from .settings import RolloutSettings
 
 ROLLOUT_GROUP_PREFIX = f"{names.PROJECT}-rollout-"
 MAX_THING_GROUP_NAME = 128
+ROLLBACK_WAVE_BASE = 1000  # wave indexes from here on restore a previous model
 
 DEFAULT_DEPLOYMENT_POLICIES: dict[str, Any] = {
     # A device that cannot apply the deployment returns to its previous components.
@@ -46,8 +53,19 @@ def _check_same_deployment(deployment_id: str, update: ModelUpdate) -> None:
         raise ValueError(f"update.deployment_id={update.deployment_id!r} is not deployment {deployment_id!r}")
 
 
-def cohort_group_name(deployment_id: str, wave: RolloutWave) -> str:
-    name = f"{ROLLOUT_GROUP_PREFIX}{deployment_id}-{wave.precision.value}"
+def is_rollback_wave(wave: RolloutWave) -> bool:
+    return wave.index >= ROLLBACK_WAVE_BASE
+
+
+def cohort_group_name(deployment_id: str, wave: RolloutWave, update: ModelUpdate | None = None) -> str:
+    """The thing group of a wave: per tier for a rollout's waves, per restored model for a rollback."""
+    cohort = wave.precision.value
+    if is_rollback_wave(wave):
+        if update is None:
+            raise ValueError(f"rollback wave {wave.index} of {deployment_id!r} needs its ModelUpdate to name a group")
+        restored = hashlib.sha256(f"{update.model_id}/{update.version}".encode()).hexdigest()[:8]
+        cohort = f"restore-{restored}-{cohort}"
+    name = f"{ROLLOUT_GROUP_PREFIX}{deployment_id}-{cohort}"
     if len(name) > MAX_THING_GROUP_NAME:
         raise ValueError(f"deployment_id={deployment_id!r} makes thing group name {name!r} longer than 128 characters")
     return name
@@ -73,7 +91,7 @@ class GreengrassDelivery:
 
     def deliver(self, deployment_id: str, wave: RolloutWave, update: ModelUpdate) -> None:
         _check_same_deployment(deployment_id, update)
-        group_name = cohort_group_name(deployment_id, wave)
+        group_name = cohort_group_name(deployment_id, wave, update)
         group_arn = self._ensure_group(group_name, deployment_id)
         for thing in wave.targets:
             self.iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=thing)

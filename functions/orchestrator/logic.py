@@ -23,6 +23,7 @@ from edgeloop.schemas import (
     CompatibilityTier,
     DeploymentRecord,
     DeploymentState,
+    DeviceEvent,
     DeviceRecord,
     DeviceStatus,
     ExcludedDevice,
@@ -238,7 +239,7 @@ def start_rollout(
         if stored.state is not DeploymentState.PLANNED:
             return stored
     _mark_targets_pending(stored, devices, now)
-    return begin(deployment_id, deployments_table=deployments, delivery=delivery)
+    return begin(deployment_id, deployments_table=deployments, delivery=delivery, now=now)
 
 
 def _plan_and_record(
@@ -276,17 +277,18 @@ def _mark_targets_pending(record: DeploymentRecord, devices: DeviceTable, now: d
         device = stored.record
         if device.deployment_id == record.deployment_id and device.desired_model_version == record.model_version:
             return None  # marked by an earlier run of this event; do not undo later reports
-        return DeviceWrite(
-            device.model_copy(
-                update={
-                    "desired_model_version": record.model_version,
-                    "deployment_id": record.deployment_id,
-                    "status": DeviceStatus.PENDING,
-                    "status_since": now,
-                    "reason": "",
-                }
-            )
-        )
+        update = {
+            "desired_model_version": record.model_version,
+            "deployment_id": record.deployment_id,
+            "status": DeviceStatus.PENDING,
+            "status_since": now,
+            "reason": "",
+        }
+        if device.current_model_version != record.model_version:
+            # What a rollback of this rollout restores (waves.roll_back).
+            update["previous_model_id"] = device.current_model_id
+            update["previous_model_version"] = device.current_model_version
+        return DeviceWrite(device.model_copy(update=update))
 
     for thing in record.targets:
-        devices.compare_and_swap(thing, mark)
+        devices.compare_and_swap_with_history(thing, mark, event=DeviceEvent.PENDING)

@@ -4,7 +4,12 @@ A wave is done when each of its targets has reported the deployment's version ap
 failed (rejected / rolled back) while the failed share stays within the wave's
 failure_threshold; then the next wave is delivered, and after the last one the rollout has
 SUCCEEDED. As soon as the failed share passes the threshold, the wave and the rollout are FAILED
-with the devices and their reasons recorded (rolling the applied devices back is later work).
+with the devices and their reasons recorded, and then rolled back: the devices
+it reached get their previous model again and the rollout ends ROLLED_BACK. A rollout IN_PROGRESS
+past its timeout_s, or whose current wave heard nothing for the wave timeout, ends TIMED_OUT; the
+devices that never reported are released with that reason. advance() finishes whatever follow-up
+a stopped rollout still owes (a crash between the two steps, a late report), so calling it again
+is always safe; the scheduled wave_controller does that every minute.
 
 Each transition is written by compare-and-swap before the wave is delivered, so of two status
 reports that complete a wave at once exactly one delivers the next wave. If the delivery raises,
@@ -15,16 +20,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from edgeloop.functions.device_registry.data_access import DeviceTable
-from edgeloop.schemas import DeploymentRecord, DeploymentState, DeviceRecord, DeviceStatus, RolloutWave
+from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice
+from edgeloop.schemas import (
+    DeploymentRecord,
+    DeploymentState,
+    DeviceEvent,
+    DeviceRecord,
+    DeviceStatus,
+    ModelUpdate,
+    Precision,
+    RolloutWave,
+)
+from edgeloop.schemas.common import semver_key
 
 from .data_access import DeploymentTable, StoredDeployment
-from .delivery import ModelDelivery
+from .delivery import ROLLBACK_WAVE_BASE, ModelDelivery
 
 FAILED_STATUSES = (DeviceStatus.REJECTED, DeviceStatus.ROLLED_BACK)
 DEFAULT_ATTEMPTS = 20
+DEFAULT_WAVE_TIMEOUT_S = 900
+NAMED_DEVICES_MAX = 20  # reasons name this many devices, then count the rest
 
 
 class DeploymentConflict(RuntimeError):
@@ -75,37 +92,112 @@ def advance(
     deployments_table: DeploymentTable,
     delivery: ModelDelivery,
     now: datetime | None = None,
+    wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S,
 ) -> DeploymentRecord:
-    """Re-evaluate an in-progress rollout after a status report; deliver the next wave when due.
-
-    `now` is accepted for the rollout timeout (later work); transitions do not depend on it yet.
-    """
+    """Re-evaluate a rollout after a status report (or on schedule); deliver the next wave when due,
+    fail / time it out when due, and carry out what a stopped rollout owes its devices."""
+    now = now or datetime.now(UTC)
 
     def step(record: DeploymentRecord) -> DeploymentRecord:
         if record.state is not DeploymentState.IN_PROGRESS:
             return record
         current = _current_wave(record)
         if current is None:
-            return _start_next_wave(record)  # a previous delivery failed and was undone
-        tally = tally_wave(record, current, devices_table.get_many(current.targets))
+            return _start_next_wave(record, now)  # a previous delivery failed and was undone
+        current_devices = devices_table.get_many(current.targets)
+        tally = tally_wave(record, current, current_devices)
         if tally.over_threshold:
             return _failed(record, tally)
         if tally.complete:
-            return _start_next_wave(_with_wave(record, current.index, DeploymentState.SUCCEEDED))
+            return _start_next_wave(_with_wave(record, current.index, DeploymentState.SUCCEEDED), now)
+        timeout = timeout_reason(record, tally, current_devices, now, wave_timeout_s)
+        if timeout:
+            timed_out = _with_wave(record, current.index, DeploymentState.TIMED_OUT)
+            return timed_out.model_copy(update={"state": DeploymentState.TIMED_OUT, "reason": timeout})
         return record
 
-    return _transition(deployment_id, step, deployments_table, delivery)
+    record = _transition(deployment_id, step, deployments_table, delivery)
+    return _follow_up(record, devices_table, deployments_table, delivery, now)
 
 
-def begin(deployment_id: str, *, deployments_table: DeploymentTable, delivery: ModelDelivery) -> DeploymentRecord:
+def begin(
+    deployment_id: str,
+    *,
+    deployments_table: DeploymentTable,
+    delivery: ModelDelivery,
+    now: datetime | None = None,
+) -> DeploymentRecord:
     """Start a PLANNED rollout: deliver its first wave."""
+    now = now or datetime.now(UTC)
 
     def step(record: DeploymentRecord) -> DeploymentRecord:
         if record.state is not DeploymentState.PLANNED:
             return record
-        return _start_next_wave(record.model_copy(update={"state": DeploymentState.IN_PROGRESS}))
+        return _start_next_wave(record.model_copy(update={"state": DeploymentState.IN_PROGRESS}), now)
 
     return _transition(deployment_id, step, deployments_table, delivery)
+
+
+def timeout_reason(
+    record: DeploymentRecord,
+    tally: WaveTally,
+    devices: Mapping[str, DeviceRecord],
+    now: datetime,
+    wave_timeout_s: float,
+) -> str:
+    """Why the rollout is timed out now, naming the devices that never reported; "" when it is not."""
+    silent = _named(tally.waiting)
+    wave = tally.wave
+    if now - record.created_at > timedelta(seconds=record.timeout_s):
+        return (
+            f"rollout {record.deployment_id} timed out at wave {wave.index}: in progress longer than "
+            f"timeout_s={record.timeout_s}; no report from {silent}"
+        )
+    last_heard = _last_report(record, wave, devices)
+    if now - last_heard > timedelta(seconds=wave_timeout_s):
+        return (
+            f"rollout {record.deployment_id} timed out at wave {wave.index}: no report since "
+            f"{last_heard.isoformat()} (wave timeout {wave_timeout_s:g} s); no report from {silent}"
+        )
+    return ""
+
+
+def _last_report(record: DeploymentRecord, wave: RolloutWave, devices: Mapping[str, DeviceRecord]) -> datetime:
+    """When the wave last heard from a device: its start, or the newest report on this rollout."""
+    heard = [wave.started_at or record.created_at]
+    for thing in wave.targets:
+        device = devices.get(thing)
+        if (
+            device is not None
+            and device.deployment_id == record.deployment_id
+            and device.status is not DeviceStatus.PENDING
+        ):
+            heard.append(device.status_since)
+    return max(heard)
+
+
+def _named(things: list[str]) -> str:
+    shown = ", ".join(sorted(things)[:NAMED_DEVICES_MAX])
+    hidden = len(things) - NAMED_DEVICES_MAX
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
+
+
+def _follow_up(
+    record: DeploymentRecord,
+    devices: DeviceTable,
+    deployments: DeploymentTable,
+    delivery: ModelDelivery,
+    now: datetime,
+) -> DeploymentRecord:
+    if record.state in (DeploymentState.FAILED, DeploymentState.ROLLED_BACK) and _failed_wave(record) is not None:
+        return roll_back(record, devices=devices, deployments=deployments, delivery=delivery, now=now)
+    if record.state is DeploymentState.TIMED_OUT:
+        release_timed_out(record, devices=devices, now=now)
+    return record
+
+
+def _failed_wave(record: DeploymentRecord) -> RolloutWave | None:
+    return next((w for w in record.waves if w.state is DeploymentState.FAILED), None)
 
 
 def _transition(
@@ -149,26 +241,32 @@ def _current_wave(record: DeploymentRecord) -> RolloutWave | None:
     return next((w for w in record.waves if w.state is DeploymentState.IN_PROGRESS), None)
 
 
-def _start_next_wave(record: DeploymentRecord) -> DeploymentRecord:
+def _start_next_wave(record: DeploymentRecord, now: datetime) -> DeploymentRecord:
     planned = next((w for w in record.waves if w.state is DeploymentState.PLANNED), None)
     if planned is None:
         return record.model_copy(update={"state": DeploymentState.SUCCEEDED})
-    return _with_wave(record, planned.index, DeploymentState.IN_PROGRESS)
+    return _with_wave(record, planned.index, DeploymentState.IN_PROGRESS, started_at=now)
 
 
 def _failed(record: DeploymentRecord, tally: WaveTally) -> DeploymentRecord:
     wave = tally.wave
     details = "; ".join(f"{thing} {why}" for thing, why in sorted(tally.failed.items()))
     reason = (
-        f"wave {wave.index} ({wave.precision.value}): {len(tally.failed)} of {len(wave.targets)} devices failed "
+        f"rollout {record.deployment_id} failed at wave {wave.index} ({wave.precision.value}): "
+        f"{len(tally.failed)}/{len(wave.targets)} failed "
         f"({tally.failed_share:.0%} > threshold {wave.failure_threshold:.0%}): {details}"
     )
     failed = _with_wave(record, wave.index, DeploymentState.FAILED)
     return failed.model_copy(update={"state": DeploymentState.FAILED, "reason": reason})
 
 
-def _with_wave(record: DeploymentRecord, index: int, state: DeploymentState) -> DeploymentRecord:
-    waves = [w.model_copy(update={"state": state}) if w.index == index else w for w in record.waves]
+def _with_wave(
+    record: DeploymentRecord, index: int, state: DeploymentState, *, started_at: datetime | None = None
+) -> DeploymentRecord:
+    update: dict = {"state": state}
+    if started_at is not None:
+        update["started_at"] = started_at
+    waves = [w.model_copy(update=update) if w.index == index else w for w in record.waves]
     return record.model_copy(update={"waves": waves})
 
 
@@ -177,3 +275,220 @@ def _newly_started_wave(before: DeploymentRecord, after: DeploymentRecord) -> Ro
         if new.state is DeploymentState.IN_PROGRESS and old.state is not DeploymentState.IN_PROGRESS:
             return new
     return None
+
+
+# --- rollback ------------------------------------------------------------------------------------
+#
+# The update agent keeps the model it replaced on disk, but only the cloud knows the rollout failed,
+# so the previous model comes back as an ordinary ModelUpdate: the one an earlier rollout delivered
+# for the device's previous model (recorded on the device when this rollout marked it pending),
+# re-addressed to this deployment so the device's confirmation comes back to it. The agent has no
+# "remove the model" operation (an empty modelUpdate is ignored), so a device with no previous
+# model keeps the new one, which passed its own health check, and is told why.
+
+_PRECISION_PREFERENCE = (Precision.FP32, Precision.FP16_LEAVES, Precision.QUANTIZED)
+
+
+def roll_back(
+    record: DeploymentRecord,
+    *,
+    devices: DeviceTable,
+    deployments: DeploymentTable,
+    delivery: ModelDelivery,
+    now: datetime,
+) -> DeploymentRecord:
+    """Restore the previous model on every device the failed rollout reached; end it ROLLED_BACK.
+
+    Safe to repeat: a device already marked is left alone; one that applied the new version since
+    (a late report) is restored again; one that confirmed the restored model is marked ROLLED_BACK.
+    """
+    reached = [t for w in record.waves if w.state is not DeploymentState.PLANNED for t in w.targets]
+    restores: dict[tuple[str, str, Precision], tuple[ModelUpdate, list[str]]] = {}
+    previous = _PreviousUpdates(deployments)
+    for thing, device in sorted(devices.get_many(reached).items()):
+        if device.deployment_id != record.deployment_id:
+            continue  # moved on to another rollout since
+        if _runs_or_awaits_new(record, device):
+            update = previous.for_device(device, record)
+            if update is None:
+                devices.compare_and_swap_with_history(thing, _kept(record, _no_previous_reason(record, device), now))
+            else:
+                key = (update.model_id, update.version, update.precision)
+                restores.setdefault(key, (update, []))[1].append(thing)
+        elif device.status is DeviceStatus.APPLIED:
+            devices.compare_and_swap_with_history(thing, _confirmed_restore(record, now))
+    for index, (_, (update, things)) in enumerate(sorted(restores.items())):
+        wave = RolloutWave(
+            index=ROLLBACK_WAVE_BASE + index, precision=update.precision, targets=things, failure_threshold=1.0
+        )
+        # Deliver before marking: a crash in between leaves the devices to be restored next time.
+        delivery.deliver(record.deployment_id, wave, update)
+        for thing in things:
+            devices.compare_and_swap_with_history(thing, _restoring(record, update, now))
+    _release(record, _unreached(record), devices, now)
+    return _transition(record.deployment_id, _rolled_back, deployments, delivery)
+
+
+def release_timed_out(record: DeploymentRecord, *, devices: DeviceTable, now: datetime) -> None:
+    """Devices of a timed-out rollout that never reported stop being PENDING, with its reason."""
+    stopped = [t for w in record.waves if w.state is DeploymentState.TIMED_OUT for t in w.targets]
+    _release(record, stopped + _unreached(record), devices, now)
+
+
+def _rolled_back(record: DeploymentRecord) -> DeploymentRecord:
+    if record.state is not DeploymentState.FAILED:
+        return record
+    return record.model_copy(update={"state": DeploymentState.ROLLED_BACK})
+
+
+def _unreached(record: DeploymentRecord) -> list[str]:
+    return [t for w in record.waves if w.state is DeploymentState.PLANNED for t in w.targets]
+
+
+def _runs_or_awaits_new(record: DeploymentRecord, device: DeviceRecord) -> bool:
+    if device.status is DeviceStatus.PENDING:
+        return True
+    return device.status is DeviceStatus.APPLIED and device.current_model_version == record.model_version
+
+
+def _no_previous_reason(record: DeploymentRecord, device: DeviceRecord) -> str:
+    if device.previous_model_version is None or device.previous_model_version == record.model_version:
+        why = "no previous model to restore (the update agent cannot remove a model)"
+    else:
+        why = (
+            f"previous model {device.previous_model_id or '?'} {device.previous_model_version} "
+            f"was not delivered by any recorded rollout, nothing to restore it from"
+        )
+    return f"{record.reason}; {why}"
+
+
+def _restoring(record: DeploymentRecord, update: ModelUpdate, now: datetime) -> Callable:
+    reason = f"{record.reason}; restoring {update.model_id} {update.version}"
+
+    def change(stored: StoredDevice | None) -> DeviceWrite | None:
+        if stored is None or not _runs_or_awaits_new(record, stored.record):
+            return None  # deregistered, or already reported back since
+        device = stored.record
+        if stored.record.deployment_id != record.deployment_id:
+            return None
+        return DeviceWrite(
+            device.model_copy(
+                update={
+                    "status": DeviceStatus.ROLLED_BACK,
+                    "reason": reason,
+                    "desired_model_version": update.version,
+                    "status_since": now,
+                }
+            )
+        )
+
+    return change
+
+
+def _confirmed_restore(record: DeploymentRecord, now: datetime) -> Callable:
+    """The device reported the restored model applied: it is rolled back, and says why."""
+
+    def change(stored: StoredDevice | None) -> DeviceWrite | None:
+        if stored is None:
+            return None
+        device = stored.record
+        confirmed = (
+            device.deployment_id == record.deployment_id
+            and device.status is DeviceStatus.APPLIED
+            and device.current_model_version != record.model_version
+        )
+        if not confirmed:
+            return None
+        reason = f"{record.reason}; restored {device.current_model_id or '?'} {device.current_model_version}"
+        return DeviceWrite(
+            device.model_copy(update={"status": DeviceStatus.ROLLED_BACK, "reason": reason, "status_since": now})
+        )
+
+    return change
+
+
+def _kept(record: DeploymentRecord, reason: str, now: datetime) -> Callable:
+    """No previous model to restore: the device stays on what it runs, not left PENDING."""
+
+    def change(stored: StoredDevice | None) -> DeviceWrite | None:
+        if stored is None:
+            return None
+        device = stored.record
+        if device.deployment_id != record.deployment_id or device.reason == reason:
+            return None
+        return DeviceWrite(_settled(device, reason, now))
+
+    return change
+
+
+def _release(record: DeploymentRecord, things: list[str], devices: DeviceTable, now: datetime) -> None:
+    event = DeviceEvent.TIMED_OUT if record.state is DeploymentState.TIMED_OUT else None
+    for thing in things:
+
+        def change(stored: StoredDevice | None) -> DeviceWrite | None:
+            if stored is None:
+                return None
+            device = stored.record
+            if device.deployment_id != record.deployment_id or device.reason.startswith(record.reason):
+                return None
+            if device.status is DeviceStatus.OFFLINE:
+                # Stays OFFLINE (an announcement brings it back), but says which rollout gave up on it.
+                return DeviceWrite(device.model_copy(update={"reason": f"{record.reason}; {device.reason}"}))
+            if device.status is not DeviceStatus.PENDING:
+                return None  # reported meanwhile: its own status stands
+            return DeviceWrite(_settled(device, record.reason, now))
+
+        devices.compare_and_swap_with_history(thing, change, event=event)
+
+
+def _settled(device: DeviceRecord, reason: str, now: datetime) -> DeviceRecord:
+    """Out of PENDING: on whatever model it runs, with the reason the rollout stopped."""
+    status = device.status
+    if status is DeviceStatus.PENDING:
+        status = DeviceStatus.APPLIED if device.current_model_version is not None else DeviceStatus.REGISTERED
+    update: dict = {"status": status, "reason": reason, "desired_model_version": device.current_model_version}
+    if status is not device.status:
+        update["status_since"] = now
+    return device.model_copy(update=update)
+
+
+class _PreviousUpdates:
+    """The ModelUpdates earlier rollouts delivered, by (model id, version), read once per rollback."""
+
+    def __init__(self, deployments: DeploymentTable) -> None:
+        self.deployments = deployments
+        self._by_version: dict[str, list[ModelUpdate]] | None = None
+
+    def for_device(self, device: DeviceRecord, failed: DeploymentRecord) -> ModelUpdate | None:
+        version = device.previous_model_version
+        if version is None or version == failed.model_version:
+            return None
+        candidates = [
+            u
+            for u in self._updates().get(version, [])
+            if device.previous_model_id in (None, u.model_id) and _compatible(u, device)
+        ]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda u: _PRECISION_PREFERENCE.index(u.precision))
+        return best.model_copy(update={"deployment_id": failed.deployment_id})
+
+    def _updates(self) -> dict[str, list[ModelUpdate]]:
+        if self._by_version is None:
+            self._by_version = {}
+            for record in self.deployments.scan_all():
+                stored = self.deployments.get_stored(record.deployment_id)
+                for update in (stored.updates if stored else {}).values():
+                    self._by_version.setdefault(update.version, []).append(update)
+        return self._by_version
+
+
+def _compatible(update: ModelUpdate, device: DeviceRecord) -> bool:
+    """The checks the update agent makes, so the restore is not refused on arrival."""
+    if update.architectures is not None and device.architecture not in update.architectures:
+        return False
+    if update.min_runtime_version is not None and semver_key(device.runtime_version) < semver_key(
+        update.min_runtime_version
+    ):
+        return False
+    return update.precision in device.supported_precisions

@@ -92,7 +92,8 @@ def record_report(
         outcome = Outcome.RECORDED
         return DeviceWrite(_reported(stored.record, report, now), report_sent_at_us=sent_at_us)
 
-    record = devices.compare_and_swap(report.thing_name, apply)
+    # The history item follows a successful write only, so a stale report leaves no trace there.
+    record = devices.compare_and_swap_with_history(report.thing_name, apply)
     return outcome, record
 
 

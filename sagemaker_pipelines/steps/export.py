@@ -1,7 +1,8 @@
 """Export a trained booster as weight-only payloads, one per compatibility tier, with parity checks.
 
-Every tier is scored with the device's own numpy scorer against `Booster.inplace_predict` on the
-held-out test set; the measured max_abs_error goes into the manifest. Each tier's bound is a
+Every tier is scored with the device's own numpy scorer against the training library's own
+predictions (`Booster.inplace_predict`; gblinear's `predict` on the standardized features for
+lasso, which the payload carries as feature_center/feature_scale) on the held-out test set; the measured max_abs_error goes into the manifest. Each tier's bound is a
 fraction of the test target's standard deviation: 0 for fp32 (bit-exact or export fails), 1e-3
 for fp16-leaves, 1e-2 for quantized (int8 leaves, payload format version 2).
 """
@@ -26,6 +27,7 @@ from edgeloop.greengrass_components.model_runner.scorer import load_payload
 from edgeloop.greengrass_components.model_runner.signing import Ed25519PrivateKey, sign_payload
 from edgeloop.schemas import names
 from edgeloop.schemas.model import (
+    TEMPLATE_FAMILY,
     Architecture,
     CompatibilityTier,
     ModelFamily,
@@ -34,6 +36,7 @@ from edgeloop.schemas.model import (
     feature_schema_hash,
 )
 
+from .templates import Standardization
 from .train import TrainedModel
 
 ALL_ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
@@ -149,12 +152,19 @@ def booster_trees(booster: xgb.Booster) -> TreeEnsemble:
     )
 
 
-def booster_linear(booster: xgb.Booster) -> LinearModel:
+def booster_linear(booster: xgb.Booster, standardization: Standardization | None = None) -> LinearModel:
     model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]
     if model["name"] != "gblinear":
         raise ValueError(f"booster={model['name']!r} is not a linear model (gblinear)")
     weights = np.asarray(model["model"]["weights"], dtype=np.float32)  # n_features weights, then the bias
-    return LinearModel(weights=weights[:-1], bias=float(weights[-1]))
+    if standardization is None:
+        return LinearModel(weights=weights[:-1], bias=float(weights[-1]))
+    return LinearModel(
+        weights=weights[:-1],
+        bias=float(weights[-1]),
+        feature_center=standardization.center,
+        feature_scale=standardization.scale,
+    )
 
 
 def booster_family(booster: xgb.Booster) -> ModelFamily:
@@ -163,11 +173,19 @@ def booster_family(booster: xgb.Booster) -> ModelFamily:
 
 
 def payload_from_booster(
-    booster: xgb.Booster, *, model_id: str, version: str, features: list[str], precision: Precision = Precision.FP32
+    booster: xgb.Booster,
+    *,
+    model_id: str,
+    version: str,
+    features: list[str],
+    precision: Precision = Precision.FP32,
+    standardization: Standardization | None = None,
 ) -> bytes:
     objective = booster_objective(booster)
     family = booster_family(booster)
-    model = booster_trees(booster) if family == ModelFamily.XGBOOST else booster_linear(booster)
+    if family == ModelFamily.XGBOOST and standardization is not None:
+        raise ValueError("standardization applies to linear models only; this booster is a tree ensemble")
+    model = booster_trees(booster) if family == ModelFamily.XGBOOST else booster_linear(booster, standardization)
     return write_payload(
         model,
         model_id=model_id,
@@ -182,18 +200,25 @@ def payload_from_booster(
 # --- parity and manifest -------------------------------------------------------------------------
 
 
-def reference_predict(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
-    """The training library's own float32 predictions (gblinear has no inplace_predict)."""
+def reference_predict(
+    booster: xgb.Booster, X: np.ndarray, standardization: Standardization | None = None
+) -> np.ndarray:
+    """The training library's own float32 predictions (gblinear has no inplace_predict); a standardized
+    model sees (X - center) / scale in float32, exactly what the device computes before its weights."""
     X = np.asarray(X, dtype=np.float32)
+    if standardization is not None:
+        X = standardization.apply(X)
     if booster_family(booster) == ModelFamily.LINEAR:
         return booster.predict(xgb.DMatrix(X, missing=np.nan)).astype(np.float32)
     return np.asarray(booster.inplace_predict(X), dtype=np.float32)
 
 
-def parity_error(booster: xgb.Booster, payload: bytes, X: np.ndarray) -> float:
+def parity_error(
+    booster: xgb.Booster, payload: bytes, X: np.ndarray, standardization: Standardization | None = None
+) -> float:
     """Largest |device - XGBoost| over X, NaN-aware (a NaN on one side only counts as infinite)."""
     scorer = load_payload(payload, expected_sha256=hashlib.sha256(payload).hexdigest())
-    expected = reference_predict(booster, X)
+    expected = reference_predict(booster, X, standardization)
     actual = scorer.predict(X)
     both_nan = np.isnan(expected) & np.isnan(actual)
     diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
@@ -213,25 +238,33 @@ def export_model(
     precisions: tuple[Precision, ...] = (Precision.FP32,),
     created_at: datetime | None = None,
     signing_key: Ed25519PrivateKey | None = None,
+    code_version: str | None = None,
 ) -> ExportedModel:
     """Payloads for each requested tier plus the manifest that describes them.
 
     With `signing_key`, every tier's payload is signed (signing.sign_payload: Ed25519 over the payload's
     SHA-256 digest) and the signature goes into its tier; without, the tiers are unsigned and devices
-    configured with a public key will refuse them.
+    configured with a public key will refuse them. `code_version` (a git commit or package version)
+    goes into the manifest's lineage with the template, hyper-parameters and CV RMSE.
     """
+    family = _family(trained)
     if len(trained.X_test) == 0:
         raise ValueError("trained model has an empty test set: parity cannot be checked")
     payloads: dict[Precision, bytes] = {}
     tiers: list[CompatibilityTier] = []
     if len(set(precisions)) != len(precisions):
         raise ValueError(f"precisions repeat a tier: {[Precision(p).value for p in precisions]}")
-    for precision in precisions:
+    for precision in tiers_for_family(precisions, family):
         spec = _tier_spec(precision)
         payload = payload_from_booster(
-            trained.booster, model_id=model_id, version=version, features=trained.feature_names, precision=precision
+            trained.booster,
+            model_id=model_id,
+            version=version,
+            features=trained.feature_names,
+            precision=precision,
+            standardization=trained.standardization,
         )
-        error = parity_error(trained.booster, payload, trained.X_test)
+        error = parity_error(trained.booster, payload, trained.X_test, trained.standardization)
         bound = spec.error_bound(trained.y_test)
         if not error <= bound:  # `not <=` so that a NaN error fails too
             raise ParityError(
@@ -245,7 +278,7 @@ def export_model(
         version=version,
         use_case=use_case,
         line_ids=line_ids,
-        family=booster_family(trained.booster),
+        family=family,
         target=target,
         features=trained.feature_names,
         feature_schema_hash=feature_schema_hash(trained.feature_names),
@@ -255,8 +288,34 @@ def export_model(
         training_data_sha256=trained.training_data_sha256,
         metrics=trained.metrics,
         created_at=created_at or datetime.now(UTC),
+        template=trained.template,
+        hyperparameters=trained.hyperparameters,
+        code_version=code_version,
+        cv_rmse=trained.cv_rmse,
     )
     return ExportedModel(manifest=manifest, payloads=payloads)
+
+
+def tiers_for_family(precisions: tuple[Precision, ...], family: ModelFamily) -> tuple[Precision, ...]:
+    """The requested tiers a payload family has. Quantizing is a tree-leaf technique; a linear model is a
+    few hundred bytes at fp32 already, so its manifest lists the other tiers and devices that run only
+    the quantized tier are excluded from it with that reason."""
+    kept = tuple(Precision(p) for p in precisions if not (family is ModelFamily.LINEAR and p == Precision.QUANTIZED))
+    if not kept:
+        asked = [Precision(p).value for p in precisions]
+        raise ValueError(f"precisions={asked}: none of these tiers exists for {family.value} models")
+    return kept
+
+
+def _family(trained: TrainedModel) -> ModelFamily:
+    """The template's payload family; the booster must agree, or the payload would not be that family."""
+    family = TEMPLATE_FAMILY[trained.template]
+    if booster_family(trained.booster) != family:
+        raise ValueError(
+            f"template={trained.template.value!r} exports as family {family.value!r}, but the booster is "
+            f"{booster_family(trained.booster).value!r}"
+        )
+    return family
 
 
 def _tier_spec(precision: Precision) -> TierSpec:
@@ -301,4 +360,5 @@ __all__ = [
     "payload_from_booster",
     "payload_key",
     "reference_predict",
+    "tiers_for_family",
 ]

@@ -1,8 +1,10 @@
-"""Train one XGBoost regressor per line on labeled metric packs, with a leak-free time split.
+"""Train one model per line on labeled metric packs: randomized search, selection, refit, test.
 
 The last 25% of examples by window_end form the test set. A training example's label averages the
 target over [window_end + horizon, window_end + horizon + label_window), so training examples whose
 label window reaches into the test period are dropped: that gap keeps test labels out of training.
+The search (search.py: templates x random draws, time-ordered CV folds) runs on the training rows
+only; the chosen candidate is refit on all of them and scored once on the test block.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -20,12 +22,14 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from edgeloop.schemas.model import ModelMetrics
+from edgeloop.schemas.model import ModelMetrics, ModelTemplate
 from edgeloop.schemas.training import ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
 
+from .search import Progress, SearchResult, search_line
+from .templates import FittedModel, Standardization, template
+
 TEST_FRACTION = 0.25
-LEARNING_RATE = 0.1
 MIN_SPLIT_ROWS = 2  # fewer train or test rows than this cannot yield a model and a metric
 
 EXAMPLE_COLUMNS = (
@@ -52,6 +56,16 @@ class TrainedModel:
     y_test: np.ndarray  # float64 (n_test,)
     training_data_sha256: str
     test_start: datetime  # earliest window_start of the test rows
+    # lineage; the defaults describe models trained before the search existed
+    template: ModelTemplate = ModelTemplate.XGBOOST
+    hyperparameters: dict[str, float | int] = field(default_factory=dict)
+    cv_rmse: float | None = None
+    search_summary: dict = field(default_factory=dict)  # SearchResult.summary()
+    standardization: Standardization | None = None  # lasso: features are standardized before the weights
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The training library's float32 predictions on raw features (what the fp32 payload reproduces)."""
+        return FittedModel(self.template, self.booster, self.hyperparameters, self.standardization).predict(X)
 
 
 @dataclass(frozen=True)
@@ -137,48 +151,90 @@ def evaluate(predictions: np.ndarray, test: pd.DataFrame, n_train: int) -> Model
     )
 
 
+def search_and_refit(
+    train: pd.DataFrame,
+    config: UseCaseConfig,
+    *,
+    seed: int,
+    candidates_per_template: int | None = None,
+    n_jobs: int = 1,
+    nthread: int = 1,
+    progress: Progress | None = None,
+) -> tuple[SearchResult, FittedModel]:
+    """The randomized search on the training rows, then the chosen candidate refit on all of them."""
+    search = search_line(
+        train,
+        config,
+        candidates_per_template=candidates_per_template,
+        nthread=nthread,
+        seed=seed,
+        progress=progress,
+        n_jobs=n_jobs,
+    )
+    fitted = template(search.chosen.template).fit(
+        train[config.feature_names].to_numpy(dtype=np.float32),
+        train["label"].to_numpy(dtype=np.float64),
+        search.chosen.refit_params(),
+        seed,
+        nthread=nthread,
+    )
+    return search, fitted
+
+
 def train_line_model(
     examples: pd.DataFrame,
     config: UseCaseConfig,
     *,
-    seed: int = 0,
-    n_estimators: int = 200,
-    max_depth: int = 6,
+    seed: int | None = None,
+    candidates_per_template: int | None = None,
+    n_jobs: int = 1,
+    nthread: int = 1,
+    progress: Progress | None = None,
 ) -> TrainedModel:
+    """Search on the training rows, refit the chosen candidate on all of them, score the test block."""
     check_examples(examples, config)
     features = config.feature_names
     split = time_split(examples, config)
-    X_train = split.train[features].to_numpy(dtype=np.float32)
+    seed = config.training.seed if seed is None else seed
+    search, fitted = search_and_refit(
+        split.train,
+        config,
+        seed=seed,
+        candidates_per_template=candidates_per_template,
+        n_jobs=n_jobs,
+        nthread=nthread,
+        progress=progress,
+    )
+    chosen = search.chosen
     X_test = split.test[features].to_numpy(dtype=np.float32)
-    params = {
-        "objective": "reg:squarederror",
-        "tree_method": "hist",
-        "max_depth": max_depth,
-        "eta": LEARNING_RATE,
-        "seed": seed,
-        "nthread": 1,  # one core per line: lines train in parallel instead
-    }
-    train_matrix = xgb.DMatrix(X_train, label=split.train["label"].to_numpy(), feature_names=features, nthread=1)
-    booster = xgb.train(params, train_matrix, num_boost_round=n_estimators)
-    predictions = booster.inplace_predict(X_test)
     return TrainedModel(
-        booster=booster,
+        booster=fitted.booster,
         feature_names=list(features),
-        metrics=evaluate(predictions, split.test, n_train=len(split.train)),
+        metrics=evaluate(fitted.predict(X_test), split.test, n_train=len(split.train)),
         training_start=split.train["window_start"].min().to_pydatetime(),
         training_end=split.train["window_end"].max().to_pydatetime(),
         X_test=X_test,
         y_test=split.test["label"].to_numpy(dtype=np.float64),
         training_data_sha256=training_data_sha256(split.train, features),
         test_start=split.test["window_start"].min().to_pydatetime(),
+        template=fitted.template,
+        hyperparameters=fitted.hyperparameters,
+        cv_rmse=chosen.cv_rmse,
+        search_summary=search.summary(),
+        standardization=fitted.standardization,
     )
 
 
 def train_lines(
     examples_by_line: dict[str, pd.DataFrame], config: UseCaseConfig, *, max_workers: int = 2, **train_options
 ) -> dict[str, TrainedModel]:
-    """One model per line, trained concurrently (XGBoost releases the GIL while it trains)."""
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="train-line") as pool:
+    """One model per line, lines concurrently (XGBoost releases the GIL while it trains); each line's
+    search gets the cores the lines leave over unless train_options sets n_jobs."""
+    if max_workers < 1:
+        raise ValueError(f"max_workers={max_workers} must be at least 1")
+    workers = max(1, min(max_workers, len(examples_by_line)))
+    train_options.setdefault("n_jobs", max(1, (os.cpu_count() or 1) // workers))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train-line") as pool:
         futures = {
             line: pool.submit(train_line_model, examples, config, **train_options)
             for line, examples in examples_by_line.items()
@@ -204,7 +260,10 @@ def save_trained(trained: TrainedModel, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     trained.booster.save_model(directory / BOOSTER_FILE)
-    np.savez(directory / TEST_SET_FILE, X_test=trained.X_test, y_test=trained.y_test)
+    arrays = {"X_test": trained.X_test, "y_test": trained.y_test}
+    if trained.standardization is not None:
+        arrays.update(feature_center=trained.standardization.center, feature_scale=trained.standardization.scale)
+    np.savez(directory / TEST_SET_FILE, **arrays)
     info = {
         "feature_names": trained.feature_names,
         "metrics": trained.metrics.model_dump(mode="json"),
@@ -212,6 +271,10 @@ def save_trained(trained: TrainedModel, directory: str | Path) -> Path:
         "training_end": trained.training_end.isoformat(),
         "test_start": trained.test_start.isoformat(),
         "training_data_sha256": trained.training_data_sha256,
+        "template": trained.template.value,
+        "hyperparameters": trained.hyperparameters,
+        "cv_rmse": trained.cv_rmse,
+        "search_summary": trained.search_summary,
     }
     (directory / TRAINED_INFO_FILE).write_text(json.dumps(info, indent=2))
     return directory
@@ -227,6 +290,11 @@ def load_trained(directory: str | Path) -> TrainedModel:
     info = json.loads((directory / TRAINED_INFO_FILE).read_text())
     with np.load(directory / TEST_SET_FILE, allow_pickle=False) as test_set:
         X_test, y_test = test_set["X_test"], test_set["y_test"]
+        standardization = (
+            Standardization(center=test_set["feature_center"], scale=test_set["feature_scale"])
+            if "feature_center" in test_set.files
+            else None
+        )
     return TrainedModel(
         booster=booster,
         feature_names=info["feature_names"],
@@ -237,6 +305,11 @@ def load_trained(directory: str | Path) -> TrainedModel:
         y_test=y_test,
         training_data_sha256=info["training_data_sha256"],
         test_start=datetime.fromisoformat(info["test_start"]),
+        template=ModelTemplate(info.get("template", ModelTemplate.XGBOOST.value)),
+        hyperparameters=info.get("hyperparameters", {}),
+        cv_rmse=info.get("cv_rmse"),
+        search_summary=info.get("search_summary", {}),
+        standardization=standardization,
     )
 
 
@@ -249,10 +322,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--examples", default=os.environ.get("SM_CHANNEL_TRAIN"), help="Parquet file or directory")
     parser.add_argument("--output", default=os.environ.get("SM_MODEL_DIR", "model"))
     parser.add_argument("--use-case", default="extrusion")
-    parser.add_argument("--n-estimators", type=int, default=200)
-    parser.add_argument("--max-depth", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-workers", type=int, default=2)
+    parser.add_argument(
+        "--candidates-per-template", type=int, default=None, help="default: the use case's training config"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="default: the use case's training.seed")
+    parser.add_argument("--max-workers", type=int, default=2, help="lines trained at once")
     args = parser.parse_args(argv)
     if not args.examples:
         parser.error("--examples is required (or set SM_CHANNEL_TRAIN)")
@@ -263,8 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         load_use_case(args.use_case),
         max_workers=args.max_workers,
         seed=args.seed,
-        n_estimators=args.n_estimators,
-        max_depth=args.max_depth,
+        candidates_per_template=args.candidates_per_template,
     )
     return {line: save_trained(model, Path(args.output) / line) for line, model in trained.items()}
 

@@ -36,6 +36,8 @@ EXPECTED_ENV = {
     "device_registry": {names.DEVICE_TABLE_ENV},
     "status_intake": ROLLOUT_ENV,
     "orchestrator": ROLLOUT_ENV,
+    "wave_controller": ROLLOUT_ENV,
+    "fleet_status": {names.DEVICE_TABLE_ENV, names.DEPLOYMENT_TABLE_ENV},
 }
 
 

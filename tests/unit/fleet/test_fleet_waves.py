@@ -123,10 +123,11 @@ def test_failed_share_past_the_threshold_fails_the_rollout_with_reasons(devices,
     _report(devices, record, [second], DeviceStatus.ROLLED_BACK, clock, reason="health check failed")
     failed = _advance(devices, deployments, delivery, record)  # 2/9 = 22% > 20%, others still pending
 
-    assert failed.state is DeploymentState.FAILED
+    # Past the threshold the rollout fails and, with no earlier model to restore, ends rolled back.
+    assert failed.state is DeploymentState.ROLLED_BACK
     assert [w.state for w in failed.waves] == [DeploymentState.SUCCEEDED, DeploymentState.FAILED]
-    assert failed.reason == (
-        f"wave 1 (fp32): 2 of 9 devices failed (22% > threshold 20%): "
+    assert failed.reason.startswith(
+        f"rollout {record.deployment_id} failed at wave 1 (fp32): 2/9 failed (22% > threshold 20%): "
         f"{first} rejected: feature schema differs; {second} rolled_back: health check failed"
     )
     assert deployments.get(record.deployment_id) == failed
@@ -141,8 +142,8 @@ def test_a_failed_canary_stops_before_the_rest(devices, deployments):
     delivery, clock = RecordingDelivery(), _Clock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
     _report(devices, record, record.waves[0].targets, DeviceStatus.REJECTED, clock, reason="bad payload")
-    assert _advance(devices, deployments, delivery, record).state is DeploymentState.FAILED
-    assert delivery.waves == [0]
+    assert _advance(devices, deployments, delivery, record).state is DeploymentState.ROLLED_BACK
+    assert delivery.waves == [0]  # the rest never received it, and nothing was restored
 
 
 def test_a_failed_delivery_is_undone_and_retried(devices, deployments):

@@ -33,17 +33,21 @@ from edgeloop.sagemaker_pipelines.steps.train import (
     training_data_sha256,
 )
 from edgeloop.sagemaker_pipelines.steps.train import main as train_main
-from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas import ModelTemplate, load_use_case, names
 from edgeloop.schemas.model import Precision, feature_schema_hash
 from edgeloop.schemas.training import ViolationClass
 
-FAST = {"n_estimators": 40, "max_depth": 4}
+FAST = {"candidates_per_template": 2}  # per template, x 4 CV folds
 MODEL_BUCKET = "edgeloop-models-test"
 
 
 @pytest.fixture(scope="module")
 def config():
-    return load_use_case("extrusion")
+    # the tier tests are about tree payloads (fp16 leaves): search the boosted-tree template only
+    use_case = load_use_case("extrusion")
+    return use_case.model_copy(
+        update={"training": use_case.training.model_copy(update={"templates": [ModelTemplate.XGBOOST]})}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +135,14 @@ def test_too_few_examples_are_refused(examples, config):
 def test_lines_train_concurrently(config):
     lines = ["line-1", "line-2"]
     frames = {line: synthetic_examples(config, line_id=line, n=300, seed=i) for i, line in enumerate(lines)}
-    models = train_lines(frames, config, max_workers=2, n_estimators=10, max_depth=3)
+    models = train_lines(frames, config, max_workers=2, candidates_per_template=1)
     assert set(models) == {"line-1", "line-2"}
     assert models["line-1"].training_data_sha256 != models["line-2"].training_data_sha256
 
 
 def test_a_failing_line_is_named(config):
     with pytest.raises(ValueError, match="line 'line-9'"):
-        train_lines({"line-9": synthetic_examples(config, n=10)}, config, n_estimators=5)
+        train_lines({"line-9": synthetic_examples(config, n=10)}, config, candidates_per_template=1)
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -157,6 +161,9 @@ def test_export_is_bit_exact_and_described_by_its_manifest(exported, trained):
     assert manifest.feature_schema_hash == feature_schema_hash(trained.feature_names)
     assert manifest.training_data_sha256 == trained.training_data_sha256
     assert manifest.metrics == trained.metrics
+    assert (manifest.template, manifest.hyperparameters, manifest.cv_rmse) == (
+        trained.template, trained.hyperparameters, trained.cv_rmse)  # fmt: skip
+    assert manifest.code_version is None  # not given
     scorer = load_payload(
         payload, expected_sha256=tier.sha256, expected_feature_schema_hash=manifest.feature_schema_hash
     )
@@ -374,13 +381,13 @@ def test_steps_run_from_the_command_line(registry, config, tmp_path):
             str(tmp_path / "examples.parquet"),
             "--output",
             str(tmp_path / "model"),
-            "--n-estimators",
-            "8",
-            "--max-depth",
-            "3",
+            "--candidates-per-template",
+            "1",
         ]
     )
     assert sorted(saved) == ["line-1", "line-2"]
+    expected = {"lasso": 1, "random_forest": 1, "xgboost": 1}  # every template the extrusion YAML allows
+    assert load_trained(saved["line-1"]).search_summary["candidates_per_template"] == expected
     arns = register_main(["--trained", str(tmp_path / "model"), "--model-bucket", MODEL_BUCKET, "--version", "0.1.0"])
     assert sorted(arns) == ["line-1", "line-2"]
     package = registry.describe_model_package(ModelPackageName=arns["line-2"])

@@ -1,0 +1,180 @@
+"""The training benchmark's dataset: 90 days of one simulated extrusion line as training examples.
+
+One `ExtrusionLineSimulator` (default config, fixed seed) is advanced a day at a time; its
+readings become curated-like rows (line_id, metric, time_ms, value) and its context intervals
+(runs with spec limits) go through the production chain, `metric_packer.logic.assemble_examples`
+with the extrusion use case (5-minute packs every 30 s, label = mean cold_od_average over 30 s,
+5 minutes after the pack). A run is packed once the simulator has passed its end, from the
+samples buffered since its start, so chunking by day changes nothing: packs and labels never
+look outside their run. Only the unfinished run's samples are carried to the next day, which
+bounds memory to about a day of readings.
+
+Written once to benchmarks/.data/training-v<version>/ (not committed) as examples.parquet with a
+manifest (generator version, seed, days, rows, sha256 of the file) and reused while it matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
+from edgeloop.functions.metric_packer.logic import PackStats, assemble_examples
+from edgeloop.schemas import ContextKind, load_use_case
+
+GENERATOR_VERSION = 1
+DATA_ROOT = Path(__file__).resolve().parent / ".data"
+USE_CASE = "extrusion"
+LINE_ID = "line-1"
+SEED = 20260101
+DAYS = 90
+START_MS = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+DAY_S = 86_400
+EXAMPLES_FILE = "examples.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TrainingDataset:
+    path: Path  # the examples Parquet
+    manifest: dict
+    generated_s: float | None  # seconds spent generating it in this process; None when reused
+
+    def examples(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path)
+
+
+def dataset_dir(days: int = DAYS, seed: int = SEED, root: Path = DATA_ROOT) -> Path:
+    return root / f"training-v{GENERATOR_VERSION}" / f"{LINE_ID}-seed{seed}-{days}d"
+
+
+def ensure_examples(days: int = DAYS, *, seed: int = SEED, root: Path = DATA_ROOT) -> TrainingDataset:
+    """The examples of `days` simulated days, generated (and cached under `root`) unless a valid copy exists."""
+    if not isinstance(days, int) or days < 1:
+        raise ValueError(f"days={days!r} must be a positive whole number")
+    directory = dataset_dir(days, seed, root)
+    path, manifest_path = directory / EXAMPLES_FILE, directory / MANIFEST_FILE
+    expected = {"generator_version": GENERATOR_VERSION, "seed": seed, "days": days, "line_id": LINE_ID}
+    cached = _valid_manifest(manifest_path, path, expected)
+    if cached is not None:
+        return TrainingDataset(path=path, manifest=cached, generated_s=None)
+
+    print(f"   generating {days} simulated days of {LINE_ID} (seed {seed}) as training examples (once)", flush=True)
+    start = time.perf_counter()
+    examples, stats = simulate_examples(days, seed=seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    examples.to_parquet(tmp, compression="zstd", index=False)
+    tmp.rename(path)  # a crashed generation never leaves a file the manifest could vouch for
+    elapsed = time.perf_counter() - start
+    manifest = {
+        **expected,
+        "use_case": USE_CASE,
+        "start_ms": START_MS,
+        "rows": len(examples),
+        "sha256": _sha256(path),
+        "generation_s": round(elapsed, 1),
+        "pack_stats": stats.__dict__,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"   {len(examples):,} examples from {stats.runs} runs in {elapsed:.1f} s -> {path}", flush=True)
+    return TrainingDataset(path=path, manifest=manifest, generated_s=elapsed)
+
+
+def simulate_examples(days: int, *, seed: int = SEED, chunk_s: int = DAY_S) -> tuple[pd.DataFrame, PackStats]:
+    """Examples of every run the simulated line finishes within `days` days, in time order,
+    simulated and packed `chunk_s` seconds at a time (the result does not depend on it)."""
+    use_case = load_use_case(USE_CASE)
+    simulator = ExtrusionLineSimulator(LINE_ID, seed=seed, start_ms=START_MS)
+    buffered = _empty_samples()
+    packed_runs: set[str] = set()
+    frames, stats = [], PackStats()
+    for chunk_start_s in range(0, days * DAY_S, chunk_s):
+        seconds = min(chunk_s, days * DAY_S - chunk_start_s)
+        buffered = pd.concat([buffered, curated_like(*simulator.advance_arrays(seconds))], ignore_index=True)
+        finished = _finished_runs(simulator, packed_runs)
+        if finished:
+            build = assemble_examples(buffered, finished, use_case)
+            frames.append(build.examples)
+            stats.add(build.stats)
+            packed_runs.update(run.interval_id for run in finished)
+        # keep only what the run in progress (or the next one) still needs
+        buffered = buffered[buffered["time_ms"] >= _open_from_ms(simulator)].reset_index(drop=True)
+    examples = pd.concat(frames, ignore_index=True)
+    stats.examples = len(examples)
+    return examples, stats
+
+
+def curated_like(metric_index: np.ndarray, time_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """Simulator readings in the curated columns the packer reads."""
+    n = len(time_ms)
+    return pd.DataFrame(
+        {
+            "line_id": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[LINE_ID]),
+            "metric": pd.Categorical.from_codes(metric_index.astype(np.int8), categories=list(METRICS)),
+            "time_ms": time_ms.astype(np.int64),
+            "value": values.astype(np.float64),
+        }
+    )
+
+
+def _empty_samples() -> pd.DataFrame:
+    return curated_like(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+
+def _finished_runs(simulator: ExtrusionLineSimulator, packed: set[str]):
+    """Run intervals that ended by the simulator's present and were not packed yet.
+
+    context_intervals() cuts a run in progress at the present; such a run is left for later, when
+    its real end is known (its segment's end_s).
+    """
+    ended_ms = {
+        f"{LINE_ID}-run-{s.run_number:04d}": simulator.start_ms + s.end_s * 1000
+        for s in simulator.segments()
+        if s.kind == "run"
+    }
+    return [
+        interval
+        for interval in simulator.context_intervals()
+        if interval.kind is ContextKind.RUN
+        and interval.interval_id not in packed
+        and ended_ms[interval.interval_id] <= simulator.now_ms
+        and _ms(interval.end) == ended_ms[interval.interval_id]
+    ]
+
+
+def _open_from_ms(simulator: ExtrusionLineSimulator) -> int:
+    """Start of the earliest segment not over yet: samples before it are no longer needed."""
+    open_segments = [s for s in simulator.segments() if simulator.start_ms + s.end_s * 1000 > simulator.now_ms]
+    return simulator.start_ms + min(s.start_s for s in open_segments) * 1000 if open_segments else simulator.now_ms
+
+
+def _valid_manifest(manifest_path: Path, path: Path, expected: dict) -> dict | None:
+    if not (manifest_path.exists() and path.exists()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if any(manifest.get(key) != value for key, value in expected.items()):
+        return None
+    return manifest if manifest.get("sha256") == _sha256(path) else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)

@@ -1,0 +1,226 @@
+"""`edgeloop models ...`: the model registry as a data scientist reads it.
+
+Answers come from SageMaker's registry (list/describe of the edgeloop Model Package Groups and their
+packages, whose CustomerMetadataProperties carry the lineage) and, for `show`, the model's manifest in S3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.schemas import names
+
+models_app = typer.Typer(no_args_is_help=True, help="Registered models per line: versions, lineage, tiers.")
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+APPROVAL_STATUSES = ("Approved", "Rejected", "PendingManualApproval")
+
+
+@dataclass(frozen=True)
+class PackageRow:
+    group: str
+    package_version: int
+    model_version: str
+    template: str
+    status: str
+    mse: float | None
+    created: datetime | None
+    arn: str
+
+
+def _sagemaker():
+    from edgeloop.functions.common import aws
+
+    return aws.client("sagemaker")
+
+
+def _paged(method, key: str, **request) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while True:
+        page = method(**request)
+        items += page.get(key, [])
+        if not page.get("NextToken"):
+            return items
+        request["NextToken"] = page["NextToken"]
+
+
+def group_names(use_case: str | None = None, line_id: str | None = None) -> list[str]:
+    """edgeloop Model Package Groups, narrowed to a use case and/or line."""
+    prefix = f"{names.MODEL_PACKAGE_GROUP_PREFIX}-"
+    groups = _paged(_sagemaker().list_model_package_groups, "ModelPackageGroupSummaryList", NameContains=prefix)
+    found = sorted(g["ModelPackageGroupName"] for g in groups if g["ModelPackageGroupName"].startswith(prefix))
+    if use_case and line_id:
+        return [g for g in found if g == names.model_package_group_name(use_case, line_id)]
+    if use_case:
+        return [g for g in found if g.startswith(f"{prefix}{use_case.replace('_', '-')}-")]
+    if line_id:
+        return [g for g in found if g.endswith(f"-{line_id.replace('_', '-')}")]
+    return found
+
+
+def package_rows(
+    use_case: str | None = None, line_id: str | None = None, status: str | None = None
+) -> list[PackageRow]:
+    from edgeloop.sagemaker_pipelines.steps.register import METADATA_PREFIX
+
+    if status is not None and status not in APPROVAL_STATUSES:
+        raise ValueError(f"--status {status!r} is not one of {list(APPROVAL_STATUSES)}")
+    sagemaker = _sagemaker()
+    rows = []
+    for group in group_names(use_case, line_id):
+        request = {"ModelPackageGroupName": group, **({"ModelApprovalStatus": status} if status else {})}
+        for summary in _paged(sagemaker.list_model_packages, "ModelPackageSummaryList", **request):
+            package = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            metadata = package.get("CustomerMetadataProperties") or {}
+            mse = metadata.get(f"{METADATA_PREFIX}metric:mse")
+            rows.append(
+                PackageRow(
+                    group=group,
+                    package_version=int(package.get("ModelPackageVersion") or 0),
+                    model_version=metadata.get(f"{METADATA_PREFIX}version", "-"),
+                    template=metadata.get(f"{METADATA_PREFIX}template", "-"),
+                    status=package.get("ModelApprovalStatus", "-"),
+                    mse=float(mse) if mse is not None else None,
+                    created=package.get("CreationTime"),
+                    arn=package["ModelPackageArn"],
+                )
+            )
+    return sorted(rows, key=lambda r: (r.group, r.package_version))
+
+
+def resolve_package(reference: str) -> dict[str, Any]:
+    """A described package from its ARN, or GROUP/N (package version) or GROUP/MAJOR.MINOR.PATCH."""
+    from edgeloop.sagemaker_pipelines.steps.register import METADATA_PREFIX
+
+    sagemaker = _sagemaker()
+    if reference.startswith("arn:"):
+        return sagemaker.describe_model_package(ModelPackageName=reference)
+    group, sep, version = reference.rpartition("/")
+    if not sep or not group or not version:
+        raise ValueError(f"package {reference!r} is neither an ARN nor GROUP/VERSION")
+    for summary in _paged(sagemaker.list_model_packages, "ModelPackageSummaryList", ModelPackageGroupName=group):
+        package = sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        model_version = (package.get("CustomerMetadataProperties") or {}).get(f"{METADATA_PREFIX}version")
+        if version in (str(package.get("ModelPackageVersion")), model_version):
+            return package
+    raise ValueError(f"package {reference!r}: group {group!r} has no version {version!r}")
+
+
+def package_details(reference: str):
+    """(described package, RegistryLineage, ModelManifest) of one model package."""
+    from edgeloop.sagemaker_pipelines.steps.register import load_manifest, parse_lineage
+
+    package = resolve_package(reference)
+    lineage = parse_lineage(package.get("CustomerMetadataProperties") or {})
+    return package, lineage, load_manifest(lineage.manifest_uri)
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def list_models(
+    use_case: str = typer.Option(None, "--use-case", help="only this use case's groups"),
+    line: str = typer.Option(None, "--line", help="only this line's group"),
+    status: str = typer.Option(None, "--status", help=f"one of {', '.join(APPROVAL_STATUSES)}"),
+) -> None:
+    """Model package versions per line: version, template, approval status, MSE, created."""
+    try:
+        rows = package_rows(use_case, line, status)
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    table = Table(title="Registered models (SageMaker Model Package Groups)")
+    for column in ("group", "#", "version", "template", "status", "MSE", "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.group,
+            str(row.package_version),
+            row.model_version,
+            row.template,
+            row.status,
+            f"{row.mse:.6g}" if row.mse is not None else "-",
+            row.created.isoformat(timespec="seconds") if isinstance(row.created, datetime) else "-",
+        )
+    console.print(table)
+    if not rows:
+        console.print("no model packages found")
+
+
+@models_app.command("show")
+def show_model(
+    reference: str = typer.Argument(..., help="package ARN, or GROUP/N, or GROUP/MAJOR.MINOR.PATCH"),
+) -> None:
+    """A model version's whole lineage: data, code, parameters, metrics and tiers."""
+    try:
+        package, lineage, manifest = package_details(reference)
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    summary = Table(title=f"{manifest.model_id} {manifest.version}", show_header=False)
+    summary.add_column("field")
+    summary.add_column("value")
+    for field, value in _summary_fields(package, lineage, manifest):
+        summary.add_row(field, value)
+    console.print(summary)
+    tiers = Table(title="Compatibility tiers")
+    for column in ("precision", "architectures", "min runtime", "bytes", "max abs error", "sha256", "signed"):
+        tiers.add_column(column)
+    for tier in manifest.tiers:
+        tiers.add_row(
+            tier.precision.value,
+            " ".join(a.value for a in tier.architectures),
+            tier.min_runtime_version,
+            f"{tier.payload_bytes:,}",
+            f"{tier.max_abs_error:.3g}",
+            tier.sha256,
+            "yes" if tier.signature else "no",
+        )
+    console.print(tiers)
+
+
+def _summary_fields(package: dict[str, Any], lineage, manifest) -> list[tuple[str, str]]:
+    metrics = manifest.metrics
+    reference = lineage.reference
+    per_class = lambda values: " ".join(f"{k}={v:.3f}" for k, v in sorted(values.items())) or "-"  # noqa: E731
+    return [
+        ("package", package["ModelPackageArn"]),
+        ("status", package.get("ModelApprovalStatus", "-")),
+        ("use case / lines", f"{manifest.use_case} / {' '.join(manifest.line_ids)}"),
+        ("family / template", f"{manifest.family.value} / {manifest.template.value if manifest.template else '-'}"),
+        ("hyperparameters", " ".join(f"{k}={v}" for k, v in sorted(manifest.hyperparameters.items())) or "-"),
+        ("cv RMSE", f"{manifest.cv_rmse:.6g}" if manifest.cv_rmse is not None else "-"),
+        ("code version", manifest.code_version or lineage.code_version or "-"),
+        ("data range", f"{_iso(lineage.data_start)} .. {_iso(lineage.data_end)}"),
+        ("data sha256", lineage.data_sha256 or "-"),
+        ("training range", f"{_iso(manifest.training_start)} .. {_iso(manifest.training_end)}"),
+        ("training data sha256", manifest.training_data_sha256),
+        (
+            "test MSE / MAE",
+            f"{metrics.mse:.6g} / {metrics.mae:.6g} (n_train={metrics.n_train}, n_test={metrics.n_test})",
+        ),
+        ("precision", per_class(metrics.precision)),
+        ("recall", per_class(metrics.recall)),
+        (
+            "reference data",
+            f"{reference.rows} rows, MSE {reference.mse:.6g}, violation recall "
+            f"{'-' if reference.violation_recall is None else f'{reference.violation_recall:.3f}'}, "
+            f"sha256 {reference.content_sha256}"
+            if reference
+            else "-",
+        ),
+        ("features", f"{len(manifest.features)} (schema {manifest.feature_schema_hash})"),
+        ("manifest", lineage.manifest_uri),
+        ("created", _iso(manifest.created_at)),
+    ]
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "-"

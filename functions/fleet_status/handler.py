@@ -1,0 +1,112 @@
+"""The fleet API (API Gateway REST, IAM-authenticated): fleet status, device history, why-not.
+
+GET /devices?site=&line=&model=&status=   -> {"devices": [DeviceRecord, ...]}
+GET /devices/{thing}/history?limit=       -> {"thing_name": ..., "history": [DeviceHistoryEntry, ...]} newest first
+GET /models/{version}/why-not?model_id=   -> WhyNotReport
+A bad parameter value answers 400 naming the parameter and the value; an unknown device or model
+version 404.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from edgeloop.functions.common.lambda_context import context_or_local
+from edgeloop.functions.common.observability import powertools
+from edgeloop.functions.device_registry.data_access import DeviceTable
+from edgeloop.functions.orchestrator.data_access import DeploymentTable
+
+from .logic import InvalidParameter, NotFound, device_history, fleet_status, why_not
+from .settings import Settings
+
+logger, tracer, metrics = powertools("fleet_status")
+app = APIGatewayRestResolver()
+
+DEVICE_FILTERS = ("site", "line", "model", "status")
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _devices() -> DeviceTable:
+    return DeviceTable(_settings().device_table)
+
+
+def _query(allowed: tuple[str, ...]) -> dict[str, str]:
+    """The request's query parameters; one the route does not take is refused by name."""
+    params = dict(app.current_event.query_string_parameters or {})
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise InvalidParameter(
+            unknown[0], params[unknown[0]], f"is not a parameter of this query (it takes {list(allowed)})"
+        )
+    return params
+
+
+@app.get("/devices")
+@tracer.capture_method
+def get_devices() -> dict:
+    params = _query(DEVICE_FILTERS)
+    records = fleet_status(
+        _devices(),
+        site=params.get("site"),
+        line_id=params.get("line"),
+        model_version=params.get("model"),
+        status=params.get("status"),
+    )
+    return {"devices": [r.model_dump(mode="json") for r in records]}
+
+
+@app.get("/devices/<thing>/history")
+@tracer.capture_method
+def get_history(thing: str) -> dict:
+    params = _query(("limit",))
+    limit = params.get("limit")
+    if limit is not None and not limit.isdigit():
+        raise InvalidParameter("limit", limit, "is not a whole number")
+    entries = device_history(_devices(), thing, limit=None if limit is None else int(limit))
+    return {"thing_name": thing, "history": [e.model_dump(mode="json") for e in entries]}
+
+
+@app.get("/models/<version>/why-not")
+@tracer.capture_method
+def get_why_not(version: str) -> dict:
+    params = _query(("model_id",))
+    report = why_not(
+        _devices(), DeploymentTable(_settings().deployment_table), version, model_id=params.get("model_id")
+    )
+    return report.model_dump(mode="json")
+
+
+@app.exception_handler(InvalidParameter)
+def _bad_parameter(exc: InvalidParameter) -> Response:
+    metrics.add_metric(name="BadRequests", unit=MetricUnit.Count, value=1)
+    body = {"error": str(exc), "parameter": exc.parameter, "value": str(exc.value)}
+    return _json(400, body)
+
+
+@app.exception_handler(NotFound)
+def _not_found(exc: NotFound) -> Response:
+    return _json(404, {"error": str(exc)})
+
+
+def _json(status: int, body: dict) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+def lambda_handler(event: dict, context) -> dict:
+    return _handle(event, context_or_local(context, "fleet_status"))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def _handle(event: dict, context) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,261 @@
+"""Dataset step: one line's labeled examples for a date range, split into training and reference data.
+
+Examples are rebuilt from the curated partitions whose event date lies in [start, end] and the line's
+context intervals (metric packer -> labeler -> feature extractor), plus examples labeled through the
+review queue. The newest `validation.reference_share` of them by window_end is the reference dataset
+the evaluate step judges candidates on; training rows whose label window (window_end + horizon_s +
+label_window_s) would reach into the reference period are dropped, so no label is shared.
+
+Outputs (the pipeline's ProcessingStep outputs, mapped under --output):
+    train/examples.parquet, reference/examples.parquet, dataset/dataset.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from edgeloop.functions.common import s3
+from edgeloop.functions.compaction.logic import CURATED_SCHEMA, dedupe_and_sort, empty_curated
+from edgeloop.functions.metric_packer.data_access import get_context_intervals
+from edgeloop.functions.metric_packer.logic import build_examples
+from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, names
+from edgeloop.schemas.common import Contract, Sha256Hex, UtcDatetime
+from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
+
+from .train import EXAMPLE_COLUMNS, check_examples, training_data_sha256
+
+TRAIN_DIR = "train"
+REFERENCE_DIR = "reference"
+DATASET_DIR = "dataset"
+EXAMPLES_FILE = "examples.parquet"
+DATASET_FILE = "dataset.json"
+MIN_REFERENCE_ROWS = 2
+MIN_TRAIN_ROWS = 10
+# Examples are identified by their window; a measured label wins over a reviewed one for the same pack.
+EXAMPLE_IDENTITY = ["line_id", "window_start", "window_end"]
+
+
+class DatasetInfo(Contract):
+    """dataset/dataset.json: what the dataset step produced, for lineage and the later steps."""
+
+    line_id: str
+    use_case: str
+    start: date | None = Field(description="requested first event date (None: from the earliest data)")
+    end: date | None = Field(description="requested last event date, inclusive (None: to the latest data)")
+    rows_train: int = Field(ge=0)
+    rows_reference: int = Field(ge=0)
+    content_sha256: Sha256Hex = Field(description="training rows then reference rows (train.training_data_sha256)")
+    train_sha256: Sha256Hex
+    reference_sha256: Sha256Hex
+    data_start: UtcDatetime = Field(description="earliest window_start of the examples used")
+    data_end: UtcDatetime = Field(description="latest window_end of the examples used")
+    rows_dropped_for_gap: int = Field(
+        default=0, ge=0, description="training rows left out because their label window reaches the reference period"
+    )
+    reviewed_rows: int = Field(default=0, ge=0, description="examples whose label came from the review queue")
+
+
+@dataclass(frozen=True)
+class LineDataset:
+    train: pd.DataFrame
+    reference: pd.DataFrame
+    info: DatasetInfo
+
+
+# --- reading the line's data ---------------------------------------------------------------------
+
+
+def read_curated_range(bucket: str, line_id: str, start: date | None, end: date | None) -> pd.DataFrame:
+    """Curated rows of a line from the event_date partitions in [start, end] only."""
+    prefix = f"{names.CURATED_PREFIX}/line={line_id}/"
+    keys = [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet") and _in_range(k, start, end)]
+    if not keys:
+        return empty_curated()
+    frames = [_read_curated_part(s3.get_bytes(bucket, key)) for key in keys]
+    return dedupe_and_sort(pd.concat(frames, ignore_index=True))
+
+
+def _in_range(key: str, start: date | None, end: date | None) -> bool:
+    marker = "event_date="
+    position = key.find(marker)
+    if position < 0:
+        return False
+    event_date = date.fromisoformat(key[position + len(marker) :].split("/", 1)[0])
+    return (start is None or event_date >= start) and (end is None or event_date <= end)
+
+
+def _read_curated_part(body: bytes) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(body)).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA).to_pandas()
+
+
+def clip_intervals(intervals: list[ContextInterval], start: date | None, end: date | None) -> list[ContextInterval]:
+    """Intervals cut to [start 00:00, end + 1 day 00:00) UTC, so every pack lies inside the range."""
+    lower = datetime.combine(start, time(), tzinfo=UTC) if start else None
+    upper = datetime.combine(end + timedelta(days=1), time(), tzinfo=UTC) if end else None
+    clipped = []
+    for interval in intervals:
+        begin = max(interval.start, lower) if lower else interval.start
+        finish = min(interval.end, upper) if upper else interval.end
+        if begin < finish:
+            clipped.append(interval.model_copy(update={"start": begin, "end": finish}))
+    return clipped
+
+
+def reviewed_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.DataFrame | None:
+    """Auto-labeled and reviewed examples (functions/labeler/review.py), or None while that
+    module does not exist in this checkout. The import is deferred so the dataset step works either way."""
+    try:
+        from edgeloop.functions.labeler.review import labeled_from_review
+    except ImportError:
+        return None
+    return labeled_from_review(bucket, line_id, use_case)
+
+
+def merge_reviewed(measured: pd.DataFrame, reviewed: pd.DataFrame | None, use_case: UseCaseConfig) -> pd.DataFrame:
+    if reviewed is None or reviewed.empty:
+        return measured
+    check_examples(reviewed, use_case)
+    columns = [*EXAMPLE_COLUMNS, *use_case.feature_names]
+    merged = pd.concat([measured[columns], reviewed[columns]], ignore_index=True)
+    return merged.drop_duplicates(EXAMPLE_IDENTITY, keep="first").reset_index(drop=True)
+
+
+def _within(examples: pd.DataFrame, start: date | None, end: date | None) -> pd.DataFrame:
+    keep = np.ones(len(examples), dtype=bool)
+    if start is not None:
+        keep &= (examples["window_start"] >= pd.Timestamp(start, tz="UTC")).to_numpy()
+    if end is not None:
+        keep &= (examples["window_end"] <= pd.Timestamp(end + timedelta(days=1), tz="UTC")).to_numpy()
+    return examples[keep].reset_index(drop=True)
+
+
+# --- the split -----------------------------------------------------------------------------------
+
+
+def reference_split(examples: pd.DataFrame, use_case: UseCaseConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, reference): the newest reference_share by window_end, with a label gap before it."""
+    ordered = examples.sort_values(["window_end", "window_start"], kind="stable").reset_index(drop=True)
+    n_reference = max(MIN_REFERENCE_ROWS, int(np.ceil(len(ordered) * use_case.validation.reference_share)))
+    reference = ordered.iloc[len(ordered) - n_reference :].reset_index(drop=True)
+    gap = pd.Timedelta(seconds=use_case.horizon_s + use_case.label_window_s)
+    candidates = ordered.iloc[: len(ordered) - n_reference]
+    train = candidates[candidates["window_end"] + gap <= reference["window_start"].min()].reset_index(drop=True)
+    if len(train) < MIN_TRAIN_ROWS or len(reference) < MIN_REFERENCE_ROWS:
+        raise ValueError(
+            f"{len(examples)} examples leave {len(train)} training and {len(reference)} reference rows after the "
+            f"{gap} label gap; need at least {MIN_TRAIN_ROWS} and {MIN_REFERENCE_ROWS}"
+        )
+    return train, reference
+
+
+def build_dataset(
+    *, data_bucket: str, line_id: str, use_case: UseCaseConfig, start: date | None, end: date | None
+) -> LineDataset:
+    if start and end and end < start:
+        raise ValueError(f"end={end.isoformat()} is before start={start.isoformat()}")
+    curated = read_curated_range(data_bucket, line_id, start, end)
+    intervals = clip_intervals(
+        [i for i in get_context_intervals(data_bucket, line_id) if i.kind is ContextKind.RUN], start, end
+    )
+    measured = build_examples(curated, intervals, use_case)
+    reviewed = reviewed_examples(data_bucket, line_id, use_case)
+    examples = _within(merge_reviewed(measured, reviewed, use_case), start, end)
+    if examples.empty:
+        where = f"s3://{data_bucket}/{names.CURATED_PREFIX}/line={line_id}/"
+        raise ValueError(f"line_id={line_id!r}: no labeled examples in {where} between start={start} and end={end}")
+    check_examples(examples, use_case)
+    train, reference = reference_split(examples, use_case)
+    features = use_case.feature_names
+    used = pd.concat([train, reference], ignore_index=True)
+    info = DatasetInfo(
+        line_id=line_id,
+        use_case=use_case.use_case,
+        start=start,
+        end=end,
+        rows_train=len(train),
+        rows_reference=len(reference),
+        content_sha256=training_data_sha256(used, features),
+        train_sha256=training_data_sha256(train, features),
+        reference_sha256=training_data_sha256(reference, features),
+        data_start=used["window_start"].min().to_pydatetime(),
+        data_end=used["window_end"].max().to_pydatetime(),
+        rows_dropped_for_gap=len(examples) - len(used),
+        reviewed_rows=int((used["label_source"] == LabelSource.REVIEWED.value).sum()),
+    )
+    return LineDataset(train=train, reference=reference, info=info)
+
+
+# --- step I/O ------------------------------------------------------------------------------------
+
+
+def write_dataset(dataset: LineDataset, output: str | Path) -> Path:
+    output = Path(output)
+    for name, frame in ((TRAIN_DIR, dataset.train), (REFERENCE_DIR, dataset.reference)):
+        (output / name).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(output / name / EXAMPLES_FILE, index=False)
+    (output / DATASET_DIR).mkdir(parents=True, exist_ok=True)
+    (output / DATASET_DIR / DATASET_FILE).write_text(dataset.info.model_dump_json(indent=2))
+    return output
+
+
+def read_dataset_info(directory: str | Path) -> DatasetInfo:
+    """dataset.json from the dataset step's `dataset/` output (or the file itself)."""
+    path = Path(directory)
+    path = path / DATASET_FILE if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"--dataset {directory}: no {DATASET_FILE} there")
+    return DatasetInfo.model_validate_json(path.read_text())
+
+
+def read_examples(directory: str | Path) -> pd.DataFrame:
+    """examples.parquet from a train/ or reference/ output (or the file itself)."""
+    path = Path(directory)
+    path = path / EXAMPLES_FILE if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: no {EXAMPLES_FILE} there")
+    return pd.read_parquet(path)
+
+
+def parse_day(name: str, text: str | None) -> date | None:
+    """An ISO date argument; empty means unbounded (pipeline parameters default to "")."""
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text[:10]) if len(text) > 10 and text[10] == "T" else date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def main(argv: list[str] | None = None) -> DatasetInfo:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-bucket", default=os.environ.get(names.DATA_BUCKET_ENV, names.LOCAL_DATA_BUCKET))
+    parser.add_argument("--line-id", required=True)
+    parser.add_argument("--start", default="", help="first event date, YYYY-MM-DD (empty: from the earliest)")
+    parser.add_argument("--end", default="", help="last event date, inclusive (empty: to the latest)")
+    parser.add_argument("--use-case", default="extrusion")
+    parser.add_argument("--output", default="/opt/ml/processing/output")
+    args = parser.parse_args(argv)
+    try:
+        start, end = parse_day("--start", args.start), parse_day("--end", args.end)
+    except ValueError as exc:
+        parser.error(str(exc))
+    dataset = build_dataset(
+        data_bucket=args.data_bucket, line_id=args.line_id, use_case=load_use_case(args.use_case), start=start, end=end
+    )
+    write_dataset(dataset, args.output)
+    print(dataset.info.model_dump_json(indent=2))
+    return dataset.info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Evaluate step: judge a candidate against the line's champion on the reference dataset.
+
+Both models are scored the way a gateway scores them: the fp32 weight-only payload through the
+device scorer (greengrass_components/model_runner/scorer.py), not the training library. The candidate's
+payload is exported in memory; the champion's (the latest Approved package of the line's Model Package
+Group) is read back through its manifest. Gates, in order:
+- every prediction is finite;
+- recall of violations (LSL and USL together: a violation counts as recalled when predicted as that
+  same violation) >= validation.min_recall_violation;
+- with a comparable champion (same feature schema hash): candidate MSE <= champion MSE x
+  validation.max_mse_ratio_vs_champion. Without one the absolute gates decide alone.
+
+Output: <output>/evaluation.json (EvaluationReport), which the pipeline's ConditionStep reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from botocore.exceptions import ClientError
+from pydantic import Field
+
+from edgeloop.functions.common import aws
+from edgeloop.greengrass_components.model_runner.scorer import Scorer, load_payload
+from edgeloop.schemas import names
+from edgeloop.schemas.common import Contract
+from edgeloop.schemas.model import ModelManifest, ModelMetrics, Precision, feature_schema_hash
+from edgeloop.schemas.training import ViolationClass
+from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
+
+from .dataset import read_dataset_info, read_examples
+from .export import export_model
+from .register import load_manifest, parse_s3_uri
+from .train import (
+    TRAINED_INFO_FILE,
+    TrainedModel,
+    check_examples,
+    classify,
+    evaluate,
+    load_trained,
+    training_data_sha256,
+)
+
+EVALUATION_FILE = "evaluation.json"
+VIOLATIONS = (ViolationClass.LSL.value, ViolationClass.USL.value)
+CANDIDATE_VERSION = "0.0.0"  # the in-memory export is never uploaded; its version is a placeholder
+
+
+class ScoredMetrics(ModelMetrics):
+    """ModelMetrics on the reference data, plus violations (LSL+USL) taken together."""
+
+    violation_precision: float | None = Field(default=None, description="None: no violation was predicted")
+    violation_recall: float | None = Field(default=None, description="None: the reference data has no violation")
+    finite: bool = True
+
+
+class ReferenceInfo(Contract):
+    rows: int = Field(ge=0)
+    content_sha256: str
+
+
+class ChampionInfo(Contract):
+    model_package_arn: str
+    model_id: str
+    version: str
+    feature_schema_hash: str
+
+
+class EvaluationReport(Contract):
+    line_id: str
+    passed: bool
+    reason: str
+    candidate: ScoredMetrics
+    champion: ScoredMetrics | None = None
+    champion_model: ChampionInfo | None = None
+    reference: ReferenceInfo
+    dataset_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Champion:
+    arn: str
+    manifest: ModelManifest
+    scorer: Scorer
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def candidate_scorer(trained: TrainedModel, *, use_case: UseCaseConfig, line_id: str) -> Scorer:
+    """The fp32 payload a device would receive, exported in memory (parity-checked by export_model)."""
+    exported = export_model(
+        trained,
+        model_id=f"{use_case.use_case}-{line_id}",
+        version=CANDIDATE_VERSION,
+        use_case=use_case.use_case,
+        line_ids=[line_id],
+        target=use_case.target_metric,
+        precisions=(Precision.FP32,),
+    )
+    tier = exported.manifest.tier(Precision.FP32)
+    return load_payload(
+        exported.payloads[Precision.FP32],
+        expected_sha256=tier.sha256,
+        expected_feature_schema_hash=exported.manifest.feature_schema_hash,
+    )
+
+
+def score(scorer: Scorer, reference: pd.DataFrame, *, n_train: int) -> ScoredMetrics:
+    predictions = scorer.predict(reference[scorer.features].to_numpy(dtype=np.float32))
+    finite = bool(np.isfinite(predictions).all())
+    # metrics of non-finite predictions are meaningless (and MSE would be inf/NaN): report the gate instead
+    safe = np.where(np.isfinite(predictions), predictions, 0.0)
+    metrics = evaluate(safe, reference, n_train=n_train)
+    precision, recall = violation_rates(safe, reference)
+    return ScoredMetrics(**metrics.model_dump(), violation_precision=precision, violation_recall=recall, finite=finite)
+
+
+def violation_rates(predictions: np.ndarray, reference: pd.DataFrame) -> tuple[float | None, float | None]:
+    """(precision, recall) of LSL and USL violations together; a hit is the same violation class."""
+    predicted = classify(predictions, reference["spec_lower"].to_numpy(), reference["spec_upper"].to_numpy())
+    actual = reference["label_class"].astype(str).to_numpy()
+    hits = int((np.isin(actual, VIOLATIONS) & (predicted == actual)).sum())
+    n_predicted = int(np.isin(predicted, VIOLATIONS).sum())
+    n_actual = int(np.isin(actual, VIOLATIONS).sum())
+    return (hits / n_predicted if n_predicted else None), (hits / n_actual if n_actual else None)
+
+
+# --- the champion --------------------------------------------------------------------------------
+
+
+def latest_approved_package(group_name: str) -> dict[str, Any] | None:
+    """The Approved package with the highest version in the group (None: no group or none approved)."""
+    sagemaker = aws.client("sagemaker")
+    summaries: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"ModelPackageGroupName": group_name, "ModelApprovalStatus": "Approved"}
+    try:
+        while True:
+            page = sagemaker.list_model_packages(**request)
+            summaries += page.get("ModelPackageSummaryList", [])
+            if not page.get("NextToken"):
+                break
+            request["NextToken"] = page["NextToken"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+    if not summaries:
+        return None
+    newest = max(summaries, key=lambda s: s.get("ModelPackageVersion") or 0)
+    return sagemaker.describe_model_package(ModelPackageName=newest["ModelPackageArn"])
+
+
+def load_champion(use_case: UseCaseConfig, line_id: str) -> Champion | None:
+    package = latest_approved_package(names.model_package_group_name(use_case.use_case, line_id))
+    if package is None:
+        return None
+    arn = package["ModelPackageArn"]
+    manifest_uri = (package.get("CustomerMetadataProperties") or {}).get(names.MANIFEST_URI_METADATA_KEY)
+    if not manifest_uri:
+        raise ValueError(f"champion {arn} has no {names.MANIFEST_URI_METADATA_KEY} in its CustomerMetadataProperties")
+    manifest = load_manifest(manifest_uri)
+    tier = manifest.tier(Precision.FP32)
+    bucket, _ = parse_s3_uri(manifest_uri)
+    payload = aws.client("s3").get_object(Bucket=bucket, Key=tier.payload_key)["Body"].read()
+    scorer = load_payload(
+        payload, expected_sha256=tier.sha256, expected_feature_schema_hash=manifest.feature_schema_hash
+    )
+    return Champion(arn=arn, manifest=manifest, scorer=scorer)
+
+
+# --- the decision --------------------------------------------------------------------------------
+
+
+def judge(
+    candidate: ScoredMetrics, champion: ScoredMetrics | None, config: UseCaseConfig, note: str = ""
+) -> tuple[bool, str]:
+    """(passed, reason); the reason names the numbers that decided."""
+    gates = config.validation
+    if not candidate.finite:
+        return False, "candidate predictions are not all finite on the reference data"
+    recall = candidate.violation_recall
+    if recall is not None and recall < gates.min_recall_violation:
+        return False, (
+            f"candidate violation recall {recall:.4f} < min_recall_violation {gates.min_recall_violation:.4f}"
+        )
+    recall_text = "no violations in the reference data" if recall is None else f"violation recall {recall:.4f}"
+    if champion is None:
+        prefix = f"{note}; " if note else "no champion; "
+        return True, f"{prefix}candidate MSE {candidate.mse:.6g}, {recall_text} (absolute gates only)"
+    bound = champion.mse * gates.max_mse_ratio_vs_champion
+    comparison = (
+        f"candidate MSE {candidate.mse:.6g} {'>' if candidate.mse > bound else '<='} champion MSE "
+        f"{champion.mse:.6g} x {gates.max_mse_ratio_vs_champion:g} = {bound:.6g}"
+    )
+    if candidate.mse > bound:
+        return False, comparison
+    return True, f"{comparison}; {recall_text}"
+
+
+def evaluate_candidate(
+    trained: TrainedModel, reference: pd.DataFrame, config: UseCaseConfig, *, line_id: str
+) -> EvaluationReport:
+    check_examples(reference, config)
+    n_train = trained.metrics.n_train
+    candidate = score(candidate_scorer(trained, use_case=config, line_id=line_id), reference, n_train=n_train)
+    champion = load_champion(config, line_id)
+    champion_metrics, champion_info, note = None, None, ""
+    if champion is not None:
+        champion_info = ChampionInfo(
+            model_package_arn=champion.arn,
+            model_id=champion.manifest.model_id,
+            version=champion.manifest.version,
+            feature_schema_hash=champion.manifest.feature_schema_hash,
+        )
+        if champion.scorer.feature_schema_hash == candidate_feature_hash(trained):
+            champion_metrics = score(champion.scorer, reference, n_train=champion.manifest.metrics.n_train)
+        else:
+            note = (
+                f"champion {champion.manifest.version} ({champion.arn}) has feature schema "
+                f"{champion.manifest.feature_schema_hash[:12]}, the candidate {candidate_feature_hash(trained)[:12]}: "
+                "comparison skipped"
+            )
+    passed, reason = judge(candidate, champion_metrics, config, note)
+    return EvaluationReport(
+        line_id=line_id,
+        passed=passed,
+        reason=reason,
+        candidate=candidate,
+        champion=champion_metrics,
+        champion_model=champion_info,
+        reference=ReferenceInfo(
+            rows=len(reference), content_sha256=training_data_sha256(reference, trained.feature_names)
+        ),
+    )
+
+
+def candidate_feature_hash(trained: TrainedModel) -> str:
+    return feature_schema_hash(trained.feature_names)
+
+
+# --- step I/O ------------------------------------------------------------------------------------
+
+
+def line_model_dir(model_dir: Path, line_id: str, unpack_to: Path) -> Path:
+    """The saved model of `line_id` under train.main's output, also when SageMaker packed it as model.tar.gz."""
+    archive = model_dir / "model.tar.gz"
+    if archive.exists():
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpack_to, filter="data")
+        model_dir = unpack_to
+    for candidate in (model_dir / line_id, model_dir):
+        if (candidate / TRAINED_INFO_FILE).exists():
+            return candidate
+    raise FileNotFoundError(f"--model {model_dir}: no saved model for line_id={line_id!r} (expected {line_id}/)")
+
+
+def read_evaluation(directory: str | Path) -> EvaluationReport:
+    path = Path(directory)
+    path = path / EVALUATION_FILE if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"--evaluation {directory}: no {EVALUATION_FILE} there")
+    return EvaluationReport.model_validate_json(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> EvaluationReport:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="train step output (<line_id>/ per line, or model.tar.gz)")
+    parser.add_argument("--reference", required=True, help="dataset step's reference/ output")
+    parser.add_argument("--dataset", required=True, help="dataset step's dataset/ output")
+    parser.add_argument("--use-case", default="extrusion")
+    parser.add_argument(
+        "--model-bucket",
+        default=os.environ.get(names.MODEL_BUCKET_ENV, names.LOCAL_MODEL_BUCKET),
+        help="the model bucket (the champion is read from the bucket its registered manifest URI names)",
+    )
+    parser.add_argument("--output", default="/opt/ml/processing/evaluation")
+    args = parser.parse_args(argv)
+    info = read_dataset_info(args.dataset)
+    config = load_use_case(args.use_case)
+    if info.use_case != config.use_case:
+        parser.error(f"--use-case {config.use_case!r} differs from the dataset's use_case={info.use_case!r}")
+    with tempfile.TemporaryDirectory(prefix="edgeloop-model-") as unpacked:
+        trained = load_trained(line_model_dir(Path(args.model), info.line_id, Path(unpacked)))
+    report = evaluate_candidate(trained, read_examples(args.reference), config, line_id=info.line_id)
+    report = report.model_copy(update={"dataset_sha256": info.content_sha256})
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / EVALUATION_FILE).write_text(report.model_dump_json(indent=2))
+    print(f"{info.line_id}: {'passed' if report.passed else 'FAILED'}: {report.reason}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Registration with lineage: data range and hash, code version, template, metrics in the registry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from moto import mock_aws
+from synthetic_line_examples import synthetic_examples
+
+from edgeloop.sagemaker_pipelines.steps import register as register_step
+from edgeloop.sagemaker_pipelines.steps.dataset import DatasetInfo, reference_split
+from edgeloop.sagemaker_pipelines.steps.evaluate import EvaluationReport, ReferenceInfo, ScoredMetrics
+from edgeloop.sagemaker_pipelines.steps.export import export_model
+from edgeloop.sagemaker_pipelines.steps.register import (
+    METADATA_ENTRIES_MAX,
+    METADATA_VALUE_MAX,
+    ValidationFailed,
+    approve_model,
+    check_metadata,
+    code_version,
+    lineage_of,
+    load_manifest,
+    metadata_properties,
+    next_version,
+    parse_lineage,
+    register_model,
+)
+from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model
+from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas.model import Precision
+
+MODEL_BUCKET = "edgeloop-models-lineage-test"
+LINE = "line-1"
+
+
+@pytest.fixture(scope="module")
+def config():
+    use_case = load_use_case("extrusion")
+    training = use_case.training.model_copy(update={"candidates_per_template": 1, "cv_folds": 2})
+    return use_case.model_copy(update={"training": training})
+
+
+@pytest.fixture(scope="module")
+def trained(config):
+    train, _ = reference_split(synthetic_examples(config, line_id=LINE, n=500, seed=2), config)
+    return train_line_model(train, config)
+
+
+@pytest.fixture(scope="module")
+def dataset_info(trained):
+    return DatasetInfo(
+        line_id=LINE,
+        use_case="extrusion",
+        start=datetime(2026, 3, 1).date(),
+        end=datetime(2026, 3, 2).date(),
+        rows_train=400,
+        rows_reference=75,
+        content_sha256="1" * 64,
+        train_sha256="2" * 64,
+        reference_sha256="3" * 64,
+        data_start=datetime(2026, 3, 1, 6, tzinfo=UTC),
+        data_end=datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
+    )
+
+
+def evaluation(passed: bool = True, reason: str = "no champion; candidate MSE 0.01") -> EvaluationReport:
+    metrics = ScoredMetrics(
+        mse=0.0123456789, mae=0.08, precision={"usl_violation": 0.9}, recall={"usl_violation": 0.8},
+        n_train=400, n_test=75, violation_precision=0.9, violation_recall=0.8,
+    )  # fmt: skip
+    return EvaluationReport(
+        line_id=LINE, passed=passed, reason=reason, candidate=metrics,
+        reference=ReferenceInfo(rows=75, content_sha256="3" * 64),
+    )  # fmt: skip
+
+
+def exported_with_lineage(trained, version: str = "1.0.0", precisions=(Precision.FP32, Precision.FP16_LEAVES)):
+    return export_model(
+        trained, code_version="0123456789abcdef0123456789abcdef01234567", model_id=f"extrusion-{LINE}",
+        version=version, use_case="extrusion", line_ids=[LINE], target="cold_od_average", precisions=precisions,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def registry():
+    with mock_aws():
+        boto3.client("s3").create_bucket(
+            Bucket=MODEL_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        yield boto3.client("sagemaker")
+
+
+def test_metadata_and_manifest_round_trip_through_the_registry(registry, trained, dataset_info):
+    exported = exported_with_lineage(trained)
+    arn = register_model(exported, model_bucket=MODEL_BUCKET, dataset=dataset_info, evaluation=evaluation())
+    properties = registry.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    lineage = parse_lineage(properties)
+    manifest_uri = properties[names.MANIFEST_URI_METADATA_KEY]
+    assert lineage == lineage_of(exported.manifest, manifest_uri, dataset=dataset_info, evaluation=evaluation())
+    assert load_manifest(manifest_uri) == exported.manifest
+    # the lineage a data scientist asks for, spelled out
+    assert lineage.data_start == dataset_info.data_start and lineage.data_end == dataset_info.data_end
+    assert lineage.data_sha256 == dataset_info.content_sha256
+    assert lineage.code_version == exported.manifest.code_version == "0123456789abcdef0123456789abcdef01234567"
+    assert lineage.metrics == trained.metrics
+    assert lineage.reference.mse == 0.0123456789 and lineage.reference.violation_recall == 0.8
+    assert [t.precision for t in lineage.tiers] == [Precision.FP32, Precision.FP16_LEAVES]
+    assert lineage.template == trained.template.value == exported.manifest.template.value
+    assert lineage.cv_rmse == trained.cv_rmse == exported.manifest.cv_rmse
+    assert exported.manifest.hyperparameters == trained.hyperparameters and trained.hyperparameters
+    assert len(properties) <= METADATA_ENTRIES_MAX
+    assert all(len(v) <= METADATA_VALUE_MAX for v in properties.values())
+
+
+def test_metadata_stays_within_sagemaker_limits_with_every_tier(trained, dataset_info):
+    exported = exported_with_lineage(trained, precisions=(Precision.FP32, Precision.FP16_LEAVES, Precision.QUANTIZED))
+    properties = metadata_properties(exported.manifest, "s3://b/k", dataset=dataset_info, evaluation=evaluation())
+    check_metadata(properties)
+    assert len(properties) <= METADATA_ENTRIES_MAX
+
+
+def test_a_failed_evaluation_is_refused_naming_the_reason(registry, trained, dataset_info):
+    failed = evaluation(passed=False, reason="candidate MSE 0.05 > champion MSE 0.01 x 1.1 = 0.011")
+    with pytest.raises(ValidationFailed, match=r"not registering: candidate MSE 0.05 > champion MSE 0.01"):
+        register_model(exported_with_lineage(trained), model_bucket=MODEL_BUCKET, evaluation=failed)
+    assert registry.list_model_package_groups()["ModelPackageGroupSummaryList"] == []
+    assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=MODEL_BUCKET)
+
+
+def test_main_registers_the_dataset_line_with_lineage_and_refuses_a_failed_one(
+    registry, trained, dataset_info, tmp_path
+):
+    save_trained(trained, tmp_path / "model" / LINE)
+    save_trained(trained, tmp_path / "model" / "line-2")  # another line's model: not this dataset's
+    (tmp_path / "dataset.json").write_text(dataset_info.model_dump_json())
+    (tmp_path / "evaluation.json").write_text(evaluation().model_dump_json())
+    argv = ["--trained", str(tmp_path / "model"), "--model-bucket", MODEL_BUCKET, "--use-case", "extrusion",
+            "--dataset", str(tmp_path), "--evaluation", str(tmp_path), "--code-version", "v-test", "--approve"]  # fmt: skip
+    first = register_step.main(argv)
+    second = register_step.main(argv)
+    assert list(first) == [LINE]
+    described = [registry.describe_model_package(ModelPackageName=a[LINE]) for a in (first, second)]
+    assert [d["ModelApprovalStatus"] for d in described] == ["Approved", "Approved"]
+    lineages = [parse_lineage(d["CustomerMetadataProperties"]) for d in described]
+    assert [x.version for x in lineages] == ["1.0.0", "1.0.1"]  # next patch, not an overwrite
+    assert lineages[0].code_version == "v-test" and lineages[0].data_sha256 == "1" * 64
+    assert load_manifest(lineages[1].manifest_uri).code_version == "v-test"
+    group = names.model_package_group_name("extrusion", LINE)
+    assert next_version(group) == "1.0.2"
+
+    (tmp_path / "evaluation.json").write_text(
+        evaluation(False, "candidate violation recall 0.1 < 0.5").model_dump_json()
+    )
+    with pytest.raises(ValidationFailed, match="candidate violation recall 0.1 < 0.5"):
+        register_step.main(argv)
+    assert next_version(group) == "1.0.2"
+
+
+def test_code_version_is_the_checkout_commit():
+    version = code_version()
+    assert version == code_version()  # computed once
+    assert len(version) == 40 and int(version, 16) >= 0
+
+
+def test_parse_refuses_foreign_metadata():
+    with pytest.raises(ValueError, match="not an edgeloop model package"):
+        parse_lineage({"team": "vision"})
+
+
+def test_models_cli_lists_and_shows_the_lineage(registry, trained, dataset_info, monkeypatch):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from edgeloop import models_cli
+
+    monkeypatch.setattr(models_cli, "console", Console(width=400, soft_wrap=True))
+    exported = exported_with_lineage(trained)
+    arn = register_model(exported, model_bucket=MODEL_BUCKET, dataset=dataset_info, evaluation=evaluation())
+    register_model(exported_with_lineage(trained, "1.0.1"), model_bucket=MODEL_BUCKET)
+    approve_model(arn)
+    group = names.model_package_group_name("extrusion", LINE)
+
+    rows = models_cli.package_rows(use_case="extrusion", line_id=LINE)
+    assert [(r.package_version, r.model_version, r.status) for r in rows] == [
+        (1, "1.0.0", "Approved"),
+        (2, "1.0.1", "PendingManualApproval"),
+    ]
+    assert rows[0].mse == trained.metrics.mse and rows[0].template == exported.manifest.template.value
+    assert [r.model_version for r in models_cli.package_rows(status="Approved")] == ["1.0.0"]
+    assert models_cli.package_rows(use_case="injection_molding") == []
+
+    runner = CliRunner()
+    listed = runner.invoke(models_cli.models_app, ["list", "--line", LINE])
+    assert listed.exit_code == 0, listed.output
+    assert group in listed.output and "PendingManualApproval" in listed.output
+    for reference in (arn, f"{group}/1", f"{group}/1.0.0"):
+        shown = runner.invoke(models_cli.models_app, ["show", reference])
+        assert shown.exit_code == 0, shown.output
+        for expected in (
+            dataset_info.content_sha256,
+            dataset_info.data_start.isoformat(),
+            exported.manifest.code_version,
+            exported.manifest.tiers[0].sha256,
+            "x86_64 aarch64 armv7l",
+            exported.manifest.template.value,
+            f"{exported.manifest.cv_rmse:.6g}",
+        ):
+            assert expected in shown.output, expected
+        assert all(f"{name}=" in shown.output for name in exported.manifest.hyperparameters)
+    missing = runner.invoke(models_cli.models_app, ["show", f"{group}/9"])
+    assert missing.exit_code == 2 and "has no version '9'" in missing.output
+    bad_status = runner.invoke(models_cli.models_app, ["list", "--status", "approved"])
+    assert bad_status.exit_code == 2 and "--status 'approved'" in bad_status.output
