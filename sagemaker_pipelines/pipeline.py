@@ -25,7 +25,6 @@ lookup) and every S3 location is explicit (the SDK uploads nothing and asks S3 n
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeloop.functions.common.settings import temporary_environment
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import UseCaseConfig
 
@@ -197,16 +197,8 @@ def offline_sagemaker(region: str) -> Iterator[None]:
             "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config_file),
             "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(config_file),
         }
-        saved = {key: os.environ.get(key) for key in overrides}
-        os.environ.update(overrides)
-        try:
+        with temporary_environment(overrides):
             yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 @contextmanager

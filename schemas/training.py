@@ -40,6 +40,10 @@ class TrainingExample(Contract):
     spec_upper: float
 
 
+# The examples table's columns besides the features (one column per feature name follows them).
+EXAMPLE_META_COLUMNS = tuple(name for name in TrainingExample.model_fields if name != "features")
+
+
 # --- semi-automatic labels: the review queue ----------------------------------------------------
 
 

@@ -10,14 +10,13 @@ with.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, redirect_stdout
+from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -26,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeloop.demo.settings import DEMO_ARCHITECTURES, DEMO_RUNTIME_VERSION, DEMO_SITE, DemoSettings
+from edgeloop.functions.common.settings import temporary_environment
 from edgeloop.schemas import DeviceRecord, DeviceStatus, ModelMetrics, load_use_case, names
 
 SIM_MARGIN_S = 15 * 60  # keeps every simulated (and predicted) timestamp in the past
@@ -494,24 +494,10 @@ def _bridge_handlers(log: TextIO) -> dict[str, Callable]:
 QUIET_LAMBDA_ENV = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
 
 
-@contextmanager
-def _environment(overrides: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoOutcome:
     # an explicit file keeps the console on the terminal while handler output is redirected
     console = console or Console(file=sys.stdout)
-    with _environment(QUIET_LAMBDA_ENV), warnings.catch_warnings():
+    with temporary_environment(QUIET_LAMBDA_ENV), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         return _run_demo(settings, console)
 

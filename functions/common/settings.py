@@ -7,7 +7,8 @@ variables, and a bad or missing one is reported by variable name and value.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +17,21 @@ from edgeloop.schemas import names
 from edgeloop.schemas.common import Identifier
 
 DEFAULT_USE_CASE = "extrusion"
+
+
+@contextmanager
+def temporary_environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for a block, then restore each one as it was (unset ones unset)."""
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class EnvSettings(BaseModel):

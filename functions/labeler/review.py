@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +24,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from scipy.special import ndtr
-from scipy.stats import truncnorm
 
 from edgeloop.functions.common import s3
 from edgeloop.functions.labeler.logic import classify
@@ -46,17 +45,6 @@ HOLDOUT_SHARE = 0.2
 RIDGE_ALPHA = 1.0
 WRITE_ATTEMPTS = 5  # conditional rewrites of the queue before giving up on a busy line
 
-EXAMPLE_META = (
-    "line_id",
-    "run_id",
-    "window_start",
-    "window_end",
-    "label",
-    "label_class",
-    "label_source",
-    "spec_lower",
-    "spec_upper",
-)
 PROPOSAL_COLUMNS = tuple(LabelProposal.model_fields)
 _OPTIONAL_FLOATS = ("proposed_label", "prediction_std", "final_label")
 _OPTIONAL_TEXT = ("proposed_class", "reviewer", "final_class")
@@ -130,10 +118,31 @@ def _fit_ridge(X: np.ndarray, y: np.ndarray) -> _Ridge:
     return _Ridge(center, scale, weights, intercept)
 
 
+# numpy has no erf; these run in the metric packer's Lambda, whose layers carry no scipy
+_erfc = np.vectorize(math.erfc, otypes=[float])
+
+
+def _normal_cdf(z: np.ndarray | float) -> np.ndarray:
+    return 0.5 * _erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0))
+
+
+def _normal_pdf(z: float) -> float:
+    return math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi) if math.isfinite(z) else 0.0
+
+
+def truncated_normal_mean(mean: float, std: float, low: float, high: float) -> float:
+    """Mean of N(mean, std^2) restricted to [low, high]; NaN when the interval has no mass numerically."""
+    a, b = (low - mean) / std, (high - mean) / std
+    mass = float(_normal_cdf(b) - _normal_cdf(a))
+    if not mass > 0:
+        return math.nan
+    return mean + std * (_normal_pdf(a) - _normal_pdf(b)) / mass
+
+
 def class_probabilities(mean: np.ndarray, std: float, lower: np.ndarray, upper: np.ndarray) -> dict[str, np.ndarray]:
     """P(LSL), P(in range), P(USL) per pack for a target distributed N(mean, std^2)."""
-    p_lsl = ndtr((np.asarray(lower) - mean) / std)
-    p_usl = ndtr((mean - np.asarray(upper)) / std)
+    p_lsl = _normal_cdf((np.asarray(lower) - mean) / std)
+    p_usl = _normal_cdf((mean - np.asarray(upper)) / std)
     p_in = np.clip(1.0 - p_lsl - p_usl, 0.0, 1.0)
     return {ViolationClass.LSL.value: p_lsl, ViolationClass.IN_RANGE.value: p_in, ViolationClass.USL.value: p_usl}
 
@@ -376,7 +385,7 @@ def label_for_class(proposal: LabelProposal, label_class: ViolationClass) -> flo
             "correct it with a value instead"
         )
     mean, std = proposal.proposed_label, proposal.prediction_std
-    value = float(truncnorm.mean((low - mean) / std, (high - mean) / std, loc=mean, scale=std))
+    value = truncated_normal_mean(mean, std, low, high)
     if not np.isfinite(value):  # the class lies far in the prediction's tail: take its nearest edge
         value = low if np.isfinite(low) and mean < low else high
     # classes are strict outside the limits (label < lower is LSL): keep the value inside its class

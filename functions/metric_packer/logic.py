@@ -30,21 +30,12 @@ from edgeloop.functions.feature_extractor.alignment import align_to_grid
 from edgeloop.functions.feature_extractor.logic import CHUNK_PACKS, extract_features
 from edgeloop.functions.labeler.logic import classify, label_packs
 from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, UseCaseConfig, names
+from edgeloop.schemas.training import EXAMPLE_META_COLUMNS
 
 from .data_access import get_context_intervals, put_examples
 
 MAX_GAP_PERIODS = 5
-META_COLUMNS = (
-    "line_id",
-    "run_id",
-    "window_start",
-    "window_end",
-    "label",
-    "label_class",
-    "label_source",
-    "spec_lower",
-    "spec_upper",
-)
+META_COLUMNS = EXAMPLE_META_COLUMNS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import xgboost as xgb
 
 from edgeloop.schemas.model import ModelMetrics, ModelTemplate
-from edgeloop.schemas.training import ViolationClass
+from edgeloop.schemas.training import EXAMPLE_META_COLUMNS, ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
 
 from .search import Progress, SearchResult, search_line
@@ -32,17 +32,7 @@ from .templates import FittedModel, Standardization, template
 TEST_FRACTION = 0.25
 MIN_SPLIT_ROWS = 2  # fewer train or test rows than this cannot yield a model and a metric
 
-EXAMPLE_COLUMNS = (
-    "line_id",
-    "run_id",
-    "window_start",
-    "window_end",
-    "label",
-    "label_class",
-    "label_source",
-    "spec_lower",
-    "spec_upper",
-)
+EXAMPLE_COLUMNS = EXAMPLE_META_COLUMNS
 
 
 @dataclass(frozen=True)

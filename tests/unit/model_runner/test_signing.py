@@ -132,7 +132,7 @@ def test_register_step_signs_with_a_configured_key_and_warns_without(tmp_path, c
     path = write_key_pair(tmp_path).private_key_path
     assert public_key_b64(signing_key_for(str(path))) == public_key_b64(load_private_key(path))
     assert signing_key_for(None) is None
-    assert "unsigned payloads" in capsys.readouterr().err
+    assert "UNSIGNED payloads" in capsys.readouterr().err
 
 
 def test_signature_fields_are_optional_and_checked():
