@@ -7,8 +7,14 @@ with BatchWriteItem (registration itself is one announcement at a time, so that 
 Timed per size: start_rollout (registry lookup, manifest from S3, a scan of the device table, the
 plan, the deployment record, every target marked PENDING by compare-and-swap, wave 0 delivered
 through LocalDelivery with a publisher that only counts), then one status report per target
-through status intake's conditional write (record_report; advance() after each report is left
-out: it re-reads the current wave, see the report). Then the fleet query by model version
+through the whole status-intake path (handle_status_report: the device's conditional write, the
+count in its wave's counter, and advance(), which delivers each next wave and ends the rollout
+SUCCEEDED). Earlier versions timed record_report alone and left advance() out, because it re-read
+the whole current wave on every report (quadratic per rollout); advance() now reads the wave's
+counter item and reads the wave only when the counts say it is complete or failed, so it is
+included. `status.dynamodb_calls_per_report_*` is the mean number of DynamoDB calls per report
+(constant when wave control is O(1) per report) and `status.wave_reads_*` the number of reports
+that read a whole wave (one per wave, normally). Then the fleet query by model version
 (by_model_version GSI) at the large size, median of repeats.
 
 `rollout.scaling_ratio_10k_vs_1k` is the per-device cost at 10k over that at 1k: ~1.0 is linear.
@@ -23,6 +29,7 @@ import os
 import statistics
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -32,14 +39,16 @@ from edgeloop.functions.device_registry.data_access import DeviceTable, record_t
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.delivery import LocalDelivery
 from edgeloop.functions.orchestrator.logic import APPROVAL_DETAIL_TYPE, start_rollout
-from edgeloop.functions.status_intake.logic import record_report
+from edgeloop.functions.status_intake.logic import Outcome, handle_status_report
 from edgeloop.local.aws import local_aws_environment, table_definition
 from edgeloop.local.moto_server import MotoServer
 from edgeloop.schemas import (
     Architecture,
     CompatibilityTier,
+    DeploymentState,
     DeviceRecord,
     DeviceStatus,
+    IotRuleEvent,
     ModelManifest,
     ModelMetrics,
     ModelStatusReport,
@@ -70,10 +79,15 @@ def run() -> dict[str, tuple[float, str]]:
         for size in (small, large):
             devices, deployments = _fresh_tables(size)
             _seed(devices, size)
-            elapsed, targets = _timed_rollout(devices, deployments, package_arn)
-            per_device[size] = elapsed / size * 1000
+            timed = _timed_rollout(devices, deployments, package_arn)
+            per_device[size] = timed.elapsed_s / size * 1000
             results[f"rollout.per_device_ms_{_label(size)}"] = (per_device[size], "ms/device")
-            results[f"rollout.targets_{_label(size)}"] = (float(targets), "devices")
+            results[f"rollout.targets_{_label(size)}"] = (float(timed.targets), "devices")
+            results[f"status.dynamodb_calls_per_report_{_label(size)}"] = (
+                timed.report_calls / timed.targets,
+                "calls/report",
+            )
+            results[f"status.wave_reads_{_label(size)}"] = (float(timed.wave_reads), "reports")
         results[f"rollout.scaling_ratio_{_label(large)}_vs_{_label(small)}"] = (
             per_device[large] / per_device[small],
             "ratio",
@@ -208,7 +222,30 @@ def _device(i: int) -> DeviceRecord:
     )
 
 
-def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_arn: str) -> tuple[float, int]:
+@dataclass(frozen=True)
+class TimedRollout:
+    elapsed_s: float
+    targets: int
+    report_calls: int  # DynamoDB calls made while taking the status reports
+    wave_reads: int  # reports during which advance() read a whole wave (BatchGetItem)
+
+
+@contextmanager
+def _counted_dynamodb_calls():
+    operations: list[str] = []
+
+    def hook(model, **_):
+        operations.append(model.name)
+
+    events = client("dynamodb").meta.events
+    events.register("before-call.dynamodb", hook)
+    try:
+        yield operations
+    finally:
+        events.unregister("before-call.dynamodb", hook)
+
+
+def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_arn: str) -> TimedRollout:
     published = []
     delivery = LocalDelivery(lambda topic, payload: published.append(topic))
     event = {
@@ -224,20 +261,41 @@ def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_a
         model_bucket=names.LOCAL_MODEL_BUCKET,
         now=NOW,
     )
+    report_calls = wave_reads = 0
+    # In wave order: a wave's devices report once it has been delivered (the previous one completed).
     for n, thing in enumerate(record.targets):
-        report = ModelStatusReport(
-            thing_name=thing,
-            deployment_id=record.deployment_id,
-            model_id=MODEL_ID,
-            version=NEW_VERSION,
-            status=DeviceStatus.APPLIED,
-            sent_at=NOW + timedelta(seconds=1, microseconds=n),
-        )
-        record_report(report, devices, now=NOW + timedelta(seconds=2))
+        with _counted_dynamodb_calls() as calls:
+            intake = handle_status_report(
+                _report_event(record.deployment_id, thing, NOW + timedelta(seconds=1, microseconds=n)),
+                devices=devices,
+                deployments=deployments,
+                delivery=delivery,
+                now=NOW + timedelta(seconds=2),
+            )
+        if intake.outcome is not Outcome.RECORDED or intake.deployment is None:
+            raise RuntimeError(f"status report of {thing} was not recorded: {intake.outcome} {intake.refused}")
+        report_calls += len(calls)
+        wave_reads += "BatchGetItem" in calls
     elapsed = time.perf_counter() - started
     if not published or len(record.targets) == 0:
         raise RuntimeError(f"rollout {record.deployment_id} delivered nothing: {record.reason}")
-    return elapsed, len(record.targets)
+    final = deployments.get(record.deployment_id)
+    if final.state is not DeploymentState.SUCCEEDED:
+        raise RuntimeError(f"rollout {record.deployment_id} ended {final.state.value}, not succeeded: {final.reason}")
+    return TimedRollout(elapsed, len(record.targets), report_calls, wave_reads)
+
+
+def _report_event(deployment_id: str, thing: str, sent_at: datetime) -> IotRuleEvent:
+    report = ModelStatusReport(
+        thing_name=thing,
+        deployment_id=deployment_id,
+        model_id=MODEL_ID,
+        version=NEW_VERSION,
+        status=DeviceStatus.APPLIED,
+        sent_at=sent_at,
+    )
+    received_ms = int((sent_at + timedelta(seconds=1)).timestamp() * 1000)
+    return IotRuleEvent.from_message(names.model_status_topic(thing), report.model_dump_json().encode(), received_ms)
 
 
 def _query_ms(devices: DeviceTable) -> float:

@@ -1,10 +1,28 @@
-"""The deployment table: one DeploymentRecord per rollout, written by compare-and-swap.
+"""The deployment table: one DeploymentRecord per rollout, written by compare-and-swap, and the
+outcome counters of its waves.
 
 Every status report may advance a rollout, and reports of one wave arrive together, so two
 invocations can both find the wave complete; the revision check lets exactly one of them record
 (and deliver) the next wave. The record is kept whole as JSON in `document` (waves nest, and
 DynamoDB's number type would turn thresholds into Decimals); the top-level attributes repeat the
 fields an operator filters by in the console.
+
+Wave counters (single-table). Deciding after each report whether a wave is complete would mean
+re-reading every device of the wave; instead each wave has a counter item beside the deployment
+item, so the check is one GetItem:
+
+    deployment item  deployment_id=<deployment_id>               revision, document, updates, ...
+    counter item     deployment_id=<deployment_id>#wave#<index>  wave_of=<deployment_id>, applied=N, failed=N
+
+`#` is not allowed in a deployment id (put_if_absent refuses it; ids from the orchestrator are
+[A-Za-z0-9-]), so a counter key never collides with a deployment. Counter items have no
+`document`, by which `scan_all` leaves them out. They are never part of the deployment's
+compare-and-swap: status intake changes them with UpdateItem ADD (atomic, so concurrent reports
+never lose a count), and only for a wave that `track_wave` started counting (`wave_of` is set
+there, before the wave is delivered). A wave without a tracked counter (a rollout started before
+counters existed, or a crash between the wave's transition and its tracking) has no counts; the
+wave controller then falls back to reading the wave's devices. The counts are a hint that says
+when that full read is worth doing, never the decision itself.
 """
 
 from __future__ import annotations
@@ -23,6 +41,11 @@ from edgeloop.schemas import DeploymentRecord, ModelManifest, ModelUpdate, Preci
 REVISION = "revision"
 DOCUMENT = "document"
 UPDATES = "updates"
+WAVE_COUNTER_SEPARATOR = "#wave#"
+WAVE_OF = "wave_of"
+APPLIED_COUNT = "applied"
+FAILED_COUNT = "failed"
+_KEY_RESERVED = "#"  # separates a deployment id from what hangs off it (wave counters)
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,22 @@ class StoredDeployment:
     record: DeploymentRecord
     revision: int
     updates: dict[Precision, ModelUpdate] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WaveCounts:
+    """How many devices of a wave have reported the deployment applied, and how many failed."""
+
+    applied: int
+    failed: int
+
+    @property
+    def reported(self) -> int:
+        return self.applied + self.failed
+
+
+def wave_counter_key(deployment_id: str, wave_index: int) -> str:
+    return f"{deployment_id}{WAVE_COUNTER_SEPARATOR}{wave_index}"
 
 
 def record_to_item(record: DeploymentRecord, revision: int, updates: Mapping[Precision, ModelUpdate]) -> dict[str, Any]:
@@ -82,19 +121,29 @@ class DeploymentTable:
     def get_stored(self, deployment_id: str) -> StoredDeployment | None:
         response = self._client.get_item(
             TableName=self.table_name,
-            Key={names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": deployment_id}},
+            Key=self._key(deployment_id),
             ConsistentRead=True,
         )
         item = response.get("Item")
         return None if item is None else item_to_stored(item)
 
     def scan_all(self) -> list[DeploymentRecord]:
-        pages = self._client.get_paginator("scan").paginate(TableName=self.table_name, ConsistentRead=True)
+        pages = self._client.get_paginator("scan").paginate(
+            TableName=self.table_name,
+            ConsistentRead=True,
+            FilterExpression="attribute_exists(#document)",  # deployments only, no wave counters
+            ExpressionAttributeNames={"#document": DOCUMENT},
+        )
         records = [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
         return sorted(records, key=lambda r: (r.created_at, r.deployment_id))
 
     def put_if_absent(self, record: DeploymentRecord, updates: Mapping[Precision, ModelUpdate]) -> bool:
         """Create the deployment; False when one with this id exists (a repeated approval event)."""
+        if _KEY_RESERVED in record.deployment_id:
+            raise ValueError(
+                f"deployment_id={record.deployment_id!r} contains {_KEY_RESERVED!r}, which the deployment table "
+                f"reserves for the items beside a deployment (wave counters)"
+            )
         return self._conditional_put(record, 1, updates, "attribute_not_exists(#rev)", {})
 
     def replace_if_unchanged(self, stored: StoredDeployment, record: DeploymentRecord) -> bool:
@@ -106,6 +155,55 @@ class DeploymentTable:
         return self._conditional_put(
             record, stored.revision + 1, stored.updates, "#rev = :rev", {":rev": {"N": str(stored.revision)}}
         )
+
+    # --- wave counters (see the module docstring) ------------------------------------------------------
+
+    def track_wave(self, deployment_id: str, wave_index: int) -> None:
+        """Start counting the wave's outcomes; repeating it keeps the counts already made."""
+        self._client.update_item(
+            TableName=self.table_name,
+            Key=self._key(wave_counter_key(deployment_id, wave_index)),
+            UpdateExpression="SET #of = :of ADD #applied :zero, #failed :zero",
+            ExpressionAttributeNames={"#of": WAVE_OF, "#applied": APPLIED_COUNT, "#failed": FAILED_COUNT},
+            ExpressionAttributeValues={":of": {"S": deployment_id}, ":zero": {"N": "0"}},
+        )
+
+    def count_wave_outcome(self, deployment_id: str, wave_index: int, *, applied: int, failed: int) -> bool:
+        """Add to the wave's counts in one atomic update (a device moving from applied to failed is
+        applied=-1, failed=+1); False when the wave is not tracked, which leaves it uncounted."""
+        if applied == 0 and failed == 0:
+            return True
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=self._key(wave_counter_key(deployment_id, wave_index)),
+                UpdateExpression="ADD #applied :applied, #failed :failed",
+                # Counting into an untracked wave would create counts that miss its earlier reports.
+                ConditionExpression="attribute_exists(#of)",
+                ExpressionAttributeNames={"#of": WAVE_OF, "#applied": APPLIED_COUNT, "#failed": FAILED_COUNT},
+                ExpressionAttributeValues={":applied": {"N": str(applied)}, ":failed": {"N": str(failed)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def wave_counts(self, deployment_id: str, wave_index: int) -> WaveCounts | None:
+        """The wave's counts, or None when the wave is not tracked."""
+        response = self._client.get_item(
+            TableName=self.table_name,
+            Key=self._key(wave_counter_key(deployment_id, wave_index)),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if item is None or WAVE_OF not in item:
+            return None
+        return WaveCounts(applied=int(item[APPLIED_COUNT]["N"]), failed=int(item[FAILED_COUNT]["N"]))
+
+    @staticmethod
+    def _key(key: str) -> dict[str, Any]:
+        return {names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": key}}
 
     def _conditional_put(
         self,

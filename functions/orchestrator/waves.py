@@ -14,6 +14,17 @@ is always safe; the scheduled wave_controller does that every minute.
 Each transition is written by compare-and-swap before the wave is delivered, so of two status
 reports that complete a wave at once exactly one delivers the next wave. If the delivery raises,
 the transition is undone, so the next report (or the Lambda retry) delivers again.
+
+Cost per status report. Reading every device of the current wave after each report would make a
+rollout quadratic in its size. So a wave's outcomes are also counted (data_access: one counter
+item per wave, tracked from before its delivery): status intake moves a device's count with
+`count_report` when its own compare-and-swap moves it into or out of an outcome, and
+`advance(..., after_report=True)` reads the counter first (one GetItem). While the counts say the
+wave is neither complete nor past its threshold, no report can have changed anything and it
+returns; otherwise (or without counts, or past the rollout's timeout) it reads the wave and decides
+as always. The counts only choose when to look: a count lost between a device's write and its
+counter update (a crash) delays the decision until the scheduled round, which always reads the
+whole wave; a count too many (a device that went OFFLINE and reported again) only costs reads.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice
 from edgeloop.schemas import (
@@ -35,7 +47,7 @@ from edgeloop.schemas import (
 )
 from edgeloop.schemas.common import semver_key
 
-from .data_access import DeploymentTable, StoredDeployment
+from .data_access import DeploymentTable, StoredDeployment, WaveCounts
 from .delivery import ROLLBACK_WAVE_BASE, ModelDelivery
 
 FAILED_STATUSES = (DeviceStatus.REJECTED, DeviceStatus.ROLLED_BACK)
@@ -68,21 +80,75 @@ class WaveTally:
         return not self.waiting
 
 
+class WaveOutcome(StrEnum):
+    """Where a device stands in a rollout's wave; no outcome (None) means it is still waited for."""
+
+    APPLIED = "applied"
+    FAILED = "failed"
+
+
+def outcome_of(record: DeploymentRecord, device: DeviceRecord | None) -> WaveOutcome | None:
+    """The device's outcome for this rollout: what tally_wave counts and the wave counters mirror."""
+    if device is None or device.deployment_id != record.deployment_id:
+        return None  # has not reported on this deployment yet
+    if device.status is DeviceStatus.APPLIED and device.current_model_version == record.model_version:
+        return WaveOutcome.APPLIED
+    if device.status in FAILED_STATUSES:
+        return WaveOutcome.FAILED
+    return None
+
+
 def tally_wave(record: DeploymentRecord, wave: RolloutWave, devices: Mapping[str, DeviceRecord]) -> WaveTally:
     applied, failed, waiting = [], {}, []
     for thing in wave.targets:
         device = devices.get(thing)
+        outcome = outcome_of(record, device)
         if device is None:
             failed[thing] = "not in the device table"
-        elif device.deployment_id != record.deployment_id:
-            waiting.append(thing)  # has not reported on this deployment yet
-        elif device.status is DeviceStatus.APPLIED and device.current_model_version == record.model_version:
+        elif outcome is WaveOutcome.APPLIED:
             applied.append(thing)
-        elif device.status in FAILED_STATUSES:
+        elif outcome is WaveOutcome.FAILED:
             failed[thing] = f"{device.status.value}: {device.reason}" if device.reason else device.status.value
         else:
             waiting.append(thing)
     return WaveTally(wave, applied, failed, waiting)
+
+
+def wave_of(record: DeploymentRecord, thing_name: str) -> RolloutWave | None:
+    return next((w for w in record.waves if thing_name in w.targets), None)
+
+
+def count_report(
+    record: DeploymentRecord,
+    before: DeviceRecord | None,
+    after: DeviceRecord,
+    *,
+    deployments_table: DeploymentTable,
+) -> tuple[int, int]:
+    """Move the device's count in its wave's counter after a compare-and-swap from `before` to `after`.
+
+    Only a change of outcome counts (into one, out of one, or applied -> failed, all in one update),
+    so a duplicate or stale report, which changes nothing, counts nothing. Returns the (applied,
+    failed) change made: (0, 0) also when the device is in no wave or its wave is not tracked.
+    """
+    wave = wave_of(record, after.thing_name)
+    if wave is None:
+        return 0, 0
+    old, new = outcome_of(record, before), outcome_of(record, after)
+    if old is new:
+        return 0, 0
+    applied = (new is WaveOutcome.APPLIED) - (old is WaveOutcome.APPLIED)
+    failed = (new is WaveOutcome.FAILED) - (old is WaveOutcome.FAILED)
+    counted = deployments_table.count_wave_outcome(record.deployment_id, wave.index, applied=applied, failed=failed)
+    return (applied, failed) if counted else (0, 0)
+
+
+def may_change(counts: WaveCounts | None, wave: RolloutWave) -> bool:
+    """Whether the wave's counts allow it to be complete or past its threshold (no counts: it may)."""
+    if counts is None:
+        return True
+    targets = len(wave.targets)
+    return counts.reported >= targets or counts.failed / targets > wave.failure_threshold
 
 
 def advance(
@@ -93,9 +159,15 @@ def advance(
     delivery: ModelDelivery,
     now: datetime | None = None,
     wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S,
+    after_report: bool = False,
 ) -> DeploymentRecord:
     """Re-evaluate a rollout after a status report (or on schedule); deliver the next wave when due,
-    fail / time it out when due, and carry out what a stopped rollout owes its devices."""
+    fail / time it out when due, and carry out what a stopped rollout owes its devices.
+
+    `after_report=True` (status intake, right after counting the report) first asks the wave's
+    counter whether anything can have changed and, if not, returns without reading the wave; wave
+    timeouts are then left to the scheduled call (a report just arrived, so the wave is not silent).
+    """
     now = now or datetime.now(UTC)
 
     def step(record: DeploymentRecord) -> DeploymentRecord:
@@ -104,6 +176,8 @@ def advance(
         current = _current_wave(record)
         if current is None:
             return _start_next_wave(record, now)  # a previous delivery failed and was undone
+        if after_report and not _worth_a_tally(record, current, deployments_table, now):
+            return record
         current_devices = devices_table.get_many(current.targets)
         tally = tally_wave(record, current, current_devices)
         if tally.over_threshold:
@@ -118,6 +192,12 @@ def advance(
 
     record = _transition(deployment_id, step, deployments_table, delivery)
     return _follow_up(record, devices_table, deployments_table, delivery, now)
+
+
+def _worth_a_tally(record: DeploymentRecord, wave: RolloutWave, table: DeploymentTable, now: datetime) -> bool:
+    if now - record.created_at > timedelta(seconds=record.timeout_s):
+        return True  # the rollout timed out: the tally names the devices that never reported
+    return may_change(table.wave_counts(record.deployment_id, wave.index), wave)
 
 
 def begin(
@@ -230,6 +310,8 @@ def _deliver_or_undo(
     try:
         if update is None:
             raise LookupError(f"deployment {new.deployment_id!r} holds no {wave.precision.value} ModelUpdate")
+        # Counted from before any device can have the update, so no report of the wave goes uncounted.
+        table.track_wave(new.deployment_id, wave.index)
         delivery.deliver(new.deployment_id, wave, update)
     except Exception:
         written = StoredDeployment(new, stored.revision + 1, stored.updates)

@@ -4,10 +4,17 @@ Reports can arrive late, twice or out of order (MQTT QoS 1, Lambda retries, a ga
 after being offline). The device keeps the status of the newest report by the device's own
 sent_at: the write is conditional on the stored report being older, so a stale report changes
 nothing (it is counted), and two concurrent reports cannot overwrite each other's newer state.
+
+A recorded report that moves the device into or out of an outcome of its rollout (applied the
+rollout's version; rejected or rolled back) moves the device's count in its wave's counter, judged
+from the device as that compare-and-swap found it and left it: a duplicate or stale report changes
+nothing and so counts nothing. The wave controller then needs one counter read, not a read of the
+whole wave, to know whether the report can have completed or failed the wave (orchestrator.waves).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -17,7 +24,7 @@ from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWr
 from edgeloop.functions.device_registry.logic import describe_errors, json_payload, thing_of_topic
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.delivery import ModelDelivery
-from edgeloop.functions.orchestrator.waves import advance
+from edgeloop.functions.orchestrator.waves import advance, count_report
 from edgeloop.schemas import DeploymentRecord, DeviceRecord, DeviceStatus, IotRuleEvent, ModelStatusReport, names
 
 
@@ -40,6 +47,15 @@ class UnknownDevice(LookupError):
     pass
 
 
+@dataclass(frozen=True)
+class ReportWrite:
+    """What taking a report did to the device: its record before and after (equal when STALE)."""
+
+    outcome: Outcome
+    before: DeviceRecord
+    after: DeviceRecord
+
+
 def handle_status_report(
     event: IotRuleEvent,
     *,
@@ -51,13 +67,13 @@ def handle_status_report(
     now = now or datetime.now(UTC)
     try:
         report = parse_report(event)
-        outcome, record = record_report(report, devices, now=now)
+        written = write_report(report, devices, now=now)
     except (ValueError, UnknownDevice) as exc:
         return Intake(outcome=Outcome.REFUSED, refused=str(exc))
     deployment = None
-    if outcome is Outcome.RECORDED and report.deployment_id:
-        deployment = _advance_if_known(report.deployment_id, devices, deployments, delivery, now)
-    return Intake(outcome=outcome, record=record, deployment=deployment)
+    if written.outcome is Outcome.RECORDED and report.deployment_id:
+        deployment = _count_and_advance(report.deployment_id, written, devices, deployments, delivery, now)
+    return Intake(outcome=written.outcome, record=written.after, deployment=deployment)
 
 
 def parse_report(event: IotRuleEvent) -> ModelStatusReport:
@@ -78,14 +94,23 @@ def record_report(
     report: ModelStatusReport, devices: DeviceTable, *, now: datetime | None = None
 ) -> tuple[Outcome, DeviceRecord]:
     """Store the report's status unless a newer report is stored; (RECORDED | STALE, the record)."""
+    written = write_report(report, devices, now=now)
+    return written.outcome, written.after
+
+
+def write_report(report: ModelStatusReport, devices: DeviceTable, *, now: datetime | None = None) -> ReportWrite:
+    """`record_report`, also returning the device as the winning compare-and-swap found it."""
     now = now or datetime.now(UTC)
     sent_at_us = microseconds(report.sent_at)
     outcome = Outcome.RECORDED
+    before: DeviceRecord | None = None
 
     def apply(stored: StoredDevice | None) -> DeviceWrite | None:
-        nonlocal outcome
+        # Runs once per attempt; the last run is the one whose write won (or that wrote nothing).
+        nonlocal outcome, before
         if stored is None:
             raise UnknownDevice(f"thing_name={report.thing_name!r} has not announced itself (not in the device table)")
+        before = stored.record
         if stored.report_sent_at_us is not None and sent_at_us <= stored.report_sent_at_us:
             outcome = Outcome.STALE
             return None
@@ -93,8 +118,8 @@ def record_report(
         return DeviceWrite(_reported(stored.record, report, now), report_sent_at_us=sent_at_us)
 
     # The history item follows a successful write only, so a stale report leaves no trace there.
-    record = devices.compare_and_swap_with_history(report.thing_name, apply)
-    return outcome, record
+    after = devices.compare_and_swap_with_history(report.thing_name, apply)
+    return ReportWrite(outcome, before, after)
 
 
 def _reported(device: DeviceRecord, report: ModelStatusReport, now: datetime) -> DeviceRecord:
@@ -118,9 +143,23 @@ def _reported(device: DeviceRecord, report: ModelStatusReport, now: datetime) ->
     return device.model_copy(update=update)
 
 
-def _advance_if_known(
-    deployment_id: str, devices: DeviceTable, deployments: DeploymentTable, delivery: ModelDelivery, now: datetime
+def _count_and_advance(
+    deployment_id: str,
+    written: ReportWrite,
+    devices: DeviceTable,
+    deployments: DeploymentTable,
+    delivery: ModelDelivery,
+    now: datetime,
 ) -> DeploymentRecord | None:
-    if deployments.get(deployment_id) is None:
+    record = deployments.get(deployment_id)
+    if record is None:
         return None  # e.g. a deployment made outside edgeloop; nothing to advance
-    return advance(deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=now)
+    count_report(record, written.before, written.after, deployments_table=deployments)
+    return advance(
+        deployment_id,
+        devices_table=devices,
+        deployments_table=deployments,
+        delivery=delivery,
+        now=now,
+        after_report=True,
+    )

@@ -2,7 +2,9 @@
 
 Status reports advance rollouts as they arrive, but a lost report, a device that never answers or
 a crash between a rollout's failure and its rollback would leave it waiting forever; this round
-(every minute) re-evaluates them with the clock, so timeouts fire and rollbacks complete.
+(every minute) re-evaluates them with the clock, so timeouts fire and rollbacks complete. It reads
+every device of each current wave (it never trusts the wave counters status intake relies on), so
+a wave whose counts fell behind (a crash between a device's write and its count) is still decided.
 One rollout's error does not stop the others: it is returned, and the next round tries again.
 """
 
@@ -54,6 +56,7 @@ def run_round(
                 delivery=delivery,
                 now=now,
                 wave_timeout_s=wave_timeout_s,
+                after_report=False,  # the full tally: wave timeouts, and counts that fell behind
             )
         except Exception as exc:  # noqa: BLE001 - reported per rollout; the others still advance
             errors[record.deployment_id] = f"{type(exc).__name__}: {exc}"
