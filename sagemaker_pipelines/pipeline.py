@@ -1,16 +1,22 @@
 """The SageMaker Pipeline of a use case: dataset -> train -> evaluate -> (passed?) register | fail.
 
 Every step runs one of this repository's step modules (`python -m edgeloop.sagemaker_pipelines.steps.<step>`)
-in the step image, with the same arguments `edgeloop pipeline run-local` uses, so the cloud and the
-local run differ only in where files live.
+in the step image, with the same arguments `edgeloop pipeline run-local` uses (Train: as hyperparameters
+its container entry turns back into those flags), so the cloud and the local run differ only in where
+files live.
 
-Why every step is a ProcessingStep (SDK 3.27):
-- Train: `ModelTrainer` sets a container entrypoint only through `SourceCode`, and with a
-  `SourceCode` it uploads its driver bundle (a fresh temp dir) to a staging bucket while the
-  definition is built (S3 calls, checked with sockets blocked). Without `SourceCode` (and with an
-  explicit output path) it builds offline, but SageMaker then runs the image as `<image> train`,
-  which is not our step module. A processing job runs the image with our entrypoint and arguments,
-  uploads nothing, and is what `run-local` mirrors.
+Train is a TrainingStep, the others ProcessingSteps (SDK 3.27):
+- Train: a `ModelTrainer` with the step image as a bring-your-own training image and no `SourceCode`
+  (a `SourceCode` would make the SDK upload its driver bundle to a staging bucket while the definition
+  is built). SageMaker then runs the image as `<image> train`; the image's `train` on PATH
+  (sagemaker_pipelines/container/train) runs the train step on /opt/ml: channel "train" is the Dataset
+  step's train output, the hyperparameters (use-case, candidates-per-template, seed) come from
+  /opt/ml/input/config/hyperparameters.json, and /opt/ml/model (one directory per line) becomes the
+  job's model.tar.gz, which Evaluate and Register take from ModelArtifacts.S3ModelArtifacts.
+  A training job is what SageMaker tracks as training (lineage, model artifacts, the console's
+  training view), and the instance type is the TrainingInstanceType parameter.
+- Dataset, Evaluate: processing jobs run the image with our entrypoint and arguments, upload nothing,
+  and are what `run-local` mirrors.
 - Register: `ModelStep(ModelBuilder.register(..., customer_metadata_properties=...))` only creates
   a model package from existing artifacts. Our registration first exports and parity-checks the
   weight-only tiers, signs and uploads them, writes the manifest and creates the line's Model
@@ -74,6 +80,10 @@ CODE_DIR = f"{PROCESSING_ROOT}/input/code"
 
 DEFAULT_PROCESSING_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_TRAINING_INSTANCE_TYPE = "ml.m5.xlarge"
+# The training job's input channel of the examples: /opt/ml/input/data/train (container/train reads it).
+TRAIN_CHANNEL = "train"
+# A search over every template on a year of one line's data takes well under this; a job that hangs stops.
+TRAINING_MAX_RUNTIME_S = 4 * 3600
 # The SDK builds the definition with a session; a template's region is a placeholder, not a region.
 _SESSION_REGION_FOR_TEMPLATES = "us-east-1"
 
@@ -320,7 +330,7 @@ class _Parameters:
 
 
 class _StepBuilder:
-    """One processing step per step module, wired by S3 outputs under the execution's work prefix."""
+    """One step per step module, wired by S3 outputs under the execution's work prefix."""
 
     def __init__(self, use_case: UseCaseConfig, targets: PipelineTargets, parameters: _Parameters) -> None:
         import boto3
@@ -361,26 +371,37 @@ class _StepBuilder:
         return ProcessingStep(DATASET_STEP, step_args=step_args, description="examples of one line and date range")
 
     def train_step(self, dataset):
+        from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig, StoppingCondition
         from sagemaker.core.workflow.functions import Join
-        from sagemaker.mlops.workflow.steps import ProcessingStep
+        from sagemaker.mlops.workflow.steps import TrainingStep
+        from sagemaker.train import ModelTrainer
 
         p = self.parameters
-        train_dir = f"{PROCESSING_ROOT}/input/train"
-        model_dir = f"{PROCESSING_ROOT}/model"
-        step_args = self._processor("train", p.training_instance_type).run(
-            inputs=[self._code_input(), self._input("train", _output_uri(dataset, "train"), train_dir)],
-            outputs=[self._output("model", model_dir)],
-            arguments=_argv(
-                {
-                    "--examples": train_dir,
-                    "--output": model_dir,
-                    "--use-case": self.use_case.use_case,
-                    # Container arguments are strings; Join renders the integer parameter as one.
-                    "--candidates-per-template": Join(on="", values=[p.candidates_per_template]),
-                }
-            ),
+        trainer = ModelTrainer(
+            training_image=self.targets.image_uri,  # no source_code: SageMaker runs `<image> train`
+            role=self.targets.role_arn,
+            base_job_name=f"{pipeline_name(self.use_case)}-train",
+            compute=Compute(instance_type=p.training_instance_type, instance_count=1),
+            stopping_condition=StoppingCondition(max_runtime_in_seconds=TRAINING_MAX_RUNTIME_S),
+            # SageMaker writes <output path>/<job name>/output/model.tar.gz: under this execution's outputs.
+            output_data_config=OutputDataConfig(s3_output_path=self._work_uri("model"), compression_type="GZIP"),
+            hyperparameters={
+                "use-case": self.use_case.use_case,
+                # Hyperparameters are strings; Join renders the integer parameter as one.
+                "candidates-per-template": Join(on="", values=[p.candidates_per_template]),
+                "seed": str(self.use_case.training.seed),
+            },
+            environment=self._environment(),
+            sagemaker_session=self.session,
         )
-        return ProcessingStep(
+        step_args = trainer.train(
+            input_data_config=[
+                InputData(channel_name=TRAIN_CHANNEL, data_source=_output_uri(dataset, "train")),
+                # The code archive, as for the processing steps: lineage only, the image has the code.
+                InputData(channel_name="code", data_source=self.targets.code_s3_uri),
+            ]
+        )
+        return TrainingStep(
             TRAIN_STEP, step_args=step_args, description="randomized search over the templates, per line"
         )
 
@@ -394,7 +415,7 @@ class _StepBuilder:
         step_args = self._processor("evaluate", p.processing_instance_type).run(
             inputs=[
                 self._code_input(),
-                self._input("model", _output_uri(train, "model"), model_dir),
+                self._input("model", _model_artifacts_uri(train), model_dir),
                 self._input("reference", _output_uri(dataset, "reference"), reference_dir),
                 self._input("dataset", _output_uri(dataset, "dataset"), dataset_dir),
             ],
@@ -431,7 +452,7 @@ class _StepBuilder:
         ).run(
             inputs=[
                 self._code_input(),
-                self._input("model", _output_uri(train, "model"), model_dir),
+                self._input("model", _model_artifacts_uri(train), model_dir),
                 self._input("dataset", _output_uri(dataset, "dataset"), dataset_dir),
                 self._input("evaluation", _output_uri(evaluate, "evaluation"), evaluation_dir),
             ],
@@ -546,6 +567,11 @@ def _argv(flags: dict) -> list:
 
 def _output_uri(step, output_name: str):
     return step.properties.ProcessingOutputConfig.Outputs[output_name].S3Output.S3Uri
+
+
+def _model_artifacts_uri(train_step):
+    """The training job's model.tar.gz; as a processing input it lands as <local path>/model.tar.gz."""
+    return train_step.properties.ModelArtifacts.S3ModelArtifacts
 
 
 def _input_dirs(*names_: str) -> tuple[str, ...]:

@@ -250,13 +250,29 @@ def candidate_feature_hash(trained: TrainedModel) -> str:
 # --- step I/O ------------------------------------------------------------------------------------
 
 
+MODEL_ARCHIVE = "model.tar.gz"  # what a SageMaker training job makes of its /opt/ml/model
+
+
+def unpack_trained(model: Path, unpack_to: Path) -> Path:
+    """train.main's output directory: `model` itself, or unpacked into `unpack_to` when `model` is the
+    training job's model.tar.gz or a directory holding it (a processing input of that S3 object)."""
+    archive = model / MODEL_ARCHIVE if model.is_dir() else model
+    if archive.is_file() and archive.name.endswith((".tar.gz", ".tgz", ".tar")):
+        try:
+            with tarfile.open(archive) as tar:
+                # "data": no absolute paths, links out of the tree or device files from the archive
+                tar.extractall(unpack_to, filter="data")
+        except tarfile.TarError as exc:
+            raise ValueError(f"{archive}: not a readable model archive ({exc})") from None
+        return unpack_to
+    if not model.is_dir():
+        raise FileNotFoundError(f"{model}: neither a directory nor a {MODEL_ARCHIVE}")
+    return model
+
+
 def line_model_dir(model_dir: Path, line_id: str, unpack_to: Path) -> Path:
     """The saved model of `line_id` under train.main's output, also when SageMaker packed it as model.tar.gz."""
-    archive = model_dir / "model.tar.gz"
-    if archive.exists():
-        with tarfile.open(archive) as tar:
-            tar.extractall(unpack_to, filter="data")
-        model_dir = unpack_to
+    model_dir = unpack_trained(model_dir, unpack_to)
     for candidate in (model_dir / line_id, model_dir):
         if (candidate / TRAINED_INFO_FILE).exists():
             return candidate

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import unicodedata
 import uuid
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from edgeloop.greengrass_components.model_runner.signing import Ed25519PrivateKe
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Contract, semver_key
 from edgeloop.schemas.model import Architecture, ModelManifest, ModelMetrics, Precision
-from edgeloop.schemas.use_case import load_use_case
+from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
 
 from ..pipeline import SECRET_ARN_PATTERN
 from .export import ExportedModel, export_model, manifest_key
@@ -622,7 +623,12 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     With --dataset and --evaluation (the pipeline's case) only that line is registered, with its data
     lineage, and only if the evaluation passed."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--trained", required=True, help="directory with one saved trained model per line")
+    parser.add_argument(
+        "--trained",
+        required=True,
+        help="directory with one saved trained model per line, or the training job's model.tar.gz (or a "
+        "directory holding it)",
+    )
     parser.add_argument("--model-bucket", default=os.environ.get(names.MODEL_BUCKET_ENV, names.LOCAL_MODEL_BUCKET))
     parser.add_argument("--use-case", default="extrusion")
     parser.add_argument(
@@ -648,7 +654,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--approve", action="store_true", help="approve each registered package")
     args = parser.parse_args(argv)
     from .dataset import read_dataset_info
-    from .evaluate import read_evaluation
+    from .evaluate import read_evaluation, unpack_trained
 
     dataset = read_dataset_info(args.dataset) if args.dataset else None
     evaluation = read_evaluation(args.evaluation) if args.evaluation else None
@@ -657,12 +663,29 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         raise ValidationFailed(f"line {evaluation.line_id}: validation failed, not registering: {evaluation.reason}")
     signing_key = signing_key_for(args.signing_key, args.signing_key_secret_arn)
     config = load_use_case(args.use_case)
-    line_dirs = sorted(p for p in Path(args.trained).iterdir() if p.is_dir())
-    if dataset is not None:
-        line_dirs = [p for p in line_dirs if p.name == dataset.line_id]
-    if not line_dirs:
-        only = f" for line_id={dataset.line_id!r}" if dataset else ""
-        parser.error(f"--trained {args.trained} holds no per-line model directories{only}")
+    with tempfile.TemporaryDirectory(prefix="edgeloop-trained-") as unpacked:
+        trained_dir = unpack_trained(Path(args.trained), Path(unpacked))
+        line_dirs = sorted(p for p in trained_dir.iterdir() if p.is_dir())
+        if dataset is not None:
+            line_dirs = [p for p in line_dirs if p.name == dataset.line_id]
+        if not line_dirs:
+            only = f" for line_id={dataset.line_id!r}" if dataset else ""
+            parser.error(f"--trained {args.trained} holds no per-line model directories{only}")
+        arns = register_lines(line_dirs, config, args, signing_key=signing_key, dataset=dataset, evaluation=evaluation)
+    print(json.dumps(arns, indent=2))
+    return arns
+
+
+def register_lines(
+    line_dirs: list[Path],
+    config: UseCaseConfig,
+    args: argparse.Namespace,
+    *,
+    signing_key: Ed25519PrivateKey | None,
+    dataset: DatasetInfo | None,
+    evaluation: EvaluationReport | None,
+) -> dict[str, str]:
+    """Export, upload and register each line's saved model (main's parsed `args`); line_id -> package ARN."""
     arns = {}
     for line_dir in line_dirs:
         group = names.model_package_group_name(config.use_case, line_dir.name)
@@ -682,7 +705,6 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         )
         if args.approve:
             approve_model(arns[line_dir.name])
-    print(json.dumps(arns, indent=2))
     return arns
 
 

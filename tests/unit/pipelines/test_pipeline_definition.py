@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeloop.sagemaker_pipelines import pipeline
+from edgeloop.sagemaker_pipelines.steps.train import HYPERPARAMETER_FLAGS
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import load_use_case
 
@@ -95,6 +96,13 @@ def _output_ref(step_name: str, output: str) -> dict:
     return {"Get": f"Steps.{step_name}.ProcessingOutputConfig.Outputs['{output}'].S3Output.S3Uri"}
 
 
+MODEL_ARTIFACTS_REF = {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+
+
+def _channels(step: dict) -> dict[str, dict]:
+    return {c["ChannelName"]: c for c in step["Arguments"]["InputDataConfig"]}
+
+
 @pytest.mark.parametrize("use_case", USE_CASES)
 def test_committed_template_is_current(templates, use_case):
     committed_path = pipeline.definition_path(use_case)
@@ -173,19 +181,19 @@ def test_steps_order_and_wiring(extrusion):
     }
 
     train = steps["Train"]
-    assert _inputs(train)["train"]["S3Uri"] == _output_ref("Dataset", "train")
-    assert _arg(train, "--examples") == _inputs(train)["train"]["LocalPath"]
-    assert _arg(train, "--output") == _outputs(train)["model"]["LocalPath"]
-    assert _arg(train, "--candidates-per-template") == {
-        "Std:Join": {"On": "", "Values": [{"Get": "Parameters.CandidatesPerTemplate"}]}
+    assert train["Type"] == "Training"
+    assert _channels(train)["train"]["DataSource"]["S3DataSource"]["S3Uri"] == _output_ref("Dataset", "train")
+    assert _channels(train)["train"]["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
+    assert train["Arguments"]["HyperParameters"] == {
+        "use-case": "extrusion",
+        "candidates-per-template": {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.CandidatesPerTemplate"}]}},
+        "seed": str(load_use_case("extrusion").training.seed),
     }
-    assert train["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {
-        "Get": "Parameters.TrainingInstanceType"
-    }
+    assert train["Arguments"]["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
 
     evaluate = steps["Evaluate"]
     inputs = _inputs(evaluate)
-    assert inputs["model"]["S3Uri"] == _output_ref("Train", "model")
+    assert inputs["model"]["S3Uri"] == MODEL_ARTIFACTS_REF
     assert inputs["reference"]["S3Uri"] == _output_ref("Dataset", "reference")
     assert inputs["dataset"]["S3Uri"] == _output_ref("Dataset", "dataset")
     for flag, name in (("--model", "model"), ("--reference", "reference"), ("--dataset", "dataset")):
@@ -195,7 +203,7 @@ def test_steps_order_and_wiring(extrusion):
 
     register = steps["Register"]
     inputs = _inputs(register)
-    assert inputs["model"]["S3Uri"] == _output_ref("Train", "model")
+    assert inputs["model"]["S3Uri"] == MODEL_ARTIFACTS_REF
     assert inputs["dataset"]["S3Uri"] == _output_ref("Dataset", "dataset")
     assert inputs["evaluation"]["S3Uri"] == _output_ref("Evaluate", "evaluation")
     assert _arg(register, "--trained") == inputs["model"]["LocalPath"]
@@ -206,9 +214,13 @@ def test_steps_order_and_wiring(extrusion):
     assert _arg(register, "--model-bucket") == "${ModelBucket}"
 
 
-def test_every_step_runs_a_step_module_of_this_repository(extrusion):
+def _work_uri_values(uri: dict) -> list:
+    return uri["Std:Join"]["Values"]
+
+
+def test_every_processing_step_runs_a_step_module_of_this_repository(extrusion):
     processing = [s for s in _steps(extrusion).values() if s["Type"] == "Processing"]
-    assert len(processing) == 4
+    assert sorted(s["Name"] for s in processing) == ["Dataset", "Evaluate", "Register"]
     for step in processing:
         app = step["Arguments"]["AppSpecification"]
         assert app["ImageUri"] == "${StepImageUri}"
@@ -220,9 +232,34 @@ def test_every_step_runs_a_step_module_of_this_repository(extrusion):
         assert _inputs(step)["code"]["S3Uri"] == "${CodeS3Uri}"
         assert step["Arguments"]["Environment"]["AWS_DEFAULT_REGION"] == "${AWS::Region}"
         for output in _outputs(step).values():
-            values = output["S3Uri"]["Std:Join"]["Values"]
+            values = _work_uri_values(output["S3Uri"])
             assert values[:3] == ["s3://${DataBucket}", names.PIPELINE_WORK_PREFIX, "extrusion"]
             assert values[3] == {"Get": "Execution.PipelineExecutionId"}, "executions must not share outputs"
+
+
+def test_train_is_a_training_job_of_the_step_image_without_sdk_code(extrusion):
+    train = _steps(extrusion)["Train"]
+    arguments = train["Arguments"]
+    algorithm = arguments["AlgorithmSpecification"]
+    assert algorithm["TrainingImage"] == "${StepImageUri}"
+    assert algorithm["TrainingInputMode"] == "File"
+    # no entrypoint override: SageMaker runs `<image> train`, the image's container/train
+    assert "ContainerEntrypoint" not in algorithm and "ContainerArguments" not in algorithm
+    assert arguments["RoleArn"] == "${PipelineRoleArn}"
+    assert arguments["ResourceConfig"]["InstanceCount"] == 1
+    assert arguments["StoppingCondition"]["MaxRuntimeInSeconds"] == pipeline.TRAINING_MAX_RUNTIME_S
+    assert arguments["Environment"]["AWS_DEFAULT_REGION"] == "${AWS::Region}"
+    channels = _channels(train)
+    # only our channels: nothing the SDK staged (source code, drivers) rides along
+    assert sorted(channels) == ["code", "train"]
+    assert channels["code"]["DataSource"]["S3DataSource"]["S3Uri"] == "${CodeS3Uri}"
+    output = arguments["OutputDataConfig"]
+    assert output["CompressionType"] == "GZIP"
+    assert _work_uri_values(output["S3OutputPath"]) == [
+        "s3://${DataBucket}", names.PIPELINE_WORK_PREFIX, "extrusion", {"Get": "Execution.PipelineExecutionId"}, "model"
+    ]  # fmt: skip
+    # the hyperparameters are train step flags: the container passes them on as such
+    assert set(arguments["HyperParameters"]) <= set(HYPERPARAMETER_FLAGS)
 
 
 def test_evaluation_property_file_condition_and_fail_step(extrusion):
@@ -280,7 +317,7 @@ def test_only_the_register_step_gets_the_signing_key_secret_from_its_placeholder
     environments = {
         name: step["Arguments"]["Environment"]
         for name, step in _steps(extrusion).items()
-        if step["Type"] == "Processing"
+        if step["Type"] in ("Processing", "Training")
     }
     assert environments["Register"][names.MODEL_SIGNING_KEY_SECRET_ARN_ENV] == "${ModelSigningKeySecretArn}"
     assert names.MODEL_SIGNING_KEY_ENV not in environments["Register"]  # never a key in the definition
