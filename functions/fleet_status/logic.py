@@ -24,6 +24,7 @@ from edgeloop.functions.orchestrator import data_access as rollout_data
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.logic import choose_tier
 from edgeloop.schemas import (
+    CompatibilityTier,
     DeploymentRecord,
     DeploymentState,
     DeviceHistoryEntry,
@@ -261,17 +262,31 @@ def _excluded(device: DeviceRecord, planned_reason: str, manifest: ModelManifest
         if planned_reason.endswith("not targeted"):
             return WhyNotCategory.NOT_TARGETED, planned_reason
         return WhyNotCategory.INCOMPATIBLE, planned_reason
-    if device.use_case != manifest.use_case or device.line_id not in manifest.line_ids:
+    if not _targeted(device, manifest):
         return WhyNotCategory.NOT_TARGETED, planned_reason
-    tier, reason_now = choose_tier(manifest, device)
-    if device.status is DeviceStatus.OFFLINE:
-        return WhyNotCategory.OFFLINE, reason_now
-    if tier is None:
-        return WhyNotCategory.INCOMPATIBLE, reason_now
+    blocked, reason_now, tier = _blocker(device, manifest)
+    if blocked is not None:
+        return blocked, reason_now
     return (
         WhyNotCategory.NOT_TARGETED,
         f"excluded when the rollout was planned ({planned_reason}); can run the {tier.precision.value} tier now",
     )
+
+
+def _targeted(device: DeviceRecord, manifest: ModelManifest) -> bool:
+    return device.use_case == manifest.use_case and device.line_id in manifest.line_ids
+
+
+def _blocker(
+    device: DeviceRecord, manifest: ModelManifest
+) -> tuple[WhyNotCategory | None, str, CompatibilityTier | None]:
+    """What keeps a targeted device from the model now (offline, incompatible), or None and the tier it can run."""
+    tier, reason = choose_tier(manifest, device)
+    if device.status is DeviceStatus.OFFLINE:
+        return WhyNotCategory.OFFLINE, reason, tier
+    if tier is None:
+        return WhyNotCategory.INCOMPATIBLE, reason, None
+    return None, reason, tier
 
 
 def _moved_on(device: DeviceRecord, rollout: DeploymentRecord) -> tuple[WhyNotCategory, str]:
@@ -291,13 +306,11 @@ def _unplanned(
     """No rollout of the version mentions the device: check it against the models' manifests."""
     for rollout in rollouts:
         manifest = manifests.get(rollout.deployment_id)
-        if manifest is None or device.use_case != manifest.use_case or device.line_id not in manifest.line_ids:
+        if manifest is None or not _targeted(device, manifest):
             continue
-        tier, reason = choose_tier(manifest, device)
-        if device.status is DeviceStatus.OFFLINE:
-            return WhyNotCategory.OFFLINE, reason
-        if tier is None:
-            return WhyNotCategory.INCOMPATIBLE, reason
+        blocked, reason, tier = _blocker(device, manifest)
+        if blocked is not None:
+            return blocked, reason
         return (
             WhyNotCategory.NOT_TARGETED,
             f"can run the {tier.precision.value} tier, but was not in rollout {rollout.deployment_id} "
