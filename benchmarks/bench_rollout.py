@@ -8,14 +8,15 @@ Timed per size: start_rollout (registry lookup, manifest from S3, a scan of the 
 plan, the deployment record, every target marked PENDING by compare-and-swap, wave 0 delivered
 through LocalDelivery with a publisher that only counts), then one status report per target
 through the whole status-intake path (handle_status_report: the device's conditional write, the
-count in its wave's counter, and advance(), which delivers each next wave and ends the rollout
-SUCCEEDED). Earlier versions timed record_report alone and left advance() out, because it re-read
-the whole current wave on every report (quadratic per rollout); advance() now reads the wave's
-counter item and reads the wave only when the counts say it is complete or failed, so it is
-included. `status.dynamodb_calls_per_report_*` is the mean number of DynamoDB calls per report
+count in its wave's counter, and advance() when the counts say the wave is complete, which
+delivers each next wave and ends the rollout SUCCEEDED). A report reads the counter of the
+device's wave, which carries the wave's size and threshold, and neither the deployment record
+(which lists every target) nor the wave's devices unless the counts say the wave may be done. `status.dynamodb_calls_per_report_*` is the mean number of DynamoDB calls per report
 (constant when wave control is O(1) per report) and `status.wave_reads_*` the number of reports
 that read a whole wave (one per wave, normally). Then the fleet query by model version
-(by_model_version GSI) at the large size, median of repeats.
+(by_model_version GSI) at the large size, median of repeats: the whole listing
+(`status.query_ms_*`, every device on the version, which moto_server serializes attribute by
+attribute) and one page of the HTTP API's listing (`status.query_page_ms_*`, 100 devices).
 
 `rollout.scaling_ratio_10k_vs_1k` is the per-device cost at 10k over that at 1k: ~1.0 is linear.
 EDGELOOP_BENCH_ROLLOUT_SIZES=small,large (default 1000,10000) picks the sizes; the figure names
@@ -36,6 +37,7 @@ import boto3
 
 from edgeloop.functions.common.aws import client, reset_clients
 from edgeloop.functions.device_registry.data_access import DeviceTable, record_to_item
+from edgeloop.functions.fleet_status.logic import fleet_status_page
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.delivery import LocalDelivery
 from edgeloop.functions.orchestrator.logic import APPROVAL_DETAIL_TYPE, start_rollout
@@ -60,6 +62,7 @@ from edgeloop.schemas import (
 SIZES_ENV = "EDGELOOP_BENCH_ROLLOUT_SIZES"
 DEFAULT_SIZES = (1_000, 10_000)
 QUERY_REPEATS = 5
+QUERY_PAGE = 100
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LINES = ("line-1", "line-2", "line-3", "line-4")
 ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
@@ -93,6 +96,7 @@ def run() -> dict[str, tuple[float, str]]:
             "ratio",
         )
         results[f"status.query_ms_{_label(large)}"] = (_query_ms(devices), "ms")
+        results[f"status.query_page_ms_{_label(large)}"] = (_page_ms(devices), "ms")
     return results
 
 
@@ -207,7 +211,7 @@ def _seed(devices: DeviceTable, size: int) -> None:
 def _device(i: int) -> DeviceRecord:
     architecture = ARCHITECTURES[i % len(ARCHITECTURES)]
     return DeviceRecord(
-        thing_name=f"d{i:05d}",  # short: the deployment item lists every target (400 KB item limit)
+        thing_name=f"plant-{i % 2}-gateway-{i:05d}",
         site=f"plant-{i % 2}",
         line_id=LINES[(i // 3) % len(LINES)],
         use_case="extrusion",
@@ -272,7 +276,7 @@ def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_a
                 delivery=delivery,
                 now=NOW + timedelta(seconds=2),
             )
-        if intake.outcome is not Outcome.RECORDED or intake.deployment is None:
+        if intake.outcome is not Outcome.RECORDED:
             raise RuntimeError(f"status report of {thing} was not recorded: {intake.outcome} {intake.refused}")
         report_calls += len(calls)
         wave_reads += "BatchGetItem" in calls
@@ -306,6 +310,17 @@ def _query_ms(devices: DeviceTable) -> float:
         timings.append((time.perf_counter() - started) * 1000)
     if not found:
         raise RuntimeError(f"no device of {devices.table_name} runs {NEW_VERSION}: the status writes were lost")
+    return statistics.median(timings)
+
+
+def _page_ms(devices: DeviceTable) -> float:
+    timings = []
+    for _ in range(QUERY_REPEATS):
+        started = time.perf_counter()
+        page = fleet_status_page(devices, model_version=NEW_VERSION, limit=QUERY_PAGE)
+        timings.append((time.perf_counter() - started) * 1000)
+        if len(page.devices) != QUERY_PAGE:
+            raise RuntimeError(f"a page of {QUERY_PAGE} devices on {NEW_VERSION} held {len(page.devices)}")
     return statistics.median(timings)
 
 

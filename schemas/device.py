@@ -62,6 +62,9 @@ class DeviceRecord(Contract):
     previous_model_id: str | None = None
     previous_model_version: SemVer | None = None
     deployment_id: str | None = None
+    deployment_wave: int | None = Field(
+        default=None, ge=0, description="the wave of deployment_id the device is in: where its reports are counted"
+    )
     status: DeviceStatus = DeviceStatus.REGISTERED
     reason: str = ""
     status_since: UtcDatetime

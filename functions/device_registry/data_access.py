@@ -74,6 +74,14 @@ def microseconds(moment: datetime) -> int:
 
 
 @dataclass(frozen=True)
+class DevicePage:
+    """One page of devices; `after` is the last thing name read, where the next page starts (None: the end)."""
+
+    records: list[DeviceRecord]
+    after: str | None
+
+
+@dataclass(frozen=True)
 class StoredDevice:
     """A device record as stored, with what compare-and-swap needs to write it back safely."""
 
@@ -151,13 +159,13 @@ class DeviceTable:
         return found
 
     def by_line(self, line_id: str) -> list[DeviceRecord]:
-        return self._query(BY_LINE, line_id)
+        return self.query(BY_LINE, line_id)
 
     def by_model_version(self, version: str) -> list[DeviceRecord]:
-        return self._query(BY_MODEL_VERSION, version)
+        return self.query(BY_MODEL_VERSION, version)
 
     def by_status(self, status: DeviceStatus | str) -> list[DeviceRecord]:
-        return self._query(BY_STATUS, DeviceStatus(status).value)
+        return self.query(BY_STATUS, DeviceStatus(status).value)
 
     def scan_all(self) -> list[DeviceRecord]:
         pages = self._client.get_paginator("scan").paginate(
@@ -169,7 +177,35 @@ class DeviceTable:
         records = [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
         return sorted(records, key=lambda r: r.thing_name)
 
-    def _query(self, index: tuple[str, str, str | None], value: str) -> list[DeviceRecord]:
+    def page(
+        self, index: tuple[str, str, str | None] | None, value: str | None, *, limit: int, after: str | None = None
+    ) -> DevicePage:
+        """At most `limit` items read from an index (devices whose key attribute is `value`, in thing
+        name order) or, without one, from the table (no order); `after` continues a previous page."""
+        thing_key = names.DEVICE_TABLE_KEYS.partition_key
+        request: dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
+        if index is None:
+            request["FilterExpression"] = "attribute_not_exists(#history)"  # devices only
+            request["ExpressionAttributeNames"] = {"#history": HISTORY_ENTRY}
+            if after:
+                request["ExclusiveStartKey"] = {thing_key: {"S": after}}
+            response = self._client.scan(**request)
+        else:
+            index_name, partition_key, _ = index
+            request.update(
+                IndexName=index_name,
+                KeyConditionExpression="#pk = :value",
+                ExpressionAttributeNames={"#pk": partition_key},
+                ExpressionAttributeValues={":value": {"S": value}},
+            )
+            if after:
+                request["ExclusiveStartKey"] = {partition_key: {"S": value}, thing_key: {"S": after}}
+            response = self._client.query(**request)
+        records = [item_to_stored(item).record for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return DevicePage(records, last[thing_key]["S"] if last else None)
+
+    def query(self, index: tuple[str, str, str | None], value: str) -> list[DeviceRecord]:
         index_name, partition_key, _ = index
         pages = self._client.get_paginator("query").paginate(
             TableName=self.table_name,

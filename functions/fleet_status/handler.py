@@ -1,6 +1,8 @@
 """The fleet API (API Gateway REST, IAM-authenticated): fleet status, device history, why-not.
 
-GET /devices?site=&line=&model=&status=   -> {"devices": [DeviceRecord, ...]}
+GET /devices?site=&line=&model=&status=&limit=&next=
+                                          -> {"devices": [DeviceRecord, ...], "next": thing | null}
+   one page (limit: items read, default 500, at most 1000); pass `next` back for the following page
 GET /devices/{thing}/history?limit=       -> {"thing_name": ..., "history": [DeviceHistoryEntry, ...]} newest first
 GET /models/{version}/why-not?model_id=   -> WhyNotReport
 A bad parameter value answers 400 naming the parameter and the value; an unknown device or model
@@ -21,13 +23,14 @@ from edgeloop.functions.common.observability import powertools
 from edgeloop.functions.device_registry.data_access import DeviceTable
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 
-from .logic import InvalidParameter, NotFound, device_history, fleet_status, why_not
+from .logic import DEFAULT_PAGE, InvalidParameter, NotFound, device_history, fleet_status_page, why_not
 from .settings import Settings
 
 logger, tracer, metrics = powertools("fleet_status")
 app = APIGatewayRestResolver()
 
 DEVICE_FILTERS = ("site", "line", "model", "status")
+PAGING = ("limit", "next")
 
 
 @lru_cache(maxsize=1)
@@ -50,28 +53,35 @@ def _query(allowed: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def _whole_number(parameter: str, raw: str | None, default: int | None) -> int | None:
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise InvalidParameter(parameter, raw, "is not a whole number")
+    return int(raw)
+
+
 @app.get("/devices")
 @tracer.capture_method
 def get_devices() -> dict:
-    params = _query(DEVICE_FILTERS)
-    records = fleet_status(
+    params = _query(DEVICE_FILTERS + PAGING)
+    page = fleet_status_page(
         _devices(),
         site=params.get("site"),
         line_id=params.get("line"),
         model_version=params.get("model"),
         status=params.get("status"),
+        limit=_whole_number("limit", params.get("limit"), DEFAULT_PAGE),
+        after=params.get("next"),
     )
-    return {"devices": [r.model_dump(mode="json") for r in records]}
+    return page.model_dump(mode="json")
 
 
 @app.get("/devices/<thing>/history")
 @tracer.capture_method
 def get_history(thing: str) -> dict:
     params = _query(("limit",))
-    limit = params.get("limit")
-    if limit is not None and not limit.isdigit():
-        raise InvalidParameter("limit", limit, "is not a whole number")
-    entries = device_history(_devices(), thing, limit=None if limit is None else int(limit))
+    entries = device_history(_devices(), thing, limit=_whole_number("limit", params.get("limit"), None))
     return {"thing_name": thing, "history": [e.model_dump(mode="json") for e in entries]}
 
 

@@ -1,7 +1,9 @@
 """Which device runs which model version, where, since when, and why not: the operator's queries.
 
 `fleet_status` picks the most selective table access for its filters (line, then model version,
-then status index; a scan when none) and narrows the result with the others. `device_history`
+then status index; a scan when none) and narrows the result with the others; `fleet_status_page`
+does the same one page at a time (the HTTP API: a Lambda response holds at most 6 MB, a few
+thousand device records). `device_history`
 reads a device's history items newest first. `why_not` explains, for every device not on a model
 version, why: its own report (rejected, rolled back, pending), the rollout's plan (excluded as
 incompatible or offline, not targeted), or, for devices no rollout of the version mentions, the
@@ -19,7 +21,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from edgeloop.functions.device_registry.data_access import DeviceTable
+from edgeloop.functions.device_registry.data_access import BY_LINE, BY_MODEL_VERSION, BY_STATUS, DeviceTable
 from edgeloop.functions.orchestrator import data_access as rollout_data
 from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.logic import choose_tier
@@ -36,6 +38,8 @@ from edgeloop.schemas.common import Identifier, SemVer, ThingName
 
 STOPPED_STATES = (DeploymentState.FAILED, DeploymentState.ROLLED_BACK, DeploymentState.TIMED_OUT)
 MAX_HISTORY = 1000
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
 
 
 class InvalidParameter(ValueError):
@@ -57,6 +61,7 @@ _IDENTIFIER = TypeAdapter(Identifier)
 _SEMVER = TypeAdapter(SemVer)
 _THING = TypeAdapter(ThingName)
 _LIMIT = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_HISTORY)])
+_PAGE = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_PAGE)])
 
 
 def checked(parameter: str, value: Any, adapter: TypeAdapter) -> Any:
@@ -77,6 +82,60 @@ def checked_status(parameter: str, value: DeviceStatus | str) -> DeviceStatus:
 # --- status ----------------------------------------------------------------------------------------
 
 
+class DeviceFilters(BaseModel):
+    """The fleet status filters, checked: a bad value raises InvalidParameter naming the parameter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    site: str | None = None
+    line_id: str | None = None
+    model_version: str | None = None
+    status: DeviceStatus | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        site: str | None = None,
+        line_id: str | None = None,
+        model_version: str | None = None,
+        status: DeviceStatus | str | None = None,
+    ) -> DeviceFilters:
+        return cls(
+            site=None if site is None else checked("site", site, _IDENTIFIER),
+            line_id=None if line_id is None else checked("line", line_id, _IDENTIFIER),
+            model_version=None if model_version is None else checked("model", model_version, _SEMVER),
+            status=None if status is None else checked_status("status", status),
+        )
+
+    def index(self) -> tuple[tuple[str, str, str | None], str] | None:
+        """The most selective index for these filters and its key value; None: scan the table."""
+        if self.line_id is not None:
+            return BY_LINE, self.line_id
+        if self.model_version is not None:
+            return BY_MODEL_VERSION, self.model_version
+        if self.status is not None:
+            return BY_STATUS, self.status.value
+        return None
+
+    def select(self, devices: Iterable[DeviceRecord]) -> list[DeviceRecord]:
+        selected = [
+            d
+            for d in devices
+            if (self.site is None or d.site == self.site)
+            and (self.line_id is None or d.line_id == self.line_id)
+            and (self.model_version is None or d.current_model_version == self.model_version)
+            and (self.status is None or d.status is self.status)
+        ]
+        return sorted(selected, key=lambda d: d.thing_name)
+
+
+class FleetPage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    devices: list[DeviceRecord]
+    next: str | None = Field(description="pass as `after` for the next page; None: this was the last")
+
+
 def fleet_status(
     table: DeviceTable,
     *,
@@ -85,27 +144,33 @@ def fleet_status(
     model_version: str | None = None,
     status: DeviceStatus | str | None = None,
 ) -> list[DeviceRecord]:
-    site = None if site is None else checked("site", site, _IDENTIFIER)
-    line_id = None if line_id is None else checked("line", line_id, _IDENTIFIER)
-    model_version = None if model_version is None else checked("model", model_version, _SEMVER)
-    status = None if status is None else checked_status("status", status)
-    if line_id is not None:
-        devices = table.by_line(line_id)
-    elif model_version is not None:
-        devices = table.by_model_version(model_version)
-    elif status is not None:
-        devices = table.by_status(status)
-    else:
-        devices = table.scan_all()
-    selected = [
-        d
-        for d in devices
-        if (site is None or d.site == site)
-        and (line_id is None or d.line_id == line_id)
-        and (model_version is None or d.current_model_version == model_version)
-        and (status is None or d.status is status)
-    ]
-    return sorted(selected, key=lambda d: d.thing_name)
+    filters = DeviceFilters.checked(site, line_id, model_version, status)
+    access = filters.index()
+    if access is None:
+        return filters.select(table.scan_all())
+    index, value = access
+    return filters.select(table.query(index, value))
+
+
+def fleet_status_page(
+    table: DeviceTable,
+    *,
+    site: str | None = None,
+    line_id: str | None = None,
+    model_version: str | None = None,
+    status: DeviceStatus | str | None = None,
+    limit: int = DEFAULT_PAGE,
+    after: str | None = None,
+) -> FleetPage:
+    """One page of `fleet_status`: `limit` devices read at most (fewer match when filters narrow
+    them; a page may even be empty with a `next`). Pages of an indexed filter come in thing name
+    order; those of an unfiltered listing in the table's order."""
+    filters = DeviceFilters.checked(site, line_id, model_version, status)
+    limit = checked("limit", limit, _PAGE)
+    after = None if after is None else checked("next", after, _THING)
+    index, value = filters.index() or (None, None)
+    page = table.page(index, value, limit=limit, after=after)
+    return FleetPage(devices=filters.select(page.records), next=page.after)
 
 
 # --- history ---------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ outcome counters of its waves.
 Every status report may advance a rollout, and reports of one wave arrive together, so two
 invocations can both find the wave complete; the revision check lets exactly one of them record
 (and deliver) the next wave. The record is kept whole as JSON in `document` (waves nest, and
-DynamoDB's number type would turn thresholds into Decimals); the top-level attributes repeat the
+DynamoDB's number type would turn thresholds into Decimals), zlib-compressed: it lists every target,
+and thing names of a fleet share long prefixes, so 10,000 targets take tens of kilobytes, not the
+hundreds that would approach DynamoDB's 400 KB item limit. The top-level attributes repeat the
 fields an operator filters by in the console.
 
 Wave counters (single-table). Deciding after each report whether a wave is complete would mean
@@ -12,7 +14,13 @@ re-reading every device of the wave; instead each wave has a counter item beside
 item, so the check is one GetItem:
 
     deployment item  deployment_id=<deployment_id>               revision, document, updates, ...
-    counter item     deployment_id=<deployment_id>#wave#<index>  wave_of=<deployment_id>, applied=N, failed=N
+    counter item     deployment_id=<deployment_id>#wave#<index>  wave_of=<deployment_id>, applied=N, failed=N,
+                     wave_state, targets=N, failure_threshold, model_version, deadline
+
+The counter item also carries what a status report needs to know of its wave (a WaveSummary: its
+size and threshold, the rollout's version and deadline, the wave's state, mirrored by the wave
+controller after each transition), so taking a report reads the counter, never the deployment,
+whose size grows with the fleet.
 
 `#` is not allowed in a deployment id (put_if_absent refuses it; ids from the orchestrator are
 [A-Za-z0-9-]), so a counter key never collides with a deployment. Counter items have no
@@ -28,15 +36,17 @@ when that full read is worth doing, never the decision itself.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from edgeloop.functions.common import s3
 from edgeloop.functions.common.aws import client
-from edgeloop.schemas import DeploymentRecord, ModelManifest, ModelUpdate, Precision, names
+from edgeloop.schemas import DeploymentRecord, DeploymentState, ModelManifest, ModelUpdate, Precision, RolloutWave, names
 
 REVISION = "revision"
 DOCUMENT = "document"
@@ -45,6 +55,12 @@ WAVE_COUNTER_SEPARATOR = "#wave#"
 WAVE_OF = "wave_of"
 APPLIED_COUNT = "applied"
 FAILED_COUNT = "failed"
+WAVE_STATE = "wave_state"
+WAVE_TARGETS = "targets"
+WAVE_THRESHOLD = "failure_threshold"
+WAVE_MODEL_VERSION = "model_version"
+WAVE_DEADLINE = "deadline"
+_SUMMARY_FIELDS = (WAVE_STATE, WAVE_TARGETS, WAVE_THRESHOLD, WAVE_MODEL_VERSION, WAVE_DEADLINE)
 _KEY_RESERVED = "#"  # separates a deployment id from what hangs off it (wave counters)
 
 
@@ -69,6 +85,25 @@ class WaveCounts:
         return self.applied + self.failed
 
 
+@dataclass(frozen=True)
+class WaveSummary:
+    """What the counter item knows of its wave: enough to judge a status report without the deployment."""
+
+    deployment_id: str
+    index: int
+    model_version: str
+    targets: int
+    failure_threshold: float
+    deadline: datetime  # the rollout's created_at + timeout_s
+    state: DeploymentState
+
+
+@dataclass(frozen=True)
+class WaveCounter:
+    counts: WaveCounts
+    summary: WaveSummary | None  # None: tracked by a version that kept only the counts
+
+
 def wave_counter_key(deployment_id: str, wave_index: int) -> str:
     return f"{deployment_id}{WAVE_COUNTER_SEPARATOR}{wave_index}"
 
@@ -86,14 +121,14 @@ def record_to_item(record: DeploymentRecord, revision: int, updates: Mapping[Pre
         "model_package_arn": {"S": record.model_package_arn},
         "created_at": {"S": record.created_at.isoformat()},
         REVISION: {"N": str(revision)},
-        DOCUMENT: {"S": record.model_dump_json()},
+        DOCUMENT: {"B": zlib.compress(record.model_dump_json().encode())},
         UPDATES: {"S": json.dumps(updates_json, sort_keys=True)},
     }
 
 
 def item_to_stored(item: dict[str, Any]) -> StoredDeployment:
     try:
-        record = DeploymentRecord.model_validate_json(item[DOCUMENT]["S"])
+        record = DeploymentRecord.model_validate_json(_document_json(item[DOCUMENT]))
         updates = {
             Precision(precision): ModelUpdate.model_validate(update)
             for precision, update in json.loads(item.get(UPDATES, {}).get("S", "{}")).items()
@@ -102,6 +137,15 @@ def item_to_stored(item: dict[str, Any]) -> StoredDeployment:
         key = item.get(names.DEPLOYMENT_TABLE_KEYS.partition_key, {}).get("S")
         raise ValueError(f"deployment item {key!r} holds no valid DeploymentRecord: {exc}") from exc
     return StoredDeployment(record, int(item[REVISION]["N"]), updates)
+
+
+def _document_json(attribute: dict[str, Any]) -> bytes | str:
+    if "B" in attribute:
+        try:
+            return zlib.decompress(attribute["B"])
+        except zlib.error as exc:
+            raise ValueError(f"document is not zlib-compressed JSON: {exc}") from exc
+    return attribute["S"]  # written uncompressed by an earlier version
 
 
 class DeploymentTable:
@@ -158,23 +202,60 @@ class DeploymentTable:
 
     # --- wave counters (see the module docstring) ------------------------------------------------------
 
-    def track_wave(self, deployment_id: str, wave_index: int) -> None:
-        """Start counting the wave's outcomes; repeating it keeps the counts already made."""
+    def track_wave(self, record: DeploymentRecord, wave: RolloutWave) -> None:
+        """Start counting the wave's outcomes, with its summary; repeating it keeps the counts already made."""
+        deadline = record.created_at + timedelta(seconds=record.timeout_s)
         self._client.update_item(
             TableName=self.table_name,
-            Key=self._key(wave_counter_key(deployment_id, wave_index)),
-            UpdateExpression="SET #of = :of ADD #applied :zero, #failed :zero",
-            ExpressionAttributeNames={"#of": WAVE_OF, "#applied": APPLIED_COUNT, "#failed": FAILED_COUNT},
-            ExpressionAttributeValues={":of": {"S": deployment_id}, ":zero": {"N": "0"}},
+            Key=self._key(wave_counter_key(record.deployment_id, wave.index)),
+            UpdateExpression=(
+                "SET #of = :of, #state = :state, #targets = :targets, #threshold = :threshold, "
+                "#version = :version, #deadline = :deadline ADD #applied :zero, #failed :zero"
+            ),
+            ExpressionAttributeNames={
+                "#of": WAVE_OF,
+                "#applied": APPLIED_COUNT,
+                "#failed": FAILED_COUNT,
+                "#state": WAVE_STATE,
+                "#targets": WAVE_TARGETS,
+                "#threshold": WAVE_THRESHOLD,
+                "#version": WAVE_MODEL_VERSION,
+                "#deadline": WAVE_DEADLINE,
+            },
+            ExpressionAttributeValues={
+                ":of": {"S": record.deployment_id},
+                ":zero": {"N": "0"},
+                ":state": {"S": DeploymentState.IN_PROGRESS.value},
+                ":targets": {"N": str(len(wave.targets))},
+                ":threshold": {"S": repr(wave.failure_threshold)},  # a string: exact, no Decimal round trip
+                ":version": {"S": record.model_version},
+                ":deadline": {"S": deadline.isoformat()},
+            },
         )
 
-    def count_wave_outcome(self, deployment_id: str, wave_index: int, *, applied: int, failed: int) -> bool:
-        """Add to the wave's counts in one atomic update (a device moving from applied to failed is
-        applied=-1, failed=+1); False when the wave is not tracked, which leaves it uncounted."""
-        if applied == 0 and failed == 0:
-            return True
+    def set_wave_state(self, deployment_id: str, wave_index: int, state: DeploymentState) -> None:
+        """Mirror a wave's new state into its counter (nothing when the wave is not tracked)."""
         try:
             self._client.update_item(
+                TableName=self.table_name,
+                Key=self._key(wave_counter_key(deployment_id, wave_index)),
+                UpdateExpression="SET #state = :state",
+                ConditionExpression="attribute_exists(#of)",
+                ExpressionAttributeNames={"#of": WAVE_OF, "#state": WAVE_STATE},
+                ExpressionAttributeValues={":state": {"S": state.value}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def count_wave_outcome(
+        self, deployment_id: str, wave_index: int, *, applied: int, failed: int
+    ) -> WaveCounts | None:
+        """Add to the wave's counts in one atomic update (a device moving from applied to failed is
+        applied=-1, failed=+1) and return the counts it made; None when the wave is not tracked,
+        which leaves it uncounted."""
+        try:
+            response = self._client.update_item(
                 TableName=self.table_name,
                 Key=self._key(wave_counter_key(deployment_id, wave_index)),
                 UpdateExpression="ADD #applied :applied, #failed :failed",
@@ -182,15 +263,21 @@ class DeploymentTable:
                 ConditionExpression="attribute_exists(#of)",
                 ExpressionAttributeNames={"#of": WAVE_OF, "#applied": APPLIED_COUNT, "#failed": FAILED_COUNT},
                 ExpressionAttributeValues={":applied": {"N": str(applied)}, ":failed": {"N": str(failed)}},
+                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return _counts_of(response["Attributes"])
 
     def wave_counts(self, deployment_id: str, wave_index: int) -> WaveCounts | None:
         """The wave's counts, or None when the wave is not tracked."""
+        counter = self.wave_counter(deployment_id, wave_index)
+        return None if counter is None else counter.counts
+
+    def wave_counter(self, deployment_id: str, wave_index: int) -> WaveCounter | None:
+        """The wave's counts and summary, or None when the wave is not tracked."""
         response = self._client.get_item(
             TableName=self.table_name,
             Key=self._key(wave_counter_key(deployment_id, wave_index)),
@@ -199,7 +286,7 @@ class DeploymentTable:
         item = response.get("Item")
         if item is None or WAVE_OF not in item:
             return None
-        return WaveCounts(applied=int(item[APPLIED_COUNT]["N"]), failed=int(item[FAILED_COUNT]["N"]))
+        return WaveCounter(_counts_of(item), _summary_of(deployment_id, wave_index, item))
 
     @staticmethod
     def _key(key: str) -> dict[str, Any]:
@@ -228,6 +315,27 @@ class DeploymentTable:
                 return False
             raise
         return True
+
+
+def _counts_of(attributes: Mapping[str, Any]) -> WaveCounts:
+    return WaveCounts(applied=int(attributes[APPLIED_COUNT]["N"]), failed=int(attributes[FAILED_COUNT]["N"]))
+
+
+def _summary_of(deployment_id: str, wave_index: int, item: Mapping[str, Any]) -> WaveSummary | None:
+    if not all(name in item for name in _SUMMARY_FIELDS):
+        return None
+    try:
+        return WaveSummary(
+            deployment_id=deployment_id,
+            index=wave_index,
+            model_version=item[WAVE_MODEL_VERSION]["S"],
+            targets=int(item[WAVE_TARGETS]["N"]),
+            failure_threshold=float(item[WAVE_THRESHOLD]["S"]),
+            deadline=datetime.fromisoformat(item[WAVE_DEADLINE]["S"]),
+            state=DeploymentState(item[WAVE_STATE]["S"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"wave counter {wave_counter_key(deployment_id, wave_index)!r} has a bad summary: {exc}") from exc
 
 
 # --- the model registry and the manifests it points at ----------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -271,6 +271,14 @@ def _plan_and_record(
 
 
 def _mark_targets_pending(record: DeploymentRecord, devices: DeviceTable, now: datetime) -> None:
+    for wave in record.waves:
+        for thing in wave.targets:
+            devices.compare_and_swap_with_history(thing, _pending_in(record, wave.index, now), event=DeviceEvent.PENDING)
+
+
+def _pending_in(
+    record: DeploymentRecord, wave_index: int, now: datetime
+) -> Callable[[StoredDevice | None], DeviceWrite | None]:
     def mark(stored: StoredDevice | None) -> DeviceWrite | None:
         if stored is None:
             return None  # deregistered since planning; its wave will count it as failed
@@ -280,6 +288,7 @@ def _mark_targets_pending(record: DeploymentRecord, devices: DeviceTable, now: d
         update = {
             "desired_model_version": record.model_version,
             "deployment_id": record.deployment_id,
+            "deployment_wave": wave_index,  # where status intake counts its reports
             "status": DeviceStatus.PENDING,
             "status_since": now,
             "reason": "",
@@ -290,5 +299,4 @@ def _mark_targets_pending(record: DeploymentRecord, devices: DeviceTable, now: d
             update["previous_model_version"] = device.current_model_version
         return DeviceWrite(device.model_copy(update=update))
 
-    for thing in record.targets:
-        devices.compare_and_swap_with_history(thing, mark, event=DeviceEvent.PENDING)
+    return mark

@@ -16,13 +16,16 @@ reports that complete a wave at once exactly one delivers the next wave. If the 
 the transition is undone, so the next report (or the Lambda retry) delivers again.
 
 Cost per status report. Reading every device of the current wave after each report would make a
-rollout quadratic in its size. So a wave's outcomes are also counted (data_access: one counter
-item per wave, tracked from before its delivery): status intake moves a device's count with
-`count_report` when its own compare-and-swap moves it into or out of an outcome, and
-`advance(..., after_report=True)` reads the counter first (one GetItem). While the counts say the
-wave is neither complete nor past its threshold, no report can have changed anything and it
-returns; otherwise (or without counts, or past the rollout's timeout) it reads the wave and decides
-as always. The counts only choose when to look: a count lost between a device's write and its
+rollout quadratic in its size, and so would reading the deployment record, which lists every
+target. So a wave's outcomes are also counted (data_access: one counter item per wave, tracked
+from before its delivery, carrying a WaveSummary of the wave). The orchestrator records each
+target's wave on the device (deployment_wave); status intake reads that wave's counter and moves
+the device's count with `count_outcome` when its own compare-and-swap moves it into or out of an
+outcome. Only when `worth_a_look` says the counts may complete or fail the wave (or the wave is
+no longer in progress, or the rollout is past its deadline) does it call advance(), which reads
+the deployment and the wave and decides as always. A device without a recorded wave (marked by an
+earlier version) falls back to `count_report` with the deployment record and
+`advance(..., after_report=True)`, which reads the counter before the wave. The counts only choose when to look: a count lost between a device's write and its
 counter update (a crash) delays the decision until the scheduled round, which always reads the
 whole wave; a count too many (a device that went OFFLINE and reported again) only costs reads.
 """
@@ -47,7 +50,7 @@ from edgeloop.schemas import (
 )
 from edgeloop.schemas.common import semver_key
 
-from .data_access import DeploymentTable, StoredDeployment, WaveCounts
+from .data_access import DeploymentTable, StoredDeployment, WaveCounts, WaveSummary
 from .delivery import ROLLBACK_WAVE_BASE, ModelDelivery
 
 FAILED_STATUSES = (DeviceStatus.REJECTED, DeviceStatus.ROLLED_BACK)
@@ -89,9 +92,13 @@ class WaveOutcome(StrEnum):
 
 def outcome_of(record: DeploymentRecord, device: DeviceRecord | None) -> WaveOutcome | None:
     """The device's outcome for this rollout: what tally_wave counts and the wave counters mirror."""
-    if device is None or device.deployment_id != record.deployment_id:
+    return _outcome(record.deployment_id, record.model_version, device)
+
+
+def _outcome(deployment_id: str, model_version: str, device: DeviceRecord | None) -> WaveOutcome | None:
+    if device is None or device.deployment_id != deployment_id:
         return None  # has not reported on this deployment yet
-    if device.status is DeviceStatus.APPLIED and device.current_model_version == record.model_version:
+    if device.status is DeviceStatus.APPLIED and device.current_model_version == model_version:
         return WaveOutcome.APPLIED
     if device.status in FAILED_STATUSES:
         return WaveOutcome.FAILED
@@ -134,21 +141,55 @@ def count_report(
     wave = wave_of(record, after.thing_name)
     if wave is None:
         return 0, 0
-    old, new = outcome_of(record, before), outcome_of(record, after)
+    applied, failed = _outcome_change(record.deployment_id, record.model_version, before, after)
+    if (applied, failed) == (0, 0):
+        return 0, 0
+    counted = deployments_table.count_wave_outcome(record.deployment_id, wave.index, applied=applied, failed=failed)
+    return (applied, failed) if counted is not None else (0, 0)
+
+
+def count_outcome(
+    summary: WaveSummary, before: DeviceRecord | None, after: DeviceRecord, *, deployments_table: DeploymentTable
+) -> WaveCounts | None:
+    """`count_report` for a device whose wave is known (its deployment_wave), judged by the wave's
+    counter summary instead of the deployment record: the counts after the change, or None when it
+    changed no count (the caller's counts stand) or the wave is not tracked."""
+    applied, failed = _outcome_change(summary.deployment_id, summary.model_version, before, after)
+    if (applied, failed) == (0, 0):
+        return None
+    return deployments_table.count_wave_outcome(summary.deployment_id, summary.index, applied=applied, failed=failed)
+
+
+def _outcome_change(
+    deployment_id: str, model_version: str, before: DeviceRecord | None, after: DeviceRecord
+) -> tuple[int, int]:
+    """The (applied, failed) count change of a device going from `before` to `after`."""
+    old, new = _outcome(deployment_id, model_version, before), _outcome(deployment_id, model_version, after)
     if old is new:
         return 0, 0
-    applied = (new is WaveOutcome.APPLIED) - (old is WaveOutcome.APPLIED)
-    failed = (new is WaveOutcome.FAILED) - (old is WaveOutcome.FAILED)
-    counted = deployments_table.count_wave_outcome(record.deployment_id, wave.index, applied=applied, failed=failed)
-    return (applied, failed) if counted else (0, 0)
+    return (new is WaveOutcome.APPLIED) - (old is WaveOutcome.APPLIED), (new is WaveOutcome.FAILED) - (
+        old is WaveOutcome.FAILED
+    )
 
 
 def may_change(counts: WaveCounts | None, wave: RolloutWave) -> bool:
     """Whether the wave's counts allow it to be complete or past its threshold (no counts: it may)."""
     if counts is None:
         return True
-    targets = len(wave.targets)
-    return counts.reported >= targets or counts.failed / targets > wave.failure_threshold
+    return _may_complete_or_fail(counts, len(wave.targets), wave.failure_threshold)
+
+
+def worth_a_look(summary: WaveSummary, counts: WaveCounts, now: datetime) -> bool:
+    """Whether a report counted into this wave calls for advance(): the counts may complete or fail
+    it, the wave is no longer in progress (a stopped rollout may owe the device a restore), or the
+    rollout is past its deadline."""
+    if summary.state is not DeploymentState.IN_PROGRESS or now > summary.deadline:
+        return True
+    return _may_complete_or_fail(counts, summary.targets, summary.failure_threshold)
+
+
+def _may_complete_or_fail(counts: WaveCounts, targets: int, failure_threshold: float) -> bool:
+    return counts.reported >= targets or counts.failed / targets > failure_threshold
 
 
 def advance(
@@ -160,6 +201,7 @@ def advance(
     now: datetime | None = None,
     wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S,
     after_report: bool = False,
+    reported_by: str | None = None,
 ) -> DeploymentRecord:
     """Re-evaluate a rollout after a status report (or on schedule); deliver the next wave when due,
     fail / time it out when due, and carry out what a stopped rollout owes its devices.
@@ -167,11 +209,17 @@ def advance(
     `after_report=True` (status intake, right after counting the report) first asks the wave's
     counter whether anything can have changed and, if not, returns without reading the wave; wave
     timeouts are then left to the scheduled call (a report just arrived, so the wave is not silent).
+    `reported_by` names the device whose report led here: when the rollout had stopped already,
+    only that device's follow-up is done (a restore it still needs), not a pass over every device,
+    which the scheduled call makes.
     """
     now = now or datetime.now(UTC)
+    stopped_before = False
 
     def step(record: DeploymentRecord) -> DeploymentRecord:
-        if record.state is not DeploymentState.IN_PROGRESS:
+        nonlocal stopped_before
+        stopped_before = record.state is not DeploymentState.IN_PROGRESS
+        if stopped_before:
             return record
         current = _current_wave(record)
         if current is None:
@@ -191,7 +239,8 @@ def advance(
         return record
 
     record = _transition(deployment_id, step, deployments_table, delivery)
-    return _follow_up(record, devices_table, deployments_table, delivery, now)
+    only = reported_by if stopped_before else None
+    return _follow_up(record, devices_table, deployments_table, delivery, now, only=only)
 
 
 def _worth_a_tally(record: DeploymentRecord, wave: RolloutWave, table: DeploymentTable, now: datetime) -> bool:
@@ -268,11 +317,13 @@ def _follow_up(
     deployments: DeploymentTable,
     delivery: ModelDelivery,
     now: datetime,
+    *,
+    only: str | None,
 ) -> DeploymentRecord:
     if record.state in (DeploymentState.FAILED, DeploymentState.ROLLED_BACK) and _failed_wave(record) is not None:
-        return roll_back(record, devices=devices, deployments=deployments, delivery=delivery, now=now)
+        return roll_back(record, devices=devices, deployments=deployments, delivery=delivery, now=now, only=only)
     if record.state is DeploymentState.TIMED_OUT:
-        release_timed_out(record, devices=devices, now=now)
+        release_timed_out(record, devices=devices, now=now, only=only)
     return record
 
 
@@ -296,11 +347,20 @@ def _transition(
             return new
         if not table.replace_if_unchanged(stored, new):
             continue  # someone else moved it: look again
+        _mirror_wave_states(stored.record, new, table)
         started = _newly_started_wave(stored.record, new)
         if started is not None:
             _deliver_or_undo(stored, new, started, table, delivery)
         return new
     raise DeploymentConflict(f"deployment {deployment_id!r}: {attempts} conflicting writes in a row, giving up")
+
+
+def _mirror_wave_states(before: DeploymentRecord, after: DeploymentRecord, table: DeploymentTable) -> None:
+    """Tell the counters of waves that left IN_PROGRESS (track_wave marks the start). A crash before
+    this leaves a counter saying in progress; its late reports then wait for the scheduled round."""
+    for old, new in zip(before.waves, after.waves):
+        if old.state is DeploymentState.IN_PROGRESS and new.state is not DeploymentState.IN_PROGRESS:
+            table.set_wave_state(after.deployment_id, new.index, new.state)
 
 
 def _deliver_or_undo(
@@ -311,7 +371,7 @@ def _deliver_or_undo(
         if update is None:
             raise LookupError(f"deployment {new.deployment_id!r} holds no {wave.precision.value} ModelUpdate")
         # Counted from before any device can have the update, so no report of the wave goes uncounted.
-        table.track_wave(new.deployment_id, wave.index)
+        table.track_wave(new, wave)
         delivery.deliver(new.deployment_id, wave, update)
     except Exception:
         written = StoredDeployment(new, stored.revision + 1, stored.updates)
@@ -378,13 +438,18 @@ def roll_back(
     deployments: DeploymentTable,
     delivery: ModelDelivery,
     now: datetime,
+    only: str | None = None,
 ) -> DeploymentRecord:
     """Restore the previous model on every device the failed rollout reached; end it ROLLED_BACK.
 
     Safe to repeat: a device already marked is left alone; one that applied the new version since
     (a late report) is restored again; one that confirmed the restored model is marked ROLLED_BACK.
+    With `only`, just that device is looked at (after its own report), and the rollout's state is
+    left to the full pass.
     """
     reached = [t for w in record.waves if w.state is not DeploymentState.PLANNED for t in w.targets]
+    if only is not None:
+        reached = [only] if only in reached else []
     restores: dict[tuple[str, str, Precision], tuple[ModelUpdate, list[str]]] = {}
     previous = _PreviousUpdates(deployments)
     for thing, device in sorted(devices.get_many(reached).items()):
@@ -407,14 +472,20 @@ def roll_back(
         delivery.deliver(record.deployment_id, wave, update)
         for thing in things:
             devices.compare_and_swap_with_history(thing, _restoring(record, update, now))
+    if only is not None:
+        return record
     _release(record, _unreached(record), devices, now)
     return _transition(record.deployment_id, _rolled_back, deployments, delivery)
 
 
-def release_timed_out(record: DeploymentRecord, *, devices: DeviceTable, now: datetime) -> None:
-    """Devices of a timed-out rollout that never reported stop being PENDING, with its reason."""
+def release_timed_out(record: DeploymentRecord, *, devices: DeviceTable, now: datetime, only: str | None = None) -> None:
+    """Devices of a timed-out rollout that never reported stop being PENDING, with its reason
+    (with `only`: that device, if it is one of them)."""
     stopped = [t for w in record.waves if w.state is DeploymentState.TIMED_OUT for t in w.targets]
-    _release(record, stopped + _unreached(record), devices, now)
+    released = stopped + _unreached(record)
+    if only is not None:
+        released = [only] if only in released else []
+    _release(record, released, devices, now)
 
 
 def _rolled_back(record: DeploymentRecord) -> DeploymentRecord:

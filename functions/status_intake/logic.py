@@ -8,8 +8,12 @@ nothing (it is counted), and two concurrent reports cannot overwrite each other'
 A recorded report that moves the device into or out of an outcome of its rollout (applied the
 rollout's version; rejected or rolled back) moves the device's count in its wave's counter, judged
 from the device as that compare-and-swap found it and left it: a duplicate or stale report changes
-nothing and so counts nothing. The wave controller then needs one counter read, not a read of the
-whole wave, to know whether the report can have completed or failed the wave (orchestrator.waves).
+nothing and so counts nothing. The device knows its wave (deployment_wave, set when the rollout
+marked it pending), and the wave's counter item carries the wave's size, threshold, state and the
+rollout's version and deadline, so a report costs the same few calls at any fleet size: the
+device's read, write and history entry, the counter's read and (on a change of outcome) its
+update. Only a report whose counts may complete or fail the wave reads the deployment and the
+wave (orchestrator.waves).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice, microseconds
 from edgeloop.functions.device_registry.logic import describe_errors, json_payload, thing_of_topic
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.functions.orchestrator.data_access import DeploymentTable, WaveCounter
 from edgeloop.functions.orchestrator.delivery import ModelDelivery
-from edgeloop.functions.orchestrator.waves import advance, count_report
+from edgeloop.functions.orchestrator.waves import advance, count_outcome, count_report, worth_a_look
 from edgeloop.schemas import DeploymentRecord, DeviceRecord, DeviceStatus, IotRuleEvent, ModelStatusReport, names
 
 
@@ -130,6 +134,8 @@ def _reported(device: DeviceRecord, report: ModelStatusReport, now: datetime) ->
     }
     if report.deployment_id:
         update["deployment_id"] = report.deployment_id
+        if report.deployment_id != device.deployment_id:
+            update["deployment_wave"] = None  # a deployment edgeloop did not plan: in none of its waves
     if report.status is DeviceStatus.APPLIED:
         update["current_model_id"] = report.model_id
         update["current_model_version"] = report.version
@@ -151,6 +157,40 @@ def _count_and_advance(
     delivery: ModelDelivery,
     now: datetime,
 ) -> DeploymentRecord | None:
+    """Count the report into the device's wave and advance the rollout if the counts call for it;
+    the rollout as advance() left it, or None when it was not looked at."""
+    counter = _wave_counter_of(deployment_id, written.after, deployments)
+    if counter is None or counter.summary is None:
+        return _count_and_advance_by_record(deployment_id, written, devices, deployments, delivery, now)
+    counts = count_outcome(counter.summary, written.before, written.after, deployments_table=deployments)
+    if not worth_a_look(counter.summary, counts or counter.counts, now):
+        return None  # the wave can neither be complete nor failed: the deployment need not be read
+    return advance(
+        deployment_id,
+        devices_table=devices,
+        deployments_table=deployments,
+        delivery=delivery,
+        now=now,
+        reported_by=written.after.thing_name,
+    )
+
+
+def _wave_counter_of(deployment_id: str, device: DeviceRecord, deployments: DeploymentTable) -> WaveCounter | None:
+    if device.deployment_id != deployment_id or device.deployment_wave is None:
+        return None
+    return deployments.wave_counter(deployment_id, device.deployment_wave)
+
+
+def _count_and_advance_by_record(
+    deployment_id: str,
+    written: ReportWrite,
+    devices: DeviceTable,
+    deployments: DeploymentTable,
+    delivery: ModelDelivery,
+    now: datetime,
+) -> DeploymentRecord | None:
+    """For a device without a tracked wave (marked by an earlier version, or a deployment made
+    outside edgeloop): find its wave in the deployment record."""
     record = deployments.get(deployment_id)
     if record is None:
         return None  # e.g. a deployment made outside edgeloop; nothing to advance
@@ -162,4 +202,5 @@ def _count_and_advance(
         delivery=delivery,
         now=now,
         after_report=True,
+        reported_by=written.after.thing_name,
     )

@@ -67,9 +67,41 @@ def test_devices_filtered_by_query_parameters(api, devices):
     assert status == 200 and [d["thing_name"] for d in body["devices"]] == ["gw-1", "gw-2", "gw-3"]
 
 
+@pytest.mark.parametrize("filters", [{"model": "2.0.0"}, {"line": "line-1"}, {}])
+def test_devices_come_in_pages_that_chain_without_gaps_or_repeats(api, devices, filters):
+    for i in range(11):
+        devices.put(device(f"gw-{i:02d}", current_model_version="2.0.0", status=DeviceStatus.APPLIED))
+    devices.put(device("gw-other", line_id="line-2", current_model_version="1.0.0"))
+    expected = [f"gw-{i:02d}" for i in range(11)] + ([] if filters else ["gw-other"])
+
+    seen, pages, after = [], 0, None
+    while True:
+        status, body = api("/devices", {**filters, "limit": "4", **({"next": after} if after else {})})
+        assert status == 200 and len(body["devices"]) <= 4
+        seen += [d["thing_name"] for d in body["devices"]]
+        pages += 1
+        after = body["next"]
+        if after is None:
+            break
+    assert sorted(seen) == expected and len(seen) == len(set(seen))
+    assert pages >= 3
+    if filters:
+        assert seen == expected  # an index hands pages out in thing name order
+
+
+def test_the_default_page_holds_up_to_500_devices(api, devices):
+    devices.put(device("gw-1"))
+    status, body = api("/devices")
+    assert status == 200 and body == {"devices": [body["devices"][0]], "next": None}
+
+
 @pytest.mark.parametrize(
     ("query", "parameter", "value"),
     [
+        ({"limit": "0"}, "limit", 0),
+        ({"limit": "1001"}, "limit", 1001),
+        ({"limit": "many"}, "limit", "many"),
+        ({"next": "not a thing"}, "next", "not a thing"),
         ({"status": "lost"}, "status", "lost"),
         ({"model": "two"}, "model", "two"),
         ({"line": "LINE 1"}, "line", "LINE 1"),
@@ -79,7 +111,7 @@ def test_devices_filtered_by_query_parameters(api, devices):
 def test_bad_query_values_are_400_naming_parameter_and_value(api, query, parameter, value):
     status, body = api("/devices", query)
     assert status == 400
-    assert (body["parameter"], body["value"]) == (parameter, value)
+    assert (body["parameter"], body["value"]) == (parameter, str(value))  # as the request spelled it
     assert f"{parameter}={value!r}" in body["error"]
 
 

@@ -15,7 +15,13 @@ from fleet_helpers import (
 )
 
 from edgeloop.functions.orchestrator import handler as orchestrator_handler
-from edgeloop.functions.orchestrator.logic import NotApproved, deployment_id_for, start_rollout
+from edgeloop.functions.orchestrator.logic import (
+    NotApproved,
+    deployment_id_for,
+    model_updates,
+    plan_rollout,
+    start_rollout,
+)
 from edgeloop.schemas import DeploymentState, DeviceStatus, Precision, names
 
 GROUP = names.model_package_group_name("extrusion", "line-1")
@@ -90,14 +96,15 @@ def test_an_approval_plans_records_marks_and_delivers_the_first_wave(devices, de
         "gw-line-2": "line line-2 not targeted",
     }
 
-    for thing in record.targets:
-        target = devices.get(thing)
-        assert (target.desired_model_version, target.deployment_id, target.status, target.status_since) == (
-            "2.0.0",
-            record.deployment_id,
-            DeviceStatus.PENDING,
-            NOW,
-        )
+    for wave in record.waves:
+        for thing in wave.targets:
+            target = devices.get(thing)
+            assert (target.desired_model_version, target.deployment_id, target.deployment_wave) == (
+                "2.0.0",
+                record.deployment_id,
+                wave.index,
+            )
+            assert (target.status, target.status_since) == (DeviceStatus.PENDING, NOW)
     assert devices.get("gw-x0").current_model_version == "1.0.0"  # still running the old model
     untouched = devices.get("gw-old")
     assert (untouched.status, untouched.deployment_id) == (DeviceStatus.REGISTERED, None)
@@ -213,3 +220,21 @@ def test_handler_rolls_out_with_the_delivery_from_settings(devices, deployments,
     assert started["state"] == "in_progress" and started["deployment_id"] == deployment_id_for(arn)
     assert "is Rejected" in ignored["ignored"]
     assert delivery.waves == [0] and delivery.closed
+
+
+def test_a_deployment_of_twenty_thousand_devices_fits_one_item(deployments):
+    """The record lists every target; compressed, 20,000 realistic thing names stay far below 400 KB."""
+    fleet = [
+        device(f"plant-{i % 7:02d}-line-{i % 13:02d}-gateway-{i:06d}", current_model_version="1.0.0")
+        for i in range(20_000)
+    ]
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/9"
+    record = plan_rollout(manifest(), fleet, model_package_arn=arn, now=NOW)
+    assert len(record.targets) == 20_000
+    assert deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, MODEL_BUCKET))
+
+    item = boto3.client("dynamodb").get_item(
+        TableName=DEPLOYMENT_TABLE, Key={names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": record.deployment_id}}
+    )["Item"]
+    assert len(item["document"]["B"]) < 200_000
+    assert deployments.get(record.deployment_id) == record

@@ -1,5 +1,5 @@
-"""Wave counters: status intake counts each device's outcome once, and advance() reads one counter
-item, not the whole wave, for a report that cannot complete or fail the wave."""
+"""Wave counters: status intake counts each device's outcome once into the wave the device is in, and
+reads neither the deployment nor the wave for a report that cannot complete or fail the wave."""
 
 from __future__ import annotations
 
@@ -20,17 +20,32 @@ from edgeloop.functions.wave_controller.logic import run_round
 from edgeloop.schemas import DeploymentState, DeviceStatus, names
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/7"
+EARLIER_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/6"
+MODEL_ID = manifest().model_id
+# Every device runs 1.0.0 when the rollout picks it: what a rollback restores.
+RUNS_1_0_0 = {
+    "current_model_id": MODEL_ID,
+    "current_model_version": "1.0.0",
+    "previous_model_id": MODEL_ID,
+    "previous_model_version": "1.0.0",
+}
 
 
-def _rollout(devices, deployments, delivery, count: int, *, failure_threshold: float = 0.2):
-    """A started rollout of `count` devices in two waves of half each (canary_share=0.5)."""
+def _rollout(devices, deployments, delivery, count: int, *, failure_threshold: float = 0.2, with_waves=True):
+    """A started rollout of `count` devices in two waves of half each (canary_share=0.5).
+
+    with_waves=False: devices marked as an earlier version did, without their wave (deployment_wave)."""
     fleet = [device(f"gw-{i:03d}") for i in range(count)]
     record = plan_rollout(
         manifest(), fleet, model_package_arn=ARN, canary_share=0.5, failure_threshold=failure_threshold, now=NOW
     )
     assert deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, "models"))
-    for d in fleet:
-        devices.put(d.model_copy(update={"deployment_id": record.deployment_id, "status": DeviceStatus.PENDING}))
+    for wave in record.waves:
+        for thing in wave.targets:
+            marked = {"deployment_id": record.deployment_id, "status": DeviceStatus.PENDING}
+            if with_waves:
+                marked["deployment_wave"] = wave.index
+            devices.put(device(thing, **RUNS_1_0_0, **marked))
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery, now=NOW)
     return record
 
@@ -126,11 +141,27 @@ def test_a_report_that_cannot_change_the_wave_costs_the_same_few_calls_at_any_wa
     with _dynamodb_calls() as rejected_calls:
         _take(devices, deployments, delivery, record, second, DeviceStatus.REJECTED, sent, "checksum")
 
-    # device read + write + history, deployment read, counter ADD, then advance: deployment + counter.
-    expected = ["GetItem", "PutItem", "PutItem", "GetItem", "UpdateItem", "GetItem", "GetItem"]
+    # device read + write + history, then the counter of the device's wave: read, and ADD.
+    expected = ["GetItem", "PutItem", "PutItem", "GetItem", "UpdateItem"]
     assert applied_calls == expected
     assert rejected_calls == expected
     assert deployments.get(record.deployment_id).waves[0].state is DeploymentState.IN_PROGRESS
+
+
+@pytest.mark.parametrize("fleet_size", [20, 200])
+def test_a_device_marked_without_its_wave_is_counted_through_the_deployment_record(
+    devices, deployments, fleet_size
+):
+    delivery = RecordingDelivery()
+    record = _rollout(devices, deployments, delivery, fleet_size, with_waves=False)
+    with _dynamodb_calls() as calls:
+        result = _take(
+            devices, deployments, delivery, record, record.waves[0].targets[0], DeviceStatus.APPLIED, NOW
+        )
+    # device read + write + history, deployment read, counter ADD, then advance: deployment + counter.
+    assert calls == ["GetItem", "PutItem", "PutItem", "GetItem", "UpdateItem", "GetItem", "GetItem"]
+    assert result.deployment.waves[0].state is DeploymentState.IN_PROGRESS
+    assert _counts(deployments, record) == WaveCounts(applied=1, failed=0)
 
 
 def test_the_report_that_completes_the_wave_reads_it_and_starts_the_next(devices, deployments):
@@ -144,7 +175,7 @@ def test_the_report_that_completes_the_wave_reads_it_and_starts_the_next(devices
                 devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1)
             )
         assert "BatchGetItem" not in calls
-        assert result.deployment.waves[0].state is DeploymentState.IN_PROGRESS
+        assert result.deployment is None  # not read: the counts say the wave cannot be complete
     assert delivery.waves == [0]
 
     with _dynamodb_calls() as calls:
@@ -175,7 +206,7 @@ def test_crossing_the_failure_threshold_fails_the_wave_and_rolls_back(devices, d
                 sent + n * timedelta(seconds=1),
                 "sha",
             )
-        assert "BatchGetItem" not in calls and result.deployment.state is DeploymentState.IN_PROGRESS
+        assert "BatchGetItem" not in calls and result.deployment is None
 
     result = _take(
         devices, deployments, delivery, record, wave[2], DeviceStatus.REJECTED, sent + timedelta(seconds=9), "sha"
@@ -186,10 +217,11 @@ def test_crossing_the_failure_threshold_fails_the_wave_and_rolls_back(devices, d
     assert 1 not in delivery.waves  # the second wave never went out
 
 
-def test_a_wave_without_counters_is_decided_by_the_full_tally(devices, deployments):
+@pytest.mark.parametrize("with_waves", [True, False])
+def test_a_wave_without_counters_is_decided_by_the_full_tally(devices, deployments, with_waves):
     """A rollout started before counters existed: every report reads the wave, and it still advances."""
     delivery = RecordingDelivery()
-    record = _rollout(devices, deployments, delivery, 6)
+    record = _rollout(devices, deployments, delivery, 6, with_waves=with_waves)
     client("dynamodb").delete_item(
         TableName=DEPLOYMENT_TABLE,
         Key={names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": wave_counter_key(record.deployment_id, 0)}},
@@ -305,3 +337,71 @@ def test_counter_items_stay_out_of_deployment_listings(devices, deployments):
     clashing = record.model_copy(update={"deployment_id": "dep#wave#0"})
     with pytest.raises(ValueError, match=r"deployment_id='dep#wave#0' contains '#'"):
         deployments.put_if_absent(clashing, model_updates(manifest(), "dep", "models"))
+
+
+def test_a_counter_without_its_wave_summary_counts_through_the_deployment_record(devices, deployments):
+    """Counters tracked by an earlier version hold counts only: the report finds its wave in the record."""
+    delivery = RecordingDelivery()
+    record = _rollout(devices, deployments, delivery, 6)
+    client("dynamodb").update_item(
+        TableName=DEPLOYMENT_TABLE,
+        Key={names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": wave_counter_key(record.deployment_id, 0)}},
+        UpdateExpression="REMOVE targets, failure_threshold, model_version, deadline, wave_state",
+    )
+    assert deployments.wave_counter(record.deployment_id, 0).summary is None
+    wave = record.waves[0].targets
+    sent = NOW + timedelta(minutes=1)
+    for n, thing in enumerate(wave):
+        result = _take(devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1))
+        assert result.deployment is not None  # the record path always advances
+    assert _counts(deployments, record, 0) == WaveCounts(applied=len(wave), failed=0)
+    assert [w.state for w in result.deployment.waves] == [DeploymentState.SUCCEEDED, DeploymentState.IN_PROGRESS]
+
+
+def test_the_counter_summary_mirrors_its_wave(devices, deployments):
+    delivery = RecordingDelivery()
+    record = _rollout(devices, deployments, delivery, 10, failure_threshold=0.25)
+    summary = deployments.wave_counter(record.deployment_id, 0).summary
+    assert (summary.targets, summary.failure_threshold, summary.model_version) == (5, 0.25, record.model_version)
+    assert summary.deadline == record.created_at + timedelta(seconds=record.timeout_s)
+    assert summary.state is DeploymentState.IN_PROGRESS
+    assert deployments.wave_counter(record.deployment_id, 1) is None  # not delivered: not tracked
+
+    sent = NOW + timedelta(minutes=1)
+    for n, thing in enumerate(record.waves[0].targets):
+        _take(devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1))
+    assert deployments.wave_counter(record.deployment_id, 0).summary.state is DeploymentState.SUCCEEDED
+    assert deployments.wave_counter(record.deployment_id, 1).summary.state is DeploymentState.IN_PROGRESS
+
+
+@pytest.mark.parametrize("fleet_size", [10, 40])
+def test_a_report_after_the_rollback_settles_its_own_device_only(devices, deployments, fleet_size):
+    """A confirmation of the restored model, arriving after the rollout ended ROLLED_BACK, marks that
+    device rolled back, with the same calls at any fleet size (no pass over every device reached)."""
+    delivery = RecordingDelivery()
+    record = _rollout(devices, deployments, delivery, fleet_size, failure_threshold=0.0)
+    canary, other = record.waves[0].targets[:2]
+    earlier_manifest = manifest(version="1.0.0")  # the rollout that delivered 1.0.0: what is restored
+    earlier = plan_rollout(earlier_manifest, [], model_package_arn=EARLIER_ARN, now=NOW - timedelta(days=3))
+    assert deployments.put_if_absent(earlier, model_updates(earlier_manifest, earlier.deployment_id, "models"))
+    failed = _take(devices, deployments, delivery, record, canary, DeviceStatus.REJECTED, NOW, "health check")
+    assert failed.deployment.state is DeploymentState.ROLLED_BACK
+    assert devices.get(other).status is DeviceStatus.ROLLED_BACK  # restore on its way
+
+    confirmed_at = NOW + timedelta(minutes=2)
+    report = status_report(other, record.deployment_id, DeviceStatus.APPLIED, confirmed_at, version="1.0.0")
+    with _dynamodb_calls() as calls:
+        result = handle_status_report(
+            rule_event(names.model_status_topic(other), report.model_dump(mode="json")),
+            devices=devices,
+            deployments=deployments,
+            delivery=delivery,
+            now=confirmed_at,
+        )
+    settled = devices.get(other)
+    assert settled.status is DeviceStatus.ROLLED_BACK and settled.current_model_version == "1.0.0"
+    assert settled.reason.endswith(f"; restored {MODEL_ID} 1.0.0")
+    assert result.deployment.state is DeploymentState.ROLLED_BACK
+    # The report's device write (read, write, history), its counter (read, ADD), the deployment, then
+    # this device alone: batch read, and its rolled-back write (read, write, history).
+    assert Counter(calls) == Counter({"GetItem": 4, "PutItem": 4, "UpdateItem": 1, "BatchGetItem": 1}), calls
