@@ -46,7 +46,15 @@ from botocore.exceptions import ClientError
 
 from edgeloop.functions.common import s3
 from edgeloop.functions.common.aws import client
-from edgeloop.schemas import DeploymentRecord, DeploymentState, ModelManifest, ModelUpdate, Precision, RolloutWave, names
+from edgeloop.schemas import (
+    DeploymentRecord,
+    DeploymentState,
+    ModelManifest,
+    ModelUpdate,
+    Precision,
+    RolloutWave,
+    names,
+)
 
 REVISION = "revision"
 DOCUMENT = "document"
@@ -335,7 +343,9 @@ def _summary_of(deployment_id: str, wave_index: int, item: Mapping[str, Any]) ->
             state=DeploymentState(item[WAVE_STATE]["S"]),
         )
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"wave counter {wave_counter_key(deployment_id, wave_index)!r} has a bad summary: {exc}") from exc
+        raise ValueError(
+            f"wave counter {wave_counter_key(deployment_id, wave_index)!r} has a bad summary: {exc}"
+        ) from exc
 
 
 # --- the model registry and the manifests it points at ----------------------------------------------

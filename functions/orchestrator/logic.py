@@ -273,7 +273,9 @@ def _plan_and_record(
 def _mark_targets_pending(record: DeploymentRecord, devices: DeviceTable, now: datetime) -> None:
     for wave in record.waves:
         for thing in wave.targets:
-            devices.compare_and_swap_with_history(thing, _pending_in(record, wave.index, now), event=DeviceEvent.PENDING)
+            devices.compare_and_swap_with_history(
+                thing, _pending_in(record, wave.index, now), event=DeviceEvent.PENDING
+            )
 
 
 def _pending_in(

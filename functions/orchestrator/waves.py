@@ -25,9 +25,11 @@ outcome. Only when `worth_a_look` says the counts may complete or fail the wave 
 no longer in progress, or the rollout is past its deadline) does it call advance(), which reads
 the deployment and the wave and decides as always. A device without a recorded wave (marked by an
 earlier version) falls back to `count_report` with the deployment record and
-`advance(..., after_report=True)`, which reads the counter before the wave. The counts only choose when to look: a count lost between a device's write and its
-counter update (a crash) delays the decision until the scheduled round, which always reads the
-whole wave; a count too many (a device that went OFFLINE and reported again) only costs reads.
+`advance(..., after_report=True)`, which reads the counter before the wave.
+
+The counts only choose when to look: a count lost between a device's write and its counter update
+(a crash) delays the decision until the scheduled round, which always reads the whole wave; a
+count too many (a device that went OFFLINE and reported again) only costs reads.
 """
 
 from __future__ import annotations
@@ -478,7 +480,9 @@ def roll_back(
     return _transition(record.deployment_id, _rolled_back, deployments, delivery)
 
 
-def release_timed_out(record: DeploymentRecord, *, devices: DeviceTable, now: datetime, only: str | None = None) -> None:
+def release_timed_out(
+    record: DeploymentRecord, *, devices: DeviceTable, now: datetime, only: str | None = None
+) -> None:
     """Devices of a timed-out rollout that never reported stop being PENDING, with its reason
     (with `only`: that device, if it is one of them)."""
     stopped = [t for w in record.waves if w.state is DeploymentState.TIMED_OUT for t in w.targets]

@@ -149,15 +149,11 @@ def test_a_report_that_cannot_change_the_wave_costs_the_same_few_calls_at_any_wa
 
 
 @pytest.mark.parametrize("fleet_size", [20, 200])
-def test_a_device_marked_without_its_wave_is_counted_through_the_deployment_record(
-    devices, deployments, fleet_size
-):
+def test_a_device_marked_without_its_wave_is_counted_through_the_deployment_record(devices, deployments, fleet_size):
     delivery = RecordingDelivery()
     record = _rollout(devices, deployments, delivery, fleet_size, with_waves=False)
     with _dynamodb_calls() as calls:
-        result = _take(
-            devices, deployments, delivery, record, record.waves[0].targets[0], DeviceStatus.APPLIED, NOW
-        )
+        result = _take(devices, deployments, delivery, record, record.waves[0].targets[0], DeviceStatus.APPLIED, NOW)
     # device read + write + history, deployment read, counter ADD, then advance: deployment + counter.
     assert calls == ["GetItem", "PutItem", "PutItem", "GetItem", "UpdateItem", "GetItem", "GetItem"]
     assert result.deployment.waves[0].state is DeploymentState.IN_PROGRESS
@@ -352,7 +348,9 @@ def test_a_counter_without_its_wave_summary_counts_through_the_deployment_record
     wave = record.waves[0].targets
     sent = NOW + timedelta(minutes=1)
     for n, thing in enumerate(wave):
-        result = _take(devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1))
+        result = _take(
+            devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1)
+        )
         assert result.deployment is not None  # the record path always advances
     assert _counts(deployments, record, 0) == WaveCounts(applied=len(wave), failed=0)
     assert [w.state for w in result.deployment.waves] == [DeploymentState.SUCCEEDED, DeploymentState.IN_PROGRESS]
