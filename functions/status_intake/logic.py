@@ -160,17 +160,26 @@ def _count_and_advance(
     """Count the report into the device's wave and advance the rollout if the counts call for it;
     the rollout as advance() left it, or None when it was not looked at."""
     counter = _wave_counter_of(deployment_id, written.after, deployments)
-    if counter is None or counter.summary is None:
-        return _count_and_advance_by_record(deployment_id, written, devices, deployments, delivery, now)
-    counts = count_outcome(counter.summary, written.before, written.after, deployments_table=deployments)
-    if not worth_a_look(counter.summary, counts or counter.counts, now):
-        return None  # the wave can neither be complete nor failed: the deployment need not be read
+    if counter is not None and counter.summary is not None:
+        counts = count_outcome(counter.summary, written.before, written.after, deployments_table=deployments)
+        if not worth_a_look(counter.summary, counts or counter.counts, now):
+            return None  # the wave can neither be complete nor failed: the deployment need not be read
+        consult_counter = False  # just did
+    else:
+        # No tracked wave on the device (marked by an earlier version, or a deployment made outside
+        # edgeloop): find its wave in the deployment record.
+        record = deployments.get(deployment_id)
+        if record is None:
+            return None  # e.g. a deployment made outside edgeloop; nothing to advance
+        count_report(record, written.before, written.after, deployments_table=deployments)
+        consult_counter = True
     return advance(
         deployment_id,
         devices_table=devices,
         deployments_table=deployments,
         delivery=delivery,
         now=now,
+        after_report=consult_counter,
         reported_by=written.after.thing_name,
     )
 
@@ -179,28 +188,3 @@ def _wave_counter_of(deployment_id: str, device: DeviceRecord, deployments: Depl
     if device.deployment_id != deployment_id or device.deployment_wave is None:
         return None
     return deployments.wave_counter(deployment_id, device.deployment_wave)
-
-
-def _count_and_advance_by_record(
-    deployment_id: str,
-    written: ReportWrite,
-    devices: DeviceTable,
-    deployments: DeploymentTable,
-    delivery: ModelDelivery,
-    now: datetime,
-) -> DeploymentRecord | None:
-    """For a device without a tracked wave (marked by an earlier version, or a deployment made
-    outside edgeloop): find its wave in the deployment record."""
-    record = deployments.get(deployment_id)
-    if record is None:
-        return None  # e.g. a deployment made outside edgeloop; nothing to advance
-    count_report(record, written.before, written.after, deployments_table=deployments)
-    return advance(
-        deployment_id,
-        devices_table=devices,
-        deployments_table=deployments,
-        delivery=delivery,
-        now=now,
-        after_report=True,
-        reported_by=written.after.thing_name,
-    )
