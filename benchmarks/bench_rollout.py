@@ -42,7 +42,7 @@ from edgeloop.functions.orchestrator.data_access import DeploymentTable
 from edgeloop.functions.orchestrator.delivery import LocalDelivery
 from edgeloop.functions.orchestrator.logic import APPROVAL_DETAIL_TYPE, start_rollout
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report
-from edgeloop.local.aws import local_aws_environment, table_definition
+from edgeloop.local.aws import local_aws_environment, recorded_calls, table_definition
 from edgeloop.local.moto_server import MotoServer
 from edgeloop.schemas import (
     Architecture,
@@ -234,21 +234,6 @@ class TimedRollout:
     wave_reads: int  # reports during which advance() read a whole wave (BatchGetItem)
 
 
-@contextmanager
-def _counted_dynamodb_calls():
-    operations: list[str] = []
-
-    def hook(model, **_):
-        operations.append(model.name)
-
-    events = client("dynamodb").meta.events
-    events.register("before-call.dynamodb", hook)
-    try:
-        yield operations
-    finally:
-        events.unregister("before-call.dynamodb", hook)
-
-
 def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_arn: str) -> TimedRollout:
     published = []
     delivery = LocalDelivery(lambda topic, payload: published.append(topic))
@@ -268,7 +253,7 @@ def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_a
     report_calls = wave_reads = 0
     # In wave order: a wave's devices report once it has been delivered (the previous one completed).
     for n, thing in enumerate(record.targets):
-        with _counted_dynamodb_calls() as calls:
+        with recorded_calls("dynamodb") as calls:
             intake = handle_status_report(
                 _report_event(record.deployment_id, thing, NOW + timedelta(seconds=1, microseconds=n)),
                 devices=devices,

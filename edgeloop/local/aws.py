@@ -6,6 +6,8 @@ schemas the CDK app uses, so the local tables cannot drift from the deployed one
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,23 @@ FAKE_CREDENTIALS = {
 }
 # Variables that would make boto3 look for a real account; the local runtime removes them.
 REAL_ACCOUNT_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+@contextmanager
+def recorded_calls(service: str) -> Iterator[list[str]]:
+    """The operations (e.g. "GetItem") the shared `service` client makes inside the block, in order:
+    how the benchmarks and tests count the calls a code path costs."""
+    operations: list[str] = []
+
+    def hook(model, **_) -> None:
+        operations.append(model.name)
+
+    events = client(service).meta.events
+    events.register(f"before-call.{service}", hook)
+    try:
+        yield operations
+    finally:
+        events.unregister(f"before-call.{service}", hook)
 
 
 def local_aws_environment(endpoint_url: str) -> dict[str, str]:

@@ -159,13 +159,13 @@ class DeviceTable:
         return found
 
     def by_line(self, line_id: str) -> list[DeviceRecord]:
-        return self.query(BY_LINE, line_id)
+        return self._query(BY_LINE, line_id)
 
     def by_model_version(self, version: str) -> list[DeviceRecord]:
-        return self.query(BY_MODEL_VERSION, version)
+        return self._query(BY_MODEL_VERSION, version)
 
     def by_status(self, status: DeviceStatus | str) -> list[DeviceRecord]:
-        return self.query(BY_STATUS, DeviceStatus(status).value)
+        return self._query(BY_STATUS, DeviceStatus(status).value)
 
     def scan_all(self) -> list[DeviceRecord]:
         pages = self._client.get_paginator("scan").paginate(
@@ -205,7 +205,7 @@ class DeviceTable:
         last = response.get("LastEvaluatedKey")
         return DevicePage(records, last[thing_key]["S"] if last else None)
 
-    def query(self, index: tuple[str, str, str | None], value: str) -> list[DeviceRecord]:
+    def _query(self, index: tuple[str, str, str | None], value: str) -> list[DeviceRecord]:
         index_name, partition_key, _ = index
         pages = self._client.get_paginator("query").paginate(
             TableName=self.table_name,
@@ -282,14 +282,10 @@ class DeviceTable:
         `change` returns None to leave the device as it is; the stored record (or None) is then
         returned. `change` may run several times, so it must not have side effects.
         """
-        for _ in range(attempts):
-            stored = self.get_stored(thing_name)
-            write = change(stored)
-            if write is None:
-                return None if stored is None else stored.record
-            if self.replace_if_unchanged(stored, write):
-                return write.record
-        raise WriteConflict(f"device {thing_name!r}: {attempts} conflicting writes in a row, giving up")
+        stored, write = self._swap(thing_name, change, attempts)
+        if write is None:
+            return None if stored is None else stored.record
+        return write.record
 
     # --- history (see the module docstring for the layout) --------------------------------------------
 
@@ -308,18 +304,25 @@ class DeviceTable:
         timed out...) and records the write even when nothing of that changed. Without it the
         event follows from the new status.
         """
+        stored, write = self._swap(thing_name, change, attempts)
+        if write is None:
+            return None if stored is None else stored.record
+        before = None if stored is None else stored.record
+        revision = 1 if stored is None else stored.revision + 1
+        entry = history_entry(before, write.record, revision=revision, event=event)
+        if entry is not None:
+            self.append_history(entry)
+        return write.record
+
+    def _swap(
+        self, thing_name: str, change: Callable[[StoredDevice | None], DeviceWrite | None], attempts: int
+    ) -> tuple[StoredDevice | None, DeviceWrite | None]:
+        """The compare-and-swap loop: (the device as the last attempt read it, what it wrote or None)."""
         for _ in range(attempts):
             stored = self.get_stored(thing_name)
             write = change(stored)
-            if write is None:
-                return None if stored is None else stored.record
-            if self.replace_if_unchanged(stored, write):
-                before = None if stored is None else stored.record
-                revision = 1 if stored is None else stored.revision + 1
-                entry = history_entry(before, write.record, revision=revision, event=event)
-                if entry is not None:
-                    self.append_history(entry)
-                return write.record
+            if write is None or self.replace_if_unchanged(stored, write):
+                return stored, write
         raise WriteConflict(f"device {thing_name!r}: {attempts} conflicting writes in a row, giving up")
 
     def append_history(self, entry: DeviceHistoryEntry) -> None:

@@ -144,12 +144,16 @@ def fleet_status(
     model_version: str | None = None,
     status: DeviceStatus | str | None = None,
 ) -> list[DeviceRecord]:
-    filters = DeviceFilters.checked(site, line_id, model_version, status)
-    access = filters.index()
-    if access is None:
-        return filters.select(table.scan_all())
-    index, value = access
-    return filters.select(table.query(index, value))
+    devices: list[DeviceRecord] = []
+    after = None
+    while True:
+        page = fleet_status_page(
+            table, site=site, line_id=line_id, model_version=model_version, status=status, limit=MAX_PAGE, after=after
+        )
+        devices += page.devices
+        if page.next is None:
+            return sorted(devices, key=lambda d: d.thing_name)
+        after = page.next
 
 
 def fleet_status_page(

@@ -180,14 +180,18 @@ class DeploymentTable:
         return None if item is None else item_to_stored(item)
 
     def scan_all(self) -> list[DeploymentRecord]:
+        return [stored.record for stored in self.scan_stored()]
+
+    def scan_stored(self) -> list[StoredDeployment]:
+        """Every deployment with its ModelUpdates, oldest first."""
         pages = self._client.get_paginator("scan").paginate(
             TableName=self.table_name,
             ConsistentRead=True,
             FilterExpression="attribute_exists(#document)",  # deployments only, no wave counters
             ExpressionAttributeNames={"#document": DOCUMENT},
         )
-        records = [item_to_stored(item).record for page in pages for item in page.get("Items", [])]
-        return sorted(records, key=lambda r: (r.created_at, r.deployment_id))
+        stored = [item_to_stored(item) for page in pages for item in page.get("Items", [])]
+        return sorted(stored, key=lambda s: (s.record.created_at, s.record.deployment_id))
 
     def put_if_absent(self, record: DeploymentRecord, updates: Mapping[Precision, ModelUpdate]) -> bool:
         """Create the deployment; False when one with this id exists (a repeated approval event)."""

@@ -633,9 +633,8 @@ class _PreviousUpdates:
     def _updates(self) -> dict[str, list[ModelUpdate]]:
         if self._by_version is None:
             self._by_version = {}
-            for record in self.deployments.scan_all():
-                stored = self.deployments.get_stored(record.deployment_id)
-                for update in (stored.updates if stored else {}).values():
+            for stored in self.deployments.scan_stored():
+                for update in stored.updates.values():
                     self._by_version.setdefault(update.version, []).append(update)
         return self._by_version
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
 from edgeloop.functions.orchestrator.waves import advance, begin, count_report
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
 from edgeloop.functions.wave_controller.logic import run_round
+from edgeloop.local.aws import recorded_calls
 from edgeloop.schemas import DeploymentState, DeviceStatus, names
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/7"
@@ -62,22 +62,6 @@ def _counts(deployments, record, index=0):
     return deployments.wave_counts(record.deployment_id, index)
 
 
-@contextmanager
-def _dynamodb_calls():
-    """Every DynamoDB operation made inside the block, in order (a botocore event hook)."""
-    operations: list[str] = []
-
-    def hook(model, **_):
-        operations.append(model.name)
-
-    events = client("dynamodb").meta.events
-    events.register("before-call.dynamodb", hook)
-    try:
-        yield operations
-    finally:
-        events.unregister("before-call.dynamodb", hook)
-
-
 def test_duplicate_and_stale_reports_count_nothing(devices, deployments):
     delivery = RecordingDelivery()
     record = _rollout(devices, deployments, delivery, 10)
@@ -104,7 +88,7 @@ def test_a_flip_from_applied_to_rejected_moves_the_count_in_one_update(devices, 
     sent = NOW + timedelta(minutes=1)
     _take(devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent)
 
-    with _dynamodb_calls() as calls:
+    with recorded_calls("dynamodb") as calls:
         flipped = _take(
             devices, deployments, delivery, record, thing, DeviceStatus.REJECTED, sent + timedelta(seconds=1), "health"
         )
@@ -136,9 +120,9 @@ def test_a_report_that_cannot_change_the_wave_costs_the_same_few_calls_at_any_wa
     first, second = record.waves[0].targets[:2]
     sent = NOW + timedelta(minutes=1)
 
-    with _dynamodb_calls() as applied_calls:
+    with recorded_calls("dynamodb") as applied_calls:
         _take(devices, deployments, delivery, record, first, DeviceStatus.APPLIED, sent)
-    with _dynamodb_calls() as rejected_calls:
+    with recorded_calls("dynamodb") as rejected_calls:
         _take(devices, deployments, delivery, record, second, DeviceStatus.REJECTED, sent, "checksum")
 
     # device read + write + history, then the counter of the device's wave: read, and ADD.
@@ -152,7 +136,7 @@ def test_a_report_that_cannot_change_the_wave_costs_the_same_few_calls_at_any_wa
 def test_a_device_marked_without_its_wave_is_counted_through_the_deployment_record(devices, deployments, fleet_size):
     delivery = RecordingDelivery()
     record = _rollout(devices, deployments, delivery, fleet_size, with_waves=False)
-    with _dynamodb_calls() as calls:
+    with recorded_calls("dynamodb") as calls:
         result = _take(devices, deployments, delivery, record, record.waves[0].targets[0], DeviceStatus.APPLIED, NOW)
     # device read + write + history, deployment read, counter ADD, then advance: deployment + counter.
     assert calls == ["GetItem", "PutItem", "PutItem", "GetItem", "UpdateItem", "GetItem", "GetItem"]
@@ -166,7 +150,7 @@ def test_the_report_that_completes_the_wave_reads_it_and_starts_the_next(devices
     wave = record.waves[0].targets
     sent = NOW + timedelta(minutes=1)
     for n, thing in enumerate(wave[:-1]):
-        with _dynamodb_calls() as calls:
+        with recorded_calls("dynamodb") as calls:
             result = _take(
                 devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1)
             )
@@ -174,7 +158,7 @@ def test_the_report_that_completes_the_wave_reads_it_and_starts_the_next(devices
         assert result.deployment is None  # not read: the counts say the wave cannot be complete
     assert delivery.waves == [0]
 
-    with _dynamodb_calls() as calls:
+    with recorded_calls("dynamodb") as calls:
         result = _take(
             devices, deployments, delivery, record, wave[-1], DeviceStatus.APPLIED, sent + timedelta(minutes=1)
         )
@@ -191,7 +175,7 @@ def test_crossing_the_failure_threshold_fails_the_wave_and_rolls_back(devices, d
     wave = record.waves[0].targets  # 10 devices: 2 failures are within 20%, the third is past it
     sent = NOW + timedelta(minutes=1)
     for n, thing in enumerate(wave[:2]):
-        with _dynamodb_calls() as calls:
+        with recorded_calls("dynamodb") as calls:
             result = _take(
                 devices,
                 deployments,
@@ -225,7 +209,7 @@ def test_a_wave_without_counters_is_decided_by_the_full_tally(devices, deploymen
     wave = record.waves[0].targets
     sent = NOW + timedelta(minutes=1)
     for n, thing in enumerate(wave):
-        with _dynamodb_calls() as calls:
+        with recorded_calls("dynamodb") as calls:
             result = _take(
                 devices, deployments, delivery, record, thing, DeviceStatus.APPLIED, sent + n * timedelta(seconds=1)
             )
@@ -388,7 +372,7 @@ def test_a_report_after_the_rollback_settles_its_own_device_only(devices, deploy
 
     confirmed_at = NOW + timedelta(minutes=2)
     report = status_report(other, record.deployment_id, DeviceStatus.APPLIED, confirmed_at, version="1.0.0")
-    with _dynamodb_calls() as calls:
+    with recorded_calls("dynamodb") as calls:
         result = handle_status_report(
             rule_event(names.model_status_topic(other), report.model_dump(mode="json")),
             devices=devices,
