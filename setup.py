@@ -1,36 +1,20 @@
-"""Maps the design-layout folders under one import root.
+"""One import root, `edgeloop`, over the design-layout folders.
 
-``schemas/`` installs as ``edgeloop.schemas``, ``functions/`` as ``edgeloop.functions`` and so on,
-so nothing generic lands bare in site-packages. pyproject.toml holds everything else.
+`edgeloop/` holds a symlink per layout folder (`edgeloop/schemas -> ../schemas`, ...), so
+`edgeloop.schemas` is `schemas/` for Python, for a reader following an import and for static
+tools alike. Package discovery follows the links; a wheel copies the files they point to.
+pyproject.toml holds everything else.
 """
 
 from setuptools import find_packages, setup
 
-LAYOUT_FOLDERS = (
-    "schemas",
-    "functions",
-    "sagemaker_pipelines",
-    "greengrass_components",
-    "device_shims",
-    "cdk",
-)
-
-
-def _packages() -> tuple[list[str], dict[str, str]]:
-    packages = ["edgeloop", *(f"edgeloop.{p}" for p in find_packages("edgeloop"))]
-    package_dir = {"edgeloop": "edgeloop"}
-    for folder in LAYOUT_FOLDERS:
-        root = f"edgeloop.{folder}"
-        package_dir[root] = folder
-        packages += [root, *(f"{root}.{p}" for p in find_packages(folder))]
-    return packages, package_dir
-
-
-PACKAGES, PACKAGE_DIR = _packages()
+DATA_SUFFIXES = ("json", "yaml", "yml", "sql", "html")
+PACKAGES = ["edgeloop", *(f"edgeloop.{p}" for p in find_packages("edgeloop"))]
 
 setup(
     packages=PACKAGES,
-    package_dir=PACKAGE_DIR,
-    package_data={"": ["*.json", "*.yaml", "*.yml", "*.sql", "*.html"]},
+    package_dir={"edgeloop": "edgeloop"},
+    # data files beside a package and one folder below it (recipes/, sql/, json/, definitions/)
+    package_data={"": [f"{folder}*.{suffix}" for folder in ("", "*/") for suffix in DATA_SUFFIXES]},
     include_package_data=True,
 )

@@ -35,14 +35,14 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 
-from edgeloop.functions.common.aws import client, reset_clients
-from edgeloop.functions.device_registry.data_access import DeviceTable, record_to_item
-from edgeloop.functions.fleet_status.logic import fleet_status_page
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
-from edgeloop.functions.orchestrator.delivery import LocalDelivery
+from edgeloop.cloud.aws import client, reset_clients
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable, record_to_item
+from edgeloop.cloud.fleet.queries import fleet_status_page
 from edgeloop.functions.orchestrator.logic import APPROVAL_DETAIL_TYPE, start_rollout
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report
 from edgeloop.local.aws import local_aws_environment, recorded_calls, table_definition
+from edgeloop.local.delivery import LocalDelivery
 from edgeloop.local.moto_server import MotoServer
 from edgeloop.schemas import (
     Architecture,

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import xgboost as xgb
 
-from edgeloop.greengrass_components.model_runner.scorer import Scorer, load_payload
+from edgeloop.model_runtime.scorer import Scorer, load_payload
 from edgeloop.sagemaker_pipelines.steps.export import TIERS, payload_from_booster
 from edgeloop.schemas.model import Precision
 

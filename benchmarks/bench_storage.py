@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from edgeloop.cloud.packing.rollup_packs import build_line_packs, packs_from_rollups
 from edgeloop.functions.context.logic import KINDS
-from edgeloop.functions.metric_packer.rollup_packs import build_line_packs, packs_from_rollups
 from edgeloop.functions.rollups.data_access import read_parquet_whole, rollup_key
 from edgeloop.functions.rollups.logic import from_arrow, to_arrow
 from edgeloop.schemas import ContextInterval, ContextKind, load_use_case

@@ -5,6 +5,8 @@ so the asset holds only edgeloop's own code, laid out under the import root the 
 
     edgeloop/__init__.py                       (a minimal one: the CLI package stays out)
     edgeloop/schemas/...                       (schemas/)
+    edgeloop/model_runtime/...                 (model_runtime/: the features the packer computes)
+    edgeloop/cloud/...                         (cloud/: the code the functions share)
     edgeloop/functions/...                     (functions/)
     edgeloop/sagemaker_pipelines/use_cases/<name>.json   (the use-case YAML, as JSON:
                                                 load_use_case reads JSON first; no PyYAML in Lambda)
@@ -30,14 +32,15 @@ IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_S
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 STAGED_PREFIX = "lambda-asset-"
 
-ROOT_INIT = '"""edgeloop\'s Lambda code: schemas and functions (staged by edgeloop.cdk.lambda_asset)."""\n'
+ROOT_INIT = '"""edgeloop\'s Lambda code (staged by edgeloop.cdk.lambda_asset)."""\n'
+# What the functions import, in dependency order; edgeloop.local, the CLI and the device code stay out.
+LIBRARY_PACKAGES = ("schemas", "model_runtime", "cloud")
 
 
 def stage_lambda_asset(
     out_dir: str | Path,
     *,
     functions_dir: Path | None = None,
-    schemas_dir: Path | None = None,
     use_cases_dir: Path = USE_CASES_DIR,
     handlers: Iterable[str] = names.FUNCTIONS.values(),
 ) -> Path:
@@ -47,14 +50,13 @@ def stage_lambda_asset(
     stack never deploys a function whose code is missing.
     """
     functions_dir = functions_dir or package_dir("edgeloop.functions")
-    schemas_dir = schemas_dir or package_dir("edgeloop.schemas")
     _check_handler_folders(functions_dir, handlers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     build.chmod(0o755)  # mkdtemp makes it 0700; Lambda runs the code as a non-owner user
     try:
-        _populate(build, functions_dir=functions_dir, schemas_dir=schemas_dir, use_cases_dir=use_cases_dir)
+        _populate(build, functions_dir=functions_dir, use_cases_dir=use_cases_dir)
         return _publish(build, out_dir / f"{STAGED_PREFIX}{tree_hash(build)[:20]}")
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -92,11 +94,12 @@ def _check_handler_folders(functions_dir: Path, handlers: Iterable[str]) -> None
         raise ValueError(f"handler packages {missing} have no folder in {functions_dir}")
 
 
-def _populate(build: Path, *, functions_dir: Path, schemas_dir: Path, use_cases_dir: Path) -> None:
+def _populate(build: Path, *, functions_dir: Path, use_cases_dir: Path) -> None:
     root = build / names.PROJECT
     root.mkdir()
     (root / "__init__.py").write_text(ROOT_INIT)
-    _copy_tree(schemas_dir, root / "schemas")
+    for package in LIBRARY_PACKAGES:
+        _copy_tree(package_dir(f"{names.PROJECT}.{package}"), root / package)
     _copy_tree(functions_dir, root / "functions")
     _write_use_cases(use_cases_dir, root / "sagemaker_pipelines")
 

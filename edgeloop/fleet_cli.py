@@ -44,7 +44,7 @@ def status(
     device_table: str = DeviceTableOption,
 ) -> None:
     """Devices by site, line, model version and status."""
-    from edgeloop.functions.fleet_status.logic import fleet_status
+    from edgeloop.cloud.fleet.queries import fleet_status
 
     records = _run(
         lambda: fleet_status(_devices(device_table), site=site, line_id=line, model_version=model, status=device_status)
@@ -87,7 +87,7 @@ def history(
     device_table: str = DeviceTableOption,
 ) -> None:
     """A device's status changes, newest first."""
-    from edgeloop.functions.fleet_status.logic import device_history
+    from edgeloop.cloud.fleet.queries import device_history
 
     entries = _run(lambda: device_history(_devices(device_table), thing, limit=limit))
     if as_json:
@@ -118,8 +118,8 @@ def why_not(
     deployment_table: str = DeploymentTableOption,
 ) -> None:
     """Every device not on MODEL_VERSION, and why (incompatible, offline, rejected, rolled back, pending...)."""
-    from edgeloop.functions.fleet_status.logic import why_not as explain
-    from edgeloop.functions.orchestrator.data_access import DeploymentTable
+    from edgeloop.cloud.fleet.deployments import DeploymentTable
+    from edgeloop.cloud.fleet.queries import why_not as explain
 
     report = _run(
         lambda: explain(_devices(device_table), DeploymentTable(deployment_table), model_version, model_id=model_id)
@@ -147,14 +147,14 @@ def why_not(
 
 
 def _devices(table_name: str):
-    from edgeloop.functions.device_registry.data_access import DeviceTable
+    from edgeloop.cloud.fleet.devices import DeviceTable
 
     return DeviceTable(table_name)
 
 
 def _run(query):
     """Run a query; a bad parameter or an unknown device/version exits 2 with the message."""
-    from edgeloop.functions.fleet_status.logic import NotFound
+    from edgeloop.cloud.fleet.queries import NotFound
 
     try:
         return query()

@@ -71,7 +71,7 @@ def _who(reviewer: str | None) -> str:
 
 
 def _list_pending(bucket: str, line: str | None) -> None:
-    from edgeloop.functions.labeler.review import proposals
+    from edgeloop.cloud.packing.label_review import proposals
     from edgeloop.schemas.training import ProposalStatus
 
     pending = proposals(bucket, line, status=ProposalStatus.PENDING)
@@ -103,7 +103,7 @@ def proposal_table(pending: list, title: str) -> Table:
 def _decide_one(
     bucket: str, line: str | None, proposal_id: str, reviewer: str, *, value: float | None, label_class: str | None
 ):
-    from edgeloop.functions.labeler.review import decide
+    from edgeloop.cloud.packing.label_review import decide
 
     decided = decide(bucket, _decision(proposal_id, reviewer, value=value, label_class=label_class), line_id=line)
     console.print(
@@ -138,7 +138,7 @@ def _decision(proposal_id: str, reviewer: str, *, value: float | None = None, la
 
 
 def _interactive(bucket: str, line: str | None, reviewer: str) -> None:
-    from edgeloop.functions.labeler.review import proposals
+    from edgeloop.cloud.packing.label_review import proposals
     from edgeloop.schemas.training import ProposalStatus
 
     pending = proposals(bucket, line, status=ProposalStatus.PENDING)

@@ -35,7 +35,7 @@ class PackageRow:
 
 
 def _sagemaker():
-    from edgeloop.functions.common import aws
+    from edgeloop.cloud import aws
 
     return aws.client("sagemaker")
 

@@ -66,7 +66,7 @@ def check_date_range(start: date | None, end: date | None) -> None:
 
 def upsert_pipeline(*, name: str, definition: str, role_arn: str, description: str) -> tuple[str, bool]:
     """Create the pipeline, or update it if it exists. Returns (pipeline ARN, created?)."""
-    from edgeloop.functions.common.aws import client
+    from edgeloop.cloud.aws import client
 
     sagemaker = client("sagemaker")
     if not _pipeline_exists(sagemaker, name):
@@ -123,7 +123,7 @@ def execution_parameters(
 
 
 def start_pipeline(*, use_case: str, parameters: list[dict[str, str]], display_name: str) -> str:
-    from edgeloop.functions.common.aws import client
+    from edgeloop.cloud.aws import client
 
     sagemaker = client("sagemaker")
     pipeline = names.pipeline_name(use_case)

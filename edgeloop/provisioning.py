@@ -44,7 +44,7 @@ class ProvisioningError(Exception):
 
 def default_runtime_version() -> str:
     """The ModelRunner runtime this release ships (what the tiers' min_runtime_version compares to)."""
-    from edgeloop.greengrass_components.model_runner.model_format import RUNTIME_VERSION
+    from edgeloop.model_runtime.model_format import RUNTIME_VERSION
 
     return RUNTIME_VERSION
 
@@ -130,7 +130,7 @@ def register_thing(request: ProvisioningRequest, *, iot: Any) -> str:
 
 def provision_gateway(request: ProvisioningRequest, *, iot: Any = None) -> ProvisionedGateway:
     if iot is None:
-        from edgeloop.functions.common.aws import client
+        from edgeloop.cloud.aws import client
 
         iot = client("iot")
     _require_policies(iot, request.policies)

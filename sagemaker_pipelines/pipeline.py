@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeloop.functions.common.settings import temporary_environment
+from edgeloop.cloud.settings import temporary_environment
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import UseCaseConfig
 

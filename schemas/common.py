@@ -10,6 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 _THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")  # AWS IoT thing-name alphabet
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+S3_URI_PATTERN = r"^s3://([^/]+)/(.+)$"  # a bucket and a non-empty key
+_S3_URI = re.compile(S3_URI_PATTERN)
 
 
 def _thing_name(value: str) -> str:
@@ -35,6 +37,19 @@ SemVer = Annotated[str, AfterValidator(_semver)]
 UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+S3ObjectUri = Annotated[str, Field(pattern=S3_URI_PATTERN)]
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def split_s3_uri(uri: str, *, what: str = "uri") -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key); anything else is refused, naming `what` and the value."""
+    match = _S3_URI.match(uri) if isinstance(uri, str) else None
+    if match is None:
+        raise ValueError(f"{what}={uri!r} is not an s3:// URI: not s3://bucket/key")
+    return match.group(1), match.group(2)
 
 
 def semver_key(version: str) -> tuple[int, int, int]:

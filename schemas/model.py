@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from .common import Contract, Identifier, SemVer, Sha256Hex, UtcDatetime
+from .common import Contract, Identifier, S3ObjectUri, SemVer, Sha256Hex, UtcDatetime
 
 MODEL_FORMAT_VERSION = 1
 
@@ -120,7 +120,7 @@ class ModelUpdate(Contract):
     model_id: str
     version: SemVer
     precision: Precision
-    payload_uri: str = Field(pattern=r"^s3://[^/]+/.+$")
+    payload_uri: S3ObjectUri
     sha256: Sha256Hex
     features: list[str] = Field(min_length=1)
     feature_schema_hash: Sha256Hex

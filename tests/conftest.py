@@ -18,7 +18,7 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 @pytest.fixture(autouse=True)
 def _fresh_aws_clients():
-    from edgeloop.functions.common.aws import reset_clients
+    from edgeloop.cloud.aws import reset_clients
 
     reset_clients()
     yield

@@ -24,8 +24,8 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edgeloop.cloud.settings import temporary_environment
 from edgeloop.demo.settings import DEMO_ARCHITECTURES, DEMO_RUNTIME_VERSION, DEMO_SITE, DemoSettings
-from edgeloop.functions.common.settings import temporary_environment
 from edgeloop.schemas import DeviceRecord, DeviceStatus, ModelMetrics, load_use_case, names
 
 SIM_MARGIN_S = 15 * 60  # keeps every simulated (and predicted) timestamp in the past
@@ -254,12 +254,12 @@ class DemoRun:
     # --- stage 3: train, export weight-only, register, approve -> orchestrator --------------------
     def signing_keys(self):
         """The demo's model-signing key pair (made once per work dir): export signs, gateways verify."""
-        from edgeloop.greengrass_components.model_runner.signing import write_key_pair
+        from edgeloop.model_runtime.signing import write_key_pair
 
         return write_key_pair(self.workdir / "model-signing")
 
     def train_register_approve(self, examples: Mapping) -> list[dict]:
-        from edgeloop.greengrass_components.model_runner.signing import load_private_key
+        from edgeloop.model_runtime.signing import load_private_key
         from edgeloop.sagemaker_pipelines.steps.export import export_model
         from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
         from edgeloop.sagemaker_pipelines.steps.train import train_lines
@@ -332,8 +332,8 @@ class DemoRun:
 
     # --- stage 4: read back what landed --------------------------------------------------------
     def read_fleet(self) -> list[DeviceRecord]:
-        from edgeloop.functions.device_registry.data_access import DeviceTable
-        from edgeloop.functions.fleet_status.logic import fleet_status
+        from edgeloop.cloud.fleet.devices import DeviceTable
+        from edgeloop.cloud.fleet.queries import fleet_status
 
         return fleet_status(DeviceTable(names.LOCAL_DEVICE_TABLE))
 
@@ -392,7 +392,7 @@ class DemoRun:
 
 def _read_back_registration(line_id: str, arn: str, metrics: ModelMetrics, n_examples: int) -> LineModel:
     """What the model registry holds after approval (the orchestrator relies on this metadata)."""
-    from edgeloop.functions.common.aws import client
+    from edgeloop.cloud.aws import client
 
     package = client("sagemaker").describe_model_package(ModelPackageName=arn)
     return LineModel(
@@ -455,7 +455,7 @@ def _role_query_line(outcome: DemoOutcome) -> str:
 
 
 def _count_objects(bucket: str, prefix: str) -> int:
-    from edgeloop.functions.common.aws import client
+    from edgeloop.cloud.aws import client
 
     pages = client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
     return sum(len(page.get("Contents", [])) for page in pages)

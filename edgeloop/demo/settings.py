@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from edgeloop.greengrass_components.model_runner.model_format import RUNTIME_VERSION
+from edgeloop.model_runtime.model_format import RUNTIME_VERSION
 from edgeloop.schemas import Architecture
 
 # Gateways cycle through these so one rollout reaches every hardware kind the fp32 tier supports.

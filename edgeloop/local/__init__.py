@@ -2,3 +2,5 @@
 
 It is what runs when no AWS account is configured (`make demo`, the integration tests).
 """
+
+from edgeloop.local import delivery as _delivery  # noqa: F401  registers EDGELOOP_DELIVERY=local

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.schemas import names
 
 LOCAL_REGION = "eu-west-1"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from edgeloop.functions.common.lambda_context import LocalLambdaContext
+from edgeloop.cloud.lambda_context import LocalLambdaContext
 from edgeloop.local.mqtt import Mqtt5Connection, connect_mqtt5
 from edgeloop.local.pki import IssuedCert
 from edgeloop.schemas import names

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeloop.functions.common.aws import reset_clients
+from edgeloop.cloud.aws import reset_clients
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.local.aws import REAL_ACCOUNT_VARIABLES, LocalResources, create_local_resources, local_aws_environment
 from edgeloop.local.mosquitto import CLOUD_IDENTITY, MosquittoBroker

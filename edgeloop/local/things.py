@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.provisioning import ProvisioningRequest, register_thing
 

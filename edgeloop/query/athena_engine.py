@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 
 from .named import render
 

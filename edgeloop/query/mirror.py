@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 
 from .tables import TABLES
 

@@ -41,9 +41,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgeloop.functions.common import s3
-from edgeloop.functions.ingest.raw_format import RawBatch
+from edgeloop.cloud import s3
 from edgeloop.schemas import names
+from edgeloop.schemas.raw_batch import RawBatch
 
 STATE_PREFIX = "_state/compacted"
 CURATED_SCHEMA = pa.schema(

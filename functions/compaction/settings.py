@@ -3,7 +3,7 @@ EDGELOOP_LATENESS_SLA_DAYS (default 14: rows ingested later than this after thei
 
 from __future__ import annotations
 
-from edgeloop.functions.common.settings import LatenessSettings
+from edgeloop.cloud.settings import LatenessSettings
 
 
 class Settings(LatenessSettings):

@@ -13,7 +13,7 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgeloop.functions.common import s3
+from edgeloop.cloud import s3
 from edgeloop.functions.metric_packer.data_access import get_context_intervals, upsert_context_intervals
 from edgeloop.schemas import ContextInterval, names
 

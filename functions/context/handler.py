@@ -15,9 +15,9 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.line_directory import IotLineDirectory
-from edgeloop.functions.common.observability import powertools
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.line_directory import IotLineDirectory
+from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent
 
 from .logic import handle_context_message, rebuild_slices

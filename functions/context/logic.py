@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import ValidationError
 
-from edgeloop.functions.common.line_directory import LineDirectory, line_mismatch
+from edgeloop.cloud.line_directory import LineDirectory, line_mismatch
 from edgeloop.functions.ingest.logic import quarantine_key
 from edgeloop.functions.rollups.logic import bucket_width_ms
 from edgeloop.schemas import (

@@ -7,11 +7,11 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.observability import powertools
+from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent
 
-from .data_access import DeviceTable
 from .logic import handle_announcement
 from .settings import Settings
 

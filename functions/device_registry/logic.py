@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
 from edgeloop.schemas import DeviceAnnouncement, DeviceEvent, DeviceRecord, DeviceStatus, IotRuleEvent, names
-
-from .data_access import DeviceTable, DeviceWrite, StoredDevice
 
 _VALUE_PREVIEW = 200
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edgeloop.functions.common.settings import EnvSettings
+from edgeloop.cloud.settings import EnvSettings
 from edgeloop.schemas import names
 
 

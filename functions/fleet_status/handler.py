@@ -18,12 +18,19 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.observability import powertools
-from edgeloop.functions.device_registry.data_access import DeviceTable
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.fleet.queries import (
+    DEFAULT_PAGE,
+    InvalidParameter,
+    NotFound,
+    device_history,
+    fleet_status_page,
+    why_not,
+)
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.observability import powertools
 
-from .logic import DEFAULT_PAGE, InvalidParameter, NotFound, device_history, fleet_status_page, why_not
 from .settings import Settings
 
 logger, tracer, metrics = powertools("fleet_status")

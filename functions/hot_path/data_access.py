@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from edgeloop.functions.common import s3
-from edgeloop.functions.common.aws import client
-from edgeloop.functions.ingest.raw_format import RawBatch
+from edgeloop.cloud import s3
+from edgeloop.cloud.aws import client
+from edgeloop.schemas.raw_batch import RawBatch
 
 MAX_RECORDS_PER_REQUEST = 100  # WriteRecords' limit
 # botocore already retries a throttled request a few times within a second or two (the shared

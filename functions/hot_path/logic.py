@@ -28,8 +28,8 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeloop.functions.ingest.raw_format import RawBatch
 from edgeloop.schemas import names
+from edgeloop.schemas.raw_batch import RawBatch
 
 from .data_access import MAX_RECORDS_PER_REQUEST, RecordWriter, RejectedRecord, WriteOutcome, read_raw_batch
 

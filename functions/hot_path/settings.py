@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edgeloop.functions.common.settings import EnvSettings
+from edgeloop.cloud.settings import EnvSettings
 from edgeloop.schemas import names
 
 # Timestream database and table names: 3-256 characters of letters, digits, '_', '-' and '.'.

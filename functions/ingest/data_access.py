@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from edgeloop.functions.common import s3
+from edgeloop.cloud import s3
 
 
 class IngestStore(Protocol):

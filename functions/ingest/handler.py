@@ -11,9 +11,9 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.line_directory import IotLineDirectory
-from edgeloop.functions.common.observability import powertools
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.line_directory import IotLineDirectory
+from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent, load_use_case
 
 from .data_access import S3IngestStore

@@ -29,9 +29,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgeloop.functions.common.line_directory import LineDirectory, line_mismatch
+from edgeloop.cloud.line_directory import LineDirectory, line_mismatch
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, TelemetryBatch, UseCaseConfig, names
 from edgeloop.schemas.quarantine import VALUE_PREVIEW_CHARS
+from edgeloop.schemas.raw_batch import RawBatch
 from edgeloop.schemas.telemetry import (
     MAX_PAYLOAD_BYTES,
     ColumnarSamples,
@@ -40,7 +41,6 @@ from edgeloop.schemas.telemetry import (
 )
 
 from .data_access import IngestStore
-from .raw_format import RawBatch
 
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000  # gateway clocks may run a little ahead of the broker's
 DAY_MS = 86_400_000

@@ -4,7 +4,7 @@ refused into quarantine)."""
 
 from __future__ import annotations
 
-from edgeloop.functions.common.settings import LatenessSettings
+from edgeloop.cloud.settings import LatenessSettings
 
 
 class Settings(LatenessSettings):

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
-from edgeloop.functions.common import s3
+from edgeloop.cloud import s3
 from edgeloop.schemas import ContextInterval, names
 
 

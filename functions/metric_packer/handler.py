@@ -13,9 +13,9 @@ from functools import lru_cache
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.observability import powertools
-from edgeloop.functions.labeler.review import queue_line_proposals
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.observability import powertools
+from edgeloop.cloud.packing.label_review import queue_line_proposals
 from edgeloop.schemas import load_use_case
 
 from .logic import PackStats, build_line_examples_with_stats, lines_from_event

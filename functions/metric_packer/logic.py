@@ -25,10 +25,10 @@ from urllib.parse import unquote_plus
 import numpy as np
 import pandas as pd
 
+from edgeloop.cloud.packing.feature_table import CHUNK_PACKS, extract_features
+from edgeloop.cloud.packing.labels import classify, label_packs
 from edgeloop.functions.compaction.logic import read_curated
-from edgeloop.functions.feature_extractor.alignment import align_to_grid
-from edgeloop.functions.feature_extractor.logic import CHUNK_PACKS, extract_features
-from edgeloop.functions.labeler.logic import classify, label_packs
+from edgeloop.model_runtime.alignment import align_to_grid
 from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, UseCaseConfig, names
 from edgeloop.schemas.training import EXAMPLE_META_COLUMNS
 

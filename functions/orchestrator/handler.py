@@ -6,13 +6,13 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.observability import powertools
-from edgeloop.functions.device_registry.data_access import DeviceTable
+from edgeloop.cloud.fleet.delivery import delivery_from_settings
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import DeploymentState
 
-from .data_access import DeploymentTable
-from .delivery import delivery_from_settings
 from .logic import NotApproved, start_rollout
 from .settings import Settings
 

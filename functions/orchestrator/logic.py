@@ -18,7 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice
+from edgeloop.cloud import model_registry
+from edgeloop.cloud.fleet.delivery import ModelDelivery
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
+from edgeloop.cloud.fleet.waves import begin
 from edgeloop.schemas import (
     CompatibilityTier,
     DeploymentRecord,
@@ -33,11 +37,6 @@ from edgeloop.schemas import (
     RolloutWave,
 )
 from edgeloop.schemas.common import semver_key
-
-from . import data_access
-from .data_access import DeploymentTable
-from .delivery import ModelDelivery
-from .waves import begin
 
 APPROVAL_DETAIL_TYPE = "SageMaker Model Package State Change"
 APPROVED = "Approved"
@@ -251,12 +250,12 @@ def _plan_and_record(
     canary_share: float,
     failure_threshold: float,
 ) -> DeploymentRecord:
-    package = data_access.describe_model_package(model_package_arn)
+    package = model_registry.describe_model_package(model_package_arn)
     status = package.get("ModelApprovalStatus")
     if status != APPROVED:
         # The event is older than the registry: the package was rejected again since.
         raise NotApproved(f"model package {model_package_arn} is {status} in the registry")
-    manifest = data_access.load_manifest(data_access.manifest_uri_of(package))
+    manifest = model_registry.load_manifest(model_registry.manifest_uri_of(package))
     record = plan_rollout(
         manifest,
         devices.scan_all(),

@@ -13,7 +13,7 @@ import re
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edgeloop.functions.common import s3
+from edgeloop.cloud import s3
 from edgeloop.schemas import names
 
 _CURATED_PART = re.compile(r"/event_date=(\d{4}-\d{2})-\d{2}/[^/]+\.parquet$")

@@ -19,8 +19,8 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.observability import powertools
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import names
 
 from .logic import build_line_rollups

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeloop.functions.common.settings import DataPathSettings
+from edgeloop.cloud.settings import DataPathSettings
 
 
 class Settings(DataPathSettings):

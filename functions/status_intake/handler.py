@@ -7,11 +7,11 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.functions.common.lambda_context import context_or_local
-from edgeloop.functions.common.observability import powertools
-from edgeloop.functions.device_registry.data_access import DeviceTable
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
-from edgeloop.functions.orchestrator.delivery import delivery_from_settings
+from edgeloop.cloud.fleet.delivery import delivery_from_settings
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.lambda_context import context_or_local
+from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent
 
 from .logic import Intake, Outcome, handle_status_report

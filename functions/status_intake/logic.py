@@ -24,11 +24,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice, microseconds
+from edgeloop.cloud.fleet.delivery import ModelDelivery
+from edgeloop.cloud.fleet.deployments import DeploymentTable, WaveCounter
+from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice, microseconds
+from edgeloop.cloud.fleet.waves import advance, count_outcome, count_report, worth_a_look
 from edgeloop.functions.device_registry.logic import describe_errors, json_payload, thing_of_topic
-from edgeloop.functions.orchestrator.data_access import DeploymentTable, WaveCounter
-from edgeloop.functions.orchestrator.delivery import ModelDelivery
-from edgeloop.functions.orchestrator.waves import advance, count_outcome, count_report, worth_a_look
 from edgeloop.schemas import DeploymentRecord, DeviceRecord, DeviceStatus, IotRuleEvent, ModelStatusReport, names
 
 

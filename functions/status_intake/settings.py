@@ -1,12 +1,12 @@
 """Environment of this function: the orchestrator's (it advances rollouts and may deliver a wave).
 
 EDGELOOP_DEVICE_TABLE, EDGELOOP_DEPLOYMENT_TABLE, EDGELOOP_MODEL_BUCKET, EDGELOOP_DELIVERY and,
-for Greengrass, the component versions: see edgeloop.functions.orchestrator.settings.
+for Greengrass, the component versions: see edgeloop.cloud.fleet.rollout_settings.
 """
 
 from __future__ import annotations
 
-from edgeloop.functions.orchestrator.settings import RolloutSettings
+from edgeloop.cloud.fleet.rollout_settings import RolloutSettings
 
 
 class Settings(RolloutSettings):

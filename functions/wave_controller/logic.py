@@ -14,11 +14,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeloop.functions.device_registry.data_access import DeviceTable
+from edgeloop.cloud.fleet.delivery import ModelDelivery
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.fleet.waves import advance
 from edgeloop.functions.device_registry.logic import mark_silent_devices
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
-from edgeloop.functions.orchestrator.delivery import ModelDelivery
-from edgeloop.functions.orchestrator.waves import advance
 from edgeloop.schemas import DeploymentRecord, DeploymentState
 
 # FAILED rollouts with a failed wave still owe their rollback; ROLLED_BACK ones may owe a restore to a

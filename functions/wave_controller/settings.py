@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from edgeloop.cloud.fleet.rollout_settings import RolloutSettings
+from edgeloop.cloud.fleet.waves import DEFAULT_WAVE_TIMEOUT_S
 from edgeloop.functions.device_registry.logic import DEFAULT_OFFLINE_SILENCE_S
-from edgeloop.functions.orchestrator.settings import RolloutSettings
-from edgeloop.functions.orchestrator.waves import DEFAULT_WAVE_TIMEOUT_S
 from edgeloop.schemas import names
 
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
+from edgeloop.model_runtime.signing import SignatureRejected, parse_public_key, verify_payload_signature
 from edgeloop.schemas import DeviceStatus, ModelStatusReport, ModelUpdate, UseCaseConfig, feature_schema_hash
-from edgeloop.schemas.common import semver_key
+from edgeloop.schemas.common import semver_key, split_s3_uri
 from edgeloop.schemas.model import Architecture
 
 from .runner import LiveScorer
-from .scorer import PayloadRejected, Scorer, load_payload
-from .signing import SignatureRejected, parse_public_key, verify_payload_signature
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,12 @@ MIN_PLAUSIBLE_SPREAD = 0.1  # share of |median target|: the band a prediction ma
 
 
 def s3_download(uri: str) -> bytes:
-    """Bytes of an s3://bucket/key object (boto3 honours AWS_ENDPOINT_URL for the local runtime)."""
-    from edgeloop.functions.common.aws import client
+    """Bytes of an s3://bucket/key object, with the token-exchange role's credentials (boto3 honours
+    AWS_ENDPOINT_URL for the local runtime)."""
+    import boto3  # loads only when an update arrives: the scorer's start-up stays light
 
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise ValueError(f"payload_uri={uri!r} is not s3://bucket/key")
-    bucket, key = uri[5:].split("/", 1)
-    return client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    bucket, key = split_s3_uri(uri, what="payload_uri")
+    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from edgeloop.greengrass_components.gateway.component import local_architecture
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
+from edgeloop.model_runtime.signing import parse_public_key
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, load_use_case, names
 from edgeloop.schemas.common import Identifier, SemVer, ThingName
 
 from .agent import s3_download
 from .service import ModelService, Sample
-from .signing import parse_public_key
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeloop.functions.feature_extractor.alignment import align_to_grid
-from edgeloop.functions.feature_extractor.features import pack_features, steps_per_pack
+from edgeloop.model_runtime.alignment import align_to_grid
+from edgeloop.model_runtime.features import pack_features, steps_per_pack
+from edgeloop.model_runtime.scorer import Scorer
 from edgeloop.schemas import UseCaseConfig, feature_schema_hash
-
-from .scorer import Scorer
 
 log = logging.getLogger(__name__)
 

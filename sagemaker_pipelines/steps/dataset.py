@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from edgeloop.functions.common import s3
+from edgeloop.cloud import s3
 from edgeloop.functions.compaction.logic import CURATED_SCHEMA, dedupe_and_sort, empty_curated
 from edgeloop.functions.metric_packer.data_access import get_context_intervals
 from edgeloop.functions.metric_packer.logic import build_examples
@@ -115,7 +115,7 @@ def reviewed_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.
     """Auto-labeled and reviewed examples (functions/labeler/review.py), or None while that
     module does not exist in this checkout. The import is deferred so the dataset step works either way."""
     try:
-        from edgeloop.functions.labeler.review import labeled_from_review
+        from edgeloop.cloud.packing.label_review import labeled_from_review
     except ImportError:
         return None
     return labeled_from_review(bucket, line_id, use_case)

@@ -28,8 +28,8 @@ import pandas as pd
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from edgeloop.functions.common import aws
-from edgeloop.greengrass_components.model_runner.scorer import Scorer, load_payload
+from edgeloop.cloud import aws
+from edgeloop.model_runtime.scorer import Scorer, load_payload
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Contract
 from edgeloop.schemas.model import ModelManifest, ModelMetrics, Precision, feature_schema_hash

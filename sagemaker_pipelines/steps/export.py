@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 import numpy as np
 import xgboost as xgb
 
-from edgeloop.greengrass_components.model_runner.model_format import (
+from edgeloop.model_runtime.model_format import (
     LinearModel,
     Objective,
     TreeEnsemble,
     write_payload,
 )
-from edgeloop.greengrass_components.model_runner.scorer import load_payload
-from edgeloop.greengrass_components.model_runner.signing import Ed25519PrivateKey, sign_payload
+from edgeloop.model_runtime.scorer import load_payload
+from edgeloop.model_runtime.signing import Ed25519PrivateKey, sign_payload
 from edgeloop.schemas import names
 from edgeloop.schemas.model import (
     TEMPLATE_FAMILY,

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from edgeloop.functions.common import aws
-from edgeloop.greengrass_components.model_runner.signing import Ed25519PrivateKey, load_private_key
+from edgeloop.cloud import aws
+from edgeloop.model_runtime.signing import Ed25519PrivateKey, load_private_key
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Contract, semver_key
 from edgeloop.schemas.model import Architecture, ModelManifest, ModelMetrics, Precision

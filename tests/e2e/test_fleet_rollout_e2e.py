@@ -98,9 +98,9 @@ class Scenario:
     """The running loop: runtime, bridge, host processes; what each rollout left behind."""
 
     def __init__(self, workdir: Path, runtime, lock: threading.Lock) -> None:
-        from edgeloop.functions.device_registry.data_access import DeviceTable
-        from edgeloop.functions.orchestrator.data_access import DeploymentTable
-        from edgeloop.greengrass_components.model_runner.signing import write_key_pair
+        from edgeloop.cloud.fleet.deployments import DeploymentTable
+        from edgeloop.cloud.fleet.devices import DeviceTable
+        from edgeloop.model_runtime.signing import write_key_pair
 
         self.workdir = workdir
         self.runtime = runtime
@@ -183,7 +183,7 @@ class Scenario:
     # models --------------------------------------------------------------------------------------
     def register_and_approve(self, version: str, *, label_scale: float) -> dict:
         """Train on simulated line data, export fp32 + quantized signed payloads, register, approve."""
-        from edgeloop.greengrass_components.model_runner.signing import load_private_key
+        from edgeloop.model_runtime.signing import load_private_key
         from edgeloop.sagemaker_pipelines.steps.export import export_model
         from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
         from edgeloop.sagemaker_pipelines.steps.train import train_line_model
@@ -226,8 +226,8 @@ class Scenario:
 
     def wave_controller_round(self):
         """What the scheduled wave controller does every minute."""
-        from edgeloop.functions.orchestrator.delivery import LocalDelivery
         from edgeloop.functions.wave_controller.logic import run_round
+        from edgeloop.local.delivery import LocalDelivery
 
         delivery = LocalDelivery.from_environment()
         try:
@@ -377,7 +377,7 @@ def test_the_good_model_reaches_every_compatible_gateway(scenario):
 
 
 def test_incompatible_gateways_are_excluded_and_why_not_says_why(scenario):
-    from edgeloop.functions.fleet_status.logic import WhyNotCategory, why_not
+    from edgeloop.cloud.fleet.queries import WhyNotCategory, why_not
 
     rollout = scenario.rollouts[GOOD]
     assert {e.thing_name for e in rollout.excluded} == INCOMPATIBLE
@@ -505,7 +505,7 @@ def test_every_device_the_rollout_marked_is_released_on_the_good_model_with_the_
 
 
 def test_device_history_shows_the_sequence(scenario):
-    from edgeloop.functions.fleet_status.logic import device_history
+    from edgeloop.cloud.fleet.queries import device_history
 
     good, bad = scenario.rollouts[GOOD], scenario.rollouts[BAD]
     canary = _counted_canaries(bad)[0]
@@ -548,7 +548,7 @@ def test_device_history_shows_the_sequence(scenario):
 
 
 def test_why_not_explains_every_device_not_on_the_bad_version(scenario):
-    from edgeloop.functions.fleet_status.logic import WhyNotCategory, why_not
+    from edgeloop.cloud.fleet.queries import WhyNotCategory, why_not
 
     bad = scenario.rollouts[BAD]
     report = why_not(scenario.devices, scenario.deployments, BAD)

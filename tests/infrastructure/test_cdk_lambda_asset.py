@@ -33,7 +33,8 @@ def test_layout_holds_schemas_functions_and_use_cases(staged):
     assert (root / "schemas" / "names.py").read_bytes() == (package_dir("edgeloop.schemas") / "names.py").read_bytes()
     for handler in names.FUNCTIONS.values():
         assert (root / "functions" / handler_package(handler)).is_dir(), handler
-    assert (root / "functions" / "common" / "aws.py").is_file()
+    assert (root / "cloud" / "aws.py").is_file() and (root / "model_runtime" / "features.py").is_file()
+    assert not (root / "greengrass_components").exists() and not (root / "device_shims").exists()
     assert (root / "sagemaker_pipelines" / "__init__.py").is_file()
     assert (root / "sagemaker_pipelines" / "use_cases" / "__init__.py").is_file()
 

@@ -350,8 +350,8 @@ def test_prefixes_granted_to_functions_match_the_functions_code():
     """The constructs name two prefixes that live in function code, not in names.py."""
     from edgeloop.cdk.constructs.fleet import ROLLOUT_GROUP_PREFIX
     from edgeloop.cdk.constructs.ingestion import COMPACTION_STATE_PREFIX
+    from edgeloop.cloud.fleet.delivery import ROLLOUT_GROUP_PREFIX as DELIVERY_GROUP_PREFIX
     from edgeloop.functions.compaction.logic import STATE_PREFIX
-    from edgeloop.functions.orchestrator.delivery import ROLLOUT_GROUP_PREFIX as DELIVERY_GROUP_PREFIX
 
     assert ROLLOUT_GROUP_PREFIX == DELIVERY_GROUP_PREFIX
     assert STATE_PREFIX.split("/")[0] == COMPACTION_STATE_PREFIX

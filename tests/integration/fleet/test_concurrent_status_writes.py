@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgeloop.functions.common.aws import client, reset_clients
-from edgeloop.functions.device_registry.data_access import DeviceTable, microseconds
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.cloud.aws import client, reset_clients
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable, microseconds
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report
 from edgeloop.local.aws import local_aws_environment, table_definition
 from edgeloop.local.moto_server import MotoServer, server_environment

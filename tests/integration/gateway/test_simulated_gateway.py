@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeloop.cloud.aws import client
 from edgeloop.device_shims.fleet import gateway_log_path, launch_fleet, stop_fleet
 from edgeloop.device_shims.simulated_gateway import SimulatedGatewayConfig
-from edgeloop.functions.common.aws import client
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
-from edgeloop.greengrass_components.model_runner.model_format import LinearModel, write_payload
 from edgeloop.local.mqtt import connect_mqtt5
 from edgeloop.local.runtime import LocalRuntime
+from edgeloop.model_runtime.model_format import LinearModel, write_payload
 from edgeloop.schemas import (
     ContextInterval,
     DeviceAnnouncement,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.functions.ingest import handler as ingest_handler
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.local.bridge import IotRuleBridge

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 from awscrt import mqtt5
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.local.aws import create_local_resources
 from edgeloop.local.bridge import IotRuleBridge
 from edgeloop.local.mosquitto import CLOUD_IDENTITY

@@ -33,8 +33,8 @@ from edgeloop.greengrass_components.model_runner.agent import (
     PREVIOUS_PAYLOAD,
     UpdateAgent,
 )
-from edgeloop.greengrass_components.model_runner.model_format import LinearModel, write_payload
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
+from edgeloop.model_runtime.model_format import LinearModel, write_payload
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from edgeloop.cloud import s3
+from edgeloop.cloud.aws import client, reset_clients
 from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
-from edgeloop.functions.common import s3
-from edgeloop.functions.common.aws import client, reset_clients
 from edgeloop.functions.compaction.logic import curated_parquet_bytes, partition_prefix
 from edgeloop.functions.metric_packer.data_access import put_context_intervals
 from edgeloop.local.aws import local_aws_environment

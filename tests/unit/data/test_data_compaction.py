@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
-from edgeloop.functions.common.line_directory import StaticLineDirectory
+from edgeloop.cloud.line_directory import StaticLineDirectory
 from edgeloop.functions.compaction.logic import (
     CURATED_SCHEMA,
     compact,

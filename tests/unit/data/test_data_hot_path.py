@@ -40,8 +40,8 @@ from edgeloop.functions.hot_path.logic import (
 )
 from edgeloop.functions.hot_path.settings import Settings
 from edgeloop.functions.ingest.logic import raw_object_key
-from edgeloop.functions.ingest.raw_format import RawBatch
 from edgeloop.schemas import ColumnarSamples, TelemetryBatch, names
+from edgeloop.schemas.raw_batch import RawBatch
 
 BUCKET = "edgeloop-hot-path-test"
 DATABASE, TABLE = "edgeloop_hot", "telemetry"

@@ -17,13 +17,13 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from edgeloop.functions.common.line_directory import LINE_TTL_S, MISSING_TTL_S, IotLineDirectory, StaticLineDirectory
+from edgeloop.cloud.line_directory import LINE_TTL_S, MISSING_TTL_S, IotLineDirectory, StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import DAY_MS, FUTURE_TOLERANCE_MS, IngestResult, ingest_event
-from edgeloop.functions.ingest.raw_format import RawBatch
 from edgeloop.functions.ingest.settings import Settings
 from edgeloop.provisioning import ProvisioningRequest
 from edgeloop.schemas import IotRuleEvent, QuarantineRecord, TelemetryBatch, load_use_case, names
+from edgeloop.schemas.raw_batch import RawBatch
 from edgeloop.schemas.telemetry import (
     COMPACT_FORMAT_VERSION,
     COMPACT_MAGIC,

@@ -8,11 +8,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from edgeloop.functions.common.line_directory import StaticLineDirectory
+from edgeloop.cloud.line_directory import StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
-from edgeloop.functions.ingest.raw_format import RawBatch
 from edgeloop.schemas import IotRuleEvent, QuarantineRecord, TelemetryBatch, load_use_case, names
+from edgeloop.schemas.raw_batch import RawBatch
 from edgeloop.schemas.telemetry import COMPACT_MAGIC, ColumnarSamples, Compression, encode_batch, encode_compact
 
 BUCKET = "edgeloop-ingest-formats-test"

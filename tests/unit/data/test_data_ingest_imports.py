@@ -20,6 +20,6 @@ def test_ingest_handler_imports_neither_pandas_nor_numpy():
 
 def test_probe_would_notice_numpy():
     # Guards the probe itself: the same check on a module that imports numpy must see it.
-    probe = "import sys, edgeloop.functions.feature_extractor.features; print('numpy' in sys.modules)"
+    probe = "import sys, edgeloop.model_runtime.features; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "True"

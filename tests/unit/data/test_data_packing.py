@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
-from edgeloop.functions.common.line_directory import StaticLineDirectory
+from edgeloop.cloud.line_directory import StaticLineDirectory
+from edgeloop.cloud.packing.labels import classify, label_packs
 from edgeloop.functions.compaction.logic import compact
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
-from edgeloop.functions.labeler.logic import classify, label_packs
 from edgeloop.functions.metric_packer.data_access import (
     context_key,
     get_context_intervals,
@@ -386,10 +386,3 @@ def test_metric_packer_handler_rebuilds_lines_of_new_curated_partitions(s3, monk
     examples = get_examples(BUCKET, "line-1")
     assert len(examples) == 20 and (examples["label"] == 2.0).all()
     assert np.isnan(examples["pressure__mean"]).all()  # never sent -> NaN features, not dropped
-
-
-def test_feature_extractor_handler_requires_a_line(s3):
-    from edgeloop.functions.feature_extractor import handler
-
-    with pytest.raises(ValueError, match="names no line"):
-        handler.lambda_handler({"something": 1}, None)

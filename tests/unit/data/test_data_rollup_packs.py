@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgeloop.cloud.packing.rollup_packs import build_line_packs, metric_packs, pack_columns
 from edgeloop.functions.context.logic import quantize, sub_intervals, to_ms
-from edgeloop.functions.metric_packer.rollup_packs import build_line_packs, metric_packs, pack_columns
 from edgeloop.functions.rollups.logic import rollup_samples
 from edgeloop.schemas import ContextInterval, SpecLimits, load_use_case
 

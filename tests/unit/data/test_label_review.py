@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 from moto import mock_aws
 
-from edgeloop.functions.labeler import review
-from edgeloop.functions.labeler.data_access import proposals_key, read_proposals, write_proposals
-from edgeloop.functions.labeler.review import (
+from edgeloop.cloud.packing import label_review as review
+from edgeloop.cloud.packing.label_review import (
     LabelingModel,
     ProposalDecidedError,
     UnknownProposalError,
@@ -24,6 +23,7 @@ from edgeloop.functions.labeler.review import (
     queue_line_proposals,
     score_unlabeled,
 )
+from edgeloop.cloud.packing.label_store import proposals_key, read_proposals, write_proposals
 from edgeloop.functions.metric_packer.data_access import put_examples
 from edgeloop.functions.metric_packer.logic import META_COLUMNS, assemble_examples
 from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, UseCaseConfig

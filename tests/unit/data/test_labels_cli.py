@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from edgeloop.functions.labeler.review import proposals, queue_line_proposals
+from edgeloop.cloud.packing.label_review import proposals, queue_line_proposals
 from edgeloop.labels_cli import labels_app
 from edgeloop.schemas import UseCaseConfig
 from edgeloop.schemas.training import ProposalStatus

@@ -10,8 +10,8 @@ from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, create_fleet_tables
 from moto import mock_aws
 from moto.dynamodb.models.table import Table
 
-from edgeloop.functions.device_registry.data_access import DeviceTable
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import DeviceTable
 
 _WRITE_LOCK = threading.RLock()
 

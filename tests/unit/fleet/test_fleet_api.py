@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, NOW, device, manifest
 
-from edgeloop.functions.device_registry.data_access import DeviceWrite
+from edgeloop.cloud.fleet.devices import DeviceWrite
 from edgeloop.functions.fleet_status import handler
 from edgeloop.functions.orchestrator.logic import plan_rollout
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, names

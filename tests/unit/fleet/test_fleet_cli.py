@@ -9,7 +9,7 @@ from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, NOW, device, manifest
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
-from edgeloop.functions.device_registry.data_access import DeviceWrite
+from edgeloop.cloud.fleet.devices import DeviceWrite
 from edgeloop.functions.orchestrator.logic import plan_rollout
 from edgeloop.schemas import Architecture, DeviceStatus, ModelUpdate, Precision, names
 

@@ -17,13 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fleet_helpers import FEATURES
 
-from edgeloop.functions.orchestrator.delivery import (
-    DEFAULT_DEPLOYMENT_POLICIES,
-    GreengrassDelivery,
-    LocalDelivery,
-    delivery_from_settings,
-)
-from edgeloop.functions.orchestrator.settings import RolloutSettings
+from edgeloop.cloud.fleet.delivery import DEFAULT_DEPLOYMENT_POLICIES, GreengrassDelivery, delivery_from_settings
+from edgeloop.cloud.fleet.rollout_settings import RolloutSettings
+from edgeloop.local.delivery import LocalDelivery
 from edgeloop.schemas import ModelUpdate, Precision, RolloutWave, feature_schema_hash, names
 
 DEPLOYMENT = "edgeloop-extrusion-line-1-3-0123456789ab"

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from fleet_helpers import NOW, RecordingDelivery, device, manifest, rule_event, status_report, tier
 
-from edgeloop.functions.device_registry.data_access import (
+from edgeloop.cloud.fleet.devices import (
     DeviceWrite,
     history_entry,
     history_key,
 )
-from edgeloop.functions.fleet_status.logic import (
+from edgeloop.cloud.fleet.queries import (
     InvalidParameter,
     NotFound,
     WhyNotCategory,

@@ -8,11 +8,11 @@ import boto3
 import pytest
 from fleet_helpers import DEVICE_TABLE, NOW, device, rule_event
 
+from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, WriteConflict
+from edgeloop.cloud.fleet.queries import fleet_status
 from edgeloop.functions.device_registry import handler as registry_handler
-from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, WriteConflict
 from edgeloop.functions.device_registry.logic import handle_announcement, register_device
 from edgeloop.functions.device_registry.settings import Settings
-from edgeloop.functions.fleet_status.logic import fleet_status
 from edgeloop.schemas import Architecture, DeviceAnnouncement, DeviceStatus, Precision, names
 
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, device, manifest, status_report, tier
 
-from edgeloop.functions.orchestrator.delivery import ROLLBACK_WAVE_BASE, cohort_group_name
+from edgeloop.cloud.fleet.delivery import ROLLBACK_WAVE_BASE, cohort_group_name
+from edgeloop.cloud.fleet.waves import advance, begin
 from edgeloop.functions.orchestrator.logic import _mark_targets_pending, model_updates, plan_rollout
-from edgeloop.functions.orchestrator.waves import advance, begin
 from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.functions.wave_controller.logic import run_round
 from edgeloop.schemas import Architecture, DeploymentState, DeviceStatus, Precision

@@ -18,8 +18,8 @@ from fleet_helpers import (
     status_report,
 )
 
+from edgeloop.cloud.fleet.waves import begin
 from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
-from edgeloop.functions.orchestrator.waves import begin
 from edgeloop.functions.status_intake import handler as intake_handler
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
 from edgeloop.schemas import DeploymentState, DeviceStatus, names

@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from fleet_helpers import DEPLOYMENT_TABLE, NOW, RecordingDelivery, device, manifest, rule_event, status_report
 
-from edgeloop.functions.common.aws import client
-from edgeloop.functions.orchestrator.data_access import WaveCounts, wave_counter_key
+from edgeloop.cloud.aws import client
+from edgeloop.cloud.fleet.deployments import WaveCounts, wave_counter_key
+from edgeloop.cloud.fleet.waves import advance, begin, count_report
 from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
-from edgeloop.functions.orchestrator.waves import advance, begin, count_report
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
 from edgeloop.functions.wave_controller.logic import run_round
 from edgeloop.local.aws import recorded_calls

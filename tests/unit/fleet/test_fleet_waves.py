@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from fleet_helpers import NOW, RecordingDelivery, device, manifest, status_report
 
+from edgeloop.cloud.fleet.waves import advance, begin
 from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
-from edgeloop.functions.orchestrator.waves import advance, begin
 from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.schemas import DeploymentState, DeviceStatus
 

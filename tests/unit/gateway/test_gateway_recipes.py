@@ -249,7 +249,7 @@ def _site_packages_env() -> dict[str, str]:
 def test_default_runtime_version_is_the_shipped_runtime_and_reads_every_tier(path: Path):
     """A gateway installed with the defaults announces the runtime this release ships, and that
     runtime meets every exported tier's minimum (else the orchestrator would exclude it)."""
-    from edgeloop.greengrass_components.model_runner.model_format import RUNTIME_VERSION
+    from edgeloop.model_runtime.model_format import RUNTIME_VERSION
     from edgeloop.provisioning import default_runtime_version
     from edgeloop.sagemaker_pipelines.steps.export import TIERS
     from edgeloop.schemas.common import semver_key

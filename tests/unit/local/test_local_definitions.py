@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from moto import mock_aws
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.local.aws import create_local_resources, local_aws_environment, table_definition
 from edgeloop.local.bridge import topic_matches
 from edgeloop.local.mosquitto import CLOUD_IDENTITY, acl_text

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from edgeloop.functions.common.line_directory import IotLineDirectory
+from edgeloop.cloud.line_directory import IotLineDirectory
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.local.things import provisioning_request, register_gateway
 from edgeloop.schemas import names

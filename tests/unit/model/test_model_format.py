@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgeloop.greengrass_components.model_runner.model_format import (
+from edgeloop.model_runtime.model_format import (
     FORMAT_VERSION,
     HEADER_ARRAY,
     LinearModel,
@@ -149,7 +149,7 @@ def _standardized_linear() -> LinearModel:
 
 
 def test_standardized_linear_round_trip_and_scoring():
-    from edgeloop.greengrass_components.model_runner.scorer import load_payload
+    from edgeloop.model_runtime.scorer import load_payload
 
     model = _standardized_linear()
     payload = write(model)
@@ -236,8 +236,5 @@ def test_missing_header_is_refused():
 
 
 def test_device_modules_do_not_import_xgboost():
-    code = (
-        "import sys; import edgeloop.greengrass_components.model_runner.scorer; "
-        "assert 'xgboost' not in sys.modules, 'xgboost imported'"
-    )
+    code = "import sys; import edgeloop.model_runtime.scorer; assert 'xgboost' not in sys.modules, 'xgboost imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

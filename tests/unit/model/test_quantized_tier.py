@@ -18,8 +18,8 @@ import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.greengrass_components.model_runner import model_format
-from edgeloop.greengrass_components.model_runner.model_format import (
+from edgeloop.model_runtime import model_format
+from edgeloop.model_runtime.model_format import (
     FORMAT_VERSION,
     HEADER_ARRAY,
     QUANTIZED_FORMAT_VERSION,
@@ -28,7 +28,7 @@ from edgeloop.greengrass_components.model_runner.model_format import (
     read_payload,
     write_payload,
 )
-from edgeloop.greengrass_components.model_runner.scorer import PayloadRejected, load_payload
+from edgeloop.model_runtime.scorer import PayloadRejected, load_payload
 from edgeloop.sagemaker_pipelines.steps import export as export_step
 from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model, payload_key
 from edgeloop.sagemaker_pipelines.steps.train import TrainedModel

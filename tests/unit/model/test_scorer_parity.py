@@ -16,9 +16,9 @@ import xgboost as xgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeloop.greengrass_components.model_runner import scorer as scorer_module
-from edgeloop.greengrass_components.model_runner.model_format import TreeEnsemble, write_payload
-from edgeloop.greengrass_components.model_runner.scorer import glibc_expf, load_payload
+from edgeloop.model_runtime import scorer as scorer_module
+from edgeloop.model_runtime.model_format import TreeEnsemble, write_payload
+from edgeloop.model_runtime.scorer import glibc_expf, load_payload
 from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster, reference_predict
 
 

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from edgeloop.greengrass_components.model_runner.model_format import TreeEnsemble, write_payload
-from edgeloop.greengrass_components.model_runner.scorer import PayloadRejected, Scorer, load_payload
+from edgeloop.model_runtime.model_format import TreeEnsemble, write_payload
+from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
 from edgeloop.schemas.model import feature_schema_hash
 
 FEATURES = ["speed__mean", "temp_die__last"]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator, FaultKind, SensorFault, SimulatorConfig
-from edgeloop.greengrass_components.model_runner.model_format import LinearModel, write_payload
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.greengrass_components.model_runner.scorer import load_payload
+from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.schemas import load_use_case
 
 USE_CASE = load_use_case("extrusion")
@@ -65,8 +65,8 @@ def test_scores_the_stride_aligned_window_once():
 
 
 def test_features_equal_the_cloud_pack_features():
-    from edgeloop.functions.feature_extractor.alignment import align_to_grid
-    from edgeloop.functions.feature_extractor.features import pack_features
+    from edgeloop.model_runtime.alignment import align_to_grid
+    from edgeloop.model_runtime.features import pack_features
 
     live, samples = fed_scorer(900)
     end = START_MS + 900_000

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeloop.greengrass_components.model_runner.component import settings_from_env
-from edgeloop.greengrass_components.model_runner.signing import (
+from edgeloop.model_runtime.signing import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
     SIGNED_CONTEXT,

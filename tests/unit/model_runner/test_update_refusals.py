@@ -17,9 +17,9 @@ import xgboost as xgb
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.functions.orchestrator.logic import model_updates
 from edgeloop.greengrass_components.model_runner.agent import ACTIVE_META, ACTIVE_PAYLOAD, UpdateAgent
-from edgeloop.greengrass_components.model_runner.model_format import LinearModel, write_payload
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.greengrass_components.model_runner.signing import generate_private_key, public_key_b64, sign_payload
+from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.signing import generate_private_key, public_key_b64, sign_payload
 from edgeloop.sagemaker_pipelines.steps.export import ExportedModel, export_model
 from edgeloop.sagemaker_pipelines.steps.train import TrainedModel
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash, load_use_case
@@ -298,7 +298,7 @@ def test_restore_refuses_a_persisted_model_the_key_does_not_vouch_for(device, tm
 
 
 def test_exported_tiers_carry_verifiable_signatures(models, signing_key):
-    from edgeloop.greengrass_components.model_runner.signing import verify_payload_signature
+    from edgeloop.model_runtime.signing import verify_payload_signature
 
     for export in models:
         for tier in export.manifest.tiers:

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from moto import mock_aws
 
+from edgeloop.cloud import s3
 from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
-from edgeloop.functions.common import s3
 from edgeloop.functions.compaction.logic import curated_parquet_bytes, partition_prefix
 from edgeloop.functions.metric_packer.data_access import put_context_intervals
 from edgeloop.sagemaker_pipelines.steps import dataset as dataset_step
@@ -158,7 +158,7 @@ def test_bad_arguments_are_named(bucket, config):
 
 
 def test_reviewed_labels_join_and_a_measured_label_wins_its_window(bucket, config, whole, monkeypatch):
-    from edgeloop.functions.labeler import review
+    from edgeloop.cloud.packing import label_review as review
 
     measured = pd.concat([whole.train, whole.reference], ignore_index=True)
     same_window = measured.iloc[[5]].assign(label=99.0, label_source="reviewed")

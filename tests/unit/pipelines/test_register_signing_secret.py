@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
 
-from edgeloop.greengrass_components.model_runner.signing import (
+from edgeloop.model_runtime.signing import (
     SignatureRejected,
     generate_private_key,
     private_key_pem,

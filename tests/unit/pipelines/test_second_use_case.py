@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 from moto import mock_aws
 
+from edgeloop.cloud.packing.label_review import labeled_from_review, proposals
 from edgeloop.functions.compaction.logic import CURATED_SCHEMA, curated_parquet_bytes, partition_prefix
-from edgeloop.functions.labeler.review import labeled_from_review, proposals
 from edgeloop.functions.metric_packer.data_access import put_context_intervals
 from edgeloop.functions.metric_packer.logic import assemble_examples
 from edgeloop.sagemaker_pipelines.steps.export import export_model

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synthetic_line_examples import synthetic_examples
 
-from edgeloop.greengrass_components.model_runner.scorer import load_payload
+from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.sagemaker_pipelines.steps.export import export_model, parity_error, payload_from_booster
 from edgeloop.sagemaker_pipelines.steps.templates import (
     MAX_TREE_DEPTH,

@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
 
-from edgeloop.greengrass_components.model_runner.scorer import load_payload
+from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.sagemaker_pipelines.steps import export as export_step
 from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model
 from edgeloop.sagemaker_pipelines.steps.register import (

@@ -21,10 +21,10 @@ from moto import mock_aws
 
 from edgeloop.functions.compaction.logic import compact
 from edgeloop.functions.context.logic import quantize, sub_intervals
-from edgeloop.functions.ingest.raw_format import RawBatch
 from edgeloop.functions.rollups.logic import build_line_rollups
 from edgeloop.query.tables import CONTEXT_SLICES
 from edgeloop.schemas import ColumnarSamples, ContextInterval, SpecLimits, names
+from edgeloop.schemas.raw_batch import RawBatch
 
 BUCKET = "edgeloop-query-test"
 T0 = int(datetime(2026, 1, 31, 22, tzinfo=UTC).timestamp() * 1000)

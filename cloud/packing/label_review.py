@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from edgeloop.functions.common import s3
-from edgeloop.functions.labeler.logic import classify
+from edgeloop.cloud import s3
+from edgeloop.cloud.packing.labels import classify
 from edgeloop.functions.metric_packer.data_access import examples_key
 from edgeloop.schemas import SpecLimits, UseCaseConfig
 from edgeloop.schemas.training import (
@@ -38,7 +38,7 @@ from edgeloop.schemas.training import (
     ViolationClass,
 )
 
-from .data_access import get_auto_labels, put_auto_labels, read_proposals, review_lines, write_proposals
+from .label_store import get_auto_labels, put_auto_labels, read_proposals, review_lines, write_proposals
 
 MIN_MEASURED_EXAMPLES = 10  # fewer and the labeling model's residual std means nothing
 HOLDOUT_SHARE = 0.2

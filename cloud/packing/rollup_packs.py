@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from edgeloop.cloud.packing.taxonomy import rollups_to_roles
 from edgeloop.functions.context.logic import context_columns, quantize, sub_intervals
 from edgeloop.functions.rollups.logic import MINUTE_MS, build_levels, require_columns
-from edgeloop.functions.taxonomy.logic import rollups_to_roles
 from edgeloop.schemas import ContextInterval, UseCaseConfig
 
 PACK_STATS = ("count", "mean", "std", "min", "max")

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from edgeloop.model_runtime.features import pack_features
 from edgeloop.schemas import UseCaseConfig
-
-from .features import pack_features
 
 CHUNK_PACKS = 2048  # bounds the float64 temporaries of pack_features (~50 MB for 300x10 packs)
 

@@ -21,9 +21,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from edgeloop.functions.device_registry.data_access import BY_LINE, BY_MODEL_VERSION, BY_STATUS, DeviceTable
-from edgeloop.functions.orchestrator import data_access as rollout_data
-from edgeloop.functions.orchestrator.data_access import DeploymentTable
+from edgeloop.cloud import model_registry
+from edgeloop.cloud.fleet.deployments import DeploymentTable
+from edgeloop.cloud.fleet.devices import BY_LINE, BY_MODEL_VERSION, BY_STATUS, DeviceTable
 from edgeloop.functions.orchestrator.logic import choose_tier
 from edgeloop.schemas import (
     CompatibilityTier,
@@ -233,8 +233,8 @@ ManifestLoader = Callable[[DeploymentRecord], ModelManifest | None]
 def manifest_from_registry(record: DeploymentRecord) -> ModelManifest | None:
     """The manifest a rollout was planned from (model registry -> S3); None when it cannot be read."""
     try:
-        package = rollout_data.describe_model_package(record.model_package_arn)
-        return rollout_data.load_manifest(rollout_data.manifest_uri_of(package))
+        package = model_registry.describe_model_package(record.model_package_arn)
+        return model_registry.load_manifest(model_registry.manifest_uri_of(package))
     except Exception:  # noqa: BLE001 - deleted package, moved manifest: the deployment record still explains
         return None
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from edgeloop.functions.common import s3
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud import s3
+from edgeloop.cloud.aws import client
 from edgeloop.schemas import names
 
 _PARQUET = "application/vnd.apache.parquet"

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from edgeloop.functions.device_registry.data_access import DeviceTable, DeviceWrite, StoredDevice
+from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
 from edgeloop.schemas import (
     DeploymentRecord,
     DeploymentState,
@@ -52,8 +52,8 @@ from edgeloop.schemas import (
 )
 from edgeloop.schemas.common import semver_key
 
-from .data_access import DeploymentTable, StoredDeployment, WaveCounts, WaveSummary
 from .delivery import ROLLBACK_WAVE_BASE, ModelDelivery
+from .deployments import DeploymentTable, StoredDeployment, WaveCounts, WaveSummary
 
 FAILED_STATUSES = (DeviceStatus.REJECTED, DeviceStatus.ROLLED_BACK)
 DEFAULT_ATTEMPTS = 20

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
-from pydantic import Field, FilePath
 
-from edgeloop.functions.common.aws import client as aws_client
-from edgeloop.functions.common.settings import EnvSettings
+from edgeloop.cloud.aws import client as aws_client
 from edgeloop.schemas import ModelUpdate, RolloutWave, names
 
-from .settings import RolloutSettings
+from .rollout_settings import RolloutSettings
 
 ROLLOUT_GROUP_PREFIX = f"{names.PROJECT}-rollout-"
 MAX_THING_GROUP_NAME = 128
@@ -48,7 +45,7 @@ class ModelDelivery(Protocol):
         """Send `update` to every target of `wave`; raise if it could not be sent."""
 
 
-def _check_same_deployment(deployment_id: str, update: ModelUpdate) -> None:
+def check_same_deployment(deployment_id: str, update: ModelUpdate) -> None:
     if update.deployment_id != deployment_id:
         raise ValueError(f"update.deployment_id={update.deployment_id!r} is not deployment {deployment_id!r}")
 
@@ -90,7 +87,7 @@ class GreengrassDelivery:
         self.deployment_policies = dict(deployment_policies)
 
     def deliver(self, deployment_id: str, wave: RolloutWave, update: ModelUpdate) -> None:
-        _check_same_deployment(deployment_id, update)
+        check_same_deployment(deployment_id, update)
         group_name = cohort_group_name(deployment_id, wave, update)
         group_arn = self._ensure_group(group_name, deployment_id)
         for thing in wave.targets:
@@ -143,90 +140,28 @@ class GreengrassDelivery:
                         self.iot.remove_thing_from_thing_group(thingGroupName=name, thingName=thing)
 
 
-class LocalDelivery:
-    """Publishes the ModelUpdate JSON on each target's model-update topic (the embedded runtime)."""
-
-    def __init__(self, publish: Callable[[str, bytes], None], close: Callable[[], None] | None = None) -> None:
-        self._publish = publish
-        self._close = close
-
-    def deliver(self, deployment_id: str, wave: RolloutWave, update: ModelUpdate) -> None:
-        _check_same_deployment(deployment_id, update)
-        payload = update.model_dump_json().encode()
-        for thing in wave.targets:
-            self._publish(names.model_update_topic(thing), payload)
-
-    def close(self) -> None:
-        if self._close is not None:
-            self._close()
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> LocalDelivery:
-        """Connect (on first delivery) to the local broker with the cloud identity from the env."""
-        broker = LocalBrokerSettings.from_env(environ)
-        connection = _LazyBrokerConnection(broker)
-        return cls(connection.publish, connection.stop)
+# Deliveries that live outside the Lambda bundle register here. The embedded local runtime's
+# MQTT delivery (edgeloop.local.delivery) does so when edgeloop.local is imported; the cloud code
+# never imports the local runtime, so the dependency runs one way.
+_REGISTERED_DELIVERIES: dict[str, Callable[[], ModelDelivery]] = {}
 
 
-class LocalBrokerSettings(EnvSettings):
-    host: str = Field(validation_alias=names.LOCAL_BROKER_HOST_ENV, min_length=1)
-    port: int = Field(validation_alias=names.LOCAL_BROKER_PORT_ENV, gt=0, lt=65536)
-    cert_path: FilePath = Field(validation_alias=names.LOCAL_CLOUD_CERT_ENV)
-    key_path: FilePath = Field(validation_alias=names.LOCAL_CLOUD_KEY_ENV)
-    ca_path: FilePath = Field(validation_alias=names.LOCAL_CA_ENV)
+def register_delivery(kind: str, factory: Callable[[], ModelDelivery]) -> None:
+    """Make `EDGELOOP_DELIVERY=<kind>` build its delivery with `factory` in this process."""
+    _REGISTERED_DELIVERIES[kind] = factory
 
 
-class _LazyBrokerConnection:
-    """Status intake may advance a rollout on every report but delivers rarely: connect on demand."""
-
-    def __init__(self, broker: LocalBrokerSettings) -> None:
-        self.broker = broker
-        self._connection: Any = None
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        if self._connection is None:
-            self._connection = self._connect()
-        self._connection.publish(topic, payload, qos=1)
-
-    def stop(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            connection.stop()
-
-    def _connect(self) -> Any:
-        # Imported here: the local runtime (and awsiotsdk) is not part of the Lambda bundle.
-        from edgeloop.local.mqtt import connect_mqtt5
-        from edgeloop.local.pki import IssuedCert
-
-        common_name = certificate_common_name(self.broker.cert_path)
-        cert = IssuedCert(
-            cert_path=self.broker.cert_path,
-            key_path=self.broker.key_path,
-            ca_path=self.broker.ca_path,
-            common_name=common_name,
-        )
-        client_id = f"{common_name}-delivery-{uuid.uuid4().hex[:8]}"
-        return connect_mqtt5(self.broker.host, self.broker.port, cert, client_id)
-
-
-def certificate_common_name(cert_path) -> str:
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    certificate = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
-    common_names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not common_names:
-        raise ValueError(f"certificate {cert_path} has no common name")
-    return str(common_names[0].value)
-
-
-def delivery_from_settings(settings: RolloutSettings) -> GreengrassDelivery | LocalDelivery:
-    if settings.delivery == "local":
-        return LocalDelivery.from_environment()
+def delivery_from_settings(settings: RolloutSettings) -> ModelDelivery:
     if settings.delivery == "greengrass":
         return GreengrassDelivery(
             aws_client("greengrassv2"),
             gateway_component_version=settings.gateway_component_version,
             model_runner_component_version=settings.model_runner_component_version,
         )
-    raise ValueError(f"{names.DELIVERY_ENV}={settings.delivery!r} is neither 'greengrass' nor 'local'")
+    factory = _REGISTERED_DELIVERIES.get(settings.delivery)
+    if factory is None:
+        raise ValueError(
+            f"{names.DELIVERY_ENV}={settings.delivery!r} has no delivery in this process"
+            " ('local' is the embedded runtime's: import edgeloop.local first)"
+        )
+    return factory()

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.schemas import names
 
 # A registered gateway rarely changes line; a few minutes of staleness after a re-provisioning is

@@ -37,7 +37,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.schemas import DeviceEvent, DeviceHistoryEntry, DeviceRecord, DeviceStatus, names
 
 REVISION = "revision"

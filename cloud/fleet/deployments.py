@@ -44,12 +44,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from edgeloop.functions.common import s3
-from edgeloop.functions.common.aws import client
+from edgeloop.cloud.aws import client
 from edgeloop.schemas import (
     DeploymentRecord,
     DeploymentState,
-    ModelManifest,
     ModelUpdate,
     Precision,
     RolloutWave,
@@ -350,40 +348,3 @@ def _summary_of(deployment_id: str, wave_index: int, item: Mapping[str, Any]) ->
         raise ValueError(
             f"wave counter {wave_counter_key(deployment_id, wave_index)!r} has a bad summary: {exc}"
         ) from exc
-
-
-# --- the model registry and the manifests it points at ----------------------------------------------
-
-
-def describe_model_package(model_package_arn: str) -> dict[str, Any]:
-    return client("sagemaker").describe_model_package(ModelPackageName=model_package_arn)
-
-
-def manifest_uri_of(package: Mapping[str, Any]) -> str:
-    metadata = package.get("CustomerMetadataProperties") or {}
-    uri = metadata.get(names.MANIFEST_URI_METADATA_KEY)
-    if not uri:
-        raise ValueError(
-            f"model package {package.get('ModelPackageArn')!r} has no CustomerMetadataProperties"
-            f"[{names.MANIFEST_URI_METADATA_KEY!r}] (metadata keys: {sorted(metadata)})"
-        )
-    return uri
-
-
-def load_manifest(uri: str) -> ModelManifest:
-    """Read and validate a ModelManifest from s3://bucket/key."""
-    bucket, key = split_s3_uri(uri)
-    body = s3.get_bytes(bucket, key)
-    try:
-        return ModelManifest.model_validate_json(body)
-    except ValueError as exc:
-        raise ValueError(f"manifest {uri} is not a valid ModelManifest: {exc}") from exc
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"manifest uri={uri!r} is not an s3:// URI")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"manifest uri={uri!r} lacks a bucket or a key")
-    return bucket, key
