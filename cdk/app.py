@@ -15,7 +15,7 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from .config import StackConfig
+from .constructs.config import StackConfig
 from .lambda_asset import stage_lambda_asset
 from .stack import EdgeloopStack
 

@@ -8,8 +8,8 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from .config import StackConfig
 from .constructs.catalog import Catalog
+from .constructs.config import StackConfig
 from .constructs.fleet import Fleet
 from .constructs.fleet_api import FleetApi
 from .constructs.functions import FunctionFactory

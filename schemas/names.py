@@ -199,7 +199,7 @@ FUNCTIONS = {
     "wave_controller": "edgeloop.functions.wave_controller.handler.lambda_handler",
     "rollups": "edgeloop.functions.rollups.handler.lambda_handler",
     "context": "edgeloop.functions.context.handler.lambda_handler",
-    # Optional: deployed only with the CDK context flag edgeloop:enableTimestream (cdk/config.py).
+    # Optional: deployed only with the CDK context flag edgeloop:enableTimestream (cdk/constructs/config.py).
     "hot_path": "edgeloop.functions.hot_path.handler.lambda_handler",
 }
 

@@ -17,7 +17,7 @@ from constructs import Construct
 from edgeloop.query.tables import TABLES, Table
 from edgeloop.schemas import names
 
-from ..nag import acknowledge, wildcard_findings
+from .nag import acknowledge, wildcard_findings
 from .storage import Storage
 
 ATHENA_ENGINE_VERSION = "Athena engine version 3"

@@ -17,8 +17,8 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..nag import acknowledge, wildcard_findings
 from .functions import FunctionFactory
+from .nag import acknowledge, wildcard_findings
 from .storage import Storage
 
 STAGE = "v1"

@@ -22,9 +22,9 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..nag import acknowledge, allow
 from .layers import ARCHITECTURE, PYTHON_RUNTIME, PublicLayers
 from .monitoring import Monitoring
+from .nag import acknowledge, allow
 
 ASYNC_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE = Duration.hours(6)

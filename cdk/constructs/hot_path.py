@@ -17,9 +17,9 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..nag import acknowledge
 from .functions import EdgeloopFunction, FunctionFactory
 from .ingestion import on_object_created
+from .nag import acknowledge
 from .storage import Storage
 
 HOT_PATH_FUNCTION = "hot_path"  # key of names.FUNCTIONS

@@ -15,8 +15,8 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..nag import acknowledge, wildcard_findings
 from .functions import EdgeloopFunction, FunctionFactory
+from .nag import acknowledge, wildcard_findings
 from .storage import Storage
 
 COMPACTION_SCHEDULE = events.Schedule.rate(Duration.minutes(15))

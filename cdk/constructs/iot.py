@@ -21,7 +21,7 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..nag import allow
+from .nag import allow
 from .storage import Storage
 
 THING = "${iot:Connection.Thing.ThingName}"

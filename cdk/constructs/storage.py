@@ -8,7 +8,7 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..nag import acknowledge
+from .nag import acknowledge
 
 RAW_EXPIRY = Duration.days(30)  # compaction has turned raw/ into curated Parquet long before
 QUARANTINE_EXPIRY = Duration.days(90)  # long enough to investigate and replay rejected batches

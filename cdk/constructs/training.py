@@ -11,7 +11,7 @@ context). The image holds the code; the same sources also go up as a zip asset w
 definition receives as CodeS3Uri, so each execution names the exact code it ran (the asset hash
 is a content hash of the very files installed in the image).
 
-Model signing: with `edgeloop:modelSigningKeySecretArn` (cdk/config.py) the register step's
+Model signing: with `edgeloop:modelSigningKeySecretArn` (cdk/constructs/config.py) the register step's
 environment names that Secrets Manager secret and the pipeline role may read exactly it (the secret is
 assumed to use the AWS-managed key aws/secretsmanager, which needs no kms grant); without it the
 payloads go out unsigned, which the synth warns about and the ModelPayloadSigning output states.
@@ -32,12 +32,12 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from ..config import (
+from .config import (
     MODEL_SIGNING_KEY_SECRET_ARN_KEY,
     checked_signing_key_secret_arn,
     model_signing_key_secret_arn,
 )
-from ..nag import acknowledge, allow, wildcard_findings
+from .nag import acknowledge, allow, wildcard_findings
 from .storage import Storage
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]

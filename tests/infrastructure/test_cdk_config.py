@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeloop.cdk.config import (
+from edgeloop.cdk.constructs.config import (
     ENABLE_TIMESTREAM_KEY,
     GATEWAY_VERSION_KEY,
     LATENESS_SLA_KEY,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeloop.cdk.config import (
+from edgeloop.cdk.constructs.config import (
     DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS,
     DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS,
     ENABLE_TIMESTREAM_KEY,

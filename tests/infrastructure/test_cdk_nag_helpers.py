@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeloop.cdk.nag import acknowledge, flatten_reference
+from edgeloop.cdk.constructs.nag import acknowledge, flatten_reference
 
 
 def test_flatten_reference_matches_cdk_nag_rendering():

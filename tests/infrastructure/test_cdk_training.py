@@ -118,7 +118,7 @@ def as_list(value) -> list:
 
 def flat(value) -> str:
     """A resolved resource as text: Ref/GetAtt/Join rendered the way cdk-nag does."""
-    from edgeloop.cdk.nag import flatten_reference
+    from edgeloop.cdk.constructs.nag import flatten_reference
 
     return flatten_reference(value)
 
@@ -149,7 +149,7 @@ def full_stack(tmp_path_factory):
     from aws_cdk.assertions import Template
 
     from edgeloop.cdk.app import build_app
-    from edgeloop.cdk.config import LINE_IDS_KEY
+    from edgeloop.cdk.constructs.config import LINE_IDS_KEY
 
     _, stack = build_app(
         context={LINE_IDS_KEY: ",".join(LINES)},
@@ -394,8 +394,8 @@ def test_the_context_holds_every_folder_setup_py_installs():
     """pip install . fails in the image if a layout folder were left out of the context or the COPY lines."""
     from edgeloop.cdk.constructs.training import REPOSITORY_ROOT, docker_ignore_patterns
 
-    setup = (REPOSITORY_ROOT / "setup.py").read_text()
-    folders = re.findall(r'^\s+"(\w+)",$', setup.split("LAYOUT_FOLDERS = (", 1)[1].split(")", 1)[0], re.M)
+    # the layout folders are the import root's links (edgeloop/<folder> -> ../<folder>; see setup.py)
+    folders = sorted(p.name for p in (REPOSITORY_ROOT / "edgeloop").iterdir() if p.is_symlink())
     assert "sagemaker_pipelines" in folders
     patterns = docker_ignore_patterns()
     dockerfile = (REPOSITORY_ROOT / "sagemaker_pipelines" / "Dockerfile").read_text()
@@ -447,7 +447,7 @@ def test_cfn_lint_finds_no_error_in_the_training_template(probe_without_lines, t
 
 # --- edgeloop:lineIds ------------------------------------------------------------------------------------
 def _config(value):
-    from edgeloop.cdk.config import LINE_IDS_KEY, StackConfig
+    from edgeloop.cdk.constructs.config import LINE_IDS_KEY, StackConfig
 
     return StackConfig.from_context({LINE_IDS_KEY: value}.get)
 
@@ -480,7 +480,7 @@ def test_line_ids_from_a_json_list_or_a_comma_string(value, expected):
     ],
 )
 def test_bad_line_ids_name_the_key_and_the_value(value, culprit):
-    from edgeloop.cdk.config import LINE_IDS_KEY, ConfigError
+    from edgeloop.cdk.constructs.config import LINE_IDS_KEY, ConfigError
 
     with pytest.raises(ConfigError) as raised:
         _config(value)
@@ -494,7 +494,7 @@ SIGNING_KEY_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:e
 
 @pytest.fixture(scope="module")
 def signed_probe(tmp_path_factory) -> Probe:
-    from edgeloop.cdk.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY
+    from edgeloop.cdk.constructs.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY
 
     return synth_probe(
         tmp_path_factory.mktemp("signed-out"),
@@ -552,7 +552,7 @@ def test_with_a_signing_secret_the_register_step_reads_it_and_the_role_may_read_
 
 
 def test_without_a_signing_secret_nothing_is_granted_and_the_synth_warns(probe, pipeline, role_statements):
-    from edgeloop.cdk.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY
+    from edgeloop.cdk.constructs.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY
 
     _, variables, _ = substituted(pipeline)
     assert variables["ModelSigningKeySecretArn"] == ""
@@ -579,7 +579,7 @@ def test_the_app_reads_the_signing_secret_from_context(full_stack):
     ],
 )
 def test_a_bad_signing_secret_arn_names_the_key_and_the_value(value):
-    from edgeloop.cdk.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY, ConfigError, StackConfig
+    from edgeloop.cdk.constructs.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY, ConfigError, StackConfig
 
     with pytest.raises(ConfigError) as raised:
         StackConfig.from_context({MODEL_SIGNING_KEY_SECRET_ARN_KEY: value}.get)
@@ -588,7 +588,7 @@ def test_a_bad_signing_secret_arn_names_the_key_and_the_value(value):
 
 
 def test_the_signing_secret_arn_from_context_is_kept(tmp_path):
-    from edgeloop.cdk.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY, StackConfig
+    from edgeloop.cdk.constructs.config import MODEL_SIGNING_KEY_SECRET_ARN_KEY, StackConfig
 
     config = StackConfig.from_context({MODEL_SIGNING_KEY_SECRET_ARN_KEY: SIGNING_KEY_SECRET_ARN}.get)
     assert config.model_signing_key_secret_arn == SIGNING_KEY_SECRET_ARN

@@ -11,8 +11,8 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
+from edgeloop.cli.labels import labels_app
 from edgeloop.cloud.packing.label_review import proposals, queue_line_proposals
-from edgeloop.labels_cli import labels_app
 from edgeloop.schemas import UseCaseConfig
 from edgeloop.schemas.training import ProposalStatus
 

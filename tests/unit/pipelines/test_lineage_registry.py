@@ -173,7 +173,7 @@ def test_models_cli_lists_and_shows_the_lineage(registry, trained, dataset_info,
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from edgeloop import models_cli
+    from edgeloop.cli import models as models_cli
 
     monkeypatch.setattr(models_cli, "console", Console(width=400, soft_wrap=True))
     exported = exported_with_lineage(trained)

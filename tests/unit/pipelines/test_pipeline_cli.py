@@ -14,8 +14,8 @@ import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from edgeloop import pipeline_cli
 from edgeloop.cli import app
+from edgeloop.cli import pipeline as pipeline_cli
 from edgeloop.sagemaker_pipelines import pipeline
 from edgeloop.schemas import names
 

@@ -44,7 +44,7 @@ from edgeloop.schemas import names
 from edgeloop.schemas.common import Identifier, SemVer
 from edgeloop.schemas.use_case import load_use_case
 
-from .constructs.layers import PANDAS_LAYER_VERSION
+from .layers import PANDAS_LAYER_VERSION
 
 USE_CASE_KEY = "edgeloop:useCase"
 LATENESS_SLA_KEY = "edgeloop:latenessSlaDays"

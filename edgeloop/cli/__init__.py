@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeloop.fleet_cli import fleet_app
-from edgeloop.gateway_cli import gateway_app
-from edgeloop.labels_cli import labels_app
-from edgeloop.models_cli import models_app
-from edgeloop.pipeline_cli import pipeline_app
+from edgeloop.cli.fleet import fleet_app
+from edgeloop.cli.gateway import gateway_app
+from edgeloop.cli.labels import labels_app
+from edgeloop.cli.models import models_app
+from edgeloop.cli.pipeline import pipeline_app
 from edgeloop.query.cli import query_app
 
 app = typer.Typer(
