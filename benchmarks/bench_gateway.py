@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import METRICS
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
 from edgeloop.greengrass_components.gateway.publisher import Publisher
 from edgeloop.greengrass_components.gateway.transport import Mqtt5Transport
 from edgeloop.local.mosquitto import CLOUD_IDENTITY, MosquittoBroker
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
 from edgeloop.schemas import names
-from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES, ColumnarSamples, TelemetryBatch, decode_batch, encode_batch
+from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES, ColumnarSamples, TelemetryBatch
+from edgeloop.schemas.telemetry_codec import decode_batch, encode_batch
 
 THING, LINE = "gw-bench-1", "line-1"
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC

@@ -65,7 +65,7 @@ QUERY_REPEATS = 5
 QUERY_PAGE = 100
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LINES = ("line-1", "line-2", "line-3", "line-4")
-ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
+ARCHITECTURES = tuple(Architecture)
 RUNTIMES = ("1.0.0", "1.1.0", "1.2.0")
 FEATURES = ["speed__mean", "temp_die__mean", "cold_od__last"]
 MODEL_ID, NEW_VERSION = "extrusion-fleet", "2.0.0"

@@ -45,17 +45,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from edgeloop.cloud.datalake.context import KINDS
+from edgeloop.cloud.datalake.rollups import SAMPLE_COLUMNS, from_arrow, to_arrow
 from edgeloop.cloud.packing.rollup_packs import build_line_packs, packs_from_rollups
-from edgeloop.functions.context.logic import KINDS
 from edgeloop.functions.rollups.data_access import read_parquet_whole, rollup_key
-from edgeloop.functions.rollups.logic import from_arrow, to_arrow
 from edgeloop.schemas import ContextInterval, ContextKind, load_use_case
 
 from .storage_data import USE_CASE, Dataset, ensure_dataset
 
 LINES, MONTHS, WORKERS = 10, 6, 2
 SCALING_MONTHS = (1, 3, 6)
-SAMPLE_COLUMNS = ["metric", "time_ms", "value"]
 WINDOW_MS = 5 * 60_000
 
 
@@ -158,7 +157,7 @@ def _write_table(table, path: Path) -> None:
 
 def _read_days(dataset: Dataset, line_id: str, days: tuple[date, ...]):
     for day in days:
-        yield read_parquet_whole(dataset.day_path(line_id, day), columns=SAMPLE_COLUMNS)
+        yield read_parquet_whole(dataset.day_path(line_id, day), columns=list(SAMPLE_COLUMNS))
 
 
 def _intervals_within(dataset: Dataset, line_id: str, days: tuple[date, ...]) -> list[ContextInterval]:
@@ -243,7 +242,8 @@ def pandas_comparison(dataset: Dataset) -> dict[str, tuple[float, str]]:
 def pandas_loop_packs(dataset: Dataset, line_id: str, days, intervals: list[ContextInterval]) -> pd.DataFrame:
     """What one would write first: for every 5-minute window, mask the samples and group them."""
     samples = pd.concat(
-        [pd.read_parquet(dataset.day_path(line_id, day), columns=SAMPLE_COLUMNS) for day in days], ignore_index=True
+        [pd.read_parquet(dataset.day_path(line_id, day), columns=list(SAMPLE_COLUMNS)) for day in days],
+        ignore_index=True,
     )
     first = int(datetime.combine(days[0], datetime.min.time(), tzinfo=UTC).timestamp() * 1000)
     rows = []

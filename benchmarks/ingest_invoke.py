@@ -20,7 +20,8 @@ import numpy as np
 from moto import mock_aws
 
 from edgeloop.schemas import ColumnarSamples, IotRuleEvent, TelemetryBatch, names
-from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES, encode_compact
+from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES
+from edgeloop.schemas.telemetry_compact import encode_compact
 
 from .storage_data import day_table
 

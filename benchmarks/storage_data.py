@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from edgeloop.functions.compaction.logic import CURATED_SCHEMA, curated_parquet_bytes
+from edgeloop.cloud.datalake.curated import CURATED_SCHEMA, curated_parquet_bytes
 from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, load_use_case, names
 
 GENERATOR_VERSION = 1

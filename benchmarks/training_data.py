@@ -2,7 +2,7 @@
 
 One `ExtrusionLineSimulator` (default config, fixed seed) is advanced a day at a time; its
 readings become curated-like rows (line_id, metric, time_ms, value) and its context intervals
-(runs with spec limits) go through the production chain, `metric_packer.logic.assemble_examples`
+(runs with spec limits) go through the production chain, `cloud.packing.examples.assemble_examples`
 with the extrusion use case (5-minute packs every 30 s, label = mean cold_od_average over 30 s,
 5 minutes after the pack). A run is packed once the simulator has passed its end, from the
 samples buffered since its start, so chunking by day changes nothing: packs and labels never
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
-from edgeloop.functions.metric_packer.logic import PackStats, assemble_examples
+from edgeloop.cloud.packing.examples import PackStats, assemble_examples
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import METRICS
 from edgeloop.schemas import ContextKind, load_use_case
 
 GENERATOR_VERSION = 1

@@ -52,6 +52,7 @@ class EdgeloopStack(Stack):
             factory=factory,
             gateway_component_version=config.gateway_component_version,
             model_runner_component_version=config.model_runner_component_version,
+            rollout_policy=config.rollout_policy,
         )
         self.functions = {
             f.key: f

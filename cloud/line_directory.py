@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -88,6 +89,19 @@ class IotLineDirectory:
                 return None
             raise
         return thing.get("attributes", {}).get(names.GATEWAY_LINE_ATTRIBUTE) or None
+
+
+class WithLineDirectory:
+    """Settings mixin of the functions that check a gateway's line (ingest, context).
+
+    A handler reads its settings once per warm container, and so builds this directory once: its
+    per-thing cache outlives the invocation, and clearing the handler's settings (a new container)
+    clears it too.
+    """
+
+    @cached_property
+    def line_directory(self) -> IotLineDirectory:
+        return IotLineDirectory()
 
 
 def line_mismatch(thing_name: str, claimed_line: str, lines: LineDirectory) -> str | None:

@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Identifier
 
-DEFAULT_USE_CASE = "extrusion"
-
 
 @contextmanager
 def temporary_environment(overrides: Mapping[str, str]) -> Iterator[None]:
@@ -61,7 +59,7 @@ class DataPathSettings(EnvSettings):
     """What every data-path function needs: the data bucket and the use case it serves."""
 
     data_bucket: str = Field(validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63)
-    use_case: Identifier = Field(default=DEFAULT_USE_CASE, validation_alias=names.USE_CASE_ENV)
+    use_case: Identifier = Field(default=names.DEFAULT_USE_CASE, validation_alias=names.USE_CASE_ENV)
 
 
 class LatenessSettings(DataPathSettings):

@@ -18,38 +18,27 @@ Physics, kept simple but causal so the loop has something real to learn:
 
 The state advances in blocks of `BLOCK_S` simulated seconds, vectorised with numpy. Output is
 independent of how `advance` is chunked: the same seed and config always give the same samples.
+
+This module holds the simulator (schedule, operators, sensors, context); the line's metrics,
+products and settings are in extrusion_config, its physics in extrusion_physics.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
-from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, load_use_case
 
-METRICS = (
-    "speed",
-    "screw_rpm",
-    "temp_die",
-    "temp_flange",
-    "pressure",
-    "hot_od_x",
-    "hot_od_y",
-    "cold_od_x",
-    "cold_od_y",
-    "cold_od_average",
-)
-TARGET_METRIC = "cold_od_average"
+from .extrusion_config import METRICS, TARGET_METRIC, FaultKind, Product, SimulatorConfig, default_products
+from .extrusion_physics import physics_block, steady_state
+
 MATERIAL_BAND = (0.8, 1.25)  # melt output factor of a material batch, relative to nominal
 RPM_BAND = (0.5, 1.6)  # screw drive range, relative to the product's nominal rpm
 BLOCK_S = 60  # simulation step for events and operator decisions; runs are whole blocks long
-HISTORY_S = 900  # cooling-delay memory; longer than any transit time the speed range allows
 SHIFT_HOURS_UTC = ((6, "early"), (14, "late"), (22, "night"))
 
 # Sensor noise (one standard deviation) and the decimals a real device would report.
@@ -69,137 +58,6 @@ DECIMALS = {"speed": 2, "screw_rpm": 2, "temp_die": 2, "temp_flange": 2, "pressu
 OD_DECIMALS = 4
 
 
-class Product(BaseModel):
-    """A cable the line makes: wire, nominal cold OD with its tolerance, and nominal settings."""
-
-    model_config = ConfigDict(frozen=True)
-
-    code: str = Field(min_length=1)
-    wire_mm: float = Field(gt=0)
-    cold_od_mm: float = Field(gt=0)
-    tolerance_mm: float = Field(gt=0, description="half-width of the spec band around cold_od_mm")
-    speed_m_min: float = Field(gt=0)
-    screw_rpm: float = Field(gt=0)
-    temp_die_c: float = Field(gt=0)
-    pressure_bar: float = Field(gt=0)
-
-    @model_validator(mode="after")
-    def _coating_fits(self) -> Product:
-        if self.cold_od_mm - self.tolerance_mm <= self.wire_mm:
-            raise ValueError(
-                f"product {self.code}: cold_od_mm={self.cold_od_mm} - tolerance_mm={self.tolerance_mm} "
-                f"must exceed wire_mm={self.wire_mm}"
-            )
-        return self
-
-
-def _family(
-    size: str,
-    wire_mm: float,
-    cold_od_mm: float,
-    tolerance_mm: float,
-    speed: float,
-    rpm: float,
-    temp: float,
-    pressure: float,
-) -> tuple[Product, ...]:
-    """One cable size in three insulation compounds: same spec, different process settings."""
-    compounds = (
-        # (suffix, speed factor, rpm factor, die temperature offset, pressure factor)
-        ("PVC-BLK", 1.00, 1.00, 0.0, 1.00),
-        ("PVC-RED", 1.05, 1.04, 3.0, 0.95),
-        ("LSZH", 0.88, 0.92, -8.0, 1.18),  # low-smoke zero-halogen: stiffer melt, run slower
-    )
-    return tuple(
-        Product(
-            code=f"{size}-{suffix}",
-            wire_mm=wire_mm,
-            cold_od_mm=cold_od_mm,
-            tolerance_mm=tolerance_mm,
-            speed_m_min=round(speed * fs, 1),
-            screw_rpm=round(rpm * fr, 1),
-            temp_die_c=temp + dt,
-            pressure_bar=round(pressure * fp, 1),
-        )
-        for suffix, fs, fr, dt, fp in compounds
-    )
-
-
-# A line is tooled for one cable size; its runs change compound and colour (the common changeover).
-DEFAULT_FAMILIES = (
-    _family("CBL-25", wire_mm=1.60, cold_od_mm=2.90, tolerance_mm=0.040, speed=210, rpm=55, temp=205, pressure=190),
-    _family("CBL-40", wire_mm=2.25, cold_od_mm=3.80, tolerance_mm=0.050, speed=180, rpm=62, temp=210, pressure=215),
-    _family("CBL-60", wire_mm=2.76, cold_od_mm=4.90, tolerance_mm=0.060, speed=150, rpm=70, temp=215, pressure=240),
-)
-
-
-def default_products(seed: int) -> tuple[Product, ...]:
-    """The product family of a line simulated with `seed` (lines with consecutive seeds differ)."""
-    return DEFAULT_FAMILIES[seed % len(DEFAULT_FAMILIES)]
-
-
-class FaultKind(StrEnum):
-    STUCK = "stuck"  # the sensor repeats the value it had when the fault began
-    SPIKES = "spikes"  # isolated wild readings
-    DROPOUT = "dropout"  # no readings at all
-
-
-class SensorFault(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    kind: FaultKind
-    metric: str
-    start_s: int = Field(ge=0, description="offset from the simulation start")
-    duration_s: int = Field(gt=0)
-    spike_probability: float = Field(default=0.05, ge=0, le=1, description="per reading, for kind=spikes")
-
-
-class SimulatorConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    sample_period_s: dict[str, float] = Field(
-        default_factory=dict, description="per metric; metrics not named here are sampled at 1 Hz"
-    )
-    products: list[Product] | None = Field(
-        default=None, min_length=1, description="what the line makes; default: a size family chosen by the seed"
-    )
-    run_minutes: tuple[int, int] = (90, 180)
-    changeover_minutes: tuple[int, int] = (8, 15)
-    cooling_length_m: float = Field(default=700.0, gt=0, description="extruder to cold gauge")
-    material_sigma: float = Field(default=0.015, ge=0, description="relative melt-flow wander")
-    material_tau_s: float = Field(default=1200.0, gt=0)
-    material_steps_per_hour: float = Field(default=1.0, ge=0, description="new material batches")
-    material_step: float = Field(default=0.035, ge=0, description="typical relative size of a batch step")
-    speed_changes_per_hour: float = Field(default=0.5, ge=0)
-    speed_change: tuple[float, float] = (0.04, 0.10)
-    rpm_compensation_error: float = Field(default=0.015, ge=0, description="relative, one sigma")
-    operator_threshold: float = Field(default=0.6, gt=0, description="share of the tolerance that gets a reaction")
-    operator_response_probability: float = Field(default=0.5, ge=0, le=1, description="per minute")
-    operator_gain: float = Field(default=0.8, ge=0)
-    operator_wait_s: int = Field(default=300, ge=0)
-    spike_probability: float = Field(default=0.0, ge=0, le=1, description="per reading, every metric")
-    faults: list[SensorFault] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _known_metrics(self) -> SimulatorConfig:
-        for metric, period in self.sample_period_s.items():
-            if metric not in METRICS:
-                raise ValueError(f"sample_period_s names metric {metric!r}, not one of {list(METRICS)}")
-            if not period > 0:
-                raise ValueError(f"sample_period_s[{metric!r}]={period} must be positive")
-        for i, fault in enumerate(self.faults):
-            if fault.metric not in METRICS:
-                raise ValueError(f"faults[{i}].metric={fault.metric!r} is not one of {list(METRICS)}")
-        for name in ("run_minutes", "changeover_minutes", "speed_change"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(f"{name}=({low}, {high}) must satisfy 0 < low <= high")
-        return self
-
-    def period_ms(self, metric: str) -> int:
-        return max(1, round(self.sample_period_s.get(metric, 1.0) * 1000))
-
-
 @dataclass(frozen=True)
 class Segment:
     """A stretch of the schedule: a production run or a changeover, in whole blocks."""
@@ -209,59 +67,6 @@ class Segment:
     end_s: int
     product: int  # index into the simulator's products (for a changeover: the product it changes to)
     run_number: int  # runs are numbered from 1; a changeover carries the number of the run it leads to
-
-
-@dataclass
-class _LineState:
-    speed: float
-    rpm: float
-    temp_base: float  # die temperature following its setpoint (thermal lag)
-    temp_noise: float
-    flange: float
-    material_ar: float
-    material_step: float
-    speed_ripple: float
-    oval_hot: float
-    oval_cold: float
-    pressure_noise: float
-    sp_speed: float
-    sp_rpm: float
-    sp_temp: float
-    last_action_s: int
-    last_cold_mean: float
-    cold_source: np.ndarray  # per second: hot OD x (1 - shrink), what the cold gauge will see
-    oval_source: np.ndarray
-    stuck_values: dict[int, float] = field(default_factory=dict)
-
-
-def _shrink(temp_die: np.ndarray | float) -> np.ndarray | float:
-    """Hotter melt shrinks more on cooling."""
-    return 0.04 + 0.0005 * (temp_die - 200.0)
-
-
-@lru_cache(maxsize=32)
-def _decay_matrix(a: float, n: int) -> np.ndarray:
-    k = np.arange(n)
-    exponent = k[:, None] - k[None, :]
-    return np.where(exponent >= 0, a ** np.maximum(exponent, 0), 0.0)
-
-
-def _recurrence(y0: float, a: float, drive: np.ndarray) -> np.ndarray:
-    """y[k] = a * y[k-1] + drive[k], y[-1] = y0, for a whole block at once."""
-    n = len(drive)
-    return a ** np.arange(1, n + 1) * y0 + _decay_matrix(a, n) @ drive
-
-
-def _lag(y0: float, tau_s: float, target: np.ndarray) -> np.ndarray:
-    """First-order lag (time constant tau_s, 1 s steps) of y0 towards `target`."""
-    a = math.exp(-1.0 / tau_s)
-    return _recurrence(y0, a, (1.0 - a) * target)
-
-
-def _ar1(rng: np.random.Generator, y0: float, tau_s: float, sigma: float, n: int) -> np.ndarray:
-    """Mean-reverting noise with stationary standard deviation sigma."""
-    a = math.exp(-1.0 / tau_s)
-    return _recurrence(y0, a, rng.normal(0.0, sigma * math.sqrt(1.0 - a * a), n))
 
 
 class ExtrusionLineSimulator:
@@ -283,7 +88,7 @@ class ExtrusionLineSimulator:
         self._rng = np.random.default_rng([seed, 0])
         self._schedule_rng = np.random.default_rng([seed, 1])
         self._segments: list[Segment] = []
-        self._state = self._steady_state(self._segment_at(0))
+        self._state = steady_state(self.products[self._segment_at(0).product])
         self._simulated_s = 0  # seconds of state computed
         self._returned_ms = self.start_ms  # samples before this time were handed out
         self._heater_phase = float(self._rng.uniform(0, 2 * math.pi))
@@ -386,38 +191,14 @@ class ExtrusionLineSimulator:
         minutes = int(self._schedule_rng.integers(low, high + 1))
         return Segment("run", start_s, start_s + minutes * 60, product, run_number)
 
-    # --- physics ----------------------------------------------------------------------------------
-    def _steady_state(self, segment: Segment) -> _LineState:
-        product = self.products[segment.product]
-        cold = product.cold_od_mm
-        return _LineState(
-            speed=product.speed_m_min,
-            rpm=product.screw_rpm,
-            temp_base=product.temp_die_c,
-            temp_noise=0.0,
-            flange=product.temp_die_c - 12.0,
-            material_ar=0.0,
-            material_step=1.0,
-            speed_ripple=0.0,
-            oval_hot=0.004,
-            oval_cold=0.0,
-            pressure_noise=0.0,
-            sp_speed=product.speed_m_min,
-            sp_rpm=product.screw_rpm,
-            sp_temp=product.temp_die_c,
-            last_action_s=-(10**9),
-            last_cold_mean=cold,
-            cold_source=np.full(HISTORY_S, cold),
-            oval_source=np.full(HISTORY_S, 0.004),
-        )
-
+    # --- blocks -----------------------------------------------------------------------------------
     def _simulate_block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s0 = self._simulated_s
         segment = self._segment_at(s0)
         product = self.products[segment.product]
         seconds = s0 + np.arange(BLOCK_S)
-        sp_speed, sp_rpm, sp_temp = self._setpoints(segment, product, seconds)
-        truth = self._physics(product, sp_speed, sp_rpm, sp_temp, seconds)
+        setpoints = self._setpoints(segment, product, seconds)
+        truth = physics_block(self._state, product, self.config, self._rng, setpoints, seconds, self._heater_phase)
         self._simulated_s += BLOCK_S
         self.true_cold_od.append(truth["cold_od_average"])
         self._state.last_cold_mean = float(truth["cold_od_average"].mean())
@@ -469,71 +250,6 @@ class ExtrusionLineSimulator:
             st.last_action_s = s0
         # the drive has a working range: corrections cannot take the screw below or above it
         st.sp_rpm = float(np.clip(st.sp_rpm, RPM_BAND[0] * product.screw_rpm, RPM_BAND[1] * product.screw_rpm))
-
-    def _physics(self, product: Product, sp_speed, sp_rpm, sp_temp, seconds) -> dict[str, np.ndarray]:
-        cfg, st, rng = self.config, self._state, self._rng
-        n = len(seconds)
-        speed_lagged = _lag(st.speed, 8.0, sp_speed)
-        ripple = _ar1(rng, st.speed_ripple, 30.0, 0.004, n)
-        speed = speed_lagged * (1 + ripple)
-        rpm = _lag(st.rpm, 4.0, sp_rpm)
-        temp_base = _lag(st.temp_base, 240.0, sp_temp)
-        temp_noise = _ar1(rng, st.temp_noise, 120.0, 0.4, n)
-        heater = 0.8 * np.sin(2 * math.pi * seconds / 900.0 + self._heater_phase)
-        temp_die = temp_base + heater + temp_noise
-        flange = _lag(st.flange, 180.0, temp_die - 12.0)
-        material_ar = _ar1(rng, st.material_ar, cfg.material_tau_s, cfg.material_sigma, n)
-        material = st.material_step * np.exp(material_ar)
-
-        # mass balance at the die: coating area = melt volume rate / line speed
-        hot_nominal = product.cold_od_mm / (1 - _shrink(product.temp_die_c))
-        area_nominal = math.pi / 4 * (hot_nominal**2 - product.wire_mm**2)
-        output = (rpm / product.screw_rpm) * (1 - 0.003 * (temp_die - product.temp_die_c)) * material
-        area = area_nominal * output * product.speed_m_min / speed
-        hot_od = np.sqrt(product.wire_mm**2 + 4 / math.pi * area)
-        oval_hot = 0.004 + _ar1(rng, st.oval_hot - 0.004, 300.0, 0.002, n)
-        pressure_noise = _ar1(rng, st.pressure_noise, 20.0, 1.0, n)
-        pressure = (
-            product.pressure_bar
-            * (rpm / product.screw_rpm) ** 0.8
-            * material**1.5
-            * np.exp(-0.012 * (temp_die - product.temp_die_c))
-            + pressure_noise
-        )
-
-        # cooling trough: the cold gauge sees the cable extruded `transit` seconds ago
-        cold_source = np.concatenate([st.cold_source, hot_od * (1 - _shrink(temp_die))])
-        oval_source = np.concatenate([st.oval_source, oval_hot])
-        transit = np.clip(np.round(cfg.cooling_length_m / speed * 60).astype(np.int64), 1, HISTORY_S - 1)
-        seen = HISTORY_S + np.arange(n) - transit
-        cold_od = cold_source[seen]
-        oval_cold = 0.5 * oval_source[seen] + _ar1(rng, st.oval_cold, 120.0, 0.0005, n)
-
-        st.speed, st.rpm, st.temp_base, st.temp_noise = (
-            float(speed_lagged[-1]),
-            float(rpm[-1]),
-            float(temp_base[-1]),
-            float(temp_noise[-1]),
-        )
-        st.flange, st.material_ar, st.speed_ripple = float(flange[-1]), float(material_ar[-1]), float(ripple[-1])
-        st.oval_hot, st.oval_cold, st.pressure_noise = (
-            float(oval_hot[-1]),
-            float(oval_cold[-1]),
-            float(pressure_noise[-1]),
-        )
-        st.cold_source, st.oval_source = cold_source[-HISTORY_S:], oval_source[-HISTORY_S:]
-        return {
-            "speed": speed,
-            "screw_rpm": rpm,
-            "temp_die": temp_die,
-            "temp_flange": flange,
-            "pressure": pressure,
-            "hot_od_x": hot_od * (1 + oval_hot / 2),
-            "hot_od_y": hot_od * (1 - oval_hot / 2),
-            "cold_od_x": cold_od * (1 + oval_cold / 2),
-            "cold_od_y": cold_od * (1 - oval_cold / 2),
-            "cold_od_average": cold_od,
-        }
 
     # --- sensors --------------------------------------------------------------------------------
     def _measure(self, truth: dict[str, np.ndarray], s0: int):

@@ -6,19 +6,8 @@ Every sample takes the road a live one takes: SampleValidator -> durable SampleB
 -> MQTT5 with mutual TLS, so a user's own recording reaches the cloud without code changes, and its
 bad readings are refused with the same counted reasons.
 
-The mapping (YAML, `ReplayMapping`) says how to read the file:
-
-    layout: wide                    # one column per metric; or `long` (metric, time, value columns)
-    timestamp:
-      column: time
-      format: "%Y-%m-%d %H:%M:%S"   # epoch_s | epoch_ms | iso8601 | a strftime format
-      timezone: Europe/Brussels     # for values without a UTC offset (default UTC)
-    columns:                        # wide: file column -> metric (a string) or {metric, role}
-      line_speed: speed
-      die_temp: {role: die_temperature}   # the use case's key for that role on the line
-    speed: 0                        # 0 = as fast as possible, 1 = real time, N = N x real time
-    line_id: line-1                 # optional: the recording's line (default: the gateway's)
-    thing_name: gw-1                # optional: must be the gateway's own thing
+The mapping (YAML, `ReplayMapping`, described with an example in replay_mapping.py) says how to
+read the file; recording.py reads it.
 
 Wide files: an empty cell is no reading. Long files (`long: {metric_column, value_column, metrics}`):
 `metrics` renames metric keys; unmapped keys are sent as they are (the validator counts unknown
@@ -31,270 +20,36 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 import numpy as np
-import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
-from edgeloop.greengrass_components.gateway.config import GatewayConfig
+from edgeloop.greengrass_components.gateway.config import GatewayConfig, describe_errors
 from edgeloop.greengrass_components.gateway.publisher import Publisher
-from edgeloop.greengrass_components.gateway.transport import Mqtt5Transport, Transport
+from edgeloop.greengrass_components.gateway.transport import Transport
 from edgeloop.greengrass_components.gateway.validation import SampleValidator, append_validated, merge_counts
 from edgeloop.schemas import UseCaseConfig, load_use_case
-from edgeloop.schemas.common import Identifier, ThingName
+
+from .recording import Column, cell_values, parse_times, read_columns
+from .replay_mapping import MAPPING_ROOT, ReplayMapping, resolve_metric
 
 log = logging.getLogger("edgeloop.replay")
 
-EPOCH_S = "epoch_s"
-EPOCH_MS = "epoch_ms"
-ISO8601 = "iso8601"
-NAMED_TIME_FORMATS = (EPOCH_S, EPOCH_MS, ISO8601)
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 DEFAULT_CHUNK_SAMPLES = 5000
 DEFAULT_DRAIN_TIMEOUT_S = 60.0
-_UTC_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 Sample = tuple[str, Any, Any]
 Row = tuple[int | None, list[Sample]]  # (time_ms or None when it did not parse, the row's samples)
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
-
-
-# --- the mapping file ----------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SeriesMapping(_Strict):
-    """Where one series goes: a metric key, a taxonomy role (the use case picks the key), or both."""
-
-    metric: str | None = Field(default=None, min_length=1)
-    role: Identifier | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"metric": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _something(self) -> SeriesMapping:
-        if self.metric is None and self.role is None:
-            raise ValueError("needs a metric, a role, or both")
-        return self
-
-
-class TimestampMapping(_Strict):
-    column: str = Field(min_length=1)
-    format: str = Field(default=EPOCH_MS, description="epoch_s, epoch_ms, iso8601 or a strftime format")
-    timezone: str = Field(default="UTC", description="zone of values without a UTC offset")
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in NAMED_TIME_FORMATS and not re.search(r"%[a-zA-Z]", value):
-            raise ValueError(
-                f"format={value!r} is none of {list(NAMED_TIME_FORMATS)} and has no strftime directive (%Y, %m, ...)"
-            )
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone={value!r} is not an IANA time zone (e.g. UTC, Europe/Brussels)") from None
-        return value
-
-
-class LongLayout(_Strict):
-    metric_column: str = Field(min_length=1)
-    value_column: str = Field(min_length=1)
-    metrics: dict[str, SeriesMapping] = Field(default_factory=dict, description="metric key in the file -> metric")
-
-
-class ReplayMapping(_Strict):
-    layout: Literal["wide", "long"] = "wide"
-    timestamp: TimestampMapping
-    columns: dict[str, SeriesMapping] = Field(default_factory=dict, description="wide: file column -> metric")
-    long: LongLayout | None = None
-    speed: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False, description="0 = as fast as possible, N = N x real time"
-    )
-    line_id: Identifier | None = None
-    thing_name: ThingName | None = None
-
-    @model_validator(mode="after")
-    def _layout_complete(self) -> ReplayMapping:
-        if self.layout == "wide":
-            if not self.columns:
-                raise ValueError("layout='wide' needs `columns` (file column -> metric)")
-            if self.long is not None:
-                raise ValueError("layout='wide' takes no `long` section")
-            if self.timestamp.column in self.columns:
-                raise ValueError(f"timestamp.column={self.timestamp.column!r} is also mapped as a metric column")
-        else:
-            if self.long is None:
-                raise ValueError("layout='long' needs `long: {metric_column, value_column}`")
-            if self.columns:
-                raise ValueError("layout='long' maps metric keys under long.metrics, not `columns`")
-            used = [self.timestamp.column, self.long.metric_column, self.long.value_column]
-            if len(set(used)) != 3:
-                raise ValueError(f"timestamp.column, long.metric_column and long.value_column must differ, got {used}")
-        return self
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ReplayMapping:
-        import yaml
-
-        path = Path(path)
-        try:
-            document = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not YAML: {exc}") from None
-        try:
-            return cls.model_validate(document)
-        except ValidationError as exc:
-            raise ValueError(f"{path}: invalid replay mapping: {describe_errors(exc)}") from None
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """Each problem as field=value: message."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<mapping>'}={err.get('input')!r}: {err['msg']}"
-        for err in exc.errors()
-    )
-
-
-def resolve_metric(entry: SeriesMapping, use_case: UseCaseConfig, line_id: str, where: str) -> str:
-    """The metric key an entry names, checked against the use case's metrics and taxonomy on the line."""
-    roles = use_case.roles_for_line(line_id)
-    if entry.metric is None:
-        try:
-            return use_case.key_for_role(line_id, entry.role)
-        except KeyError:
-            known = sorted({r.role for r in roles.values()})
-            raise ValueError(
-                f"{where}.role={entry.role!r}: no metric of use case {use_case.use_case!r} "
-                f"carries it on line {line_id!r} (roles: {known})"
-            ) from None
-    if entry.metric not in use_case.accepted_metrics:
-        raise ValueError(
-            f"{where}.metric={entry.metric!r} is not a metric of use case {use_case.use_case!r} "
-            f"({sorted(use_case.accepted_metrics)})"
-        )
-    if entry.role is not None:
-        actual = roles.get(entry.metric)
-        if actual is None or actual.role != entry.role:
-            carried = actual.role if actual else None
-            raise ValueError(
-                f"{where}.role={entry.role!r}: metric {entry.metric!r} carries role {carried!r} on line {line_id!r}"
-            )
-    return entry.metric
-
-
-# --- reading a recording -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Column:
-    values: pd.Series
-    missing: np.ndarray  # True where the file holds no value (empty CSV cell, Parquet null)
-
-
-def read_columns(path: Path, wanted: Iterable[str]) -> dict[str, _Column]:
-    """The wanted columns of a CSV (every cell as text) or Parquet file (typed), with their gaps."""
-    path = Path(path)
-    wanted = list(dict.fromkeys(wanted))
-    suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
-        _require(path, wanted, list(frame.columns))
-        return {c: _Column(frame[c], (frame[c] == "").to_numpy()) for c in wanted}
-    if suffix in PARQUET_SUFFIXES:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        _require(path, wanted, table.column_names)
-        columns = {}
-        for c in wanted:
-            arrow = table.column(c)
-            columns[c] = _Column(arrow.to_pandas(), arrow.is_null().to_numpy(zero_copy_only=False))
-        return columns
-    raise ValueError(f"{path}: suffix {path.suffix!r} is neither CSV {CSV_SUFFIXES} nor Parquet {PARQUET_SUFFIXES}")
-
-
-def _require(path: Path, wanted: list[str], present: list[str]) -> None:
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise ValueError(f"{path}: the mapping names columns {missing} that the file lacks (columns: {present})")
-
-
-def cell_values(column: _Column) -> list[Any]:
-    """Numbers as floats (NaN and inf kept, for the buffer to refuse); text that is no number as text."""
-    series = column.values
-    if pd.api.types.is_bool_dtype(series):
-        return series.tolist()  # the buffer refuses booleans as non-numeric
-    if pd.api.types.is_numeric_dtype(series):
-        return series.astype(float).tolist()
-    numbers = pd.to_numeric(series, errors="coerce").astype(float)
-    values = numbers.tolist()
-    for i in np.flatnonzero(numbers.isna().to_numpy() & ~column.missing):
-        values[i] = _number_or_text(series.iloc[i])
-    return values
-
-
-def _number_or_text(cell: Any) -> Any:
-    try:
-        return float(cell)  # "nan", "inf": numbers the buffer refuses as non-finite
-    except (TypeError, ValueError):
-        return cell  # the buffer refuses it as non-numeric
-
-
-def parse_times(column: _Column, spec: TimestampMapping, column_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(time_ms as int64, valid mask) of a timestamp column."""
-    series = column.values
-    is_datetime = pd.api.types.is_datetime64_any_dtype(series)
-    if spec.format in (EPOCH_S, EPOCH_MS):
-        if is_datetime:
-            raise ValueError(
-                f"timestamp.format={spec.format!r}, but column {column_name!r} holds timestamps "
-                f"({series.dtype}): use format: {ISO8601}"
-            )
-        numbers = pd.to_numeric(series, errors="coerce").astype(float).to_numpy()
-        scaled = numbers * (1000.0 if spec.format == EPOCH_S else 1.0)
-        valid = np.isfinite(scaled) & ~column.missing
-        return np.where(valid, np.round(np.where(valid, scaled, 0)), 0).astype(np.int64), valid
-    stamps = series if is_datetime else _parse_datetimes(series, spec)
-    if stamps.dt.tz is None:
-        stamps = stamps.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
-    valid = stamps.notna().to_numpy() & ~column.missing
-    since_epoch = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")
-    return since_epoch.fillna(0).astype(np.int64).to_numpy(), valid
-
-
-def _parse_datetimes(series: pd.Series, spec: TimestampMapping) -> pd.Series:
-    fmt = "ISO8601" if spec.format == ISO8601 else spec.format
-    text = series.astype(str)
-    if spec.format == ISO8601:
-        # values with an offset are exact; the others are read in the mapping's time zone
-        has_offset = text.str.contains(_UTC_OFFSET, regex=True).to_numpy()
-        if has_offset.any() and not has_offset.all():
-            aware = pd.to_datetime(text[has_offset], format=fmt, errors="coerce", utc=True)
-            naive = pd.to_datetime(text[~has_offset], format=fmt, errors="coerce")
-            naive = naive.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-            return pd.concat([aware, naive]).sort_index()
-        return pd.to_datetime(text, format=fmt, errors="coerce", utc=bool(has_offset.all()) and len(text) > 0)
-    return pd.to_datetime(text, format=fmt, errors="coerce", utc="%z" in fmt)
 
 
 # --- turning a recording into samples ------------------------------------------------------------
@@ -370,14 +125,14 @@ class Replay:
         else:
             yield from self._long_rows(columns, time_of)
 
-    def _wide_rows(self, columns: dict[str, _Column], time_of: list[int | None]) -> Iterator[Row]:
+    def _wide_rows(self, columns: dict[str, Column], time_of: list[int | None]) -> Iterator[Row]:
         series = [
             (metric, cell_values(columns[c]), columns[c].missing.tolist()) for c, metric in self.column_metrics.items()
         ]
         for i, time_ms in enumerate(time_of):
             yield time_ms, [(metric, time_ms, values[i]) for metric, values, missing in series if not missing[i]]
 
-    def _long_rows(self, columns: dict[str, _Column], time_of: list[int | None]) -> Iterator[Row]:
+    def _long_rows(self, columns: dict[str, Column], time_of: list[int | None]) -> Iterator[Row]:
         layout = self.mapping.long
         keys = columns[layout.metric_column]
         key_text = ["" if gap else str(k) for k, gap in zip(keys.values.tolist(), keys.missing.tolist(), strict=True)]
@@ -388,7 +143,7 @@ class Replay:
         for key, time_ms, value in zip(key_text, time_of, values, strict=True):
             yield time_ms, [(self.key_metrics.get(key, key), time_ms, value)]
 
-    def _report_bad_times(self, path: Path, column: _Column, valid: np.ndarray, report: ReplayReport | None) -> None:
+    def _report_bad_times(self, path: Path, column: Column, valid: np.ndarray, report: ReplayReport | None) -> None:
         bad = np.flatnonzero(~valid)
         if report is not None:
             report.bad_time_rows = len(bad)
@@ -430,13 +185,7 @@ class Replay:
         report = ReplayReport(file=str(path))
         started = time.monotonic()
         validator = SampleValidator(self.use_case, source=gw.thing_name)
-        with SampleBuffer(
-            gw.buffer_path,
-            thing_name=gw.thing_name,
-            line_id=gw.line_id,
-            max_bytes=gw.buffer_max_bytes,
-            fsync_policy=gw.fsync_policy,
-        ) as buffer:
+        with gw.open_buffer() as buffer:
             publisher = Publisher(buffer, transport, gw.telemetry_topic, max_backoff_s=2.0)
             publishing = threading.Event()
             thread = threading.Thread(
@@ -486,9 +235,7 @@ class Replay:
                 f"gateway transport={gw.transport!r}: replay talks MQTT only ('mqtt'); "
                 "inside Greengrass, publish to the gateway component's local topic instead"
             )
-        return Mqtt5Transport(
-            gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path, client_id=gw.thing_name
-        )
+        return gw.mqtt_transport()
 
 
 def paced_chunks(
@@ -542,7 +289,7 @@ def replay_file(
         try:
             mapping = ReplayMapping.model_validate({**mapping.model_dump(), "speed": speed})
         except ValidationError as exc:
-            raise ValueError(f"--speed: {describe_errors(exc)}") from None
+            raise ValueError(f"--speed: {describe_errors(exc, MAPPING_ROOT)}") from None
     gateway = GatewayConfig.from_file(gateway_config_path)
     return Replay(mapping, gateway).run(Path(file), drain_timeout_s=drain_timeout_s, stop=stop)
 

@@ -14,6 +14,7 @@ runner's live scorer and update agent, and an ExtrusionLineSimulator in place of
 5. on the stop file, SIGTERM or the parent's exit: drain (bounded), write the final state, exit 0.
 
 The state file (JSON, replaced atomically about every 0.5 s) is how the demo watches progress.
+The outages are staged by SimulatedUplink (simulated_uplink.py), a transport whose link can be cut.
 """
 
 from __future__ import annotations
@@ -32,21 +33,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgeloop.device_shims.extrusion import ExtrusionLineSimulator, SimulatorConfig
-from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
-from edgeloop.greengrass_components.gateway.config import GatewayConfig
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import SimulatorConfig
+from edgeloop.greengrass_components.gateway.config import GatewayConfig, validated
 from edgeloop.greengrass_components.gateway.publisher import Publisher
-from edgeloop.greengrass_components.gateway.transport import (
-    ConnectFailed,
-    MessageCallback,
-    Mqtt5Transport,
-    PublishFailed,
-    Transport,
-    TransportError,
-)
+from edgeloop.greengrass_components.gateway.transport import ConnectFailed, Transport, TransportError
 from edgeloop.greengrass_components.gateway.validation import SampleValidator, append_validated, merge_counts
 from edgeloop.greengrass_components.model_runner.service import ModelService
-from edgeloop.schemas import DeviceAnnouncement, ModelStatusReport, ModelUpdate, Precision, load_use_case, names
+from edgeloop.schemas import ModelStatusReport, ModelUpdate, Precision, load_use_case, names
+
+from .simulated_uplink import PUBLISH_TIMEOUT_S, SimulatedUplink
 
 log = logging.getLogger("edgeloop.simulated_gateway")
 
@@ -54,7 +50,6 @@ STATE_INTERVAL_S = 0.5
 LIVE_TICK_S = 0.1
 CONTEXT_INTERVAL_S = 2.0  # wall seconds between context-file rewrites in the live phase
 REPORT_RETRY_S = 1.0
-PUBLISH_TIMEOUT_S = 10.0
 SUPPORTED_PRECISIONS = [Precision.FP32]
 
 
@@ -100,94 +95,7 @@ class SimulatedGatewayConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> SimulatedGatewayConfig:
         path = Path(path)
-        try:
-            return cls.model_validate_json(path.read_text())
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<config>'}={err.get('input')!r}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ValueError(f"{path}: invalid simulated gateway config: {problems}") from None
-
-
-class SimulatedUplink:
-    """A Transport whose network can be cut: offline, connect and publish fail as on a dead link.
-
-    Subscriptions are remembered and made again after every reconnect.
-    """
-
-    def __init__(self, inner: Transport) -> None:
-        self._inner = inner
-        self._online = True
-        self._subscriptions: dict[str, MessageCallback] = {}
-        self._resubscribe = False
-        self._lock = threading.RLock()
-        self._in_flight = 0
-        self._publishes = threading.Condition()
-        self.delivered = 0  # publishes acknowledged by the broker
-
-    @property
-    def online(self) -> bool:
-        return self._online
-
-    @property
-    def is_connected(self) -> bool:
-        return self._online and self._inner.is_connected
-
-    def connect(self, timeout_s: float) -> None:
-        with self._lock:
-            if not self._online:
-                raise ConnectFailed("uplink down (simulated outage)")
-            self._inner.connect(timeout_s)
-            if self._resubscribe:
-                for topic_filter, callback in self._subscriptions.items():
-                    self._inner.subscribe(topic_filter, callback, timeout_s)
-                self._resubscribe = False
-
-    def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
-        with self._publishes:
-            if not self._online:
-                raise PublishFailed("uplink down (simulated outage)")
-            self._in_flight += 1
-        try:
-            self._inner.publish(topic, payload, timeout_s)
-            with self._publishes:
-                self.delivered += 1
-        finally:
-            with self._publishes:
-                self._in_flight -= 1
-                self._publishes.notify_all()
-
-    def subscribe(self, topic_filter: str, callback: MessageCallback, timeout_s: float) -> None:
-        with self._lock:
-            self._subscriptions[topic_filter] = callback
-            self._inner.subscribe(topic_filter, callback, timeout_s)
-
-    def go_offline(self) -> None:
-        with self._lock:
-            if not self._online:
-                return
-            with self._publishes:
-                self._online = False
-            self._inner.disconnect()
-            self._resubscribe = True  # disconnect() forgets the transport's subscriptions
-            with self._publishes:  # publishes begun before the cut end (acknowledged or failed) first
-                self._publishes.wait_for(lambda: self._in_flight == 0, timeout=PUBLISH_TIMEOUT_S)
-        log.info("uplink down (simulated outage)")
-
-    def go_online(self, timeout_s: float) -> None:
-        with self._lock:
-            if self._online:
-                return
-            self._online = True
-        log.info("uplink restored")
-        try:
-            self.connect(timeout_s)
-        except TransportError as exc:  # the publisher keeps retrying with backoff
-            log.warning("reconnect after the outage failed: %s", exc)
-
-    def disconnect(self) -> None:
-        self._inner.disconnect()
+        return validated(path, "simulated gateway config", lambda: cls.model_validate_json(path.read_text()))
 
 
 class SimulatedGateway:
@@ -200,16 +108,8 @@ class SimulatedGateway:
         self.simulator = ExtrusionLineSimulator(
             gw.line_id, seed=config.seed, start_ms=config.sim_start_ms, config=config.simulator
         )
-        self.buffer = SampleBuffer(
-            gw.buffer_path,
-            thing_name=gw.thing_name,
-            line_id=gw.line_id,
-            max_bytes=gw.buffer_max_bytes,
-            fsync_policy=gw.fsync_policy,
-        )
-        inner = transport or Mqtt5Transport(
-            gw.broker_host, gw.broker_port, gw.cert_path, gw.key_path, gw.ca_path, client_id=gw.thing_name
-        )
+        self.buffer = gw.open_buffer()
+        inner = transport or gw.mqtt_transport()
         self.validator = SampleValidator(self.use_case, source=gw.thing_name)
         self.uplink = SimulatedUplink(inner)
         self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0)
@@ -291,17 +191,7 @@ class SimulatedGateway:
                     ) from exc
                 time.sleep(0.5)
         self.uplink.subscribe(names.model_update_topic(gw.thing_name), self._on_update_message, PUBLISH_TIMEOUT_S)
-        announcement = DeviceAnnouncement(
-            thing_name=gw.thing_name,
-            site=gw.site,
-            line_id=gw.line_id,
-            use_case=gw.use_case,
-            architecture=gw.architecture,
-            runtime_version=gw.runtime_version,
-            supported_precisions=SUPPORTED_PRECISIONS,
-            current_model_version=self.agent.current.version if self.agent.current else None,
-            sent_at=datetime.now(UTC),
-        )
+        announcement = gw.announcement(SUPPORTED_PRECISIONS, self.agent.current.version if self.agent.current else None)
         self.uplink.publish(
             names.announce_topic(gw.thing_name), announcement.model_dump_json().encode(), PUBLISH_TIMEOUT_S
         )

@@ -56,7 +56,7 @@ class ProvisioningRequest(BaseModel):
     site: Identifier
     line_id: Identifier
     architecture: Architecture
-    use_case: Identifier = "extrusion"
+    use_case: Identifier = names.DEFAULT_USE_CASE
     runtime_version: SemVer = Field(default_factory=default_runtime_version)
     out_dir: Path = Path(".")
     device_dir: Path | None = Field(default=None, description="where the files live on the gateway (default: out_dir)")

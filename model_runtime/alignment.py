@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# How many sample periods a value is carried forward before the metric counts as missing: the same
+# for training packs and the gateway's live window, so a model never sees gaps treated two ways.
+MAX_GAP_PERIODS = 5
+
 
 def align_to_grid(
     time_ms: np.ndarray,

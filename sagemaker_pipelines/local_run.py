@@ -110,39 +110,65 @@ def run_line(
 ) -> LocalRunResult:
     try:
         dataset_step.main(
-            [
-                "--data-bucket", data_bucket,
-                "--line-id", line_id,
-                "--start", start.isoformat() if start else "",
-                "--end", end.isoformat() if end else "",
-                "--use-case", use_case,
-                "--output", str(paths.dataset_output),
-            ]
-        )  # fmt: skip
+            _dataset_args(line_id, paths, use_case=use_case, start=start, end=end, data_bucket=data_bucket)
+        )
     except (ValueError, FileNotFoundError) as exc:
         # too little data is an outcome of the run, like a failed validation, not a crash
         return LocalRunResult(line_id=line_id, passed=False, reason=f"dataset: {exc}")
-    train_args = ["--examples", str(paths.train_examples), "--output", str(paths.model), "--use-case", use_case]
-    if candidates_per_template is not None:
-        train_args += ["--candidates-per-template", str(candidates_per_template)]
     try:
-        train_step.main(train_args)
+        train_step.main(_train_args(paths, use_case=use_case, candidates_per_template=candidates_per_template))
     except ValueError as exc:  # e.g. too few training rows for the configured cross-validation
         return LocalRunResult(line_id=line_id, passed=False, reason=f"train: {exc}")
-    report = evaluate_step.main(
-        [
-            "--model", str(paths.model),
-            "--reference", str(paths.reference),
-            "--dataset", str(paths.dataset),
-            "--use-case", use_case,
-            "--model-bucket", model_bucket,
-            "--output", str(paths.evaluation),
-        ]
-    )  # fmt: skip
+    report = evaluate_step.main(_evaluate_args(paths, use_case=use_case, model_bucket=model_bucket))
     metrics = report.candidate.model_dump(mode="json")
     if not report.passed:
         return LocalRunResult(line_id=line_id, passed=False, reason=report.reason, metrics=metrics)
-    register_args = [
+    arns = register_step.main(
+        _register_args(paths, use_case=use_case, model_bucket=model_bucket, signing_key=signing_key, approve=approve)
+    )
+    return LocalRunResult(
+        line_id=line_id, passed=True, reason=report.reason, model_package_arn=arns[line_id], metrics=metrics
+    )
+
+
+# Each step's arguments, as the pipeline definition passes them (step_builder.py), with local paths.
+
+
+def _dataset_args(
+    line_id: str, paths: LinePaths, *, use_case: str, start: date | None, end: date | None, data_bucket: str
+) -> list[str]:
+    return [
+        "--data-bucket", data_bucket,
+        "--line-id", line_id,
+        "--start", start.isoformat() if start else "",
+        "--end", end.isoformat() if end else "",
+        "--use-case", use_case,
+        "--output", str(paths.dataset_output),
+    ]  # fmt: skip
+
+
+def _train_args(paths: LinePaths, *, use_case: str, candidates_per_template: int | None) -> list[str]:
+    args = ["--examples", str(paths.train_examples), "--output", str(paths.model), "--use-case", use_case]
+    if candidates_per_template is not None:
+        args += ["--candidates-per-template", str(candidates_per_template)]
+    return args
+
+
+def _evaluate_args(paths: LinePaths, *, use_case: str, model_bucket: str) -> list[str]:
+    return [
+        "--model", str(paths.model),
+        "--reference", str(paths.reference),
+        "--dataset", str(paths.dataset),
+        "--use-case", use_case,
+        "--model-bucket", model_bucket,
+        "--output", str(paths.evaluation),
+    ]  # fmt: skip
+
+
+def _register_args(
+    paths: LinePaths, *, use_case: str, model_bucket: str, signing_key: str | None, approve: bool
+) -> list[str]:
+    args = [
         "--trained", str(paths.model),
         "--model-bucket", model_bucket,
         "--use-case", use_case,
@@ -150,10 +176,7 @@ def run_line(
         "--evaluation", str(paths.evaluation),
     ]  # fmt: skip
     if signing_key:
-        register_args += ["--signing-key", signing_key]
+        args += ["--signing-key", signing_key]
     if approve:
-        register_args.append("--approve")
-    arns = register_step.main(register_args)
-    return LocalRunResult(
-        line_id=line_id, passed=True, reason=report.reason, model_package_arn=arns[line_id], metrics=metrics
-    )
+        args.append("--approve")
+    return args

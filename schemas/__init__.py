@@ -14,12 +14,15 @@ from typing import Any
 # name -> the module (of this package) that defines it
 _EXPORTS = {
     **dict.fromkeys(("ActiveContext", "ContextInterval", "ContextKind", "SpecLimits", "SubInterval"), "context"),
-    **dict.fromkeys(("DeploymentRecord", "DeploymentState", "ExcludedDevice", "RolloutWave"), "deployment"),
+    **dict.fromkeys(
+        ("DeploymentRecord", "DeploymentState", "ExcludedDevice", "RolloutPolicy", "RolloutWave"), "deployment"
+    ),
     **dict.fromkeys(
         (
             "DeviceAnnouncement",
             "DeviceEvent",
             "DeviceHistoryEntry",
+            "DeviceProfile",
             "DeviceRecord",
             "DeviceStatus",
             "ModelStatusReport",
@@ -43,7 +46,8 @@ _EXPORTS = {
         "model",
     ),
     **dict.fromkeys(("QuarantineReason", "QuarantineRecord"), "quarantine"),
-    **dict.fromkeys(("ColumnarSamples", "TelemetryBatch", "decode_batch", "encode_batch"), "telemetry"),
+    **dict.fromkeys(("ColumnarSamples", "TelemetryBatch"), "telemetry"),
+    **dict.fromkeys(("decode_batch", "encode_batch"), "telemetry_codec"),
     **dict.fromkeys(("LabelSource", "TrainingExample", "ViolationClass"), "training"),
     **dict.fromkeys(
         (

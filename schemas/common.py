@@ -35,7 +35,10 @@ def _aware(value: datetime) -> datetime:
 ThingName = Annotated[str, AfterValidator(_thing_name)]
 SemVer = Annotated[str, AfterValidator(_semver)]
 UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
-Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+# Line ids, use cases, roles: what fits an S3 partition value, a topic level and a resource name.
+IDENTIFIER_BODY = r"[a-z0-9][a-z0-9_-]{0,62}"
+IDENTIFIER = re.compile(rf"^{IDENTIFIER_BODY}$")
+Identifier = Annotated[str, Field(pattern=IDENTIFIER.pattern)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 S3ObjectUri = Annotated[str, Field(pattern=S3_URI_PATTERN)]
 

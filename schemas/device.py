@@ -19,8 +19,8 @@ class DeviceStatus(StrEnum):
     OFFLINE = "offline"
 
 
-class DeviceAnnouncement(Contract):
-    """Published by a gateway on start (announce topic): who and what it is."""
+class DeviceProfile(Contract):
+    """Who and what a gateway is, as it says itself: the fields an announcement refreshes in its record."""
 
     thing_name: ThingName
     site: Identifier
@@ -29,6 +29,11 @@ class DeviceAnnouncement(Contract):
     architecture: Architecture
     runtime_version: SemVer
     supported_precisions: list[Precision] = Field(min_length=1)
+
+
+class DeviceAnnouncement(DeviceProfile):
+    """Published by a gateway on start (announce topic): who and what it is."""
+
     current_model_version: SemVer | None = None
     sent_at: UtcDatetime
 
@@ -45,16 +50,9 @@ class ModelStatusReport(Contract):
     sent_at: UtcDatetime
 
 
-class DeviceRecord(Contract):
+class DeviceRecord(DeviceProfile):
     """One device in the registry table (see schemas.names.DEVICE_TABLE_KEYS)."""
 
-    thing_name: ThingName
-    site: Identifier
-    line_id: Identifier
-    use_case: Identifier
-    architecture: Architecture
-    runtime_version: SemVer
-    supported_precisions: list[Precision] = Field(min_length=1)
     current_model_id: str | None = None
     current_model_version: SemVer | None = None
     desired_model_version: SemVer | None = None
@@ -86,7 +84,7 @@ class DeviceEvent(StrEnum):
 
 
 class DeviceHistoryEntry(Contract):
-    """One status change of a device, kept in the device table (functions/device_registry/data_access.py)."""
+    """One status change of a device, kept in the device table (cloud/fleet/devices.py)."""
 
     thing_name: ThingName
     revision: int = Field(ge=1, description="the device item's revision this change produced: orders the history")

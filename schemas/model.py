@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from enum import StrEnum
 from typing import Annotated
 
@@ -11,16 +12,44 @@ from .common import Contract, Identifier, S3ObjectUri, SemVer, Sha256Hex, UtcDat
 
 MODEL_FORMAT_VERSION = 1
 
-# base64 of a 64-byte Ed25519 signature over a payload's SHA-256 digest (model_runner/signing.py)
+# base64 of a 64-byte Ed25519 signature over a payload's SHA-256 digest (model_runtime/signing.py)
 Ed25519SignatureB64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{86}==$")]
 
 
+# The one list of gateway architectures. A new member needs its names in MACHINE_NAMES and
+# GREENGRASS_PLATFORMS below, a manifest in each recipe and regenerated JSON schemas
+# (tests/unit/fleet/test_fleet_architectures.py fails until the recipes and the export tiers agree).
 class Architecture(StrEnum):
     X86_64 = "x86_64"
     AARCH64 = "aarch64"
     ARMV7L = "armv7l"
 
 
+# What platform.machine() says on each architecture (lower-cased): how a gateway names its own.
+MACHINE_NAMES: dict[Architecture, tuple[str, ...]] = {
+    Architecture.X86_64: ("x86_64", "amd64"),
+    Architecture.AARCH64: ("aarch64", "arm64"),
+    Architecture.ARMV7L: ("armv7l",),
+}
+# The Greengrass nucleus's name of each (a recipe manifest's Platform.architecture).
+GREENGRASS_PLATFORMS: dict[Architecture, str] = {
+    Architecture.X86_64: "amd64",
+    Architecture.AARCH64: "aarch64",
+    Architecture.ARMV7L: "arm",
+}
+
+
+def architecture_of_machine(machine: str | None = None) -> Architecture:
+    """The Architecture of a machine name (default: this machine's, platform.machine())."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    for architecture, machine_names in MACHINE_NAMES.items():
+        if machine in machine_names:
+            return architecture
+    known = sorted(name for machine_names in MACHINE_NAMES.values() for name in machine_names)
+    raise ValueError(f"machine architecture {machine!r} is not one of {known}")
+
+
+# Listed most precise first: the order of compatibility.PRECISION_ORDER.
 class Precision(StrEnum):
     FP32 = "fp32"  # bit-exact with the training library
     FP16_LEAVES = "fp16-leaves"

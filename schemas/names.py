@@ -24,12 +24,12 @@ CURATED_PREFIX = "curated"  # curated/line=<id>/event_date=YYYY-MM-DD/part-*.par
 LATE_PREFIX = "late"
 CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.jsonl (one ContextInterval per line)
 # context_slices/line=<id>/slices.parquet: a line's sub-intervals on the 1-minute grid
-# (functions/context/logic.py quantize(): slice_start_ms, slice_end_ms, then the context columns)
+# (cloud/datalake/context.py quantize(): slice_start_ms, slice_end_ms, then the context columns)
 CONTEXT_SLICES_PREFIX = "context_slices"
 # rollups/res=<1m|5m|1h|1d>/line=<id>/month=YYYY-MM/rollups.parquet (count, sum, min, max, sum2, m2)
 ROLLUPS_PREFIX = "rollups"
 PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs + features)
-# Semi-automatic labels of packs without a measured target (functions/labeler/review.py):
+# Semi-automatic labels of packs without a measured target (cloud/packing/label_review.py):
 # label_review/line=<id>/proposals.parquet (the review queue, written with conditional puts) and
 # label_review/line=<id>/auto_labels.parquet (confident labels, rewritten by each packer run)
 LABEL_REVIEW_PREFIX = "label_review"
@@ -89,6 +89,10 @@ PIPELINE_WORK_PREFIX = "pipeline"
 
 # CustomerMetadataProperties of a registered model package: where its ModelManifest lives.
 MANIFEST_URI_METADATA_KEY = "edgeloop:manifest_uri"
+# The EventBridge event SageMaker emits when a model package's approval changes: what starts a
+# rollout (the orchestrator's trigger), and what the local runtime builds itself (edgeloop/local/approval.py).
+MODEL_PACKAGE_EVENT_SOURCE = "aws.sagemaker"
+MODEL_PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
 
 # --- Greengrass ----------------------------------------------------------------------------------
 GATEWAY_COMPONENT = "com.edgeloop.Gateway"
@@ -220,10 +224,14 @@ USE_CASE_ENV = "EDGELOOP_USE_CASE"
 # Lateness SLA in days: ingest refuses samples already older than this on arrival; compaction sends
 # rows that were older than it when they landed (e.g. after the SLA was lowered) to LATE_PREFIX.
 LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"
-# wave_controller (every minute): a device silent this long is OFFLINE; a wave without a report this long times out.
-OFFLINE_SILENCE_S_ENV = "EDGELOOP_OFFLINE_SILENCE_S"
-WAVE_TIMEOUT_S_ENV = "EDGELOOP_WAVE_TIMEOUT_S"
 DEFAULT_LATENESS_SLA_DAYS = 14  # Mimir's lines send data up to 14 days late
+DEFAULT_USE_CASE = "extrusion"  # the use case the stack and the data-path functions serve when none is set
+# The rollout policy (schemas.deployment.RolloutPolicy) of the orchestrator, status intake and wave controller.
+CANARY_SHARE_ENV = "EDGELOOP_CANARY_SHARE"
+FAILURE_THRESHOLD_ENV = "EDGELOOP_FAILURE_THRESHOLD"
+ROLLOUT_TIMEOUT_S_ENV = "EDGELOOP_ROLLOUT_TIMEOUT_S"
+WAVE_TIMEOUT_S_ENV = "EDGELOOP_WAVE_TIMEOUT_S"
+OFFLINE_SILENCE_S_ENV = "EDGELOOP_OFFLINE_SILENCE_S"
 # hot_path (optional, see FUNCTIONS): the Timestream database and table new raw objects are copied to.
 TIMESTREAM_DATABASE_ENV = "EDGELOOP_TIMESTREAM_DATABASE"
 TIMESTREAM_TABLE_ENV = "EDGELOOP_TIMESTREAM_TABLE"

@@ -120,10 +120,28 @@ class Catalog(Construct):
 
     def _query_users_policy(self, data: s3.IBucket) -> iam.ManagedPolicy:
         stack = Stack.of(self)
+        statements = self._query_users_statements(stack, data)
+        policy = iam.ManagedPolicy(
+            self,
+            "QueryUsersPolicy",
+            description="Run edgeloop's Athena queries: the workgroup, the Glue tables, read the table prefixes",
+            statements=statements,
+        )
+        reasons = {
+            "ReadTheTables": "a table is every object under its prefix; the prefixes are the query layer's tables only",
+            "WriteAndReadResults": "Athena names each result object by query id, under the workgroup's results prefix",
+        }
+        for statement in statements:
+            if statement.sid in reasons:
+                for finding in wildcard_findings(stack, statement.actions, statement.resources):
+                    acknowledge(policy, f"IAM5[{finding}]", reasons[statement.sid])
+        return policy
+
+    def _query_users_statements(self, stack: Stack, data: s3.IBucket) -> list[iam.PolicyStatement]:
         table_prefixes = sorted({table.prefix for table in TABLES.values()})
         results_objects = self.results.arn_for_objects(f"{names.ATHENA_RESULTS_PREFIX}/*")
         listed_prefixes = [*table_prefixes, names.ATHENA_RESULTS_PREFIX]
-        statements = [
+        return [
             iam.PolicyStatement(
                 sid="RunQueriesInTheWorkgroup",
                 actions=ATHENA_QUERY_ACTIONS,
@@ -164,21 +182,6 @@ class Catalog(Construct):
                 resources=[results_objects],
             ),
         ]
-        policy = iam.ManagedPolicy(
-            self,
-            "QueryUsersPolicy",
-            description="Run edgeloop's Athena queries: the workgroup, the Glue tables, read the table prefixes",
-            statements=statements,
-        )
-        reasons = {
-            "ReadTheTables": "a table is every object under its prefix; the prefixes are the query layer's tables only",
-            "WriteAndReadResults": "Athena names each result object by query id, under the workgroup's results prefix",
-        }
-        for statement in statements:
-            if statement.sid in reasons:
-                for finding in wildcard_findings(stack, statement.actions, statement.resources):
-                    acknowledge(policy, f"IAM5[{finding}]", reasons[statement.sid])
-        return policy
 
 
 def _sub_location(template: str, data: s3.IBucket) -> str:

@@ -13,6 +13,17 @@
 | edgeloop:lineIds                         | []         | lines whose Model Package Groups CDK creates    |
 | edgeloop:modelSigningKeySecretArn        | (none)     | secret with the Ed25519 PEM key the pipeline's  |
 |                                          |            | register step signs model payloads with         |
+| edgeloop:canaryShare                     | 0.1        | rollout: share of each tier's devices in its    |
+|                                          |            | canary wave, in (0, 1]; at least one device     |
+| edgeloop:failureThreshold                | 0.2        | rollout: failed share of a wave, in [0, 1],     |
+|                                          |            | above which it stops and rolls back             |
+| edgeloop:rolloutTimeoutSeconds           | 3600       | rollout: in progress this long -> timed out     |
+| edgeloop:waveTimeoutSeconds              | 900        | rollout: a wave without a report this long      |
+|                                          |            | -> timed out                                    |
+| edgeloop:offlineSilenceSeconds           | 900        | a device silent this long is marked offline     |
+
+The rollout keys (defaults: schemas.deployment.RolloutPolicy) reach the orchestrator, status intake
+and the wave controller as environment variables (schemas.deployment.ROLLOUT_POLICY_ENV).
 
 `edgeloop:lineIds` is a JSON list or, from `-c`, a comma-separated string of line ids. Lines added
 later need no redeploy: the pipeline's register step creates a missing group itself.
@@ -40,7 +51,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from edgeloop.schemas import names
+from edgeloop.schemas import RolloutPolicy, names
 from edgeloop.schemas.common import Identifier, SemVer
 from edgeloop.schemas.use_case import load_use_case
 
@@ -56,8 +67,15 @@ MODEL_RUNNER_VERSION_KEY = "edgeloop:modelRunnerComponentVersion"
 PANDAS_LAYER_VERSION_KEY = "edgeloop:pandasLayerVersion"
 LINE_IDS_KEY = "edgeloop:lineIds"
 MODEL_SIGNING_KEY_SECRET_ARN_KEY = "edgeloop:modelSigningKeySecretArn"
+# RolloutPolicy field -> the context key that sets it
+ROLLOUT_POLICY_KEYS = {
+    "canary_share": "edgeloop:canaryShare",
+    "failure_threshold": "edgeloop:failureThreshold",
+    "rollout_timeout_s": "edgeloop:rolloutTimeoutSeconds",
+    "wave_timeout_s": "edgeloop:waveTimeoutSeconds",
+    "offline_silence_s": "edgeloop:offlineSilenceSeconds",
+}
 
-DEFAULT_USE_CASE = "extrusion"
 DEFAULT_COMPONENT_VERSION = "1.0.0"
 DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS = 24
 DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 90
@@ -77,7 +95,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class StackConfig:
-    use_case: str = DEFAULT_USE_CASE
+    use_case: str = names.DEFAULT_USE_CASE
     lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS
     gateway_component_version: str = DEFAULT_COMPONENT_VERSION
     model_runner_component_version: str = DEFAULT_COMPONENT_VERSION
@@ -87,11 +105,12 @@ class StackConfig:
     timestream_magnetic_retention_days: int = DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS
     line_ids: tuple[str, ...] = ()
     model_signing_key_secret_arn: str = ""  # empty: the pipeline registers unsigned payloads
+    rollout_policy: RolloutPolicy = RolloutPolicy()
 
     @classmethod
     def from_context(cls, get: Any) -> StackConfig:
         """`get` is `node.try_get_context`: context arrives as JSON values or, from -c, as strings."""
-        use_case = _validated(Identifier, get(USE_CASE_KEY) or DEFAULT_USE_CASE, USE_CASE_KEY)
+        use_case = _validated(Identifier, get(USE_CASE_KEY) or names.DEFAULT_USE_CASE, USE_CASE_KEY)
         try:
             load_use_case(use_case)
         except FileNotFoundError as exc:
@@ -126,7 +145,19 @@ class StackConfig:
             ),
             line_ids=_line_ids(get(LINE_IDS_KEY), use_case),
             model_signing_key_secret_arn=model_signing_key_secret_arn(get),
+            rollout_policy=rollout_policy(get),
         )
+
+
+def rollout_policy(get: Any) -> RolloutPolicy:
+    """The rollout policy from its context keys (ROLLOUT_POLICY_KEYS); a key not set keeps its default."""
+    values = {field: get(key) for field, key in ROLLOUT_POLICY_KEYS.items() if get(key) not in (None, "")}
+    try:
+        return RolloutPolicy.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ROLLOUT_POLICY_KEYS[str(error["loc"][0])]
+        raise ConfigError(f"{key}={values[str(error['loc'][0])]!r}: {error['msg']}") from exc
 
 
 def model_signing_key_secret_arn(get: Any) -> str:
@@ -136,7 +167,7 @@ def model_signing_key_secret_arn(get: Any) -> str:
 
 def checked_signing_key_secret_arn(value: Any) -> str:
     # the definition builder's pattern: what CDK accepts, the register step reads
-    from edgeloop.sagemaker_pipelines.pipeline import SECRET_ARN_PATTERN
+    from edgeloop.sagemaker_pipelines.steps.signing_key import SECRET_ARN_PATTERN
 
     if value is None or value == "":
         return ""

@@ -1,8 +1,9 @@
 """The fleet: device and deployment tables, the registry and status intake (IoT rule targets),
 and the orchestrator that turns an approved model package into a Greengrass rollout.
 
-Status intake shares the orchestrator's settings and permissions: a device's status report can
-complete a wave, and then status intake starts the next one. The wave controller runs every
+Status intake shares the orchestrator's settings (the rollout policy among them, from the
+edgeloop:* rollout context keys) and permissions: a device's status report can complete a wave,
+and then status intake starts the next one. The wave controller runs every
 minute (EventBridge schedule): it marks silent devices OFFLINE, times rollouts out, finishes
 interrupted rollbacks and advances rollouts whose completing report was lost, so it may deliver
 too; it needs no model registry or manifest access (the deployment record holds the updates).
@@ -16,12 +17,12 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from constructs import Construct
 
-from edgeloop.schemas import names
+from edgeloop.schemas import RolloutPolicy, names
 
 from .functions import EdgeloopFunction, FunctionFactory
 from .storage import Storage
 
-# functions/orchestrator/delivery.py ROLLOUT_GROUP_PREFIX: the thing groups a rollout creates
+# cloud/fleet/delivery.py ROLLOUT_GROUP_PREFIX: the thing groups a rollout creates
 # (a test keeps the two equal).
 ROLLOUT_GROUP_PREFIX = f"{names.PROJECT}-rollout-"
 GREENGRASS_DELIVERY = "greengrass"
@@ -44,6 +45,16 @@ DEPLOYMENT_THING_ACTIONS = ["iot:DescribeThing", "iot:GetThingShadow", "iot:Upda
 COHORT_GROUP_ACTIONS = ["iot:CreateThingGroup", "iot:DescribeThingGroup"]
 COHORT_MEMBERSHIP_ACTIONS = ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"]
 WAVE_CONTROLLER_SCHEDULE = events.Schedule.rate(Duration.minutes(1))
+# The functions that plan, advance and deliver rollouts: one environment (tables, delivery, rollout
+# policy) for all three. key -> (timeout, description)
+ROLLOUT_FUNCTIONS = {
+    "status_intake": (Duration.minutes(1), "Records model status reports and advances rollouts whose wave completed"),
+    "orchestrator": (Duration.minutes(2), "Plans and starts a Greengrass rollout of an approved model package"),
+    "wave_controller": (
+        Duration.minutes(1),
+        "Every minute: marks silent devices offline, times out and rolls back rollouts, advances stalled waves",
+    ),
+}
 
 
 def build_table(scope: Construct, construct_id: str, keys: names.TableKeys) -> dynamodb.Table:
@@ -88,6 +99,7 @@ class Fleet(Construct):
         factory: FunctionFactory,
         gateway_component_version: str,
         model_runner_component_version: str,
+        rollout_policy: RolloutPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
         self.devices = build_table(self, "DeviceTable", names.DEVICE_TABLE_KEYS)
@@ -99,6 +111,7 @@ class Fleet(Construct):
             names.DELIVERY_ENV: GREENGRASS_DELIVERY,
             names.GATEWAY_COMPONENT_VERSION_ENV: gateway_component_version,
             names.MODEL_RUNNER_COMPONENT_VERSION_ENV: model_runner_component_version,
+            **rollout_policy.environment(),
         }
         self.device_registry = factory.create(
             self,
@@ -107,26 +120,9 @@ class Fleet(Construct):
             memory_mb=256,
             description="Upserts a gateway's DeviceRecord from its announcement",
         )
-        self.status_intake = factory.create(
-            self,
-            "status_intake",
-            environment=rollout_environment,
-            timeout=Duration.minutes(1),
-            description="Records model status reports and advances rollouts whose wave completed",
-        )
-        self.orchestrator = factory.create(
-            self,
-            "orchestrator",
-            environment=rollout_environment,
-            timeout=Duration.minutes(2),
-            description="Plans and starts a Greengrass rollout of an approved model package",
-        )
-        self.wave_controller = factory.create(
-            self,
-            "wave_controller",
-            environment=rollout_environment,
-            timeout=Duration.minutes(1),
-            description="Every minute: marks silent devices offline, times out and rolls back rollouts, advances stalled waves",
+        self.status_intake, self.orchestrator, self.wave_controller = (
+            factory.create(self, key, environment=rollout_environment, timeout=timeout, description=description)
+            for key, (timeout, description) in ROLLOUT_FUNCTIONS.items()
         )
         self._table_access(self.device_registry, self.devices, DEVICE_TABLE_ACTIONS)
         for function in (self.status_intake, self.orchestrator):

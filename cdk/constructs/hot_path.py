@@ -27,6 +27,7 @@ HOT_PATH_FUNCTION = "hot_path"  # key of names.FUNCTIONS
 # 1,300 WriteRecords requests of 100 records, a few in flight at a time.
 TIMEOUT = Duration.minutes(5)
 MEMORY_MB = 512
+COPY_RULE_DESCRIPTION = "edgeloop: new raw object -> Timestream hot path"
 MAINTENANCE_MODE_REASON = (
     "Timestream for LiveAnalytics is in maintenance mode (closed to new customers since 2025-06-20): this "
     "optional hot path is off by default and meant only for accounts that already use Timestream"
@@ -85,7 +86,9 @@ class HotPath(Construct):
             description="Optional hot path: copies each new raw/ object's samples into Timestream",
         )
         self._grant(storage)
-        self._copy_on_new_raw_objects(storage)
+        on_object_created(
+            self, "RawObjectCreated", storage.data, names.RAW_PREFIX, self.function, COPY_RULE_DESCRIPTION
+        )
         CfnOutput(self, "TimestreamDatabaseName", value=self.database.ref)
         CfnOutput(self, "TimestreamTableName", value=self.table.attr_name)
 
@@ -108,14 +111,4 @@ class HotPath(Construct):
             reason="Resource '*' only for actions without resource-level permissions: timestream:DescribeEndpoints "
             "(endpoint discovery, called before WriteRecords) and X-Ray's PutTraceSegments and "
             "PutTelemetryRecords (active tracing)",
-        )
-
-    def _copy_on_new_raw_objects(self, storage: Storage) -> None:
-        on_object_created(
-            self,
-            "RawObjectCreated",
-            bucket=storage.data,
-            prefix=names.RAW_PREFIX,
-            function=self.function,
-            description="edgeloop: new raw object -> Timestream hot path",
         )

@@ -7,6 +7,8 @@ Each function may touch only the prefixes it owns or reads, never the whole buck
 
 from __future__ import annotations
 
+from functools import partial
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -24,6 +26,7 @@ COMPACTION_SCHEDULE = events.Schedule.rate(Duration.minutes(15))
 # (functions/compaction/logic.py STATE_PREFIX; a test keeps the two equal).
 COMPACTION_STATE_PREFIX = "_state"
 PREFIX_REASON = "object access is limited to the {} prefixes this function owns or reads"
+PACK_RULE_DESCRIPTION = "edgeloop: new curated Parquet -> metric packer"
 
 
 class Ingestion(Construct):
@@ -47,49 +50,43 @@ class Ingestion(Construct):
             environment=lateness,
             description="Validates telemetry batches from the IoT rule and lands them in raw/ (or quarantine/)",
         )
-        self.rollups = factory.create(
+        # The functions that rewrite Parquet: the pandas layer, and minutes and memory to match.
+        parquet_function = partial(
+            factory.create,
             self,
-            "rollups",
             environment=environment,
             needs_pandas=True,
             timeout=Duration.minutes(10),
             memory_mb=2048,
+        )
+        self.rollups = parquet_function(
+            "rollups",
             description="Rebuilds the 1m/5m/1h/1d rollups (rollups/) of the event months a compaction run rewrote",
         )
-        self.compaction = factory.create(
-            self,
+        self.compaction = parquet_function(
             "compaction",
-            environment=lateness,
-            needs_pandas=True,
-            timeout=Duration.minutes(10),
-            memory_mb=2048,
             description="Compacts raw/ into de-duplicated curated/ Parquet by line and event date",
+            environment=lateness,
             # The full destination envelope (response_only=False) invokes the function directly;
             # its responsePayload is compaction's result, whose partitions the rollups rebuild.
             on_success=destinations.LambdaDestination(self.rollups.function, response_only=False),
         )
-        self.context = factory.create(
-            self,
+        self.context = parquet_function(
             "context",
-            environment=environment,
-            needs_pandas=True,
+            description="Lands context intervals from the IoT rule and rebuilds the line's 1-minute context_slices/",
             timeout=Duration.minutes(2),
             memory_mb=1024,
-            description="Lands context intervals from the IoT rule and rebuilds the line's 1-minute context_slices/",
         )
-        self.metric_packer = factory.create(
-            self,
+        self.metric_packer = parquet_function(
             "metric_packer",
-            environment=environment,
-            needs_pandas=True,
-            timeout=Duration.minutes(10),
-            memory_mb=2048,
             description="Rebuilds the labeled metric packs (packs/) of lines whose curated data changed",
         )
         self._grant_data_access(storage)
         self._acknowledge_destination_invoke()
         self._schedule_compaction()
-        self._pack_on_new_curated_data(storage)
+        on_object_created(
+            self, "CuratedObjectCreated", storage.data, names.CURATED_PREFIX, self.metric_packer, PACK_RULE_DESCRIPTION
+        )
 
     def _grant_data_access(self, storage: Storage) -> None:
         data = storage.data
@@ -138,19 +135,9 @@ class Ingestion(Construct):
         rule = events.Rule(self, "CompactionSchedule", schedule=COMPACTION_SCHEDULE, description="edgeloop compaction")
         rule.add_target(_target(self.compaction))
 
-    def _pack_on_new_curated_data(self, storage: Storage) -> None:
-        on_object_created(
-            self,
-            "CuratedObjectCreated",
-            bucket=storage.data,
-            prefix=names.CURATED_PREFIX,
-            function=self.metric_packer,
-            description="edgeloop: new curated Parquet -> metric packer",
-        )
-
 
 def on_object_created(
-    scope: Construct, construct_id: str, *, bucket, prefix: str, function: EdgeloopFunction, description: str
+    scope: Construct, construct_id: str, bucket, prefix: str, function: EdgeloopFunction, description: str
 ) -> events.Rule:
     """An EventBridge rule: S3 "Object Created" under `prefix`/ in `bucket` -> `function`."""
     rule = events.Rule(

@@ -30,6 +30,8 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from edgeloop.sagemaker_pipelines.pipeline import definition_path
+from edgeloop.sagemaker_pipelines.targets import TEMPLATE_PLACEHOLDERS
 from edgeloop.schemas import names
 
 from .config import (
@@ -44,16 +46,12 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = "sagemaker_pipelines/Dockerfile"
 # The Dockerfile's ignore file (BuildKit's <Dockerfile>.dockerignore): one list for docker and the assets.
 DOCKER_IGNORE = REPOSITORY_ROOT / "sagemaker_pipelines" / "Dockerfile.dockerignore"
-DEFINITIONS_DIR = REPOSITORY_ROOT / "sagemaker_pipelines" / "definitions"
-# Fn::Sub variables of a definition template (sagemaker_pipelines/pipeline.py definition_template);
-# ${AWS::Region} is a pseudo parameter CloudFormation fills itself.
-PLACEHOLDERS = (
-    "DataBucket",
-    "ModelBucket",
-    "StepImageUri",
-    "CodeS3Uri",
-    "PipelineRoleArn",
-    "ModelSigningKeySecretArn",  # "" when no signing key is configured
+# Fn::Sub variables of a definition template (sagemaker_pipelines/targets.py); ${AWS::Region} is a
+# pseudo parameter CloudFormation fills itself. ModelSigningKeySecretArn is "" without a signing key.
+PLACEHOLDERS = tuple(
+    placeholder.removeprefix("${").removesuffix("}")
+    for placeholder in TEMPLATE_PLACEHOLDERS.values()
+    if not placeholder.startswith("${AWS::")
 )
 UNSIGNED_WARNING_ID = "edgeloop:unsignedModelPayloads"
 
@@ -71,6 +69,7 @@ JOB_ACTIONS = {
     ],
     "training-job": ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
 }
+READ_WRITE_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
 ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
 SAGEMAKER_LOG_GROUPS = "/aws/sagemaker/*"  # ProcessingJobs, TrainingJobs
@@ -108,7 +107,7 @@ def docker_ignore_patterns() -> list[str]:
 
 def definition_template(use_case: str, directory: Path | None = None) -> str:
     """The committed definition template of a use case (`edgeloop pipeline definition` writes it)."""
-    path = (directory or DEFINITIONS_DIR) / f"{use_case}.json"
+    path = directory / f"{use_case}.json" if directory else definition_path(use_case)
     if not path.exists():
         raise FileNotFoundError(
             f"use case {use_case!r}: no pipeline definition {path}; generate it with "
@@ -201,32 +200,30 @@ class Training(Construct):
         )
         allow(
             self.role,
-            actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            actions=READ_WRITE_ACTIONS,
             resources=[Storage.objects(data, self.work_prefix)],
             reason=f"step outputs live under {self.work_prefix}/<execution id>/<output>/ (this use case's share of "
             f"the {names.PIPELINE_WORK_PREFIX}/ prefix); execution ids are generated",
         )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[data.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{p}/*" for p in (*DATA_READ_PREFIXES, self.work_prefix)]}},
-            )
-        )
+        self._allow_listing(data, [*DATA_READ_PREFIXES, self.work_prefix])
 
     def _grant_models(self, models: s3.IBucket) -> None:
         allow(
             self.role,
-            actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            actions=READ_WRITE_ACTIONS,
             resources=[Storage.objects(models, names.MODELS_PREFIX)],
             reason=f"the register step writes models/<model id>/<version>/ payloads and manifests; evaluate reads "
             f"the champion's; only {names.MODELS_PREFIX}/ of the model bucket",
         )
+        self._allow_listing(models, [names.MODELS_PREFIX])
+
+    def _allow_listing(self, bucket: s3.IBucket, prefixes: Sequence[str]) -> None:
+        """ListBucket held to the given prefixes (ListBucket's resource is the bucket, not its objects)."""
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
-                resources=[models.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{names.MODELS_PREFIX}/*"]}},
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}/*" for prefix in prefixes]}},
             )
         )
 

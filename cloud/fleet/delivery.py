@@ -44,6 +44,9 @@ class ModelDelivery(Protocol):
     def deliver(self, deployment_id: str, wave: RolloutWave, update: ModelUpdate) -> None:
         """Send `update` to every target of `wave`; raise if it could not be sent."""
 
+    def close(self) -> None:
+        """Release what the delivery holds (a broker connection)."""
+
 
 def check_same_deployment(deployment_id: str, update: ModelUpdate) -> None:
     if update.deployment_id != deployment_id:

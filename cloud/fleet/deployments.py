@@ -42,9 +42,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from edgeloop.cloud.aws import client
 from edgeloop.schemas import (
     DeploymentRecord,
     DeploymentState,
@@ -53,6 +50,8 @@ from edgeloop.schemas import (
     RolloutWave,
     names,
 )
+
+from .keyed_table import KeyedTable
 
 REVISION = "revision"
 DOCUMENT = "document"
@@ -154,27 +153,16 @@ def _document_json(attribute: dict[str, Any]) -> bytes | str:
     return attribute["S"]  # written uncompressed by an earlier version
 
 
-class DeploymentTable:
+class DeploymentTable(KeyedTable):
     def __init__(self, table_name: str) -> None:
-        if not table_name:
-            raise ValueError("table_name='' : the deployment table needs a name")
-        self.table_name = table_name
-
-    @property
-    def _client(self) -> Any:
-        return client("dynamodb")
+        super().__init__(table_name, names.DEPLOYMENT_TABLE_KEYS, what="deployment")
 
     def get(self, deployment_id: str) -> DeploymentRecord | None:
         stored = self.get_stored(deployment_id)
         return None if stored is None else stored.record
 
     def get_stored(self, deployment_id: str) -> StoredDeployment | None:
-        response = self._client.get_item(
-            TableName=self.table_name,
-            Key=self._key(deployment_id),
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
+        item = self._item(deployment_id)
         return None if item is None else item_to_stored(item)
 
     def scan_all(self) -> list[DeploymentRecord]:
@@ -245,18 +233,14 @@ class DeploymentTable:
 
     def set_wave_state(self, deployment_id: str, wave_index: int, state: DeploymentState) -> None:
         """Mirror a wave's new state into its counter (nothing when the wave is not tracked)."""
-        try:
-            self._client.update_item(
-                TableName=self.table_name,
-                Key=self._key(wave_counter_key(deployment_id, wave_index)),
-                UpdateExpression="SET #state = :state",
-                ConditionExpression="attribute_exists(#of)",
-                ExpressionAttributeNames={"#of": WAVE_OF, "#state": WAVE_STATE},
-                ExpressionAttributeValues={":state": {"S": state.value}},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        self._if_condition_holds(
+            "update_item",
+            Key=self._key(wave_counter_key(deployment_id, wave_index)),
+            UpdateExpression="SET #state = :state",
+            ConditionExpression="attribute_exists(#of)",
+            ExpressionAttributeNames={"#of": WAVE_OF, "#state": WAVE_STATE},
+            ExpressionAttributeValues={":state": {"S": state.value}},
+        )
 
     def count_wave_outcome(
         self, deployment_id: str, wave_index: int, *, applied: int, failed: int
@@ -264,22 +248,17 @@ class DeploymentTable:
         """Add to the wave's counts in one atomic update (a device moving from applied to failed is
         applied=-1, failed=+1) and return the counts it made; None when the wave is not tracked,
         which leaves it uncounted."""
-        try:
-            response = self._client.update_item(
-                TableName=self.table_name,
-                Key=self._key(wave_counter_key(deployment_id, wave_index)),
-                UpdateExpression="ADD #applied :applied, #failed :failed",
-                # Counting into an untracked wave would create counts that miss its earlier reports.
-                ConditionExpression="attribute_exists(#of)",
-                ExpressionAttributeNames={"#of": WAVE_OF, "#applied": APPLIED_COUNT, "#failed": FAILED_COUNT},
-                ExpressionAttributeValues={":applied": {"N": str(applied)}, ":failed": {"N": str(failed)}},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return None
-            raise
-        return _counts_of(response["Attributes"])
+        response = self._if_condition_holds(
+            "update_item",
+            Key=self._key(wave_counter_key(deployment_id, wave_index)),
+            UpdateExpression="ADD #applied :applied, #failed :failed",
+            # Counting into an untracked wave would create counts that miss its earlier reports.
+            ConditionExpression="attribute_exists(#of)",
+            ExpressionAttributeNames={"#of": WAVE_OF, "#applied": APPLIED_COUNT, "#failed": FAILED_COUNT},
+            ExpressionAttributeValues={":applied": {"N": str(applied)}, ":failed": {"N": str(failed)}},
+            ReturnValues="ALL_NEW",
+        )
+        return None if response is None else _counts_of(response["Attributes"])
 
     def wave_counts(self, deployment_id: str, wave_index: int) -> WaveCounts | None:
         """The wave's counts, or None when the wave is not tracked."""
@@ -288,19 +267,10 @@ class DeploymentTable:
 
     def wave_counter(self, deployment_id: str, wave_index: int) -> WaveCounter | None:
         """The wave's counts and summary, or None when the wave is not tracked."""
-        response = self._client.get_item(
-            TableName=self.table_name,
-            Key=self._key(wave_counter_key(deployment_id, wave_index)),
-            ConsistentRead=True,
-        )
-        item = response.get("Item")
+        item = self._item(wave_counter_key(deployment_id, wave_index))
         if item is None or WAVE_OF not in item:
             return None
         return WaveCounter(_counts_of(item), _summary_of(deployment_id, wave_index, item))
-
-    @staticmethod
-    def _key(key: str) -> dict[str, Any]:
-        return {names.DEPLOYMENT_TABLE_KEYS.partition_key: {"S": key}}
 
     def _conditional_put(
         self,
@@ -311,20 +281,13 @@ class DeploymentTable:
         values: dict,
     ) -> bool:
         request: dict[str, Any] = {
-            "TableName": self.table_name,
             "Item": record_to_item(record, revision, updates),
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {"#rev": REVISION},
         }
         if values:
             request["ExpressionAttributeValues"] = values
-        try:
-            self._client.put_item(**request)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._if_condition_holds("put_item", **request) is not None
 
 
 def _counts_of(attributes: Mapping[str, Any]) -> WaveCounts:

@@ -35,10 +35,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
 
-from edgeloop.cloud.aws import client
 from edgeloop.schemas import DeviceEvent, DeviceHistoryEntry, DeviceRecord, DeviceStatus, names
+
+from .keyed_table import KeyedTable
 
 REVISION = "revision"
 HISTORY_ENTRY = "history_entry"
@@ -122,15 +122,9 @@ def item_to_stored(item: dict[str, Any]) -> StoredDevice:
     return StoredDevice(record, revision, None if report_sent_at is None else int(report_sent_at))
 
 
-class DeviceTable:
+class DeviceTable(KeyedTable):
     def __init__(self, table_name: str) -> None:
-        if not table_name:
-            raise ValueError("table_name='' : the device table needs a name")
-        self.table_name = table_name
-
-    @property
-    def _client(self) -> Any:
-        return client("dynamodb")
+        super().__init__(table_name, names.DEVICE_TABLE_KEYS, what="device")
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -139,8 +133,7 @@ class DeviceTable:
         return None if stored is None else stored.record
 
     def get_stored(self, thing_name: str) -> StoredDevice | None:
-        response = self._client.get_item(TableName=self.table_name, Key=self._key(thing_name), ConsistentRead=True)
-        item = response.get("Item")
+        item = self._item(thing_name)
         return None if item is None else item_to_stored(item)
 
     def get_many(self, thing_names: Iterable[str]) -> dict[str, DeviceRecord]:
@@ -255,20 +248,13 @@ class DeviceTable:
             condition += " AND (attribute_not_exists(#sent) OR #sent < :sent)"
         revision = 1 if stored is None else stored.revision + 1
         request: dict[str, Any] = {
-            "TableName": self.table_name,
             "Item": record_to_item(write.record, revision=revision, report_sent_at_us=report),
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names_,
         }
         if values:
             request["ExpressionAttributeValues"] = values
-        try:
-            self._client.put_item(**request)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._if_condition_holds("put_item", **request) is not None
 
     def compare_and_swap(
         self,
@@ -332,16 +318,12 @@ class DeviceTable:
             BY_STATUS[1]: {"S": history_partition(entry.thing_name)},
             HISTORY_ENTRY: {"S": entry.model_dump_json()},
         }
-        try:
-            self._client.put_item(
-                TableName=self.table_name,
-                Item=item,
-                ConditionExpression="attribute_not_exists(#key)",
-                ExpressionAttributeNames={"#key": names.DEVICE_TABLE_KEYS.partition_key},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        self._if_condition_holds(
+            "put_item",
+            Item=item,
+            ConditionExpression="attribute_not_exists(#key)",
+            ExpressionAttributeNames={"#key": names.DEVICE_TABLE_KEYS.partition_key},
+        )
 
     def history(self, thing_name: str, *, limit: int | None = None) -> list[DeviceHistoryEntry]:
         """The device's history, newest first (at most `limit` entries)."""
@@ -364,10 +346,6 @@ class DeviceTable:
             request["ExclusiveStartKey"] = response.get("LastEvaluatedKey")
             if not request["ExclusiveStartKey"] or (limit is not None and len(entries) >= limit):
                 return entries
-
-    @staticmethod
-    def _key(thing_name: str) -> dict[str, Any]:
-        return {names.DEVICE_TABLE_KEYS.partition_key: {"S": thing_name}}
 
 
 # --- history items -----------------------------------------------------------------------------------

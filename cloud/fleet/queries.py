@@ -7,7 +7,7 @@ thousand device records). `device_history`
 reads a device's history items newest first. `why_not` explains, for every device not on a model
 version, why: its own report (rejected, rolled back, pending), the rollout's plan (excluded as
 incompatible or offline, not targeted), or, for devices no rollout of the version mentions, the
-model's manifest checked with the orchestrator's own `choose_tier`.
+model's manifest checked with the planner's own `choose_tier` (planning.py).
 
 The CLI (`edgeloop fleet ...`) and the HTTP API (handler.py) both call these functions.
 """
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from edgeloop.cloud import model_registry
 from edgeloop.cloud.fleet.deployments import DeploymentTable
 from edgeloop.cloud.fleet.devices import BY_LINE, BY_MODEL_VERSION, BY_STATUS, DeviceTable
-from edgeloop.functions.orchestrator.logic import choose_tier
+from edgeloop.cloud.fleet.planning import choose_tier
 from edgeloop.schemas import (
     CompatibilityTier,
     DeploymentRecord,
@@ -134,6 +134,25 @@ class FleetPage(BaseModel):
 
     devices: list[DeviceRecord]
     next: str | None = Field(description="pass as `after` for the next page; None: this was the last")
+
+
+# What an operator sees of each device in a listing (`edgeloop fleet status`, the demo's report).
+DEVICE_SUMMARY_COLUMNS = ("thing", "site", "line", "arch", "runtime", "model", "status", "reason", "since")
+
+
+def device_summary(device: DeviceRecord, *, status_text: Callable[[str], str] = str) -> tuple[str, ...]:
+    """The device's cells under DEVICE_SUMMARY_COLUMNS; `status_text` may dress the status (a colour)."""
+    return (
+        device.thing_name,
+        device.site,
+        device.line_id,
+        device.architecture.value,
+        device.runtime_version,
+        device.current_model_version or "-",
+        status_text(device.status.value),
+        device.reason or "-",
+        device.status_since.isoformat(timespec="seconds"),
+    )
 
 
 def fleet_status(
@@ -325,7 +344,7 @@ def _in_rollout(device: DeviceRecord, rollout: DeploymentRecord) -> tuple[WhyNot
 def _excluded(device: DeviceRecord, planned_reason: str, manifest: ModelManifest | None) -> tuple[WhyNotCategory, str]:
     """Left out when the rollout was planned; the manifest (if readable) tells which kind of reason."""
     if manifest is None:
-        # Without the manifest, the plan's own wording (orchestrator.logic.choose_tier) tells the kind.
+        # Without the manifest, the plan's own wording (planning.choose_tier) tells the kind.
         if planned_reason.startswith("offline"):
             return WhyNotCategory.OFFLINE, planned_reason
         if planned_reason.endswith("not targeted"):

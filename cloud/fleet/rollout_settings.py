@@ -1,20 +1,24 @@
-"""Environment of the orchestrator (and of status intake, which advances rollouts too).
+"""Environment of the rollout functions: the orchestrator, status intake and the wave controller.
 
 EDGELOOP_DEVICE_TABLE, EDGELOOP_DEPLOYMENT_TABLE, EDGELOOP_MODEL_BUCKET (required);
 EDGELOOP_DELIVERY = "greengrass" (default) | "local"; with greengrass also
 EDGELOOP_GATEWAY_COMPONENT_VERSION and EDGELOOP_MODEL_RUNNER_COMPONENT_VERSION (required there:
 a deployment pins exact component versions). The local delivery reads its broker settings itself
-(see delivery.LocalDelivery.from_environment).
+(edgeloop.local.delivery). The rollout policy (canary share, failure threshold, timeouts, offline
+silence) comes from its own variables, schemas.deployment.ROLLOUT_POLICY_ENV, each defaulting to
+RolloutPolicy's value.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from collections.abc import Mapping
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from edgeloop.cloud.settings import EnvSettings
-from edgeloop.schemas import names
+from edgeloop.schemas import RolloutPolicy, names
 from edgeloop.schemas.common import SemVer
 
 DeliveryKind = Literal["greengrass", "local"]
@@ -29,6 +33,13 @@ class RolloutSettings(EnvSettings):
     model_runner_component_version: SemVer | None = Field(
         default=None, validation_alias=names.MODEL_RUNNER_COMPONENT_VERSION_ENV
     )
+    policy: RolloutPolicy = RolloutPolicy()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        environ = os.environ if environ is None else environ
+        settings = super().from_env(environ)
+        return settings.model_copy(update={"policy": RolloutPolicy.from_environment(environ)})
 
     @model_validator(mode="after")
     def _greengrass_pins_versions(self) -> RolloutSettings:

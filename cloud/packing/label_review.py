@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from edgeloop.cloud import s3
+from edgeloop.cloud.datalake.packs import examples_key
 from edgeloop.cloud.packing.labels import classify
-from edgeloop.functions.metric_packer.data_access import examples_key
 from edgeloop.schemas import SpecLimits, UseCaseConfig
 from edgeloop.schemas.training import (
     LabelProposal,

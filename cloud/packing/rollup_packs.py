@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from edgeloop.cloud.datalake.context import context_columns, quantize, sub_intervals
+from edgeloop.cloud.datalake.rollups import MINUTE_MS, build_levels, require_columns
 from edgeloop.cloud.packing.taxonomy import rollups_to_roles
-from edgeloop.functions.context.logic import context_columns, quantize, sub_intervals
-from edgeloop.functions.rollups.logic import MINUTE_MS, build_levels, require_columns
 from edgeloop.schemas import ContextInterval, UseCaseConfig
 
 PACK_STATS = ("count", "mean", "std", "min", "max")
@@ -43,7 +43,7 @@ def metric_packs(
     key: str = "metric",
 ) -> pd.DataFrame:
     """Packs of 1-minute `rollups` (a `key` column plus count, sum, min, max, m2 and bucket_start_ms)
-    inside the context `slices` (`context.logic.quantize(..., "1m")`).
+    inside the context `slices` (`cloud.datalake.context.quantize(..., "1m")`).
 
     Columns: window_start_ms, window_end_ms, the context columns, then `<key>__<stat>` per key.
     """

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeloop.cli.fleet import fleet_app
+from edgeloop.cli.fleet import devices_table, fleet_app
 from edgeloop.cli.gateway import gateway_app
 from edgeloop.cli.labels import labels_app
 from edgeloop.cli.models import models_app
@@ -33,7 +33,7 @@ console = Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.
 
 
 def _print_outcome(outcome) -> None:
-    from edgeloop.demo.run import DemoOutcome
+    from edgeloop.demo.outcome import DemoOutcome
 
     assert isinstance(outcome, DemoOutcome)
     verdict = "[green]==[/]" if outcome.samples_sent == outcome.samples_landed else "[red]!=[/]"
@@ -58,7 +58,7 @@ def _print_outcome(outcome) -> None:
             f"{outcome.live_mae.get(model.line_id, float('nan')):.4f} ({outcome.live_points.get(model.line_id, 0)} pts)",
         )
     console.print(metrics)
-    console.print(fleet_table(outcome.fleet, title="Fleet status (read back from DynamoDB)"))
+    console.print(devices_table(outcome.fleet, title="Fleet status (read back from DynamoDB)"))
     if outcome.report_path:
         console.print(f"report: {outcome.report_path}")
 
@@ -66,30 +66,6 @@ def _print_outcome(outcome) -> None:
 def _per_class(values: dict[str, float], order: tuple[str, ...]) -> str:
     # a class absent from the test set (or never predicted) has no precision/recall: "-"
     return " / ".join(f"{values[k]:.2f}" if k in values else "-" for k in order)
-
-
-def _shorten(text: str, limit: int = 48) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def fleet_table(devices, title: str) -> Table:
-    table = Table(title=title)
-    for column in ("thing", "site", "line", "arch", "runtime", "model version", "status", "reason", "since"):
-        table.add_column(column)
-    for d in devices:
-        style = "green" if d.status.value == "applied" else "yellow"
-        table.add_row(
-            d.thing_name,
-            d.site,
-            d.line_id,
-            d.architecture.value,
-            d.runtime_version,
-            d.current_model_version or "-",
-            f"[{style}]{d.status.value}[/]",
-            _shorten(d.reason) or "-",
-            d.status_since.isoformat(timespec="seconds"),
-        )
-    return table
 
 
 @app.command()

@@ -1,14 +1,19 @@
-"""`edgeloop fleet ...`: which device runs which model, its history, and why a device is not on a version.
+"""`edgeloop fleet ...`: which device runs which model, its history, why a device is not on a version,
+and how a rollout of a model would go.
 
 The same queries as the fleet API (functions/fleet_status), straight against the DynamoDB tables:
 the stack's tables in AWS (EDGELOOP_DEVICE_TABLE / EDGELOOP_DEPLOYMENT_TABLE, or the options), the
-local runtime's by default (with AWS_ENDPOINT_URL pointing at its moto_server).
+local runtime's by default (with AWS_ENDPOINT_URL pointing at its moto_server). `plan` previews a
+rollout under a rollout policy given by options (or the EDGELOOP_* policy variables the rollout
+functions read), the orchestrator's own planning, without writing or delivering anything.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -52,31 +57,17 @@ def status(
     if as_json:
         _print_json({"devices": [r.model_dump(mode="json") for r in records]})
         return
-    table = _table(
-        f"Fleet: {len(records)} devices",
-        "thing",
-        "site",
-        "line",
-        "arch",
-        "runtime",
-        "model",
-        "status",
-        "reason",
-        "since",
-    )
+    console.print(devices_table(records, f"Fleet: {len(records)} devices"))
+
+
+def devices_table(records, title: str) -> Table:
+    """One row per device: where it is, what it is, what it runs, and its status since when."""
+    from edgeloop.cloud.fleet.queries import DEVICE_SUMMARY_COLUMNS, device_summary
+
+    table = _table(title, *DEVICE_SUMMARY_COLUMNS)
     for d in records:
-        table.add_row(
-            d.thing_name,
-            d.site,
-            d.line_id,
-            d.architecture.value,
-            d.runtime_version,
-            d.current_model_version or "-",
-            _styled(d.status.value),
-            d.reason or "-",
-            d.status_since.isoformat(timespec="seconds"),
-        )
-    console.print(table)
+        table.add_row(*device_summary(d, status_text=_styled))
+    return table
 
 
 @fleet_app.command("history")
@@ -144,6 +135,83 @@ def why_not(
             d.since.isoformat(timespec="seconds"),
         )
     console.print(table)
+
+
+_POLICY_HELP = "rollout policy (default: the variable, else schemas.deployment.RolloutPolicy's)"
+
+
+@fleet_app.command("plan")
+def plan(
+    source: str = typer.Argument(..., help="a model package ARN, or its manifest (s3:// URI or a local file)"),
+    canary_share: float = typer.Option(None, "--canary-share", envvar=names.CANARY_SHARE_ENV, help=_POLICY_HELP),
+    failure_threshold: float = typer.Option(
+        None, "--failure-threshold", envvar=names.FAILURE_THRESHOLD_ENV, help=_POLICY_HELP
+    ),
+    rollout_timeout_s: int = typer.Option(
+        None, "--rollout-timeout-s", envvar=names.ROLLOUT_TIMEOUT_S_ENV, help=_POLICY_HELP
+    ),
+    as_json: bool = JsonOption,
+    device_table: str = DeviceTableOption,
+) -> None:
+    """How a rollout of SOURCE would go: its waves and the devices left out, and why. Writes nothing."""
+    from edgeloop.cloud.fleet.planning import plan_rollout
+
+    policy = _run(
+        lambda: _policy(
+            canary_share=canary_share, failure_threshold=failure_threshold, rollout_timeout_s=rollout_timeout_s
+        )
+    )
+    manifest, package = _run(lambda: _manifest(source))
+    fleet = _devices(device_table).scan_all()
+    record = plan_rollout(manifest, fleet, model_package_arn=package, policy=policy, now=datetime.now(UTC))
+    if as_json:
+        _print_json({"policy": policy.model_dump(mode="json"), "plan": record.model_dump(mode="json")})
+        return
+    title = (
+        f"Rollout of {manifest.model_id} {manifest.version}: {len(record.targets)} devices in {len(record.waves)} "
+        f"waves (canary share {policy.canary_share:g}, failure threshold {policy.failure_threshold:g})"
+    )
+    table = _table(title, "wave", "precision", "devices", "targets")
+    for wave in record.waves:
+        table.add_row(str(wave.index), wave.precision.value, str(len(wave.targets)), ", ".join(wave.targets))
+    console.print(table)
+    excluded = _table(f"Left out: {len(record.excluded)} devices", "thing", "reason")
+    for entry in record.excluded:
+        excluded.add_row(entry.thing_name, entry.reason)
+    console.print(excluded)
+    if record.reason:
+        errors.print(f"[red]{record.reason}[/]", highlight=False)
+
+
+def _policy(**options: float | None):
+    """The rollout policy with the options given; a bad one raises ValueError naming the option and the value."""
+    from pydantic import ValidationError
+
+    from edgeloop.schemas import RolloutPolicy
+
+    given = {field: value for field, value in options.items() if value is not None}
+    try:
+        return RolloutPolicy(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0])
+        raise ValueError(f"--{field.replace('_', '-')}={given[field]!r}: {error['msg']}") from None
+
+
+def _manifest(source: str):
+    """(the manifest, the model package ARN) of a package ARN; of a manifest, the ARN is a stand-in naming it."""
+    from edgeloop.cloud import model_registry
+    from edgeloop.schemas import ModelManifest
+
+    if source.startswith("arn:"):
+        package = model_registry.describe_model_package(source)
+        return model_registry.load_manifest(model_registry.manifest_uri_of(package)), source
+    if source.startswith("s3://"):
+        return model_registry.load_manifest(source), f"manifest:{source}"
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"source={source!r} is neither a model package ARN, an s3:// URI nor a manifest file")
+    return ModelManifest.model_validate_json(path.read_text()), f"manifest:{path.name}"
 
 
 def _devices(table_name: str):

@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edgeloop.schemas import names
+from edgeloop.schemas.model import Architecture
+
 gateway_app = typer.Typer(no_args_is_help=True, help="Gateways: provisioning and replay of recordings.")
 # soft_wrap: messages name paths and values; a wrapped line would break them in logs and greps.
 # No file= : rich then writes to sys.stdout/sys.stderr as they are at print time.
@@ -20,8 +23,8 @@ def provision(
     name: str = typer.Argument(..., help="thing name of the gateway"),
     site: str = typer.Option(..., "--site", help="site id, e.g. plant-gent"),
     line: str = typer.Option(..., "--line", help="line id, e.g. line-1"),
-    arch: str = typer.Option(..., "--arch", help="x86_64, aarch64 or armv7l"),
-    use_case: str = typer.Option("extrusion", "--use-case"),
+    arch: str = typer.Option(..., "--arch", help=" | ".join(Architecture)),
+    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
     runtime_version: str = typer.Option(None, "--runtime-version", help="default: this edgeloop's version"),
     out: Path = typer.Option(Path("."), "--out", help="where to write gateway.json, certificate, key and CA"),
     device_dir: Path = typer.Option(

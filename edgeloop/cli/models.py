@@ -67,7 +67,7 @@ def group_names(use_case: str | None = None, line_id: str | None = None) -> list
 def package_rows(
     use_case: str | None = None, line_id: str | None = None, status: str | None = None
 ) -> list[PackageRow]:
-    from edgeloop.sagemaker_pipelines.steps.register import METADATA_PREFIX
+    from edgeloop.sagemaker_pipelines.steps.lineage import METADATA_PREFIX
 
     if status is not None and status not in APPROVAL_STATUSES:
         raise ValueError(f"--status {status!r} is not one of {list(APPROVAL_STATUSES)}")
@@ -96,7 +96,7 @@ def package_rows(
 
 def resolve_package(reference: str) -> dict[str, Any]:
     """A described package from its ARN, or GROUP/N (package version) or GROUP/MAJOR.MINOR.PATCH."""
-    from edgeloop.sagemaker_pipelines.steps.register import METADATA_PREFIX
+    from edgeloop.sagemaker_pipelines.steps.lineage import METADATA_PREFIX
 
     sagemaker = _sagemaker()
     if reference.startswith("arn:"):
@@ -114,7 +114,8 @@ def resolve_package(reference: str) -> dict[str, Any]:
 
 def package_details(reference: str):
     """(described package, RegistryLineage, ModelManifest) of one model package."""
-    from edgeloop.sagemaker_pipelines.steps.register import load_manifest, parse_lineage
+    from edgeloop.cloud.model_registry import load_manifest
+    from edgeloop.sagemaker_pipelines.steps.lineage import parse_lineage
 
     package = resolve_package(reference)
     lineage = parse_lineage(package.get("CustomerMetadataProperties") or {})

@@ -64,6 +64,13 @@ def check_date_range(start: date | None, end: date | None) -> None:
         raise PipelineCommandError(f"--end={end.isoformat()} is before --start={start.isoformat()}")
 
 
+def date_range(start: str | None, end: str | None) -> tuple[date | None, date | None]:
+    """--start and --end as dates (None: unbounded), the end not before the start."""
+    first, last = parse_iso_date("--start", start), parse_iso_date("--end", end)
+    check_date_range(first, last)
+    return first, last
+
+
 def upsert_pipeline(*, name: str, definition: str, role_arn: str, description: str) -> tuple[str, bool]:
     """Create the pipeline, or update it if it exists. Returns (pipeline ARN, created?)."""
     from edgeloop.cloud.aws import client
@@ -154,7 +161,9 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
 # --- commands -------------------------------------------------------------------------------------
 @pipeline_app.command()
 def definition(
-    use_case: str = typer.Option("extrusion", "--use-case", help="use case under sagemaker_pipelines/use_cases/"),
+    use_case: str = typer.Option(
+        names.DEFAULT_USE_CASE, "--use-case", help="use case under sagemaker_pipelines/use_cases/"
+    ),
     out: Path = typer.Option(None, "--out", help="write here instead of printing"),
     write_snapshots: bool = typer.Option(
         False,
@@ -185,7 +194,7 @@ def definition(
 @pipeline_app.command()
 def upsert(
     role_arn: str = typer.Option(..., "--role-arn", help="the pipeline execution role"),
-    use_case: str = typer.Option("extrusion", "--use-case"),
+    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
     data_bucket: str = typer.Option(..., "--data-bucket"),
     model_bucket: str = typer.Option(..., "--model-bucket"),
     image_uri: str = typer.Option(..., "--image-uri", help="the step image (sagemaker_pipelines/Dockerfile)"),
@@ -202,14 +211,14 @@ def upsert(
     import boto3
 
     from edgeloop.sagemaker_pipelines.pipeline import build_definition, pipeline_name
+    from edgeloop.sagemaker_pipelines.targets import PipelineTargets
 
     region = region or boto3.session.Session().region_name
     try:
         if not region:
             raise PipelineCommandError("--region is not set and boto3 has no default region")
         config = _use_case(use_case)
-        text = build_definition(
-            config,
+        targets = PipelineTargets(
             data_bucket=data_bucket,
             model_bucket=model_bucket,
             image_uri=image_uri,
@@ -218,6 +227,7 @@ def upsert(
             region=region,
             signing_key_secret_arn=signing_key_secret_arn,
         )
+        text = build_definition(config, targets)
         if not signing_key_secret_arn:
             errors.print(
                 "[yellow]warning:[/] no --signing-key-secret-arn: the register step will register unsigned payloads, "
@@ -237,7 +247,7 @@ def upsert(
 
 @pipeline_app.command()
 def start(
-    use_case: str = typer.Option("extrusion", "--use-case"),
+    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
     line: str = typer.Option(..., "--line", help="line id"),
     start_date: str = typer.Option(None, "--start", help="first event date, YYYY-MM-DD (default: earliest)"),
     end_date: str = typer.Option(None, "--end", help="last event date, inclusive (default: latest)"),
@@ -251,11 +261,10 @@ def start(
 ) -> None:
     """Start an execution of the use case's pipeline for one line and date range."""
     try:
-        first, last = parse_iso_date("--start", start_date), parse_iso_date("--end", end_date)
-        check_date_range(first, last)
+        first, last = date_range(start_date, end_date)
         check_model_version(model_version)
         if code_version is None:
-            from edgeloop.sagemaker_pipelines.steps.register import code_version as checkout_version
+            from edgeloop.sagemaker_pipelines.steps.lineage import code_version as checkout_version
 
             code_version = checkout_version()
         now = datetime.now(UTC)
@@ -278,7 +287,7 @@ def start(
 
 @pipeline_app.command("run-local")
 def run_local_command(
-    use_case: str = typer.Option("extrusion", "--use-case"),
+    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
     lines: list[str] = typer.Option(..., "--line", help="line id (repeat for several lines)"),
     start_date: str = typer.Option(None, "--start", help="first event date, YYYY-MM-DD"),
     end_date: str = typer.Option(None, "--end", help="last event date, inclusive"),
@@ -295,8 +304,7 @@ def run_local_command(
 ) -> None:
     """Run dataset -> train -> evaluate -> register on this machine against the configured AWS endpoint."""
     try:
-        first, last = parse_iso_date("--start", start_date), parse_iso_date("--end", end_date)
-        check_date_range(first, last)
+        first, last = date_range(start_date, end_date)
         _use_case(use_case)
     except PipelineCommandError as exc:
         raise _fail(exc) from None

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from edgeloop.schemas import ContextInterval, names
-
-if TYPE_CHECKING:
-    from edgeloop.demo.run import DemoRun
+from edgeloop.demo.outcome import DemoOutcome
+from edgeloop.schemas import ContextInterval, UseCaseConfig, names
 
 
 def predicted_vs_measured(curated: pd.DataFrame, target: str, prediction: str, label_window_s: int) -> pd.DataFrame:
@@ -89,25 +86,31 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(demo: DemoRun, path: Path) -> Path:
-    from edgeloop.functions.compaction.logic import read_curated
-    from edgeloop.functions.metric_packer.data_access import get_context_intervals
-
-    use_case = demo.use_case
-    series = {}
-    for line_id in demo.settings.line_ids():
-        curated = read_curated(names.LOCAL_DATA_BUCKET, line_id)
-        frame = predicted_vs_measured(
-            curated, use_case.target_metric, use_case.prediction_metric, use_case.label_window_s
-        )
-        series[line_id] = with_spec_limits(frame, get_context_intervals(names.LOCAL_DATA_BUCKET, line_id))
-    outcome = demo.outcome
+def write_report(outcome: DemoOutcome, use_case: UseCaseConfig, line_ids: list[str], path: Path) -> Path:
+    """Compare each line's live predictions with what was measured, record the live figures in
+    `outcome`, and write the report."""
+    series = {line_id: _live_series(line_id, use_case) for line_id in line_ids}
     for line_id, frame in series.items():
         outcome.live_points[line_id] = len(frame)
         outcome.live_mae[line_id] = (
             float((frame.predicted - frame.measured).abs().mean()) if len(frame) else float("nan")
         )
-    metrics_rows = [
+    path = Path(path)
+    path.write_text(_document(outcome, series, use_case.target_metric))
+    return path.resolve()
+
+
+def _live_series(line_id: str, use_case: UseCaseConfig) -> pd.DataFrame:
+    from edgeloop.cloud.datalake.context import get_context_intervals
+    from edgeloop.cloud.datalake.curated import read_curated
+
+    curated = read_curated(names.LOCAL_DATA_BUCKET, line_id)
+    frame = predicted_vs_measured(curated, use_case.target_metric, use_case.prediction_metric, use_case.label_window_s)
+    return with_spec_limits(frame, get_context_intervals(names.LOCAL_DATA_BUCKET, line_id))
+
+
+def _model_rows(outcome: DemoOutcome) -> list[list[object]]:
+    return [
         [
             m.line_id,
             m.n_examples,
@@ -119,22 +122,14 @@ def write_report(demo: DemoRun, path: Path) -> Path:
         ]
         for m in outcome.models.values()
     ]
-    fleet_rows = [
-        [
-            d.thing_name,
-            d.site,
-            d.line_id,
-            d.architecture.value,
-            d.runtime_version,
-            d.current_model_version or "-",
-            d.status.value,
-            d.reason or "-",
-            d.last_seen.isoformat(timespec="seconds"),
-        ]
-        for d in outcome.fleet
-    ]
+
+
+def _document(outcome: DemoOutcome, series: dict[str, pd.DataFrame], target: str) -> str:
+    from edgeloop.cloud.fleet.queries import DEVICE_SUMMARY_COLUMNS, device_summary
+
+    fleet_rows = [list(device_summary(d)) for d in outcome.fleet]
     live_rows = [[line, outcome.live_points[line], f"{outcome.live_mae[line]:.4f}"] for line in series]
-    document = f"""<!doctype html>
+    return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgeloop demo report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}}
 table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
@@ -143,14 +138,11 @@ th{{background:#f3f3f3}}</style></head><body>
 <p>Samples accepted by the gateways: <b>{outcome.samples_sent:,}</b>; landed in curated storage (unique by thing and
 sequence number): <b>{outcome.samples_landed:,}</b>; quarantined objects: {outcome.samples_quarantined}.</p>
 <h2>Models (one per line, test set: the last quarter of the history)</h2>
-{_table(["line", "examples", "MSE", "MAE", "precision", "recall", "model package"], metrics_rows)}
+{_table(["line", "examples", "MSE", "MAE", "precision", "recall", "model package"], _model_rows(outcome))}
 <h2>Live scoring on the gateways</h2>
 {_table(["line", "predictions", "mean abs error vs measured"], live_rows)}
-{_figure_html(series, use_case.target_metric)}
+{_figure_html(series, target)}
 <h2>Fleet status (DynamoDB)</h2>
-{_table(["thing", "site", "line", "architecture", "runtime", "model", "status", "reason", "last seen"], fleet_rows)}
+{_table(list(DEVICE_SUMMARY_COLUMNS), fleet_rows)}
 </body></html>
 """
-    path = Path(path)
-    path.write_text(document)
-    return path.resolve()

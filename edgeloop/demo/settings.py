@@ -7,10 +7,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from edgeloop.model_runtime.model_format import RUNTIME_VERSION
-from edgeloop.schemas import Architecture
+from edgeloop.schemas import Architecture, RolloutPolicy, names
 
-# Gateways cycle through these so one rollout reaches every hardware kind the fp32 tier supports.
-DEMO_ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
+# Gateways cycle through every architecture, so one rollout reaches each hardware kind the tiers support.
+DEMO_ARCHITECTURES = tuple(Architecture)
 DEMO_SITE = "plant-a"
 DEMO_RUNTIME_VERSION = RUNTIME_VERSION  # the gateways run this release's ModelRunner
 
@@ -22,11 +22,14 @@ class DemoSettings(BaseModel):
     live_minutes: float = Field(default=40.0, gt=0, description="simulated time scored live with the new model")
     live_speedup: float = Field(default=60.0, gt=0, description="simulated seconds per wall-clock second, live phase")
     seed: int = 7
-    use_case: str = "extrusion"
+    use_case: str = names.DEFAULT_USE_CASE
     model_version: str = "1.0.0"
     workdir: Path = Path(".edgeloop/demo")
     report_path: Path = Path("demo-report.html")
     timeout_s: float = Field(default=600.0, gt=0, description="upper bound for each waiting step")
+    rollout_policy: RolloutPolicy = Field(
+        default_factory=RolloutPolicy, description="what the demo's rollout follows (its environment variables)"
+    )
 
     def line_ids(self) -> list[str]:
         return [f"line-{i + 1}" for i in range(self.lines)]

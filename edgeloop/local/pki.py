@@ -67,9 +67,18 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _validity() -> tuple[dt.datetime, dt.datetime]:
+def _builder(subject: x509.Name, *, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    """A certificate for `key`, valid from a little before now (clock skew) for VALIDITY."""
     now = dt.datetime.now(dt.UTC)
-    return now - CLOCK_SKEW, now + VALIDITY
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + VALIDITY)
+    )
 
 
 class CertificateAuthority:
@@ -95,15 +104,8 @@ class CertificateAuthority:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         key = _new_key()
-        not_before, not_after = _validity()
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
+            _builder(_name(name), issuer=_name(name), key=key)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -133,15 +135,8 @@ class CertificateAuthority:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         key = _new_key()
-        not_before, not_after = _validity()
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
+            _builder(_name(common_name), issuer=self.certificate.subject, key=key)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )

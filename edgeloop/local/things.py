@@ -1,7 +1,7 @@
 """Gateways in the local IoT registry (moto), as `edgeloop gateway provision` leaves them in AWS.
 
 Ingest and context check every message's line against the registry
-(functions/common/line_directory.py), so the embedded runtime registers each gateway it runs: the thing of type
+(cloud/line_directory.py), so the embedded runtime registers each gateway it runs: the thing of type
 names.GATEWAY_THING_TYPE with the context attributes and the site and line thing groups, built
 from the same ProvisioningRequest provisioning uses. Certificates are left out: the runtime's own
 CA issues them for mosquitto.

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.schemas import UseCaseConfig, load_use_case
+from edgeloop.schemas.common import IDENTIFIER
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
-_LINE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # schemas.common.Identifier
-_ROLE = _LINE_ID
+_ROLE = IDENTIFIER
 _METRIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _QUERY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -131,8 +131,8 @@ def _line_ids(parameter: Parameter, value: Any) -> tuple[str, ...]:
         raise _fail(parameter, value, "must be a list of line ids or a comma-separated string")
     items = [item.strip() if isinstance(item, str) else item for item in items]
     for item in items:
-        if not isinstance(item, str) or not _LINE_ID.match(item):
-            raise _fail(parameter, value, f"holds {item!r}, which is not a line id (must match {_LINE_ID.pattern})")
+        if not isinstance(item, str) or not IDENTIFIER.match(item):
+            raise _fail(parameter, value, f"holds {item!r}, which is not a line id (must match {IDENTIFIER.pattern})")
     if not items:
         raise _fail(parameter, value, "names no line")
     return tuple(dict.fromkeys(items))
@@ -168,8 +168,8 @@ def _choice(parameter: Parameter, value: Any) -> str:
 def _use_case(parameter: Parameter, value: Any) -> UseCaseConfig:
     if isinstance(value, UseCaseConfig):
         return value
-    if not isinstance(value, str) or not _LINE_ID.match(value):
-        raise _fail(parameter, value, f"is not a use case name (must match {_LINE_ID.pattern})")
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise _fail(parameter, value, f"is not a use case name (must match {IDENTIFIER.pattern})")
     try:
         return load_use_case(value)
     except FileNotFoundError as exc:
@@ -177,7 +177,7 @@ def _use_case(parameter: Parameter, value: Any) -> UseCaseConfig:
 
 
 _PARSERS: dict[str, Callable[[Parameter, Any], Any]] = {
-    "line_id": _pattern(_LINE_ID, "line id"),
+    "line_id": _pattern(IDENTIFIER, "line id"),
     "line_ids": _line_ids,
     "metric": _pattern(_METRIC, "metric name"),
     "role": _pattern(_ROLE, "role name"),

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from edgeloop.schemas import names
+from edgeloop.schemas import ContextKind, names
 
 # Glue (Hive) column type -> DuckDB type and Arrow type; the only types the tables use.
 DUCKDB_TYPES = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE"}
 ARROW_TYPES = {"string": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
 
 PROJECTION_START_DATE = "2020-01-01"  # the oldest event or ingest date Athena projects
-RESOLUTIONS = ("1m", "5m", "1h", "1d")  # functions/rollups/logic.py RESOLUTIONS (checked in a test)
+RESOLUTIONS = ("1m", "5m", "1h", "1d")  # cloud/datalake/rollups.py RESOLUTIONS (checked in a test)
 
 
 @dataclass(frozen=True)
@@ -123,19 +123,24 @@ _SAMPLE_COLUMNS = (
     Column("ingest_time_ms", "bigint"),
 )
 
-CURATED_SAMPLES = Table(
-    name="curated_samples",
-    prefix=names.CURATED_PREFIX,
-    columns=_SAMPLE_COLUMNS,
-    partitions=(_injected("line"), _daily("event_date")),
-    description="Samples by line and event date (UTC), de-duplicated by (thing_name, seq)",
+
+def _samples(name: str, prefix: str, date_partition: str, description: str) -> Table:
+    """Curated and late samples share their columns; both are partitioned by line, then a UTC date."""
+    partitions = (_injected("line"), _daily(date_partition))
+    return Table(name=name, prefix=prefix, columns=_SAMPLE_COLUMNS, partitions=partitions, description=description)
+
+
+CURATED_SAMPLES = _samples(
+    "curated_samples",
+    names.CURATED_PREFIX,
+    "event_date",
+    "Samples by line and event date (UTC), de-duplicated by (thing_name, seq)",
 )
-LATE_SAMPLES = Table(
-    name="late_samples",
-    prefix=names.LATE_PREFIX,
-    columns=_SAMPLE_COLUMNS,
-    partitions=(_injected("line"), _daily("ingest_date")),
-    description="Samples that arrived later than the lateness SLA, by line and ingest date (UTC)",
+LATE_SAMPLES = _samples(
+    "late_samples",
+    names.LATE_PREFIX,
+    "ingest_date",
+    "Samples that arrived later than the lateness SLA, by line and ingest date (UTC)",
 )
 ROLLUPS = Table(
     name="rollups",
@@ -163,11 +168,7 @@ CONTEXT_SLICES = Table(
     columns=(
         Column("slice_start_ms", "bigint"),
         Column("slice_end_ms", "bigint"),
-        *(
-            Column(f"{kind}_{part}", "string")
-            for kind in ("run", "state", "shift", "work_order")
-            for part in ("id", "value")
-        ),
+        *(Column(f"{kind.value}_{part}", "string") for kind in ContextKind for part in ("id", "value")),
         Column("spec_target_metric", "string"),
         Column("spec_lower", "double"),
         Column("spec_upper", "double"),

@@ -1,7 +1,8 @@
 """Compaction: raw/ (by ingestion time, JSON) -> curated/ (by line and event date, Parquet).
 
 Each curated partition `curated/line=<line>/event_date=YYYY-MM-DD/` holds one Parquet part,
-sorted by (thing_name, metric, time_ms) and free of duplicate (thing_name, seq) rows.
+sorted by (thing_name, metric, time_ms) and free of duplicate (thing_name, seq) rows (the layout,
+its schema and its readers: cloud/datalake/curated.py).
 
 Merge strategy (fine at demo scale, documented because it does not scale forever): for every
 partition touched by new raw objects, read the partition's existing parts, union them with the
@@ -21,7 +22,7 @@ where it lands.
 De-duplication does not cross the two stores: a copy re-sent after the SLA of a row already in
 curated lands in late/ too.
 A crash between the write and the delete leaves two overlapping parts; readers de-duplicate
-(`read_curated`) and the next merge of that partition repairs it.
+(`curated.read_curated`) and the next merge of that partition repairs it.
 
 Incremental runs: after its partitions are written, each processed raw key gets an empty marker
 `_state/compacted/<raw key>`; a rerun skips marked keys. A crash before the markers only means
@@ -32,35 +33,28 @@ stack gives the function a reserved concurrency of 1).
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from edgeloop.cloud import s3
+from edgeloop.cloud.datalake.curated import (
+    CURATED_SCHEMA,
+    curated_parquet_bytes,
+    dedupe_and_sort,
+    late_partition_prefix,
+    partition_prefix,
+    read_curated_part,
+)
 from edgeloop.schemas import names
 from edgeloop.schemas.raw_batch import RawBatch
 
 STATE_PREFIX = "_state/compacted"
-CURATED_SCHEMA = pa.schema(
-    [
-        ("thing_name", pa.string()),
-        ("line_id", pa.string()),
-        ("metric", pa.string()),
-        ("time_ms", pa.int64()),
-        ("value", pa.float64()),
-        ("seq", pa.int64()),
-        ("ingest_time_ms", pa.int64()),
-    ]
-)
-SORT_KEYS = ["thing_name", "metric", "time_ms"]
 DAY_MS = 86_400_000
 DELAY_QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "max": 1.0}
-DEDUPE_KEYS = ["thing_name", "seq"]
 
 
 @dataclass
@@ -83,14 +77,6 @@ class CompactionResult:
 
 def marker_key(raw_key: str) -> str:
     return f"{STATE_PREFIX}/{raw_key}"
-
-
-def partition_prefix(line_id: str, event_date: str) -> str:
-    return f"{names.CURATED_PREFIX}/line={line_id}/event_date={event_date}/"
-
-
-def late_partition_prefix(line_id: str, ingest_date: str) -> str:
-    return f"{names.LATE_PREFIX}/line={line_id}/ingest_date={ingest_date}/"
 
 
 def compact(
@@ -183,7 +169,7 @@ def raw_rows(body: bytes) -> pd.DataFrame:
 def _merge_partition(bucket: str, prefix: str, new_rows: pd.DataFrame) -> tuple[int, int]:
     """Rewrite one partition as old ∪ new, de-duplicated; returns (rows written, duplicates dropped)."""
     old_keys = [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet")]
-    frames = [_read_parquet(s3.get_bytes(bucket, key)) for key in old_keys]
+    frames = [read_curated_part(s3.get_bytes(bucket, key)) for key in old_keys]
     merged = pd.concat([*frames, new_rows], ignore_index=True)
     clean = dedupe_and_sort(merged)
     body = _to_parquet(clean)
@@ -193,48 +179,7 @@ def _merge_partition(bucket: str, prefix: str, new_rows: pd.DataFrame) -> tuple[
     return len(clean), len(merged) - len(clean)
 
 
-def dedupe_and_sort(rows: pd.DataFrame) -> pd.DataFrame:
-    """Drop repeated (thing_name, seq), keeping the earliest ingested copy; sort for readers."""
-    rows = rows.sort_values(["ingest_time_ms", "thing_name", "seq"], kind="stable")
-    rows = rows.drop_duplicates(DEDUPE_KEYS, keep="first")
-    return rows.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
-
-
 def _to_parquet(rows: pd.DataFrame) -> bytes:
     return curated_parquet_bytes(
         pa.Table.from_pandas(rows[CURATED_SCHEMA.names], schema=CURATED_SCHEMA, preserve_index=False)
     )
-
-
-def curated_parquet_bytes(table: pa.Table) -> bytes:
-    """A curated part as stored: CURATED_SCHEMA, zstd (read by DuckDB and Athena alike)."""
-    buffer = io.BytesIO()
-    pq.write_table(table.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA), buffer, compression="zstd")
-    return buffer.getvalue()
-
-
-def _read_parquet(body: bytes) -> pd.DataFrame:
-    table = pq.read_table(io.BytesIO(body)).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
-    return table.to_pandas()
-
-
-def empty_curated() -> pd.DataFrame:
-    return CURATED_SCHEMA.empty_table().to_pandas()
-
-
-def read_curated(bucket: str, line_id: str) -> pd.DataFrame:
-    """Every curated row of a line, de-duplicated and sorted by (thing_name, metric, time_ms)."""
-    return _read_line(bucket, names.CURATED_PREFIX, line_id)
-
-
-def read_late(bucket: str, line_id: str) -> pd.DataFrame:
-    """Every row of a line that arrived beyond the lateness SLA, de-duplicated and sorted like curated."""
-    return _read_line(bucket, names.LATE_PREFIX, line_id)
-
-
-def _read_line(bucket: str, root: str, line_id: str) -> pd.DataFrame:
-    keys = [k for k in s3.list_keys(bucket, f"{root}/line={line_id}/") if k.endswith(".parquet")]
-    if not keys:
-        return empty_curated()
-    frames = [_read_parquet(s3.get_bytes(bucket, key)) for key in keys]
-    return dedupe_and_sort(pd.concat(frames, ignore_index=True))

@@ -1,9 +1,9 @@
-"""Where the context function reads and writes: intervals, 1-minute slices and quarantine records.
+"""Where the context function writes: 1-minute slices and quarantine records.
 
-Intervals stay where the metric packer reads them (context/line=<id>/intervals.jsonl, see
-metric_packer.data_access). Slices live at context_slices/line=<id>/slices.parquet: one object
-per line under a fixed name, so a rebuild replaces it in one PUT and a table over the prefix
-never sees two versions.
+The intervals themselves are stored with cloud/datalake/context.py, where the metric packer and
+the dataset step read them. Slices live at context_slices/line=<id>/slices.parquet: one object per
+line under a fixed name, so a rebuild replaces it in one PUT and a table over the prefix never
+sees two versions.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from edgeloop.cloud import s3
-from edgeloop.functions.metric_packer.data_access import get_context_intervals, upsert_context_intervals
-from edgeloop.schemas import ContextInterval, names
+from edgeloop.schemas import names
 
 
 def slices_key(line_id: str) -> str:
@@ -36,13 +35,3 @@ def get_slices(bucket: str, line_id: str) -> pa.Table:
 
 def put_quarantine(bucket: str, key: str, body: bytes) -> None:
     s3.put_bytes(bucket, key, body, content_type="application/json")
-
-
-def store_intervals(bucket: str, line_id: str, intervals: list[ContextInterval]) -> list[ContextInterval]:
-    """Add the intervals to the line's, replacing stored ones with the same (kind, interval_id);
-    returns every interval the line has now."""
-    return upsert_context_intervals(bucket, line_id, intervals)
-
-
-def stored_intervals(bucket: str, line_id: str) -> list[ContextInterval]:
-    return get_context_intervals(bucket, line_id)

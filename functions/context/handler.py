@@ -16,7 +16,6 @@ from functools import lru_cache
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.cloud.lambda_context import context_or_local
-from edgeloop.cloud.line_directory import IotLineDirectory
 from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent
 
@@ -29,12 +28,6 @@ logger, tracer, metrics = powertools("context")
 @lru_cache(maxsize=1)
 def _settings() -> Settings:
     return Settings.from_env()
-
-
-@lru_cache(maxsize=1)
-def _line_directory() -> IotLineDirectory:
-    # One per warm container, so its per-thing cache outlives the invocation.
-    return IotLineDirectory()
 
 
 def lambda_handler(event: dict, context) -> dict:
@@ -55,14 +48,15 @@ def lines_to_rebuild(event: dict) -> list[str] | None:
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
-    bucket = _settings().data_bucket
+    settings = _settings()
+    bucket = settings.data_bucket
     line_ids = lines_to_rebuild(event)
     if line_ids is not None:
         built = [rebuild_slices(bucket, line_id) for line_id in line_ids]
         metrics.add_metric(name="ContextSlicesRebuilt", unit=MetricUnit.Count, value=len(built))
         logger.info("slices rebuilt", extra={"lines": line_ids})
         return {"rebuilt": [asdict(b) for b in built]}
-    result = handle_context_message(bucket, IotRuleEvent.model_validate(event), lines=_line_directory())
+    result = handle_context_message(bucket, IotRuleEvent.model_validate(event), lines=settings.line_directory)
     metrics.add_metric(name="ContextIntervalsAccepted", unit=MetricUnit.Count, value=result.accepted)
     metrics.add_metric(name="ContextIntervalsRefused", unit=MetricUnit.Count, value=result.refused)
     if result.quarantine_key:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from edgeloop.cloud.fleet.device_messages import received_rule_event
 from edgeloop.cloud.fleet.devices import DeviceTable
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
-from edgeloop.schemas import IotRuleEvent
 
 from .logic import handle_announcement
 from .settings import Settings
@@ -31,8 +30,7 @@ def lambda_handler(event: dict, context) -> dict:
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
-    rule_event = IotRuleEvent.model_validate(event)
-    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=UTC)
+    rule_event, received_at = received_rule_event(event)
     result = handle_announcement(rule_event, DeviceTable(_settings().device_table), now=received_at)
     if result.refused:
         metrics.add_metric(name="AnnouncementsRefused", unit=MetricUnit.Count, value=1)

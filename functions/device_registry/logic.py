@@ -7,16 +7,13 @@ deployment, status) is kept, because a restart does not change which model it ru
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from edgeloop.cloud.fleet.device_messages import parse_device_message
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
-from edgeloop.schemas import DeviceAnnouncement, DeviceEvent, DeviceRecord, DeviceStatus, IotRuleEvent, names
-
-_VALUE_PREVIEW = 200
+from edgeloop.schemas import DeviceAnnouncement, DeviceProfile, DeviceRecord, DeviceStatus, IotRuleEvent, names
 
 
 class Registration(BaseModel):
@@ -41,17 +38,7 @@ def handle_announcement(event: IotRuleEvent, table: DeviceTable, *, now: datetim
 
 def parse_announcement(event: IotRuleEvent) -> DeviceAnnouncement:
     """The announcement in the event; ValueError naming the field and value when it is not one."""
-    topic_thing = thing_of_topic(event.topic, names.announce_topic)
-    document = json_payload(event)
-    try:
-        announcement = DeviceAnnouncement.model_validate(document)
-    except ValidationError as exc:
-        raise ValueError(f"not a DeviceAnnouncement: {describe_errors(exc)}") from exc
-    if announcement.thing_name != topic_thing:
-        raise ValueError(
-            f"thing_name={announcement.thing_name!r} does not match the thing {topic_thing!r} of topic {event.topic!r}"
-        )
-    return announcement
+    return parse_device_message(event, names.announce_topic, DeviceAnnouncement)
 
 
 def register_device(
@@ -93,100 +80,4 @@ def _refreshed_record(record: DeviceRecord, announcement: DeviceAnnouncement, se
 
 
 def _self_description(announcement: DeviceAnnouncement) -> dict:
-    return {
-        "thing_name": announcement.thing_name,
-        "site": announcement.site,
-        "line_id": announcement.line_id,
-        "use_case": announcement.use_case,
-        "architecture": announcement.architecture,
-        "runtime_version": announcement.runtime_version,
-        "supported_precisions": list(announcement.supported_precisions),
-    }
-
-
-# --- shared by the fleet functions that take IoT rule events ----------------------------------------
-
-
-def thing_of_topic(topic: str, expected_topic: Callable[[str], str]) -> str:
-    """The thing name of a device topic, checked against the topic the route is for."""
-    thing = names.thing_from_topic(topic)
-    if topic != expected_topic(thing):
-        raise ValueError(f"topic={topic!r} is not {expected_topic(thing)!r}")
-    return thing
-
-
-def json_payload(event: IotRuleEvent) -> dict:
-    try:
-        payload = event.payload
-    except ValueError as exc:
-        raise ValueError(f"payload_b64={_preview(event.payload_b64)} is not base64: {exc}") from exc
-    try:
-        document = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"payload={_preview(payload)} is not JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ValueError(f"payload is a JSON {type(document).__name__}, not an object")
-    return document
-
-
-def describe_errors(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(map(str, error["loc"])) or "<document>"
-        if error["type"] == "missing":
-            parts.append(f"{field} is missing")
-        else:
-            parts.append(f"{field}={_preview(error.get('input'))}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def _preview(value) -> str:
-    return repr(value)[:_VALUE_PREVIEW]
-
-
-# --- offline marking (the scheduled wave_controller calls this) --------------------------------------
-
-DEFAULT_OFFLINE_SILENCE_S = 15 * 60
-
-
-def mark_silent_devices(
-    table: DeviceTable, *, now: datetime, silence_s: float = DEFAULT_OFFLINE_SILENCE_S
-) -> list[DeviceRecord]:
-    """Mark OFFLINE every device not seen for `silence_s`, with reason "silent since <last_seen>".
-
-    A later announcement (above) or status report brings the device back. The write re-checks
-    last_seen, so a device heard from between the scan and the write stays online.
-    """
-    if silence_s <= 0:
-        raise ValueError(f"silence_s={silence_s} must be > 0")
-    cutoff = now - timedelta(seconds=silence_s)
-    marked = []
-    for device in table.scan_all():
-        if device.status is DeviceStatus.OFFLINE or device.last_seen >= cutoff:
-            continue
-        record = table.compare_and_swap_with_history(
-            device.thing_name, _offline_if_silent(cutoff, now), event=DeviceEvent.OFFLINE
-        )
-        if record is not None and record.status is DeviceStatus.OFFLINE and record.status_since == now:
-            marked.append(record)
-    return marked
-
-
-def _offline_if_silent(cutoff: datetime, now: datetime) -> Callable[[StoredDevice | None], DeviceWrite | None]:
-    def change(stored: StoredDevice | None) -> DeviceWrite | None:
-        if stored is None:
-            return None
-        device = stored.record
-        if device.status is DeviceStatus.OFFLINE or device.last_seen >= cutoff:
-            return None
-        return DeviceWrite(
-            device.model_copy(
-                update={
-                    "status": DeviceStatus.OFFLINE,
-                    "reason": f"silent since {device.last_seen.isoformat()}",
-                    "status_since": now,
-                }
-            )
-        )
-
-    return change
+    return announcement.model_dump(include=set(DeviceProfile.model_fields))

@@ -18,7 +18,6 @@ counted per reason; the request's other records still land.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeloop.schemas import names
+from edgeloop.cloud.datalake.raw import RAW_KEY
 from edgeloop.schemas.raw_batch import RawBatch
 
 from .data_access import MAX_RECORDS_PER_REQUEST, RecordWriter, RejectedRecord, WriteOutcome, read_raw_batch
@@ -37,11 +36,6 @@ MEASURE_NAME = "value"
 THING_DIMENSION, LINE_DIMENSION, METRIC_DIMENSION = "thing_name", "line_id", "metric"
 DEFAULT_WRITE_CONCURRENCY = 4  # requests in flight per invocation
 MAX_REJECTED_EXAMPLES = 20  # rejected records kept (and logged) per object, beyond the counts
-# ingest's raw_object_key: raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first>-<seq_last>.json.gz
-RAW_KEY = re.compile(
-    rf"^{names.RAW_PREFIX}/ingest_date=\d{{4}}-\d{{2}}-\d{{2}}/hour=\d{{2}}/"
-    r"thing=(?P<thing>[a-zA-Z0-9:_-]{1,128})/(?P<seq_first>\d{20})-(?P<seq_last>\d{20})\.json\.gz$"
-)
 
 
 # --- the triggering event ------------------------------------------------------------------------

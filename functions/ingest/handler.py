@@ -12,7 +12,6 @@ from functools import lru_cache
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.cloud.lambda_context import context_or_local
-from edgeloop.cloud.line_directory import IotLineDirectory
 from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent, load_use_case
 
@@ -26,12 +25,6 @@ logger, tracer, metrics = powertools("ingest")
 @lru_cache(maxsize=1)
 def _settings() -> Settings:
     return Settings.from_env()
-
-
-@lru_cache(maxsize=1)
-def _line_directory() -> IotLineDirectory:
-    # One per warm container, so its per-thing cache outlives the invocation.
-    return IotLineDirectory()
 
 
 def lambda_handler(event: dict, context) -> dict:
@@ -48,7 +41,7 @@ def _handle(event: dict, context) -> dict:
         rule_event,
         use_case=load_use_case(settings.use_case),
         store=S3IngestStore(settings.data_bucket),
-        lines=_line_directory(),
+        lines=settings.line_directory,
         lateness_sla_days=settings.lateness_sla_days,
     )
     _record(result, rule_event)

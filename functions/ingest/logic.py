@@ -21,7 +21,6 @@ Keep this module free of numpy/pandas: it is on the ingest Lambda's cold-start p
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import zlib
 from datetime import UTC, datetime
@@ -29,16 +28,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edgeloop.cloud.datalake.quarantine import (
+    MessageRefused,
+    message_payload,
+    quarantine_key,
+    quarantine_record,
+    topic_thing,
+)
+from edgeloop.cloud.datalake.raw import raw_object_key
 from edgeloop.cloud.line_directory import LineDirectory, line_mismatch
-from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, TelemetryBatch, UseCaseConfig, names
+from edgeloop.schemas import IotRuleEvent, QuarantineReason, TelemetryBatch, UseCaseConfig, names
 from edgeloop.schemas.quarantine import VALUE_PREVIEW_CHARS
 from edgeloop.schemas.raw_batch import RawBatch
-from edgeloop.schemas.telemetry import (
-    MAX_PAYLOAD_BYTES,
-    ColumnarSamples,
-    TelemetryDecodeError,
-    decode_batch_document,
-)
+from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES, ColumnarSamples, TelemetryDecodeError
+from edgeloop.schemas.telemetry_codec import decode_batch_document
 
 from .data_access import IngestStore
 
@@ -58,15 +61,6 @@ class IngestResult(BaseModel):
     quarantine_key: str | None
 
 
-class _MessageRefused(Exception):
-    """The whole message is quarantined."""
-
-    def __init__(self, reasons: list[QuarantineReason], sample_count: int = 0) -> None:
-        super().__init__("; ".join(f"{r.field}: {r.error}" for r in reasons))
-        self.reasons = reasons
-        self.sample_count = sample_count
-
-
 def ingest_event(
     event: IotRuleEvent,
     *,
@@ -80,9 +74,9 @@ def ingest_event(
     received_at = datetime.fromtimestamp(event.received_at_ms / 1000, tz=UTC)
     try:
         batch, sample_reasons = _accept(event, use_case, lines, lateness_sla_days)
-    except _MessageRefused as refused:
+    except MessageRefused as refused:
         key = quarantine_key(event, received_at)
-        store.put_quarantine(key, _quarantine_record(event, received_at, refused.reasons))
+        store.put_quarantine(key, quarantine_record(event, received_at, refused.reasons))
         return IngestResult(
             landed_samples=0,
             quarantined_samples=refused.sample_count,
@@ -102,7 +96,7 @@ def ingest_event(
     if sample_reasons and not duplicate:
         q_key = quarantine_key(event, received_at)
         reasons = [reason for index in sorted(sample_reasons) for reason in sample_reasons[index]]
-        store.put_quarantine(q_key, _quarantine_record(event, received_at, reasons))
+        store.put_quarantine(q_key, quarantine_record(event, received_at, reasons))
     return IngestResult(
         landed_samples=0 if landed is None or duplicate else len(landed.seq),
         quarantined_samples=len(sample_reasons),
@@ -112,46 +106,22 @@ def ingest_event(
     )
 
 
-# --- keys ----------------------------------------------------------------------------------------
-
-
-def raw_object_key(batch: TelemetryBatch, received_at: datetime) -> str:
-    """Keyed by ingestion time and sequence range: a re-delivery within the hour hits the same key.
-
-    Re-deliveries in a later hour land under another key; compaction drops them by (thing, seq).
-    """
-    return (
-        f"{names.RAW_PREFIX}/ingest_date={received_at:%Y-%m-%d}/hour={received_at:%H}/"
-        f"thing={batch.thing_name}/{batch.seq_first:020d}-{batch.seq_last:020d}.json.gz"
-    )
-
-
-def quarantine_key(event: IotRuleEvent, received_at: datetime) -> str:
-    try:
-        thing = names.thing_from_topic(event.topic)
-    except ValueError:
-        thing = "unknown-topic"
-    thing = "".join(c if c.isalnum() or c in ":_-" else "_" for c in thing)[:128]
-    digest = hashlib.sha256(f"{event.topic}\n{event.payload_b64}".encode()).hexdigest()[:16]
-    return f"{names.QUARANTINE_PREFIX}/ingest_date={received_at:%Y-%m-%d}/{thing}-{event.received_at_ms}-{digest}.json"
-
-
 # --- validation ----------------------------------------------------------------------------------
 
 
 def _accept(
     event: IotRuleEvent, use_case: UseCaseConfig, lines: LineDirectory, lateness_sla_days: int
 ) -> tuple[TelemetryBatch, dict[int, list[QuarantineReason]]]:
-    """The valid batch and the reasons per refused sample index; raises _MessageRefused."""
-    topic_thing = _topic_thing(event.topic)
+    """The valid batch and the reasons per refused sample index; raises MessageRefused."""
+    thing = topic_thing(event.topic, names.telemetry_topic, "telemetry")
     document = _decode(event)
     sample_reasons = _screen_samples(document)
     batch = _validate(document, sample_reasons)
-    if batch.thing_name != topic_thing:
-        raise _MessageRefused(
+    if batch.thing_name != thing:
+        raise MessageRefused(
             [
                 QuarantineReason.of(
-                    "thing_name", batch.thing_name, f"does not match the thing {topic_thing!r} of topic {event.topic!r}"
+                    "thing_name", batch.thing_name, f"does not match the thing {thing!r} of topic {event.topic!r}"
                 )
             ],
             len(batch.samples),
@@ -165,26 +135,11 @@ def _check_line(batch: TelemetryBatch, lines: LineDirectory) -> None:
     """The registry, not the gateway, decides which line a thing's data belongs to."""
     error = line_mismatch(batch.thing_name, batch.line_id, lines)
     if error is not None:
-        raise _MessageRefused([QuarantineReason.of("line_id", batch.line_id, error)], len(batch.samples))
-
-
-def _topic_thing(topic: str) -> str:
-    try:
-        thing = names.thing_from_topic(topic)
-    except ValueError as exc:
-        raise _MessageRefused([QuarantineReason.of("topic", topic, str(exc))]) from exc
-    if topic != names.telemetry_topic(thing):
-        raise _MessageRefused(
-            [QuarantineReason.of("topic", topic, f"is not a telemetry topic ({names.telemetry_topic(thing)})")]
-        )
-    return thing
+        raise MessageRefused([QuarantineReason.of("line_id", batch.line_id, error)], len(batch.samples))
 
 
 def _decode(event: IotRuleEvent) -> dict[str, Any]:
-    try:
-        payload = event.payload
-    except ValueError as exc:
-        raise _MessageRefused([QuarantineReason.of("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
+    payload = message_payload(event)
     try:
         if len(payload) > MAX_PAYLOAD_BYTES:  # only a path around IoT Core can deliver one
             raise TelemetryDecodeError(
@@ -192,9 +147,9 @@ def _decode(event: IotRuleEvent) -> dict[str, Any]:
             )
         return decode_batch_document(payload)  # either wire format, as the format-1 document shape
     except TelemetryDecodeError as exc:
-        raise _MessageRefused([QuarantineReason.of(exc.field, exc.value, exc.reason)]) from exc
+        raise MessageRefused([QuarantineReason.of(exc.field, exc.value, exc.reason)]) from exc
     except ValueError as exc:
-        raise _MessageRefused([QuarantineReason.of("<payload>", _readable(payload), str(exc))]) from exc
+        raise MessageRefused([QuarantineReason.of("<payload>", _readable(payload), str(exc))]) from exc
 
 
 def _sample_columns(document: dict[str, Any]) -> dict[str, list] | None:
@@ -254,7 +209,7 @@ def _validate(document: dict[str, Any], sample_reasons: dict[int, list[Quarantin
                 continue
             reasons = [r for index in sorted(sample_reasons) for r in sample_reasons[index]]
             reasons += [_error_reason(e, document) for e in errors]
-            raise _MessageRefused(reasons, len(columns["values"]) if columns else 0) from exc
+            raise MessageRefused(reasons, len(columns["values"]) if columns else 0) from exc
     raise AssertionError("unreachable: the second attempt either returns or raises")
 
 
@@ -347,13 +302,6 @@ def _landed_batch(
         ),
         seq=[batch.seq_first + i for i in kept],
     )
-
-
-def _quarantine_record(event: IotRuleEvent, received_at: datetime, reasons: list[QuarantineReason]) -> bytes:
-    record = QuarantineRecord(
-        source=event.topic, received_at=received_at, reasons=reasons, payload_b64=event.payload_b64
-    )
-    return record.model_dump_json(indent=1).encode()
 
 
 def _readable(payload: bytes) -> bytes | str:

@@ -3,7 +3,7 @@
 Triggered by new curated partitions (S3 / EventBridge "Object Created" on curated/, or the
 compaction result passed on); see `lines_from_event` for the accepted event shapes. After a line's
 examples are rebuilt, its packs without a measured label get semi-automatic labels: confident auto
-labels, the rest queued for review (labeler.review).
+labels, the rest queued for review (cloud/packing/label_review.py).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
+from edgeloop.cloud.packing.examples import PackStats, build_line_examples_with_stats
 from edgeloop.cloud.packing.label_review import queue_line_proposals
 from edgeloop.schemas import load_use_case
 
-from .logic import PackStats, build_line_examples_with_stats, lines_from_event
+from .logic import lines_from_event
 from .settings import Settings
 
 logger, tracer, metrics = powertools("metric_packer")
@@ -41,7 +42,7 @@ def _handle(event: dict, context) -> dict:
 
 
 def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> dict:
-    """Shared by this handler and the feature extractor's on-demand handler."""
+    """Rebuild each line's examples, then propose labels for its unlabeled packs; report both."""
     settings = _settings()
     use_case = load_use_case(settings.use_case)
     total = PackStats()

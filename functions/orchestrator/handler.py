@@ -6,9 +6,7 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.cloud.fleet.delivery import delivery_from_settings
-from edgeloop.cloud.fleet.deployments import DeploymentTable
-from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.fleet.rollout_context import rollout_context
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import DeploymentState
@@ -33,21 +31,20 @@ def lambda_handler(event: dict, context) -> dict:
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
     settings = _settings()
-    delivery = delivery_from_settings(settings)
     try:
-        record = start_rollout(
-            event,
-            devices=DeviceTable(settings.device_table),
-            deployments=DeploymentTable(settings.deployment_table),
-            delivery=delivery,
-            model_bucket=settings.model_bucket,
-        )
+        with rollout_context(settings) as rollout:
+            record = start_rollout(
+                event,
+                devices=rollout.devices,
+                deployments=rollout.deployments,
+                delivery=rollout.delivery,
+                model_bucket=settings.model_bucket,
+                policy=rollout.policy,
+            )
     except NotApproved as exc:
         logger.info("model package state change ignored", extra={"reason": str(exc)})
         metrics.add_metric(name="StateChangesIgnored", unit=MetricUnit.Count, value=1)
         return {"ignored": str(exc)}
-    finally:
-        delivery.close()
     metrics.add_metric(name="DevicesTargeted", unit=MetricUnit.Count, value=len(record.targets))
     metrics.add_metric(name="DevicesExcluded", unit=MetricUnit.Count, value=len(record.excluded))
     if record.state is DeploymentState.FAILED:

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from edgeloop.cloud import s3
+from edgeloop.cloud.datalake.curated import dedupe_and_sort
+from edgeloop.cloud.datalake.rollups import SAMPLE_COLUMNS
 from edgeloop.schemas import names
 
 _CURATED_PART = re.compile(r"/event_date=(\d{4}-\d{2})-\d{2}/[^/]+\.parquet$")
 _ROLLUP_MONTH = re.compile(r"/month=(\d{4}-\d{2})/rollups\.parquet$")
-SAMPLE_COLUMNS = ["metric", "time_ms", "value"]
 
 
 def curated_parts_by_month(bucket: str, line_id: str) -> dict[str, dict[str, list[str]]]:
@@ -37,15 +38,13 @@ def read_curated_day(bucket: str, part_keys: list[str]) -> pa.Table:
 
     A day normally has one part, already de-duplicated and sorted by compaction. Two parts mean a
     compaction crashed between writing and deleting; they overlap, so they are merged the way
-    compaction's readers do.
+    curated readers do (cloud/datalake/curated.py).
     """
     tables = [_read_parquet(bucket, key) for key in part_keys]
     if len(tables) == 1:
-        return tables[0].select(SAMPLE_COLUMNS)
-    from edgeloop.functions.compaction.logic import dedupe_and_sort
-
+        return tables[0].select(list(SAMPLE_COLUMNS))
     merged = dedupe_and_sort(pa.concat_tables(tables, promote_options="permissive").to_pandas())
-    return pa.Table.from_pandas(merged[SAMPLE_COLUMNS], preserve_index=False)
+    return pa.Table.from_pandas(merged[list(SAMPLE_COLUMNS)], preserve_index=False)
 
 
 def _read_parquet(bucket: str, key: str) -> pa.Table:

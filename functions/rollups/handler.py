@@ -22,16 +22,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import names
+from edgeloop.schemas.common import IDENTIFIER, IDENTIFIER_BODY
 
 from .logic import build_line_rollups
 from .settings import Settings
 
 logger, tracer, metrics = powertools("rollups")
 
-_PARTITION = re.compile(
-    rf"^{names.CURATED_PREFIX}/line=([a-z0-9][a-z0-9_-]{{0,62}})/event_date=(\d{{4}}-\d{{2}})-\d{{2}}/?$"
-)
-_LINE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_PARTITION = re.compile(rf"^{names.CURATED_PREFIX}/line=({IDENTIFIER_BODY})/event_date=(\d{{4}}-\d{{2}})-\d{{2}}/?$")
 # A field only compaction's result has (functions/compaction/logic.py CompactionResult).
 COMPACTION_RESULT_MARKER = "raw_objects"
 
@@ -68,7 +66,7 @@ def months_to_rebuild(event: dict) -> dict[str, list[str] | None]:
     if (partitions is None) == (line_ids is None):
         raise ValueError(f"event needs exactly one of partitions or line_ids, got keys {sorted(event)}")
     if line_ids is not None:
-        if not isinstance(line_ids, list) or not all(isinstance(i, str) and _LINE_ID.match(i) for i in line_ids):
+        if not isinstance(line_ids, list) or not all(isinstance(i, str) and IDENTIFIER.match(i) for i in line_ids):
             raise ValueError(f"line_ids={line_ids!r} must be a list of line ids")
         return dict.fromkeys(line_ids)
     if not isinstance(partitions, list):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.cloud.fleet.delivery import delivery_from_settings
-from edgeloop.cloud.fleet.deployments import DeploymentTable
-from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.fleet.device_messages import received_rule_event
+from edgeloop.cloud.fleet.rollout_context import rollout_context
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent
@@ -39,20 +37,16 @@ def lambda_handler(event: dict, context) -> dict:
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
-    settings = _settings()
-    rule_event = IotRuleEvent.model_validate(event)
-    received_at = datetime.fromtimestamp(rule_event.received_at_ms / 1000, tz=UTC)
-    delivery = delivery_from_settings(settings)
-    try:
+    rule_event, received_at = received_rule_event(event)
+    with rollout_context(_settings()) as rollout:
         result = handle_status_report(
             rule_event,
-            devices=DeviceTable(settings.device_table),
-            deployments=DeploymentTable(settings.deployment_table),
-            delivery=delivery,
+            devices=rollout.devices,
+            deployments=rollout.deployments,
+            delivery=rollout.delivery,
             now=received_at,
+            policy=rollout.policy,
         )
-    finally:
-        delivery.close()
     _record(result, rule_event)
     return result.model_dump(mode="json")
 

@@ -13,7 +13,7 @@ marked it pending), and the wave's counter item carries the wave's size, thresho
 rollout's version and deadline, so a report costs the same few calls at any fleet size: the
 device's read, write and history entry, the counter's read and (on a change of outcome) its
 update. Only a report whose counts may complete or fail the wave reads the deployment and the
-wave (orchestrator.waves).
+wave (cloud/fleet/waves.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from edgeloop.cloud.fleet.delivery import ModelDelivery
 from edgeloop.cloud.fleet.deployments import DeploymentTable, WaveCounter
+from edgeloop.cloud.fleet.device_messages import parse_device_message
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice, microseconds
-from edgeloop.cloud.fleet.waves import advance, count_outcome, count_report, worth_a_look
-from edgeloop.functions.device_registry.logic import describe_errors, json_payload, thing_of_topic
-from edgeloop.schemas import DeploymentRecord, DeviceRecord, DeviceStatus, IotRuleEvent, ModelStatusReport, names
+from edgeloop.cloud.fleet.wave_counts import count_outcome, count_report, worth_a_look
+from edgeloop.cloud.fleet.waves import advance
+from edgeloop.schemas import (
+    DeploymentRecord,
+    DeviceRecord,
+    DeviceStatus,
+    IotRuleEvent,
+    ModelStatusReport,
+    RolloutPolicy,
+    names,
+)
 
 
 class Outcome(StrEnum):
@@ -67,7 +76,9 @@ def handle_status_report(
     deployments: DeploymentTable,
     delivery: ModelDelivery,
     now: datetime | None = None,
+    policy: RolloutPolicy | None = None,
 ) -> Intake:
+    """Record the report and advance its rollout under `policy` (default: RolloutPolicy's defaults)."""
     now = now or datetime.now(UTC)
     try:
         report = parse_report(event)
@@ -76,22 +87,15 @@ def handle_status_report(
         return Intake(outcome=Outcome.REFUSED, refused=str(exc))
     deployment = None
     if written.outcome is Outcome.RECORDED and report.deployment_id:
-        deployment = _count_and_advance(report.deployment_id, written, devices, deployments, delivery, now)
+        wave_timeout_s = (policy or RolloutPolicy()).wave_timeout_s
+        deployment = _count_and_advance(
+            report.deployment_id, written, devices, deployments, delivery, now, wave_timeout_s
+        )
     return Intake(outcome=written.outcome, record=written.after, deployment=deployment)
 
 
 def parse_report(event: IotRuleEvent) -> ModelStatusReport:
-    topic_thing = thing_of_topic(event.topic, names.model_status_topic)
-    document = json_payload(event)
-    try:
-        report = ModelStatusReport.model_validate(document)
-    except ValidationError as exc:
-        raise ValueError(f"not a ModelStatusReport: {describe_errors(exc)}") from exc
-    if report.thing_name != topic_thing:
-        raise ValueError(
-            f"thing_name={report.thing_name!r} does not match the thing {topic_thing!r} of topic {event.topic!r}"
-        )
-    return report
+    return parse_device_message(event, names.model_status_topic, ModelStatusReport)
 
 
 def record_report(
@@ -156,6 +160,7 @@ def _count_and_advance(
     deployments: DeploymentTable,
     delivery: ModelDelivery,
     now: datetime,
+    wave_timeout_s: float,
 ) -> DeploymentRecord | None:
     """Count the report into the device's wave and advance the rollout if the counts call for it;
     the rollout as advance() left it, or None when it was not looked at."""
@@ -179,6 +184,7 @@ def _count_and_advance(
         deployments_table=deployments,
         delivery=delivery,
         now=now,
+        wave_timeout_s=wave_timeout_s,
         after_report=consult_counter,
         reported_by=written.after.thing_name,
     )

@@ -7,9 +7,7 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.cloud.fleet.delivery import delivery_from_settings
-from edgeloop.cloud.fleet.deployments import DeploymentTable
-from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.fleet.rollout_context import rollout_context
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 
@@ -32,19 +30,14 @@ def lambda_handler(event: dict, context) -> dict:
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
-    settings = _settings()
-    delivery = delivery_from_settings(settings)
-    try:
+    with rollout_context(_settings()) as rollout:
         result = run_round(
-            devices=DeviceTable(settings.device_table),
-            deployments=DeploymentTable(settings.deployment_table),
-            delivery=delivery,
+            devices=rollout.devices,
+            deployments=rollout.deployments,
+            delivery=rollout.delivery,
             now=datetime.now(UTC),
-            offline_silence_s=settings.offline_silence_s,
-            wave_timeout_s=settings.wave_timeout_s,
+            policy=rollout.policy,
         )
-    finally:
-        delivery.close()
     metrics.add_metric(name="DevicesMarkedOffline", unit=MetricUnit.Count, value=len(result.marked_offline))
     metrics.add_metric(name="RolloutsAdvanced", unit=MetricUnit.Count, value=len(result.advanced))
     metrics.add_metric(name="RolloutAdvanceErrors", unit=MetricUnit.Count, value=len(result.errors))

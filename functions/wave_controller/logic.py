@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeloop.cloud.fleet.delivery import ModelDelivery
 from edgeloop.cloud.fleet.deployments import DeploymentTable
 from edgeloop.cloud.fleet.devices import DeviceTable
+from edgeloop.cloud.fleet.liveness import mark_silent_devices
 from edgeloop.cloud.fleet.waves import advance
-from edgeloop.functions.device_registry.logic import mark_silent_devices
-from edgeloop.schemas import DeploymentRecord, DeploymentState
+from edgeloop.schemas import DeploymentRecord, DeploymentState, RolloutPolicy
 
 # FAILED rollouts with a failed wave still owe their rollback; ROLLED_BACK ones may owe a restore to a
 # device that reported late. SUCCEEDED, TIMED_OUT and PLANNED ones need nothing from the clock.
@@ -40,10 +40,10 @@ def run_round(
     deployments: DeploymentTable,
     delivery: ModelDelivery,
     now: datetime,
-    offline_silence_s: float,
-    wave_timeout_s: float,
+    policy: RolloutPolicy,
 ) -> Round:
-    offline = mark_silent_devices(devices, now=now, silence_s=offline_silence_s)
+    """Mark the devices silent for the policy's offline silence OFFLINE, then advance every unfinished rollout."""
+    offline = mark_silent_devices(devices, now=now, silence_s=policy.offline_silence_s)
     advanced, errors = {}, {}
     for record in deployments.scan_all():
         if not _needs_a_look(record):
@@ -55,7 +55,7 @@ def run_round(
                 deployments_table=deployments,
                 delivery=delivery,
                 now=now,
-                wave_timeout_s=wave_timeout_s,
+                wave_timeout_s=policy.wave_timeout_s,
                 after_report=False,  # the full tally: wave timeouts, and counts that fell behind
             )
         except Exception as exc:  # noqa: BLE001 - reported per rollout; the others still advance

@@ -11,16 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
+from edgeloop.greengrass_components.local_samples import local_sample_rows
 from edgeloop.schemas import load_use_case, names
 from edgeloop.schemas.device import DeviceAnnouncement
-from edgeloop.schemas.model import Architecture, Precision
+from edgeloop.schemas.model import Precision, architecture_of_machine
 
 from .buffer import SampleBuffer
 from .config import GatewayConfig
@@ -29,35 +29,6 @@ from .transport import GreengrassIpcTransport, TransportError
 from .validation import SampleValidator, append_validated
 
 log = logging.getLogger(__name__)
-
-_MACHINE_ARCHITECTURE = {
-    "x86_64": Architecture.X86_64,
-    "amd64": Architecture.X86_64,
-    "aarch64": Architecture.AARCH64,
-    "arm64": Architecture.AARCH64,
-    "armv7l": Architecture.ARMV7L,
-}
-
-
-def local_architecture(machine: str | None = None) -> Architecture:
-    machine = (machine or platform.machine()).lower()
-    if machine not in _MACHINE_ARCHITECTURE:
-        raise ValueError(f"machine architecture {machine!r} is not one of {sorted(_MACHINE_ARCHITECTURE)}")
-    return _MACHINE_ARCHITECTURE[machine]
-
-
-def samples_from_message(event: Any) -> list:
-    """The samples of one SubscribeToTopic event (a JSON or a binary JSON message)."""
-    if event.json_message is not None:
-        document = event.json_message.message
-    elif event.binary_message is not None:
-        document = json.loads(event.binary_message.message)
-    else:
-        raise ValueError("local message carries neither json_message nor binary_message")
-    if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
-        raise ValueError(f"local message {str(document)[:200]!r} has no 'samples' list")
-    # JSON has no tuples: the buffer takes [metric, time_ms, value] lists as they are.
-    return document["samples"]
 
 
 class GreengrassGateway:
@@ -78,7 +49,7 @@ class GreengrassGateway:
 
     def on_local_message(self, event: Any) -> None:
         try:
-            append_validated(self.validator, self.buffer, samples_from_message(event))
+            append_validated(self.validator, self.buffer, local_sample_rows(event))
         except (ValueError, json.JSONDecodeError) as exc:
             log.warning("dropped a local message on %s: %s", names.LOCAL_PUBSUB_SAMPLES_TOPIC, exc)
 
@@ -134,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         site=args.site,
         line_id=args.line_id,
         use_case=args.use_case,
-        architecture=args.architecture or local_architecture(),
+        architecture=args.architecture or architecture_of_machine(),
         runtime_version=args.runtime_version,
         transport="greengrass",
         buffer_path=args.buffer_path,

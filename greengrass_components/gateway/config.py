@@ -1,18 +1,67 @@
-"""Gateway configuration: who the gateway is, where it publishes, where it buffers."""
+"""Gateway configuration: who the gateway is, where it publishes, where it buffers.
+
+Also how a configuration file is read and its errors reported (`load_model_file`, `validated`,
+`describe_errors`), for this file and the other device-side files (replay mappings, simulated
+gateways).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Identifier, SemVer, ThingName
-from edgeloop.schemas.model import Architecture
+from edgeloop.schemas.device import DeviceAnnouncement
+from edgeloop.schemas.model import Architecture, Precision
 
-from .buffer import MIN_MAX_BYTES, FsyncPolicy
+from .buffer import MIN_MAX_BYTES, SampleBuffer
+from .sample_store import FsyncPolicy
+from .transport import Mqtt5Transport
+
+Validated = TypeVar("Validated")
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def describe_errors(exc: ValidationError, root: str = "<config>") -> str:
+    """Each problem as field=value: message; `root` names the document itself (a problem of no field)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def validated(path: Path, what: str, validate: Callable[[], Validated], root: str = "<config>") -> Validated:
+    """validate(), or a ValueError naming the file, what it should be, and every problem in it."""
+    try:
+        return validate()
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid {what}: {describe_errors(exc, root)}") from None
+
+
+def load_model_file(
+    model: type[Model], path: str | Path, what: str, parse: Callable[[str], object], root: str = "<config>"
+) -> Model:
+    """The `model` a file holds: its text parsed by `parse` (which raises a ValueError saying why the
+    text is not in its language), then validated. Every error names the file."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        document = parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return validated(path, what, lambda: model.model_validate(document), root)
+
+
+def parse_json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno}") from None
 
 
 class GatewayConfig(BaseModel):
@@ -55,19 +104,41 @@ class GatewayConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> GatewayConfig:
-        path = Path(path)
-        try:
-            document = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
-        try:
-            return cls.model_validate(document)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<config>'}={err.get('input')!r}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ValueError(f"{path}: invalid gateway config: {problems}") from None
+        return load_model_file(cls, path, "gateway config", parse_json)
+
+    def open_buffer(self) -> SampleBuffer:
+        """This gateway's durable buffer (close it when done)."""
+        return SampleBuffer(
+            self.buffer_path,
+            thing_name=self.thing_name,
+            line_id=self.line_id,
+            max_bytes=self.buffer_max_bytes,
+            fsync_policy=self.fsync_policy,
+        )
+
+    def mqtt_transport(self) -> Mqtt5Transport:
+        """An MQTT5 transport to this gateway's broker with its certificates (transport="mqtt" only)."""
+        if self.transport != "mqtt":
+            raise ValueError(f"transport={self.transport!r}: only a transport='mqtt' gateway has a broker")
+        return Mqtt5Transport(
+            self.broker_host, self.broker_port, self.cert_path, self.key_path, self.ca_path, client_id=self.thing_name
+        )
+
+    def announcement(
+        self, supported_precisions: list[Precision], current_model_version: str | None = None
+    ) -> DeviceAnnouncement:
+        """What this gateway publishes on its announce topic, sent now."""
+        return DeviceAnnouncement(
+            thing_name=self.thing_name,
+            site=self.site,
+            line_id=self.line_id,
+            use_case=self.use_case,
+            architecture=self.architecture,
+            runtime_version=self.runtime_version,
+            supported_precisions=supported_precisions,
+            current_model_version=current_model_version,
+            sent_at=datetime.now(UTC),
+        )
 
     def to_file(self, path: str | Path) -> Path:
         path = Path(path)

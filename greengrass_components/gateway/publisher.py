@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES
 
-from .buffer import DEFAULT_LIVE_WINDOW_S, PendingBatch, SampleBuffer
+from .append_marks import DEFAULT_LIVE_WINDOW_S
+from .batch_cutter import PendingBatch
+from .buffer import SampleBuffer
 from .transport import Transport, TransportError
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,14 @@ process; a restarted gateway starts it afresh.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeloop.schemas.use_case import UseCaseConfig
+
+from .samples import orderable, value_rejection
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +51,6 @@ class IntakeResult:
     accepted: int
     rejected: dict[str, int]
     dropped: int = 0  # oldest pending samples the buffer's disk cap deleted during the call
-
-
-def _orderable(sample: object) -> tuple[str, int] | None:
-    """(metric, time_ms) when the sample is well-formed enough to order; the buffer judges the rest."""
-    if not isinstance(sample, (tuple, list)) or len(sample) != 3:
-        return None
-    metric, time_ms, _ = sample
-    if not isinstance(metric, str) or isinstance(time_ms, bool) or not isinstance(time_ms, int):
-        return None
-    return metric, time_ms
-
-
-def _storable_value(value: object) -> bool:
-    # Only samples the buffer will store move a metric's clock: a NaN at t must not make a good
-    # reading at t look like a duplicate. The buffer counts the NaN itself.
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class _RateLimitedWarning:
@@ -141,7 +126,7 @@ class SampleValidator:
         return ValidationResult(passed=passed, rejected=rejected)
 
     def _reason(self, sample: Any) -> str | None:
-        key = _orderable(sample)
+        key = orderable(sample)
         if key is None:
             return None  # malformed: the buffer names the reason
         metric, time_ms = key
@@ -155,7 +140,9 @@ class SampleValidator:
             reason = REJECT_DUPLICATE_TIME if time_ms == last else REJECT_OUT_OF_ORDER
             self._warnings.report(reason, sample, f"last accepted time_ms of {metric!r} is {last}")
             return reason
-        if _storable_value(sample[2]):
+        # Only samples the buffer will store move a metric's clock: a NaN at t must not make a good
+        # reading at t look like a duplicate. The buffer counts the NaN itself.
+        if value_rejection(sample[2]) is None:
             self._last_time[metric] = time_ms
         return None
 

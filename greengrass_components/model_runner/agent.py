@@ -25,6 +25,7 @@ from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
 from edgeloop.model_runtime.signing import SignatureRejected, parse_public_key, verify_payload_signature
 from edgeloop.schemas import DeviceStatus, ModelStatusReport, ModelUpdate, UseCaseConfig, feature_schema_hash
 from edgeloop.schemas.common import semver_key, split_s3_uri
+from edgeloop.schemas.compatibility import KnownCapabilities, incompatibility
 from edgeloop.schemas.model import Architecture
 
 from .runner import LiveScorer
@@ -184,19 +185,10 @@ class UpdateAgent:
         return scorer
 
     def _check_compatibility(self, update: ModelUpdate) -> None:
-        if self.architecture is not None and update.architectures is not None:
-            if self.architecture not in update.architectures:
-                allowed = [a.value for a in update.architectures]
-                raise PayloadRejected(
-                    f"architecture mismatch: device is {self.architecture.value}, the "
-                    f"{update.precision.value} tier supports architectures={allowed}"
-                )
-        if self.runtime_version is not None and update.min_runtime_version is not None:
-            if semver_key(self.runtime_version) < semver_key(update.min_runtime_version):
-                raise PayloadRejected(
-                    f"runtime too old: device runtime_version={self.runtime_version} < min_runtime_version="
-                    f"{update.min_runtime_version} of the {update.precision.value} tier"
-                )
+        # The fleet's own rule, so the device refuses exactly what the planner would not have sent.
+        problem = incompatibility(update, KnownCapabilities(self.architecture, self.runtime_version))
+        if problem is not None:
+            raise PayloadRejected(problem.refusal())
 
     def _check_feature_schema(self, update: ModelUpdate) -> None:
         if update.feature_schema_hash != self.expected_schema_hash or update.features != self.use_case.feature_names:

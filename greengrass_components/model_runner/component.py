@@ -27,11 +27,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from edgeloop.greengrass_components.gateway.component import local_architecture
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
+from edgeloop.greengrass_components.local_samples import local_sample_rows
 from edgeloop.model_runtime.signing import parse_public_key
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, load_use_case, names
 from edgeloop.schemas.common import Identifier, SemVer, ThingName
+from edgeloop.schemas.model import architecture_of_machine
 
 from .agent import s3_download
 from .service import ModelService, Sample
@@ -129,17 +130,9 @@ def samples_from_event(event: Any) -> tuple[list[Sample], int]:
     Rows are [metric, time_ms, value]; a malformed row is skipped, not the whole message (the
     Gateway buffer judges the same rows on its side and counts its own rejections).
     """
-    if event.json_message is not None:
-        document = event.json_message.message
-    elif event.binary_message is not None:
-        document = json.loads(event.binary_message.message)
-    else:
-        raise ValueError("local message carries neither json_message nor binary_message")
-    if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
-        raise ValueError(f"local message {str(document)[:200]!r} has no 'samples' list")
     samples: list[Sample] = []
     malformed = 0
-    for row in document["samples"]:
+    for row in local_sample_rows(event):
         sample = _sample(row)
         if sample is None:
             malformed += 1
@@ -193,7 +186,7 @@ class GreengrassModelRunner:
             download=download,
             clock=clock,
             public_key=settings.model_signing_public_key,
-            architecture=local_architecture(),
+            architecture=architecture_of_machine(),
             runtime_version=settings.runtime_version,
         )
         self.config_settle_s = config_settle_s

@@ -16,14 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeloop.model_runtime.alignment import align_to_grid
+from edgeloop.model_runtime.alignment import MAX_GAP_PERIODS, align_to_grid
 from edgeloop.model_runtime.features import pack_features, steps_per_pack
 from edgeloop.model_runtime.scorer import Scorer
 from edgeloop.schemas import UseCaseConfig, feature_schema_hash
 
 log = logging.getLogger(__name__)
-
-MAX_GAP_PERIODS = 5  # the metric packer's forward-fill limit (functions/metric_packer/logic.py)
 
 # Reasons a due window was not scored (keys of LiveScorer.skipped; gaps add ":<metric>").
 SKIP_NO_MODEL = "no_model"

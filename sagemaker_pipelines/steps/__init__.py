@@ -1,1 +1,4 @@
-"""Pipeline steps: train, export and register per-line models (run locally or as SageMaker steps)."""
+"""The pipeline's steps, each a module with `main(argv)` (dataset, train, evaluate, register), run locally
+or as SageMaker steps, and their parts: templates and search (training), export (weight-only payloads),
+artifacts (model bucket keys and upload), lineage (registry metadata), signing_key, registration and
+xgboost_image (the model registry)."""

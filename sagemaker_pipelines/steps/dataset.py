@@ -13,7 +13,6 @@ Outputs (the pipeline's ProcessingStep outputs, mapped under --output):
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from edgeloop.cloud import s3
-from edgeloop.functions.compaction.logic import CURATED_SCHEMA, dedupe_and_sort, empty_curated
-from edgeloop.functions.metric_packer.data_access import get_context_intervals
-from edgeloop.functions.metric_packer.logic import build_examples
+from edgeloop.cloud.datalake.context import get_context_intervals
+from edgeloop.cloud.datalake.curated import read_parts
+from edgeloop.cloud.packing import label_review
+from edgeloop.cloud.packing.examples import build_examples
 from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, names
 from edgeloop.schemas.common import Contract, Sha256Hex, UtcDatetime
 from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
@@ -78,11 +77,9 @@ class LineDataset:
 def read_curated_range(bucket: str, line_id: str, start: date | None, end: date | None) -> pd.DataFrame:
     """Curated rows of a line from the event_date partitions in [start, end] only."""
     prefix = f"{names.CURATED_PREFIX}/line={line_id}/"
-    keys = [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet") and _in_range(k, start, end)]
-    if not keys:
-        return empty_curated()
-    frames = [_read_curated_part(s3.get_bytes(bucket, key)) for key in keys]
-    return dedupe_and_sort(pd.concat(frames, ignore_index=True))
+    return read_parts(
+        bucket, [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet") and _in_range(k, start, end)]
+    )
 
 
 def _in_range(key: str, start: date | None, end: date | None) -> bool:
@@ -92,10 +89,6 @@ def _in_range(key: str, start: date | None, end: date | None) -> bool:
         return False
     event_date = date.fromisoformat(key[position + len(marker) :].split("/", 1)[0])
     return (start is None or event_date >= start) and (end is None or event_date <= end)
-
-
-def _read_curated_part(body: bytes) -> pd.DataFrame:
-    return pq.read_table(io.BytesIO(body)).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA).to_pandas()
 
 
 def clip_intervals(intervals: list[ContextInterval], start: date | None, end: date | None) -> list[ContextInterval]:
@@ -112,13 +105,8 @@ def clip_intervals(intervals: list[ContextInterval], start: date | None, end: da
 
 
 def reviewed_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.DataFrame | None:
-    """Auto-labeled and reviewed examples (functions/labeler/review.py), or None while that
-    module does not exist in this checkout. The import is deferred so the dataset step works either way."""
-    try:
-        from edgeloop.cloud.packing.label_review import labeled_from_review
-    except ImportError:
-        return None
-    return labeled_from_review(bucket, line_id, use_case)
+    """Auto-labeled and reviewed examples (cloud/packing/label_review.py)."""
+    return label_review.labeled_from_review(bucket, line_id, use_case)
 
 
 def merge_reviewed(measured: pd.DataFrame, reviewed: pd.DataFrame | None, use_case: UseCaseConfig) -> pd.DataFrame:
@@ -242,7 +230,7 @@ def main(argv: list[str] | None = None) -> DatasetInfo:
     parser.add_argument("--line-id", required=True)
     parser.add_argument("--start", default="", help="first event date, YYYY-MM-DD (empty: from the earliest)")
     parser.add_argument("--end", default="", help="last event date, inclusive (empty: to the latest)")
-    parser.add_argument("--use-case", default="extrusion")
+    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
     parser.add_argument("--output", default="/opt/ml/processing/output")
     args = parser.parse_args(argv)
     try:

@@ -1,7 +1,7 @@
 """Evaluate step: judge a candidate against the line's champion on the reference dataset.
 
 Both models are scored the way a gateway scores them: the fp32 weight-only payload through the
-device scorer (greengrass_components/model_runner/scorer.py), not the training library. The candidate's
+device scorer (model_runtime/scorer.py), not the training library. The candidate's
 payload is exported in memory; the champion's (the latest Approved package of the line's Model Package
 Group) is read back through its manifest. Gates, in order:
 - every prediction is finite;
@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field
 
 from edgeloop.cloud import aws
+from edgeloop.cloud.model_registry import load_manifest, manifest_uri_of
 from edgeloop.model_runtime.scorer import Scorer, load_payload
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Contract
@@ -36,9 +37,9 @@ from edgeloop.schemas.model import ModelManifest, ModelMetrics, Precision, featu
 from edgeloop.schemas.training import ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
 
+from .artifacts import read_payload
 from .dataset import read_dataset_info, read_examples
 from .export import export_model
-from .register import load_manifest, parse_s3_uri
 from .train import (
     TRAINED_INFO_FILE,
     TrainedModel,
@@ -163,18 +164,15 @@ def load_champion(use_case: UseCaseConfig, line_id: str) -> Champion | None:
     package = latest_approved_package(names.model_package_group_name(use_case.use_case, line_id))
     if package is None:
         return None
-    arn = package["ModelPackageArn"]
-    manifest_uri = (package.get("CustomerMetadataProperties") or {}).get(names.MANIFEST_URI_METADATA_KEY)
-    if not manifest_uri:
-        raise ValueError(f"champion {arn} has no {names.MANIFEST_URI_METADATA_KEY} in its CustomerMetadataProperties")
+    manifest_uri = manifest_uri_of(package)
     manifest = load_manifest(manifest_uri)
     tier = manifest.tier(Precision.FP32)
-    bucket, _ = parse_s3_uri(manifest_uri)
-    payload = aws.client("s3").get_object(Bucket=bucket, Key=tier.payload_key)["Body"].read()
     scorer = load_payload(
-        payload, expected_sha256=tier.sha256, expected_feature_schema_hash=manifest.feature_schema_hash
+        read_payload(manifest_uri, tier),
+        expected_sha256=tier.sha256,
+        expected_feature_schema_hash=manifest.feature_schema_hash,
     )
-    return Champion(arn=arn, manifest=manifest, scorer=scorer)
+    return Champion(arn=package["ModelPackageArn"], manifest=manifest, scorer=scorer)
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -292,7 +290,7 @@ def main(argv: list[str] | None = None) -> EvaluationReport:
     parser.add_argument("--model", required=True, help="train step output (<line_id>/ per line, or model.tar.gz)")
     parser.add_argument("--reference", required=True, help="dataset step's reference/ output")
     parser.add_argument("--dataset", required=True, help="dataset step's dataset/ output")
-    parser.add_argument("--use-case", default="extrusion")
+    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
     parser.add_argument(
         "--model-bucket",
         default=os.environ.get(names.MODEL_BUCKET_ENV, names.LOCAL_MODEL_BUCKET),

@@ -17,15 +17,11 @@ from datetime import UTC, datetime
 import numpy as np
 import xgboost as xgb
 
-from edgeloop.model_runtime.model_format import (
-    LinearModel,
-    Objective,
-    TreeEnsemble,
-    write_payload,
-)
+from edgeloop.model_runtime.linear_format import LinearModel
+from edgeloop.model_runtime.model_format import Objective, write_payload
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.model_runtime.signing import Ed25519PrivateKey, sign_payload
-from edgeloop.schemas import names
+from edgeloop.model_runtime.tree_format import TreeEnsemble
 from edgeloop.schemas.model import (
     TEMPLATE_FAMILY,
     Architecture,
@@ -36,10 +32,11 @@ from edgeloop.schemas.model import (
     feature_schema_hash,
 )
 
+from .artifacts import payload_key
 from .templates import Standardization
 from .train import TrainedModel
 
-ALL_ARCHITECTURES = (Architecture.X86_64, Architecture.AARCH64, Architecture.ARMV7L)
+ALL_ARCHITECTURES = tuple(Architecture)  # every tier runs on every architecture the enum names
 
 
 class ParityError(RuntimeError):
@@ -80,14 +77,6 @@ TIERS: dict[Precision, TierSpec] = {
 class ExportedModel:
     manifest: ModelManifest
     payloads: dict[Precision, bytes]
-
-
-def payload_key(model_id: str, version: str, precision: Precision) -> str:
-    return f"{names.MODELS_PREFIX}/{model_id}/{version}/{Precision(precision).value}.npz"
-
-
-def manifest_key(model_id: str, version: str) -> str:
-    return f"{names.MODELS_PREFIX}/{model_id}/{version}/manifest.json"
 
 
 # --- booster -> arrays ---------------------------------------------------------------------------
@@ -256,21 +245,7 @@ def export_model(
         raise ValueError(f"precisions repeat a tier: {[Precision(p).value for p in precisions]}")
     for precision in tiers_for_family(precisions, family):
         spec = _tier_spec(precision)
-        payload = payload_from_booster(
-            trained.booster,
-            model_id=model_id,
-            version=version,
-            features=trained.feature_names,
-            precision=precision,
-            standardization=trained.standardization,
-        )
-        error = parity_error(trained.booster, payload, trained.X_test, trained.standardization)
-        bound = spec.error_bound(trained.y_test)
-        if not error <= bound:  # `not <=` so that a NaN error fails too
-            raise ParityError(
-                f"{precision.value} payload of {model_id} {version}: max_abs_error={error!r} exceeds the bound "
-                f"{bound!r} ({spec.max_error_per_target_std!r} x std(y_test)) on {len(trained.X_test)} test rows"
-            )
+        payload, error = _parity_checked_payload(trained, spec, model_id=model_id, version=version)
         payloads[precision] = payload
         tiers.append(_tier(spec, model_id, version, payload, error, signing_key))
     manifest = ModelManifest(
@@ -294,6 +269,28 @@ def export_model(
         cv_rmse=trained.cv_rmse,
     )
     return ExportedModel(manifest=manifest, payloads=payloads)
+
+
+def _parity_checked_payload(
+    trained: TrainedModel, spec: TierSpec, *, model_id: str, version: str
+) -> tuple[bytes, float]:
+    """One tier's payload and its max_abs_error on the test set; ParityError beyond the tier's bound."""
+    payload = payload_from_booster(
+        trained.booster,
+        model_id=model_id,
+        version=version,
+        features=trained.feature_names,
+        precision=spec.precision,
+        standardization=trained.standardization,
+    )
+    error = parity_error(trained.booster, payload, trained.X_test, trained.standardization)
+    bound = spec.error_bound(trained.y_test)
+    if not error <= bound:  # `not <=` so that a NaN error fails too
+        raise ParityError(
+            f"{spec.precision.value} payload of {model_id} {version}: max_abs_error={error!r} exceeds the bound "
+            f"{bound!r} ({spec.max_error_per_target_std!r} x std(y_test)) on {len(trained.X_test)} test rows"
+        )
+    return payload, error
 
 
 def tiers_for_family(precisions: tuple[Precision, ...], family: ModelFamily) -> tuple[Precision, ...]:
@@ -355,10 +352,8 @@ __all__ = [
     "TierSpec",
     "booster_trees",
     "export_model",
-    "manifest_key",
     "parity_error",
     "payload_from_booster",
-    "payload_key",
     "reference_predict",
     "tiers_for_family",
 ]

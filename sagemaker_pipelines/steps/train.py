@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from edgeloop.schemas import names
 from edgeloop.schemas.model import ModelMetrics, ModelTemplate
 from edgeloop.schemas.training import EXAMPLE_META_COLUMNS, ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", default=os.environ.get("SM_CHANNEL_TRAIN"), help="Parquet file or directory")
     parser.add_argument("--output", default=os.environ.get("SM_MODEL_DIR", "model"))
-    parser.add_argument("--use-case", default="extrusion")
+    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
     parser.add_argument(
         "--candidates-per-template", type=int, default=None, help="default: the use case's training config"
     )

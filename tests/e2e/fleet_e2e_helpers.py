@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeloop.device_shims.extrusion import ExtrusionLineSimulator, SimulatorConfig, default_products
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import SimulatorConfig, default_products
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
 from edgeloop.greengrass_components.model_runner.service import ModelService
 from edgeloop.schemas import (

@@ -59,7 +59,7 @@ def test_the_report_plots_live_predictions_against_measurements(outcome):
 
 
 def test_rollups_and_context_slices_cover_every_line(outcome):
-    from edgeloop.functions.rollups.logic import LEVELS
+    from edgeloop.cloud.datalake.rollups import LEVELS
 
     assert list(outcome.rollup_rows) == list(LEVELS)
     # 2 h of 1 Hz history per line: many 1-minute rows, fewer coarser ones, at least a row per metric at 1d.

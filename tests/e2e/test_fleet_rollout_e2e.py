@@ -183,9 +183,10 @@ class Scenario:
     # models --------------------------------------------------------------------------------------
     def register_and_approve(self, version: str, *, label_scale: float) -> dict:
         """Train on simulated line data, export fp32 + quantized signed payloads, register, approve."""
+        from edgeloop.local.approval import approve_model
         from edgeloop.model_runtime.signing import load_private_key
         from edgeloop.sagemaker_pipelines.steps.export import export_model
-        from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
+        from edgeloop.sagemaker_pipelines.steps.registration import register_model
         from edgeloop.sagemaker_pipelines.steps.train import train_line_model
         from edgeloop.schemas import ModelTemplate, load_use_case
 
@@ -228,6 +229,7 @@ class Scenario:
         """What the scheduled wave controller does every minute."""
         from edgeloop.functions.wave_controller.logic import run_round
         from edgeloop.local.delivery import LocalDelivery
+        from edgeloop.schemas import RolloutPolicy
 
         delivery = LocalDelivery.from_environment()
         try:
@@ -237,8 +239,7 @@ class Scenario:
                     deployments=self.deployments,
                     delivery=delivery,
                     now=datetime.now(UTC),
-                    offline_silence_s=3600,
-                    wave_timeout_s=600,
+                    policy=RolloutPolicy(offline_silence_s=3600, wave_timeout_s=600),
                 )
         finally:
             delivery.close()

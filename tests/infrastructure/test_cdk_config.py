@@ -9,11 +9,13 @@ from edgeloop.cdk.constructs.config import (
     GATEWAY_VERSION_KEY,
     LATENESS_SLA_KEY,
     PANDAS_LAYER_VERSION_KEY,
+    ROLLOUT_POLICY_KEYS,
     USE_CASE_KEY,
     ConfigError,
     StackConfig,
 )
 from edgeloop.cdk.constructs.layers import PANDAS_LAYER_VERSION
+from edgeloop.schemas import RolloutPolicy, names
 
 
 def config(**context) -> StackConfig:
@@ -77,3 +79,46 @@ def test_the_app_refuses_bad_context_before_building_anything(tmp_path):
             context={ENABLE_TIMESTREAM_KEY: "maybe"}, outdir=str(tmp_path / "out"), staging_dir=tmp_path / "stage"
         )
     assert not (tmp_path / "stage").exists()
+
+
+def test_the_default_use_case_is_the_one_the_functions_default_to():
+    from edgeloop.cloud.settings import DataPathSettings
+
+    assert config().use_case == names.DEFAULT_USE_CASE == DataPathSettings.model_fields["use_case"].default
+
+
+def test_the_rollout_policy_from_context_keys():
+    assert set(ROLLOUT_POLICY_KEYS) == set(RolloutPolicy.model_fields)
+    assert config().rollout_policy == RolloutPolicy()
+    parsed = config(
+        **{
+            "edgeloop:canaryShare": "0.5",
+            "edgeloop:failureThreshold": 0,
+            "edgeloop:rolloutTimeoutSeconds": "7200",
+            "edgeloop:waveTimeoutSeconds": 300,
+            "edgeloop:offlineSilenceSeconds": "120.5",
+        }
+    )
+    assert parsed.rollout_policy == RolloutPolicy(
+        canary_share=0.5, failure_threshold=0.0, rollout_timeout_s=7200, wave_timeout_s=300, offline_silence_s=120.5
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("edgeloop:canaryShare", "0"),
+        ("edgeloop:canaryShare", "1.5"),
+        ("edgeloop:canaryShare", "most"),
+        ("edgeloop:failureThreshold", "-0.1"),
+        ("edgeloop:failureThreshold", True),
+        ("edgeloop:rolloutTimeoutSeconds", "an hour"),
+        ("edgeloop:rolloutTimeoutSeconds", "90.5"),
+        ("edgeloop:waveTimeoutSeconds", "0"),
+        ("edgeloop:offlineSilenceSeconds", "-60"),
+    ],
+)
+def test_a_bad_rollout_setting_names_the_key_and_the_value(key, value):
+    with pytest.raises(ConfigError) as raised:
+        config(**{key: value})
+    assert f"{key}={value!r}" in str(raised.value)

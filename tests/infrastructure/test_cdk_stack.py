@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from edgeloop.schemas import names
+from edgeloop.schemas import RolloutPolicy, names
+from edgeloop.schemas.deployment import ROLLOUT_POLICY_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,13 @@ ROLLOUT_ENV = {
     names.DELIVERY_ENV,
     names.GATEWAY_COMPONENT_VERSION_ENV,
     names.MODEL_RUNNER_COMPONENT_VERSION_ENV,
+    *ROLLOUT_POLICY_ENV.values(),
+}
+# The stack is built with part of the rollout policy set, as cdk.json (JSON numbers) or `-c` (strings) would.
+ROLLOUT_CONTEXT = {
+    "edgeloop:canaryShare": "0.25",
+    "edgeloop:failureThreshold": 0.05,
+    "edgeloop:waveTimeoutSeconds": 600,
 }
 EXPECTED_ENV = {
     "ingest": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV, names.LATENESS_SLA_DAYS_ENV},
@@ -48,7 +56,9 @@ def synthesized(tmp_path_factory):
     from edgeloop.cdk.app import build_app
 
     app, stack = build_app(
-        outdir=str(tmp_path_factory.mktemp("cdk-out")), staging_dir=tmp_path_factory.mktemp("lambda-staging")
+        context=ROLLOUT_CONTEXT,
+        outdir=str(tmp_path_factory.mktemp("cdk-out")),
+        staging_dir=tmp_path_factory.mktemp("lambda-staging"),
     )
     template = Template.from_stack(stack)  # runs the cdk-nag validation; raises on any finding
     return stack, template.to_json()
@@ -256,6 +266,22 @@ def test_function_environment(functions_by_key, key):
         assert variables[names.USE_CASE_ENV] == "extrusion"
     if names.LATENESS_SLA_DAYS_ENV in variables:  # ingest and compaction enforce the same SLA
         assert variables[names.LATENESS_SLA_DAYS_ENV] == str(names.DEFAULT_LATENESS_SLA_DAYS)
+
+
+@pytest.mark.parametrize("key", ["status_intake", "orchestrator", "wave_controller"])
+def test_the_rollout_functions_get_the_rollout_policy_from_context(functions_by_key, key):
+    variables = functions_by_key[key][1]["Environment"]["Variables"]
+    policy = {variable: variables[variable] for variable in ROLLOUT_POLICY_ENV.values()}
+    assert policy == {
+        names.CANARY_SHARE_ENV: "0.25",
+        names.FAILURE_THRESHOLD_ENV: "0.05",
+        names.WAVE_TIMEOUT_S_ENV: "600",
+        names.ROLLOUT_TIMEOUT_S_ENV: "3600",  # not in the context: RolloutPolicy's default
+        names.OFFLINE_SILENCE_S_ENV: "900",
+    }
+    assert RolloutPolicy.from_environment(variables) == RolloutPolicy(
+        canary_share=0.25, failure_threshold=0.05, wave_timeout_s=600
+    )
 
 
 @pytest.mark.parametrize("key", DEFAULT_FUNCTIONS)

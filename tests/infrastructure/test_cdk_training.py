@@ -217,8 +217,12 @@ def test_definition_variables_point_at_this_stacks_resources(probe, pipeline):
 
 
 def _strings(node):
+    """Every string in a definition; a Std:Join is one string, its runtime values rendered as <runtime>."""
     if isinstance(node, str):
         yield node
+    elif isinstance(node, dict) and "Std:Join" in node:
+        join = node["Std:Join"]
+        yield join["On"].join(v if isinstance(v, str) else "<runtime>" for v in join["Values"])
     elif isinstance(node, dict):
         for value in node.values():
             yield from _strings(value)
@@ -235,24 +239,6 @@ def test_every_step_runs_the_step_image_as_the_pipeline_role(pipeline):
     assert roles == {FAKE_VALUES["PipelineRoleArn"]}
 
 
-def _s3_uris(node):
-    """Every S3 URI in a definition; a Std:Join is rendered with its runtime values as <...>."""
-    if isinstance(node, str):
-        if node.startswith("s3://"):
-            yield node
-    elif isinstance(node, dict) and "Std:Join" in node:
-        join = node["Std:Join"]
-        rendered = join["On"].join(v if isinstance(v, str) else "<runtime>" for v in join["Values"])
-        if rendered.startswith("s3://"):
-            yield rendered
-    elif isinstance(node, dict):
-        for value in node.values():
-            yield from _s3_uris(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _s3_uris(value)
-
-
 def test_the_pipeline_reads_and_writes_only_where_its_role_may(training, pipeline):
     _, _, definition = substituted(pipeline)
     data = f"s3://{FAKE_VALUES['DataBucket']}/"
@@ -261,7 +247,7 @@ def test_the_pipeline_reads_and_writes_only_where_its_role_may(training, pipelin
         *(f"{data}{prefix}/" for prefix in (*_data_read_prefixes(), training.work_prefix)),
         f"{models}{names.MODELS_PREFIX}/",
     )
-    uris = list(_s3_uris(definition))
+    uris = [s for s in _strings(definition) if s.startswith("s3://")]
     assert any(uri.startswith(f"{data}{training.work_prefix}/<runtime>/") for uri in uris), uris
     for uri in uris:
         if uri == FAKE_VALUES["CodeS3Uri"]:

@@ -48,7 +48,7 @@ from edgeloop.local.mqtt import Mqtt5Connection, connect_mqtt5
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
 from edgeloop.local.ports import free_port
 from edgeloop.schemas import names
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_chaos_child import stream_sample  # noqa: E402

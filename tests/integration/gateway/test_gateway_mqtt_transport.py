@@ -21,7 +21,7 @@ from edgeloop.local.mosquitto import CLOUD_IDENTITY, MosquittoBroker
 from edgeloop.local.pki import CertificateAuthority
 from edgeloop.local.ports import free_port
 from edgeloop.schemas import names
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from gateway_helpers import extrusion_gateway_config
 
-from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.greengrass_components.gateway.transport import Mqtt5Transport
 from edgeloop.local.mosquitto import CLOUD_IDENTITY, MosquittoBroker
 from edgeloop.local.pki import CertificateAuthority
 from edgeloop.schemas import names
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -69,19 +69,8 @@ def test_replayed_recording_reaches_a_cloud_subscriber_row_by_row(tmp_path, brok
     cloud.connect(timeout_s=10)
     try:
         cloud.subscribe(f"{names.TOPIC_ROOT}/+/telemetry", inbox, timeout_s=5)
-        config = GatewayConfig(
-            thing_name=THING,
-            site="site-1",
-            line_id="line-1",
-            use_case="extrusion",
-            architecture="x86_64",
-            runtime_version="1.0.0",
-            broker_host=broker.host,
-            broker_port=broker.port,
-            cert_path=gateway_cert.cert_path,
-            key_path=gateway_cert.key_path,
-            ca_path=gateway_cert.ca_path,
-            buffer_path=tmp_path / "gateway" / "buffer.db",
+        config = extrusion_gateway_config(
+            tmp_path / "gateway" / "buffer.db", broker=broker, cert=gateway_cert, thing_name=THING
         ).to_file(tmp_path / "gateway.json")
         completed = subprocess.run(
             [

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gateway_helpers import extrusion_gateway_config
 
 from edgeloop.cloud.aws import client
 from edgeloop.device_shims.fleet import gateway_log_path, launch_fleet, stop_fleet
 from edgeloop.device_shims.simulated_gateway import SimulatedGatewayConfig
-from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.local.mqtt import connect_mqtt5
 from edgeloop.local.runtime import LocalRuntime
-from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.linear_format import LinearModel
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.schemas import (
     ContextInterval,
     DeviceAnnouncement,
@@ -65,6 +66,14 @@ class CloudInbox:
         with self.lock:
             return [p for t, p in self.other if t == topic]
 
+    def sequence_numbers(self, thing: str, expected: int, timeout_s: float = 10) -> set[int]:
+        """The distinct sequence numbers received from `thing`, once `expected` arrived or the time ran out."""
+        deadline = time.monotonic() + timeout_s
+        while len(set(self.seqs.get(thing, []))) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with self.lock:
+            return set(self.seqs.get(thing, []))
+
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory):
@@ -89,20 +98,14 @@ def inbox(runtime):
 
 
 def write_config(runtime, home: Path, thing: str, line_id: str, **fields) -> SimulatedGatewayConfig:
-    cert = runtime.certs[thing]
-    gateway = GatewayConfig(
+    gateway = extrusion_gateway_config(
+        home / "buffer.sqlite",
+        broker=runtime.broker,
+        cert=runtime.certs[thing],
         thing_name=thing,
         site="plant-a",
         line_id=line_id,
-        use_case="extrusion",
-        architecture="x86_64",
         runtime_version="1.2.0",
-        broker_host=runtime.broker.host,
-        broker_port=runtime.broker.port,
-        cert_path=cert.cert_path,
-        key_path=cert.key_path,
-        ca_path=cert.ca_path,
-        buffer_path=home / "buffer.sqlite",
     )
     now_s = int(time.time()) // 60 * 60
     config = SimulatedGatewayConfig(
@@ -165,10 +168,7 @@ def test_history_with_an_outage_lands_every_sample_once(runtime, inbox, tmp_path
     assert outage["publishes_during_outage"] == 0
     assert outage["pending_at_reconnect"] >= 300 * len(USE_CASE.metrics)
 
-    deadline = time.monotonic() + 10
-    while len(set(inbox.seqs.get(HISTORY_THING, []))) < final["accepted_samples"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert set(inbox.seqs[HISTORY_THING]) == set(range(final["accepted_samples"]))
+    assert inbox.sequence_numbers(HISTORY_THING, final["accepted_samples"]) == set(range(final["accepted_samples"]))
     assert inbox.metrics[HISTORY_THING] == set(USE_CASE.metrics)
 
     [announce] = inbox.messages(names.announce_topic(HISTORY_THING))
@@ -235,10 +235,7 @@ def test_live_phase_applies_an_update_and_publishes_predictions(runtime, inbox, 
     assert final["pending"] == 0 and final["phase"] == "stopped"
     assert "invalid model update" in final["last_error"]
 
-    deadline = time.monotonic() + 10
-    while len(set(inbox.seqs.get(LIVE_THING, []))) < final["accepted_samples"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert set(inbox.seqs[LIVE_THING]) == set(range(final["accepted_samples"]))
+    assert inbox.sequence_numbers(LIVE_THING, final["accepted_samples"]) == set(range(final["accepted_samples"]))
     assert USE_CASE.prediction_metric in inbox.metrics[LIVE_THING]
     reports = [ModelStatusReport.model_validate_json(p) for p in inbox.messages(names.model_status_topic(LIVE_THING))]
     assert [(r.deployment_id, r.status) for r in reports] == [("dep-1.0.0", DeviceStatus.APPLIED)]
@@ -278,18 +275,8 @@ def test_invalid_config_names_the_field(tmp_path):
     with pytest.raises(ValueError, match="gateway.thing_name"):
         SimulatedGatewayConfig.from_file(path)
     document = json.loads(path.read_text())
-    document["gateway"] = json.loads(
-        GatewayConfig(
-            thing_name="gw-x",
-            site="plant-a",
-            line_id="line-1",
-            use_case="extrusion",
-            architecture="x86_64",
-            runtime_version="1.0.0",
-            transport="greengrass",
-            buffer_path=tmp_path / "b.sqlite",
-        ).model_dump_json()
-    )
+    gateway = extrusion_gateway_config(tmp_path / "b.sqlite", thing_name="gw-x", site="plant-a")
+    document["gateway"] = json.loads(gateway.model_dump_json())
     path.write_text(json.dumps(document))
     with pytest.raises(ValueError, match=r"offline_windows\[0\]=\(10, 0\)"):
         SimulatedGatewayConfig.from_file(path)

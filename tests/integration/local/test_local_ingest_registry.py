@@ -73,8 +73,7 @@ def keys(prefix: str) -> list[str]:
 
 def test_registered_gateway_lands_and_unregistered_one_is_quarantined(runtime):
     runtime.register_gateway(gateway_config(runtime, REGISTERED))
-    ingest_handler._settings.cache_clear()
-    ingest_handler._line_directory.cache_clear()  # no answers cached from another moto_server
+    ingest_handler._settings.cache_clear()  # and its line directory: no answers cached from another moto_server
     # Only ingest matters here; the other routes get handlers that accept anything.
     handlers = {route.function: (lambda event, context: {}) for route in names.IOT_ROUTES}
     handlers["ingest"] = ingest_handler.lambda_handler
@@ -97,7 +96,7 @@ def test_registered_gateway_lands_and_unregistered_one_is_quarantined(runtime):
     assert record.source == names.telemetry_topic(UNREGISTERED)
     assert [(r.field, r.value) for r in record.reasons] == [("line_id", "'line-1'")]
     assert f"no line for thing {UNREGISTERED!r}" in record.reasons[0].error
-    ingest_handler._line_directory.cache_clear()
+    ingest_handler._settings.cache_clear()
 
 
 def test_registering_needs_a_certificate_from_the_runtime(runtime):

@@ -34,7 +34,8 @@ from edgeloop.greengrass_components.model_runner.agent import (
     UpdateAgent,
 )
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.linear_format import LinearModel
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash
 
 sys.path.insert(0, str(Path(__file__).parent))

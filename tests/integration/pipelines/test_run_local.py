@@ -10,14 +10,11 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
+from simulated_line_data import put_simulated_line
 
-from edgeloop.cloud import s3
 from edgeloop.cloud.aws import client, reset_clients
-from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
-from edgeloop.functions.compaction.logic import curated_parquet_bytes, partition_prefix
-from edgeloop.functions.metric_packer.data_access import put_context_intervals
+from edgeloop.cloud.model_registry import load_manifest
 from edgeloop.local.aws import local_aws_environment
 from edgeloop.local.moto_server import MotoServer
 from edgeloop.sagemaker_pipelines import local_run
@@ -25,7 +22,7 @@ from edgeloop.sagemaker_pipelines.local_run import LinePaths, run_local
 from edgeloop.sagemaker_pipelines.steps import dataset as dataset_step
 from edgeloop.sagemaker_pipelines.steps.dataset import read_dataset_info, read_examples
 from edgeloop.sagemaker_pipelines.steps.evaluate import read_evaluation
-from edgeloop.sagemaker_pipelines.steps.register import lineage_of, load_manifest, parse_lineage
+from edgeloop.sagemaker_pipelines.steps.lineage import lineage_of, parse_lineage
 from edgeloop.sagemaker_pipelines.steps.train import load_trained
 from edgeloop.schemas import names
 
@@ -36,28 +33,6 @@ EMPTY_LINE = "line-2"  # no data at all: its run reports that, while line-1 runs
 SIM_START = datetime(2026, 3, 1, tzinfo=UTC)
 SIM_DAYS = 2
 CANDIDATES = 2
-
-
-def put_simulated_line(bucket: str, line_id: str, *, start: datetime, hours: int, seed: int) -> None:
-    """Curated partitions (one per event date) and context intervals, as compaction and context intake leave them."""
-    simulator = ExtrusionLineSimulator(line_id, seed=seed, start_ms=int(start.timestamp() * 1000))
-    metric_index, time_ms, values = simulator.advance_arrays(hours * 3600)
-    rows = pd.DataFrame(
-        {
-            "thing_name": f"gw-{line_id}",
-            "line_id": line_id,
-            "metric": np.asarray(METRICS, dtype=object)[metric_index],
-            "time_ms": time_ms,
-            "value": values,
-            "seq": np.arange(len(time_ms), dtype=np.int64),
-            "ingest_time_ms": time_ms + 2_000,
-        }
-    )
-    event_date = pd.to_datetime(rows["time_ms"], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
-    for day, part in rows.groupby(event_date):
-        body = curated_parquet_bytes(pa.Table.from_pandas(part, preserve_index=False))
-        s3.put_bytes(bucket, f"{partition_prefix(line_id, day)}part-0.parquet", body)
-    put_context_intervals(bucket, line_id, simulator.context_intervals())
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,13 @@ from __future__ import annotations
 import io
 import json
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
+from edgeloop.cloud.datalake.curated import CURATED_SCHEMA, read_curated, read_late
 from edgeloop.cloud.line_directory import StaticLineDirectory
-from edgeloop.functions.compaction.logic import (
-    CURATED_SCHEMA,
-    compact,
-    delay_quantiles_s,
-    marker_key,
-    read_curated,
-    read_late,
-)
+from edgeloop.functions.compaction.logic import compact, delay_quantiles_s, marker_key
 from edgeloop.functions.compaction.settings import Settings
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
@@ -29,15 +21,6 @@ BUCKET = "edgeloop-compaction-test"
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 USE_CASE = load_use_case("extrusion")
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
 
 
 def land(seq_first: int, times_ms: list[int], *, thing="gw-1", line="line-1", received_at_ms=None, metric="speed"):

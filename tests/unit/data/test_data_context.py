@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edgeloop.functions.context.logic import context_columns, join_context, quantize, sub_intervals, to_ms
-from edgeloop.functions.rollups.logic import rollup_samples
+from edgeloop.cloud.datalake.context import context_columns, join_context, quantize, sub_intervals, to_ms
+from edgeloop.cloud.datalake.rollups import rollup_samples
 from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, SubInterval
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)

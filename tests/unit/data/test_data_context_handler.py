@@ -10,18 +10,18 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
-from edgeloop.functions.context.data_access import slices_key
-from edgeloop.functions.context.handler import lambda_handler, lines_to_rebuild
-from edgeloop.functions.context.logic import (
-    ContextRefused,
+from edgeloop.cloud.datalake.context import (
     context_columns,
-    parse_context_message,
+    get_context_intervals,
+    put_context_intervals,
     quantize,
     sub_intervals,
 )
-from edgeloop.functions.metric_packer.data_access import get_context_intervals, put_context_intervals
+from edgeloop.cloud.datalake.quarantine import MessageRefused
+from edgeloop.functions.context.data_access import slices_key
+from edgeloop.functions.context.handler import lambda_handler, lines_to_rebuild
+from edgeloop.functions.context.logic import parse_context_message
 from edgeloop.schemas import ContextInterval, IotRuleEvent, QuarantineRecord, SpecLimits, names
 
 BUCKET = "edgeloop-context-test"
@@ -48,19 +48,10 @@ def rule_event(payload, *, topic: str | None = None) -> dict:
 
 
 @pytest.fixture()
-def s3(monkeypatch):
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    from edgeloop.functions.context.handler import _line_directory, _settings
-
-    _settings.cache_clear()
-    _line_directory.cache_clear()
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        register(THING, LINE)
-        yield client
-    _settings.cache_clear()
-    _line_directory.cache_clear()
+def s3(s3):
+    """The data bucket, and this module's gateway registered with its line."""
+    register(THING, LINE)
+    return s3
 
 
 def register(thing: str, line_id: str) -> None:
@@ -186,7 +177,7 @@ def test_intervals_of_two_lines_in_one_message_are_refused_together(s3):
 
 def test_a_body_that_is_not_base64_is_refused_naming_the_field():
     event = IotRuleEvent(payload_b64="@@not base64@@", topic=names.context_topic(THING), received_at_ms=RECEIVED_MS)
-    with pytest.raises(ContextRefused, match="payload_b64"):
+    with pytest.raises(MessageRefused, match="payload_b64"):
         parse_context_message(event)
 
 

@@ -9,52 +9,14 @@ import zlib
 
 import boto3
 import pytest
-from moto import mock_aws
+from ingest_messages import LINES, RECEIVED_AT_MS, THING, USE_CASE, batch_doc, event_of, wire
 
-from edgeloop.cloud.line_directory import StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import FUTURE_TOLERANCE_MS, ingest_event
-from edgeloop.schemas import IotRuleEvent, QuarantineRecord, load_use_case, names
+from edgeloop.schemas import QuarantineRecord
 from edgeloop.schemas.raw_batch import RawBatch
 
 BUCKET = "edgeloop-ingest-test"
-THING = "gw-line-1"
-RECEIVED_AT_MS = 1_767_225_600_000 + 13 * 3_600_000 + 5_000  # 2026-01-01 13:00:05 UTC
-USE_CASE = load_use_case("extrusion")
-LINES = StaticLineDirectory({THING: "line-1"})
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
-
-
-def batch_doc(n: int = 4, *, seq_first: int = 100, thing: str = THING, metrics=("speed", "temp_die")) -> dict:
-    return {
-        "format_version": 1,
-        "thing_name": thing,
-        "line_id": "line-1",
-        "seq_first": seq_first,
-        "seq_last": seq_first + n - 1,
-        "samples": {
-            "metrics": list(metrics),
-            "metric_index": [i % len(metrics) for i in range(n)],
-            "time_ms": [RECEIVED_AT_MS - 10_000 + 1000 * i for i in range(n)],
-            "values": [10.0 + i for i in range(n)],
-        },
-    }
-
-
-def event_of(payload: bytes, *, thing: str = THING, received_at_ms: int = RECEIVED_AT_MS) -> IotRuleEvent:
-    return IotRuleEvent.from_message(names.telemetry_topic(thing), payload, received_at_ms)
-
-
-def wire(doc: dict) -> bytes:
-    return zlib.compress(json.dumps(doc).encode())  # json.dumps writes NaN/Infinity tokens as Python does
 
 
 def ingest(s3, payload: bytes, **kwargs):
@@ -274,7 +236,6 @@ def test_handler_counts_metrics_and_lands(s3, capsys):
     from edgeloop.functions.ingest import handler
 
     handler._settings.cache_clear()
-    handler._line_directory.cache_clear()
     register_thing_in_iot()
     event = event_of(wire(batch_doc(4))).model_dump()
     outputs = [handler.lambda_handler(event, None) for _ in range(3)]

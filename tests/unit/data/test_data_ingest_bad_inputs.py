@@ -8,73 +8,37 @@ deliveries (3 in a row, 3 at once) land once.
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import zlib
 
 import boto3
+import ingest_messages
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
+from ingest_messages import LINE, LINES, RECEIVED_AT_MS, THING, USE_CASE, event_of, wire
 
 from edgeloop.cloud.line_directory import LINE_TTL_S, MISSING_TTL_S, IotLineDirectory, StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import DAY_MS, FUTURE_TOLERANCE_MS, IngestResult, ingest_event
 from edgeloop.functions.ingest.settings import Settings
 from edgeloop.provisioning import ProvisioningRequest
-from edgeloop.schemas import IotRuleEvent, QuarantineRecord, TelemetryBatch, load_use_case, names
+from edgeloop.schemas import QuarantineRecord, TelemetryBatch, names
 from edgeloop.schemas.raw_batch import RawBatch
 from edgeloop.schemas.telemetry import (
     COMPACT_FORMAT_VERSION,
-    COMPACT_MAGIC,
     MAX_BATCH_SAMPLES,
     MAX_DECODED_BODY_BYTES,
     MAX_PAYLOAD_BYTES,
     ColumnarSamples,
-    Compression,
-    encode_compact,
 )
+from edgeloop.schemas.telemetry_compact import COMPACT_MAGIC, Compression, encode_compact
 
 BUCKET = "edgeloop-bad-inputs-test"
-THING = "gw-line-1"
-LINE = "line-1"
-RECEIVED_AT_MS = 1_767_225_600_000 + 13 * 3_600_000 + 5_000  # 2026-01-01 13:00:05 UTC
-USE_CASE = load_use_case("extrusion")
-LINES = StaticLineDirectory({THING: LINE})
 SLA_DAYS = names.DEFAULT_LATENESS_SLA_DAYS
 
 
-@pytest.fixture()
-def s3(monkeypatch):
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
-
-
-def batch_doc(n: int = 6, *, seq_first: int = 100, line_id: str = LINE, metrics=("speed", "temp_die")) -> dict:
-    return {
-        "format_version": 1,
-        "thing_name": THING,
-        "line_id": line_id,
-        "seq_first": seq_first,
-        "seq_last": seq_first + n - 1,
-        "samples": {
-            "metrics": list(metrics),
-            "metric_index": [i % len(metrics) for i in range(n)],
-            "time_ms": [RECEIVED_AT_MS - 60_000 + 1000 * i for i in range(n)],
-            "values": [10.0 + i for i in range(n)],
-        },
-    }
-
-
-def wire(doc: dict) -> bytes:
-    return zlib.compress(json.dumps(doc).encode())
-
-
-def event_of(payload: bytes, received_at_ms: int = RECEIVED_AT_MS) -> IotRuleEvent:
-    return IotRuleEvent.from_message(names.telemetry_topic(THING), payload, received_at_ms)
+def batch_doc(n: int = 6, **fields) -> dict:
+    return ingest_messages.batch_doc(n, age_ms=60_000, **fields)
 
 
 def ingest(payload: bytes, *, lines=LINES, store=None, **kwargs) -> IngestResult:
@@ -235,7 +199,7 @@ def constant_batch(n: int, version: int) -> TelemetryBatch:
 # (the decoder itself refuses a count beyond the body's length).
 @pytest.mark.parametrize("compression", [Compression.ZLIB, Compression.XZ])
 def test_format_2_absurd_sample_count_is_refused_before_decoding(s3, monkeypatch, compression):
-    from edgeloop.schemas.telemetry import _Reader
+    from edgeloop.schemas.telemetry_compact import _Reader
 
     read_uvarints = _Reader.uvarints
 
@@ -355,6 +319,13 @@ def test_iot_line_directory_lets_other_registry_errors_fail_the_invocation():
         IotLineDirectory(iot=DeniedIot()).line_of(THING)
 
 
+def test_the_settings_carry_one_line_directory_for_the_warm_container():
+    settings = Settings.from_env({names.DATA_BUCKET_ENV: BUCKET})
+    assert isinstance(settings.line_directory, IotLineDirectory)
+    assert settings.line_directory is settings.line_directory
+    assert Settings.from_env({names.DATA_BUCKET_ENV: BUCKET}).line_directory is not settings.line_directory
+
+
 def test_ingest_checks_the_line_against_the_iot_registry(s3):
     register(boto3.client("iot"), THING, LINE)
     directory = IotLineDirectory()
@@ -370,14 +341,13 @@ def test_handler_quarantines_a_batch_from_an_unregistered_thing(s3):
     from edgeloop.functions.ingest import handler
 
     handler._settings.cache_clear()
-    handler._line_directory.cache_clear()
     result = handler.lambda_handler(event_of(wire(batch_doc())).model_dump(), None)
     assert result["raw_key"] is None and result["quarantined_samples"] == 6
     record = QuarantineRecord.model_validate_json(read_object(s3, result["quarantine_key"]))
     assert reasons_of(record) == [("line_id", repr(LINE))]
 
     register(boto3.client("iot"), THING, LINE)
-    handler._line_directory.cache_clear()  # a new container: no cached miss
+    handler._settings.cache_clear()  # a new container: no cached miss
     assert handler.lambda_handler(event_of(wire(batch_doc())).model_dump(), None)["landed_samples"] == 6
 
 
@@ -441,7 +411,6 @@ def test_handler_applies_the_lateness_sla_from_the_environment(s3, monkeypatch):
     register(boto3.client("iot"), THING, LINE)
     monkeypatch.setenv(names.LATENESS_SLA_DAYS_ENV, "1")
     handler._settings.cache_clear()
-    handler._line_directory.cache_clear()
     try:
         doc = batch_doc()
         doc["samples"]["time_ms"][0] = RECEIVED_AT_MS - 2 * DAY_MS  # within the default 14 days, not within 1

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import base64
 
-import boto3
 import pytest
-from moto import mock_aws
+from ingest_messages import LINE, LINES, RECEIVED_AT_MS, THING, USE_CASE, event_of
 
-from edgeloop.cloud.line_directory import StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
-from edgeloop.schemas import IotRuleEvent, QuarantineRecord, TelemetryBatch, load_use_case, names
+from edgeloop.schemas import QuarantineRecord, TelemetryBatch
 from edgeloop.schemas.raw_batch import RawBatch
-from edgeloop.schemas.telemetry import COMPACT_MAGIC, ColumnarSamples, Compression, encode_batch, encode_compact
+from edgeloop.schemas.telemetry import ColumnarSamples
+from edgeloop.schemas.telemetry_codec import encode_batch
+from edgeloop.schemas.telemetry_compact import COMPACT_MAGIC, Compression, encode_compact
 
 BUCKET = "edgeloop-ingest-formats-test"
-THING = "gw-line-1"
-RECEIVED_AT_MS = 1_767_225_600_000 + 13 * 3_600_000 + 5_000  # 2026-01-01 13:00:05 UTC
-USE_CASE = load_use_case("extrusion")
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
 
 
 def batch(version: int, *, seq_first: int = 100, metrics=("speed", "temp_die"), values=None) -> TelemetryBatch:
@@ -36,7 +24,7 @@ def batch(version: int, *, seq_first: int = 100, metrics=("speed", "temp_die"), 
     return TelemetryBatch.model_construct(  # model_construct: lets tests put bad values on the wire
         format_version=version,
         thing_name=THING,
-        line_id="line-1",
+        line_id=LINE,
         seq_first=seq_first,
         seq_last=seq_first + n - 1,
         samples=ColumnarSamples.model_construct(
@@ -49,9 +37,7 @@ def batch(version: int, *, seq_first: int = 100, metrics=("speed", "temp_die"), 
 
 
 def ingest(payload: bytes):
-    event = IotRuleEvent.from_message(names.telemetry_topic(THING), payload, RECEIVED_AT_MS)
-    lines = StaticLineDirectory({THING: "line-1"})
-    return ingest_event(event, use_case=USE_CASE, store=S3IngestStore(BUCKET), lines=lines)
+    return ingest_event(event_of(payload), use_case=USE_CASE, store=S3IngestStore(BUCKET), lines=LINES)
 
 
 def landed(s3, key: str) -> RawBatch:

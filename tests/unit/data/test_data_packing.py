@@ -6,32 +6,25 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
+from edgeloop.cloud.datalake.context import (
+    context_key,
+    get_context_intervals,
+    put_context_intervals,
+    upsert_context_intervals,
+)
+from edgeloop.cloud.datalake.packs import get_examples
 from edgeloop.cloud.line_directory import StaticLineDirectory
+from edgeloop.cloud.packing.examples import META_COLUMNS, assemble_examples, build_examples, build_line_examples
 from edgeloop.cloud.packing.labels import classify, label_packs
 from edgeloop.functions.compaction.logic import compact
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import ingest_event
-from edgeloop.functions.metric_packer.data_access import (
-    context_key,
-    get_context_intervals,
-    get_examples,
-    put_context_intervals,
-    upsert_context_intervals,
-)
-from edgeloop.functions.metric_packer.logic import (
-    META_COLUMNS,
-    assemble_examples,
-    build_examples,
-    build_line_examples,
-    lines_from_event,
-)
+from edgeloop.functions.metric_packer.logic import lines_from_event
 from edgeloop.schemas import (
     ColumnarSamples,
     ContextInterval,
@@ -288,15 +281,6 @@ def test_lines_from_event_shapes():
 
 
 # --- with S3 -------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
 
 
 def test_context_intervals_round_trip_as_jsonl(s3):

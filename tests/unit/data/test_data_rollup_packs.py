@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgeloop.cloud.datalake.context import quantize, sub_intervals, to_ms
+from edgeloop.cloud.datalake.rollups import rollup_samples
 from edgeloop.cloud.packing.rollup_packs import build_line_packs, metric_packs, pack_columns
-from edgeloop.functions.context.logic import quantize, sub_intervals, to_ms
-from edgeloop.functions.rollups.logic import rollup_samples
 from edgeloop.schemas import ContextInterval, SpecLimits, load_use_case
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import boto3
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -12,25 +11,23 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
-from edgeloop.functions.compaction.logic import CURATED_SCHEMA
-from edgeloop.functions.rollups import data_access
-from edgeloop.functions.rollups.handler import lambda_handler, months_to_rebuild
-from edgeloop.functions.rollups.logic import (
+from edgeloop.cloud.datalake.curated import CURATED_SCHEMA
+from edgeloop.cloud.datalake.rollups import (
     LEVELS,
     RESOLUTIONS,
     build_levels,
-    build_line_rollups,
     from_arrow,
     mean,
-    read_rollups,
     reaggregate,
     rollup_samples,
     to_arrow,
     variance,
     variance_from_sums,
 )
+from edgeloop.functions.rollups import data_access
+from edgeloop.functions.rollups.handler import lambda_handler, months_to_rebuild
+from edgeloop.functions.rollups.logic import build_line_rollups, read_rollups
 from edgeloop.schemas import names
 
 MINUTE = 60_000
@@ -237,19 +234,6 @@ def test_arrow_round_trip_keeps_every_column():
 
 
 # --- S3 layout and the handler --------------------------------------------------------------------
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    from edgeloop.functions.rollups.handler import _settings
-
-    monkeypatch.setenv(names.DATA_BUCKET_ENV, BUCKET)
-    _settings.cache_clear()  # another test's bucket may be cached
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
-    _settings.cache_clear()
 
 
 def put_curated(s3, line_id: str, day: str, samples: pd.DataFrame, *, part="part-0", seq_start=0) -> None:

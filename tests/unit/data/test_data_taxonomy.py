@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from edgeloop.cloud.datalake.rollups import rollup_samples
 from edgeloop.cloud.packing.taxonomy import role_units, rollups_to_roles, to_roles
-from edgeloop.functions.rollups.logic import rollup_samples
 from edgeloop.schemas import UseCaseConfig, load_use_case
 from edgeloop.schemas.use_case import USE_CASES_DIR
 

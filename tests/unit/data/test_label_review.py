@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import numpy as np
 import pandas as pd
 import pytest
-from moto import mock_aws
+from review_packs import LOWER, T0, UPPER, packs_frame, tiny_use_case, violation_class
 
+from edgeloop.cloud.datalake.packs import put_examples
 from edgeloop.cloud.packing import label_review as review
+from edgeloop.cloud.packing.examples import META_COLUMNS, assemble_examples
 from edgeloop.cloud.packing.label_review import (
     LabelingModel,
     ProposalDecidedError,
@@ -24,62 +25,19 @@ from edgeloop.cloud.packing.label_review import (
     score_unlabeled,
 )
 from edgeloop.cloud.packing.label_store import proposals_key, read_proposals, write_proposals
-from edgeloop.functions.metric_packer.data_access import put_examples
-from edgeloop.functions.metric_packer.logic import META_COLUMNS, assemble_examples
-from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, UseCaseConfig
+from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits
 from edgeloop.schemas.training import ProposalStatus, ReviewAction, ReviewDecision, ViolationClass
 from edgeloop.schemas.use_case import LabelingConfig
 
 BUCKET = "edgeloop-review-test"
 LINE = "line-7"
-T0 = datetime(2026, 2, 1, tzinfo=UTC)
-LOWER, UPPER = 1.0, 3.0
 THRESHOLD = 0.9
-USE_CASE = UseCaseConfig(
-    use_case="tiny",
-    metrics=["feed", "quality"],
-    target_metric="quality",
-    sample_period_s=1,
-    pack_window_s=10,
-    horizon_s=5,
-    label_window_s=4,
-    example_stride_s=5,
-    feature_stats=["mean"],
-    model_families=["xgboost"],
-    precisions=["fp32"],
-    labeling=LabelingConfig(auto_label_min_confidence=THRESHOLD),
-)
+USE_CASE = tiny_use_case(labeling=LabelingConfig(auto_label_min_confidence=THRESHOLD))
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def examples_frame(x: np.ndarray, label: np.ndarray | None, *, first_window: int = 0) -> pd.DataFrame:
-    """Packs in the packer's layout with one informative feature (feed__mean); label None: unlabeled."""
-    n = len(x)
-    starts = pd.Series([T0 + timedelta(seconds=5 * (first_window + i)) for i in range(n)]).dt.as_unit("ns")
-    labels = np.full(n, np.nan) if label is None else label
-    classes = [None] * n if label is None else [_class(v) for v in label]
-    frame = pd.DataFrame(
-        {
-            "line_id": LINE,
-            "run_id": "run-1",
-            "window_start": starts,
-            "window_end": starts + pd.Timedelta(seconds=10),
-            "label": labels,
-            "label_class": classes,
-            "label_source": None if label is None else "measured",
-            "spec_lower": LOWER,
-            "spec_upper": UPPER,
-            "feed__mean": x,
-            "quality__mean": np.nan,  # the target is never among the inputs here: NaN everywhere
-        }
-    )
-    return frame
-
-
-def _class(value: float) -> str:
-    if value < LOWER:
-        return ViolationClass.LSL.value
-    return ViolationClass.USL.value if value > UPPER else ViolationClass.IN_RANGE.value
+    return packs_frame(LINE, x, label, first_window=first_window)
 
 
 def measured_and_unlabeled(seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -162,7 +120,7 @@ def test_confidence_is_the_normal_probability_of_the_predicted_class_and_splits_
         p_lsl = normal_cdf((LOWER - mean) / std)
         p_usl = 1 - normal_cdf((UPPER - mean) / std)
         expected = {"lsl_violation": p_lsl, "usl_violation": p_usl, "in_range": 1 - p_lsl - p_usl}
-        assert row.proposed_class == _class(mean)
+        assert row.proposed_class == violation_class(mean)
         assert row.confidence == pytest.approx(expected[row.proposed_class], abs=1e-9)
 
     queue, auto, outcome = merge_queue(None, scored, USE_CASE, NOW)
@@ -173,7 +131,7 @@ def test_confidence_is_the_normal_probability_of_the_predicted_class_and_splits_
     assert 0 < len(queue) < len(scored) and outcome.auto_labeled + outcome.pending == len(scored)
     assert (queue["confidence"] < THRESHOLD).all() and (queue["status"] == "pending").all()
     # an auto label's class is the class of its value; three classes occur
-    assert (auto["label_class"] == [_class(v) for v in auto["label"]]).all()
+    assert (auto["label_class"] == [violation_class(v) for v in auto["label"]]).all()
     assert set(auto["label_class"]) == {"lsl_violation", "in_range", "usl_violation"}
     assert (auto["label_source"] == "auto").all()
     # the near-limit packs (prediction about 1 or 3) are the ones left to people
@@ -203,14 +161,6 @@ def test_without_enough_measured_examples_every_pack_waits_for_review_without_a_
 # --- the queue in S3: decisions, refusals, reruns ------------------------------------------------
 
 
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield client
-
-
 def queued(s3_client) -> list:
     measured, unlabeled = measured_and_unlabeled()
     queue_line_proposals(BUCKET, LINE, measured, unlabeled, USE_CASE, now=NOW)
@@ -221,7 +171,7 @@ def decision(proposal_id: str, action=ReviewAction.ACCEPT, **correction) -> Revi
     return ReviewDecision(proposal_id=proposal_id, action=action, reviewer="ana", decided_at=NOW, **correction)
 
 
-def test_accept_takes_the_proposal_and_correct_takes_a_value_or_a_class(s3):
+def test_accept_takes_the_proposal_and_correct_takes_a_value_or_aviolation_class(s3):
     pending = queued(s3)
     accepted, by_value, by_class = pending[0], pending[1], pending[2]
 

@@ -2,71 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-import boto3
 import numpy as np
-import pandas as pd
 import pytest
-from moto import mock_aws
+from review_packs import packs_frame, tiny_use_case
 from typer.testing import CliRunner
 
 from edgeloop.cli.labels import labels_app
 from edgeloop.cloud.packing.label_review import proposals, queue_line_proposals
-from edgeloop.schemas import UseCaseConfig
 from edgeloop.schemas.training import ProposalStatus
 
 BUCKET = "edgeloop-labels-cli-test"
-T0 = datetime(2026, 2, 1, tzinfo=UTC)
-USE_CASE = UseCaseConfig(
-    use_case="tiny",
-    metrics=["feed", "quality"],
-    target_metric="quality",
-    sample_period_s=1,
-    pack_window_s=10,
-    horizon_s=5,
-    label_window_s=4,
-    example_stride_s=5,
-    feature_stats=["mean"],
-    model_families=["xgboost"],
-    precisions=["fp32"],
-)
+USE_CASE = tiny_use_case()
 runner = CliRunner()
 
 
-def packs(line: str, x: np.ndarray, label: np.ndarray | None, first: int = 0) -> pd.DataFrame:
-    starts = pd.Series([T0 + timedelta(seconds=5 * (first + i)) for i in range(len(x))]).dt.as_unit("ns")
-    return pd.DataFrame(
-        {
-            "line_id": line,
-            "run_id": "run-1",
-            "window_start": starts,
-            "window_end": starts + pd.Timedelta(seconds=10),
-            "label": np.full(len(x), np.nan) if label is None else label,
-            "label_class": None,
-            "label_source": None,
-            "spec_lower": 1.0,
-            "spec_upper": 3.0,
-            "feed__mean": x,
-            "quality__mean": np.nan,
-        }
-    )
-
-
 @pytest.fixture
-def queue():
+def queue(s3):
     """Two lines whose near-limit packs (predictions about 1 and 3) wait for review."""
-    with mock_aws():
-        boto3.client("s3", region_name="eu-west-1").create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        rng = np.random.default_rng(0)
-        for line in ("line-a", "line-b"):
-            x = rng.uniform(-1.5, 1.5, size=100)
-            measured = packs(line, x, 2.0 + x + rng.normal(scale=0.1, size=100))
-            unlabeled = packs(line, np.array([-1.0, -0.98, 0.0, 1.0]), None, first=500)
-            queue_line_proposals(BUCKET, line, measured, unlabeled, USE_CASE)
-        yield {p.line_id: [] for p in proposals(BUCKET)} | _pending_by_line()
+    rng = np.random.default_rng(0)
+    for line in ("line-a", "line-b"):
+        x = rng.uniform(-1.5, 1.5, size=100)
+        measured = packs_frame(line, x, 2.0 + x + rng.normal(scale=0.1, size=100))
+        unlabeled = packs_frame(line, np.array([-1.0, -0.98, 0.0, 1.0]), None, first_window=500)
+        queue_line_proposals(BUCKET, line, measured, unlabeled, USE_CASE)
+    return {p.line_id: [] for p in proposals(BUCKET)} | _pending_by_line()
 
 
 def _pending_by_line() -> dict[str, list]:

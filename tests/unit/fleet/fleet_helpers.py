@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -10,6 +12,7 @@ import boto3
 from edgeloop.schemas import (
     Architecture,
     CompatibilityTier,
+    DeviceAnnouncement,
     DeviceRecord,
     DeviceStatus,
     IotRuleEvent,
@@ -29,6 +32,13 @@ DEVICE_TABLE = "test-devices"
 DEPLOYMENT_TABLE = "test-deployments"
 MODEL_BUCKET = "test-models"
 FEATURES = ["speed__mean", "temp_die__mean", "cold_od__last"]
+# What the rollout functions' settings need, with the local delivery (no component versions).
+ROLLOUT_ENVIRONMENT = {
+    names.DEVICE_TABLE_ENV: DEVICE_TABLE,
+    names.DEPLOYMENT_TABLE_ENV: DEPLOYMENT_TABLE,
+    names.MODEL_BUCKET_ENV: MODEL_BUCKET,
+    names.DELIVERY_ENV: "local",
+}
 
 
 def create_table(name: str, keys: TableKeys) -> None:
@@ -116,6 +126,21 @@ def manifest(tiers: list[CompatibilityTier] | None = None, **overrides) -> Model
     return ModelManifest(**fields)
 
 
+def announcement(thing: str = "gw-1", **overrides) -> DeviceAnnouncement:
+    fields = {
+        "thing_name": thing,
+        "site": "plant-a",
+        "line_id": "line-1",
+        "use_case": "extrusion",
+        "architecture": "aarch64",
+        "runtime_version": "1.0.0",
+        "supported_precisions": ["fp32"],
+        "sent_at": NOW,
+    }
+    fields.update(overrides)
+    return DeviceAnnouncement(**fields)
+
+
 def rule_event(topic: str, document: dict | bytes, received_at: datetime = NOW) -> IotRuleEvent:
     payload = document if isinstance(document, bytes) else json.dumps(document).encode()
     return IotRuleEvent.from_message(topic, payload, int(received_at.timestamp() * 1000))
@@ -141,6 +166,27 @@ class RecordingDelivery:
     @property
     def waves(self) -> list[int]:
         return [wave.index for _, wave, _ in self.deliveries]
+
+
+def concurrently(count: int, action: Callable[[], object]) -> list:
+    """Run `action` in `count` threads released at once; their results, or the first error raised."""
+    barrier, results, errors = threading.Barrier(count), [], []
+
+    def run_once() -> None:
+        barrier.wait()
+        try:
+            results.append(action())
+        except Exception as exc:  # noqa: BLE001 - raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_once) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return results
 
 
 def status_report(

@@ -6,12 +6,12 @@ import json
 from datetime import timedelta
 
 import pytest
-from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, NOW, device, manifest
+from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, MODEL_BUCKET, NOW, device, manifest
 
 from edgeloop.cloud.fleet.devices import DeviceWrite
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.functions.fleet_status import handler
-from edgeloop.functions.orchestrator.logic import plan_rollout
-from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, names
+from edgeloop.schemas import DeviceStatus, names
 
 PACKAGE_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
 
@@ -158,17 +158,7 @@ def test_why_not_reads_the_manifest_from_the_model_registry(api, devices, deploy
     devices.put(device("gw-x86"))
     devices.put(device("gw-old", runtime_version="0.9.0", last_seen=NOW - timedelta(minutes=1)))
     record = plan_rollout(model, devices.scan_all(), model_package_arn=package_arn, now=NOW)
-    update = ModelUpdate(
-        deployment_id=record.deployment_id,
-        model_id=model.model_id,
-        version=model.version,
-        precision=Precision.FP32,
-        payload_uri="s3://test-models/models/m/2.0.0/fp32.npz",
-        sha256="0" * 64,
-        features=model.features,
-        feature_schema_hash=model.feature_schema_hash,
-    )
-    deployments.put_if_absent(record, {Precision.FP32: update})
+    deployments.put_if_absent(record, model_updates(model, record.deployment_id, MODEL_BUCKET))
     # An old runtime excluded at planning, upgraded since: only the manifest can tell it fits now.
     devices.put(device("gw-old", runtime_version="1.2.0"))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, NOW, device, manifest
+from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE, MODEL_BUCKET, NOW, device, manifest
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
 from edgeloop.cloud.fleet.devices import DeviceWrite
-from edgeloop.functions.orchestrator.logic import plan_rollout
-from edgeloop.schemas import Architecture, DeviceStatus, ModelUpdate, Precision, names
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
+from edgeloop.schemas import Architecture, DeviceStatus, Precision, names
 
 PACKAGE_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
 
@@ -63,17 +63,7 @@ def test_why_not_lists_incompatible_devices(fleet, deployments):
     model = model.model_copy(update={"tiers": [model.tier(Precision.FP32)]})  # x86_64 and aarch64 only
     # No model package in the registry: the CLI explains from the rollout's plan.
     record = plan_rollout(model, fleet.scan_all(), model_package_arn=PACKAGE_ARN, now=NOW)
-    update = ModelUpdate(
-        deployment_id=record.deployment_id,
-        model_id=model.model_id,
-        version=model.version,
-        precision=Precision.FP32,
-        payload_uri="s3://test-models/models/m/2.0.0/fp32.npz",
-        sha256="0" * 64,
-        features=model.features,
-        feature_schema_hash=model.feature_schema_hash,
-    )
-    deployments.put_if_absent(record, {Precision.FP32: update})
+    deployments.put_if_absent(record, model_updates(model, record.deployment_id, MODEL_BUCKET))
     result = run("why-not", "2.0.0", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -85,3 +75,29 @@ def test_why_not_lists_incompatible_devices(fleet, deployments):
     assert result.exit_code == 0 and "incompatible" in result.output
     result = run("why-not", "v2")
     assert result.exit_code == 2 and "model_version='v2'" in result.output
+
+
+def test_plan_previews_a_rollout_under_the_policy_options(fleet, deployments, tmp_path, monkeypatch):
+    for i in range(8):
+        fleet.put(device(f"gw-x{i}"))
+    path = tmp_path / "manifest.json"
+    path.write_text(manifest().model_dump_json())
+
+    result = run("plan", str(path), "--canary-share", "0.5", "--failure-threshold", "0.3", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["policy"]["canary_share"] == 0.5
+    waves = document["plan"]["waves"]
+    assert [(w["precision"], len(w["targets"])) for w in waves] == [("fp32", 5), ("fp32", 4), ("fp16-leaves", 1)]
+    assert {w["failure_threshold"] for w in waves} == {0.3}
+    assert deployments.scan_all() == []  # a preview writes nothing
+
+    monkeypatch.setenv(names.CANARY_SHARE_ENV, "1")  # the rollout functions' variable is the default
+    result = run("plan", str(path))
+    assert result.exit_code == 0, result.output
+    assert "canary share 1" in result.output and "gw-x7" in result.output
+
+    result = run("plan", str(path), "--canary-share", "0")
+    assert result.exit_code == 2 and "--canary-share=0.0" in result.output
+    result = run("plan", str(tmp_path / "missing.json"))
+    assert result.exit_code == 2 and "is neither a model package ARN" in result.output

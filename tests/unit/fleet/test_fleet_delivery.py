@@ -264,3 +264,15 @@ def test_greengrass_settings_require_component_versions():
         RolloutSettings.from_env(_rollout_environ())
     with pytest.raises(ValueError, match=f"{names.DELIVERY_ENV}='carrier-pigeon'"):
         RolloutSettings.from_env(_rollout_environ(**{names.DELIVERY_ENV: "carrier-pigeon"}))
+
+
+def test_a_delivery_kind_nothing_registered_is_refused_clearly(monkeypatch):
+    """EDGELOOP_DELIVERY=local without the embedded runtime imported: the error says what to import."""
+    from edgeloop.cloud.fleet import delivery as delivery_module
+
+    monkeypatch.delitem(delivery_module._REGISTERED_DELIVERIES, "local", raising=False)  # restored after the test
+    local = RolloutSettings.from_env(_rollout_environ(**{names.DELIVERY_ENV: "local"}))
+    with pytest.raises(ValueError) as refused:
+        delivery_from_settings(local)
+    assert f"{names.DELIVERY_ENV}='local' has no delivery in this process" in str(refused.value)
+    assert "import edgeloop.local first" in str(refused.value)

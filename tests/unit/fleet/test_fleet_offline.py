@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fleet_helpers import NOW, RecordingDelivery, device, rule_event, status_report
+from fleet_helpers import NOW, announcement, device, rule_event, status_report
 
-from edgeloop.functions.device_registry.logic import handle_announcement, mark_silent_devices
+from edgeloop.cloud.fleet.liveness import mark_silent_devices
+from edgeloop.functions.device_registry.logic import handle_announcement
 from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.functions.wave_controller import handler as wave_controller_handler
-from edgeloop.schemas import Architecture, DeviceAnnouncement, DeviceStatus, Precision, names
+from edgeloop.schemas import DeviceStatus, names
 
 
 def _seed(devices):
@@ -60,19 +61,11 @@ def test_the_silence_is_configurable_and_checked(devices):
 def test_an_announcement_brings_an_offline_device_back(devices):
     _seed(devices)
     mark_silent_devices(devices, now=NOW)
-    announcement = DeviceAnnouncement(
-        thing_name="gw-silent",
-        site="plant-a",
-        line_id="line-1",
-        use_case="extrusion",
-        architecture=Architecture.X86_64,
-        runtime_version="1.2.0",
-        supported_precisions=[Precision.FP32],
-        current_model_version="1.0.0",
-        sent_at=NOW + timedelta(minutes=1),
-    )
     back_at = NOW + timedelta(minutes=1)
-    event = rule_event(names.announce_topic("gw-silent"), announcement.model_dump(mode="json"), back_at)
+    announced = announcement(
+        "gw-silent", architecture="x86_64", runtime_version="1.2.0", current_model_version="1.0.0", sent_at=back_at
+    )
+    event = rule_event(names.announce_topic("gw-silent"), announced.model_dump(mode="json"), back_at)
     handle_announcement(event, devices, now=back_at)
     back = devices.get("gw-silent")
     assert (back.status, back.reason, back.last_seen) == (DeviceStatus.APPLIED, "", back_at)
@@ -89,25 +82,11 @@ def test_a_status_report_brings_an_offline_device_back(devices):
     assert (back.status, back.current_model_version, back.last_seen) == (DeviceStatus.APPLIED, "2.0.0", back_at)
 
 
-def test_the_wave_controller_handler_marks_offline_on_schedule(devices, deployments, monkeypatch):
-    from fleet_helpers import DEPLOYMENT_TABLE, DEVICE_TABLE
-
+def test_the_wave_controller_handler_marks_offline_on_schedule(devices, deployments, handler_delivery):
     devices.put(device("gw-old", last_seen=NOW - timedelta(days=400)))  # the handler uses the real clock
     devices.put(device("gw-live", last_seen=NOW + timedelta(days=3650)))
-    for variable, value in {
-        names.DEVICE_TABLE_ENV: DEVICE_TABLE,
-        names.DEPLOYMENT_TABLE_ENV: DEPLOYMENT_TABLE,
-        names.MODEL_BUCKET_ENV: "test-models",
-        names.DELIVERY_ENV: "local",
-    }.items():
-        monkeypatch.setenv(variable, value)
-    wave_controller_handler._settings.cache_clear()
-    delivery = RecordingDelivery()
-    monkeypatch.setattr(wave_controller_handler, "delivery_from_settings", lambda settings: delivery)
-    try:
-        result = wave_controller_handler.lambda_handler({"source": "aws.events"}, None)
-    finally:
-        wave_controller_handler._settings.cache_clear()
+    delivery = handler_delivery()
+    result = wave_controller_handler.lambda_handler({"source": "aws.events"}, None)
     assert result["marked_offline"] == ["gw-old"] and result["errors"] == {}
     assert devices.get("gw-old").status is DeviceStatus.OFFLINE
     assert devices.get("gw-live").status is DeviceStatus.REGISTERED

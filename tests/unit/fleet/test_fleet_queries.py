@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fleet_helpers import NOW, RecordingDelivery, device, manifest, rule_event, status_report, tier
+from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, device, manifest, rule_event, status_report, tier
 
 from edgeloop.cloud.fleet.devices import (
     DeviceWrite,
     history_entry,
     history_key,
 )
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.cloud.fleet.queries import (
     InvalidParameter,
     NotFound,
@@ -20,14 +21,12 @@ from edgeloop.cloud.fleet.queries import (
     fleet_status,
     why_not,
 )
-from edgeloop.functions.orchestrator.logic import plan_rollout
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report
 from edgeloop.schemas import (
     Architecture,
     DeploymentState,
     DeviceEvent,
     DeviceStatus,
-    ModelUpdate,
     Precision,
     names,
 )
@@ -167,17 +166,7 @@ def _fleet(devices):
 def _record_rollout(devices, deployments, model, *, state=DeploymentState.IN_PROGRESS, reason=""):
     record = plan_rollout(model, devices.scan_all(), model_package_arn=ARN, now=NOW)
     record = record.model_copy(update={"state": state, "reason": reason})
-    update = ModelUpdate(
-        deployment_id=record.deployment_id,
-        model_id=model.model_id,
-        version=model.version,
-        precision=Precision.FP32,
-        payload_uri="s3://test-models/models/m/2.0.0/fp32.npz",
-        sha256="0" * 64,
-        features=model.features,
-        feature_schema_hash=model.feature_schema_hash,
-    )
-    assert deployments.put_if_absent(record, {w.precision: update for w in record.waves})
+    assert deployments.put_if_absent(record, model_updates(model, record.deployment_id, MODEL_BUCKET))
     return record
 
 

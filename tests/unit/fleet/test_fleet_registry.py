@@ -6,33 +6,18 @@ from datetime import timedelta
 
 import boto3
 import pytest
-from fleet_helpers import DEVICE_TABLE, NOW, device, rule_event
+from fleet_helpers import DEVICE_TABLE, NOW, announcement, device, rule_event
 
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, WriteConflict
 from edgeloop.cloud.fleet.queries import fleet_status
 from edgeloop.functions.device_registry import handler as registry_handler
 from edgeloop.functions.device_registry.logic import handle_announcement, register_device
 from edgeloop.functions.device_registry.settings import Settings
-from edgeloop.schemas import Architecture, DeviceAnnouncement, DeviceStatus, Precision, names
-
-
-def _announcement(thing: str = "gw-1", **overrides) -> DeviceAnnouncement:
-    fields = {
-        "thing_name": thing,
-        "site": "plant-a",
-        "line_id": "line-1",
-        "use_case": "extrusion",
-        "architecture": "aarch64",
-        "runtime_version": "1.0.0",
-        "supported_precisions": ["fp32"],
-        "sent_at": NOW,
-    }
-    fields.update(overrides)
-    return DeviceAnnouncement(**fields)
+from edgeloop.schemas import Architecture, DeviceStatus, Precision, names
 
 
 def test_first_announcement_creates_a_registered_device(devices):
-    record = register_device(_announcement(current_model_version="1.0.0"), devices, now=NOW)
+    record = register_device(announcement(current_model_version="1.0.0"), devices, now=NOW)
 
     assert record == devices.get("gw-1")
     assert record.status is DeviceStatus.REGISTERED
@@ -63,7 +48,7 @@ def test_reannouncement_refreshes_hardware_and_keeps_model_fields(devices):
     )
     later = NOW + timedelta(minutes=3)
     record = register_device(
-        _announcement(
+        announcement(
             architecture="armv7l",
             runtime_version="1.1.0",
             supported_precisions=["fp16-leaves", "quantized"],
@@ -88,12 +73,12 @@ def test_reannouncement_refreshes_hardware_and_keeps_model_fields(devices):
 
 def test_offline_device_that_announces_is_back(devices):
     devices.put(device("gw-1", status=DeviceStatus.OFFLINE, current_model_version="1.0.0", reason="no heartbeat"))
-    record = register_device(_announcement(), devices, now=NOW)
+    record = register_device(announcement(), devices, now=NOW)
     assert (record.status, record.status_since, record.reason) == (DeviceStatus.APPLIED, NOW, "")
 
 
 def test_announcement_on_another_things_topic_is_refused(devices):
-    event = rule_event(names.announce_topic("gw-2"), _announcement("gw-1").model_dump(mode="json"))
+    event = rule_event(names.announce_topic("gw-2"), announcement("gw-1").model_dump(mode="json"))
     result = handle_announcement(event, devices, now=NOW)
     assert result.record is None
     assert result.refused == "thing_name='gw-1' does not match the thing 'gw-2' of topic 'edgeloop/gw-2/announce'"
@@ -113,7 +98,7 @@ def test_announcement_on_another_things_topic_is_refused(devices):
     ],
 )
 def test_bad_announcements_are_refused_naming_field_and_value(devices, topic, payload, expected):
-    document = _announcement().model_dump(mode="json")
+    document = announcement().model_dump(mode="json")
     if isinstance(payload, dict):
         document.update(payload)
     event = rule_event(topic, payload if isinstance(payload, bytes) else document)
@@ -126,13 +111,11 @@ def test_bad_announcements_are_refused_naming_field_and_value(devices, topic, pa
 def test_handler_registers_and_refuses(devices, monkeypatch):
     monkeypatch.setenv(names.DEVICE_TABLE_ENV, DEVICE_TABLE)
     registry_handler._settings.cache_clear()
-    announcement = _announcement().model_dump(mode="json")
+    document = announcement().model_dump(mode="json")
 
-    created = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-1"), announcement).model_dump(), None)
-    refreshed = registry_handler.lambda_handler(
-        rule_event(names.announce_topic("gw-1"), announcement).model_dump(), None
-    )
-    refused = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-9"), announcement).model_dump(), None)
+    created = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-1"), document).model_dump(), None)
+    refreshed = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-1"), document).model_dump(), None)
+    refused = registry_handler.lambda_handler(rule_event(names.announce_topic("gw-9"), document).model_dump(), None)
 
     assert created["created"] is True and created["record"]["thing_name"] == "gw-1"
     assert refreshed["created"] is False and refreshed["refused"] is None

@@ -3,18 +3,18 @@ device the rollout reached, through the same ModelDelivery, and the rollout ends
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
-from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, device, manifest, status_report, tier
+from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, concurrently, device, manifest, status_report, tier
 
 from edgeloop.cloud.fleet.delivery import ROLLBACK_WAVE_BASE, cohort_group_name
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import advance, begin
-from edgeloop.functions.orchestrator.logic import _mark_targets_pending, model_updates, plan_rollout
+from edgeloop.functions.orchestrator.logic import _mark_targets_pending
 from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.functions.wave_controller.logic import run_round
-from edgeloop.schemas import Architecture, DeploymentState, DeviceStatus, Precision
+from edgeloop.schemas import Architecture, DeploymentState, DeviceStatus, Precision, RolloutPolicy
 
 OLD_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/2"
 NEW_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
@@ -55,7 +55,9 @@ def _fleet(devices, deployments, things_on_old, things_without_model=(), armv7=(
 
 
 def _start(devices, deployments, fleet, delivery, *, canary_share=1.0):
-    record = plan_rollout(manifest(), fleet, model_package_arn=NEW_ARN, canary_share=canary_share, now=NOW)
+    record = plan_rollout(
+        manifest(), fleet, model_package_arn=NEW_ARN, policy=RolloutPolicy(canary_share=canary_share), now=NOW
+    )
     assert deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, MODEL_BUCKET))
     _mark_targets_pending(record, devices, NOW)
     return begin(record.deployment_id, deployments_table=deployments, delivery=delivery, now=NOW)
@@ -215,21 +217,7 @@ def test_concurrent_reports_roll_back_once_and_consistently(devices, deployments
     record = _start(devices, deployments, fleet, delivery)
     _report(devices, record, things[:4], DeviceStatus.APPLIED, clock)
     _report(devices, record, things[4:], DeviceStatus.REJECTED, clock, reason="bad payload")
-    barrier, errors, results = threading.Barrier(6), [], []
-
-    def advance_once():
-        barrier.wait()
-        try:
-            results.append(_advance(devices, deployments, delivery, record))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=advance_once) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    results = concurrently(6, lambda: _advance(devices, deployments, delivery, record))
     assert {r.state for r in results} == {DeploymentState.ROLLED_BACK}
     restored = {t for _, w, _ in delivery.deliveries if w.index >= ROLLBACK_WAVE_BASE for t in w.targets}
     assert restored == set(things[:4])  # a retry may deliver twice; the device answers "already active"
@@ -248,9 +236,7 @@ def test_a_rollback_interrupted_by_a_failed_delivery_is_finished_by_the_wave_con
     assert deployments.get(record.deployment_id).state is DeploymentState.FAILED
     assert devices.get("gw-00").status is DeviceStatus.APPLIED  # not marked before it was delivered
 
-    result = run_round(
-        devices=devices, deployments=deployments, delivery=delivery, now=NOW, offline_silence_s=900, wave_timeout_s=900
-    )
+    result = run_round(devices=devices, deployments=deployments, delivery=delivery, now=NOW, policy=RolloutPolicy())
     assert result.errors == {} and result.advanced == {record.deployment_id: "rolled_back"}
     assert delivery.deliveries[-1][1].targets == ["gw-00"]
     assert devices.get("gw-00").status is DeviceStatus.ROLLED_BACK

@@ -6,7 +6,6 @@ import boto3
 import pytest
 from fleet_helpers import (
     DEPLOYMENT_TABLE,
-    DEVICE_TABLE,
     MODEL_BUCKET,
     NOW,
     RecordingDelivery,
@@ -14,14 +13,9 @@ from fleet_helpers import (
     manifest,
 )
 
+from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, plan_rollout
 from edgeloop.functions.orchestrator import handler as orchestrator_handler
-from edgeloop.functions.orchestrator.logic import (
-    NotApproved,
-    deployment_id_for,
-    model_updates,
-    plan_rollout,
-    start_rollout,
-)
+from edgeloop.functions.orchestrator.logic import NotApproved, start_rollout
 from edgeloop.schemas import DeploymentState, DeviceStatus, Precision, names
 
 GROUP = names.model_package_group_name("extrusion", "line-1")
@@ -199,24 +193,12 @@ def test_a_malformed_event_is_refused_naming_the_field(devices, deployments):
         start_rollout(event, **common)
 
 
-def test_handler_rolls_out_with_the_delivery_from_settings(devices, deployments, monkeypatch):
+def test_handler_rolls_out_with_the_delivery_from_settings(devices, deployments, handler_delivery):
     arn = _register()
     _fleet(devices)
-    for variable, value in {
-        names.DEVICE_TABLE_ENV: DEVICE_TABLE,
-        names.DEPLOYMENT_TABLE_ENV: DEPLOYMENT_TABLE,
-        names.MODEL_BUCKET_ENV: MODEL_BUCKET,
-        names.DELIVERY_ENV: "local",
-    }.items():
-        monkeypatch.setenv(variable, value)
-    delivery = RecordingDelivery()
-    monkeypatch.setattr(orchestrator_handler, "delivery_from_settings", lambda settings: delivery)
-    orchestrator_handler._settings.cache_clear()
-    try:
-        started = orchestrator_handler.lambda_handler(_event(arn), None)
-        ignored = orchestrator_handler.lambda_handler(_event(arn, "Rejected"), None)
-    finally:
-        orchestrator_handler._settings.cache_clear()
+    delivery = handler_delivery()
+    started = orchestrator_handler.lambda_handler(_event(arn), None)
+    ignored = orchestrator_handler.lambda_handler(_event(arn, "Rejected"), None)
     assert started["state"] == "in_progress" and started["deployment_id"] == deployment_id_for(arn)
     assert "is Rejected" in ignored["ignored"]
     assert delivery.waves == [0] and delivery.closed

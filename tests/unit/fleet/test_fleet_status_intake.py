@@ -7,8 +7,6 @@ import threading
 from datetime import timedelta
 
 from fleet_helpers import (
-    DEPLOYMENT_TABLE,
-    DEVICE_TABLE,
     MODEL_BUCKET,
     NOW,
     RecordingDelivery,
@@ -18,8 +16,8 @@ from fleet_helpers import (
     status_report,
 )
 
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import begin
-from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
 from edgeloop.functions.status_intake import handler as intake_handler
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
 from edgeloop.schemas import DeploymentState, DeviceStatus, names
@@ -138,7 +136,7 @@ def test_refused_reports_name_the_problem(devices, deployments):
     assert devices.get("gw-1").status is DeviceStatus.REGISTERED
 
 
-def test_the_canarys_report_releases_the_next_wave_through_the_handler(devices, deployments, monkeypatch):
+def test_the_canarys_report_releases_the_next_wave_through_the_handler(devices, deployments, handler_delivery):
     fleet = [device(f"gw-{i}") for i in range(5)]
     record = plan_rollout(
         manifest(), fleet, model_package_arn="arn:aws:sagemaker:eu-west-1:1:model-package/g/1", now=NOW
@@ -149,22 +147,11 @@ def test_the_canarys_report_releases_the_next_wave_through_the_handler(devices, 
     delivery = RecordingDelivery()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
 
-    for variable, value in {
-        names.DEVICE_TABLE_ENV: DEVICE_TABLE,
-        names.DEPLOYMENT_TABLE_ENV: DEPLOYMENT_TABLE,
-        names.MODEL_BUCKET_ENV: MODEL_BUCKET,
-        names.DELIVERY_ENV: "local",
-    }.items():
-        monkeypatch.setenv(variable, value)
-    monkeypatch.setattr(intake_handler, "delivery_from_settings", lambda settings: delivery)
-    intake_handler._settings.cache_clear()
+    handler_delivery(delivery)
     canary = record.waves[0].targets[0]
     report = status_report(canary, record.deployment_id, DeviceStatus.APPLIED, NOW + timedelta(minutes=1))
-    try:
-        recorded = intake_handler.lambda_handler(_event(report).model_dump(), None)
-        stale = intake_handler.lambda_handler(_event(report).model_dump(), None)
-    finally:
-        intake_handler._settings.cache_clear()
+    recorded = intake_handler.lambda_handler(_event(report).model_dump(), None)
+    stale = intake_handler.lambda_handler(_event(report).model_dump(), None)
 
     assert recorded["outcome"] == "recorded"
     assert recorded["deployment"]["waves"][1]["state"] == DeploymentState.IN_PROGRESS.value

@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, device, manifest, status_report
 
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import advance, begin
-from edgeloop.functions.orchestrator.logic import _mark_targets_pending, model_updates, plan_rollout
+from edgeloop.functions.orchestrator.logic import _mark_targets_pending
 from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.functions.wave_controller.logic import run_round
 from edgeloop.functions.wave_controller.settings import Settings
-from edgeloop.schemas import DeploymentState, DeviceStatus, names
+from edgeloop.schemas import DeploymentState, DeviceStatus, RolloutPolicy, names
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
 
@@ -26,7 +27,9 @@ def _start(devices, deployments, count, *, canary_share=1.0, timeout_s=3600):
     ]
     for d in fleet:
         devices.put(d)
-    record = plan_rollout(manifest(), fleet, model_package_arn=ARN, canary_share=canary_share, now=NOW)
+    record = plan_rollout(
+        manifest(), fleet, model_package_arn=ARN, policy=RolloutPolicy(canary_share=canary_share), now=NOW
+    )
     record = record.model_copy(update={"timeout_s": timeout_s})
     assert deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, MODEL_BUCKET))
     _mark_targets_pending(record, devices, NOW)
@@ -51,8 +54,8 @@ def _advance(devices, deployments, delivery, record, now, wave_timeout_s=900):
 
 
 def _round(devices, deployments, delivery, now, **overrides):
-    options = {"offline_silence_s": 86_400, "wave_timeout_s": 900, **overrides}
-    return run_round(devices=devices, deployments=deployments, delivery=delivery, now=now, **options)
+    policy = RolloutPolicy(**{"offline_silence_s": 86_400, "wave_timeout_s": 900, **overrides})
+    return run_round(devices=devices, deployments=deployments, delivery=delivery, now=now, policy=policy)
 
 
 def test_a_rollout_past_its_timeout_is_timed_out_naming_the_silent_devices(devices, deployments):
@@ -115,7 +118,7 @@ def test_a_device_without_a_model_is_released_as_registered_and_long_lists_are_c
     fleet = [device(f"gw-{i:02d}", last_seen=NOW) for i in range(25)]
     for d in fleet:
         devices.put(d)
-    record = plan_rollout(manifest(), fleet, model_package_arn=ARN, canary_share=1.0, now=NOW)
+    record = plan_rollout(manifest(), fleet, model_package_arn=ARN, policy=RolloutPolicy(canary_share=1.0), now=NOW)
     deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, MODEL_BUCKET))
     _mark_targets_pending(record, devices, NOW)
     delivery = RecordingDelivery()
@@ -152,8 +155,8 @@ def test_wave_controller_settings_default_and_refuse_bad_values(monkeypatch):
     }
     local = {**base, names.DELIVERY_ENV: "local"}
     settings = Settings.from_env(local)
-    assert (settings.offline_silence_s, settings.wave_timeout_s) == (900, 900)
-    assert Settings.from_env({**local, names.OFFLINE_SILENCE_S_ENV: "60"}).offline_silence_s == 60
+    assert (settings.policy.offline_silence_s, settings.policy.wave_timeout_s) == (900, 900)
+    assert Settings.from_env({**local, names.OFFLINE_SILENCE_S_ENV: "60"}).policy.offline_silence_s == 60
     with pytest.raises(ValueError, match=f"{names.WAVE_TIMEOUT_S_ENV}='-5'"):
         Settings.from_env({**local, names.WAVE_TIMEOUT_S_ENV: "-5"})
     with pytest.raises(ValueError, match=f"{names.OFFLINE_SILENCE_S_ENV}='soon'"):

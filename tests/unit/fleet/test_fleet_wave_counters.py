@@ -12,12 +12,13 @@ from fleet_helpers import DEPLOYMENT_TABLE, NOW, RecordingDelivery, device, mani
 
 from edgeloop.cloud.aws import client
 from edgeloop.cloud.fleet.deployments import WaveCounts, wave_counter_key
-from edgeloop.cloud.fleet.waves import advance, begin, count_report
-from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
+from edgeloop.cloud.fleet.wave_counts import count_report
+from edgeloop.cloud.fleet.waves import advance, begin
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report, record_report
 from edgeloop.functions.wave_controller.logic import run_round
 from edgeloop.local.aws import recorded_calls
-from edgeloop.schemas import DeploymentState, DeviceStatus, names
+from edgeloop.schemas import DeploymentState, DeviceStatus, RolloutPolicy, names
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/7"
 EARLIER_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/6"
@@ -37,7 +38,11 @@ def _rollout(devices, deployments, delivery, count: int, *, failure_threshold: f
     with_waves=False: devices marked as an earlier version did, without their wave (deployment_wave)."""
     fleet = [device(f"gw-{i:03d}") for i in range(count)]
     record = plan_rollout(
-        manifest(), fleet, model_package_arn=ARN, canary_share=0.5, failure_threshold=failure_threshold, now=NOW
+        manifest(),
+        fleet,
+        model_package_arn=ARN,
+        policy=RolloutPolicy(canary_share=0.5, failure_threshold=failure_threshold),
+        now=NOW,
     )
     assert deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, "models"))
     for wave in record.waves:
@@ -243,8 +248,7 @@ def test_the_scheduled_round_decides_a_wave_whose_counts_fell_behind(devices, de
         deployments=deployments,
         delivery=delivery,
         now=sent + timedelta(minutes=1),
-        offline_silence_s=3600,
-        wave_timeout_s=900,
+        policy=RolloutPolicy(offline_silence_s=3600, wave_timeout_s=900),
     )
     assert round_.errors == {}
     after = deployments.get(record.deployment_id)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
-from fleet_helpers import NOW, RecordingDelivery, device, manifest, status_report
+from fleet_helpers import NOW, RecordingDelivery, concurrently, device, manifest, status_report
 
+from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import advance, begin
-from edgeloop.functions.orchestrator.logic import model_updates, plan_rollout
 from edgeloop.functions.status_intake.logic import record_report
-from edgeloop.schemas import DeploymentState, DeviceStatus
+from edgeloop.schemas import DeploymentState, DeviceStatus, RolloutPolicy
 
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/edgeloop-extrusion-line-1/3"
 
 
 def _rollout(devices, deployments, count: int, *, failure_threshold: float = 0.2):
     fleet = [device(f"gw-{i:02d}") for i in range(count)]
-    record = plan_rollout(manifest(), fleet, model_package_arn=ARN, failure_threshold=failure_threshold, now=NOW)
+    record = plan_rollout(
+        manifest(), fleet, model_package_arn=ARN, policy=RolloutPolicy(failure_threshold=failure_threshold), now=NOW
+    )
     assert deployments.put_if_absent(record, model_updates(manifest(), record.deployment_id, "models"))
     for d in fleet:
         devices.put(d.model_copy(update={"deployment_id": record.deployment_id, "status": DeviceStatus.PENDING}))
@@ -173,22 +174,7 @@ def test_concurrent_advances_deliver_the_next_wave_once(devices, deployments):
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
     _report(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
 
-    barrier = threading.Barrier(8)
-    results, errors = [], []
-
-    def advance_once():
-        barrier.wait()
-        try:
-            results.append(_advance(devices, deployments, delivery, record))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=advance_once) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    results = concurrently(8, lambda: _advance(devices, deployments, delivery, record))
     assert delivery.waves == [0, 1]
     assert all(r.waves[1].state is DeploymentState.IN_PROGRESS for r in results)
 

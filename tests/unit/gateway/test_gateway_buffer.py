@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from edgeloop.greengrass_components.gateway.buffer import (
+from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
+from edgeloop.greengrass_components.gateway.samples import (
     MAX_METRIC_CHARS,
     REJECT_BAD_METRIC,
     REJECT_BAD_TIME,
     REJECT_MALFORMED,
     REJECT_NON_FINITE,
     REJECT_NON_NUMERIC,
-    SampleBuffer,
 )
-from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES, decode_batch
+from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 T0 = 1_760_000_000_000
 
@@ -181,7 +182,7 @@ def test_disk_cap_drops_the_oldest_with_an_exact_count(tmp_path: Path, caplog):
                 result = buf.append(samples(1_000, start=k * 1_000))
                 total += 1_000
                 dropped_reported += result.dropped
-                assert buf._used_bytes() <= cap
+                assert buf._store.used_bytes() <= cap
             stats = buf.stats()
     assert dropped_reported > 0
     assert stats.dropped_total == dropped_reported

@@ -190,7 +190,7 @@ class FakeNucleusWithPubSub(FakeNucleus):
 def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
     from edgeloop.greengrass_components.gateway.component import GreengrassGateway, parse_args
     from edgeloop.schemas import DeviceAnnouncement, names
-    from edgeloop.schemas.telemetry import decode_batch
+    from edgeloop.schemas.telemetry_codec import decode_batch
 
     nucleus = FakeNucleusWithPubSub()
     ipc = GreengrassCoreIPCClientV2(client=nucleus, executor=None)  # callbacks inline: deterministic

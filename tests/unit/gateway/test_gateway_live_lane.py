@@ -6,29 +6,18 @@ import math
 from pathlib import Path
 
 import pytest
+from gateway_helpers import FakeClock, max_in_window
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
 from edgeloop.greengrass_components.gateway.publisher import Publisher
 from edgeloop.greengrass_components.gateway.transport import PublishFailed
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 T0 = 1_760_000_000_000
 TOPIC = "edgeloop/gw-1/telemetry"
 LIVE_WINDOW_S = 10.0
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += seconds
 
 
 class RecordingTransport:
@@ -261,15 +250,6 @@ def run_outage_then_live(
 
 def publish_time_by_seq(published) -> dict[int, float]:
     return {seq: t for t, first, last, _ in published for seq in range(first, last + 1)}
-
-
-def max_in_window(times: list[float], window_s: float = 1.0) -> int:
-    best, start = 0, 0
-    for end in range(len(times)):
-        while times[end] - times[start] > window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_live_samples_flow_during_a_backlog_drain(tmp_path: Path):

@@ -9,28 +9,17 @@ from collections import deque
 from pathlib import Path
 
 import pytest
+from gateway_helpers import FakeClock, max_in_window
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
 from edgeloop.greengrass_components.gateway.publisher import Publisher, TokenBucket
 from edgeloop.greengrass_components.gateway.transport import ConnectFailed, PublishFailed, Transport
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 T0 = 1_760_000_000_000
 TOPIC = "edgeloop/gw-1/telemetry"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.now += seconds
 
 
 class FakeTransport:
@@ -69,16 +58,6 @@ class FakeTransport:
 
     def disconnect(self) -> None:
         self.connected = False
-
-
-def max_in_window(times: list[float], window_s: float = 1.0) -> int:
-    """Most events in any closed window of window_s seconds."""
-    best, start = 0, 0
-    for end in range(len(times)):
-        while times[end] - times[start] > window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def fill(buffer: SampleBuffer, n: int) -> None:

@@ -194,24 +194,14 @@ def test_build_writes_the_gdk_layout(tmp_path: Path):
 
 def test_gateway_artifact_runs_on_its_own(tmp_path: Path):
     """Unzipped alone (no repo on the path), the gateway package imports and its entry point parses."""
-    build_components(tmp_path)
-    zip_path = next((tmp_path / "greengrass-build" / "artifacts" / names.GATEWAY_COMPONENT).rglob("*.zip"))
     unpacked = tmp_path / "unpacked"
-    zipfile.ZipFile(zip_path).extractall(unpacked)
-    probe = (
-        "import sys; sys.path = [p for p in sys.path if 'site-packages' in p or 'lib/python' in p]; "
-        f"sys.path.insert(0, {str(unpacked)!r}); "
+    result = _run_in_artifact(
+        tmp_path,
+        names.GATEWAY_COMPONENT,
         "import edgeloop.greengrass_components.gateway.component as c; "
         "assert c.__file__.startswith(" + repr(str(unpacked)) + "), c.__file__; "
         "print(c.parse_args(['--thing-name','gw-1','--site','s','--line-id','line-1','--use-case','u',"
-        "'--runtime-version','1.0.0','--buffer-path','/tmp/b.sqlite','--architecture','armv7l']).architecture)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", probe],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"} | _site_packages_env(),
+        "'--runtime-version','1.0.0','--buffer-path','/tmp/b.sqlite','--architecture','armv7l']).architecture)",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "armv7l"
@@ -219,24 +209,33 @@ def test_gateway_artifact_runs_on_its_own(tmp_path: Path):
 
 def test_model_runner_artifact_carries_its_use_case_configs(tmp_path: Path):
     """The runner loads its use case from files beside the code; the zip must ship them."""
+    result = _run_in_artifact(
+        tmp_path,
+        names.MODEL_RUNNER_COMPONENT,
+        "from edgeloop.schemas import load_use_case; print(load_use_case('extrusion').target_metric)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cold_od_average"
+
+
+def _run_in_artifact(tmp_path: Path, component: str, code: str) -> subprocess.CompletedProcess:
+    """Build the components, unzip `component`'s artifact into tmp_path/unpacked and run `code` there,
+    with nothing of this repository on the path but the unzipped files."""
     build_components(tmp_path)
-    zip_path = next((tmp_path / "greengrass-build" / "artifacts" / names.MODEL_RUNNER_COMPONENT).rglob("*.zip"))
+    zip_path = next((tmp_path / "greengrass-build" / "artifacts" / component).rglob("*.zip"))
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(zip_path).extractall(unpacked)
     probe = (
         "import sys; sys.path = [p for p in sys.path if 'site-packages' in p or 'lib/python' in p]; "
-        f"sys.path.insert(0, {str(unpacked)!r}); "
-        "from edgeloop.schemas import load_use_case; print(load_use_case('extrusion').target_metric)"
+        f"sys.path.insert(0, {str(unpacked)!r}); " + code
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-S", "-c", probe],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"} | _site_packages_env(),
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "cold_od_average"
 
 
 def _site_packages_env() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from gateway_helpers import FakeClock
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
 from edgeloop.greengrass_components.gateway.validation import (
@@ -15,18 +16,10 @@ from edgeloop.greengrass_components.gateway.validation import (
     append_validated,
 )
 from edgeloop.schemas import load_use_case
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 USE_CASE = load_use_case("extrusion")
 T0 = 1_700_000_000_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -109,7 +102,7 @@ def test_malformed_samples_are_left_to_the_buffer_and_counted_once(validator, bu
 
 
 def test_warning_names_metric_value_and_reason_and_is_rate_limited(caplog):
-    clock = FakeClock()
+    clock = FakeClock(start=0.0)
     validator = SampleValidator(USE_CASE, source="gw-val-1", warn_interval_s=60, clock=clock)
     with caplog.at_level(logging.WARNING, logger="edgeloop.greengrass_components.gateway.validation"):
         validator.check([("humidity", T0, 41.5)] + [("humidity", T0 + i, 1.0) for i in range(1, 50)])
@@ -125,7 +118,7 @@ def test_warning_names_metric_value_and_reason_and_is_rate_limited(caplog):
 
 
 def test_each_reason_has_its_own_rate_limit(caplog):
-    validator = SampleValidator(USE_CASE, clock=FakeClock())
+    validator = SampleValidator(USE_CASE, clock=FakeClock(start=0.0))
     with caplog.at_level(logging.WARNING, logger="edgeloop.greengrass_components.gateway.validation"):
         validator.check(
             [("x", T0, 1.0), ("speed", T0, 1.0), ("speed", T0, 1.0), ("speed", T0 - 1, 1.0), ("x", T0, 2.0)]

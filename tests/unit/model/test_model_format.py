@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from payload_tampering import rewrite
 
-from edgeloop.model_runtime.model_format import (
-    FORMAT_VERSION,
-    HEADER_ARRAY,
-    LinearModel,
-    TreeEnsemble,
-    decode_linear,
-    decode_trees,
-    read_payload,
-    write_payload,
-)
+from edgeloop.model_runtime.linear_format import LinearModel, decode_linear
+from edgeloop.model_runtime.model_format import FORMAT_VERSION, read_payload, write_payload
+from edgeloop.model_runtime.tree_format import TreeEnsemble, decode_trees
 from edgeloop.schemas.model import Precision, feature_schema_hash
 
 FEATURES = ["speed__mean", "temp_die__last", "pressure__slope"]
@@ -48,19 +41,6 @@ def write(model=None, **overrides) -> bytes:
         features=FEATURES,
     )
     return write_payload(model if model is not None else two_trees(), **{**options, **overrides})
-
-
-def rewrite(payload: bytes, header_changes: dict | None = None, **array_changes) -> bytes:
-    """The same payload with some header fields or arrays replaced (for tampering tests)."""
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    header = json.loads(arrays[HEADER_ARRAY].tobytes())
-    header.update(header_changes or {})
-    arrays[HEADER_ARRAY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    arrays.update(array_changes)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def test_tree_round_trip_keeps_every_node_and_header_field():

@@ -7,8 +7,6 @@ refusal by runtimes that only read format version 1, and the manifest entry devi
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -17,20 +15,20 @@ import pytest
 import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from payload_tampering import rewrite
 
 from edgeloop.model_runtime import model_format
 from edgeloop.model_runtime.model_format import (
     FORMAT_VERSION,
-    HEADER_ARRAY,
     QUANTIZED_FORMAT_VERSION,
-    TreeEnsemble,
-    decode_trees,
     read_payload,
     write_payload,
 )
 from edgeloop.model_runtime.scorer import PayloadRejected, load_payload
+from edgeloop.model_runtime.tree_format import TreeEnsemble, decode_trees
 from edgeloop.sagemaker_pipelines.steps import export as export_step
-from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model, payload_key
+from edgeloop.sagemaker_pipelines.steps.artifacts import payload_key
+from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model
 from edgeloop.sagemaker_pipelines.steps.train import TrainedModel
 from edgeloop.schemas.model import Architecture, ModelMetrics, Precision
 
@@ -66,18 +64,6 @@ def write(model: TreeEnsemble, precision: Precision = Precision.QUANTIZED) -> by
         features=FEATURES,
         precision=precision,
     )
-
-
-def rewrite(payload: bytes, header_changes: dict | None = None, drop: tuple = (), **array_changes) -> bytes:
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files if name not in drop}
-    header = json.loads(arrays[HEADER_ARRAY].tobytes())
-    header.update(header_changes or {})
-    arrays[HEADER_ARRAY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    arrays.update(array_changes)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

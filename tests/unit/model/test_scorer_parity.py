@@ -16,9 +16,11 @@ import xgboost as xgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgeloop.model_runtime import bitvector as bitvector_module
 from edgeloop.model_runtime import scorer as scorer_module
-from edgeloop.model_runtime.model_format import TreeEnsemble, write_payload
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.model_runtime.scorer import glibc_expf, load_payload
+from edgeloop.model_runtime.tree_format import TreeEnsemble
 from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster, reference_predict
 
 
@@ -94,7 +96,7 @@ def check_random_model(seed, n_trees, depth, n_features, nan_fraction, objective
 
 
 NEGATIVE_NAN = np.array([0xFFC0_0000], dtype=np.uint32).view(np.float32)[0]  # x86's default NaN, e.g. 0 * inf
-EVALUATOR_CLASSES = {"bitvector": "_BitvectorEvaluator", "level": "_LevelEvaluator"}
+EVALUATOR_CLASSES = {"bitvector": "BitvectorEvaluator", "level": "LevelEvaluator"}
 OBJECTIVES = st.sampled_from(["reg:squarederror", "reg:squarederror", "binary:logistic"])
 NAN_FRACTIONS = st.sampled_from([0.0, 0.05, 0.3])
 
@@ -203,7 +205,7 @@ def test_chunk_boundaries_do_not_change_results():
     """Tiny binning passes and mask steps: rows land in many partial chunks, results stay bit-exact."""
     booster, rng = train(6, 30, 5, 7, 0.1, "binary:logistic")
     X = random_data(rng, 1_001, 7, 0.1)
-    with patch.object(scorer_module, "_BIN_CHUNK_ROWS", 97), patch.object(scorer_module, "_MASK_CHUNK_BYTES", 1):
+    with patch.object(bitvector_module, "_BIN_CHUNK_ROWS", 97), patch.object(bitvector_module, "_MASK_CHUNK_BYTES", 1):
         scorer = scorer_for(booster, 7)
         assert scorer._margin._rows_per_step == 1
         assert_bit_exact(reference(booster, X), scorer.predict(X))

@@ -7,8 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from edgeloop.model_runtime.model_format import TreeEnsemble, write_payload
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
+from edgeloop.model_runtime.tree_format import TreeEnsemble
 from edgeloop.schemas.model import feature_schema_hash
 
 FEATURES = ["speed__mean", "temp_die__last"]

@@ -8,9 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from edgeloop.device_shims.extrusion import ExtrusionLineSimulator, FaultKind, SensorFault, SimulatorConfig
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import FaultKind, SensorFault, SimulatorConfig
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.linear_format import LinearModel
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.schemas import load_use_case
 

@@ -49,7 +49,8 @@ from edgeloop.greengrass_components.model_runner.component import (
     update_from_configuration,
 )
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster, payload_key
+from edgeloop.sagemaker_pipelines.steps.artifacts import payload_key
+from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster
 from edgeloop.schemas import (
     DeviceStatus,
     ModelStatusReport,

@@ -26,7 +26,7 @@ from edgeloop.model_runtime.signing import (
     verify_payload_signature,
     write_key_pair,
 )
-from edgeloop.sagemaker_pipelines.steps.register import signing_key_for
+from edgeloop.sagemaker_pipelines.steps.signing_key import signing_key_for
 from edgeloop.schemas import ModelUpdate, names
 from edgeloop.schemas.model import CompatibilityTier
 

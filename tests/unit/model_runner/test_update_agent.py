@@ -18,7 +18,8 @@ from edgeloop.greengrass_components.model_runner.agent import (
     s3_download,
 )
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.linear_format import LinearModel
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash, load_use_case
 
 USE_CASE = load_use_case("extrusion")

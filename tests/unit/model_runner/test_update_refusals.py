@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from edgeloop.cloud.fleet.planning import model_updates
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
-from edgeloop.functions.orchestrator.logic import model_updates
 from edgeloop.greengrass_components.model_runner.agent import ACTIVE_META, ACTIVE_PAYLOAD, UpdateAgent
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.model_runtime.model_format import LinearModel, write_payload
+from edgeloop.model_runtime.linear_format import LinearModel
+from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.model_runtime.signing import generate_private_key, public_key_b64, sign_payload
 from edgeloop.sagemaker_pipelines.steps.export import ExportedModel, export_model
 from edgeloop.sagemaker_pipelines.steps.train import TrainedModel

@@ -20,8 +20,8 @@ from benchmarks.training_data import (
     ensure_examples,
     simulate_examples,
 )
+from edgeloop.cloud.packing.examples import build_examples
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
-from edgeloop.functions.metric_packer.logic import build_examples
 from edgeloop.sagemaker_pipelines.steps.search import search_templates
 from edgeloop.schemas import ContextKind, load_use_case
 

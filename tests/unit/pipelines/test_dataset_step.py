@@ -8,14 +8,10 @@ from datetime import UTC, date, datetime
 import boto3
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from moto import mock_aws
+from simulated_line_data import put_simulated_line
 
-from edgeloop.cloud import s3
-from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
-from edgeloop.functions.compaction.logic import curated_parquet_bytes, partition_prefix
-from edgeloop.functions.metric_packer.data_access import put_context_intervals
 from edgeloop.sagemaker_pipelines.steps import dataset as dataset_step
 from edgeloop.sagemaker_pipelines.steps.dataset import (
     build_dataset,
@@ -32,28 +28,6 @@ LINE = "line-1"
 # 16 simulated hours from 16:00 span two event dates: 2026-03-01 and 2026-03-02
 SIM_START = datetime(2026, 3, 1, 16, tzinfo=UTC)
 SIM_HOURS = 16
-
-
-def put_simulated_line(bucket: str, line_id: str, *, start: datetime, hours: int, seed: int) -> None:
-    """Curated partitions (one per event date) and context intervals, as compaction and context intake leave them."""
-    simulator = ExtrusionLineSimulator(line_id, seed=seed, start_ms=int(start.timestamp() * 1000))
-    metric_index, time_ms, values = simulator.advance_arrays(hours * 3600)
-    rows = pd.DataFrame(
-        {
-            "thing_name": f"gw-{line_id}",
-            "line_id": line_id,
-            "metric": np.asarray(METRICS, dtype=object)[metric_index],
-            "time_ms": time_ms,
-            "value": values,
-            "seq": np.arange(len(time_ms), dtype=np.int64),
-            "ingest_time_ms": time_ms + 2_000,
-        }
-    )
-    event_date = pd.to_datetime(rows["time_ms"], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
-    for day, part in rows.groupby(event_date):
-        body = curated_parquet_bytes(pa.Table.from_pandas(part, preserve_index=False))
-        s3.put_bytes(bucket, f"{partition_prefix(line_id, day)}part-0.parquet", body)
-    put_context_intervals(bucket, line_id, simulator.context_intervals())
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import numpy as np
 import pytest
-from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
 
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
@@ -20,7 +18,7 @@ from edgeloop.sagemaker_pipelines.steps.evaluate import (
     read_evaluation,
 )
 from edgeloop.sagemaker_pipelines.steps.export import export_model, reference_predict
-from edgeloop.sagemaker_pipelines.steps.register import approve_model, register_model
+from edgeloop.sagemaker_pipelines.steps.registration import approve_package, register_model
 from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model, training_data_sha256
 from edgeloop.schemas import load_use_case, names
 
@@ -56,15 +54,6 @@ def degraded(split, config):
     return train_line_model(train, config)
 
 
-@pytest.fixture
-def registry():
-    with mock_aws():
-        boto3.client("s3").create_bucket(
-            Bucket=MODEL_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        yield boto3.client("sagemaker")
-
-
 def make_champion(trained, config, version: str = "1.0.0") -> str:
     exported = export_model(
         trained,
@@ -75,7 +64,7 @@ def make_champion(trained, config, version: str = "1.0.0") -> str:
         target=config.target_metric,
     )
     arn = register_model(exported, model_bucket=MODEL_BUCKET)
-    approve_model(arn)
+    approve_package(arn)
     return arn
 
 

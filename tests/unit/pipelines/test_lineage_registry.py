@@ -6,25 +6,26 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
-from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
 
+from edgeloop.cloud.model_registry import load_manifest
 from edgeloop.sagemaker_pipelines.steps import register as register_step
 from edgeloop.sagemaker_pipelines.steps.dataset import DatasetInfo, reference_split
 from edgeloop.sagemaker_pipelines.steps.evaluate import EvaluationReport, ReferenceInfo, ScoredMetrics
 from edgeloop.sagemaker_pipelines.steps.export import export_model
-from edgeloop.sagemaker_pipelines.steps.register import (
+from edgeloop.sagemaker_pipelines.steps.lineage import (
     METADATA_ENTRIES_MAX,
     METADATA_VALUE_MAX,
-    ValidationFailed,
-    approve_model,
     check_metadata,
     code_version,
     lineage_of,
-    load_manifest,
     metadata_properties,
-    next_version,
     parse_lineage,
+)
+from edgeloop.sagemaker_pipelines.steps.registration import (
+    ValidationFailed,
+    approve_package,
+    next_version,
     register_model,
 )
 from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model
@@ -81,15 +82,6 @@ def exported_with_lineage(trained, version: str = "1.0.0", precisions=(Precision
         trained, code_version="0123456789abcdef0123456789abcdef01234567", model_id=f"extrusion-{LINE}",
         version=version, use_case="extrusion", line_ids=[LINE], target="cold_od_average", precisions=precisions,
     )  # fmt: skip
-
-
-@pytest.fixture
-def registry():
-    with mock_aws():
-        boto3.client("s3").create_bucket(
-            Bucket=MODEL_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        yield boto3.client("sagemaker")
 
 
 def test_metadata_and_manifest_round_trip_through_the_registry(registry, trained, dataset_info):
@@ -179,7 +171,7 @@ def test_models_cli_lists_and_shows_the_lineage(registry, trained, dataset_info,
     exported = exported_with_lineage(trained)
     arn = register_model(exported, model_bucket=MODEL_BUCKET, dataset=dataset_info, evaluation=evaluation())
     register_model(exported_with_lineage(trained, "1.0.1"), model_bucket=MODEL_BUCKET)
-    approve_model(arn)
+    approve_package(arn)
     group = names.model_package_group_name("extrusion", LINE)
 
     rows = models_cli.package_rows(use_case="extrusion", line_id=LINE)

@@ -13,13 +13,13 @@ import boto3
 import pytest
 from moto import mock_aws
 from typer.testing import CliRunner
+from upsert_arguments import ROLE_ARN, UPSERT_ARGUMENTS
 
 from edgeloop.cli import app
 from edgeloop.cli import pipeline as pipeline_cli
 from edgeloop.sagemaker_pipelines import pipeline
 from edgeloop.schemas import names
 
-ROLE_ARN = "arn:aws:iam::123456789012:role/edgeloop-pipeline"
 runner = CliRunner()
 
 
@@ -56,16 +56,7 @@ def test_definition_command_names_an_unknown_use_case():
 
 @mock_aws
 def test_upsert_creates_then_updates_the_pipeline():
-    created = invoke(
-        "upsert",
-        "--role-arn", ROLE_ARN,
-        "--use-case", "extrusion",
-        "--data-bucket", "acme-data",
-        "--model-bucket", "acme-models",
-        "--image-uri", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/edgeloop-steps:1",
-        "--code-s3-uri", "s3://acme-assets/code.zip",
-        "--region", "eu-west-1",
-    )  # fmt: skip
+    created = invoke("upsert", *UPSERT_ARGUMENTS, "--use-case", "extrusion")
     assert created.exit_code == 0, created.output
     assert "created arn:aws:sagemaker:" in created.output
     sagemaker = boto3.client("sagemaker", region_name="eu-west-1")

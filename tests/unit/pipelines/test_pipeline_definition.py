@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeloop.sagemaker_pipelines import pipeline
+from edgeloop.sagemaker_pipelines import pipeline, step_builder, targets
 from edgeloop.sagemaker_pipelines.steps.train import HYPERPARAMETER_FLAGS
+from edgeloop.sagemaker_pipelines.targets import PipelineTargets
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import load_use_case
 
@@ -127,12 +128,12 @@ def test_committed_template_is_current(templates, use_case):
 
 @pytest.fixture(scope="module")
 def concrete_text(offline) -> str:
-    return pipeline.build_definition(load_use_case("injection_molding"), **CONCRETE)
+    return pipeline.build_definition(load_use_case("injection_molding"), PipelineTargets(**CONCRETE))
 
 
 def test_builds_are_byte_identical(concrete_text, offline):
     # Across processes: the committed templates were written by `--write-snapshots` in another one.
-    assert pipeline.build_definition(load_use_case("injection_molding"), **CONCRETE) == concrete_text
+    assert pipeline.build_definition(load_use_case("injection_molding"), PipelineTargets(**CONCRETE)) == concrete_text
 
 
 def test_build_writes_nothing_into_home(templates, offline):
@@ -140,7 +141,7 @@ def test_build_writes_nothing_into_home(templates, offline):
 
 
 def test_template_placeholders_are_exactly_the_fn_sub_ones(templates):
-    expected = set(pipeline.TEMPLATE_PLACEHOLDERS.values())
+    expected = set(targets.TEMPLATE_PLACEHOLDERS.values())
     for use_case, text in templates.items():
         found = set(re.findall(r"\$\{[^}]*\}", text))
         assert found == expected, f"{use_case}: placeholders {sorted(found)} != {sorted(expected)}"
@@ -247,7 +248,7 @@ def test_train_is_a_training_job_of_the_step_image_without_sdk_code(extrusion):
     assert "ContainerEntrypoint" not in algorithm and "ContainerArguments" not in algorithm
     assert arguments["RoleArn"] == "${PipelineRoleArn}"
     assert arguments["ResourceConfig"]["InstanceCount"] == 1
-    assert arguments["StoppingCondition"]["MaxRuntimeInSeconds"] == pipeline.TRAINING_MAX_RUNTIME_S
+    assert arguments["StoppingCondition"]["MaxRuntimeInSeconds"] == step_builder.TRAINING_MAX_RUNTIME_S
     assert arguments["Environment"]["AWS_DEFAULT_REGION"] == "${AWS::Region}"
     channels = _channels(train)
     # only our channels: nothing the SDK staged (source code, drivers) rides along
@@ -309,11 +310,11 @@ def test_concrete_definition_has_the_given_values_and_no_placeholder(concrete_te
 )
 def test_bad_targets_are_refused_naming_field_and_value(field, value):
     with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}")):
-        pipeline.build_definition(load_use_case("extrusion"), **{**CONCRETE, field: value})
+        pipeline.build_definition(load_use_case("extrusion"), PipelineTargets(**{**CONCRETE, field: value}))
 
 
 def test_only_the_register_step_gets_the_signing_key_secret_from_its_placeholder(extrusion):
-    assert pipeline.TEMPLATE_PLACEHOLDERS["signing_key_secret_arn"] == "${ModelSigningKeySecretArn}"
+    assert targets.TEMPLATE_PLACEHOLDERS["signing_key_secret_arn"] == "${ModelSigningKeySecretArn}"
     environments = {
         name: step["Arguments"]["Environment"]
         for name, step in _steps(extrusion).items()
@@ -329,7 +330,7 @@ def test_only_the_register_step_gets_the_signing_key_secret_from_its_placeholder
 @pytest.fixture(scope="module")
 def signed_concrete(offline) -> dict:
     text = pipeline.build_definition(
-        load_use_case("injection_molding"), **CONCRETE, signing_key_secret_arn=SIGNING_KEY_SECRET_ARN
+        load_use_case("injection_molding"), PipelineTargets(**CONCRETE, signing_key_secret_arn=SIGNING_KEY_SECRET_ARN)
     )
     return json.loads(text)
 
@@ -355,7 +356,7 @@ def test_a_concrete_definition_carries_the_given_secret_arn_and_an_empty_one_non
 )
 def test_a_signing_key_secret_arn_that_is_not_one_is_refused_naming_it(value):
     with pytest.raises(ValueError, match=re.escape(f"signing_key_secret_arn={value!r} is not a Secrets Manager")):
-        pipeline.build_definition(load_use_case("extrusion"), **CONCRETE, signing_key_secret_arn=value)
+        pipeline.build_definition(load_use_case("extrusion"), PipelineTargets(**CONCRETE, signing_key_secret_arn=value))
 
 
 def test_pipeline_names():

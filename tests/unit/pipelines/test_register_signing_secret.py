@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
+from upsert_arguments import UPSERT_ARGUMENTS
 
+from edgeloop.cloud.model_registry import load_manifest
 from edgeloop.model_runtime.signing import (
     SignatureRejected,
     generate_private_key,
@@ -21,15 +23,13 @@ from edgeloop.model_runtime.signing import (
     public_key_b64,
     verify_payload_signature,
 )
-from edgeloop.sagemaker_pipelines.steps.register import (
-    SIGNED_METADATA_KEY,
+from edgeloop.sagemaker_pipelines.steps.lineage import SIGNED_METADATA_KEY, parse_lineage
+from edgeloop.sagemaker_pipelines.steps.register import main as register_main
+from edgeloop.sagemaker_pipelines.steps.signing_key import (
     SigningKeyUnavailable,
-    load_manifest,
-    parse_lineage,
     signing_key_for,
     signing_key_from_secret,
 )
-from edgeloop.sagemaker_pipelines.steps.register import main as register_main
 from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model
 from edgeloop.schemas import load_use_case, names
 
@@ -180,7 +180,7 @@ def test_without_any_key_payloads_are_unsigned_and_it_is_said_loudly(trained_dir
 
 
 def test_packages_registered_before_the_signed_property_parse_as_unknown():
-    from edgeloop.sagemaker_pipelines.steps.register import _bool_or_none
+    from edgeloop.sagemaker_pipelines.steps.lineage import _bool_or_none
 
     assert _bool_or_none(None) is None
     with pytest.raises(ValueError, match=rf"{SIGNED_METADATA_KEY}='yes'"):
@@ -188,15 +188,7 @@ def test_packages_registered_before_the_signed_property_parse_as_unknown():
 
 
 # --- `edgeloop pipeline upsert --signing-key-secret-arn` -------------------------------------------
-UPSERT = (
-    "pipeline", "upsert",
-    "--role-arn", "arn:aws:iam::123456789012:role/edgeloop-pipeline",
-    "--data-bucket", "acme-data",
-    "--model-bucket", "acme-models",
-    "--image-uri", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/edgeloop-steps:1",
-    "--code-s3-uri", "s3://acme-assets/code.zip",
-    "--region", "eu-west-1",
-)  # fmt: skip
+UPSERT = ("pipeline", "upsert", *UPSERT_ARGUMENTS)
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:edgeloop/model-signing-AbCdEf"
 
 

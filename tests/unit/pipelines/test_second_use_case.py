@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 from moto import mock_aws
 
+from edgeloop.cloud.datalake.context import put_context_intervals
+from edgeloop.cloud.datalake.curated import CURATED_SCHEMA, curated_parquet_bytes, partition_prefix
+from edgeloop.cloud.packing.examples import assemble_examples
 from edgeloop.cloud.packing.label_review import labeled_from_review, proposals
-from edgeloop.functions.compaction.logic import CURATED_SCHEMA, curated_parquet_bytes, partition_prefix
-from edgeloop.functions.metric_packer.data_access import put_context_intervals
-from edgeloop.functions.metric_packer.logic import assemble_examples
 from edgeloop.sagemaker_pipelines.steps.export import export_model
 from edgeloop.sagemaker_pipelines.steps.train import train_line_model
 from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, load_use_case, names

@@ -10,12 +10,11 @@ import sys
 import tarfile
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
-from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
 
+from edgeloop.cloud.model_registry import load_manifest
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
 from edgeloop.sagemaker_pipelines.steps import register as register_step
 from edgeloop.sagemaker_pipelines.steps import train as train_step
@@ -185,15 +184,6 @@ def test_a_missing_hyperparameters_file_is_named(tmp_path):
 # --- model.tar.gz into the evaluate and register steps -------------------------------------------
 
 
-@pytest.fixture
-def registry():
-    with mock_aws():
-        boto3.client("s3").create_bucket(
-            Bucket=MODEL_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        yield boto3.client("sagemaker")
-
-
 def dataset_dir(directory: Path, line: str, splits) -> Path:
     """The dataset step's dataset/ and reference/ outputs of one line."""
     train, reference = splits[line]
@@ -228,7 +218,7 @@ def test_evaluate_and_register_take_the_training_jobs_model_archive(
     assert list(arns) == ["line-2"]
     package = registry.describe_model_package(ModelPackageName=arns["line-2"])
     assert package["ModelPackageGroupName"] == names.model_package_group_name("extrusion", "line-2")
-    manifest = register_step.load_manifest(package["CustomerMetadataProperties"][names.MANIFEST_URI_METADATA_KEY])
+    manifest = load_manifest(package["CustomerMetadataProperties"][names.MANIFEST_URI_METADATA_KEY])
     trained = train_step.load_trained(evaluate_step.unpack_trained(model_archive, tmp_path / "unpacked") / "line-2")
     assert manifest.training_data_sha256 == trained.training_data_sha256
     # the archive itself works as --trained too; without --dataset every line in it is registered

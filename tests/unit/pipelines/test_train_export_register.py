@@ -10,20 +10,16 @@ import boto3
 import numpy as np
 import pandas as pd
 import pytest
-from moto import mock_aws
 from synthetic_line_examples import synthetic_examples
 
+from edgeloop.cloud.model_registry import load_manifest
+from edgeloop.local.approval import approve_model
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.sagemaker_pipelines.steps import export as export_step
 from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model
-from edgeloop.sagemaker_pipelines.steps.register import (
-    approve_model,
-    check_metadata,
-    load_manifest,
-    register_model,
-    xgboost_image_uri,
-)
+from edgeloop.sagemaker_pipelines.steps.lineage import check_metadata
 from edgeloop.sagemaker_pipelines.steps.register import main as register_main
+from edgeloop.sagemaker_pipelines.steps.registration import register_model
 from edgeloop.sagemaker_pipelines.steps.train import (
     load_trained,
     save_trained,
@@ -33,6 +29,7 @@ from edgeloop.sagemaker_pipelines.steps.train import (
     training_data_sha256,
 )
 from edgeloop.sagemaker_pipelines.steps.train import main as train_main
+from edgeloop.sagemaker_pipelines.steps.xgboost_image import xgboost_image_uri
 from edgeloop.schemas import ModelTemplate, load_use_case, names
 from edgeloop.schemas.model import Precision, feature_schema_hash
 from edgeloop.schemas.training import ViolationClass
@@ -60,26 +57,30 @@ def trained(examples, config):
     return train_line_model(examples, config, seed=0, **FAST)
 
 
-@pytest.fixture(scope="module")
-def exported(trained):
+def export_line_1(trained, *, model_id="m", version="1.0.0", target="t", precisions=(Precision.FP32,)):
+    """export_model of an extrusion line-1 model; the tests vary only these arguments."""
     return export_model(
         trained,
-        model_id="extrusion-cold-od-line-1",
-        version="1.0.0",
+        model_id=model_id,
+        version=version,
         use_case="extrusion",
         line_ids=["line-1"],
-        target="cold_od_average",
+        target=target,
+        precisions=precisions,
     )
 
 
 @pytest.fixture(scope="module")
+def exported(trained):
+    return export_line_1(trained, model_id="extrusion-cold-od-line-1", target="cold_od_average")
+
+
+@pytest.fixture(scope="module")
 def exported_two_tiers(trained):
-    return export_model(
+    return export_line_1(
         trained,
         model_id="extrusion-cold-od-line-1",
         version="1.1.0",
-        use_case="extrusion",
-        line_ids=["line-1"],
         target="cold_od_average",
         precisions=(Precision.FP32, Precision.FP16_LEAVES),
     )
@@ -175,22 +176,14 @@ def test_export_refuses_a_payload_that_drifts(trained, monkeypatch):
     real = export_step.booster_base_margin
     monkeypatch.setattr(export_step, "booster_base_margin", lambda b, o: np.float32(real(b, o) + np.float32(1e-3)))
     with pytest.raises(ParityError, match="max_abs_error"):
-        export_model(trained, model_id="m", version="1.0.0", use_case="extrusion", line_ids=["line-1"], target="t")
+        export_line_1(trained)
 
 
 def test_export_refuses_tiers_without_a_builder(trained, monkeypatch):
     tiers_without_quantized = {p: t for p, t in export_step.TIERS.items() if p != Precision.QUANTIZED}
     monkeypatch.setattr(export_step, "TIERS", tiers_without_quantized)
     with pytest.raises(ValueError, match="precision='quantized' has no export tier"):
-        export_model(
-            trained,
-            model_id="m",
-            version="1.0.0",
-            use_case="extrusion",
-            line_ids=["line-1"],
-            target="t",
-            precisions=(Precision.QUANTIZED,),
-        )
+        export_line_1(trained, precisions=(Precision.QUANTIZED,))
 
 
 def _max_abs_error_vs_xgboost(scorer, trained) -> float:
@@ -235,39 +228,15 @@ def test_fp16_tier_beyond_its_bound_is_refused_naming_tier_error_and_bound(train
     strict = dataclasses.replace(export_step.TIERS[Precision.FP16_LEAVES], max_error_per_target_std=1e-7)
     monkeypatch.setitem(export_step.TIERS, Precision.FP16_LEAVES, strict)
     with pytest.raises(ParityError, match=r"fp16-leaves payload .* max_abs_error=\S+ exceeds the bound \S+ \(1e-07 x"):
-        export_model(
-            trained,
-            model_id="m",
-            version="1.0.0",
-            use_case="extrusion",
-            line_ids=["line-1"],
-            target="t",
-            precisions=(Precision.FP32, Precision.FP16_LEAVES),
-        )
+        export_line_1(trained, precisions=(Precision.FP32, Precision.FP16_LEAVES))
 
 
 def test_export_refuses_repeated_precisions(trained):
     with pytest.raises(ValueError, match=r"precisions repeat a tier: \['fp32', 'fp32'\]"):
-        export_model(
-            trained,
-            model_id="m",
-            version="1.0.0",
-            use_case="extrusion",
-            line_ids=["line-1"],
-            target="t",
-            precisions=(Precision.FP32, Precision.FP32),
-        )
+        export_line_1(trained, precisions=(Precision.FP32, Precision.FP32))
 
 
 # --- register ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def registry():
-    with mock_aws():
-        location = {"LocationConstraint": "eu-west-1"}
-        boto3.client("s3").create_bucket(Bucket=MODEL_BUCKET, CreateBucketConfiguration=location)
-        yield boto3.client("sagemaker")
 
 
 def test_register_uploads_and_creates_a_pending_package(registry, exported):

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
+from edgeloop.cloud.datalake.context import quantize, sub_intervals
 from edgeloop.functions.compaction.logic import compact
-from edgeloop.functions.context.logic import quantize, sub_intervals
 from edgeloop.functions.rollups.logic import build_line_rollups
 from edgeloop.query.tables import CONTEXT_SLICES
 from edgeloop.schemas import ColumnarSamples, ContextInterval, SpecLimits, names

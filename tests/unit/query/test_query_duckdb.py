@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgeloop.functions.context.logic import context_columns, join_context, sub_intervals
-from edgeloop.functions.rollups.logic import RESOLUTIONS, read_rollups
+from edgeloop.cloud.datalake.context import context_columns, join_context, sub_intervals
+from edgeloop.cloud.datalake.rollups import RESOLUTIONS
+from edgeloop.functions.rollups.logic import read_rollups
 from edgeloop.query import DuckDbEngine, QueryParameterError, mirror_tables, queries
 from edgeloop.query.tables import TABLES
 from edgeloop.schemas import MetricRole, load_use_case, names

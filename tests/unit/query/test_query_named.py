@@ -9,10 +9,10 @@ import sqlglot
 from sqlglot import exp
 from typer.testing import CliRunner
 
-from edgeloop.functions.compaction.logic import CURATED_SCHEMA, late_partition_prefix, partition_prefix
-from edgeloop.functions.context.logic import context_columns, quantize
+from edgeloop.cloud.datalake.context import context_columns, quantize
+from edgeloop.cloud.datalake.curated import CURATED_SCHEMA, late_partition_prefix, partition_prefix
+from edgeloop.cloud.datalake.rollups import RESOLUTIONS, ROLLUP_SCHEMA
 from edgeloop.functions.rollups import data_access as rollups_data_access
-from edgeloop.functions.rollups.logic import RESOLUTIONS, ROLLUP_SCHEMA
 from edgeloop.query import QueryParameterError, UnknownQueryError, get_query, queries, render
 from edgeloop.query.cli import parse_params, query_app
 from edgeloop.query.named import parse_query, string_literal

@@ -10,24 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeloop.device_shims.extrusion import METRICS, ExtrusionLineSimulator
-from edgeloop.schemas.telemetry import (
-    COMPACT_FORMAT_VERSION,
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import METRICS
+from edgeloop.schemas.telemetry import COMPACT_FORMAT_VERSION, ColumnarSamples, TelemetryBatch, TelemetryDecodeError
+from edgeloop.schemas.telemetry_codec import decode_batch, decode_batch_document, encode_batch, wire_format_version
+from edgeloop.schemas.telemetry_compact import (
     COMPACT_MAGIC,
     MAX_ABS_TIME_MS,
-    ColumnarSamples,
     Compression,
-    TelemetryBatch,
-    TelemetryDecodeError,
     ValueMode,
     _exact_decimals,
     _text_bytes,
     _uvarint_bytes,
-    decode_batch,
-    decode_batch_document,
-    encode_batch,
     encode_compact,
-    wire_format_version,
 )
 
 START_MS = 1_767_225_600_000

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from edgeloop.device_shims.extrusion import BLOCK_S, METRICS, SENSOR_NOISE, ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion import BLOCK_S, SENSOR_NOISE, ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import METRICS
 from edgeloop.schemas import ContextKind, load_use_case
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

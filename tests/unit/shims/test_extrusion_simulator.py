@@ -7,13 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from edgeloop.device_shims.extrusion import (
-    METRICS,
-    ExtrusionLineSimulator,
-    FaultKind,
-    SensorFault,
-    SimulatorConfig,
-)
+from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.device_shims.extrusion_config import METRICS, FaultKind, SensorFault, SimulatorConfig
 from edgeloop.schemas import ContextKind, load_use_case
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

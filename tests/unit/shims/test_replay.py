@@ -12,16 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from gateway_helpers import FakeClock, extrusion_gateway_config
 
-from edgeloop.device_shims.replay import (
-    Replay,
-    ReplayMapping,
-    main,
-    paced_chunks,
-)
+from edgeloop.device_shims.replay import Replay, main, paced_chunks
+from edgeloop.device_shims.replay_mapping import ReplayMapping
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.schemas import load_use_case
-from edgeloop.schemas.telemetry import decode_batch
+from edgeloop.schemas.telemetry_codec import decode_batch
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "device_shims" / "examples"
 EXAMPLE_CSV = EXAMPLES / "extrusion_recording.csv"
@@ -66,31 +63,8 @@ class FakeTransport:
         return out
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def gateway_config(tmp_path: Path, **changes) -> GatewayConfig:
-    return GatewayConfig(
-        thing_name="gw-replay-1",
-        site="site-1",
-        line_id="line-1",
-        use_case="extrusion",
-        architecture="x86_64",
-        runtime_version="1.0.0",
-        transport="greengrass",
-        buffer_path=tmp_path / "buffer.db",
-        **changes,
-    )
+    return extrusion_gateway_config(tmp_path / "buffer.db", thing_name="gw-replay-1", **changes)
 
 
 def mapping(**document) -> ReplayMapping:
@@ -329,7 +303,7 @@ def test_bad_timestamps_are_reported_with_the_first_value(tmp_path, caplog):
 
 # --- pacing ---------------------------------------------------------------------------------------
 def release_times(rows, speed: float, max_samples: int = 1000) -> tuple[list[tuple[float, list]], FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     released = [(clock.now, chunk) for chunk in paced_chunks(rows, speed, clock, clock.sleep, max_samples)]
     return released, clock
 
@@ -412,7 +386,7 @@ def test_bad_rows_get_counted_reasons_and_the_rest_is_published(tmp_path):
 def test_replay_paces_appends_on_the_injected_clock(tmp_path):
     path = tmp_path / "paced.csv"
     path.write_text("time,spd\n" + "".join(f"{1000 * i},{i}\n" for i in range(5)))
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
     replay = Replay(
         mapping(columns={"spd": "speed"}, speed=10), gateway_config(tmp_path), clock=clock, sleep=clock.sleep
     )

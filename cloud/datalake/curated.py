@@ -1,0 +1,88 @@
+"""Curated samples: the data lake's compacted table, and the late/ store beside it.
+
+Each curated partition `curated/line=<line>/event_date=YYYY-MM-DD/` holds Parquet parts of
+CURATED_SCHEMA, sorted by (thing_name, metric, time_ms) and free of duplicate (thing_name, seq)
+rows. Rows that arrived beyond the lateness SLA live in `late/line=<line>/ingest_date=YYYY-MM-DD/`
+with the same columns. Compaction (functions/compaction) is the only writer; a crash between its
+write and its delete can leave two overlapping parts, so every reader here de-duplicates.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from edgeloop.cloud import s3
+from edgeloop.schemas import names
+
+CURATED_SCHEMA = pa.schema(
+    [
+        ("thing_name", pa.string()),
+        ("line_id", pa.string()),
+        ("metric", pa.string()),
+        ("time_ms", pa.int64()),
+        ("value", pa.float64()),
+        ("seq", pa.int64()),
+        ("ingest_time_ms", pa.int64()),
+    ]
+)
+SORT_KEYS = ["thing_name", "metric", "time_ms"]
+DEDUPE_KEYS = ["thing_name", "seq"]
+
+
+def partition_prefix(line_id: str, event_date: str) -> str:
+    return f"{names.CURATED_PREFIX}/line={line_id}/event_date={event_date}/"
+
+
+def late_partition_prefix(line_id: str, ingest_date: str) -> str:
+    return f"{names.LATE_PREFIX}/line={line_id}/ingest_date={ingest_date}/"
+
+
+def dedupe_and_sort(rows: pd.DataFrame) -> pd.DataFrame:
+    """Drop repeated (thing_name, seq), keeping the earliest ingested copy; sort for readers."""
+    rows = rows.sort_values(["ingest_time_ms", "thing_name", "seq"], kind="stable")
+    rows = rows.drop_duplicates(DEDUPE_KEYS, keep="first")
+    return rows.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+
+
+def curated_parquet_bytes(table: pa.Table) -> bytes:
+    """A curated part as stored: CURATED_SCHEMA, zstd (read by DuckDB and Athena alike)."""
+    buffer = io.BytesIO()
+    pq.write_table(table.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def read_curated_part(body: bytes) -> pd.DataFrame:
+    """One stored part (curated or late) as a frame of CURATED_SCHEMA's columns."""
+    table = pq.read_table(io.BytesIO(body)).select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA)
+    return table.to_pandas()
+
+
+def empty_curated() -> pd.DataFrame:
+    return CURATED_SCHEMA.empty_table().to_pandas()
+
+
+def read_curated(bucket: str, line_id: str) -> pd.DataFrame:
+    """Every curated row of a line, de-duplicated and sorted by (thing_name, metric, time_ms)."""
+    return _read_line(bucket, names.CURATED_PREFIX, line_id)
+
+
+def read_late(bucket: str, line_id: str) -> pd.DataFrame:
+    """Every row of a line that arrived beyond the lateness SLA, de-duplicated and sorted like curated."""
+    return _read_line(bucket, names.LATE_PREFIX, line_id)
+
+
+def _read_line(bucket: str, root: str, line_id: str) -> pd.DataFrame:
+    return read_parts(bucket, [k for k in s3.list_keys(bucket, f"{root}/line={line_id}/") if k.endswith(".parquet")])
+
+
+def read_parts(bucket: str, keys: list[str]) -> pd.DataFrame:
+    """The rows of stored parts, de-duplicated and sorted like curated (a crash may leave two
+    overlapping parts in a partition; reading through here absorbs it)."""
+    if not keys:
+        return empty_curated()
+    frames = [read_curated_part(s3.get_bytes(bucket, key)) for key in keys]
+    return dedupe_and_sort(pd.concat(frames, ignore_index=True))

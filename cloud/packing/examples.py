@@ -1,0 +1,327 @@
+"""Training examples of a line: Metric Packer -> Labeler -> Feature Extractor (Mímir).
+
+Built from the line's curated samples and context intervals by the metric packer function (which
+stores them, cloud/datalake/packs.py) and by the training pipeline's dataset step.
+
+For each production run of a line (a `run` context interval with spec limits):
+1. packer: align the run's samples onto the use case's grid (`align_to_grid`, period =
+   sample_period_s, max_gap = 5 periods) and cut packs of pack_window_s every example_stride_s
+   from the run's start, keeping packs that lie wholly inside the run;
+2. labeler: label each pack from the target metric's raw samples after it (labels.py);
+3. feature extractor: `pack_features` of each kept pack (feature_table.py).
+
+Packs whose label window lies inside the run but holds too sparse a measurement keep their features
+in `ExampleBuild.unlabeled` (label NaN, no class): the review queue (label_review.py)
+proposes labels for them. `examples` holds only measured labels.
+
+Only samples inside the run are aligned, so no pack forward-fills a value across a run boundary.
+Work is numpy-vectorised per run (packs are stacked with stride tricks, in bounded chunks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from edgeloop.cloud.datalake.context import EPOCH, get_context_intervals, to_ms
+from edgeloop.cloud.datalake.curated import read_curated
+from edgeloop.cloud.datalake.packs import put_examples
+from edgeloop.cloud.packing.feature_table import CHUNK_PACKS, extract_features
+from edgeloop.cloud.packing.labels import classify, label_packs
+from edgeloop.model_runtime.alignment import MAX_GAP_PERIODS, align_to_grid
+from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, UseCaseConfig
+from edgeloop.schemas.training import EXAMPLE_META_COLUMNS
+
+META_COLUMNS = EXAMPLE_META_COLUMNS
+
+
+@dataclass
+class PackStats:
+    """What happened to the packs; the handler reports these as metrics."""
+
+    runs: int = 0
+    runs_without_spec: int = 0
+    packs_cut: int = 0
+    dropped_label_outside_run: int = 0
+    dropped_label_too_sparse: int = 0
+    dropped_empty: int = 0
+    examples: int = 0
+    unlabeled: int = 0  # packs among dropped_label_too_sparse kept with features for semi-automatic labels
+
+    def add(self, other: PackStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class ExampleBuild:
+    examples: pd.DataFrame
+    stats: PackStats = field(default_factory=PackStats)
+    unlabeled: pd.DataFrame | None = None  # same columns as examples; label NaN, label_class/source None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The use case's sample grid in steps: period, steps per pack, steps between packs."""
+
+    period_ms: int
+    pack_steps: int
+    stride_steps: int
+
+    @classmethod
+    def of(cls, use_case: UseCaseConfig) -> Grid:
+        period_ms = round(use_case.sample_period_s * 1000)
+        return cls(
+            period_ms=period_ms,
+            pack_steps=_whole_steps("pack_window_s", use_case.pack_window_s, period_ms),
+            stride_steps=_whole_steps("example_stride_s", use_case.example_stride_s, period_ms),
+        )
+
+
+@dataclass(frozen=True)
+class RunPacks:
+    """A run aligned onto the grid, and where its packs start (in grid steps from the run's start)."""
+
+    grid: np.ndarray  # float64 (n_run_steps, n_metrics)
+    start_steps: np.ndarray  # int64 (n_packs,)
+    start_ms: int
+    pack_steps: int
+    period_ms: int
+
+    @property
+    def window_start_ms(self) -> np.ndarray:
+        return self.start_ms + self.start_steps * self.period_ms
+
+    @property
+    def window_end_ms(self) -> np.ndarray:
+        return self.window_start_ms + self.pack_steps * self.period_ms
+
+    def windows(self, which: np.ndarray) -> np.ndarray:
+        """The selected packs stacked as (n, pack_steps, n_metrics), from a strided view."""
+        view = np.lib.stride_tricks.sliding_window_view(self.grid, self.pack_steps, axis=0)
+        return view[self.start_steps[which]].swapaxes(1, 2)
+
+    def empty_packs(self) -> np.ndarray:
+        """True per pack when no metric has any value in it."""
+        has_data = np.concatenate([[0], np.cumsum(~np.isnan(self.grid).all(axis=1))])
+        return has_data[self.start_steps + self.pack_steps] - has_data[self.start_steps] == 0
+
+
+def cut_run_packs(
+    time_ms: np.ndarray,
+    metric_index: np.ndarray,
+    values: np.ndarray,
+    *,
+    start_ms: int,
+    end_ms: int,
+    use_case: UseCaseConfig,
+) -> RunPacks:
+    """Packer: align a run's samples (metric_index into use_case.metrics) and place its packs."""
+    grid_spec = Grid.of(use_case)
+    n_run_steps = max((end_ms - start_ms) // grid_spec.period_ms, 0)
+    grid = align_to_grid(
+        time_ms,
+        metric_index,
+        values,
+        n_metrics=len(use_case.metrics),
+        start_ms=start_ms,
+        n_steps=n_run_steps,
+        period_ms=grid_spec.period_ms,
+        max_gap_ms=MAX_GAP_PERIODS * grid_spec.period_ms,
+    )
+    n_packs = max((n_run_steps - grid_spec.pack_steps) // grid_spec.stride_steps + 1, 0)
+    return RunPacks(
+        grid=grid,
+        start_steps=np.arange(n_packs, dtype=np.int64) * grid_spec.stride_steps,
+        start_ms=start_ms,
+        pack_steps=grid_spec.pack_steps,
+        period_ms=grid_spec.period_ms,
+    )
+
+
+def build_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_case: UseCaseConfig) -> pd.DataFrame:
+    """Labeled, featurized packs of every run in `intervals` (see the module doc for the columns)."""
+    return assemble_examples(curated, intervals, use_case).examples
+
+
+def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_case: UseCaseConfig) -> ExampleBuild:
+    samples = _Samples.of(curated, use_case)
+    stats = PackStats()
+    frames, unlabeled_frames = [], []
+    for run in sorted((i for i in intervals if i.kind is ContextKind.RUN), key=lambda i: (i.line_id, i.start)):
+        stats.runs += 1
+        if run.spec is None:
+            stats.runs_without_spec += 1
+            continue
+        if run.spec.target_metric != use_case.target_metric:
+            raise ValueError(
+                f"run {run.interval_id!r} has spec.target_metric={run.spec.target_metric!r}, "
+                f"but use case {use_case.use_case!r} predicts {use_case.target_metric!r}"
+            )
+        frame, unlabeled_frame, run_stats = _run_examples(samples, run, use_case)
+        stats.add(run_stats)
+        frames.append(frame)
+        unlabeled_frames.append(unlabeled_frame)
+    examples = pd.concat(frames, ignore_index=True) if frames else _empty_examples(use_case)
+    unlabeled = (
+        pd.concat(unlabeled_frames, ignore_index=True) if unlabeled_frames else _unlabeled(_empty_examples(use_case))
+    )
+    stats.examples = len(examples)
+    stats.unlabeled = len(unlabeled)
+    return ExampleBuild(examples=examples, stats=stats, unlabeled=unlabeled)
+
+
+def build_line_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.DataFrame:
+    """Rebuild a line's examples from curated data and context; writes packs/line=<line>/examples.parquet."""
+    return build_line_examples_with_stats(bucket, line_id, use_case).examples
+
+
+def build_line_examples_with_stats(bucket: str, line_id: str, use_case: UseCaseConfig) -> ExampleBuild:
+    build = assemble_examples(read_curated(bucket, line_id), get_context_intervals(bucket, line_id), use_case)
+    put_examples(bucket, line_id, build.examples)
+    return build
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """Curated rows as arrays, restricted to the use case's metrics and sorted by time."""
+
+    line_id: np.ndarray
+    time_ms: np.ndarray
+    metric_index: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, curated: pd.DataFrame, use_case: UseCaseConfig) -> _Samples:
+        missing = {"line_id", "metric", "time_ms", "value"} - set(curated.columns)
+        if missing:
+            raise ValueError(f"curated frame lacks columns {sorted(missing)}; it has {list(curated.columns)}")
+        # Predictions the gateways publish back (target__predicted) are not inputs: drop them here.
+        index = curated["metric"].map({name: i for i, name in enumerate(use_case.metrics)})
+        rows = curated.assign(metric_index=index)[index.notna()].sort_values("time_ms", kind="stable")
+        return cls(
+            line_id=rows["line_id"].to_numpy(dtype=object),
+            time_ms=rows["time_ms"].to_numpy(dtype=np.int64),
+            metric_index=rows["metric_index"].to_numpy(dtype=np.int64),
+            values=rows["value"].to_numpy(dtype=np.float64),
+        )
+
+    def of_run(self, line_id: str, start_ms: int, end_ms: int) -> _Samples:
+        lo, hi = np.searchsorted(self.time_ms, [start_ms, end_ms], side="left")
+        in_line = self.line_id[lo:hi] == line_id
+        return _Samples(
+            *(column[lo:hi][in_line] for column in (self.line_id, self.time_ms, self.metric_index, self.values))
+        )
+
+
+def _run_examples(
+    samples: _Samples, run: ContextInterval, use_case: UseCaseConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, PackStats]:
+    start_ms, end_ms = to_ms(run.start), to_ms(run.end)
+    in_run = samples.of_run(run.line_id, start_ms, end_ms)
+    packs = cut_run_packs(
+        in_run.time_ms, in_run.metric_index, in_run.values, start_ms=start_ms, end_ms=end_ms, use_case=use_case
+    )
+    is_target = in_run.metric_index == use_case.metrics.index(use_case.target_metric)
+    labels = label_packs(
+        packs.window_end_ms, in_run.time_ms[is_target], in_run.values[is_target], run_end_ms=end_ms, use_case=use_case
+    )
+    empty = packs.empty_packs()
+    keep = np.flatnonzero(labels.keep & ~empty)
+    features = _features(packs, keep, use_case)
+    # inside the run but not kept: the labeler found too sparse a measurement (labels.py)
+    label_inside_run = packs.window_end_ms + (use_case.horizon_s + use_case.label_window_s) * 1000 <= end_ms
+    unlabeled = np.flatnonzero(label_inside_run & ~labels.keep & ~empty)
+    stats = PackStats(
+        packs_cut=len(packs.start_steps),
+        dropped_label_outside_run=labels.outside_run,
+        dropped_label_too_sparse=labels.too_sparse,
+        dropped_empty=int((labels.keep & empty).sum()),
+    )
+    examples = _examples_frame(
+        run, packs.window_start_ms[keep], packs.window_end_ms[keep], labels.value[keep], features, use_case
+    )
+    unlabeled_examples = _examples_frame(
+        run,
+        packs.window_start_ms[unlabeled],
+        packs.window_end_ms[unlabeled],
+        labels.value[unlabeled],
+        _features(packs, unlabeled, use_case),
+        use_case,
+    )
+    return examples, _unlabeled(unlabeled_examples), stats
+
+
+def _features(packs: RunPacks, which: np.ndarray, use_case: UseCaseConfig) -> np.ndarray:
+    return np.concatenate(
+        [
+            extract_features(packs.windows(which[i : i + CHUNK_PACKS]), use_case)
+            for i in range(0, len(which), CHUNK_PACKS)
+        ]
+        or [np.empty((0, len(use_case.feature_names)))]
+    )
+
+
+def _unlabeled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Packs without a measured label: NaN label, no class and no source until the review queue gives one."""
+    return frame.assign(
+        label=np.nan,
+        label_class=pd.Series([None] * len(frame), dtype=object),
+        label_source=pd.Series([None] * len(frame), dtype=object),
+    )
+
+
+def _examples_frame(
+    run: ContextInterval,
+    window_start_ms: np.ndarray,
+    window_end_ms: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    use_case: UseCaseConfig,
+) -> pd.DataFrame:
+    n = len(labels)
+    meta = pd.DataFrame(
+        {
+            "line_id": pd.Series([run.line_id] * n, dtype=str),
+            "run_id": pd.Series([run.interval_id] * n, dtype=str),
+            "window_start": _utc_ns(window_start_ms),
+            "window_end": _utc_ns(window_end_ms),
+            "label": np.asarray(labels, dtype=np.float64),
+            "label_class": pd.Series(classify(labels, run.spec) if run.spec else [], dtype=str),
+            "label_source": pd.Series([LabelSource.MEASURED.value] * n, dtype=str),
+            "spec_lower": np.full(n, run.spec.lower if run.spec else np.nan, dtype=np.float64),
+            "spec_upper": np.full(n, run.spec.upper if run.spec else np.nan, dtype=np.float64),
+        }
+    )
+    feature_columns = pd.DataFrame(features, columns=use_case.feature_names, dtype=np.float64)
+    return pd.concat([meta, feature_columns], axis=1)
+
+
+def _empty_examples(use_case: UseCaseConfig) -> pd.DataFrame:
+    """No examples, but every column with its dtype, so readers and Parquet see one schema."""
+    placeholder = ContextInterval(
+        kind=ContextKind.RUN, interval_id="none", line_id="none", start=EPOCH, end=EPOCH + timedelta(seconds=1)
+    )
+    no_ms = np.empty(0, dtype=np.int64)
+    return _examples_frame(placeholder, no_ms, no_ms, np.empty(0), np.empty((0, len(use_case.feature_names))), use_case)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _utc_ns(epoch_ms: np.ndarray) -> pd.Series:
+    stamps = np.asarray(epoch_ms, dtype=np.int64).astype("datetime64[ms]").astype("datetime64[ns]")
+    return pd.Series(pd.DatetimeIndex(stamps).tz_localize("UTC"))
+
+
+def _whole_steps(name: str, seconds: float, period_ms: int) -> int:
+    steps, remainder = divmod(round(seconds * 1000), period_ms)
+    if remainder or steps < 1:
+        raise ValueError(f"{name}={seconds}s is not a whole number of sample periods ({period_ms} ms)")
+    return steps

@@ -1,0 +1,110 @@
+"""Telemetry on the wire: what a gateway publishes and the ingest function accepts.
+
+Two wire formats, told apart by their first bytes (`decode_batch` reads both):
+
+- format 1: zlib-compressed compact JSON of the TelemetryBatch (a zlib stream starts with 0x78).
+- format 2 ("compact"): a binary, columnar encoding sized for draining a 14-day backlog within
+  IoT Core's 512 KB/s per connection (about 1-2 bytes per sample for 1 Hz sensor data); its
+  layout and codec are in telemetry_compact.
+
+Decoding needs no numpy (the ingest Lambda's cold start); encoding format 2 uses numpy, lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from .telemetry import (
+    COMPACT_FORMAT_VERSION,
+    MAX_BATCH_SAMPLES,
+    MAX_DECODED_BODY_BYTES,
+    SUPPORTED_FORMAT_VERSIONS,
+    TELEMETRY_FORMAT_VERSION,
+    TelemetryBatch,
+    TelemetryDecodeError,
+)
+from .telemetry_compact import (
+    COMPACT_HEADER_BYTES,
+    COMPACT_MAGIC,
+    DEFAULT_COMPRESSION,
+    Compression,
+    decode_compact,
+    encode_compact,
+)
+
+
+def encode_batch(batch: TelemetryBatch, compression: Compression = DEFAULT_COMPRESSION) -> bytes:
+    """Wire form of a batch in its format_version: 1 = zlib JSON, 2 = compact binary.
+
+    compression applies to format 2 only.
+    """
+    if batch.format_version == COMPACT_FORMAT_VERSION:
+        return encode_compact(batch, compression)
+    return zlib.compress(batch.model_dump_json().encode(), level=6)
+
+
+def decode_batch(payload: bytes) -> TelemetryBatch:
+    """Either wire format back to the batch (format_version says which it was)."""
+    return TelemetryBatch.model_validate(decode_batch_document(payload))
+
+
+def wire_format_version(payload: bytes) -> int:
+    """The format a payload claims: 2 (or a later one) by its magic, else 1 (zlib JSON)."""
+    if payload[: len(COMPACT_MAGIC)] == COMPACT_MAGIC:
+        if len(payload) < COMPACT_HEADER_BYTES:
+            raise TelemetryDecodeError("header", payload, f"is shorter than the {COMPACT_HEADER_BYTES}-byte header")
+        return payload[len(COMPACT_MAGIC)]
+    return TELEMETRY_FORMAT_VERSION
+
+
+def decode_batch_document(payload: bytes) -> dict:
+    """Either wire format as the plain document TelemetryBatch validates (the v1 JSON shape).
+
+    Raises TelemetryDecodeError (a ValueError naming field and value) when the payload cannot be
+    read at all; what it says inside (a metric index out of range, a non-finite value) is left
+    to validation, so a caller can refuse single samples.
+    """
+    version = wire_format_version(payload)
+    if version == TELEMETRY_FORMAT_VERSION:
+        document = decode_batch_json(payload)
+    elif version == COMPACT_FORMAT_VERSION:
+        document = decode_compact(payload)
+    else:
+        raise TelemetryDecodeError(
+            "header.format_version", version, f"is not supported (supported: {list(SUPPORTED_FORMAT_VERSIONS)})"
+        )
+    _check_sample_count(document)
+    return document
+
+
+def _check_sample_count(document: dict) -> None:
+    samples = document.get("samples")
+    column = samples.get("metric_index") if isinstance(samples, dict) else None
+    if isinstance(column, list) and len(column) > MAX_BATCH_SAMPLES:
+        raise TelemetryDecodeError(
+            "samples.metric_index", f"{len(column)} samples", f"exceeds {MAX_BATCH_SAMPLES} samples per batch"
+        )
+
+
+def decode_batch_json(payload: bytes) -> dict:
+    """Format 1 only: undo the wire compression; raises ValueError with the reason when it is not a batch."""
+    inflater = zlib.decompressobj()
+    try:
+        # Bounded: a small payload may inflate to gigabytes (a zlib bomb).
+        text = inflater.decompress(payload, MAX_DECODED_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise ValueError(f"payload is not zlib-compressed: {exc}") from exc
+    if len(text) > MAX_DECODED_BODY_BYTES:
+        raise TelemetryDecodeError(
+            "<payload>",
+            f"{len(payload)} zlib bytes",
+            f"inflate beyond {MAX_DECODED_BODY_BYTES} bytes (MAX_DECODED_BODY_BYTES)",
+        )
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"payload is not JSON: {exc.msg} at {exc.pos}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"payload is a JSON {type(document).__name__}, not an object")
+    return document

@@ -1,0 +1,61 @@
+"""What the gateway and device-shim tests share: a clock moved by hand, a rate count and gateway configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeloop.greengrass_components.gateway.config import GatewayConfig
+
+
+class FakeClock:
+    """Call it for the time; sleep() moves the time on and records how long was waited."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def max_in_window(times: list[float], window_s: float = 1.0) -> int:
+    """Most events in any closed window of window_s seconds (times ascending)."""
+    best, start = 0, 0
+    for end in range(len(times)):
+        while times[end] - times[start] > window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def extrusion_gateway_config(
+    buffer_path: Path, *, broker: Any = None, cert: Any = None, **fields: Any
+) -> GatewayConfig:
+    """An extrusion gateway buffering at buffer_path: MQTT with mutual TLS to `broker` (host, port) with
+    `cert` (cert_path, key_path, ca_path) when given, else transport="greengrass". `fields` override."""
+    identity = dict(
+        thing_name="gw-1",
+        site="site-1",
+        line_id="line-1",
+        use_case="extrusion",
+        architecture="x86_64",
+        runtime_version="1.0.0",
+        buffer_path=buffer_path,
+    )
+    if broker is None:
+        link = {"transport": "greengrass"}
+    else:
+        link = dict(
+            broker_host=broker.host,
+            broker_port=broker.port,
+            cert_path=cert.cert_path,
+            key_path=cert.key_path,
+            ca_path=cert.ca_path,
+        )
+    return GatewayConfig(**{**identity, **link, **fields})
