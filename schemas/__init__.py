@@ -22,6 +22,7 @@ _EXPORTS = {
             "DeviceAnnouncement",
             "DeviceEvent",
             "DeviceHistoryEntry",
+            "DeviceIdentity",
             "DeviceProfile",
             "DeviceRecord",
             "DeviceStatus",

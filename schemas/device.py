@@ -19,8 +19,8 @@ class DeviceStatus(StrEnum):
     OFFLINE = "offline"
 
 
-class DeviceProfile(Contract):
-    """Who and what a gateway is, as it says itself: the fields an announcement refreshes in its record."""
+class DeviceIdentity(Contract):
+    """Which gateway it is, where it stands and what it runs on (its configuration holds these too)."""
 
     thing_name: ThingName
     site: Identifier
@@ -28,6 +28,11 @@ class DeviceProfile(Contract):
     use_case: Identifier
     architecture: Architecture
     runtime_version: SemVer
+
+
+class DeviceProfile(DeviceIdentity):
+    """Who and what a gateway is, as it says itself: the fields an announcement refreshes in its record."""
+
     supported_precisions: list[Precision] = Field(min_length=1)
 
 

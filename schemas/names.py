@@ -168,6 +168,18 @@ def thing_from_topic(topic: str) -> str:
     return parts[1]
 
 
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic-filter matching: `+` is one level, a trailing `#` is this level and everything below."""
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= len(topic_levels) or (level != "+" and level != topic_levels[i]):
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
 @dataclass(frozen=True)
 class IotRoute:
     """One IoT topic rule: which topics go to which function.

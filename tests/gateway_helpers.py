@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,34 @@ def extrusion_gateway_config(
             ca_path=cert.ca_path,
         )
     return GatewayConfig(**{**identity, **link, **fields})
+
+
+class Inbox:
+    """The messages one MQTT client received, with bounded waits for what a test expects."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        with self._changed:
+            self.messages.append((topic, payload))
+            self._changed.notify_all()
+
+    def wait_for_count(self, n: int, timeout_s: float = 10.0) -> list[tuple[str, bytes]]:
+        """The first messages once at least `n` arrived."""
+        self._wait(lambda: len(self.messages) >= n, f"{n} messages", timeout_s)
+        with self._changed:
+            return list(self.messages)
+
+    def wait_for(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> None:
+        self._wait(lambda: (topic, payload) in self.messages, f"{topic} {payload!r}", timeout_s)
+
+    def topics(self) -> set[str]:
+        with self._changed:
+            return {t for t, _ in self.messages}
+
+    def _wait(self, arrived, what: str, timeout_s: float) -> None:
+        with self._changed:
+            if not self._changed.wait_for(arrived, timeout=timeout_s):
+                raise AssertionError(f"{what} not received in {timeout_s} s; got {len(self.messages)}: {self.messages}")

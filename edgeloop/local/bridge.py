@@ -30,20 +30,6 @@ BRIDGE_CLIENT_ID = "edgeloop-iot-rule-bridge"
 STOP_TIMEOUT_S = 30.0
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic-filter matching: `+` is one level, a trailing `#` is this level and everything below."""
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for i, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if i >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[i]:
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
 @dataclass(frozen=True)
 class _Delivery:
     route: names.IotRoute
@@ -136,7 +122,7 @@ class IotRuleBridge:
         received_at_ms = time.time_ns() // 1_000_000
         event = IotRuleEvent.from_message(topic, payload, received_at_ms=received_at_ms)
         for route in self.routes:
-            if topic_matches(route.topic_filter, topic):
+            if names.topic_matches(route.topic_filter, topic):
                 with self._pending_changed:
                     self._pending += 1
                 self._queue.put(_Delivery(route, event))

@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
-from edgeloop.local.ports import LOOPBACK, free_port
-from edgeloop.local.processes import ManagedServer, ServerStartError, wait_until
+from edgeloop.local.ports import LOOPBACK
+from edgeloop.local.processes import ManagedServer
 from edgeloop.schemas import names
 
 CLOUD_IDENTITY = "edgeloop-cloud"
@@ -25,7 +25,6 @@ BROKER_IDENTITY = "edgeloop-broker"
 PROBE_IDENTITY = "edgeloop-broker-probe"
 FALLBACK_BINARY = Path("/usr/sbin/mosquitto")
 START_TIMEOUT_S = 15.0
-START_ATTEMPTS = 3  # a free port can be taken by someone else before mosquitto binds it
 
 
 def find_mosquitto() -> Path:
@@ -83,6 +82,8 @@ def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -
 class MosquittoBroker(ManagedServer):
     """Start with `.start()` or `with MosquittoBroker(...) as broker:`; clients connect to `.host:.port`."""
 
+    name = "mosquitto"
+
     def __init__(self, workdir: Path, ca: CertificateAuthority, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.ca = ca
@@ -103,39 +104,33 @@ class MosquittoBroker(ManagedServer):
     def log_path(self) -> Path:
         return self.workdir / "mosquitto.log"
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     def start(self) -> MosquittoBroker:
-        if self.process is not None and self.process.poll() is None:
-            raise RuntimeError(f"mosquitto is already running (pid {self.process.pid})")
+        self.refuse_second_start()
         binary = find_mosquitto()
         self.workdir.mkdir(parents=True, exist_ok=True)
         tls_dir = self.workdir / "tls"
         server = self.ca.issue(BROKER_IDENTITY, tls_dir, server=True)
         probe = self.ca.issue(PROBE_IDENTITY, tls_dir)
         self.acl_path.write_text(acl_text())
-        attempts = 1 if self._requested_port else START_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            self.port = self._requested_port or free_port()
-            self.config_path.write_text(config_text(self.port, server, self.acl_path, self.log_path))
-            with (self.workdir / "mosquitto.stderr").open("ab") as stderr:
-                self.process = subprocess.Popen(
-                    [str(binary), "-c", str(self.config_path)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
-                )
-            try:
-                wait_until(lambda: self._accepts_tls(probe), self.process, START_TIMEOUT_S, "mosquitto", self.log_path)
-                return self
-            except ServerStartError:
-                self.stop()
-                if attempt == attempts:
-                    raise
+        self.start_on_a_port(
+            self._requested_port,
+            lambda port: self._spawn(binary, port, server),
+            lambda: self._accepts_tls(probe),
+            timeout_s=START_TIMEOUT_S,
+            log=self.log_path,
+        )
         return self
+
+    def _spawn(self, binary: Path, port: int, server: IssuedCert) -> subprocess.Popen:
+        self.config_path.write_text(config_text(port, server, self.acl_path, self.log_path))
+        with (self.workdir / "mosquitto.stderr").open("ab") as stderr:
+            return subprocess.Popen(
+                [str(binary), "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
+            )
 
     def _accepts_tls(self, probe: IssuedCert) -> bool:
         """True once a full mutual-TLS handshake succeeds (the listener is up and the certs load)."""

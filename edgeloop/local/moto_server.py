@@ -14,12 +14,11 @@ import urllib.request
 from pathlib import Path
 
 from edgeloop.local.aws import FAKE_CREDENTIALS, LOCAL_REGION, REAL_ACCOUNT_VARIABLES
-from edgeloop.local.ports import LOOPBACK, free_port
-from edgeloop.local.processes import ManagedServer, ServerStartError, wait_until
+from edgeloop.local.ports import LOOPBACK
+from edgeloop.local.processes import ManagedServer
 
 READY_PATH = "/moto-api/"
 START_TIMEOUT_S = 60.0  # importing moto takes a few seconds, more on a busy 2-core machine
-START_ATTEMPTS = 3
 # Never send loopback requests through a proxy the environment might configure.
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -36,6 +35,8 @@ def server_environment() -> dict[str, str]:
 class MotoServer(ManagedServer):
     """Start with `.start()` or `with MotoServer() as moto:`; point boto3 at `.endpoint_url`."""
 
+    name = "moto_server"
+
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.host = LOOPBACK
         self._requested_port = port
@@ -49,35 +50,21 @@ class MotoServer(ManagedServer):
             raise RuntimeError("moto_server has no port yet: call start() first")
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     def start(self) -> MotoServer:
-        if self.process is not None and self.process.poll() is None:
-            raise RuntimeError(f"moto_server is already running (pid {self.process.pid})")
-        attempts = 1 if self._requested_port else START_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            self.port = self._requested_port or free_port()
-            self._spawn()
-            try:
-                wait_until(self._ready, self.process, START_TIMEOUT_S, "moto_server", self.log_path)
-                return self
-            except ServerStartError:
-                self.stop()
-                if attempt == attempts:
-                    raise
+        self.refuse_second_start()
+        self.start_on_a_port(
+            self._requested_port, self._spawn, self._ready, timeout_s=START_TIMEOUT_S, log=self.log_path
+        )
         return self
 
-    def _spawn(self) -> None:
-        command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+    def _spawn(self, port: int) -> subprocess.Popen:
+        command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)]
         options = dict(stdin=subprocess.DEVNULL, env=server_environment(), start_new_session=True)
         if self.log_path is None:
-            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)
-            return
+            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **options)
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **options)
 
     def _ready(self) -> bool:
         try:

@@ -8,7 +8,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from edgeloop.local.ports import free_port
+
 STOP_GRACE_S = 5.0
+START_ATTEMPTS = 3  # a free port can be taken by someone else before the server binds it
 
 
 class ServerStartError(RuntimeError):
@@ -52,10 +55,43 @@ class ManagedServer(ABC):
     """A server this runtime started as a child process: stopped by PID, also as a context manager."""
 
     process: subprocess.Popen | None = None
+    port: int | None = None
+    name: str  # for messages: "mosquitto", "moto_server"
 
     @abstractmethod
     def start(self) -> ManagedServer:
         """Start the server and return once it answers."""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def refuse_second_start(self) -> None:
+        if self.is_running():
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+
+    def start_on_a_port(
+        self,
+        requested_port: int | None,
+        spawn: Callable[[int], subprocess.Popen],
+        ready: Callable[[], bool],
+        *,
+        timeout_s: float,
+        log: Path | None,
+    ) -> None:
+        """Spawn on `requested_port`, or on a free one (trying again on another if it was taken),
+        and wait until `ready`; raises ServerStartError with the log's tail."""
+        attempts = 1 if requested_port else START_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            self.port = requested_port or free_port()
+            self.process = spawn(self.port)
+            try:
+                wait_until(ready, self.process, timeout_s, self.name, log)
+                return
+            except ServerStartError:
+                self.stop()
+                if attempt == attempts:
+                    raise
 
     def stop(self) -> None:
         stop_process(self.process)

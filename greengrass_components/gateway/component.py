@@ -12,17 +12,14 @@ import argparse
 import json
 import logging
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.greengrass_components.local_samples import local_sample_rows
 from edgeloop.schemas import load_use_case, names
-from edgeloop.schemas.device import DeviceAnnouncement
 from edgeloop.schemas.model import Precision, architecture_of_machine
 
-from .buffer import SampleBuffer
 from .config import GatewayConfig
 from .publisher import Publisher
 from .transport import GreengrassIpcTransport, TransportError
@@ -35,13 +32,7 @@ class GreengrassGateway:
     def __init__(self, config: GatewayConfig, ipc_client: Any) -> None:
         self.config = config
         self.ipc = ipc_client
-        self.buffer = SampleBuffer(
-            config.buffer_path,
-            thing_name=config.thing_name,
-            line_id=config.line_id,
-            max_bytes=config.buffer_max_bytes,
-            fsync_policy=config.fsync_policy,
-        )
+        self.buffer = config.open_buffer()
         self.validator = SampleValidator(load_use_case(config.use_case), source=config.thing_name)
         self.transport = GreengrassIpcTransport(ipc_client)
         self.publisher = Publisher(self.buffer, self.transport, config.telemetry_topic)
@@ -61,16 +52,7 @@ class GreengrassGateway:
         self.announce()
 
     def announce(self) -> None:
-        announcement = DeviceAnnouncement(
-            thing_name=self.config.thing_name,
-            site=self.config.site,
-            line_id=self.config.line_id,
-            use_case=self.config.use_case,
-            architecture=self.config.architecture,
-            runtime_version=self.config.runtime_version,
-            supported_precisions=list(Precision),
-            sent_at=datetime.now(UTC),
-        )
+        announcement = self.config.announcement(list(Precision))
         try:
             self.transport.publish(
                 names.announce_topic(self.config.thing_name), announcement.model_dump_json().encode(), timeout_s=10

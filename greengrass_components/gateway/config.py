@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edgeloop.schemas import names
-from edgeloop.schemas.common import Identifier, SemVer, ThingName
-from edgeloop.schemas.device import DeviceAnnouncement
-from edgeloop.schemas.model import Architecture, Precision
+from edgeloop.schemas.device import DeviceAnnouncement, DeviceIdentity
+from edgeloop.schemas.model import Precision
 
 from .buffer import MIN_MAX_BYTES, SampleBuffer
 from .sample_store import FsyncPolicy
@@ -64,18 +63,10 @@ def parse_json(text: str) -> object:
         raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno}") from None
 
 
-class GatewayConfig(BaseModel):
+class GatewayConfig(DeviceIdentity):
     """One gateway. transport="mqtt" (default) talks MQTT5 with mutual TLS to broker_host:broker_port
     and needs the broker and certificate fields; transport="greengrass" goes through the nucleus (IPC)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    thing_name: ThingName
-    site: Identifier
-    line_id: Identifier
-    use_case: Identifier
-    architecture: Architecture
-    runtime_version: SemVer
     transport: Literal["mqtt", "greengrass"] = "mqtt"
     broker_host: str | None = None
     broker_port: int | None = Field(default=None, ge=1, le=65535)
@@ -128,13 +119,9 @@ class GatewayConfig(BaseModel):
         self, supported_precisions: list[Precision], current_model_version: str | None = None
     ) -> DeviceAnnouncement:
         """What this gateway publishes on its announce topic, sent now."""
+        identity = {field: getattr(self, field) for field in DeviceIdentity.model_fields}
         return DeviceAnnouncement(
-            thing_name=self.thing_name,
-            site=self.site,
-            line_id=self.line_id,
-            use_case=self.use_case,
-            architecture=self.architecture,
-            runtime_version=self.runtime_version,
+            **identity,
             supported_precisions=supported_precisions,
             current_model_version=current_model_version,
             sent_at=datetime.now(UTC),

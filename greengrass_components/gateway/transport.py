@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from edgeloop.schemas import names
+
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes], None]
@@ -49,18 +51,6 @@ class Transport(Protocol):
     def disconnect(self) -> None: ...
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic-filter matching with `+` (one level) and `#` (the rest)."""
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for i, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if i >= len(topic_levels) or (level != "+" and level != topic_levels[i]):
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
 class _Subscriptions:
     """Topic filter -> callback, with callbacks run in order on one worker thread.
 
@@ -83,7 +73,7 @@ class _Subscriptions:
 
     def dispatch(self, topic: str, payload: bytes) -> None:
         with self._lock:
-            matching = [cb for f, cb in self._callbacks.items() if topic_matches(f, topic)]
+            matching = [cb for f, cb in self._callbacks.items() if names.topic_matches(f, topic)]
         for callback in matching:
             try:
                 self._worker.submit(self._run, callback, topic, payload)

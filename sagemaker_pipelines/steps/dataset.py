@@ -196,22 +196,23 @@ def write_dataset(dataset: LineDataset, output: str | Path) -> Path:
     return output
 
 
+def output_file(directory: str | Path, file_name: str, option: str = "") -> Path:
+    """`file_name` in a step's output folder (SageMaker mounts folders), or `directory` if it is the file."""
+    path = Path(directory)
+    path = path / file_name if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{option} {directory}: no {file_name} there".lstrip())
+    return path
+
+
 def read_dataset_info(directory: str | Path) -> DatasetInfo:
     """dataset.json from the dataset step's `dataset/` output (or the file itself)."""
-    path = Path(directory)
-    path = path / DATASET_FILE if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"--dataset {directory}: no {DATASET_FILE} there")
-    return DatasetInfo.model_validate_json(path.read_text())
+    return DatasetInfo.model_validate_json(output_file(directory, DATASET_FILE, "--dataset").read_text())
 
 
 def read_examples(directory: str | Path) -> pd.DataFrame:
     """examples.parquet from a train/ or reference/ output (or the file itself)."""
-    path = Path(directory)
-    path = path / EXAMPLES_FILE if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"{directory}: no {EXAMPLES_FILE} there")
-    return pd.read_parquet(path)
+    return pd.read_parquet(output_file(directory, EXAMPLES_FILE))
 
 
 def parse_day(name: str, text: str | None) -> date | None:

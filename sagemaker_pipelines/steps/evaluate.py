@@ -38,7 +38,7 @@ from edgeloop.schemas.training import ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
 
 from .artifacts import read_payload
-from .dataset import read_dataset_info, read_examples
+from .dataset import output_file, read_dataset_info, read_examples
 from .export import export_model
 from .train import (
     TRAINED_INFO_FILE,
@@ -278,11 +278,7 @@ def line_model_dir(model_dir: Path, line_id: str, unpack_to: Path) -> Path:
 
 
 def read_evaluation(directory: str | Path) -> EvaluationReport:
-    path = Path(directory)
-    path = path / EVALUATION_FILE if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"--evaluation {directory}: no {EVALUATION_FILE} there")
-    return EvaluationReport.model_validate_json(path.read_text())
+    return EvaluationReport.model_validate_json(output_file(directory, EVALUATION_FILE, "--evaluation").read_text())
 
 
 def main(argv: list[str] | None = None) -> EvaluationReport:

@@ -508,7 +508,7 @@ def test_the_context_route_targets_the_context_function(resources, functions_by_
 
 
 def test_a_gateway_may_publish_its_own_context_and_no_other_gateways(resources):
-    from edgeloop.local.bridge import topic_matches
+    from edgeloop.schemas.names import topic_matches
 
     granted = _actions_to_resources(_policy(resources, "GatewayDataPolicy"))
     patterns = [re.search(r":topic/([^\"]+)\"", r).group(1) for r in granted["iot:Publish"]]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gateway_helpers import Inbox
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
 from edgeloop.greengrass_components.gateway.publisher import Publisher
@@ -26,24 +27,6 @@ from edgeloop.schemas.telemetry_codec import decode_batch
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 THING = "gw-itest-1"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, topic: str, payload: bytes) -> None:
-        with self._changed:
-            self.messages.append((topic, payload))
-            self._changed.notify_all()
-
-    def wait_for(self, n: int, timeout_s: float = 10) -> list[tuple[str, bytes]]:
-        with self._changed:
-            assert self._changed.wait_for(lambda: len(self.messages) >= n, timeout_s), (
-                f"got {len(self.messages)} of {n} messages"
-            )
-            return list(self.messages)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +82,7 @@ def test_publish_returns_after_puback_and_reaches_a_subscriber(cloud, gateway):
     gateway.connect(timeout_s=10)
     assert gateway.is_connected
     gateway.publish(names.telemetry_topic(THING), b"\x00\x01 binary", timeout_s=5)
-    assert inbox.wait_for(1) == [(names.telemetry_topic(THING), b"\x00\x01 binary")]
+    assert inbox.wait_for_count(1) == [(names.telemetry_topic(THING), b"\x00\x01 binary")]
 
 
 def test_publish_outside_its_own_topics_is_refused(cloud, gateway):
@@ -113,7 +96,7 @@ def test_gateway_receives_on_its_subscription(cloud, gateway):
     inbox = Inbox()
     gateway.subscribe(names.model_update_topic(THING), inbox, timeout_s=5)
     cloud.publish(names.model_update_topic(THING), b'{"version":"1.0.1"}', timeout_s=5)
-    assert inbox.wait_for(1) == [(names.model_update_topic(THING), b'{"version":"1.0.1"}')]
+    assert inbox.wait_for_count(1) == [(names.model_update_topic(THING), b'{"version":"1.0.1"}')]
 
 
 def test_invalid_topic_filter_is_refused(gateway):

@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 from awscrt import mqtt5
+from gateway_helpers import Inbox
 
 from edgeloop.cloud.aws import client
 from edgeloop.local.aws import create_local_resources
@@ -31,28 +31,6 @@ GATEWAY_A = "gw-a"
 GATEWAY_B = "gw-b"
 WAIT_S = 10.0
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class Inbox:
-    """Messages one client received, with a bounded wait for the one a test expects."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, topic: str, payload: bytes) -> None:
-        with self._changed:
-            self.messages.append((topic, payload))
-            self._changed.notify_all()
-
-    def wait_for(self, topic: str, payload: bytes, timeout: float = WAIT_S) -> None:
-        with self._changed:
-            if not self._changed.wait_for(lambda: (topic, payload) in self.messages, timeout=timeout):
-                raise AssertionError(f"{topic} {payload!r} not received in {timeout} s; got {self.messages}")
-
-    def topics(self) -> set[str]:
-        with self._changed:
-            return {t for t, _ in self.messages}
 
 
 def _alive(pid: int) -> bool:

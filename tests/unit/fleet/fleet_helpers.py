@@ -201,3 +201,31 @@ def status_report(
         reason=reason,
         sent_at=sent_at,
     )
+
+
+class TickingClock:
+    """Status reports of one test, each a second after the one before."""
+
+    def __init__(self, start: datetime = NOW) -> None:
+        self.now = start
+
+    def tick(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def report_each(devices, record, things, status: DeviceStatus, clock: TickingClock, **report_fields) -> None:
+    """Each of `things` reports `status` for `record`'s rollout, as status intake records it."""
+    from edgeloop.functions.status_intake.logic import record_report
+
+    for thing in things:
+        report = status_report(thing, record.deployment_id, status, clock.tick(), **report_fields)
+        record_report(report, devices, now=clock.now)
+
+
+def advance_rollout(devices, deployments, delivery, record, now: datetime = NOW):
+    from edgeloop.cloud.fleet.waves import advance
+
+    return advance(
+        record.deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=now
+    )

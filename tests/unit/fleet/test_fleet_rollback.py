@@ -6,13 +6,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, concurrently, device, manifest, status_report, tier
+from fleet_helpers import (
+    MODEL_BUCKET,
+    NOW,
+    RecordingDelivery,
+    TickingClock,
+    advance_rollout,
+    concurrently,
+    device,
+    manifest,
+    report_each,
+    tier,
+)
 
 from edgeloop.cloud.fleet.delivery import ROLLBACK_WAVE_BASE, cohort_group_name
 from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
-from edgeloop.cloud.fleet.waves import advance, begin
+from edgeloop.cloud.fleet.waves import begin
 from edgeloop.functions.orchestrator.logic import _mark_targets_pending
-from edgeloop.functions.status_intake.logic import record_report
 from edgeloop.functions.wave_controller.logic import run_round
 from edgeloop.schemas import Architecture, DeploymentState, DeviceStatus, Precision, RolloutPolicy
 
@@ -63,37 +73,16 @@ def _start(devices, deployments, fleet, delivery, *, canary_share=1.0):
     return begin(record.deployment_id, deployments_table=deployments, delivery=delivery, now=NOW)
 
 
-class _Clock:
-    def __init__(self):
-        self.now = NOW
-
-    def tick(self):
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-def _report(devices, record, things, status, clock, *, version="2.0.0", reason=""):
-    for thing in things:
-        report = status_report(thing, record.deployment_id, status, clock.tick(), version=version, reason=reason)
-        record_report(report, devices, now=clock.now)
-
-
-def _advance(devices, deployments, delivery, record, now=NOW):
-    return advance(
-        record.deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=now
-    )
-
-
 def test_failed_wave_restores_the_previous_model_on_devices_it_reached(devices, deployments):
     fleet, old = _fleet(devices, deployments, ["gw-00", "gw-01", "gw-02", "gw-03", "gw-04"], ["gw-05"])
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     record = _start(devices, deployments, fleet, delivery)
     assert devices.get("gw-00").previous_model_version == "1.0.0"
-    _report(devices, record, ["gw-00", "gw-01", "gw-05"], DeviceStatus.APPLIED, clock)
-    _report(devices, record, ["gw-02", "gw-03"], DeviceStatus.REJECTED, clock, reason="sha256 mismatch")
+    report_each(devices, record, ["gw-00", "gw-01", "gw-05"], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, ["gw-02", "gw-03"], DeviceStatus.REJECTED, clock, reason="sha256 mismatch")
     # gw-04 has not reported: it may still apply the new model, so it is restored too.
 
-    done = _advance(devices, deployments, delivery, record)
+    done = advance_rollout(devices, deployments, delivery, record)
 
     reason = (
         f"rollout {record.deployment_id} failed at wave 0 (fp32): 2/6 failed (33% > threshold 20%): "
@@ -121,32 +110,32 @@ def test_failed_wave_restores_the_previous_model_on_devices_it_reached(devices, 
 
     # Retried (Lambda retry, a duplicate report, the schedule): nothing is delivered or changed again.
     before = {t: devices.get(t) for t in ("gw-00", "gw-04", "gw-05")}
-    assert _advance(devices, deployments, delivery, record) == done
+    assert advance_rollout(devices, deployments, delivery, record) == done
     assert len(delivery.deliveries) == 2
     assert {t: devices.get(t) for t in before} == before
 
 
 def test_confirmed_and_late_devices_end_rolled_back(devices, deployments):
     fleet, _ = _fleet(devices, deployments, ["gw-00", "gw-01", "gw-02", "gw-03"])
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     record = _start(devices, deployments, fleet, delivery)
-    _report(devices, record, ["gw-00"], DeviceStatus.APPLIED, clock)
-    _report(devices, record, ["gw-01", "gw-02"], DeviceStatus.REJECTED, clock, reason="feature schema differs")
-    _advance(devices, deployments, delivery, record)
+    report_each(devices, record, ["gw-00"], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, ["gw-01", "gw-02"], DeviceStatus.REJECTED, clock, reason="feature schema differs")
+    advance_rollout(devices, deployments, delivery, record)
     assert delivery.deliveries[-1][1].targets == ["gw-00", "gw-03"]
 
     # gw-00 confirms the restored model (the report names this deployment, so it lands here).
-    _report(devices, record, ["gw-00"], DeviceStatus.APPLIED, clock, version="1.0.0", reason="already active")
-    _advance(devices, deployments, delivery, record)
+    report_each(devices, record, ["gw-00"], DeviceStatus.APPLIED, clock, version="1.0.0", reason="already active")
+    advance_rollout(devices, deployments, delivery, record)
     confirmed = devices.get("gw-00")
     assert confirmed.status is DeviceStatus.ROLLED_BACK and confirmed.current_model_version == "1.0.0"
     assert confirmed.reason.startswith(f"rollout {record.deployment_id} failed at wave 0 (fp32): 2/4 failed")
     assert confirmed.reason.endswith(f"; restored {MODEL} 1.0.0")
 
     # gw-03 applies the failed rollout's model late: it is restored again, alone.
-    _report(devices, record, ["gw-03"], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, ["gw-03"], DeviceStatus.APPLIED, clock)
     assert devices.get("gw-03").status is DeviceStatus.APPLIED
-    _advance(devices, deployments, delivery, record)
+    advance_rollout(devices, deployments, delivery, record)
     assert delivery.deliveries[-1][1].targets == ["gw-03"] and len(delivery.deliveries) == 3
     assert devices.get("gw-03").status is DeviceStatus.ROLLED_BACK
 
@@ -154,12 +143,12 @@ def test_confirmed_and_late_devices_end_rolled_back(devices, deployments):
 def test_devices_of_waves_never_delivered_are_released_not_left_pending(devices, deployments):
     things = [f"gw-{i:02d}" for i in range(10)]
     fleet, _ = _fleet(devices, deployments, things)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     record = _start(devices, deployments, fleet, delivery, canary_share=0.1)
     canary, rest = record.waves
-    _report(devices, record, canary.targets, DeviceStatus.REJECTED, clock, reason="health check failed")
+    report_each(devices, record, canary.targets, DeviceStatus.REJECTED, clock, reason="health check failed")
 
-    done = _advance(devices, deployments, delivery, record)
+    done = advance_rollout(devices, deployments, delivery, record)
 
     assert done.state is DeploymentState.ROLLED_BACK
     assert [w.state for w in done.waves] == [DeploymentState.FAILED, DeploymentState.PLANNED]
@@ -175,16 +164,16 @@ def test_each_previous_model_and_tier_is_restored_on_its_own(devices, deployment
     # gw-01 ran 0.9.0, which no recorded rollout delivered: nothing to restore it from.
     devices.put(devices.get("gw-01").model_copy(update={"current_model_version": "0.9.0"}))
     fleet = [devices.get(t) for t in ("gw-00", "gw-01", "gw-02", "gw-03")]
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     record = _start(devices, deployments, fleet, delivery)
     fp32, fp16 = record.waves
     assert (fp32.precision, fp16.precision) == (Precision.FP32, Precision.FP16_LEAVES)
-    _report(devices, record, ["gw-00", "gw-01"], DeviceStatus.APPLIED, clock)
-    _report(devices, record, ["gw-02"], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, ["gw-00", "gw-01"], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, ["gw-02"], DeviceStatus.APPLIED, clock)
     # Complete the fp32 cohort, then fail the fp16 canary.
-    _advance(devices, deployments, delivery, record)
-    _report(devices, record, ["gw-03"], DeviceStatus.REJECTED, clock, reason="runtime too old")
-    done = _advance(devices, deployments, delivery, record)
+    advance_rollout(devices, deployments, delivery, record)
+    report_each(devices, record, ["gw-03"], DeviceStatus.REJECTED, clock, reason="runtime too old")
+    done = advance_rollout(devices, deployments, delivery, record)
 
     assert done.state is DeploymentState.ROLLED_BACK
     restores = {
@@ -213,11 +202,11 @@ def test_restores_get_their_own_greengrass_group_per_previous_model():
 def test_concurrent_reports_roll_back_once_and_consistently(devices, deployments):
     things = [f"gw-{i:02d}" for i in range(8)]
     fleet, _ = _fleet(devices, deployments, things)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     record = _start(devices, deployments, fleet, delivery)
-    _report(devices, record, things[:4], DeviceStatus.APPLIED, clock)
-    _report(devices, record, things[4:], DeviceStatus.REJECTED, clock, reason="bad payload")
-    results = concurrently(6, lambda: _advance(devices, deployments, delivery, record))
+    report_each(devices, record, things[:4], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, things[4:], DeviceStatus.REJECTED, clock, reason="bad payload")
+    results = concurrently(6, lambda: advance_rollout(devices, deployments, delivery, record))
     assert {r.state for r in results} == {DeploymentState.ROLLED_BACK}
     restored = {t for _, w, _ in delivery.deliveries if w.index >= ROLLBACK_WAVE_BASE for t in w.targets}
     assert restored == set(things[:4])  # a retry may deliver twice; the device answers "already active"
@@ -226,13 +215,13 @@ def test_concurrent_reports_roll_back_once_and_consistently(devices, deployments
 
 def test_a_rollback_interrupted_by_a_failed_delivery_is_finished_by_the_wave_controller(devices, deployments):
     fleet, _ = _fleet(devices, deployments, ["gw-00", "gw-01", "gw-02"])
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     record = _start(devices, deployments, fleet, delivery)
-    _report(devices, record, ["gw-00"], DeviceStatus.APPLIED, clock)
-    _report(devices, record, ["gw-01", "gw-02"], DeviceStatus.REJECTED, clock, reason="bad payload")
+    report_each(devices, record, ["gw-00"], DeviceStatus.APPLIED, clock)
+    report_each(devices, record, ["gw-01", "gw-02"], DeviceStatus.REJECTED, clock, reason="bad payload")
     delivery.fail_times = 1
     with pytest.raises(ConnectionError):
-        _advance(devices, deployments, delivery, record)
+        advance_rollout(devices, deployments, delivery, record)
     assert deployments.get(record.deployment_id).state is DeploymentState.FAILED
     assert devices.get("gw-00").status is DeviceStatus.APPLIED  # not marked before it was delivered
 

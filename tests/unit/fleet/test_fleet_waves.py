@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from fleet_helpers import NOW, RecordingDelivery, concurrently, device, manifest, status_report
+from fleet_helpers import (
+    NOW,
+    RecordingDelivery,
+    TickingClock,
+    advance_rollout,
+    concurrently,
+    device,
+    manifest,
+    report_each,
+    status_report,
+)
 
 from edgeloop.cloud.fleet.planning import model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import advance, begin
@@ -26,33 +34,11 @@ def _rollout(devices, deployments, count: int, *, failure_threshold: float = 0.2
     return record
 
 
-class _Clock:
-    def __init__(self):
-        self.now = NOW
-
-    def tick(self):
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-def _report(devices, record, things, status, clock, reason=""):
-    for thing in things:
-        record_report(
-            status_report(thing, record.deployment_id, status, clock.tick(), reason=reason), devices, now=clock.now
-        )
-
-
-def _advance(devices, deployments, delivery, record):
-    return advance(
-        record.deployment_id, devices_table=devices, deployments_table=deployments, delivery=delivery, now=NOW
-    )
-
-
 def test_canary_then_rest_then_succeeded(devices, deployments):
     record = _rollout(devices, deployments, 10)
     canary, rest = record.waves
     assert (len(canary.targets), len(rest.targets)) == (1, 9)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
 
     started = begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
     assert started.state is DeploymentState.IN_PROGRESS
@@ -66,63 +52,63 @@ def test_canary_then_rest_then_succeeded(devices, deployments):
     )
 
     # Nothing reported yet: no change, no delivery. Starting twice does not redeliver either.
-    assert _advance(devices, deployments, delivery, record) == started
+    assert advance_rollout(devices, deployments, delivery, record) == started
     assert begin(record.deployment_id, deployments_table=deployments, delivery=delivery) == started
     assert delivery.waves == [0]
 
-    _report(devices, record, canary.targets, DeviceStatus.APPLIED, clock)
-    after_canary = _advance(devices, deployments, delivery, record)
+    report_each(devices, record, canary.targets, DeviceStatus.APPLIED, clock)
+    after_canary = advance_rollout(devices, deployments, delivery, record)
     assert [w.state for w in after_canary.waves] == [DeploymentState.SUCCEEDED, DeploymentState.IN_PROGRESS]
     assert delivery.waves == [0, 1] and delivery.deliveries[1][1].targets == rest.targets
 
-    _report(devices, record, rest.targets[:-1], DeviceStatus.APPLIED, clock)
-    assert _advance(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
-    _report(devices, record, rest.targets[-1:], DeviceStatus.APPLIED, clock)
-    done = _advance(devices, deployments, delivery, record)
+    report_each(devices, record, rest.targets[:-1], DeviceStatus.APPLIED, clock)
+    assert advance_rollout(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
+    report_each(devices, record, rest.targets[-1:], DeviceStatus.APPLIED, clock)
+    done = advance_rollout(devices, deployments, delivery, record)
     assert done.state is DeploymentState.SUCCEEDED
     assert [w.state for w in done.waves] == [DeploymentState.SUCCEEDED, DeploymentState.SUCCEEDED]
     assert deployments.get(record.deployment_id) == done
     assert delivery.waves == [0, 1]
     # A late report after the end changes nothing.
-    assert _advance(devices, deployments, delivery, record) == done
+    assert advance_rollout(devices, deployments, delivery, record) == done
 
 
 def test_a_device_applied_on_another_version_does_not_count(devices, deployments):
     record = _rollout(devices, deployments, 1)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
     record_report(
         status_report("gw-00", record.deployment_id, DeviceStatus.APPLIED, clock.tick(), version="1.9.0"), devices
     )
-    assert _advance(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
+    assert advance_rollout(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
 
 
 def test_failures_within_the_threshold_let_the_rollout_go_on(devices, deployments):
     record = _rollout(devices, deployments, 10)  # canary 1, rest 9
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
-    _report(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
-    _advance(devices, deployments, delivery, record)
+    report_each(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
+    advance_rollout(devices, deployments, delivery, record)
 
     rest = record.waves[1].targets
-    _report(devices, record, rest[:1], DeviceStatus.REJECTED, clock, reason="sha256 mismatch")  # 1/9 = 11% <= 20%
-    _report(devices, record, rest[1:], DeviceStatus.APPLIED, clock)
-    done = _advance(devices, deployments, delivery, record)
+    report_each(devices, record, rest[:1], DeviceStatus.REJECTED, clock, reason="sha256 mismatch")  # 1/9 = 11% <= 20%
+    report_each(devices, record, rest[1:], DeviceStatus.APPLIED, clock)
+    done = advance_rollout(devices, deployments, delivery, record)
     assert done.state is DeploymentState.SUCCEEDED and done.reason == ""
 
 
 def test_failed_share_past_the_threshold_fails_the_rollout_with_reasons(devices, deployments):
     record = _rollout(devices, deployments, 10)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
-    _report(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
-    _advance(devices, deployments, delivery, record)
+    report_each(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
+    advance_rollout(devices, deployments, delivery, record)
 
     first, second = sorted(record.waves[1].targets)[:2]
-    _report(devices, record, [first], DeviceStatus.REJECTED, clock, reason="feature schema differs")
-    assert _advance(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
-    _report(devices, record, [second], DeviceStatus.ROLLED_BACK, clock, reason="health check failed")
-    failed = _advance(devices, deployments, delivery, record)  # 2/9 = 22% > 20%, others still pending
+    report_each(devices, record, [first], DeviceStatus.REJECTED, clock, reason="feature schema differs")
+    assert advance_rollout(devices, deployments, delivery, record).state is DeploymentState.IN_PROGRESS
+    report_each(devices, record, [second], DeviceStatus.ROLLED_BACK, clock, reason="health check failed")
+    failed = advance_rollout(devices, deployments, delivery, record)  # 2/9 = 22% > 20%, others still pending
 
     # Past the threshold the rollout fails and, with no earlier model to restore, ends rolled back.
     assert failed.state is DeploymentState.ROLLED_BACK
@@ -134,47 +120,47 @@ def test_failed_share_past_the_threshold_fails_the_rollout_with_reasons(devices,
     assert deployments.get(record.deployment_id) == failed
     assert delivery.waves == [0, 1]
     # Devices that apply afterwards do not revive it.
-    _report(devices, record, sorted(record.waves[1].targets)[2:], DeviceStatus.APPLIED, clock)
-    assert _advance(devices, deployments, delivery, record) == failed
+    report_each(devices, record, sorted(record.waves[1].targets)[2:], DeviceStatus.APPLIED, clock)
+    assert advance_rollout(devices, deployments, delivery, record) == failed
 
 
 def test_a_failed_canary_stops_before_the_rest(devices, deployments):
     record = _rollout(devices, deployments, 10)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
-    _report(devices, record, record.waves[0].targets, DeviceStatus.REJECTED, clock, reason="bad payload")
-    assert _advance(devices, deployments, delivery, record).state is DeploymentState.ROLLED_BACK
+    report_each(devices, record, record.waves[0].targets, DeviceStatus.REJECTED, clock, reason="bad payload")
+    assert advance_rollout(devices, deployments, delivery, record).state is DeploymentState.ROLLED_BACK
     assert delivery.waves == [0]  # the rest never received it, and nothing was restored
 
 
 def test_a_failed_delivery_is_undone_and_retried(devices, deployments):
     record = _rollout(devices, deployments, 10)
-    delivery, clock = RecordingDelivery(fail_times=1), _Clock()
+    delivery, clock = RecordingDelivery(fail_times=1), TickingClock()
     with pytest.raises(ConnectionError):
         begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
     assert deployments.get(record.deployment_id).state is DeploymentState.PLANNED
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
     assert delivery.waves == [0]
 
-    _report(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
+    report_each(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
     delivery.fail_times = 1
     with pytest.raises(ConnectionError):
-        _advance(devices, deployments, delivery, record)
+        advance_rollout(devices, deployments, delivery, record)
     assert [w.state for w in deployments.get(record.deployment_id).waves] == [
         DeploymentState.IN_PROGRESS,
         DeploymentState.PLANNED,
     ]
-    assert _advance(devices, deployments, delivery, record).waves[1].state is DeploymentState.IN_PROGRESS
+    assert advance_rollout(devices, deployments, delivery, record).waves[1].state is DeploymentState.IN_PROGRESS
     assert delivery.waves == [0, 1]
 
 
 def test_concurrent_advances_deliver_the_next_wave_once(devices, deployments):
     record = _rollout(devices, deployments, 10)
-    delivery, clock = RecordingDelivery(), _Clock()
+    delivery, clock = RecordingDelivery(), TickingClock()
     begin(record.deployment_id, deployments_table=deployments, delivery=delivery)
-    _report(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
+    report_each(devices, record, record.waves[0].targets, DeviceStatus.APPLIED, clock)
 
-    results = concurrently(8, lambda: _advance(devices, deployments, delivery, record))
+    results = concurrently(8, lambda: advance_rollout(devices, deployments, delivery, record))
     assert delivery.waves == [0, 1]
     assert all(r.waves[1].state is DeploymentState.IN_PROGRESS for r in results)
 

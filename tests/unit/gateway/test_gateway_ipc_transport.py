@@ -23,6 +23,7 @@ from awsiot.greengrasscoreipc.model import (
     SubscriptionResponseMessage,
     UnauthorizedError,
 )
+from ipc_fakes import FakeOperation, done
 
 from edgeloop.greengrass_components.gateway.transport import (
     GreengrassIpcTransport,
@@ -34,50 +35,22 @@ from edgeloop.greengrass_components.gateway.transport import (
 pytestmark = pytest.mark.timeout(60)
 
 
-def _done(result=None, error: Exception | None = None) -> concurrent.futures.Future:
-    future: concurrent.futures.Future = concurrent.futures.Future()
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-    return future
-
-
-class FakeOperation:
-    def __init__(self, response: concurrent.futures.Future, stream_handler=None) -> None:
-        self.response = response
-        self.stream_handler = stream_handler
-        self.request = None
-        self.closed = False
-
-    def activate(self, request) -> concurrent.futures.Future:
-        self.request = request
-        return _done()
-
-    def get_response(self) -> concurrent.futures.Future:
-        return self.response
-
-    def close(self) -> concurrent.futures.Future:
-        self.closed = True
-        return _done()
-
-
 class FakeNucleus:
     """Stands in for awsiot.greengrasscoreipc.client.GreengrassCoreIPCClient."""
 
     def __init__(self) -> None:
         self.publishes: list[FakeOperation] = []
         self.subscriptions: list[FakeOperation] = []
-        self.publish_outcome = lambda: _done(PublishToIoTCoreResponse())
-        self.subscribe_outcome = lambda: _done(SubscribeToIoTCoreResponse())
+        self.publish_outcome = lambda: done(PublishToIoTCoreResponse())
+        self.subscribe_outcome = lambda: done(SubscribeToIoTCoreResponse())
 
     def new_publish_to_iot_core(self) -> FakeOperation:
-        operation = FakeOperation(self.publish_outcome())
+        operation = FakeOperation(lambda request: self.publish_outcome())
         self.publishes.append(operation)
         return operation
 
     def new_subscribe_to_iot_core(self, stream_handler) -> FakeOperation:
-        operation = FakeOperation(self.subscribe_outcome(), stream_handler)
+        operation = FakeOperation(lambda request: self.subscribe_outcome(), stream_handler)
         self.subscriptions.append(operation)
         return operation
 
@@ -88,7 +61,7 @@ class FakeNucleus:
             )
 
     def close(self) -> concurrent.futures.Future:
-        return _done()
+        return done()
 
 
 @pytest.fixture
@@ -120,7 +93,7 @@ def test_publish_sends_qos1_to_iot_core(transport, nucleus: FakeNucleus):
 
 
 def test_ipc_error_becomes_publish_failed(transport, nucleus: FakeNucleus):
-    nucleus.publish_outcome = lambda: _done(error=UnauthorizedError(message="not allowed: edgeloop/other/x"))
+    nucleus.publish_outcome = lambda: done(error=UnauthorizedError(message="not allowed: edgeloop/other/x"))
     with pytest.raises(PublishFailed, match="UnauthorizedError.*not allowed"):
         transport.publish("edgeloop/other/x", b"x", timeout_s=1)
 
@@ -156,7 +129,7 @@ def test_subscribe_delivers_messages_to_the_callback(transport, nucleus: FakeNuc
 
 
 def test_refused_subscription_raises(transport, nucleus: FakeNucleus):
-    nucleus.subscribe_outcome = lambda: _done(error=UnauthorizedError(message="denied"))
+    nucleus.subscribe_outcome = lambda: done(error=UnauthorizedError(message="denied"))
     with pytest.raises(SubscribeFailed, match="denied"):
         transport.subscribe("edgeloop/gw-2/#", lambda t, p: None, timeout_s=1)
 
@@ -178,7 +151,7 @@ class FakeNucleusWithPubSub(FakeNucleus):
         self.local_subscriptions: list[FakeOperation] = []
 
     def new_subscribe_to_topic(self, stream_handler) -> FakeOperation:
-        operation = FakeOperation(_done(SubscribeToTopicResponse()), stream_handler)
+        operation = FakeOperation(lambda request: done(SubscribeToTopicResponse()), stream_handler)
         self.local_subscriptions.append(operation)
         return operation
 

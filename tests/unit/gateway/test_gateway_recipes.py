@@ -19,6 +19,7 @@ from edgeloop.greengrass_components.build import (
     module_closure,
 )
 from edgeloop.schemas import names
+from edgeloop.schemas.model import GREENGRASS_PLATFORMS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,7 +131,7 @@ def test_manifests_cover_the_three_linux_architectures(path: Path):
         (artifact,) = manifest["Artifacts"]
         assert artifact["URI"] == f"s3://BUCKET_NAME/COMPONENT_NAME/COMPONENT_VERSION/{name}.zip"
         assert artifact["Unarchive"] == "ZIP"
-    assert sorted(platforms) == sorted([("linux", "amd64"), ("linux", "aarch64"), ("linux", "arm")])
+    assert sorted(platforms) == sorted(("linux", platform) for platform in GREENGRASS_PLATFORMS.values())
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)

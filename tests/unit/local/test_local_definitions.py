@@ -7,9 +7,9 @@ from moto import mock_aws
 
 from edgeloop.cloud.aws import client
 from edgeloop.local.aws import create_local_resources, local_aws_environment, table_definition
-from edgeloop.local.bridge import topic_matches
 from edgeloop.local.mosquitto import CLOUD_IDENTITY, acl_text
 from edgeloop.schemas import names
+from edgeloop.schemas.names import topic_matches
 
 
 @pytest.mark.parametrize(

@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
 import numpy as np
 import pytest
+from linear_payloads import last_cold_od_payload
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.device_shims.extrusion_config import FaultKind, SensorFault, SimulatorConfig
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.model_runtime.linear_format import LinearModel
-from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.schemas import load_use_case
 
 USE_CASE = load_use_case("extrusion")
 START_MS = 1_767_225_600_000
-LAST_COLD = "cold_od_average__last"
 
 
 def linear_scorer(version: str = "1.0.0", bias: float = 0.0, features: list[str] | None = None, weight: float = 1.0):
-    """A payload predicting weight * (last cold OD of the window) + bias."""
-    features = features or USE_CASE.feature_names
-    weights = np.zeros(len(features), dtype=np.float32)
-    weights[features.index(LAST_COLD)] = weight
-    payload = write_payload(
-        LinearModel(weights=weights, bias=bias),
-        model_id="extrusion-line-1",
-        version=version,
-        objective="reg:squarederror",
-        base_score=0.0,
-        features=features,
-    )
-    import hashlib
-
+    """A scorer predicting weight * (last cold OD of the window) + bias."""
+    payload = last_cold_od_payload(version, bias=bias, weight=weight, features=features)
     return load_payload(payload, expected_sha256=hashlib.sha256(payload).hexdigest())
 
 

@@ -38,6 +38,7 @@ from awsiot.greengrasscoreipc.model import (
     SubscriptionResponseMessage,
     UpdateStateResponse,
 )
+from ipc_fakes import FakeOperation, done
 from moto import mock_aws
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
@@ -75,43 +76,13 @@ USE_CASE_HASH = feature_schema_hash(USE_CASE.feature_names)
 # --- the fake nucleus ----------------------------------------------------------------------------
 
 
-def _done(result=None, error: Exception | None = None) -> concurrent.futures.Future:
-    future: concurrent.futures.Future = concurrent.futures.Future()
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-    return future
-
-
-class FakeOperation:
-    def __init__(self, respond, stream_handler=None) -> None:
-        self.respond = respond  # request -> Future of the response
-        self.stream_handler = stream_handler
-        self.request = None
-        self.response: concurrent.futures.Future | None = None
-        self.closed = False
-
-    def activate(self, request) -> concurrent.futures.Future:
-        self.request = request
-        self.response = self.respond(request)
-        return _done()
-
-    def get_response(self) -> concurrent.futures.Future:
-        return self.response
-
-    def close(self) -> concurrent.futures.Future:
-        self.closed = True
-        return _done()
-
-
 class FakeNucleus:
     """Stands in for awsiot.greengrasscoreipc.client.GreengrassCoreIPCClient."""
 
     def __init__(self, configuration: dict | None = None) -> None:
         self.configuration = configuration if configuration is not None else {names.MODEL_UPDATE_CONFIG_KEY: {}}
         self.operations: dict[str, list[FakeOperation]] = {}
-        self.iot_core_outcome = lambda: _done(PublishToIoTCoreResponse())
+        self.iot_core_outcome = lambda: done(PublishToIoTCoreResponse())
 
     def _new(self, kind: str, respond, stream_handler=None) -> FakeOperation:
         operation = FakeOperation(respond, stream_handler)
@@ -123,12 +94,12 @@ class FakeNucleus:
 
     # operations the component calls
     def new_subscribe_to_topic(self, stream_handler) -> FakeOperation:
-        return self._new("subscribe_to_topic", lambda r: _done(SubscribeToTopicResponse()), stream_handler)
+        return self._new("subscribe_to_topic", lambda r: done(SubscribeToTopicResponse()), stream_handler)
 
     def new_subscribe_to_configuration_update(self, stream_handler) -> FakeOperation:
         return self._new(
             "subscribe_to_configuration_update",
-            lambda r: _done(SubscribeToConfigurationUpdateResponse()),
+            lambda r: done(SubscribeToConfigurationUpdateResponse()),
             stream_handler,
         )
 
@@ -139,23 +110,23 @@ class FakeNucleus:
         return self._new("publish_to_iot_core", lambda r: self.iot_core_outcome())
 
     def new_publish_to_topic(self) -> FakeOperation:
-        return self._new("publish_to_topic", lambda r: _done(PublishToTopicResponse()))
+        return self._new("publish_to_topic", lambda r: done(PublishToTopicResponse()))
 
     def new_update_state(self) -> FakeOperation:
-        return self._new("update_state", lambda r: _done(UpdateStateResponse()))
+        return self._new("update_state", lambda r: done(UpdateStateResponse()))
 
     def close(self) -> concurrent.futures.Future:
-        return _done()
+        return done()
 
     def _get_configuration(self, request) -> concurrent.futures.Future:
         node = self.configuration
         for key in request.key_path or []:
             if not isinstance(node, dict) or key not in node:
-                return _done(error=ResourceNotFoundError(message="Key not found"))
+                return done(error=ResourceNotFoundError(message="Key not found"))
             node = node[key]
         # the nucleus answers a map with the map itself and a leaf with {key: value}
         value = node if isinstance(node, dict) else {request.key_path[-1]: node}
-        return _done(GetConfigurationResponse(component_name=COMPONENT, value=value))
+        return done(GetConfigurationResponse(component_name=COMPONENT, value=value))
 
     # what the rest of the device does
     def merge_model_update(self, document: dict) -> None:
@@ -412,11 +383,11 @@ def test_redelivery_of_the_active_model_in_a_new_deployment_is_reported(runner, 
 
 def test_report_that_cannot_be_sent_is_retried(runner, nucleus, clock, line, s3, payload):
     feed(nucleus, line, 600)
-    nucleus.iot_core_outcome = lambda: _done(error=ServiceError(message="spooler full"))
+    nucleus.iot_core_outcome = lambda: done(error=ServiceError(message="spooler full"))
     nucleus.merge_model_update(publish_model(s3, payload))
     settle(runner, clock)
     assert runner.models.outbox.pending == 1
-    nucleus.iot_core_outcome = lambda: _done(PublishToIoTCoreResponse())
+    nucleus.iot_core_outcome = lambda: done(PublishToIoTCoreResponse())
     clock.now += 10
     runner.step()
     assert runner.models.outbox.pending == 0
@@ -426,7 +397,7 @@ def test_report_that_cannot_be_sent_is_retried(runner, nucleus, clock, line, s3,
 def test_failed_configuration_read_is_retried(runner, nucleus, clock, line, s3, payload):
     feed(nucleus, line, 600)
     working = nucleus._get_configuration
-    nucleus._get_configuration = lambda request: _done(error=ServiceError(message="nucleus busy"))
+    nucleus._get_configuration = lambda request: done(error=ServiceError(message="nucleus busy"))
     nucleus.merge_model_update(publish_model(s3, payload))
     with pytest.raises(ServiceError):
         settle(runner, clock)

@@ -6,8 +6,8 @@ import hashlib
 import json
 
 import boto3
-import numpy as np
 import pytest
+from linear_payloads import last_cold_od_payload
 from moto import mock_aws
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
@@ -18,8 +18,6 @@ from edgeloop.greengrass_components.model_runner.agent import (
     s3_download,
 )
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
-from edgeloop.model_runtime.linear_format import LinearModel
-from edgeloop.model_runtime.model_format import write_payload
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash, load_use_case
 
 USE_CASE = load_use_case("extrusion")
@@ -31,17 +29,7 @@ def payload(
     version: str = "1.0.0", *, bias: float = 0.0, weight: float = 1.0, features: list[str] | None = None
 ) -> bytes:
     """A linear model predicting weight * (last cold OD of the window) + bias."""
-    features = features or USE_CASE.feature_names
-    weights = np.zeros(len(features), dtype=np.float32)
-    weights[features.index("cold_od_average__last")] = weight
-    return write_payload(
-        LinearModel(weights=weights, bias=bias),
-        model_id="extrusion-line-1",
-        version=version,
-        objective="reg:squarederror",
-        base_score=0.0,
-        features=features,
-    )
+    return last_cold_od_payload(version, bias=bias, weight=weight, features=features)
 
 
 def update_for(data: bytes, version: str = "1.0.0", **overrides) -> ModelUpdate:
