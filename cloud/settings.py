@@ -14,7 +14,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeloop.schemas import names
-from edgeloop.schemas.common import Identifier
+from edgeloop.schemas.common import Identifier, validation_problems
 
 
 @contextmanager
@@ -44,15 +44,8 @@ class EnvSettings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(_describe(error) for error in exc.errors())
+            problems = validation_problems(exc, root="<settings>", missing="is not set")
             raise ValueError(f"invalid environment for {cls.__name__}: {problems}") from exc
-
-
-def _describe(error: dict) -> str:
-    variable = ".".join(map(str, error["loc"])) or "<settings>"
-    if error["type"] == "missing":
-        return f"{variable} is not set"
-    return f"{variable}={error.get('input')!r}: {error['msg']}"
 
 
 class DataPathSettings(EnvSettings):

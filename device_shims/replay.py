@@ -32,11 +32,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
-from edgeloop.greengrass_components.gateway.config import GatewayConfig, describe_errors
+from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.greengrass_components.gateway.publisher import Publisher
 from edgeloop.greengrass_components.gateway.transport import Transport
 from edgeloop.greengrass_components.gateway.validation import SampleValidator, append_validated, merge_counts
 from edgeloop.schemas import UseCaseConfig, load_use_case
+from edgeloop.schemas.common import validation_problems
 
 from .recording import Column, cell_values, parse_times, read_columns
 from .replay_mapping import MAPPING_ROOT, ReplayMapping, resolve_metric
@@ -289,7 +290,7 @@ def replay_file(
         try:
             mapping = ReplayMapping.model_validate({**mapping.model_dump(), "speed": speed})
         except ValidationError as exc:
-            raise ValueError(f"--speed: {describe_errors(exc, MAPPING_ROOT)}") from None
+            raise ValueError(f"--speed: {validation_problems(exc, root=MAPPING_ROOT)}") from None
     gateway = GatewayConfig.from_file(gateway_config_path)
     return Replay(mapping, gateway).run(Path(file), drain_timeout_s=drain_timeout_s, stop=stop)
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.schemas import names
-from edgeloop.schemas.common import Identifier, SemVer, ThingName
+from edgeloop.schemas.common import Identifier, SemVer, ThingName, validation_problems
 from edgeloop.schemas.model import Architecture
 
 MQTT_TLS_PORT = 8883
@@ -71,9 +71,7 @@ class ProvisioningRequest(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
-            )
+            problems = validation_problems(exc)
             raise ValueError(f"invalid provisioning request: {problems}") from None
 
     @property

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 _THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")  # AWS IoT thing-name alphabet
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -64,3 +65,28 @@ class Contract(BaseModel):
     """Base of every message, record and manifest: strict about unknown fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validation_problems(
+    exc: ValidationError,
+    *,
+    name_of: Callable[[str], str] = str,
+    root: str = "<document>",
+    missing: str | None = None,
+    max_value_chars: int | None = None,
+) -> str:
+    """Every problem of `exc` as `name=value: message`, joined by "; ": how edgeloop names the field
+    and the value it refuses. `name_of` maps a field path ("a.b", or `root` for the document itself)
+    to the name the user knows (an environment variable, a context key); with `missing`, an absent
+    field reads "name <missing>" (e.g. "is not set"); `max_value_chars` cuts long values."""
+    problems = []
+    for error in exc.errors():
+        name = name_of(".".join(str(part) for part in error["loc"]) or root)
+        if missing is not None and error["type"] == "missing":
+            problems.append(f"{name} {missing}")
+            continue
+        value = repr(error.get("input"))
+        if max_value_chars is not None:
+            value = value[:max_value_chars]
+        problems.append(f"{name}={value}: {error['msg']}")
+    return "; ".join(problems)

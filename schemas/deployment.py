@@ -8,7 +8,7 @@ from enum import StrEnum
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from . import names
-from .common import Contract, SemVer, ThingName, UtcDatetime
+from .common import Contract, SemVer, ThingName, UtcDatetime, validation_problems
 from .model import Precision
 
 
@@ -56,10 +56,7 @@ class RolloutPolicy(Contract):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{ROLLOUT_POLICY_ENV[str(error['loc'][0])]}={error['input']!r}: {error['msg']}"
-                for error in exc.errors()
-            )
+            problems = validation_problems(exc, name_of=lambda field: ROLLOUT_POLICY_ENV.get(field, field))
             raise ValueError(f"invalid rollout policy: {problems}") from None
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from edgeloop.schemas import IotRuleEvent, names
+from edgeloop.schemas.common import validation_problems
 
 _VALUE_PREVIEW = 200
 
@@ -36,7 +37,9 @@ def parse_device_message(event: IotRuleEvent, topic_of: Callable[[str], str], co
     try:
         message: Any = contract.model_validate(document)
     except ValidationError as exc:
-        raise ValueError(f"not a {contract.__name__}: {describe_errors(exc)}") from exc
+        raise ValueError(
+            f"not a {contract.__name__}: {validation_problems(exc, missing='is missing', max_value_chars=_VALUE_PREVIEW)}"
+        ) from exc
     if message.thing_name != topic_thing:
         raise ValueError(
             f"thing_name={message.thing_name!r} does not match the thing {topic_thing!r} of topic {event.topic!r}"
@@ -64,17 +67,6 @@ def json_payload(event: IotRuleEvent) -> dict:
     if not isinstance(document, dict):
         raise ValueError(f"payload is a JSON {type(document).__name__}, not an object")
     return document
-
-
-def describe_errors(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(map(str, error["loc"])) or "<document>"
-        if error["type"] == "missing":
-            parts.append(f"{field} is missing")
-        else:
-            parts.append(f"{field}={_preview(error.get('input'))}: {error['msg']}")
-    return "; ".join(parts)
 
 
 def _preview(value) -> str:

@@ -28,6 +28,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeloop.cloud.datalake.raw import RAW_KEY
+from edgeloop.schemas.common import validation_problems
 from edgeloop.schemas.raw_batch import RawBatch
 
 from .data_access import MAX_RECORDS_PER_REQUEST, RecordWriter, RejectedRecord, WriteOutcome, read_raw_batch
@@ -69,7 +70,7 @@ def raw_key_from_event(event: dict[str, Any], *, data_bucket: str) -> str:
     try:
         parsed = ObjectCreatedEvent.model_validate(event)
     except ValidationError as exc:
-        problems = "; ".join(_problem(error) for error in exc.errors())
+        problems = validation_problems(exc, missing="is missing")
         raise ValueError(f"not an S3 'Object Created' event: {problems}") from exc
     bucket = parsed.detail.bucket.name
     if bucket != data_bucket:
@@ -80,13 +81,6 @@ def raw_key_from_event(event: dict[str, Any], *, data_bucket: str) -> str:
     if not RAW_KEY.match(key):
         raise ValueError(f"detail.object.key={key!r} is not a raw object key ({RAW_KEY.pattern})")
     return key
-
-
-def _problem(error: dict) -> str:
-    field_path = ".".join(map(str, error["loc"]))
-    if error["type"] == "missing":
-        return f"{field_path} is missing"
-    return f"{field_path}={error.get('input')!r}: {error['msg']}"
 
 
 # --- records -------------------------------------------------------------------------------------

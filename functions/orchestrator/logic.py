@@ -22,6 +22,7 @@ from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
 from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import begin
 from edgeloop.schemas import DeploymentRecord, DeploymentState, DeviceEvent, DeviceStatus, RolloutPolicy
+from edgeloop.schemas.common import validation_problems
 
 APPROVAL_DETAIL_TYPE = "SageMaker Model Package State Change"
 APPROVED = "Approved"
@@ -49,9 +50,7 @@ class ApprovalEvent(BaseModel):
         try:
             return cls.model_validate(detail)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"detail.{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}" for e in exc.errors()
-            )
+            problems = validation_problems(exc, name_of=lambda field: f"detail.{field}")
             raise ValueError(f"not a model package state change: {problems}") from exc
 
 

@@ -1,7 +1,7 @@
 """Gateway configuration: who the gateway is, where it publishes, where it buffers.
 
-Also how a configuration file is read and its errors reported (`load_model_file`, `validated`,
-`describe_errors`), for this file and the other device-side files (replay mappings, simulated
+Also how a configuration file is read and its errors reported (`load_model_file`, `validated`),
+for this file and the other device-side files (replay mappings, simulated
 gateways).
 """
 
@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edgeloop.schemas import names
+from edgeloop.schemas.common import validation_problems
 from edgeloop.schemas.device import DeviceAnnouncement, DeviceIdentity
 from edgeloop.schemas.model import Precision
 
@@ -27,19 +28,12 @@ Validated = TypeVar("Validated")
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def describe_errors(exc: ValidationError, root: str = "<config>") -> str:
-    """Each problem as field=value: message; `root` names the document itself (a problem of no field)."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or root}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def validated(path: Path, what: str, validate: Callable[[], Validated], root: str = "<config>") -> Validated:
     """validate(), or a ValueError naming the file, what it should be, and every problem in it."""
     try:
         return validate()
     except ValidationError as exc:
-        raise ValueError(f"{path}: invalid {what}: {describe_errors(exc, root)}") from None
+        raise ValueError(f"{path}: invalid {what}: {validation_problems(exc, root=root)}") from None
 
 
 def load_model_file(

@@ -31,7 +31,7 @@ from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.greengrass_components.local_samples import local_sample_rows
 from edgeloop.model_runtime.signing import parse_public_key
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, load_use_case, names
-from edgeloop.schemas.common import Identifier, SemVer, ThingName
+from edgeloop.schemas.common import Identifier, SemVer, ThingName, validation_problems
 from edgeloop.schemas.model import architecture_of_machine
 
 from .agent import s3_download
@@ -99,10 +99,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> RunnerSetting
     try:
         return RunnerSettings(**fields)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{all_env.get(str(err['loc'][0]), err['loc'][0])}={err.get('input')!r}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc, name_of=lambda field: all_env.get(field, field))
         raise ValueError(f"invalid ModelRunner environment: {problems}") from None
 
 
@@ -117,10 +114,7 @@ def update_from_configuration(value: Mapping[str, Any] | None) -> ModelUpdate | 
     try:
         return ModelUpdate.model_validate(dict(value))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<update>'}={str(err.get('input'))[:80]!r}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc, root="<update>", max_value_chars=80)
         raise ValueError(f"configuration {names.MODEL_UPDATE_CONFIG_KEY} is not a ModelUpdate: {problems}") from None
 
 
