@@ -65,9 +65,9 @@ run_simple(sys.argv[1], int(sys.argv[2]), serialized, threaded=True)
 class SerialMotoServer(MotoServer):
     """moto's server application, answering one request at a time."""
 
-    def _spawn(self) -> None:
-        command = [sys.executable, "-c", _SERIAL_SERVER, self.host, str(self.port)]
-        self.process = subprocess.Popen(
+    def _spawn(self, port: int) -> subprocess.Popen:
+        command = [sys.executable, "-c", _SERIAL_SERVER, self.host, str(port)]
+        return subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
