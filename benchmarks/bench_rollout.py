@@ -39,7 +39,7 @@ from edgeloop.cloud.aws import client, reset_clients
 from edgeloop.cloud.fleet.deployments import DeploymentTable
 from edgeloop.cloud.fleet.devices import DeviceTable, record_to_item
 from edgeloop.cloud.fleet.queries import fleet_status_page
-from edgeloop.functions.orchestrator.logic import APPROVAL_DETAIL_TYPE, start_rollout
+from edgeloop.functions.orchestrator.logic import start_rollout
 from edgeloop.functions.status_intake.logic import Outcome, handle_status_report
 from edgeloop.local.aws import local_aws_environment, recorded_calls, table_definition
 from edgeloop.local.delivery import LocalDelivery
@@ -238,7 +238,7 @@ def _timed_rollout(devices: DeviceTable, deployments: DeploymentTable, package_a
     published = []
     delivery = LocalDelivery(lambda topic, payload: published.append(topic))
     event = {
-        "detail-type": APPROVAL_DETAIL_TYPE,
+        "detail-type": names.MODEL_PACKAGE_STATE_CHANGE,
         "detail": {"ModelPackageArn": package_arn, "ModelApprovalStatus": "Approved"},
     }
     started = time.perf_counter()

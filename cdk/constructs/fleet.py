@@ -26,7 +26,6 @@ from .storage import Storage
 # (a test keeps the two equal).
 ROLLOUT_GROUP_PREFIX = f"{names.PROJECT}-rollout-"
 GREENGRASS_DELIVERY = "greengrass"
-APPROVAL_DETAIL_TYPE = "SageMaker Model Package State Change"
 
 DEVICE_TABLE_ACTIONS = [
     "dynamodb:GetItem",
@@ -226,8 +225,8 @@ class Fleet(Construct):
 
 def approval_event_pattern() -> events.EventPattern:
     return events.EventPattern(
-        source=["aws.sagemaker"],
-        detail_type=[APPROVAL_DETAIL_TYPE],
+        source=[names.MODEL_PACKAGE_EVENT_SOURCE],
+        detail_type=[names.MODEL_PACKAGE_STATE_CHANGE],
         detail={
             "ModelApprovalStatus": ["Approved"],
             "ModelPackageGroupName": [{"prefix": f"{names.MODEL_PACKAGE_GROUP_PREFIX}-"}],

@@ -21,10 +21,9 @@ from edgeloop.cloud.fleet.deployments import DeploymentTable
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
 from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, plan_rollout
 from edgeloop.cloud.fleet.waves import begin
-from edgeloop.schemas import DeploymentRecord, DeploymentState, DeviceEvent, DeviceStatus, RolloutPolicy
+from edgeloop.schemas import DeploymentRecord, DeploymentState, DeviceEvent, DeviceStatus, RolloutPolicy, names
 from edgeloop.schemas.common import validation_problems
 
-APPROVAL_DETAIL_TYPE = "SageMaker Model Package State Change"
 APPROVED = "Approved"
 
 
@@ -42,8 +41,8 @@ class ApprovalEvent(BaseModel):
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> ApprovalEvent:
         detail_type = event.get("detail-type")
-        if detail_type != APPROVAL_DETAIL_TYPE:
-            raise ValueError(f"detail-type={detail_type!r} is not {APPROVAL_DETAIL_TYPE!r}")
+        if detail_type != names.MODEL_PACKAGE_STATE_CHANGE:
+            raise ValueError(f"detail-type={detail_type!r} is not {names.MODEL_PACKAGE_STATE_CHANGE!r}")
         detail = event.get("detail")
         if not isinstance(detail, Mapping):
             raise ValueError(f"detail={detail!r} is not an object")
