@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
@@ -28,6 +29,10 @@ class DeviceIdentity(Contract):
     use_case: Identifier
     architecture: Architecture
     runtime_version: SemVer
+
+    def identity(self) -> dict[str, Any]:
+        """Just these fields, to build another document about the same device."""
+        return {field: getattr(self, field) for field in DeviceIdentity.model_fields}
 
 
 class DeviceProfile(DeviceIdentity):

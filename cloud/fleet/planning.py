@@ -25,6 +25,7 @@ from edgeloop.schemas import (
     RolloutPolicy,
     RolloutWave,
 )
+from edgeloop.schemas.common import s3_uri
 from edgeloop.schemas.compatibility import PRECISION_ORDER, best_tier
 
 _DEPLOYMENT_SLUG_MAX = 60
@@ -130,7 +131,7 @@ def model_updates(manifest: ModelManifest, deployment_id: str, model_bucket: str
             model_id=manifest.model_id,
             version=manifest.version,
             precision=tier.precision,
-            payload_uri=f"s3://{model_bucket}/{tier.payload_key}",
+            payload_uri=s3_uri(model_bucket, tier.payload_key),
             sha256=tier.sha256,
             features=manifest.features,
             feature_schema_hash=manifest.feature_schema_hash,

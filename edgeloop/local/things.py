@@ -18,14 +18,7 @@ from edgeloop.provisioning import ProvisioningRequest, register_thing
 
 def provisioning_request(gateway: GatewayConfig) -> ProvisioningRequest:
     """The request `edgeloop gateway provision` would get for this gateway (its registry part)."""
-    return ProvisioningRequest.build(
-        thing_name=gateway.thing_name,
-        site=gateway.site,
-        line_id=gateway.line_id,
-        architecture=gateway.architecture,
-        use_case=gateway.use_case,
-        runtime_version=gateway.runtime_version,
-    )
+    return ProvisioningRequest.build(**gateway.identity())
 
 
 def register_gateway(gateway: GatewayConfig, *, iot: Any = None) -> str:

@@ -113,9 +113,8 @@ class GatewayConfig(DeviceIdentity):
         self, supported_precisions: list[Precision], current_model_version: str | None = None
     ) -> DeviceAnnouncement:
         """What this gateway publishes on its announce topic, sent now."""
-        identity = {field: getattr(self, field) for field in DeviceIdentity.model_fields}
         return DeviceAnnouncement(
-            **identity,
+            **self.identity(),
             supported_precisions=supported_precisions,
             current_model_version=current_model_version,
             sent_at=datetime.now(UTC),
