@@ -4,7 +4,7 @@ Greengrass v2 deploys to thing groups, and a group's deployment replaces the who
 on its members, so each cohort (one deployment, one compatibility tier) gets its own group:
 every wave adds its devices to the cohort's group and redeploys the group with the gateway
 component beside the model runner. The model runner receives the ModelUpdate as a configuration
-merge under `modelUpdate`. Locally (moto has no greengrassv2), LocalDelivery publishes the same
+merge under `modelUpdate`. Locally (moto has no greengrassv2), edgeloop.local.delivery.LocalDelivery publishes the same
 document on each device's model-update topic, which the model runner subscribes to instead.
 
 A rollback delivers the previous model as one more wave of the same deployment, with an index
