@@ -18,21 +18,17 @@ Baseline, same run: a straightforward pandas loop (one boolean mask + groupby pe
 the context looked up per window) against our full chain from curated samples, both on one line's
 first week; their packs are checked equal before the ratio is reported.
 
-Ingest: a fresh interpreter importing the handler module from the staged Lambda asset as Lambda
-would (median of 9; see _IMPORT_PROBE), split into third-party packages and edgeloop's own
-modules, and one warm invocation of the handler (moto S3 + IoT in process) on a batch near IoT
-Core's 128 KB limit.
+Ingest: a fresh Lambda-like interpreter importing the handler module from the staged, precompiled
+Lambda asset (median of 9 rounds, CPU time; see storage_cold_start.py), as a ratio to a bare
+`import boto3` in the same rounds, and the split into third-party packages and edgeloop's own
+modules; and one warm invocation of the handler (moto S3 +
+IoT in process) on a batch near IoT Core's 128 KB limit.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import statistics
-import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -294,57 +290,14 @@ def _check_same_packs(ours: pd.DataFrame, theirs: pd.DataFrame, use_case, line_i
 
 def ingest_figures() -> dict[str, tuple[float, str]]:
     from .ingest_invoke import samples_per_s_on_a_full_batch
+    from .storage_cold_start import cold_import_figures
 
-    imports = cold_import_ms()
+    imports = cold_import_figures()
     return {
-        "ingest.cold_import_ms": (imports["total"], "ms"),
-        "ingest.cold_import_third_party_ms": (imports["third_party"], "ms"),
-        "ingest.cold_import_own_ms": (imports["own"], "ms"),
+        "ingest.cold_import_ms": (imports["handler_ms"], "ms"),
+        "ingest.cold_import_boto3_ms": (imports["boto3_ms"], "ms"),
+        "ingest.cold_import_ratio_vs_boto3": (imports["ratio"], "x"),
+        "ingest.cold_import_third_party_ms": (imports["third_party_ms"], "ms"),
+        "ingest.cold_import_own_ms": (imports["own_ms"], "ms"),
         "ingest.samples_per_s": (samples_per_s_on_a_full_batch(), "samples/s"),
     }
-
-
-# A fresh interpreter as Lambda starts one: no site processing (so no editable install of
-# edgeloop), only the staged asset and the layers' packages on the path, LAMBDA_TASK_ROOT set (the
-# X-Ray SDK then samples locally instead of building a client of the X-Ray service), and no awscrt
-# (the dev environment has it for awsiotsdk; the Lambda runtime's botocore does not).
-_IMPORT_PROBE = """
-import json, sys, time
-class _NoCrt:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "awscrt":
-            raise ImportError(name)
-sys.meta_path.insert(0, _NoCrt())
-start = time.perf_counter()
-import pydantic, botocore.session, boto3
-from aws_lambda_powertools import Tracer
-Tracer(service="probe")
-third_party = time.perf_counter()
-import edgeloop.functions.ingest.handler
-done = time.perf_counter()
-print(json.dumps({"third_party": (third_party - start) * 1000, "own": (done - third_party) * 1000,
-                  "total": (done - start) * 1000}))
-"""
-
-
-def cold_import_ms(repeats: int = 9) -> dict[str, float]:
-    """Median over fresh interpreters of importing the ingest handler from the staged Lambda asset:
-    in total, the third-party packages it needs, and edgeloop's own modules after them."""
-    from edgeloop.cdk.lambda_asset import stage_lambda_asset
-
-    with tempfile.TemporaryDirectory() as staging:
-        asset = stage_lambda_asset(staging)
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": os.pathsep.join([str(asset), sysconfig.get_paths()["purelib"]]),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "LAMBDA_TASK_ROOT": str(asset),
-            "AWS_LAMBDA_FUNCTION_NAME": "edgeloop-ingest",
-            "AWS_REGION": "eu-west-1",
-        }
-        command = [sys.executable, "-S", "-c", _IMPORT_PROBE]
-        run = [
-            json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=staging).stdout)
-            for _ in range(repeats + 1)
-        ][1:]  # the first run warms the page cache
-    return {phase: statistics.median(r[phase] for r in run) for phase in ("total", "third_party", "own")}

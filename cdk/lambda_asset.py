@@ -11,6 +11,12 @@ so the asset holds only edgeloop's own code, laid out under the import root the 
     edgeloop/sagemaker_pipelines/use_cases/<name>.json   (the use-case YAML, as JSON:
                                                 load_use_case reads JSON first; no PyYAML in Lambda)
 
+Every module is precompiled (`__pycache__/*.cpython-3XX.pyc`) for the runtime's Python, because
+Lambda's code directory is read-only: without them, each cold start compiles edgeloop's modules
+again. The .pyc files are written in `unchecked-hash` mode with /var/task as their source path, so
+they hold neither a timestamp nor the staging path, and staging the same tree twice gives the same
+bytes. The .py files stay beside them (tracebacks show the source lines).
+
 The directory is named after a hash of its content, so an unchanged tree stages to the same path
 and CDK's asset hash (and the deployed code) only changes when the code does.
 """
@@ -21,12 +27,18 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import USE_CASES_DIR, UseCaseConfig
+
+from .constructs.lambda_runtime import LAMBDA_PYTHON
+
+LAMBDA_TASK_ROOT = "/var/task"  # where Lambda unpacks the code: the source path the .pyc files name
 
 IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"})
 IGNORED_SUFFIXES = (".pyc", ".pyo")
@@ -57,6 +69,7 @@ def stage_lambda_asset(
     build.chmod(0o755)  # mkdtemp makes it 0700; Lambda runs the code as a non-owner user
     try:
         _populate(build, functions_dir=functions_dir, use_cases_dir=use_cases_dir)
+        precompile(build)
         return _publish(build, out_dir / f"{STAGED_PREFIX}{tree_hash(build)[:20]}")
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -86,6 +99,53 @@ def tree_hash(root: Path) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def bytecode_interpreter(version: tuple[int, int] = LAMBDA_PYTHON) -> str:
+    """An interpreter of exactly the runtime's minor version: the one running the synth if it is
+    one, else the first `python3.<minor>` on PATH that runs and says so (a pyenv shim of a version
+    that is installed but not selected does not). A .pyc is only valid for the minor version that
+    wrote it, so a synth that finds none fails here rather than ship bytecode Lambda would ignore."""
+    if sys.version_info[:2] == version:
+        return sys.executable
+    name = f"python{version[0]}.{version[1]}"
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(directory or ".") / name
+        if candidate.is_file() and os.access(candidate, os.X_OK) and _runs_as(candidate, version):
+            return str(candidate)
+    raise RuntimeError(
+        f"the Lambda runtime is Python {version[0]}.{version[1]} but this synth runs Python "
+        f"{sys.version_info[0]}.{sys.version_info[1]} and no working {name} is on PATH: install Python "
+        f"{version[0]}.{version[1]} (or run the synth with it) to precompile the Lambda asset"
+    )
+
+
+def _runs_as(interpreter: Path, version: tuple[int, int]) -> bool:
+    probe = [str(interpreter), "-I", "-c", "import sys; print(*sys.version_info[:2])"]
+    try:
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    except OSError:
+        return False
+    return result.returncode == 0 and result.stdout.split() == [str(part) for part in version]
+
+
+def precompile(root: Path, version: tuple[int, int] = LAMBDA_PYTHON) -> None:
+    """Write `__pycache__/<module>.cpython-3XX.pyc` for every module under `root`, deterministically."""
+    command = [
+        bytecode_interpreter(version),
+        "-I",
+        "-m",
+        "compileall",
+        "-q",
+        "--invalidation-mode",
+        "unchecked-hash",
+        "-d",
+        LAMBDA_TASK_ROOT,
+        str(root),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"precompiling the Lambda asset failed: {(result.stdout + result.stderr)[-2000:]}")
 
 
 def _check_handler_folders(functions_dir: Path, handlers: Iterable[str]) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
-from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from edgeloop.schemas import names
+
 from .constructs.catalog import Catalog
+from .constructs.components import GreengrassComponents
 from .constructs.config import StackConfig
 from .constructs.fleet import Fleet
 from .constructs.fleet_api import FleetApi
@@ -32,10 +34,8 @@ class EdgeloopStack(Stack):
         self.config = config
         self.storage = Storage(self, "Storage")
         self.monitoring = Monitoring(self, "Monitoring")
-        factory = FunctionFactory(
-            code=lambda_.Code.from_asset(str(lambda_asset)),
-            layers=PublicLayers(self, "Layers", pandas_layer_version=config.pandas_layer_version),
-            monitoring=self.monitoring,
+        factory = FunctionFactory.from_asset(
+            lambda_asset, layers=PublicLayers(self, "Layers"), monitoring=self.monitoring
         )
         self.ingestion = Ingestion(
             self,
@@ -82,6 +82,15 @@ class EdgeloopStack(Stack):
             storage=self.storage,
             route_targets={key: f.function for key, f in self.functions.items()},
         )
+        # Both Greengrass components published at the package version, and their continuous
+        # deployment to the gateways' thing group; zips staged beside the Lambda asset.
+        self.components = GreengrassComponents(
+            self,
+            "Components",
+            version=config.component_version,
+            staging_dir=lambda_asset.parent,
+            artifact_reader=self.iot.token_exchange_role,
+        )
         self.catalog = Catalog(self, "Catalog", storage=self.storage)
         self.training = Training(
             self,
@@ -118,6 +127,8 @@ class EdgeloopStack(Stack):
             "GatewayRoleAlias": self.iot.role_alias.role_alias,
             "GatewayDataPolicyName": self.iot.data_policy.ref,
             "GreengrassCorePolicyName": self.iot.greengrass_policy.ref,
+            "GreengrassGatewaysThingGroupName": names.GREENGRASS_GATEWAYS_THING_GROUP,
+            "GreengrassComponentVersion": self.components.version,
             "AthenaWorkgroupName": self.catalog.workgroup_name,
             "GlueDatabaseName": self.catalog.database_name,
             "QueryUsersPolicyArn": self.catalog.query_users.managed_policy_arn,

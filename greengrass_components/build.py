@@ -6,12 +6,18 @@ Per component, writes
   OUT_DIR/greengrass-build/artifacts/<name>/<version>/<name>.zip
 The zip holds the component's edgeloop packages and every edgeloop module they import (found by
 reading their imports), under `edgeloop/...`, so PYTHONPATH=<decompressed dir> makes them importable.
+
+One version: every component is built and published at the package version (schemas/version.py PACKAGE_VERSION,
+which pyproject.toml reads too). The recipes in the repository hold placeholders for it:
+ComponentVersion is COMPONENT_VERSION, and a dependency on another edgeloop component is
+COMPATIBLE_VERSION_RANGE, which resolves to `compatible_range(version)`. The CDK stack
+(cdk/constructs/components.py) publishes the same resolved recipes with the artifact URIs of its
+assets; tests/infrastructure/test_cdk_components.py fails when recipes, ranges, template and the
+orchestrator's environment disagree.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import sys
 import zipfile
 from collections.abc import Iterable
@@ -20,10 +26,11 @@ from pathlib import Path
 import yaml
 
 from edgeloop.schemas import names
+from edgeloop.schemas.module_closure import edgeloop_modules
 from edgeloop.schemas.use_case import USE_CASES_DIR
+from edgeloop.schemas.version import PACKAGE_VERSION
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-ROOT_PACKAGE = "edgeloop"
 
 # The packages each component runs (the first one holds its __main__), plus the contracts whole;
 # their edgeloop imports are followed from there.
@@ -32,6 +39,10 @@ COMPONENT_PACKAGES = {
     names.MODEL_RUNNER_COMPONENT: ("edgeloop.greengrass_components.model_runner", "edgeloop.schemas"),
 }
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip bytes
+# Placeholders of the recipes in the repository (besides GDK's BUCKET_NAME and COMPONENT_NAME).
+VERSION_PLACEHOLDER = "COMPONENT_VERSION"
+RANGE_PLACEHOLDER = "COMPATIBLE_VERSION_RANGE"
+DECOMPRESSED_PATH = "{artifacts:decompressedPath}"
 
 
 def recipe_path(component: str) -> Path:
@@ -42,62 +53,9 @@ def load_recipe(component: str) -> dict:
     return yaml.safe_load(recipe_path(component).read_text())
 
 
-def _module_file(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    return Path(spec.origin) if spec is not None and spec.origin not in (None, "built-in", "frozen") else None
-
-
-def _package_modules(package: str) -> set[str]:
-    init = _module_file(package)
-    if init is None or init.name != "__init__.py":
-        raise FileNotFoundError(f"package {package} is not importable")
-    modules = {package}
-    for path in init.parent.rglob("*.py"):
-        if "__pycache__" in path.parts:
-            continue
-        relative = path.relative_to(init.parent).with_suffix("")
-        parts = [p for p in relative.parts if p != "__init__"]
-        modules.add(".".join([package, *parts]))
-    return modules
-
-
-def _imports_of(module: str, path: Path) -> set[str]:
-    is_package = path.name == "__init__.py"
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_package else 0)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return {m for m in found if m == ROOT_PACKAGE or m.startswith(ROOT_PACKAGE + ".")}
-
-
 def module_closure(packages: tuple[str, ...]) -> dict[str, Path]:
     """Every edgeloop module the packages need (with their parent packages): module -> file."""
-    todo = set().union(*(_package_modules(p) for p in packages))
-    files: dict[str, Path] = {}
-    while todo:
-        module = todo.pop()
-        if module in files:
-            continue
-        path = _module_file(module)
-        if path is None:
-            continue  # a name imported from a module, not a module itself
-        files[module] = path
-        parts = module.split(".")
-        todo.update(".".join(parts[:i]) for i in range(1, len(parts)))
-        todo.update(_imports_of(module, path) - files.keys())
-    return files
+    return edgeloop_modules(packages)[0]
 
 
 # Files a module reads at run time: imports cannot reveal them, so they are listed here.
@@ -134,20 +92,55 @@ def write_artifact(component: str, zip_path: Path) -> Path:
     return zip_path
 
 
-def resolved_recipe_text(component: str, version: str) -> str:
-    text = recipe_path(component).read_text()
-    return text.replace("COMPONENT_NAME", component).replace("COMPONENT_VERSION", version)
+def compatible_range(version: str) -> str:
+    """The Greengrass VersionRequirement one edgeloop component puts on another of the same
+    release: the same major version, from this minor version on (0.1.3 -> ">=0.1.0 <1.0.0")."""
+    major, minor, _patch = (int(part) for part in version.split("-")[0].split("+")[0].split("."))
+    return f">={major}.{minor}.0 <{major + 1}.0.0"
 
 
-def build_components(out_dir: Path) -> list[Path]:
+def artifact_folder(uri: str) -> str:
+    """Where the nucleus unarchives a ZIP artifact, under {artifacts:decompressedPath}: the file name
+    of the URI without its extension (aws-greengrass-nucleus ComponentManager.getFileName)."""
+    file_name = uri.rsplit("/", 1)[-1]
+    return file_name[: file_name.rindex(".")] if file_name.find(".") > 0 else file_name
+
+
+def resolved_recipe(component: str, version: str = PACKAGE_VERSION, artifact_uri: str | None = None) -> dict:
+    """The repository's recipe with its placeholders filled: the version, the ranges on the other
+    edgeloop components, and the artifact URIs (GDK's layout with BUCKET_NAME left for `gdk
+    component publish`, or `artifact_uri`, whose file name then also names the run step's folder)."""
+    recipe = load_recipe(component)
+    if recipe["ComponentVersion"] != VERSION_PLACEHOLDER:
+        raise ValueError(f"{component}: ComponentVersion must be {VERSION_PLACEHOLDER} (the package version fills it)")
+    recipe["ComponentVersion"] = version
+    for dependency, spec in recipe.get("ComponentDependencies", {}).items():
+        if dependency in COMPONENT_PACKAGES:
+            if spec["VersionRequirement"] != RANGE_PLACEHOLDER:
+                raise ValueError(f"{component}: the requirement on {dependency} must be {RANGE_PLACEHOLDER}")
+            spec["VersionRequirement"] = compatible_range(version)
+    for manifest in recipe["Manifests"]:
+        (artifact,) = manifest["Artifacts"]
+        gdk_uri = artifact["URI"].replace("COMPONENT_NAME", component).replace(VERSION_PLACEHOLDER, version)
+        artifact["URI"] = artifact_uri or gdk_uri
+        folders = (
+            f"{DECOMPRESSED_PATH}/{artifact_folder(gdk_uri)}",
+            f"{DECOMPRESSED_PATH}/{artifact_folder(artifact['URI'])}",
+        )
+        for step in manifest["Lifecycle"].values():
+            if isinstance(step, dict) and "Script" in step:
+                step["Script"] = step["Script"].replace(*folders)
+    return recipe
+
+
+def build_components(out_dir: Path, version: str = PACKAGE_VERSION) -> list[Path]:
     """Build every component into out_dir/greengrass-build; returns the recipe and zip paths written."""
     build = Path(out_dir) / "greengrass-build"
     written: list[Path] = []
     for component in COMPONENT_PACKAGES:
-        version = load_recipe(component)["ComponentVersion"]
         recipe = build / "recipes" / f"{component}.yaml"
         recipe.parent.mkdir(parents=True, exist_ok=True)
-        recipe.write_text(resolved_recipe_text(component, version))
+        recipe.write_text(yaml.safe_dump(resolved_recipe(component, version), sort_keys=False, width=120))
         artifact = write_artifact(component, build / "artifacts" / component / version / f"{component}.zip")
         written += [recipe, artifact]
     return written

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import io
 import json
-from enum import StrEnum
 
 import numpy as np
 
+from edgeloop.schemas.compat import StrEnum
 from edgeloop.schemas.model import MODEL_FORMAT_VERSION, ModelFamily, Precision, feature_schema_hash
 
 from .linear_format import LinearModel, encode_linear, validate_linear_arrays

@@ -3,9 +3,9 @@ linear readers): each raises ValueError saying which field or array is wrong and
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import numpy as np
+
+from edgeloop.schemas.compat import StrEnum
 
 
 def check_enum(field: str, value: str, enum: type[StrEnum]):

@@ -69,7 +69,7 @@ def write_key_pair(directory: str | Path) -> KeyPairFiles:
         return KeyPairFiles(private_path, public_key_b64(load_private_key(private_path)))
     directory.mkdir(parents=True, exist_ok=True)
     key = generate_private_key()
-    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # novermin: flags, not a union type
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(private_key_pem(key))
     public = public_key_b64(key)

@@ -25,10 +25,10 @@ The container, the header and the format versions are in model_format.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 import numpy as np
 
+from edgeloop.schemas.compat import StrEnum
 from edgeloop.schemas.model import Precision
 
 from .payload_checks import check_enum, expect_array, reject_unknown

@@ -1,22 +1,26 @@
 """The SageMaker Pipeline of a use case: dataset -> train -> evaluate -> (passed?) register | fail.
 
 Every step runs one of this repository's step modules (`python -m edgeloop.sagemaker_pipelines.steps.<step>`)
-in the step image, with the same arguments `edgeloop pipeline run-local` uses (Train: as hyperparameters
-its container entry turns back into those flags), so the cloud and the local run differ only in where
-files live.
+with the same arguments `edgeloop pipeline run-local` uses (Train: as hyperparameters the container's
+toolkit turns back into those flags), so the cloud and the local run differ only in where files live.
 
-Train is a TrainingStep, the others ProcessingSteps (SDK 3.27):
-- Train: a `ModelTrainer` with the step image as a bring-your-own training image and no `SourceCode`
-  (a `SourceCode` would make the SDK upload its driver bundle to a staging bucket while the definition
-  is built). SageMaker then runs the image as `<image> train`; the image's `train` on PATH
-  (sagemaker_pipelines/container/train) runs the train step on /opt/ml: channel "train" is the Dataset
-  step's train output, the hyperparameters (use-case, candidates-per-template, seed) come from
-  /opt/ml/input/config/hyperparameters.json, and /opt/ml/model (one directory per line) becomes the
-  job's model.tar.gz, which Evaluate and Register take from ModelArtifacts.S3ModelArtifacts.
-  A training job is what SageMaker tracks as training (lineage, model artifacts, the console's
-  training view), and the instance type is the TrainingInstanceType parameter.
-- Dataset, Evaluate: processing jobs run the image with our entrypoint and arguments, upload nothing,
-  and are what `run-local` mirrors.
+No image of our own: every job runs in SageMaker's managed XGBoost container (steps/images.py, the
+XGBoost the tests ran), from the step code archive (step_code.py: the modules, pinned requirements)
+that the stack uploads as an S3 asset (CodeS3Uri). Train is a TrainingStep, the others ProcessingSteps
+(SDK 3.27):
+- Train: a `ModelTrainer` with the XGBoost image and no `SourceCode` (a `SourceCode` would make the
+  SDK upload its driver bundle to a staging bucket while the definition is built). The container's
+  legacy script mode is asked for through its hyperparameters sagemaker_program (the train module)
+  and sagemaker_submit_directory (the archive): its toolkit unpacks the archive into /opt/ml/code,
+  pip-installs it with its requirements and runs `python -m edgeloop.sagemaker_pipelines.steps.train
+  --use-case ... --candidates-per-template ... --seed ...`, with SM_CHANNEL_TRAIN (channel "train": the
+  Dataset step's train output) and SM_MODEL_DIR (/opt/ml/model, one directory per line) as train.py's
+  defaults. /opt/ml/model becomes the job's model.tar.gz, which Evaluate and Register take from
+  ModelArtifacts.S3ModelArtifacts. A training job is what SageMaker tracks as training (lineage, model
+  artifacts, the console's training view), and the instance type is the TrainingInstanceType parameter.
+- Dataset, Evaluate, Register: processing jobs whose entrypoint (step_builder.PROCESSING_BOOTSTRAP)
+  does what the toolkit does for training, then runs the step module with our arguments; they upload
+  nothing, and are what `run-local` mirrors.
 - Register: `ModelStep(ModelBuilder.register(..., customer_metadata_properties=...))` only creates
   a model package from existing artifacts. Our registration first exports and parity-checks the
   weight-only tiers, signs and uploads them, writes the manifest and creates the line's Model
@@ -28,7 +32,8 @@ validation and telemetry are off, the boto3 session has static dummy credentials
 lookup) and every S3 location is explicit (the SDK uploads nothing and asks S3 nothing).
 
 Beside this module: targets.py (where the pipeline runs; the template's placeholders),
-step_builder.py (the parameters and the steps), offline_sdk.py (the SDK kept offline and quiet).
+step_builder.py (the parameters and the steps), step_code.py (the code archive), offline_sdk.py
+(the SDK kept offline and quiet).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import UseCaseConfig
 
+from .image_table import write_image_table
 from .offline_sdk import offline_sagemaker, quiet_sdk
 from .step_builder import PipelineParameters, StepBuilder
 from .targets import TEMPLATE_PLACEHOLDERS, TEMPLATE_STAND_INS, PipelineTargets, template_targets
@@ -96,9 +102,10 @@ def _build_pipeline(use_case: UseCaseConfig, targets: PipelineTargets):
 
 
 def write_definitions(use_cases: list[UseCaseConfig], directory: Path = DEFINITIONS_DIR) -> list[Path]:
-    """Regenerate the committed templates (`edgeloop pipeline definition --write-snapshots` calls this)."""
+    """Regenerate the committed templates (`edgeloop pipeline definition --write-snapshots` calls this),
+    and the image table they are deployed with (steps/xgboost_images.json, from the installed SDK)."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [write_image_table()]
     for use_case in use_cases:
         path = directory / f"{use_case.use_case}.json"
         path.write_text(definition_template(use_case))

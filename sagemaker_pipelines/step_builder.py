@@ -15,15 +15,32 @@ from .targets import PipelineTargets
 
 STEP_MODULE_PREFIX = "edgeloop.sagemaker_pipelines.steps."
 PROCESSING_ROOT = "/opt/ml/processing"
-# The code archive is mounted read-only beside the step's inputs: the image already contains the
-# installed package (sagemaker_pipelines/Dockerfile); the mount records in every job's inputs
-# exactly which code snapshot the pipeline was deployed with (lineage), at no cost.
+# Where a processing job finds the step code archive (step_code.py): one file, named by its S3 key.
 CODE_DIR = f"{PROCESSING_ROOT}/input/code"
+# Where the code runs from: the directory the training toolkit uses for the same archive.
+CODE_RUN_DIR = "/opt/ml/code"
+# A processing job's entrypoint in SageMaker's XGBoost image (images.py), which has no entry of ours:
+# what the training toolkit does for a training job (unpack, `pip install . -r requirements.txt`,
+# `python -m <module>` in the code directory), then the step module with the step's arguments.
+# Run as `sh -c PROCESSING_BOOTSTRAP edgeloop-step <module> <arguments...>`. SageMaker allows 256
+# characters per entrypoint item, and the text goes through CloudFormation's Fn::Sub: no "${".
+PROCESSING_BOOTSTRAP = (
+    "set -eu; m=$1; shift; "
+    f"mkdir -p {CODE_RUN_DIR}; tar -xzf {CODE_DIR}/* -C {CODE_RUN_DIR}; cd {CODE_RUN_DIR}; "
+    "python3 -m pip install -q --no-cache-dir . -r requirements.txt; "
+    'exec python3 -m "$m" "$@"'
+)
 
 DEFAULT_PROCESSING_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_TRAINING_INSTANCE_TYPE = "ml.m5.xlarge"
-# The training job's input channel of the examples: /opt/ml/input/data/train (container/train reads it).
+# The training job's input channel of the examples: /opt/ml/input/data/train, which the toolkit
+# passes to the script as SM_CHANNEL_TRAIN (train.py's default --examples).
 TRAIN_CHANNEL = "train"
+# Script mode of the XGBoost container's toolkit (sagemaker-containers): the archive to fetch and
+# the module it runs as `python -m <module> --<hyperparameter> <value> ...` (those two excluded).
+SCRIPT_MODE_PROGRAM = "sagemaker_program"
+SCRIPT_MODE_SUBMIT_DIRECTORY = "sagemaker_submit_directory"
+SCRIPT_MODE_REGION = "sagemaker_region"
 # A search over every template on a year of one line's data takes well under this; a job that hangs stops.
 TRAINING_MAX_RUNTIME_S = 4 * 3600
 
@@ -62,7 +79,7 @@ class PipelineParameters:
             candidates_per_template=ParameterInteger(
                 "CandidatesPerTemplate", use_case.training.candidates_per_template
             ),
-            # Empty: register.py records the step image's package version.
+            # Empty: register.py records the package version the code archive's setup.py installs.
             code_version=ParameterString("CodeVersion", ""),
             # MAJOR.MINOR.PATCH of the registered model; empty: the next patch in the line's group.
             model_version=ParameterString("ModelVersion", ""),
@@ -123,7 +140,9 @@ class StepBuilder:
 
         p = self.parameters
         trainer = ModelTrainer(
-            training_image=self.targets.image_uri,  # no source_code: SageMaker runs `<image> train`
+            # No source_code (the SDK would upload it while the definition is built): the container's
+            # script mode is asked for through its own hyperparameters instead.
+            training_image=self.targets.image_uri,
             role=self.targets.role_arn,
             base_job_name=f"{self.pipeline_name}-train",
             compute=Compute(instance_type=p.training_instance_type, instance_count=1),
@@ -131,6 +150,9 @@ class StepBuilder:
             # SageMaker writes <output path>/<job name>/output/model.tar.gz: under this execution's outputs.
             output_data_config=OutputDataConfig(s3_output_path=self._work_uri("model"), compression_type="GZIP"),
             hyperparameters={
+                SCRIPT_MODE_PROGRAM: STEP_MODULE_PREFIX + "train",
+                SCRIPT_MODE_SUBMIT_DIRECTORY: self.targets.code_s3_uri,
+                SCRIPT_MODE_REGION: self.targets.region,
                 "use-case": self.use_case.use_case,
                 # Hyperparameters are strings; Join renders the integer parameter as one.
                 "candidates-per-template": Join(on="", values=[p.candidates_per_template]),
@@ -140,11 +162,7 @@ class StepBuilder:
             sagemaker_session=self.session,
         )
         step_args = trainer.train(
-            input_data_config=[
-                InputData(channel_name=TRAIN_CHANNEL, data_source=_output_uri(dataset, "train")),
-                # The code archive, as for the processing steps: lineage only, the image has the code.
-                InputData(channel_name="code", data_source=self.targets.code_s3_uri),
-            ]
+            input_data_config=[InputData(channel_name=TRAIN_CHANNEL, data_source=_output_uri(dataset, "train"))]
         )
         return TrainingStep(
             TRAIN_STEP, step_args=step_args, description="randomized search over the templates, per line"
@@ -212,6 +230,7 @@ class StepBuilder:
                     "--dataset": dataset_dir,
                     "--evaluation": evaluation_dir,
                     "--code-version": p.code_version,
+                    "--serving-image": self.targets.serving_image,
                 }
             ),
         )
@@ -253,7 +272,7 @@ class StepBuilder:
             image_uri=self.targets.image_uri,
             instance_count=1,
             instance_type=instance_type,
-            entrypoint=["python", "-m", STEP_MODULE_PREFIX + step_module],
+            entrypoint=["/bin/sh", "-c", PROCESSING_BOOTSTRAP, "edgeloop-step", STEP_MODULE_PREFIX + step_module],
             env={**self._environment(), **(extra_env or {})},
             base_job_name=f"{self.pipeline_name}-{step_module}",
             sagemaker_session=self.session,

@@ -1,4 +1,4 @@
-"""Where a pipeline runs: buckets, step image, code archive, role, region and signing-key secret.
+"""Where a pipeline runs: buckets, step and serving images, code archive, role, region and signing-key secret.
 
 A deployed pipeline gets them as CloudFormation Fn::Sub placeholders (the committed template, which
 cdk/constructs/training.py fills); `edgeloop pipeline upsert` gets concrete values.
@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .steps import images
 from .steps.signing_key import check_secret_arn
 
+OPTIONAL_FIELDS = frozenset({"signing_key_secret_arn", "serving_image_uri"})
 # CloudFormation Fn::Sub placeholders of the committed template (cdk/constructs/training.py fills them).
 TEMPLATE_PLACEHOLDERS = {
     "data_bucket": "${DataBucket}",
     "model_bucket": "${ModelBucket}",
+    # SageMaker's XGBoost image for the stack's region (cdk/constructs/training.py: a mapping from steps/images.py)
     "image_uri": "${StepImageUri}",
+    "serving_image_uri": "${ServingImageUri}",
     "code_s3_uri": "${CodeS3Uri}",
     "role_arn": "${PipelineRoleArn}",
     "region": "${AWS::Region}",
@@ -28,7 +32,8 @@ TEMPLATE_STAND_INS = {
     "data_bucket": "edgeloop-template-databucket",
     "model_bucket": "edgeloop-template-modelbucket",
     "image_uri": "edgeloop-template-stepimageuri",
-    "code_s3_uri": "s3://edgeloop-template-codes3uri/code",
+    "serving_image_uri": "edgeloop-template-servingimageuri",
+    "code_s3_uri": "s3://edgeloop-template-codes3uri/code/sourcedir.tar.gz",
     "role_arn": "arn:aws:iam::000000000000:role/edgeloop-template-pipelinerolearn",
     "region": "edgeloop-template-region",
     "signing_key_secret_arn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:edgeloop-template-signingkey",
@@ -39,7 +44,11 @@ _SESSION_REGION_FOR_TEMPLATES = "us-east-1"
 
 @dataclass(frozen=True)
 class PipelineTargets:
-    """Where a pipeline runs: buckets, image, code archive, role and region (values or placeholders)."""
+    """Where a pipeline runs: buckets, images, code archive, role and region (values or placeholders).
+
+    `image_uri`: the image every step runs in (images.step_image_uri(region)); `code_s3_uri`: the
+    step code archive (step_code.py) in S3; `serving_image_uri`: the image the register step names in
+    the model package, empty: images.serving_image_uri(region)."""
 
     data_bucket: str
     model_bucket: str
@@ -48,10 +57,11 @@ class PipelineTargets:
     role_arn: str
     region: str
     signing_key_secret_arn: str = ""  # empty: the register step signs nothing
+    serving_image_uri: str = ""
 
     def __post_init__(self) -> None:
         for field, value in vars(self).items():
-            if field == "signing_key_secret_arn":
+            if field in OPTIONAL_FIELDS:
                 continue
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{field}={value!r}: the pipeline definition needs a non-empty value")
@@ -61,6 +71,10 @@ class PipelineTargets:
             raise ValueError(f"code_s3_uri={self.code_s3_uri!r} is not an s3:// URI")
         if not (self.role_arn.startswith("arn:") and ":role/" in self.role_arn):
             raise ValueError(f"role_arn={self.role_arn!r} is not an IAM role ARN (arn:...:role/NAME)")
+
+    @property
+    def serving_image(self) -> str:
+        return self.serving_image_uri or images.serving_image_uri(self.region)
 
     @property
     def session_region(self) -> str:

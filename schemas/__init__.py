@@ -27,9 +27,11 @@ _EXPORTS = {
             "DeviceRecord",
             "DeviceStatus",
             "ModelStatusReport",
+            "PeriodicStatus",
         ),
         "device",
     ),
+    **dict.fromkeys(("DeviceConnection", "LifecycleEvent"), "presence"),
     "IotRuleEvent": "envelope",
     **dict.fromkeys(
         (
@@ -76,6 +78,7 @@ _EXPORTED = {
     "model_update": "ModelUpdate",
     "device_announcement": "DeviceAnnouncement",
     "model_status_report": "ModelStatusReport",
+    "periodic_status": "PeriodicStatus",
     "device_record": "DeviceRecord",
     "deployment_record": "DeploymentRecord",
     "device_history_entry": "DeviceHistoryEntry",

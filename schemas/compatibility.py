@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from .common import semver_key
+from .compat import StrEnum
 from .model import Architecture, Precision
 
 # Most precise first: a device gets the first tier it can run, a rollback restores the first it can.

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import Field, model_validator
 
 from .common import Contract, Identifier, UtcDatetime
+from .compat import StrEnum
 
 
 class ContextKind(StrEnum):

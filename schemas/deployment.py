@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from . import names
 from .common import Contract, SemVer, ThingName, UtcDatetime, validation_problems
+from .compat import StrEnum
 from .model import Precision
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from .common import Contract, Identifier, SemVer, ThingName, UtcDatetime
+from .compat import StrEnum
 from .model import Architecture, Precision
+from .presence import DeviceConnection
 
 
 class DeviceStatus(StrEnum):
@@ -60,6 +61,22 @@ class ModelStatusReport(Contract):
     sent_at: UtcDatetime
 
 
+PERIODIC_STATUS_KIND = "periodic"
+
+
+class PeriodicStatus(Contract):
+    """Published by the model runner every few minutes (model-status topic, beside its
+    ModelStatusReports): it runs, and which model it serves. Status intake only refreshes the
+    device's last_seen from it (and brings an offline device back); it never changes a rollout."""
+
+    kind: Literal["periodic"] = PERIODIC_STATUS_KIND
+    thing_name: ThingName
+    deployment_id: str | None = None
+    model_id: str | None = None
+    version: SemVer | None = Field(default=None, description="the model version in use; None: no model yet")
+    sent_at: UtcDatetime
+
+
 class DeviceRecord(DeviceProfile):
     """One device in the registry table (see schemas.names.DEVICE_TABLE_KEYS)."""
 
@@ -77,6 +94,9 @@ class DeviceRecord(DeviceProfile):
     reason: str = ""
     status_since: UtcDatetime
     last_seen: UtcDatetime
+    connection: DeviceConnection | None = Field(
+        default=None, description="the newest AWS IoT lifecycle event applied (None: none seen yet)"
+    )
 
 
 class DeviceEvent(StrEnum):
@@ -91,6 +111,8 @@ class DeviceEvent(StrEnum):
     OFFLINE = "offline"  # silent for longer than the configured limit
     TIMED_OUT = "timed_out"  # its rollout timed out before it reported
     STATUS_CHANGED = "status_changed"  # any other change of status, deployment or model
+    ENROLLED = "enrolled"  # it joined after a model was approved and gets that model (enrollment)
+    ONLINE = "online"  # heard from again after being marked offline (connected, or a periodic status)
 
 
 class DeviceHistoryEntry(Contract):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import platform
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from .common import Contract, Identifier, S3ObjectUri, SemVer, Sha256Hex, UtcDatetime
+from .compat import StrEnum
 
 MODEL_FORMAT_VERSION = 1
 

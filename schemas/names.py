@@ -35,9 +35,6 @@ PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs
 LABEL_REVIEW_PREFIX = "label_review"
 IOT_ERRORS_PREFIX = "iot-errors"  # IoT rule error action target
 MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.json
-# In the model bucket: Greengrass component artifacts (components/<component>/<version>/...), which
-# the gateways' token exchange role may read beside models/.
-COMPONENT_ARTIFACTS_PREFIX = "components"
 
 # --- Query layer ---------------------------------------------------------------------------------
 # Glue Data Catalog database and Athena workgroup over the data bucket's Parquet tables; locally,
@@ -132,6 +129,11 @@ def line_thing_group(line_id: str) -> str:
     return f"{PROJECT}-line-{line_id}"
 
 
+# Static thing group every Greengrass gateway joins when provisioned (`edgeloop gateway provision
+# --greengrass`): the target of the stack's continuous base deployment of the components.
+GREENGRASS_GATEWAYS_THING_GROUP = f"{PROJECT}-greengrass-gateways"
+
+
 # --- MQTT topics ---------------------------------------------------------------------------------
 # Every topic a gateway uses starts with its own thing name, so one policy line
 # (edgeloop/${iot:Connection.Thing.ThingName}/#, or mosquitto's `pattern readwrite edgeloop/%u/#`)
@@ -159,6 +161,15 @@ def model_update_topic(thing_name: str) -> str:
 def context_topic(thing_name: str) -> str:
     """A gateway's context intervals (a JSON ContextInterval or a list of them) for its line."""
     return f"{TOPIC_ROOT}/{thing_name}/context"
+
+
+# AWS IoT's lifecycle events (schemas.presence): $aws/events/presence/<connected|disconnected>/<clientId>.
+# Only AWS publishes there; locally mosquitto emits none (the cloud identity may play them).
+PRESENCE_TOPIC_ROOT = "$aws/events/presence"
+
+
+def presence_topic(event_type: str, client_id: str) -> str:
+    return f"{PRESENCE_TOPIC_ROOT}/{event_type}/{client_id}"
 
 
 def thing_from_topic(topic: str) -> str:
@@ -224,6 +235,8 @@ IOT_ROUTES = (
     IotRoute("edgeloop_announce", f"{TOPIC_ROOT}/+/announce", "device_registry"),
     IotRoute("edgeloop_model_status", f"{TOPIC_ROOT}/+/model-status", "status_intake"),
     IotRoute("edgeloop_context", f"{TOPIC_ROOT}/+/context", "context"),
+    # Connects and disconnects keep last_seen and the connection state (no heartbeat of our own needed).
+    IotRoute("edgeloop_presence", f"{PRESENCE_TOPIC_ROOT}/+/+", "device_registry"),
 )
 
 # --- Environment variables (validated by each function's settings model) -------------------------
@@ -253,6 +266,11 @@ WORK_DIR_ENV = "EDGELOOP_WORK_DIR"
 LINE_ID_ENV = "EDGELOOP_LINE_ID"
 MODEL_SIGNING_PUBLIC_KEY_ENV = "EDGELOOP_MODEL_SIGNING_PUBLIC_KEY"  # from MODEL_SIGNING_PUBLIC_KEY_CONFIG_KEY
 RUNTIME_VERSION_ENV = "EDGELOOP_RUNTIME_VERSION"  # the gateway runtime's version, checked against a tier's minimum
+# Seconds between the ModelRunner's periodic status (schemas.device.PeriodicStatus), from the recipe's
+# configuration key STATUS_INTERVAL_CONFIG_KEY; unset or empty: DEFAULT_STATUS_INTERVAL_S.
+STATUS_INTERVAL_S_ENV = "EDGELOOP_STATUS_INTERVAL_S"
+STATUS_INTERVAL_CONFIG_KEY = "statusIntervalSeconds"
+DEFAULT_STATUS_INTERVAL_S = 300  # a third of the default offline silence (900 s)
 # Export/register step: the Ed25519 private key (PEM text or a PEM file's path) payloads are signed with.
 MODEL_SIGNING_KEY_ENV = "EDGELOOP_MODEL_SIGNING_KEY"
 # Register step in AWS: ARN of the Secrets Manager secret whose SecretString is that PEM key (used when

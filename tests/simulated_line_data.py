@@ -39,3 +39,24 @@ def put_simulated_line(bucket: str, line_id: str, *, start: datetime, hours: int
         body = curated_parquet_bytes(pa.Table.from_pandas(part, preserve_index=False))
         s3.put_bytes(bucket, f"{partition_prefix(line_id, day)}part-0.parquet", body)
     put_context_intervals(bucket, line_id, simulator.context_intervals())
+
+
+def live_window_booster(simulator: ExtrusionLineSimulator):
+    """A small XGBoost regressor of cold OD on the live-window features of 30 minutes of `simulator`
+    (plausible next to the live target: the model runner's health check accepts it)."""
+    import xgboost as xgb
+
+    from edgeloop.greengrass_components.model_runner.runner import LiveScorer
+    from edgeloop.schemas import load_use_case
+
+    use_case = load_use_case("extrusion")
+    live, rows = LiveScorer(use_case), []  # keeps only the recent samples: take each window as it goes by
+    for _ in range(1800 // use_case.example_stride_s):
+        live.add(simulator.advance(use_case.example_stride_s))
+        window = live.window(simulator.now_ms)
+        if window.complete:
+            rows.append(window.features)
+    X = np.stack(rows)
+    y = X[:, use_case.feature_names.index("cold_od_average__last")]
+    params = {"objective": "reg:squarederror", "max_depth": 2, "eta": 0.5, "nthread": 1}
+    return xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=4)

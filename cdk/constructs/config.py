@@ -7,9 +7,6 @@
 | edgeloop:enableTimestream                | false      | build the optional Timestream hot path (below)  |
 | edgeloop:timestreamMemoryRetentionHours  | 24         | hot path: memory store retention (1-8766 h)     |
 | edgeloop:timestreamMagneticRetentionDays | 90         | hot path: magnetic store retention (1-73000 d)  |
-| edgeloop:gatewayComponentVersion         | 1.0.0      | com.edgeloop.Gateway version a rollout pins     |
-| edgeloop:modelRunnerComponentVersion     | 1.0.0      | com.edgeloop.ModelRunner version a rollout pins |
-| edgeloop:pandasLayerVersion              | see layers | AWS SDK for pandas layer version in the region  |
 | edgeloop:lineIds                         | []         | lines whose Model Package Groups CDK creates    |
 | edgeloop:modelSigningKeySecretArn        | (none)     | secret with the Ed25519 PEM key the pipeline's  |
 |                                          |            | register step signs model payloads with         |
@@ -21,6 +18,12 @@
 | edgeloop:waveTimeoutSeconds              | 900        | rollout: a wave without a report this long      |
 |                                          |            | -> timed out                                    |
 | edgeloop:offlineSilenceSeconds           | 900        | a device silent this long is marked offline     |
+
+The Greengrass components have no version setting: the stack publishes both at the package version
+(schemas/version.py PACKAGE_VERSION, constructs/components.py), and the orchestrator's rollouts and the base
+deployment pin exactly that version, so a rollout never names a version that is not published.
+The former keys edgeloop:gatewayComponentVersion and edgeloop:modelRunnerComponentVersion are
+refused unless they equal the package version (an old cdk.json must not pin a version in silence).
 
 The rollout keys (defaults: schemas.deployment.RolloutPolicy) reach the orchestrator, status intake
 and the wave controller as environment variables (schemas.deployment.ROLLOUT_POLICY_ENV).
@@ -54,16 +57,19 @@ from pydantic import TypeAdapter, ValidationError
 from edgeloop.schemas import RolloutPolicy, names
 from edgeloop.schemas.common import Identifier, SemVer
 from edgeloop.schemas.use_case import load_use_case
+from edgeloop.schemas.version import PACKAGE_VERSION
 
-from .layers import PANDAS_LAYER_VERSION
+from .layers import PANDAS_SDK_VERSION
 
 USE_CASE_KEY = "edgeloop:useCase"
 LATENESS_SLA_KEY = "edgeloop:latenessSlaDays"
 ENABLE_TIMESTREAM_KEY = "edgeloop:enableTimestream"
 TIMESTREAM_MEMORY_RETENTION_KEY = "edgeloop:timestreamMemoryRetentionHours"
 TIMESTREAM_MAGNETIC_RETENTION_KEY = "edgeloop:timestreamMagneticRetentionDays"
+# Removed: the components' version is the package version (see the module docstring).
 GATEWAY_VERSION_KEY = "edgeloop:gatewayComponentVersion"
 MODEL_RUNNER_VERSION_KEY = "edgeloop:modelRunnerComponentVersion"
+REMOVED_VERSION_KEYS = (GATEWAY_VERSION_KEY, MODEL_RUNNER_VERSION_KEY)
 PANDAS_LAYER_VERSION_KEY = "edgeloop:pandasLayerVersion"
 LINE_IDS_KEY = "edgeloop:lineIds"
 MODEL_SIGNING_KEY_SECRET_ARN_KEY = "edgeloop:modelSigningKeySecretArn"
@@ -76,7 +82,6 @@ ROLLOUT_POLICY_KEYS = {
     "offline_silence_s": "edgeloop:offlineSilenceSeconds",
 }
 
-DEFAULT_COMPONENT_VERSION = "1.0.0"
 DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS = 24
 DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 90
 MAX_TIMESTREAM_MEMORY_RETENTION_HOURS = 8766  # the limits of AWS::Timestream::Table RetentionProperties
@@ -97,9 +102,7 @@ class ConfigError(ValueError):
 class StackConfig:
     use_case: str = names.DEFAULT_USE_CASE
     lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS
-    gateway_component_version: str = DEFAULT_COMPONENT_VERSION
-    model_runner_component_version: str = DEFAULT_COMPONENT_VERSION
-    pandas_layer_version: int = PANDAS_LAYER_VERSION
+    component_version: str = PACKAGE_VERSION  # both Greengrass components, published by the stack
     enable_timestream: bool = False
     timestream_memory_retention_hours: int = DEFAULT_TIMESTREAM_MEMORY_RETENTION_HOURS
     timestream_magnetic_retention_days: int = DEFAULT_TIMESTREAM_MAGNETIC_RETENTION_DAYS
@@ -110,6 +113,7 @@ class StackConfig:
     @classmethod
     def from_context(cls, get: Any) -> StackConfig:
         """`get` is `node.try_get_context`: context arrives as JSON values or, from -c, as strings."""
+        _refuse_removed_keys(get)
         use_case = _validated(Identifier, get(USE_CASE_KEY) or names.DEFAULT_USE_CASE, USE_CASE_KEY)
         try:
             load_use_case(use_case)
@@ -123,13 +127,7 @@ class StackConfig:
                 default=names.DEFAULT_LATENESS_SLA_DAYS,
                 maximum=MAX_LATENESS_SLA_DAYS,
             ),
-            gateway_component_version=_validated(
-                SemVer, get(GATEWAY_VERSION_KEY) or DEFAULT_COMPONENT_VERSION, GATEWAY_VERSION_KEY
-            ),
-            model_runner_component_version=_validated(
-                SemVer, get(MODEL_RUNNER_VERSION_KEY) or DEFAULT_COMPONENT_VERSION, MODEL_RUNNER_VERSION_KEY
-            ),
-            pandas_layer_version=_positive_int(get(PANDAS_LAYER_VERSION_KEY), PANDAS_LAYER_VERSION_KEY),
+            component_version=component_version(get),
             enable_timestream=_flag(get(ENABLE_TIMESTREAM_KEY), ENABLE_TIMESTREAM_KEY),
             timestream_memory_retention_hours=_int_within(
                 get(TIMESTREAM_MEMORY_RETENTION_KEY),
@@ -147,6 +145,27 @@ class StackConfig:
             model_signing_key_secret_arn=model_signing_key_secret_arn(get),
             rollout_policy=rollout_policy(get),
         )
+
+    @property
+    def gateway_component_version(self) -> str:
+        return self.component_version
+
+    @property
+    def model_runner_component_version(self) -> str:
+        return self.component_version
+
+
+def component_version(get: Any) -> str:
+    """The package version; a removed version key may only repeat it."""
+    for key in REMOVED_VERSION_KEYS:
+        value = get(key)
+        if value not in (None, "") and _validated(SemVer, value, key) != PACKAGE_VERSION:
+            raise ConfigError(
+                f"{key}={value!r}: component versions are no longer set in context; the stack publishes both "
+                f"components at the package version {PACKAGE_VERSION} and rollouts deploy that version "
+                "(remove the key from cdk.json / -c)"
+            )
+    return PACKAGE_VERSION
 
 
 def rollout_policy(get: Any) -> RolloutPolicy:
@@ -197,16 +216,14 @@ def _validated(annotation: Any, value: Any, key: str) -> str:
         raise ConfigError(f"{key}={value!r}: {exc.errors()[0]['msg']}") from exc
 
 
-def _positive_int(value: Any, key: str) -> int:
-    if value is None or value == "":
-        return PANDAS_LAYER_VERSION
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise ConfigError(f"{key}={value!r} is not a whole number") from None
-    if number < 1:
-        raise ConfigError(f"{key}={value!r} must be at least 1")
-    return number
+def _refuse_removed_keys(get: Any) -> None:
+    """A key that no longer does anything fails loudly rather than being ignored."""
+    value = get(PANDAS_LAYER_VERSION_KEY)
+    if value is not None:
+        raise ConfigError(
+            f"{PANDAS_LAYER_VERSION_KEY}={value!r} is no longer read: the layer ARN comes from AWS's public SSM "
+            f"parameter for AWS SDK for pandas {PANDAS_SDK_VERSION} in the stack's region (cdk/constructs/layers.py)"
+        )
 
 
 def _int_within(value: Any, key: str, *, default: int, maximum: int) -> int:

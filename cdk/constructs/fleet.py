@@ -112,20 +112,29 @@ class Fleet(Construct):
             names.MODEL_RUNNER_COMPONENT_VERSION_ENV: model_runner_component_version,
             **rollout_policy.environment(),
         }
+        # The registry also enrolls: a gateway announcing itself after an approval gets the approved model
+        # through the rollout machinery (cloud/fleet/enrollment.py), so it shares the rollout environment.
         self.device_registry = factory.create(
             self,
             "device_registry",
-            environment={names.DEVICE_TABLE_ENV: self.devices.table_name},
+            environment=rollout_environment,
             memory_mb=256,
-            description="Upserts a gateway's DeviceRecord from its announcement",
+            timeout=Duration.minutes(1),
+            description="Upserts a gateway's DeviceRecord (announcements, IoT lifecycle events) and enrolls it",
         )
         self.status_intake, self.orchestrator, self.wave_controller = (
             factory.create(self, key, environment=rollout_environment, timeout=timeout, description=description)
             for key, (timeout, description) in ROLLOUT_FUNCTIONS.items()
         )
-        self._table_access(self.device_registry, self.devices, DEVICE_TABLE_ACTIONS)
-        for function in (self.status_intake, self.orchestrator):
+        for function in (self.device_registry, self.status_intake, self.orchestrator):
             self._rollout_access(function, storage)
+        self.device_registry.allow(
+            actions=["sagemaker:ListModelPackages"],
+            resources=["*"],
+            reason="Resource '*' only for actions without resource-level permissions: sagemaker:ListModelPackages "
+            "(enrollment lists a group's approved packages), greengrass:CreateDeployment and X-Ray's "
+            "PutTraceSegments and PutTelemetryRecords (active tracing)",
+        )
         self._delivery_access(self.wave_controller)
         self._route_approvals()
         self._schedule_wave_controller()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import Duration
@@ -22,7 +23,8 @@ from constructs import Construct
 
 from edgeloop.schemas import names
 
-from .layers import ARCHITECTURE, PYTHON_RUNTIME, PublicLayers
+from .lambda_runtime import RUNTIME_ENVIRONMENT, unzipped_bytes
+from .layers import ARCHITECTURE, PYTHON_RUNTIME, PublicLayers, check_unzipped_size
 from .monitoring import Monitoring
 from .nag import acknowledge, allow
 
@@ -34,12 +36,26 @@ LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
 
 @dataclass(frozen=True)
 class FunctionFactory:
-    """What all functions share: the staged code, the public layers, the alarm topic."""
+    """What all functions share: the staged code, the public layers, the alarm topic.
+
+    `code_bytes` is the code's unzipped size: each function's code plus its layers is checked
+    against Lambda's 250 MB limit when the function is created (`from_asset` measures it)."""
 
     code: lambda_.Code
     layers: PublicLayers
     monitoring: Monitoring
     common_environment: Mapping[str, str] = field(default_factory=dict)
+    code_bytes: int = 0
+
+    @classmethod
+    def from_asset(cls, asset: Path, *, layers: PublicLayers, monitoring: Monitoring) -> FunctionFactory:
+        """Code from a staged asset directory (cdk/lambda_asset.py), with its size measured."""
+        return cls(
+            code=lambda_.Code.from_asset(str(asset)),
+            layers=layers,
+            monitoring=monitoring,
+            code_bytes=unzipped_bytes(Path(asset)),
+        )
 
     def create(
         self,
@@ -54,6 +70,8 @@ class FunctionFactory:
         on_success: lambda_.IDestination | None = None,
     ) -> EdgeloopFunction:
         layers = [self.layers.powertools] + ([self.layers.pandas] if needs_pandas else [])
+        published = [self.layers.powertools_spec] + ([self.layers.pandas_spec] if needs_pandas else [])
+        check_unzipped_size(key, self.code_bytes, published)
         return EdgeloopFunction(
             scope,
             _construct_id(key),
@@ -120,6 +138,7 @@ class EdgeloopFunction(Construct):
             code=code,
             layers=list(layers),
             environment={
+                **RUNTIME_ENVIRONMENT,
                 "POWERTOOLS_SERVICE_NAME": key,
                 "POWERTOOLS_METRICS_NAMESPACE": names.PROJECT,
                 **environment,

@@ -3,12 +3,16 @@
 Rules come from names.IOT_ROUTES, the same table the embedded runtime's local bridge reads, so
 the routes cannot drift between AWS and `make demo`.
 
-A gateway gets two IoT policies, both confined to its own thing name through the policy variable
-`${iot:Connection.Thing.ThingName}`:
-- the data policy: connect only as itself, publish/subscribe/receive only on edgeloop/<thing>/*;
-- the Greengrass core policy: what the Greengrass nucleus needs for deployments on that same
-  thing (its jobs and shadow topics, the data-plane calls, the token exchange role alias).
-Plain device shims need only the first.
+The policy documents come from schemas/iot_policies.py (one definition for the stack and for
+provisioning; its docstring says why, citing the Greengrass v2 developer guide). The stack defines:
+- the device data policy (plain device shims): connect only as itself, own edgeloop/<thing>/* topics,
+  through `${iot:Connection.Thing.ThingName}`, which works for devices whose client id is the thing name;
+- the Greengrass fleet policy: the Greengrass data-plane calls and the token exchange role alias,
+  naming no thing, because thing policy variables are not supported for core devices.
+A core device's MQTT permissions (client ids `<thing>` and `<thing>#*`, health, jobs and shadow
+topics, its own edgeloop topics) name its thing literally in a per-thing policy that
+`edgeloop gateway provision --greengrass` creates (iot_policies.greengrass_thing_policy), so gateway A
+cannot publish or subscribe on gateway B's topics.
 """
 
 from __future__ import annotations
@@ -19,57 +23,22 @@ from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from edgeloop.schemas import names
+from edgeloop.schemas import iot_policies, names
 
 from .nag import allow
 from .storage import Storage
 
-THING = "${iot:Connection.Thing.ThingName}"
 SQL_VERSION = "2016-03-23"
 TOKEN_CREDENTIAL_SECONDS = 3600
-
-
-def _iot_arn(resource: str) -> str:
-    return f"arn:{Aws.PARTITION}:iot:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
-
-
-def _greengrass_arn(resource: str) -> str:
-    return f"arn:{Aws.PARTITION}:greengrass:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
-
-
-def _document(*statements: dict) -> dict:
-    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", **s} for s in statements]}
+STACK_ARNS = iot_policies.IotArns(partition=Aws.PARTITION, region=Aws.REGION, account=Aws.ACCOUNT_ID)
 
 
 def gateway_data_policy_document() -> dict:
-    own_topics = f"{names.TOPIC_ROOT}/{THING}/*"
-    return _document(
-        {
-            "Action": "iot:Connect",
-            "Resource": _iot_arn(f"client/{THING}"),
-            # The certificate must be attached to the thing it claims to be.
-            "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
-        },
-        {"Action": ["iot:Publish", "iot:Receive"], "Resource": _iot_arn(f"topic/{own_topics}")},
-        {"Action": "iot:Subscribe", "Resource": _iot_arn(f"topicfilter/{own_topics}")},
-    )
+    return iot_policies.device_data_policy(STACK_ARNS)
 
 
 def greengrass_core_policy_document(role_alias_arn: str) -> dict:
-    reserved = [f"$aws/things/{THING}/jobs/*", f"$aws/things/{THING}/shadow/*", f"$aws/things/{THING}-gci/shadow/*"]
-    return _document(
-        {"Action": ["iot:Publish", "iot:Receive"], "Resource": [_iot_arn(f"topic/{t}") for t in reserved]},
-        {"Action": "iot:Subscribe", "Resource": [_iot_arn(f"topicfilter/{t}") for t in reserved]},
-        {
-            "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-            "Resource": [_iot_arn(f"thing/{THING}"), _iot_arn(f"thing/{THING}-gci")],
-        },
-        {"Action": "iot:AssumeRoleWithCertificate", "Resource": role_alias_arn},
-        {"Action": "greengrass:GetComponentVersionArtifact", "Resource": _greengrass_arn("components:*")},
-        {"Action": "greengrass:ResolveComponentCandidates", "Resource": "*"},
-        {"Action": "greengrass:GetDeploymentConfiguration", "Resource": _greengrass_arn("deployments:*")},
-        {"Action": "greengrass:ListThingGroupsForCoreDevice", "Resource": _greengrass_arn(f"coreDevices:{THING}")},
-    )
+    return iot_policies.greengrass_fleet_policy(role_alias_arn)
 
 
 class IotRouting(Construct):
@@ -140,17 +109,14 @@ class IotRouting(Construct):
             self,
             "GatewayTokenExchangeRole",
             assumed_by=iam.ServicePrincipal("credentials.iot.amazonaws.com"),
+            # cdk/constructs/components.py grants it the component artifacts (CDK assets) as well.
             description="Greengrass token exchange role of edgeloop gateways: read models and component artifacts",
         )
         allow(
             self.token_exchange_role,
             actions=["s3:GetObject"],
-            resources=[
-                Storage.objects(storage.models, names.MODELS_PREFIX),
-                Storage.objects(storage.models, names.COMPONENT_ARTIFACTS_PREFIX),
-            ],
-            reason=f"gateways read only the {names.MODELS_PREFIX}/ and {names.COMPONENT_ARTIFACTS_PREFIX}/ "
-            "prefixes of the model bucket (model payloads and component artifacts)",
+            resources=[Storage.objects(storage.models, names.MODELS_PREFIX)],
+            reason=f"gateways read only the {names.MODELS_PREFIX}/ prefix of the model bucket (model payloads)",
         )
         allow(
             self.token_exchange_role,

@@ -6,10 +6,11 @@ repository commits (sagemaker_pipelines/definitions/<use case>.json); its CloudF
 placeholders (PLACEHOLDERS) are filled here with Fn::Sub, so the deployed definition is the
 reviewed one with this stack's buckets, image, code archive and role.
 
-The step image is built from sagemaker_pipelines/Dockerfile at deploy time (synth only stages its
-context). The image holds the code; the same sources also go up as a zip asset whose S3 URI the
-definition receives as CodeS3Uri, so each execution names the exact code it ran (the asset hash
-is a content hash of the very files installed in the image).
+No Docker, at synth or deploy: every step runs in SageMaker's managed XGBoost image, whose URI per
+region comes from the SageMaker SDK through a CfnMapping (step_images.py). The step code goes up as
+a file asset, sourcedir.tar.gz (sagemaker_pipelines/step_code.py, built at synth with its pinned
+requirements), whose S3 URI the definition receives as CodeS3Uri, so each execution names the
+exact code it ran (the asset hash is a content hash of the archive).
 
 Model signing: with `edgeloop:modelSigningKeySecretArn` (cdk/constructs/config.py) the register step's
 environment names that Secrets Manager secret and the pipeline role may read exactly it (the secret is
@@ -19,11 +20,11 @@ payloads go out unsigned, which the synth warns about and the ModelPayloadSignin
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import Annotations, Aws, CfnOutput, CfnTag, Fn, IgnoreMode, Stack
-from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import Annotations, Aws, CfnOutput, CfnTag, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
@@ -31,6 +32,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from edgeloop.sagemaker_pipelines.pipeline import definition_path
+from edgeloop.sagemaker_pipelines.step_code import build_archive
 from edgeloop.sagemaker_pipelines.targets import TEMPLATE_PLACEHOLDERS
 from edgeloop.schemas import names
 
@@ -40,12 +42,9 @@ from .config import (
     model_signing_key_secret_arn,
 )
 from .nag import acknowledge, allow, wildcard_findings
+from .step_images import StepImages
 from .storage import Storage
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = "sagemaker_pipelines/Dockerfile"
-# The Dockerfile's ignore file (BuildKit's <Dockerfile>.dockerignore): one list for docker and the assets.
-DOCKER_IGNORE = REPOSITORY_ROOT / "sagemaker_pipelines" / "Dockerfile.dockerignore"
 # Fn::Sub variables of a definition template (sagemaker_pipelines/targets.py); ${AWS::Region} is a
 # pseudo parameter CloudFormation fills itself. ModelSigningKeySecretArn is "" without a signing key.
 PLACEHOLDERS = tuple(
@@ -100,9 +99,9 @@ STAR_REASON = (
 )
 
 
-def docker_ignore_patterns() -> list[str]:
-    lines = (line.strip() for line in DOCKER_IGNORE.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+# Where synth writes the step code archive by default: outside the repository (the archive is named
+# by its content hash, so an unchanged archive is not rewritten).
+DEFAULT_CODE_STAGING_DIR = Path(tempfile.gettempdir()) / "edgeloop-step-code"
 
 
 def definition_template(use_case: str, directory: Path | None = None) -> str:
@@ -131,9 +130,11 @@ class Training(Construct):
         line_ids: Sequence[str],
         definitions_dir: Path | None = None,
         signing_key_secret_arn: str | None = None,
+        staging_dir: Path | None = None,
     ) -> None:
         """`signing_key_secret_arn`: the secret holding the register step's signing key; None: read
-        from the context key edgeloop:modelSigningKeySecretArn; "": payloads are registered unsigned."""
+        from the context key edgeloop:modelSigningKeySecretArn; "": payloads are registered unsigned.
+        `staging_dir`: where the step code archive is built (default: DEFAULT_CODE_STAGING_DIR)."""
         super().__init__(scope, construct_id)
         self.signing_key_secret_arn = (
             model_signing_key_secret_arn(self.node.try_get_context)
@@ -148,7 +149,8 @@ class Training(Construct):
         self.work_prefix = f"{names.PIPELINE_WORK_PREFIX}/{use_case}"
         self.groups = {line_id: self._group(line_id) for line_id in line_ids}
         self.group_names = [names.model_package_group_name(use_case, line_id) for line_id in line_ids]
-        self.image, self.code = self._step_assets()
+        self.images = StepImages(self, "Images")
+        self.code = s3_assets.Asset(self, "StepCode", path=str(build_archive(staging_dir or DEFAULT_CODE_STAGING_DIR)))
         self.role = iam.Role(
             self,
             "PipelineRole",
@@ -163,20 +165,6 @@ class Training(Construct):
         self._grant_signing_key()
         self.pipeline = self._pipeline(storage, definition_template(use_case, definitions_dir))
         self.data_scientists = self._data_scientist_policy(storage.models)
-
-    def _step_assets(self) -> tuple[ecr_assets.DockerImageAsset, s3_assets.Asset]:
-        """The image (built by `cdk deploy`) and the zip of the same sources, from one ignore list."""
-        sources = {"exclude": docker_ignore_patterns(), "ignore_mode": IgnoreMode.DOCKER}
-        image = ecr_assets.DockerImageAsset(
-            self,
-            "StepImage",
-            directory=str(REPOSITORY_ROOT),
-            file=DOCKERFILE,
-            platform=ecr_assets.Platform.LINUX_AMD64,  # SageMaker's ml.* instances are x86_64
-            **sources,
-        )
-        code = s3_assets.Asset(self, "StepCode", path=str(REPOSITORY_ROOT), **sources)
-        return image, code
 
     def _group(self, line_id: str) -> sagemaker.CfnModelPackageGroup:
         return sagemaker.CfnModelPackageGroup(
@@ -229,9 +217,9 @@ class Training(Construct):
 
     def _grant_step_runtime(self) -> None:
         """The image, the code asset and the jobs' logs and metrics."""
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=ECR_PULL_ACTIONS, resources=[self.image.repository.repository_arn])
-        )
+        # The XGBoost repository in AWS's registry account of this region (its repository policy lets
+        # any account pull; the role's own policy must allow it too).
+        self.role.add_to_policy(iam.PolicyStatement(actions=ECR_PULL_ACTIONS, resources=[self.images.repository_arn]))
         allow(
             self.role,
             actions=["ecr:GetAuthorizationToken"],
@@ -333,7 +321,8 @@ class Training(Construct):
         variables = {
             "DataBucket": storage.data.bucket_name,
             "ModelBucket": storage.models.bucket_name,
-            "StepImageUri": self.image.image_uri,
+            "StepImageUri": self.images.step_image_uri,
+            "ServingImageUri": self.images.serving_image_uri,
             "CodeS3Uri": self.code.s3_object_url,
             "PipelineRoleArn": self.role.role_arn,
             "ModelSigningKeySecretArn": self.signing_key_secret_arn,

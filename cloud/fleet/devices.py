@@ -98,6 +98,10 @@ class DeviceWrite:
     report_sent_at_us: int | None = None
 
 
+# What a write recorded in the history (None: what the new status says), from the record before and after it.
+EventOf = Callable[[DeviceRecord | None, DeviceRecord], DeviceEvent | None]
+
+
 class WriteConflict(RuntimeError):
     """Compare-and-swap kept losing to other writers."""
 
@@ -280,7 +284,7 @@ class DeviceTable(KeyedTable):
         thing_name: str,
         change: Callable[[StoredDevice | None], DeviceWrite | None],
         *,
-        event: DeviceEvent | None = None,
+        event: DeviceEvent | EventOf | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
     ) -> DeviceRecord | None:
         """`compare_and_swap`, then a history item for the write if it changed the device's status.
@@ -288,12 +292,15 @@ class DeviceTable(KeyedTable):
         A write counts as a change when it creates the device, or changes its status, reason,
         deployment, current or desired model version; `event` names what happened (announced,
         timed out...) and records the write even when nothing of that changed. Without it the
-        event follows from the new status.
+        event follows from the new status. `event` may also be a function of the record before
+        and after the write that won, for writers whose event depends on what they found.
         """
         stored, write = self._swap(thing_name, change, attempts)
         if write is None:
             return None if stored is None else stored.record
         before = None if stored is None else stored.record
+        if callable(event):
+            event = event(before, write.record)
         revision = 1 if stored is None else stored.revision + 1
         entry = history_entry(before, write.record, revision=revision, event=event)
         if entry is not None:

@@ -97,6 +97,25 @@ def choose_tier(manifest: ModelManifest, device: DeviceRecord) -> tuple[Compatib
     return tier, ("" if tier is not None else "; ".join(map(str, problems)))
 
 
+def pending_update(
+    device: DeviceRecord, record: DeploymentRecord, wave_index: int, now: datetime, *, reason: str = ""
+) -> dict:
+    """How a device picked by `record` (in wave `wave_index`) is marked: PENDING for the rollout's
+    version, counted in that wave, with what a rollback of the rollout would restore."""
+    update = {
+        "desired_model_version": record.model_version,
+        "deployment_id": record.deployment_id,
+        "deployment_wave": wave_index,  # where status intake counts its reports
+        "status": DeviceStatus.PENDING,
+        "status_since": now,
+        "reason": reason,
+    }
+    if device.current_model_version != record.model_version:
+        update["previous_model_id"] = device.current_model_id
+        update["previous_model_version"] = device.current_model_version
+    return update
+
+
 def plan_waves(deployment_id: str, cohorts: Mapping[Precision, list[str]], policy: RolloutPolicy) -> list[RolloutWave]:
     """Per cohort, most precise first: a canary wave, then the rest."""
     waves: list[RolloutWave] = []

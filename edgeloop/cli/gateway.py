@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from edgeloop.schemas import names
 from edgeloop.schemas.model import Architecture
+
+if TYPE_CHECKING:
+    from edgeloop.provisioning import ProvisionedGateway
 
 gateway_app = typer.Typer(no_args_is_help=True, help="Gateways: provisioning and replay of recordings.")
 # soft_wrap: messages name paths and values; a wrapped line would break them in logs and greps.
@@ -26,20 +30,29 @@ def provision(
     arch: str = typer.Option(..., "--arch", help=" | ".join(Architecture)),
     use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
     runtime_version: str = typer.Option(None, "--runtime-version", help="default: this edgeloop's version"),
-    out: Path = typer.Option(Path("."), "--out", help="where to write gateway.json, certificate, key and CA"),
+    out: Path = typer.Option(Path("."), "--out", help="where to write the config, certificate, key and CA"),
     device_dir: Path = typer.Option(
-        None, "--device-dir", help="where those files will live on the gateway (default: --out)"
+        None, "--device-dir", help="where those files will live on the gateway (default: --out; MQTT gateways)"
     ),
     buffer_path: Path = typer.Option(
-        None, "--buffer-path", help="the gateway's buffer file (default: <device-dir>/buffer.db)"
+        None, "--buffer-path", help="the gateway's buffer file (default: <device-dir>/buffer.db; MQTT gateways)"
     ),
-    greengrass: bool = typer.Option(False, "--greengrass", help="also attach the Greengrass core policy"),
+    greengrass: bool = typer.Option(
+        False, "--greengrass", help="a Greengrass core device: core policies, fleet group, nucleus config.yaml"
+    ),
+    greengrass_root: Path = typer.Option(
+        Path("/greengrass/v2"), "--greengrass-root", help="the nucleus root folder on the gateway"
+    ),
+    nucleus_version: str = typer.Option(None, "--nucleus-version", help="Greengrass nucleus to install"),
+    stack: str = typer.Option(None, "--stack", help="the edgeloop CloudFormation stack (default: Edgeloop)"),
+    role_alias: str = typer.Option(None, "--role-alias", help="token exchange role alias (default: the stack's)"),
     ca_file: Path = typer.Option(None, "--ca-file", help="CA of the IoT endpoint (default: Amazon Root CA 1)"),
     force: bool = typer.Option(
         False, "--force", help="re-provision an existing thing: new certificate, old ones deactivated"
     ),
 ) -> None:
-    """Create the IoT thing with its context, certificate, policy and thing groups; write its connection config."""
+    """Create the IoT thing with its context, certificate, policies and thing groups; write its config
+    (gateway.json, or for --greengrass the nucleus config.yaml and the commands to install it)."""
     from edgeloop.provisioning import ProvisioningError, ProvisioningRequest, provision_gateway
 
     fields = dict(
@@ -52,22 +65,36 @@ def provision(
         device_dir=device_dir,
         buffer_path=buffer_path,
         greengrass=greengrass,
+        greengrass_root=greengrass_root,
+        role_alias=role_alias,
         ca_file=ca_file,
         force=force,
     )
-    if runtime_version is not None:
-        fields["runtime_version"] = runtime_version
+    optional = {"runtime_version": runtime_version, "nucleus_version": nucleus_version, "stack_name": stack}
+    fields.update({key: value for key, value in optional.items() if value is not None})
     try:
         result = provision_gateway(ProvisioningRequest.build(**fields))
     except (ValueError, ProvisioningError) as exc:
         errors.print(f"[red]provision failed:[/] {exc}", highlight=False)
         raise typer.Exit(code=1) from None
+    _report(result)
+
+
+def _report(result: ProvisionedGateway) -> None:
     console.print(f"provisioned [bold]{result.thing_name}[/] ({result.thing_arn})", highlight=False)
     console.print(f"  certificate {result.certificate_id}  policies {', '.join(result.policies)}", highlight=False)
     console.print(f"  thing groups {', '.join(result.thing_groups)}  endpoint {result.endpoint}", highlight=False)
     for arn in result.retired_certificates:
         console.print(f"  deactivated old certificate {arn}", highlight=False)
     console.print(f"  config {result.config_path}", highlight=False)
+    if result.install_commands:
+        console.print(
+            f"\nCopy {result.config_path.parent} to the gateway; there, inside it (Java 11+, Python 3.9+, curl, unzip):",
+            highlight=False,
+        )
+        for command in result.install_commands:
+            console.print(f"  {command}", highlight=False, markup=False)
+        console.print("(the same commands are in install-greengrass.sh)", highlight=False)
 
 
 @gateway_app.command()

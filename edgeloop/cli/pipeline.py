@@ -191,14 +191,20 @@ def definition(
         console.print(f"wrote {out}", highlight=False)
 
 
+IMAGE_URI_HELP = "the image every step runs in (default: SageMaker's XGBoost image of the region, steps/images.py)"
+CODE_S3_URI_HELP = (
+    "s3:// URI of the step code archive: upload the sourcedir.tar.gz `edgeloop pipeline code-archive` writes"
+)
+
+
 @pipeline_app.command()
 def upsert(
     role_arn: str = typer.Option(..., "--role-arn", help="the pipeline execution role"),
     use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
     data_bucket: str = typer.Option(..., "--data-bucket"),
     model_bucket: str = typer.Option(..., "--model-bucket"),
-    image_uri: str = typer.Option(..., "--image-uri", help="the step image (sagemaker_pipelines/Dockerfile)"),
-    code_s3_uri: str = typer.Option(..., "--code-s3-uri", help="s3:// URI of the code archive the steps mount"),
+    image_uri: str = typer.Option(None, "--image-uri", help=IMAGE_URI_HELP),
+    code_s3_uri: str = typer.Option(..., "--code-s3-uri", help=CODE_S3_URI_HELP),
     region: str = typer.Option(None, "--region", help="default: the AWS region boto3 is configured with"),
     signing_key_secret_arn: str = typer.Option(
         "",
@@ -211,12 +217,14 @@ def upsert(
     import boto3
 
     from edgeloop.sagemaker_pipelines.pipeline import build_definition, pipeline_name
+    from edgeloop.sagemaker_pipelines.steps import images
     from edgeloop.sagemaker_pipelines.targets import PipelineTargets
 
     region = region or boto3.session.Session().region_name
     try:
         if not region:
             raise PipelineCommandError("--region is not set and boto3 has no default region")
+        image_uri = image_uri or images.step_image_uri(region)
         config = _use_case(use_case)
         targets = PipelineTargets(
             data_bucket=data_bucket,
@@ -243,6 +251,16 @@ def upsert(
     except (PipelineCommandError, ValueError) as exc:
         raise _fail(exc) from None
     console.print(f"{'created' if created else 'updated'} {arn}", highlight=False)
+
+
+@pipeline_app.command("code-archive")
+def code_archive(
+    out: Path = typer.Option(Path("build"), "--out", help="directory to write step-code-<hash>/sourcedir.tar.gz in"),
+) -> None:
+    """Write the steps' code archive (what the stack uploads as an asset) for `upsert --code-s3-uri`."""
+    from edgeloop.sagemaker_pipelines.step_code import build_archive
+
+    console.print(str(build_archive(out)), highlight=False)
 
 
 @pipeline_app.command()

@@ -41,7 +41,11 @@ def find_mosquitto() -> Path:
 
 def acl_text(cloud_identity: str = CLOUD_IDENTITY) -> str:
     # `pattern` lines apply to every authenticated client; the `user` block adds the cloud's rights.
-    return f"pattern readwrite {names.TOPIC_ROOT}/%u/#\n\nuser {cloud_identity}\ntopic readwrite {names.TOPIC_ROOT}/#\n"
+    # mosquitto emits no AWS lifecycle events: the cloud identity may play them (names.presence_topic).
+    return (
+        f"pattern readwrite {names.TOPIC_ROOT}/%u/#\n\nuser {cloud_identity}\ntopic readwrite {names.TOPIC_ROOT}/#\n"
+        f"topic readwrite {names.PRESENCE_TOPIC_ROOT}/#\n"
+    )
 
 
 def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -> str:

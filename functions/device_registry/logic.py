@@ -2,18 +2,35 @@
 
 What the gateway says about itself (site, line, use case, hardware, runtime, precisions) is
 refreshed on every announcement; what the fleet decided for it (current and desired model,
-deployment, status) is kept, because a restart does not change which model it runs.
+deployment, status) is kept, because a restart does not change which model it runs. After the
+announcement the handler enrolls the device (edgeloop.cloud.fleet.enrollment): it gets the
+currently approved model of its line unless it runs it already.
+
+The same function takes AWS IoT's lifecycle events ($aws/events/presence/...): a connect or
+disconnect refreshes the device's last_seen and connection state (edgeloop.cloud.fleet.liveness).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from edgeloop.cloud.fleet.device_messages import parse_device_message
+from edgeloop.cloud.fleet.device_messages import json_payload, parse_device_message
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
-from edgeloop.schemas import DeviceAnnouncement, DeviceProfile, DeviceRecord, DeviceStatus, IotRuleEvent, names
+from edgeloop.cloud.fleet.liveness import online_event, record_presence, seen
+from edgeloop.schemas import (
+    DeviceAnnouncement,
+    DeviceProfile,
+    DeviceRecord,
+    DeviceStatus,
+    IotRuleEvent,
+    LifecycleEvent,
+    names,
+)
+from edgeloop.schemas.common import ThingName, validation_problems
+
+_THING_NAME = TypeAdapter(ThingName)
 
 
 class Registration(BaseModel):
@@ -24,6 +41,45 @@ class Registration(BaseModel):
     record: DeviceRecord | None = None
     created: bool = False
     refused: str | None = None
+    enrollment: str | None = Field(default=None, description="what enrollment did, and why")
+    enrollment_deployment_id: str | None = None
+
+
+class PresenceUpdate(BaseModel):
+    """The outcome of one lifecycle event: the device it moved, or why it was ignored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record: DeviceRecord | None = None
+    applied: bool = False  # newer than the connection state kept (else only last_seen may have moved)
+    ignored: str | None = None
+
+
+def is_presence_topic(topic: str) -> bool:
+    return topic.startswith(f"{names.PRESENCE_TOPIC_ROOT}/")
+
+
+def handle_presence(event: IotRuleEvent, table: DeviceTable) -> PresenceUpdate:
+    """Apply a connect/disconnect event to the device its client id names (suffixes `#<n>` stripped)."""
+    try:
+        lifecycle = LifecycleEvent.model_validate(json_payload(event))
+    except ValidationError as exc:
+        return PresenceUpdate(ignored=f"not a lifecycle event: {validation_problems(exc, max_value_chars=200)}")
+    except ValueError as exc:
+        return PresenceUpdate(ignored=str(exc))
+    expected = names.presence_topic(lifecycle.event_type, lifecycle.client_id)
+    if event.topic != expected:
+        return PresenceUpdate(ignored=f"topic={event.topic!r} is not {expected!r}")
+    try:
+        _THING_NAME.validate_python(lifecycle.thing_name)
+    except ValidationError:
+        return PresenceUpdate(ignored=f"client {lifecycle.client_id!r} names no thing ({lifecycle.thing_name!r})")
+    record, applied = record_presence(lifecycle, table)
+    if record is None:
+        return PresenceUpdate(
+            ignored=f"client {lifecycle.client_id!r} is no device of the table (thing {lifecycle.thing_name!r})"
+        )
+    return PresenceUpdate(record=record, applied=applied)
 
 
 def handle_announcement(event: IotRuleEvent, table: DeviceTable, *, now: datetime | None = None) -> Registration:
@@ -51,7 +107,7 @@ def register_device(
             return DeviceWrite(_new_record(announcement, seen_at))
         return DeviceWrite(_refreshed_record(stored.record, announcement, seen_at))
 
-    record = table.compare_and_swap_with_history(announcement.thing_name, upsert)
+    record = table.compare_and_swap_with_history(announcement.thing_name, upsert, event=online_event)
     assert record is not None  # upsert always writes
     return record
 
@@ -67,16 +123,10 @@ def _new_record(announcement: DeviceAnnouncement, seen_at: datetime) -> DeviceRe
 
 
 def _refreshed_record(record: DeviceRecord, announcement: DeviceAnnouncement, seen_at: datetime) -> DeviceRecord:
-    update: dict = {**_self_description(announcement), "last_seen": max(record.last_seen, seen_at)}
     if record.current_model_version is None and announcement.current_model_version is not None:
-        update["current_model_version"] = announcement.current_model_version
-    if record.status is DeviceStatus.OFFLINE:
-        # Announcing means it is back; it runs whatever it ran before going dark.
-        has_model = update.get("current_model_version", record.current_model_version) is not None
-        update["status"] = DeviceStatus.APPLIED if has_model else DeviceStatus.REGISTERED
-        update["status_since"] = seen_at
-        update["reason"] = ""
-    return record.model_copy(update=update)
+        record = record.model_copy(update={"current_model_version": announcement.current_model_version})
+    # Announcing means it is back (if it was OFFLINE); it runs whatever it ran before going dark.
+    return record.model_copy(update={**_self_description(announcement), **seen(record, seen_at)})
 
 
 def _self_description(announcement: DeviceAnnouncement) -> dict:

@@ -19,9 +19,9 @@ from edgeloop.cloud import model_registry
 from edgeloop.cloud.fleet.delivery import ModelDelivery
 from edgeloop.cloud.fleet.deployments import DeploymentTable
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
-from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, plan_rollout
+from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, pending_update, plan_rollout
 from edgeloop.cloud.fleet.waves import begin
-from edgeloop.schemas import DeploymentRecord, DeploymentState, DeviceEvent, DeviceStatus, RolloutPolicy, names
+from edgeloop.schemas import DeploymentRecord, DeploymentState, DeviceEvent, RolloutPolicy, names
 from edgeloop.schemas.common import validation_problems
 
 APPROVED = "Approved"
@@ -130,18 +130,6 @@ def _pending_in(
         device = stored.record
         if device.deployment_id == record.deployment_id and device.desired_model_version == record.model_version:
             return None  # marked by an earlier run of this event; do not undo later reports
-        update = {
-            "desired_model_version": record.model_version,
-            "deployment_id": record.deployment_id,
-            "deployment_wave": wave_index,  # where status intake counts its reports
-            "status": DeviceStatus.PENDING,
-            "status_since": now,
-            "reason": "",
-        }
-        if device.current_model_version != record.model_version:
-            # What a rollback of this rollout restores (rollback.roll_back).
-            update["previous_model_id"] = device.current_model_id
-            update["previous_model_version"] = device.current_model_version
-        return DeviceWrite(device.model_copy(update=update))
+        return DeviceWrite(device.model_copy(update=pending_update(device, record, wave_index, now)))
 
     return mark

@@ -21,6 +21,7 @@ _METRIC_BY_OUTCOME = {
     Outcome.RECORDED: "StatusReportsRecorded",
     Outcome.STALE: "StaleStatusReports",
     Outcome.REFUSED: "StatusReportsRefused",
+    Outcome.PERIODIC: "PeriodicStatusReceived",
 }
 
 

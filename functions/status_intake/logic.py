@@ -14,6 +14,10 @@ rollout's version and deadline, so a report costs the same few calls at any flee
 device's read, write and history entry, the counter's read and (on a change of outcome) its
 update. Only a report whose counts may complete or fail the wave reads the deployment and the
 wave (cloud/fleet/waves.py).
+
+The model runner also publishes a PeriodicStatus on the same topic every few minutes: it only
+moves the device's last_seen forward (and brings an OFFLINE device back), so a gateway that keeps
+running is never marked offline; it changes no status, model or rollout.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeloop.cloud.fleet.delivery import ModelDelivery
 from edgeloop.cloud.fleet.deployments import DeploymentTable, WaveCounter
-from edgeloop.cloud.fleet.device_messages import parse_device_message
+from edgeloop.cloud.fleet.device_messages import json_payload, parse_device_message
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice, microseconds
+from edgeloop.cloud.fleet.liveness import refresh_last_seen
 from edgeloop.cloud.fleet.wave_counts import count_outcome, count_report, worth_a_look
 from edgeloop.cloud.fleet.waves import advance
 from edgeloop.schemas import (
@@ -36,15 +41,18 @@ from edgeloop.schemas import (
     DeviceStatus,
     IotRuleEvent,
     ModelStatusReport,
+    PeriodicStatus,
     RolloutPolicy,
     names,
 )
+from edgeloop.schemas.device import PERIODIC_STATUS_KIND
 
 
 class Outcome(StrEnum):
     RECORDED = "recorded"
     STALE = "stale"  # an equally new or newer report was recorded already
     REFUSED = "refused"  # not a report, wrong topic, or an unknown device
+    PERIODIC = "periodic"  # a periodic status: last_seen refreshed, nothing else
 
 
 class Intake(BaseModel):
@@ -81,7 +89,10 @@ def handle_status_report(
     """Record the report and advance its rollout under `policy` (default: RolloutPolicy's defaults)."""
     now = now or datetime.now(UTC)
     try:
-        report = parse_report(event)
+        message = parse_status_message(event)
+        if isinstance(message, PeriodicStatus):
+            return _periodic(message, devices, now)
+        report = message
         written = write_report(report, devices, now=now)
     except (ValueError, UnknownDevice) as exc:
         return Intake(outcome=Outcome.REFUSED, refused=str(exc))
@@ -96,6 +107,25 @@ def handle_status_report(
 
 def parse_report(event: IotRuleEvent) -> ModelStatusReport:
     return parse_device_message(event, names.model_status_topic, ModelStatusReport)
+
+
+def parse_status_message(event: IotRuleEvent) -> ModelStatusReport | PeriodicStatus:
+    """A ModelStatusReport, or a PeriodicStatus when the document says `"kind": "periodic"`."""
+    try:
+        kind = json_payload(event).get("kind")
+    except ValueError:
+        kind = None  # parse_device_message names the problem
+    contract = PeriodicStatus if kind == PERIODIC_STATUS_KIND else ModelStatusReport
+    return parse_device_message(event, names.model_status_topic, contract)
+
+
+def _periodic(status: PeriodicStatus, devices: DeviceTable, now: datetime) -> Intake:
+    # The broker's receive time, not the device's sent_at: a gateway clock that runs behind must
+    # not make a live gateway look silent.
+    record = refresh_last_seen(devices, status.thing_name, now)
+    if record is None:
+        raise UnknownDevice(f"thing_name={status.thing_name!r} has not announced itself (not in the device table)")
+    return Intake(outcome=Outcome.PERIODIC, record=record)
 
 
 def record_report(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edgeloop.schemas import names
 from edgeloop.schemas.common import validation_problems
+from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.device import DeviceAnnouncement, DeviceIdentity
 from edgeloop.schemas.model import Precision
 

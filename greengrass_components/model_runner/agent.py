@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
 from edgeloop.model_runtime.signing import SignatureRejected, parse_public_key, verify_payload_signature
 from edgeloop.schemas import DeviceStatus, ModelStatusReport, ModelUpdate, UseCaseConfig, feature_schema_hash
 from edgeloop.schemas.common import semver_key, split_s3_uri
+from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.compatibility import KnownCapabilities, incompatibility
 from edgeloop.schemas.model import Architecture
 

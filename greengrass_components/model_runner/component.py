@@ -9,6 +9,9 @@
   names.MODEL_UPDATE_CONFIG_KEY. The runner reads it at start and on every configuration change,
   applies it (download, verify, health-check, swap) once the live window is full, and publishes the
   ModelStatusReport to IoT Core on names.model_status_topic(thing).
+- Liveness: every `status_interval_s` (recipe configuration statusIntervalSeconds, default
+  names.DEFAULT_STATUS_INTERVAL_S) a PeriodicStatus naming the model in use goes the same way; the
+  cloud refreshes the device's last_seen from it, so a running gateway is never marked offline.
 The recipe passes the thing, work directory, line and use case as environment variables.
 """
 
@@ -25,12 +28,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.greengrass_components.local_samples import local_sample_rows
 from edgeloop.model_runtime.signing import parse_public_key
-from edgeloop.schemas import ModelStatusReport, ModelUpdate, load_use_case, names
+from edgeloop.schemas import ModelStatusReport, ModelUpdate, PeriodicStatus, load_use_case, names
 from edgeloop.schemas.common import Identifier, SemVer, ThingName, validation_problems
 from edgeloop.schemas.model import architecture_of_machine
 
@@ -57,6 +60,7 @@ class RunnerSettings(BaseModel):
     # Optional: the recipe's empty default means "accept unsigned payloads" / "skip the runtime check".
     model_signing_public_key: str | None = None
     runtime_version: SemVer | None = None
+    status_interval_s: float = Field(default=names.DEFAULT_STATUS_INTERVAL_S, gt=0, allow_inf_nan=False)
 
     @field_validator("model_signing_public_key", mode="before")
     @classmethod
@@ -70,6 +74,11 @@ class RunnerSettings(BaseModel):
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value if value else None
+
+    @field_validator("status_interval_s", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        return names.DEFAULT_STATUS_INTERVAL_S if value is None or not str(value).strip() else value
 
     @property
     def state_dir(self) -> Path:
@@ -85,6 +94,7 @@ _SETTINGS_ENV = {
 _OPTIONAL_SETTINGS_ENV = {
     "model_signing_public_key": names.MODEL_SIGNING_PUBLIC_KEY_ENV,
     "runtime_version": names.RUNTIME_VERSION_ENV,
+    "status_interval_s": names.STATUS_INTERVAL_S_ENV,
 }
 
 
@@ -200,6 +210,10 @@ class GreengrassModelRunner:
         self.malformed_samples = 0
         self.published_predictions = 0
         self.failed_prediction_publishes = 0
+        # clock() of the last periodic status; the first is due an interval after the start, which the
+        # Gateway's announcement and the broker's connect event cover.
+        self._status_sent_at = clock()
+        self.periodic_statuses_sent = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -290,6 +304,21 @@ class GreengrassModelRunner:
         self.apply_pending(now)
         self.score_and_publish()
         self.models.outbox.retry()
+        self.maybe_send_status(now)
+
+    def maybe_send_status(self, now: float) -> PeriodicStatus | None:
+        """The periodic status, when status_interval_s has passed since the last one (or the start)."""
+        if now - self._status_sent_at < self.settings.status_interval_s:
+            return None
+        self._status_sent_at = now  # a failed one is not retried before the next interval: it is a heartbeat
+        status = self.models.periodic_status()
+        try:
+            self._publish_to_iot_core(status.model_dump_json(exclude_none=True).encode())
+        except (TimeoutError, RuntimeError) as exc:
+            log.warning("periodic status not sent: %s", exc)
+            return None
+        self.periodic_statuses_sent += 1
+        return status
 
     def read_configuration(self) -> None:
         """Queue the configured ModelUpdate unless it is the one already handled or active."""
@@ -361,10 +390,13 @@ class GreengrassModelRunner:
         self.published_predictions += len(samples)
 
     def _publish_report(self, report: ModelStatusReport) -> None:
+        self._publish_to_iot_core(report.model_dump_json().encode())
+
+    def _publish_to_iot_core(self, payload: bytes) -> None:
         from awsiot.greengrasscoreipc.model import QOS
 
         future = self.ipc.publish_to_iot_core_async(
-            topic_name=self.status_topic, qos=QOS.AT_LEAST_ONCE, payload=report.model_dump_json().encode()
+            topic_name=self.status_topic, qos=QOS.AT_LEAST_ONCE, payload=payload
         )
         try:
             future.result(timeout=IPC_TIMEOUT_S)

@@ -11,9 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
-from edgeloop.schemas import ModelStatusReport, ModelUpdate, UseCaseConfig
+from edgeloop.schemas import ModelStatusReport, ModelUpdate, PeriodicStatus, UseCaseConfig
+from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.model import Architecture
 
 from .agent import ActiveModel, UpdateAgent, s3_download
@@ -125,6 +127,17 @@ class ModelService:
     @property
     def current(self) -> ActiveModel | None:
         return self.agent.current
+
+    def periodic_status(self) -> PeriodicStatus:
+        """What the runner says every few minutes: it runs, with this model (or none yet)."""
+        current = self.current
+        return PeriodicStatus(
+            thing_name=self.agent.thing_name,
+            deployment_id=current.deployment_id if current else None,
+            model_id=current.model_id if current else None,
+            version=current.version if current else None,
+            sent_at=datetime.now(UTC),
+        )
 
     def restore(self) -> ActiveModel | None:
         """Serve the last verified model persisted in state_dir, if any."""

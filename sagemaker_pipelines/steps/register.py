@@ -3,7 +3,8 @@
 `python -m edgeloop.sagemaker_pipelines.steps.register` is what the pipeline's Register step and
 `edgeloop pipeline run-local` run. The pieces: artifacts.py (keys and upload), lineage.py (the
 package's CustomerMetadataProperties), signing_key.py (the Ed25519 key, from a PEM or Secrets Manager),
-registration.py (group, version, package, approval) and xgboost_image.py (the serving image).
+registration.py (group, version, package, approval) and images.py (the serving image the package
+names, when --serving-image does not: the pipeline passes its region's).
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--code-version", default="", help="git commit that trained the model (default: this checkout's)"
     )
+    parser.add_argument(
+        "--serving-image",
+        default="",
+        help="image URI the model package names (default: SageMaker's XGBoost serving image of the client's "
+        "region, from steps/images.py)",
+    )
     parser.add_argument("--approve", action="store_true", help="approve each registered package")
     return parser
 
@@ -112,7 +119,11 @@ def register_lines(
             code_version=args.code_version or code_version(),
         )
         arns[line_dir.name] = register_model(
-            exported, model_bucket=args.model_bucket, dataset=dataset, evaluation=evaluation
+            exported,
+            model_bucket=args.model_bucket,
+            serving_image=args.serving_image or None,
+            dataset=dataset,
+            evaluation=evaluation,
         )
         if args.approve:
             approve_package(arns[line_dir.name])

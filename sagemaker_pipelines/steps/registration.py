@@ -17,8 +17,8 @@ from edgeloop.schemas.common import s3_uri, semver_key
 from edgeloop.schemas.model import Precision
 
 from .artifacts import upload_artifacts
+from .images import serving_image_uri
 from .lineage import METADATA_PREFIX, metadata_properties
-from .xgboost_image import xgboost_image_uri
 
 if TYPE_CHECKING:  # annotations only: the export and the step reports are handed in
     from .dataset import DatasetInfo
@@ -37,12 +37,15 @@ def register_model(
     exported: ExportedModel,
     *,
     model_bucket: str,
+    serving_image: str | None = None,
     dataset: DatasetInfo | None = None,
     evaluation: EvaluationReport | None = None,
 ) -> str:
     """Upload the artifacts and create a PendingManualApproval model package; returns its ARN.
 
-    With `evaluation`, a candidate that failed validation is refused before anything is uploaded."""
+    `serving_image`: the image URI the package names (the pipeline passes its region's); None: SageMaker's
+    XGBoost serving image of the client's region (images.py). With `evaluation`, a candidate that failed validation is refused before
+    anything is uploaded."""
     manifest = exported.manifest
     if evaluation is not None:
         check_evaluation(evaluation, manifest.line_ids)
@@ -60,7 +63,7 @@ def register_model(
         InferenceSpecification={
             "Containers": [
                 {
-                    "Image": xgboost_image_uri(sagemaker.meta.region_name),
+                    "Image": serving_image or serving_image_uri(sagemaker.meta.region_name),
                     "ModelDataUrl": s3_uri(model_bucket, primary.payload_key),
                     "Framework": "XGBOOST",
                 }

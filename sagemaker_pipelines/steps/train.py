@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -305,42 +304,12 @@ def load_trained(directory: str | Path) -> TrainedModel:
     )
 
 
-# Hyperparameters a training job may set (SageMaker's hyperparameters.json): each is the same-named flag.
-# The layout flags (--examples, --output) are not among them: the job's channels and model dir fix those.
-HYPERPARAMETER_FLAGS = ("use-case", "candidates-per-template", "seed", "max-workers")
-# SageMaker and its SDKs add keys of their own (sagemaker_job_name, _tuning_objective_metric, ...).
-_PLATFORM_HYPERPARAMETER_PREFIXES = ("sagemaker_", "_")
-
-
-def hyperparameter_argv(path: str | Path) -> list[str]:
-    """The flags a SageMaker hyperparameters.json sets, as argv (its values are all strings there)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--sagemaker-hyperparameters {path}: no such file")
-    try:
-        values = json.loads(path.read_text() or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--sagemaker-hyperparameters {path}: not JSON ({exc})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"--sagemaker-hyperparameters {path}: expected a JSON object, got {type(values).__name__}")
-    argv = []
-    for key, value in values.items():
-        if key.startswith(_PLATFORM_HYPERPARAMETER_PREFIXES):
-            continue
-        if key not in HYPERPARAMETER_FLAGS:
-            raise ValueError(f"hyperparameter {key}={value!r} in {path} is not one of {list(HYPERPARAMETER_FLAGS)}")
-        if isinstance(value, (dict, list, bool)) or value is None:
-            raise ValueError(f"hyperparameter {key}={value!r} in {path}: expected a string or a number")
-        argv += [f"--{key}", str(value)]
-    return argv
-
-
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """Training step: examples Parquet (all lines) -> <output>/<line_id>/ per line.
 
-    Defaults follow SageMaker's training-job layout, so the same module runs as a step's script; in a
-    bring-your-own-image training job (sagemaker_pipelines/container/train) the hyperparameters come
-    from --sagemaker-hyperparameters, and flags given on the command line win over them.
+    Defaults follow SageMaker's training-job layout: in the pipeline's training job, SageMaker's XGBoost
+    container runs this module in script mode with SM_CHANNEL_TRAIN and SM_MODEL_DIR set and the job's
+    hyperparameters (use-case, candidates-per-template, seed) as these flags (step_builder.py).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", default=os.environ.get("SM_CHANNEL_TRAIN"), help="Parquet file or directory")
@@ -351,17 +320,6 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     )
     parser.add_argument("--seed", type=int, default=None, help="default: the use case's training.seed")
     parser.add_argument("--max-workers", type=int, default=2, help="lines trained at once")
-    parser.add_argument(
-        "--sagemaker-hyperparameters",
-        default=None,
-        help=f"SageMaker's hyperparameters.json; may set {', '.join('--' + f for f in HYPERPARAMETER_FLAGS)}",
-    )
-    argv = sys.argv[1:] if argv is None else list(argv)
-    hyperparameters_file = parser.parse_known_args(argv)[0].sagemaker_hyperparameters
-    if hyperparameters_file:
-        # argparse keeps the last occurrence of a flag: the file's values first, so explicit flags win,
-        # and the file's strings get the same type checks (and error messages) as the command line.
-        argv = [*hyperparameter_argv(hyperparameters_file), *argv]
     args = parser.parse_args(argv)
     if not args.examples:
         parser.error("--examples is required (or set SM_CHANNEL_TRAIN)")

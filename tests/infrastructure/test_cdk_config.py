@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from edgeloop import __version__ as PACKAGE_VERSION
 from edgeloop.cdk.constructs.config import (
     ENABLE_TIMESTREAM_KEY,
     GATEWAY_VERSION_KEY,
     LATENESS_SLA_KEY,
+    MODEL_RUNNER_VERSION_KEY,
     PANDAS_LAYER_VERSION_KEY,
     ROLLOUT_POLICY_KEYS,
     USE_CASE_KEY,
     ConfigError,
     StackConfig,
 )
-from edgeloop.cdk.constructs.layers import PANDAS_LAYER_VERSION
 from edgeloop.schemas import RolloutPolicy, names
 
 
@@ -25,23 +26,18 @@ def config(**context) -> StackConfig:
 def test_defaults():
     assert config() == StackConfig(
         use_case="extrusion",
-        gateway_component_version="1.0.0",
-        model_runner_component_version="1.0.0",
-        pandas_layer_version=PANDAS_LAYER_VERSION,
+        component_version=PACKAGE_VERSION,
     )
+    assert config().gateway_component_version == config().model_runner_component_version == PACKAGE_VERSION
 
 
 def test_values_from_cli_context_arrive_as_strings():
     parsed = config(
         **{
             ENABLE_TIMESTREAM_KEY: "false",
-            GATEWAY_VERSION_KEY: "2.3.1",
-            PANDAS_LAYER_VERSION_KEY: "31",
             LATENESS_SLA_KEY: "21",
         }
     )
-    assert parsed.gateway_component_version == "2.3.1"
-    assert parsed.pandas_layer_version == 31
     assert parsed.lateness_sla_days == 21
 
 
@@ -59,8 +55,9 @@ def test_timestream_hot_path_is_accepted(value):
         (USE_CASE_KEY, "no_such_use_case"),
         (USE_CASE_KEY, "Bad Name"),
         (GATEWAY_VERSION_KEY, "latest"),
-        (PANDAS_LAYER_VERSION_KEY, "0"),
-        (PANDAS_LAYER_VERSION_KEY, "v3"),
+        (GATEWAY_VERSION_KEY, "2.3.1"),
+        (MODEL_RUNNER_VERSION_KEY, "1.0.0"),
+        (PANDAS_LAYER_VERSION_KEY, "26"),
         (LATENESS_SLA_KEY, "0"),
         (LATENESS_SLA_KEY, "two weeks"),
     ],
@@ -69,6 +66,13 @@ def test_bad_context_names_the_key_and_the_value(key, value):
     with pytest.raises(ConfigError) as raised:
         config(**{key: value})
     assert key in str(raised.value) and value in str(raised.value)
+
+
+def test_component_versions_are_the_package_version_only():
+    """The stack publishes the components at the package version; a context pin may only repeat it."""
+    assert config(**{GATEWAY_VERSION_KEY: PACKAGE_VERSION}).component_version == PACKAGE_VERSION
+    with pytest.raises(ConfigError, match="package version"):
+        config(**{MODEL_RUNNER_VERSION_KEY: "9.9.9"})
 
 
 def test_the_app_refuses_bad_context_before_building_anything(tmp_path):

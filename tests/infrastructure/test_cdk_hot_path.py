@@ -144,7 +144,7 @@ def test_function_gets_bucket_database_and_table_and_the_powertools_layer_only(r
     assert "DataBucket" in variables[names.DATA_BUCKET_ENV]["Ref"]
     assert variables["POWERTOOLS_SERVICE_NAME"] == "hot_path"
     layers = flat(props["Layers"])
-    assert "AWSLambdaPowertoolsPythonV3" in layers and "AWSSDKPandas" not in layers
+    assert "powertools" in layers and "awssdkpandas" not in layers
     assert props["Timeout"] >= 60
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from edgeloop.cdk.lambda_asset import handler_package, package_dir, stage_lambda_asset, tree_hash
+from edgeloop.cdk.lambda_asset import (
+    LAMBDA_PYTHON,
+    LAMBDA_TASK_ROOT,
+    bytecode_interpreter,
+    handler_package,
+    package_dir,
+    stage_lambda_asset,
+    tree_hash,
+)
 from edgeloop.schemas import load_use_case, names
 from edgeloop.schemas.use_case import USE_CASES_DIR, UseCaseConfig
 
@@ -49,23 +58,71 @@ def test_use_cases_are_converted_to_equal_json(staged):
         assert from_json == load_use_case(name)
 
 
-def test_no_bytecode_or_caches(staged):
-    assert not [p for p in staged.rglob("*") if p.name == "__pycache__" or p.suffix in (".pyc", ".pyo")]
+CACHE_TAG = f"cpython-{LAMBDA_PYTHON[0]}{LAMBDA_PYTHON[1]}"
+
+
+def test_every_module_is_precompiled_for_the_runtime_python(staged):
+    sources = sorted(staged.rglob("*.py"))
+    compiled = sorted(staged.rglob("*.pyc"))
+    assert sources and len(compiled) == len(sources)
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{CACHE_TAG}.pyc"
+        assert pyc.is_file(), source
+    assert not list(staged.rglob("*.pyo")) and not list(staged.rglob("*.opt-*.pyc"))
+
+
+def test_bytecode_is_unchecked_hash_based_and_names_the_task_root(staged):
+    """Flags 0b01 (PEP 552: hash-based, not checked against the source): no mtime in the file, and
+    Lambda's read-only task root never needs a rewrite; the source path is /var/task, not staging."""
+    pyc = staged / names.PROJECT / "functions" / "ingest" / "__pycache__" / f"handler.{CACHE_TAG}.pyc"
+    data = pyc.read_bytes()
+    assert int.from_bytes(data[4:8], "little") == 0b01
+    if sys.version_info[:2] == LAMBDA_PYTHON:
+        import marshal
+
+        code = marshal.loads(data[16:])
+        assert code.co_filename == f"{LAMBDA_TASK_ROOT}/{names.PROJECT}/functions/ingest/handler.py"
+
+
+def test_bytecode_interpreter_is_of_the_runtime_minor_version(monkeypatch):
+    interpreter = bytecode_interpreter()
+    version = subprocess.run(
+        [interpreter, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tuple(map(int, version)) == LAMBDA_PYTHON
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(RuntimeError, match=r"the Lambda runtime is Python 3\.7 but this synth runs Python 3\.\d+"):
+        bytecode_interpreter((3, 7))
+
+
+def test_bytecode_interpreter_skips_a_python_on_path_that_does_not_run_as_its_name_says(tmp_path, monkeypatch):
+    """Like a pyenv shim of an installed but unselected version: found on PATH, fails when run."""
+    broken, working = tmp_path / "broken", tmp_path / "working"
+    for folder, script in ((broken, "echo 'pyenv: python3.7: command not found' >&2; exit 127"), (working, "echo 3 7")):
+        folder.mkdir()
+        (folder / "python3.7").write_text(f"#!/bin/sh\n{script}\n")
+        (folder / "python3.7").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(broken), str(working)]))
+    assert bytecode_interpreter((3, 7)) == str(working / "python3.7")
 
 
 def test_caches_in_the_source_are_left_out(tmp_path):
     functions = tmp_path / "functions"
     shutil.copytree(package_dir("edgeloop.functions"), functions)
     (functions / "ingest" / "__pycache__").mkdir(exist_ok=True)
-    (functions / "ingest" / "__pycache__" / "handler.cpython-311.pyc").write_bytes(b"\0")
+    (functions / "ingest" / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"\0")
     (functions / "ingest" / "stale.pyc").write_bytes(b"\0")
     staged = stage_lambda_asset(tmp_path / "out", functions_dir=functions)
-    assert not list(staged.rglob("__pycache__")) and not list(staged.rglob("*.pyc"))
+    assert not list(staged.rglob("stale*"))
+    assert {p.parent.name for p in staged.rglob("*.pyc")} == {"__pycache__"}
 
 
 def test_staging_is_content_addressed(tmp_path, staged):
     again = stage_lambda_asset(tmp_path / "out")
-    assert again.name == staged.name  # same bytes, same directory name
+    assert again.name == staged.name  # same bytes (bytecode included), same directory name
     assert tree_hash(again) == tree_hash(staged)
     functions = tmp_path / "functions"
     shutil.copytree(package_dir("edgeloop.functions"), functions)
@@ -84,7 +141,7 @@ def test_a_missing_handler_folder_fails_staging(tmp_path):
 
 _IMPORT_CHECK = textwrap.dedent(
     """
-    import importlib, sys
+    import importlib, os, sys
     asset, site_packages, handler, blocked = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
 
     class Blocker:
@@ -99,6 +156,12 @@ _IMPORT_CHECK = textwrap.dedent(
     module = importlib.import_module(module_name)
     assert callable(getattr(module, function_name)), handler
     assert module.__file__.startswith(asset), module.__file__
+    # and what a handler imports only when invoked (ingest defers its invocation module): every
+    # module of the function's package must import with the same path and blocks
+    package = module_name.rsplit(".", 1)[0]
+    folder = os.path.dirname(module.__file__)
+    for name in sorted(n[:-3] for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py"):
+        importlib.import_module(f"{package}.{name}")
     """
 )
 
@@ -125,3 +188,13 @@ def test_handlers_import_from_the_asset_with_only_their_layers(staged, key):
         env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-west-1", "POWERTOOLS_TRACE_DISABLED": "true"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_cdk_asset_hash_is_stable_across_stagings(tmp_path, staged):
+    """Two stagings into different places (each compiles its bytecode in a fresh interpreter) give CDK
+    the same fingerprint: an unchanged tree never redeploys the functions."""
+    from aws_cdk import FileSystem
+
+    again = stage_lambda_asset(tmp_path / "elsewhere")
+    assert again != staged and list(again.rglob("*.pyc"))
+    assert FileSystem.fingerprint(str(again)) == FileSystem.fingerprint(str(staged))

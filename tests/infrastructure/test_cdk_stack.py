@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from edgeloop.cdk.constructs.lambda_runtime import RUNTIME_ENVIRONMENT
 from edgeloop.schemas import RolloutPolicy, names
 from edgeloop.schemas.deployment import ROLLOUT_POLICY_ENV
 
@@ -41,7 +42,7 @@ EXPECTED_ENV = {
     "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "rollups": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "context": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
-    "device_registry": {names.DEVICE_TABLE_ENV},
+    "device_registry": ROLLOUT_ENV,
     "status_intake": ROLLOUT_ENV,
     "orchestrator": ROLLOUT_ENV,
     "wave_controller": ROLLOUT_ENV,
@@ -181,12 +182,30 @@ def test_gateway_data_policy_confines_a_gateway_to_its_own_client_id_and_topics(
         assert all(r.endswith(f':{kind}/{own_topics}"]]}}') for r in granted[action]), (action, granted[action])
 
 
-def test_greengrass_core_policy_stays_on_the_devices_own_reserved_topics(resources):
-    granted = _actions_to_resources(_policy(resources, "GreengrassCorePolicy"))
-    for action in ("iot:Publish", "iot:Receive", "iot:Subscribe"):
-        assert granted[action] and all(f"$aws/things/{THING_VARIABLE}" in r for r in granted[action]), action
-    assert "iot:Connect" not in granted
+def test_greengrass_core_policy_names_no_thing_and_grants_the_minimal_data_plane(resources):
+    """Thing policy variables are not supported for core devices (Greengrass v2 developer guide,
+    device-auth.html): the shared core policy holds only what names no thing; each core device's MQTT
+    permissions come from its own policy (schemas/iot_policies.py, created by provisioning)."""
+    from edgeloop.schemas.iot_policies import GREENGRASS_DATA_PLANE_ACTIONS
+
+    statement_list = _policy(resources, "GreengrassCorePolicy")
+    assert "iot:Connection.Thing" not in json.dumps(statement_list)
+    granted = _actions_to_resources(statement_list)
+    assert set(granted) == {"iot:AssumeRoleWithCertificate", *GREENGRASS_DATA_PLANE_ACTIONS}
+    assert all(granted[action] == [flat("*")] for action in GREENGRASS_DATA_PLANE_ACTIONS)
     assert all("RoleAlias" in r for r in granted["iot:AssumeRoleWithCertificate"])
+    assert not any(action.startswith("iot:") and action != "iot:AssumeRoleWithCertificate" for action in granted)
+
+
+def test_provisioning_reads_the_role_alias_from_this_stack(synthesized):
+    from edgeloop.cdk.app import STACK_NAME
+    from edgeloop.provisioning.request import ROLE_ALIAS_OUTPUT
+    from edgeloop.provisioning.request import STACK_NAME as PROVISIONING_STACK_NAME
+
+    stack, template = synthesized
+    assert stack.stack_name == STACK_NAME == PROVISIONING_STACK_NAME
+    (alias,) = of_type(template["Resources"], "AWS::IoT::RoleAlias").values()
+    assert template["Outputs"][ROLE_ALIAS_OUTPUT]["Value"] == alias["RoleAlias"]
 
 
 def test_token_exchange_role_reads_only_models_and_component_artifacts(resources):
@@ -196,7 +215,7 @@ def test_token_exchange_role_reads_only_models_and_component_artifacts(resources
     granted = _actions_to_resources(statements(resources, role_id))
     assert set(granted) == {"s3:GetObject", "s3:GetBucketLocation"}
     prefixes = sorted(re.findall(r"/(\w+)/\*", " ".join(granted["s3:GetObject"])))
-    assert prefixes == sorted([names.MODELS_PREFIX, names.COMPONENT_ARTIFACTS_PREFIX])
+    assert prefixes == [names.MODELS_PREFIX]
     aliases = of_type(resources, "AWS::IoT::RoleAlias")
     assert [flat(a["RoleArn"]) for a in aliases.values()] == [flat({"Fn::GetAtt": [role_id, "Arn"]})]
 
@@ -245,9 +264,9 @@ def test_every_function_in_names_is_deployed_once_with_its_handler(resources):
     assert handlers == sorted(names.FUNCTIONS[key] for key in DEFAULT_FUNCTIONS)
 
 
-def test_functions_run_python_3_12_on_arm64(resources):
+def test_functions_run_python_3_11_on_arm64(resources):
     for props in of_type(resources, "AWS::Lambda::Function").values():
-        assert props["Runtime"] == "python3.12"
+        assert props["Runtime"] == "python3.11"
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
 
@@ -260,6 +279,7 @@ def test_function_environment(functions_by_key, key):
     assert edgeloop_variables == EXPECTED_ENV[key]
     assert all(value not in ("", None) for value in variables.values())
     assert variables["POWERTOOLS_SERVICE_NAME"] == key
+    assert RUNTIME_ENVIRONMENT.items() <= variables.items()  # e.g. no pydantic plugin scan on a cold start
     if names.DELIVERY_ENV in variables:
         assert variables[names.DELIVERY_ENV] == "greengrass"
     if names.USE_CASE_ENV in variables:
@@ -285,11 +305,12 @@ def test_the_rollout_functions_get_the_rollout_policy_from_context(functions_by_
 
 
 @pytest.mark.parametrize("key", DEFAULT_FUNCTIONS)
-def test_function_layers(functions_by_key, key):
-    layers = flat(functions_by_key[key][1]["Layers"])
-    assert "AWSLambdaPowertoolsPythonV3-python312-arm64" in layers
-    assert ("AWSSDKPandas-Python312-Arm64" in layers) == (key in PANDAS_FUNCTIONS)
-    assert '{"Ref": "AWS::Region"}' in layers
+def test_function_layers(synthesized, functions_by_key, key):
+    """Layer ARNs come from AWS's public SSM parameters (cdk/constructs/layers.py), never a publisher account."""
+    parameters = synthesized[1]["Parameters"]
+    layers = [parameters[layer["Ref"]]["Default"] for layer in functions_by_key[key][1]["Layers"]]
+    assert layers[0].startswith("/aws/service/powertools/python/arm64/python3.11/")
+    assert any(p.startswith("/aws/service/aws-sdk-pandas/") for p in layers) == (key in PANDAS_FUNCTIONS)
 
 
 def test_every_async_function_has_an_encrypted_ssl_only_failure_queue_and_alarms(resources, functions_by_key):
@@ -325,10 +346,14 @@ def test_no_function_role_uses_managed_policies_or_full_wildcards(resources, fun
             actions = as_list(statement["Action"])
             assert not any(a == "*" or a.endswith(":*") for a in actions), (key, actions)
             if as_list(statement["Resource"]) == ["*"]:
+                # ListModelPackages has no resource type (Service Authorization Reference); only
+                # enrollment (device_registry) lists a line's approved packages.
+                listing = {"sagemaker:ListModelPackages"} if key == "device_registry" else set()
                 assert set(actions) <= {
                     "xray:PutTraceSegments",
                     "xray:PutTelemetryRecords",
                     "greengrass:CreateDeployment",
+                    *listing,
                 }, (key, actions)
 
 

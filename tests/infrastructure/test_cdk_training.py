@@ -1,5 +1,7 @@
 """Training in CDK (cdk/constructs/training.py): Model Package Groups, the SageMaker pipeline built
-from the committed definition template, the pipeline role, the data scientist policy, the step image.
+from the committed definition template, the pipeline role, the data scientist policy, the step code
+archive and SageMaker's XGBoost image (no Docker image asset; the per-region check is in
+test_cdk_training_regions.py).
 
 Storage + Training are synthesized in a probe stack with cdk-nag's AWS Solutions checks (the
 fixture raises on an unacknowledged finding), once with two lines and once for a use case without
@@ -29,8 +31,9 @@ PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 FAKE_VALUES = {
     "DataBucket": "data-bucket-0123",
     "ModelBucket": "model-bucket-0123",
-    "StepImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cdk-container-assets:abc",
-    "CodeS3Uri": "s3://cdk-assets-bucket/abc.zip",
+    "StepImageUri": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:3.2-0",
+    "ServingImageUri": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost-serving:3.2-0",
+    "CodeS3Uri": "s3://cdk-assets-bucket/abc.gz",
     "PipelineRoleArn": "arn:aws:iam::123456789012:role/edgeloop-pipeline",
     "AWS::Region": "eu-west-1",
 }
@@ -201,7 +204,7 @@ def test_the_deployed_definition_is_the_committed_template_with_every_placeholde
     assert set(variables) == set(PLACEHOLDERS)
     used = set(PLACEHOLDER.findall(text))
     assert used <= {*PLACEHOLDERS, "AWS::Region"}, used
-    assert {"DataBucket", "StepImageUri", "PipelineRoleArn"} <= used
+    assert {"DataBucket", "StepImageUri", "ServingImageUri", "CodeS3Uri", "PipelineRoleArn"} <= used
     assert definition["Steps"], "a pipeline without steps"
 
 
@@ -210,10 +213,11 @@ def test_definition_variables_point_at_this_stacks_resources(probe, pipeline):
     assert variables["DataBucket"] == {"Ref": probe.logical_id(probe.storage.data)}
     assert variables["ModelBucket"] == {"Ref": probe.logical_id(probe.storage.models)}
     assert variables["PipelineRoleArn"] == {"Fn::GetAtt": [probe.logical_id(probe.training.role), "Arn"]}
-    image = flat(variables["StepImageUri"])
-    assert f":{probe.training.image.asset_hash}" in image and "container-assets" in image
+    mapping = probe.stack.get_logical_id(probe.training.images.mapping)
+    for variable, key in (("StepImageUri", "StepImage"), ("ServingImageUri", "ServingImage")):
+        assert variables[variable] == {"Fn::FindInMap": [mapping, {"Ref": "AWS::Region"}, key]}
     code = flat(variables["CodeS3Uri"])
-    assert code.startswith("s3://") and code.endswith(f"{probe.training.code.asset_hash}.zip")
+    assert code.startswith("s3://") and code.endswith(f"{probe.training.code.asset_hash}.gz")
 
 
 def _strings(node):
@@ -232,11 +236,34 @@ def _strings(node):
 
 
 def test_every_step_runs_the_step_image_as_the_pipeline_role(pipeline):
+    """The XGBoost image runs every job; the serving image is only the register step's argument."""
     _, _, definition = substituted(pipeline)
     images = {s for s in _strings(definition) if ".dkr.ecr." in s}
     roles = {s for s in _strings(definition) if s.startswith("arn:aws:iam::")}
-    assert images == {FAKE_VALUES["StepImageUri"]}
+    assert images == {FAKE_VALUES["StepImageUri"], FAKE_VALUES["ServingImageUri"]}
     assert roles == {FAKE_VALUES["PipelineRoleArn"]}
+    run_by = [
+        *(s["Arguments"]["AppSpecification"]["ImageUri"] for s in _all_steps(definition) if s["Type"] == "Processing"),
+        *(
+            s["Arguments"]["AlgorithmSpecification"]["TrainingImage"]
+            for s in _all_steps(definition)
+            if s["Type"] == "Training"
+        ),
+    ]
+    assert len(run_by) == 4 and set(run_by) == {FAKE_VALUES["StepImageUri"]}
+    (register,) = [s for s in _all_steps(definition) if s["Name"] == "Register"]
+    arguments = register["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--serving-image") + 1] == FAKE_VALUES["ServingImageUri"]
+
+
+def _all_steps(definition: dict) -> list[dict]:
+    """The steps, the condition step's branches included."""
+    steps = []
+    for step in definition["Steps"]:
+        steps.append(step)
+        for branch in ("IfSteps", "ElseSteps"):
+            steps += step.get("Arguments", {}).get(branch, [])
+    return steps
 
 
 def test_the_pipeline_reads_and_writes_only_where_its_role_may(training, pipeline):
@@ -291,7 +318,7 @@ def test_pipeline_role_s3_access_is_limited_to_its_prefixes(training, role_state
             if resource.startswith("arn:<AWS::Partition>:s3:::"):  # the code asset: its one key, no wildcard
                 assert "*" not in resource and actions in (["s3:GetObject"], ["s3:ListBucket"]), statement
                 key = resource if actions == ["s3:GetObject"] else statement["Condition"]["StringEquals"]["s3:prefix"]
-                assert key.endswith(".zip"), statement
+                assert key.endswith(".gz"), statement
             elif actions == ["s3:ListBucket"]:
                 assert resource.endswith(".Arn>")  # a bucket of the stack, listed under the granted prefixes only
                 assert set(statement["Condition"]["StringLike"]["s3:prefix"]) <= allowed
@@ -333,10 +360,15 @@ def test_pipeline_role_passes_only_itself_and_only_to_sagemaker(probe, role_stat
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
 
 
-def test_pipeline_role_pulls_only_the_step_image_repository_and_logs_only_to_sagemaker_groups(role_statements):
+def test_pipeline_role_pulls_only_the_xgboost_repository_and_logs_only_to_sagemaker_groups(probe, role_statements):
+    """The region's sagemaker-xgboost repository in AWS's registry account, from the same mapping as the image."""
     pulls = [s for s in role_statements if "ecr:BatchGetImage" in as_list(s["Action"])]
     (pull,) = pulls
-    assert "container-assets" in flat(pull["Resource"])
+    mapping = probe.stack.get_logical_id(probe.training.images.mapping)
+    parts = pull["Resource"]["Fn::Join"][1]
+    assert {"Fn::FindInMap": [mapping, {"Ref": "AWS::Region"}, "RegistryAccount"]} in parts
+    assert {"Fn::FindInMap": [mapping, {"Ref": "AWS::Region"}, "Repository"]} in parts
+    assert ":ecr:" in flat(pull["Resource"]) and ":repository/" in flat(pull["Resource"])
     (logs,) = [s for s in role_statements if "logs:PutLogEvents" in as_list(s["Action"])]
     assert all(":log-group:/aws/sagemaker/*" in flat(r) for r in as_list(logs["Resource"]))
 
@@ -362,34 +394,30 @@ def test_data_scientist_policy_runs_this_pipeline_and_approves_this_use_cases_mo
             assert sid == "ListTheRegistry"
 
 
-# --- the step image and code ----------------------------------------------------------------------------
-def test_step_image_builds_for_x86_from_the_dockerfile_with_a_small_context(probe):
+# --- the step code and image: no Docker ------------------------------------------------------------------
+def test_the_cloud_assembly_has_no_docker_image_asset(probe):
+    """`cdk deploy` needs no Docker daemon: nothing in the assembly is a container image to build."""
     assets = json.loads((probe.outdir / f"{probe.stack.artifact_id}.assets.json").read_text())
-    image = assets["dockerImages"][probe.training.image.asset_hash]["source"]
-    assert image["dockerFile"] == "sagemaker_pipelines/Dockerfile"
-    assert image["platform"] == "linux/amd64"
-    context = probe.outdir / image["directory"]
-    staged = {p.relative_to(context).parts[0] for p in context.rglob("*")}
-    assert {"pyproject.toml", "setup.py", "README.md", "constraints.txt", "sagemaker_pipelines", "schemas"} <= staged
-    assert not staged & {"benchmarks", "tests", ".venv", "node_modules", "cdk.out", ".git", "docs"}
-    assert not list(context.rglob("__pycache__"))
-    assert sum(p.stat().st_size for p in context.rglob("*") if p.is_file()) < 20 * 1024**2
+    assert not assets.get("dockerImages")
+    manifest = json.loads((probe.outdir / "manifest.json").read_text())
+    assert "dockerImages" not in json.dumps(manifest).replace('"dockerImages": {}', "")
+    types = {r["Type"] for r in probe.template["Resources"].values()}
+    assert not {t for t in types if t.startswith("AWS::ECR::")}
 
 
-def test_the_context_holds_every_folder_setup_py_installs():
-    """pip install . fails in the image if a layout folder were left out of the context or the COPY lines."""
-    from edgeloop.cdk.constructs.training import REPOSITORY_ROOT, docker_ignore_patterns
+def test_the_step_code_asset_is_the_archive_of_the_step_modules_with_pinned_requirements(probe):
+    import tarfile
 
-    # the layout folders are the import root's links (edgeloop/<folder> -> ../<folder>; see setup.py)
-    folders = sorted(p.name for p in (REPOSITORY_ROOT / "edgeloop").iterdir() if p.is_symlink())
-    assert "sagemaker_pipelines" in folders
-    patterns = docker_ignore_patterns()
-    dockerfile = (REPOSITORY_ROOT / "sagemaker_pipelines" / "Dockerfile").read_text()
-    assert patterns[0] == "*"
-    for folder in (*folders, "edgeloop"):
-        assert f"!{folder}" in patterns, folder
-        assert f"COPY {folder}/ {folder}/" in dockerfile, folder
-    assert "pip install -c constraints.txt ." in dockerfile
+    from edgeloop.sagemaker_pipelines import step_code
+
+    assets = json.loads((probe.outdir / f"{probe.stack.artifact_id}.assets.json").read_text())
+    source = assets["files"][probe.training.code.asset_hash]["source"]
+    assert source["packaging"] == "file" and source["path"].endswith(".gz")
+    with tarfile.open(probe.outdir / source["path"], "r:gz") as archive:
+        members = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+    assert members == step_code.archive_members()
+    assert "edgeloop/sagemaker_pipelines/steps/train.py" in members
+    assert b"xgboost" not in members["requirements.txt"]  # the container's own XGBoost (steps/images.py)
 
 
 # --- a use case without configured lines --------------------------------------------------------------

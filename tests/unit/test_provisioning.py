@@ -1,4 +1,6 @@
-"""Gateway provisioning against moto's IoT: thing, certificate, policies, groups, connection config."""
+"""Gateway provisioning against moto's IoT: thing, certificate, policies, groups, connection config.
+
+Greengrass core devices: tests/unit/test_provisioning_greengrass.py."""
 
 from __future__ import annotations
 
@@ -32,7 +34,6 @@ def iot():
         client = boto3.client("iot", region_name="eu-west-1")
         # what the CDK stack deploys (cdk/constructs/iot.py)
         client.create_policy(policyName=names.GATEWAY_DATA_POLICY, policyDocument=POLICY_DOCUMENT)
-        client.create_policy(policyName=names.GREENGRASS_CORE_POLICY, policyDocument=POLICY_DOCUMENT)
         yield client
 
 
@@ -77,12 +78,6 @@ def test_active_certificate_is_attached_to_the_thing_with_the_gateway_policy(iot
     description = iot.describe_certificate(certificateId=result.certificate_id)["certificateDescription"]
     assert description["status"] == "ACTIVE"
     assert result.cert_path.read_text() == description["certificatePem"]
-
-
-def test_greengrass_gateways_also_get_the_core_policy(iot, tmp_path):
-    result = provision_gateway(request(tmp_path, greengrass=True), iot=iot)
-    attached = sorted(p["policyName"] for p in iot.list_attached_policies(target=result.certificate_arn)["policies"])
-    assert attached == sorted([names.GATEWAY_DATA_POLICY, names.GREENGRASS_CORE_POLICY])
 
 
 def test_thing_joins_its_site_and_line_groups_which_are_created_once(iot, tmp_path):

@@ -26,7 +26,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cloud": frozenset({"schemas", "model_runtime"}),
     "functions": frozenset({"schemas", "model_runtime", "cloud"}),
     "sagemaker_pipelines": frozenset({"schemas", "model_runtime", "cloud"}),
-    "cdk": frozenset({"schemas", "sagemaker_pipelines", "edgeloop.query"}),
+    # cdk builds the Greengrass components' artifacts and recipes it publishes (greengrass_components.build).
+    "cdk": frozenset({"schemas", "sagemaker_pipelines", "greengrass_components", "edgeloop.query"}),
     "edgeloop": frozenset(
         {
             "schemas",

@@ -12,11 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeloop import __version__ as PACKAGE_VERSION
 from edgeloop.greengrass_components.build import (
     COMPONENT_PACKAGES,
+    RANGE_PLACEHOLDER,
     RECIPES_DIR,
+    VERSION_PLACEHOLDER,
+    artifact_folder,
     build_components,
+    compatible_range,
+    load_recipe,
     module_closure,
+    resolved_recipe,
 )
 from edgeloop.schemas import names
 from edgeloop.schemas.model import GREENGRASS_PLATFORMS
@@ -85,9 +92,11 @@ def test_recipe_follows_the_recipe_reference(path: Path):
     assert REQUIRED_KEYS <= set(recipe) <= TOP_LEVEL_KEYS, set(recipe) ^ TOP_LEVEL_KEYS
     assert recipe["RecipeFormatVersion"] == "2020-01-25"
     assert recipe["ComponentName"] == path.stem
-    assert SEMVER.match(recipe["ComponentVersion"]), recipe["ComponentVersion"]
+    assert recipe["ComponentVersion"] == VERSION_PLACEHOLDER  # the package version fills it
     assert recipe.get("ComponentType", "aws.greengrass.generic") in COMPONENT_TYPES
-    for dependency, spec in recipe.get("ComponentDependencies", {}).items():
+    resolved = resolved_recipe(path.stem)
+    assert SEMVER.match(resolved["ComponentVersion"]) and resolved["ComponentVersion"] == PACKAGE_VERSION
+    for dependency, spec in resolved.get("ComponentDependencies", {}).items():
         assert set(spec) <= {"VersionRequirement", "DependencyType"}, dependency
         assert spec.get("DependencyType", "HARD") in {"HARD", "SOFT"}
         assert re.fullmatch(r"([<>=]{0,2}\d+\.\d+\.\d+\s*)+", spec["VersionRequirement"]), spec
@@ -178,7 +187,7 @@ def test_build_writes_the_gdk_layout(tmp_path: Path):
     build = tmp_path / "greengrass-build"
     for recipe_source in RECIPES:
         source = yaml.safe_load(recipe_source.read_text())
-        name, version = source["ComponentName"], source["ComponentVersion"]
+        name, version = source["ComponentName"], PACKAGE_VERSION
         recipe = build / "recipes" / f"{name}.yaml"
         artifact = build / "artifacts" / name / version / f"{name}.zip"
         assert recipe in written and artifact in written
@@ -257,3 +266,67 @@ def test_default_runtime_version_is_the_shipped_runtime_and_reads_every_tier(pat
     configuration = yaml.safe_load(path.read_text())["ComponentConfiguration"]["DefaultConfiguration"]
     assert configuration["runtimeVersion"] == RUNTIME_VERSION == default_runtime_version()
     assert all(semver_key(tier.min_runtime_version) <= semver_key(RUNTIME_VERSION) for tier in TIERS.values())
+
+
+def test_one_version_for_every_component_and_every_range_on_each_other():
+    """Recipes on each other's components name the placeholder; the build fills the package version
+    and its compatible range (same major, from this minor on)."""
+    for component in COMPONENT_PACKAGES:
+        source = yaml.safe_load((RECIPES_DIR / f"{component}.yaml").read_text())
+        resolved = resolved_recipe(component)
+        assert resolved["ComponentVersion"] == PACKAGE_VERSION
+        for dependency, spec in source.get("ComponentDependencies", {}).items():
+            if dependency in COMPONENT_PACKAGES:
+                assert spec["VersionRequirement"] == RANGE_PLACEHOLDER
+                assert resolved["ComponentDependencies"][dependency]["VersionRequirement"] == compatible_range(
+                    PACKAGE_VERSION
+                )
+    runner = yaml.safe_load((RECIPES_DIR / f"{names.MODEL_RUNNER_COMPONENT}.yaml").read_text())
+    assert names.GATEWAY_COMPONENT in runner["ComponentDependencies"]
+
+
+@pytest.mark.parametrize(
+    "version, expected", [("0.1.0", ">=0.1.0 <1.0.0"), ("0.1.7", ">=0.1.0 <1.0.0"), ("2.3.4", ">=2.3.0 <3.0.0")]
+)
+def test_compatible_range(version, expected):
+    assert compatible_range(version) == expected
+
+
+def test_artifact_uri_names_the_folder_the_run_step_reads():
+    """The nucleus unzips an artifact into a folder named after its file name without the extension;
+    an artifact uploaded under another name (a CDK asset's hash) moves the run step's PYTHONPATH with it."""
+    assert artifact_folder("s3://b/com.edgeloop.Gateway/0.1.0/com.edgeloop.Gateway.zip") == "com.edgeloop.Gateway"
+    assert artifact_folder("s3://b/0a1b2c.zip") == "0a1b2c"
+    recipe = resolved_recipe(names.GATEWAY_COMPONENT, "1.2.3", artifact_uri="s3://bucket/0a1b2c.zip")
+    for manifest in recipe["Manifests"]:
+        assert [a["URI"] for a in manifest["Artifacts"]] == ["s3://bucket/0a1b2c.zip"]
+        assert "PYTHONPATH={artifacts:decompressedPath}/0a1b2c " in manifest["Lifecycle"]["run"]["Script"]
+    assert recipe["ComponentVersion"] == "1.2.3"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_install_step_refuses_python_older_than_3_9_with_a_message(path: Path):
+    recipe = yaml.safe_load(path.read_text())
+    for manifest in recipe["Manifests"]:
+        script = manifest["Lifecycle"]["install"]["Script"]
+        check, rest = script.split(" && ", 1)
+        assert check.startswith("python3 -c ") and "(3, 9)" in check and rest.startswith("python3 -m venv")
+        # pydantic evaluates `X | None` annotations on 3.9 only with eval_type_backport
+        assert "\"eval_type_backport>=0.2; python_version < '3.10'\"" in rest
+    ok = subprocess.run(["sh", "-c", check], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    too_old = subprocess.run(["sh", "-c", check.replace("(3, 9)", "(99, 0)")], capture_output=True, text=True)
+    assert too_old.returncode != 0
+    assert f"{path.stem} needs Python >= 3.9" in too_old.stderr and "install a newer python3" in too_old.stderr
+
+
+def test_model_runner_status_interval_is_configurable_with_the_code_default():
+    """The recipe's default and the code's fallback (names.DEFAULT_STATUS_INTERVAL_S) are one number."""
+    recipe = load_recipe(names.MODEL_RUNNER_COMPONENT)
+    default = recipe["ComponentConfiguration"]["DefaultConfiguration"][names.STATUS_INTERVAL_CONFIG_KEY]
+    assert float(default) == names.DEFAULT_STATUS_INTERVAL_S
+    for manifest in recipe["Manifests"]:
+        assert (
+            manifest["Lifecycle"]["setEnv"][names.STATUS_INTERVAL_S_ENV]
+            == f"{{configuration:/{names.STATUS_INTERVAL_CONFIG_KEY}}}"
+        )

@@ -31,13 +31,14 @@ def test_topic_matching_follows_mqtt_wildcards(topic_filter, topic, expected):
 
 def test_every_route_matches_the_topic_builder_it_serves():
     builders = {
-        "ingest": names.telemetry_topic,
-        "device_registry": names.announce_topic,
-        "status_intake": names.model_status_topic,
-        "context": names.context_topic,
+        "edgeloop_telemetry": names.telemetry_topic,
+        "edgeloop_announce": names.announce_topic,
+        "edgeloop_model_status": names.model_status_topic,
+        "edgeloop_context": names.context_topic,
+        "edgeloop_presence": lambda thing: names.presence_topic("connected", thing),
     }
     for route in names.IOT_ROUTES:
-        assert topic_matches(route.topic_filter, builders[route.function]("gw-1"))
+        assert topic_matches(route.topic_filter, builders[route.rule_name]("gw-1"))
 
 
 def test_device_table_definition_comes_from_the_shared_keys():

@@ -16,7 +16,6 @@ import signal
 import threading
 
 import boto3
-import numpy as np
 import pytest
 import xgboost as xgb
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
@@ -40,6 +39,7 @@ from awsiot.greengrasscoreipc.model import (
 )
 from ipc_fakes import FakeOperation, done
 from moto import mock_aws
+from simulated_line_data import live_window_booster
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.greengrass_components.model_runner.component import (
@@ -49,13 +49,13 @@ from edgeloop.greengrass_components.model_runner.component import (
     settings_from_env,
     update_from_configuration,
 )
-from edgeloop.greengrass_components.model_runner.runner import LiveScorer
 from edgeloop.sagemaker_pipelines.steps.artifacts import payload_key
 from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster
 from edgeloop.schemas import (
     DeviceStatus,
     ModelStatusReport,
     ModelUpdate,
+    PeriodicStatus,
     Precision,
     feature_schema_hash,
     load_use_case,
@@ -153,7 +153,13 @@ class FakeNucleus:
         self.publish_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": rows})))
 
     def status_reports(self) -> list[ModelStatusReport]:
-        return [ModelStatusReport.model_validate_json(r.payload) for r in self.requests("publish_to_iot_core")]
+        """The update outcomes published to IoT Core (the periodic statuses left out)."""
+        documents = [json.loads(r.payload) for r in self.requests("publish_to_iot_core")]
+        return [ModelStatusReport.model_validate(d) for d in documents if d.get("kind") != "periodic"]
+
+    def periodic_statuses(self) -> list[PeriodicStatus]:
+        documents = [json.loads(r.payload) for r in self.requests("publish_to_iot_core")]
+        return [PeriodicStatus.model_validate(d) for d in documents if d.get("kind") == "periodic"]
 
     def local_publishes(self) -> list[tuple[str, dict]]:
         return [(r.topic, r.publish_message.json_message.message) for r in self.requests("publish_to_topic")]
@@ -164,19 +170,7 @@ class FakeNucleus:
 
 @pytest.fixture(scope="module")
 def booster() -> xgb.Booster:
-    """A small regressor of cold OD on live-window features (plausible next to the live target)."""
-    simulator = ExtrusionLineSimulator("line-1", seed=11, start_ms=START_MS)
-    live = LiveScorer(USE_CASE)  # keeps only the recent samples: take each window as the data goes by
-    rows = []
-    for _ in range(1800 // USE_CASE.example_stride_s):
-        live.add(simulator.advance(USE_CASE.example_stride_s))
-        window = live.window(simulator.now_ms)
-        if window.complete:
-            rows.append(window.features)
-    X = np.stack(rows)
-    y = X[:, USE_CASE.feature_names.index("cold_od_average__last")]
-    params = {"objective": "reg:squarederror", "max_depth": 2, "eta": 0.5, "nthread": 1}
-    return xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=4)
+    return live_window_booster(ExtrusionLineSimulator("line-1", seed=11, start_ms=START_MS))
 
 
 @pytest.fixture(scope="module")
@@ -369,6 +363,41 @@ def test_restart_serves_the_persisted_model_without_asking_again(settings, nucle
     assert downloads == [] and restarted_nucleus.status_reports() == []
     second.close()
     ipc.close()
+
+
+def test_a_periodic_status_names_the_model_in_use_once_per_interval(settings, nucleus, clock, line, s3, payload):
+    runner, ipc = make_runner(settings.model_copy(update={"status_interval_s": 120.0}), nucleus, clock)
+    runner.start()
+    settle(runner, clock)
+    assert nucleus.periodic_statuses() == []  # the first is due an interval after the start
+    clock.now += 120
+    runner.step()
+    runner.step()  # within the interval: nothing more
+    feed(nucleus, line, 600)
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    clock.now += 120
+    runner.step()
+    first, second = nucleus.periodic_statuses()
+    assert (first.thing_name, first.version, first.model_id) == (THING, None, None)
+    assert (second.version, second.model_id, second.deployment_id) == ("1.0.0", MODEL_ID, "dep-1")
+    assert len(nucleus.status_reports()) == 1  # the update's own report, apart from the statuses
+    runner.close()
+    ipc.close()
+
+
+def test_the_status_interval_comes_from_the_environment_with_a_default(tmp_path):
+    environ = {
+        names.THING_NAME_ENV: THING,
+        names.WORK_DIR_ENV: str(tmp_path),
+        names.LINE_ID_ENV: "line-1",
+        names.USE_CASE_ENV: "extrusion",
+    }
+    assert settings_from_env(environ).status_interval_s == names.DEFAULT_STATUS_INTERVAL_S
+    assert settings_from_env({**environ, names.STATUS_INTERVAL_S_ENV: ""}).status_interval_s == 300
+    assert settings_from_env({**environ, names.STATUS_INTERVAL_S_ENV: "60"}).status_interval_s == 60
+    with pytest.raises(ValueError, match=names.STATUS_INTERVAL_S_ENV):
+        settings_from_env({**environ, names.STATUS_INTERVAL_S_ENV: "0"})
 
 
 def test_redelivery_of_the_active_model_in_a_new_deployment_is_reported(runner, nucleus, clock, line, s3, payload):

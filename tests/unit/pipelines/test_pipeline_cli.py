@@ -56,7 +56,12 @@ def test_definition_command_names_an_unknown_use_case():
 
 @mock_aws
 def test_upsert_creates_then_updates_the_pipeline():
-    created = invoke("upsert", *UPSERT_ARGUMENTS, "--use-case", "extrusion")
+    from edgeloop.sagemaker_pipelines.steps import images
+
+    # Without --image-uri the steps run in SageMaker's XGBoost image of the region.
+    image_at = UPSERT_ARGUMENTS.index("--image-uri")
+    arguments = UPSERT_ARGUMENTS[:image_at] + UPSERT_ARGUMENTS[image_at + 2 :]
+    created = invoke("upsert", *arguments, "--use-case", "extrusion")
     assert created.exit_code == 0, created.output
     assert "created arn:aws:sagemaker:" in created.output
     sagemaker = boto3.client("sagemaker", region_name="eu-west-1")
@@ -65,6 +70,7 @@ def test_upsert_creates_then_updates_the_pipeline():
     definition = json.loads(described["PipelineDefinition"])
     assert [s["Name"] for s in definition["Steps"]] == ["Dataset", "Train", "Evaluate", "CheckEvaluation"]
     assert "s3://acme-assets/code.zip" in described["PipelineDefinition"]
+    assert images.step_image_uri("eu-west-1") in described["PipelineDefinition"]
     assert "${" not in described["PipelineDefinition"]
 
     # A second upsert (here with a tiny definition: the SDK build is covered above) updates in place.
@@ -206,3 +212,17 @@ def test_run_local_refuses_a_bad_date_before_running(fake_local_run, tmp_path):
     assert result.exit_code == 2
     assert "--end='2026-02-30' is not an ISO date" in result.output
     assert calls == []
+
+
+def test_code_archive_command_writes_what_the_stack_uploads(tmp_path):
+    import tarfile
+
+    from edgeloop.sagemaker_pipelines.step_code import build_archive
+
+    result = invoke("code-archive", "--out", str(tmp_path / "cli"))
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "cli").glob("step-code-*/sourcedir.tar.gz")
+    assert written.parent.name in result.output
+    assert written.read_bytes() == build_archive(tmp_path / "direct").read_bytes()
+    with tarfile.open(written) as archive:
+        assert "edgeloop/sagemaker_pipelines/steps/train.py" in archive.getnames()

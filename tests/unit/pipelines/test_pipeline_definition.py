@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeloop.sagemaker_pipelines import pipeline, step_builder, targets
-from edgeloop.sagemaker_pipelines.steps.train import HYPERPARAMETER_FLAGS
+from edgeloop.sagemaker_pipelines.steps import images
 from edgeloop.sagemaker_pipelines.targets import PipelineTargets
 from edgeloop.schemas import names
 from edgeloop.schemas.use_case import load_use_case
@@ -23,8 +23,8 @@ USE_CASES = ("extrusion", "injection_molding")
 CONCRETE = dict(
     data_bucket="acme-edgeloop-data",
     model_bucket="acme-edgeloop-models",
-    image_uri="123456789012.dkr.ecr.eu-central-1.amazonaws.com/edgeloop-steps:abc123",
-    code_s3_uri="s3://cdk-assets-123456789012/code/abc123.zip",
+    image_uri="492215442770.dkr.ecr.eu-central-1.amazonaws.com/sagemaker-xgboost:3.2-0",
+    code_s3_uri="s3://cdk-assets-123456789012/code/abc123.gz",
     role_arn="arn:aws:iam::123456789012:role/edgeloop-pipeline",
     region="eu-central-1",
 )
@@ -186,6 +186,9 @@ def test_steps_order_and_wiring(extrusion):
     assert _channels(train)["train"]["DataSource"]["S3DataSource"]["S3Uri"] == _output_ref("Dataset", "train")
     assert _channels(train)["train"]["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
     assert train["Arguments"]["HyperParameters"] == {
+        "sagemaker_program": "edgeloop.sagemaker_pipelines.steps.train",
+        "sagemaker_submit_directory": "${CodeS3Uri}",
+        "sagemaker_region": "${AWS::Region}",
         "use-case": "extrusion",
         "candidates-per-template": {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.CandidatesPerTemplate"}]}},
         "seed": str(load_use_case("extrusion").training.seed),
@@ -213,6 +216,7 @@ def test_steps_order_and_wiring(extrusion):
     assert _arg(register, "--code-version") == {"Get": "Parameters.CodeVersion"}
     assert _arg(register, "--version") == {"Get": "Parameters.ModelVersion"}
     assert _arg(register, "--model-bucket") == "${ModelBucket}"
+    assert _arg(register, "--serving-image") == "${ServingImageUri}"
 
 
 def _work_uri_values(uri: dict) -> list:
@@ -220,14 +224,15 @@ def _work_uri_values(uri: dict) -> list:
 
 
 def test_every_processing_step_runs_a_step_module_of_this_repository(extrusion):
+    """In SageMaker's XGBoost image: the bootstrap unpacks the code archive, installs it, runs the module."""
     processing = [s for s in _steps(extrusion).values() if s["Type"] == "Processing"]
     assert sorted(s["Name"] for s in processing) == ["Dataset", "Evaluate", "Register"]
     for step in processing:
         app = step["Arguments"]["AppSpecification"]
         assert app["ImageUri"] == "${StepImageUri}"
         assert step["Arguments"]["RoleArn"] == "${PipelineRoleArn}"
-        python, dash_m, module = app["ContainerEntrypoint"]
-        assert (python, dash_m) == ("python", "-m")
+        shell, dash_c, script, name, module = app["ContainerEntrypoint"]
+        assert (shell, dash_c, script, name) == ("/bin/sh", "-c", step_builder.PROCESSING_BOOTSTRAP, "edgeloop-step")
         assert module.startswith("edgeloop.sagemaker_pipelines.steps.")
         assert importlib.util.find_spec(module) is not None, f"step {step['Name']} runs {module}, which does not exist"
         assert _inputs(step)["code"]["S3Uri"] == "${CodeS3Uri}"
@@ -244,23 +249,39 @@ def test_train_is_a_training_job_of_the_step_image_without_sdk_code(extrusion):
     algorithm = arguments["AlgorithmSpecification"]
     assert algorithm["TrainingImage"] == "${StepImageUri}"
     assert algorithm["TrainingInputMode"] == "File"
-    # no entrypoint override: SageMaker runs `<image> train`, the image's container/train
+    # no entrypoint override: the XGBoost container's toolkit runs the script mode its hyperparameters ask for
     assert "ContainerEntrypoint" not in algorithm and "ContainerArguments" not in algorithm
     assert arguments["RoleArn"] == "${PipelineRoleArn}"
     assert arguments["ResourceConfig"]["InstanceCount"] == 1
     assert arguments["StoppingCondition"]["MaxRuntimeInSeconds"] == step_builder.TRAINING_MAX_RUNTIME_S
     assert arguments["Environment"]["AWS_DEFAULT_REGION"] == "${AWS::Region}"
     channels = _channels(train)
-    # only our channels: nothing the SDK staged (source code, drivers) rides along
-    assert sorted(channels) == ["code", "train"]
-    assert channels["code"]["DataSource"]["S3DataSource"]["S3Uri"] == "${CodeS3Uri}"
+    # only our channel: nothing the SDK staged (source code, drivers) rides along; the toolkit fetches the code
+    assert sorted(channels) == ["train"]
     output = arguments["OutputDataConfig"]
     assert output["CompressionType"] == "GZIP"
     assert _work_uri_values(output["S3OutputPath"]) == [
         "s3://${DataBucket}", names.PIPELINE_WORK_PREFIX, "extrusion", {"Get": "Execution.PipelineExecutionId"}, "model"
     ]  # fmt: skip
-    # the hyperparameters are train step flags: the container passes them on as such
-    assert set(arguments["HyperParameters"]) <= set(HYPERPARAMETER_FLAGS)
+    # script mode: the toolkit runs the train module from the code archive and passes the rest on as its flags
+    hyperparameters = arguments["HyperParameters"]
+    assert hyperparameters["sagemaker_program"] == "edgeloop.sagemaker_pipelines.steps.train"
+    assert hyperparameters["sagemaker_submit_directory"] == "${CodeS3Uri}"
+    assert hyperparameters["sagemaker_region"] == "${AWS::Region}"
+    flags = {k for k in hyperparameters if not k.startswith("sagemaker_")}
+    assert flags == {"use-case", "candidates-per-template", "seed"}
+
+
+def test_every_container_string_fits_sagemakers_limits_and_survives_fn_sub(extrusion):
+    """256 characters per entrypoint/argument item, 2500 per hyperparameter (botocore's model of the
+    API); no "${" but the template's own placeholders, since the template goes through Fn::Sub."""
+    for step in _steps(extrusion).values():
+        app = step.get("Arguments", {}).get("AppSpecification", {})
+        for item in [*app.get("ContainerEntrypoint", []), *app.get("ContainerArguments", [])]:
+            assert not isinstance(item, str) or len(item) <= 256, (step["Name"], item)
+        for value in step.get("Arguments", {}).get("HyperParameters", {}).values():
+            assert not isinstance(value, str) or len(value) <= 2500
+    assert "${" not in step_builder.PROCESSING_BOOTSTRAP
 
 
 def test_evaluation_property_file_condition_and_fail_step(extrusion):
@@ -295,6 +316,8 @@ def test_concrete_definition_has_the_given_values_and_no_placeholder(concrete_te
     register = steps["Register"]
     assert register["Arguments"]["RoleArn"] == CONCRETE["role_arn"]
     assert register["Arguments"]["AppSpecification"]["ImageUri"] == CONCRETE["image_uri"]
+    # no serving image given: the region's, from the SDK-generated table
+    assert _arg(register, "--serving-image") == images.serving_image_uri(CONCRETE["region"])
     assert _inputs(register)["code"]["S3Uri"] == CONCRETE["code_s3_uri"]
     assert _arg(register, "--model-bucket") == CONCRETE["model_bucket"]
     assert _arg(register, "--use-case") == "injection_molding"

@@ -1,5 +1,13 @@
-"""The step image's `train` (sagemaker_pipelines/container/train): SageMaker's bring-your-own layout in,
-per-line models out; and the training job's model.tar.gz as Evaluate's and Register's input."""
+"""The train step as SageMaker's XGBoost container runs it in script mode, from the step code archive:
+per-line models out; and the training job's model.tar.gz as Evaluate's and Register's input.
+
+The container's toolkit (sagemaker-containers, legacy script mode) unpacks the archive named by the
+hyperparameter sagemaker_submit_directory into /opt/ml/code, pip-installs it, and runs
+`python -m <sagemaker_program> --<key> <value> ...` there (the other hyperparameters, keys sorted,
+JSON values decoded) with SM_CHANNEL_TRAIN and SM_MODEL_DIR set. `script_mode_train` does the same,
+minus the pip install (the test environment has the pinned requirements), with the hyperparameters of
+the committed pipeline definition.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ import pytest
 from synthetic_line_examples import synthetic_examples
 
 from edgeloop.cloud.model_registry import load_manifest
+from edgeloop.sagemaker_pipelines import step_code
+from edgeloop.sagemaker_pipelines.pipeline import definition_path
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
 from edgeloop.sagemaker_pipelines.steps import register as register_step
 from edgeloop.sagemaker_pipelines.steps import train as train_step
@@ -22,11 +32,11 @@ from edgeloop.sagemaker_pipelines.steps.dataset import DatasetInfo, reference_sp
 from edgeloop.sagemaker_pipelines.steps.search import draw_candidates
 from edgeloop.schemas import load_use_case, names
 
-REPOSITORY = Path(__file__).resolve().parents[3]
-TRAIN_SCRIPT = REPOSITORY / "sagemaker_pipelines" / "container" / "train"
 LINES = ("line-1", "line-2")
 SEED = 7  # not the use case's training.seed (0): the draws show which one was used
 MODEL_BUCKET = "edgeloop-models-container-test"
+# the toolkit's own hyperparameters, which it keeps out of the script's arguments
+TOOLKIT_KEYS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_region")
 
 
 @pytest.fixture(scope="module")
@@ -43,35 +53,53 @@ def splits(config) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     }
 
 
-def sagemaker_root(root: Path, examples: pd.DataFrame, hyperparameters: dict[str, str]) -> Path:
-    """A stand-in for /opt/ml as SageMaker prepares it before `<image> train`."""
-    channel = root / "input" / "data" / "train"
+@pytest.fixture(scope="module")
+def code_dir(tmp_path_factory) -> Path:
+    """/opt/ml/code: the step code archive, unpacked."""
+    archive = step_code.build_archive(tmp_path_factory.mktemp("staging"))
+    directory = tmp_path_factory.mktemp("opt-ml-code")
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def definition_hyperparameters(**values: str) -> dict[str, str]:
+    """The Train step's hyperparameters in the committed definition, runtime values filled from `values`."""
+    (train,) = [s for s in json.loads(definition_path("extrusion").read_text())["Steps"] if s["Type"] == "Training"]
+    filled = {}
+    for key, value in train["Arguments"]["HyperParameters"].items():
+        filled[key] = value if isinstance(value, str) else values[key]
+    return filled
+
+
+def toolkit_argv(hyperparameters: dict[str, str]) -> list[str]:
+    """sagemaker-containers' to_cmd_args: keys sorted, values JSON-decoded when they parse."""
+    argv = []
+    for key in sorted(k for k in hyperparameters if k not in TOOLKIT_KEYS):
+        try:
+            value = json.loads(hyperparameters[key])
+        except ValueError:
+            value = hyperparameters[key]
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def script_mode_train(code: Path, root: Path, examples: pd.DataFrame, hyperparameters: dict[str, str]):
+    channel, model = root / "input" / "data" / "train", root / "model"
     channel.mkdir(parents=True)
+    model.mkdir()
     examples.to_parquet(channel / "examples.parquet", index=False)
-    config_dir = root / "input" / "config"
-    config_dir.mkdir(parents=True)
-    (config_dir / "hyperparameters.json").write_text(json.dumps(hyperparameters))
-    return root
-
-
-def run_train(root: Path, *extra_args: str) -> subprocess.CompletedProcess:
-    environment = {
-        **os.environ,
-        # `python` in the script's shebang and command is this interpreter, as in the image
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "EDGELOOP_SAGEMAKER_ROOT": str(root),
-    }
-    return subprocess.run(
-        [str(TRAIN_SCRIPT), *extra_args], env=environment, capture_output=True, text=True, timeout=300, check=False
-    )
+    environment = {**os.environ, "SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(model)}
+    command = [sys.executable, "-m", hyperparameters["sagemaker_program"], *toolkit_argv(hyperparameters)]
+    return subprocess.run(command, cwd=code, env=environment, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
-def trained_root(tmp_path_factory, splits) -> Path:
+def trained_root(tmp_path_factory, splits, code_dir) -> Path:
     examples = pd.concat([train for train, _ in splits.values()], ignore_index=True)
-    hyperparameters = {"use-case": "extrusion", "candidates-per-template": "2", "seed": str(SEED)}
-    root = sagemaker_root(tmp_path_factory.mktemp("opt-ml"), examples, hyperparameters)
-    result = run_train(root)
+    hyperparameters = definition_hyperparameters(**{"candidates-per-template": "2"}) | {"seed": str(SEED)}
+    root = tmp_path_factory.mktemp("opt-ml")
+    result = script_mode_train(code_dir, root, examples, hyperparameters)
     assert result.returncode == 0, f"train failed:\n{result.stdout}\n{result.stderr}"
     return root
 
@@ -96,12 +124,36 @@ def drawn(config, candidates_per_template: int, seed: int) -> list[tuple[str, di
     return [(template.tag.value, params) for template, params in draw_candidates(config, candidates_per_template, seed)]
 
 
-def test_the_script_is_an_executable_the_image_installs_as_train():
-    assert os.access(TRAIN_SCRIPT, os.X_OK), f"{TRAIN_SCRIPT} must be executable (SageMaker runs `train`)"
-    dockerfile = (REPOSITORY / "sagemaker_pipelines" / "Dockerfile").read_text()
-    assert "sagemaker_pipelines/container/train /usr/local/bin/train" in dockerfile
-    instructions = [line.split()[0].upper() for line in dockerfile.splitlines() if line.strip() and line[0] != "#"]
-    assert "ENTRYPOINT" not in instructions, "an ENTRYPOINT would swallow the training job's `train` argument"
+def test_the_definition_asks_for_script_mode_with_the_train_module_and_the_code_archive():
+    hyperparameters = definition_hyperparameters(**{"candidates-per-template": "2"})
+    assert hyperparameters["sagemaker_program"] == "edgeloop.sagemaker_pipelines.steps.train"
+    assert hyperparameters["sagemaker_submit_directory"] == "${CodeS3Uri}"
+    assert toolkit_argv(hyperparameters) == [
+        "--candidates-per-template", "2", "--seed", "0", "--use-case", "extrusion"
+    ]  # fmt: skip
+
+
+# every step module and every name the contracts export (imported by name on first use), then the files
+IMPORT_EVERYTHING = """
+import importlib, sys
+import edgeloop.schemas as schemas
+for step in ("dataset", "train", "evaluate", "register"):
+    importlib.import_module("edgeloop.sagemaker_pipelines.steps." + step)
+for name in schemas.__all__:
+    getattr(schemas, name)
+print("\\n".join(m.__file__ for n, m in sys.modules.items() if n.startswith("edgeloop") and m.__file__))
+"""
+
+
+def test_every_step_module_imports_from_the_unpacked_archive_alone(code_dir):
+    """As in the container: the archive's edgeloop, nothing from the checkout (python -m puts the cwd first)."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING], cwd=code_dir, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    files = result.stdout.split()
+    assert len(files) > 20
+    assert all(Path(f).is_relative_to(code_dir) for f in files), [f for f in files if code_dir.name not in f]
 
 
 def test_train_writes_one_saved_model_per_line_under_the_model_dir(trained_root):
@@ -111,7 +163,6 @@ def test_train_writes_one_saved_model_per_line_under_the_model_dir(trained_root)
         saved = {p.name for p in (model_dir / line).iterdir()}
         assert {train_step.BOOSTER_FILE, train_step.TEST_SET_FILE, train_step.TRAINED_INFO_FILE} <= saved
         assert train_step.load_trained(model_dir / line).feature_names == load_use_case("extrusion").feature_names
-    assert not (trained_root / "output" / "failure").exists()
 
 
 def test_train_honours_the_hyperparameters(trained_root, config):
@@ -124,61 +175,13 @@ def test_train_honours_the_hyperparameters(trained_root, config):
     assert chosen_draw(trained_root / "model" / "line-1") not in drawn(config, 2, config.training.seed)
 
 
-def test_a_failing_job_leaves_its_reason_where_sagemaker_reads_it(tmp_path, splits):
+def test_a_failing_job_exits_non_zero_naming_the_problem_and_saves_nothing(tmp_path, splits, code_dir):
     examples, _ = splits["line-1"]
-    root = sagemaker_root(tmp_path, examples, {"use-case": "no-such-use-case"})
-    result = run_train(root)
+    hyperparameters = definition_hyperparameters(**{"candidates-per-template": "1"}) | {"use-case": "no-such-use-case"}
+    result = script_mode_train(code_dir, tmp_path, examples, hyperparameters)
     assert result.returncode != 0
-    failure = (root / "output" / "failure").read_text()
-    assert "no-such-use-case" in failure
-    assert not any((root / "model").glob("*")), "a failed job saves no model"
-
-
-def test_command_line_flags_win_over_the_hyperparameters_file(tmp_path, splits, config):
-    examples, _ = splits["line-1"]
-    hyperparameters = tmp_path / "hyperparameters.json"
-    hyperparameters.write_text(json.dumps({"candidates-per-template": "2", "seed": str(SEED)}))
-    examples.to_parquet(tmp_path / "examples.parquet", index=False)
-    saved = train_step.main(
-        ["--examples", str(tmp_path / "examples.parquet"), "--output", str(tmp_path / "model"),
-         "--sagemaker-hyperparameters", str(hyperparameters), "--candidates-per-template", "1"]
-    )  # fmt: skip
-    summary = train_step.load_trained(saved["line-1"]).search_summary
-    assert summary["candidates_per_template"] == {t.value: 1 for t in config.training.templates}
-    assert chosen_draw(saved["line-1"]) in drawn(config, 1, SEED)  # the file's seed still applies
-
-
-def test_hyperparameters_become_flags_and_sagemaker_keys_are_left_out(tmp_path):
-    path = tmp_path / "hyperparameters.json"
-    path.write_text(json.dumps({"use-case": "extrusion", "seed": "3", "sagemaker_job_name": "x", "_tuning": "y"}))
-    assert train_step.hyperparameter_argv(path) == ["--use-case", "extrusion", "--seed", "3"]
-
-
-@pytest.mark.parametrize(
-    ("document", "message"),
-    [
-        ({"examples": "/tmp/elsewhere"}, "hyperparameter examples='/tmp/elsewhere'"),
-        ({"seed": ["1"]}, "hyperparameter seed=['1']"),
-        (["seed", "1"], "expected a JSON object, got list"),
-    ],
-)
-def test_bad_hyperparameters_are_refused_naming_key_and_value(tmp_path, document, message):
-    path = tmp_path / "hyperparameters.json"
-    path.write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        train_step.hyperparameter_argv(path)
-
-
-def test_a_hyperparameter_of_the_wrong_type_is_refused_naming_it(tmp_path):
-    path = tmp_path / "hyperparameters.json"
-    path.write_text(json.dumps({"seed": "seven"}))
-    with pytest.raises(SystemExit):
-        train_step.main(["--examples", str(tmp_path), "--sagemaker-hyperparameters", str(path)])
-
-
-def test_a_missing_hyperparameters_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="hyperparameters.json: no such file"):
-        train_step.hyperparameter_argv(tmp_path / "hyperparameters.json")
+    assert "no-such-use-case" in result.stderr  # the toolkit puts the script's stderr in the job's FailureReason
+    assert not any((tmp_path / "model").glob("*")), "a failed job saves no model"
 
 
 # --- model.tar.gz into the evaluate and register steps -------------------------------------------

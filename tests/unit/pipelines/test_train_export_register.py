@@ -17,6 +17,7 @@ from edgeloop.local.approval import approve_model
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.sagemaker_pipelines.steps import export as export_step
 from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model
+from edgeloop.sagemaker_pipelines.steps.images import serving_image_uri
 from edgeloop.sagemaker_pipelines.steps.lineage import check_metadata
 from edgeloop.sagemaker_pipelines.steps.register import main as register_main
 from edgeloop.sagemaker_pipelines.steps.registration import register_model
@@ -29,7 +30,6 @@ from edgeloop.sagemaker_pipelines.steps.train import (
     training_data_sha256,
 )
 from edgeloop.sagemaker_pipelines.steps.train import main as train_main
-from edgeloop.sagemaker_pipelines.steps.xgboost_image import xgboost_image_uri
 from edgeloop.schemas import ModelTemplate, load_use_case, names
 from edgeloop.schemas.model import Precision, feature_schema_hash
 from edgeloop.schemas.training import ViolationClass
@@ -253,7 +253,8 @@ def test_register_uploads_and_creates_a_pending_package(registry, exported):
     assert metadata["edgeloop:tier:fp32:sha256"] == exported.manifest.tiers[0].sha256
     check_metadata(metadata)
     container = package["InferenceSpecification"]["Containers"][0]
-    assert container["Image"] == "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    # no serving image given: SageMaker's XGBoost image of the client's region (the SDK-generated table)
+    assert container["Image"] == "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:3.2-0"
     assert container["ModelDataUrl"] == f"s3://{MODEL_BUCKET}/models/extrusion-cold-od-line-1/1.0.0/fp32.npz"
     stored = boto3.client("s3").get_object(Bucket=MODEL_BUCKET, Key="models/extrusion-cold-od-line-1/1.0.0/fp32.npz")
     assert stored["Body"].read() == exported.payloads[Precision.FP32]
@@ -319,9 +320,9 @@ def test_metadata_outside_the_allowed_alphabet_is_refused():
 
 
 def test_unknown_region_has_no_image():
-    assert xgboost_image_uri("us-east-1").startswith("683313688378.dkr.ecr.us-east-1.amazonaws.com/")
+    assert serving_image_uri("us-east-1").startswith("683313688378.dkr.ecr.us-east-1.amazonaws.com/")
     with pytest.raises(ValueError, match="region='xx-nowhere-1'"):
-        xgboost_image_uri("xx-nowhere-1")
+        serving_image_uri("xx-nowhere-1")
 
 
 def test_load_manifest_needs_an_s3_uri():
