@@ -13,6 +13,9 @@ runner's live scorer and update agent, and an ExtrusionLineSimulator in place of
    apply model updates and report their outcome;
 5. on the stop file, SIGTERM or the parent's exit: drain (bounded), write the final state, exit 0.
 
+A restart resumes the simulation where the buffer stands (sim_position.py): sequence numbers and
+simulated time continue, no reading is produced twice.
+
 The state file (JSON, replaced atomically about every 0.5 s) is how the demo watches progress.
 The outages are staged by SimulatedUplink (simulated_uplink.py), a transport whose link can be cut.
 """
@@ -42,6 +45,7 @@ from edgeloop.greengrass_components.gateway.validation import SampleValidator, a
 from edgeloop.greengrass_components.model_runner.service import ModelService
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, Precision, load_use_case, names
 
+from .sim_position import PositionJournal
 from .simulated_uplink import PUBLISH_TIMEOUT_S, SimulatedUplink
 
 log = logging.getLogger("edgeloop.simulated_gateway")
@@ -69,6 +73,9 @@ class SimulatedGatewayConfig(BaseModel):
     stop_file: Path
     context_file: Path
     model_dir: Path | None = Field(default=None, description="persisted model; default: beside the state file")
+    position_file: Path | None = Field(
+        default=None, description="where the simulation stands, for restarts; default: beside the state file"
+    )
     model_signing_public_key: str | None = Field(
         default=None,
         description="the model runner's Ed25519 public key (base64, raw 32 bytes): updates must be signed with it",
@@ -88,6 +95,10 @@ class SimulatedGatewayConfig(BaseModel):
     @property
     def model_state_dir(self) -> Path:
         return self.model_dir or self.state_file.parent / "model"
+
+    @property
+    def position_path(self) -> Path:
+        return self.position_file or self.state_file.parent / "sim_position.json"
 
     def offline_at(self, offset_s: int) -> bool:
         return any(start <= offset_s < start + duration for start, duration in self.offline_windows)
@@ -109,6 +120,10 @@ class SimulatedGateway:
             gw.line_id, seed=config.seed, start_ms=config.sim_start_ms, config=config.simulator
         )
         self.buffer = gw.open_buffer()
+        self.position = PositionJournal(
+            config.position_path, seed=config.seed, sim_start_ms=config.sim_start_ms, line_id=gw.line_id
+        )
+        self.resumed_s = 0  # simulated seconds already in the buffer when this process started
         inner = transport or gw.mqtt_transport()
         self.validator = SampleValidator(self.use_case, source=gw.thing_name)
         self.uplink = SimulatedUplink(inner)
@@ -122,6 +137,7 @@ class SimulatedGateway:
             public_key=config.model_signing_public_key,
             architecture=gw.architecture,
             runtime_version=gw.runtime_version,
+            line_id=gw.line_id,  # another line's signed model is refused, as on a Greengrass gateway
         )
         self.live = self.models.live
         self.agent = self.models.agent
@@ -198,12 +214,26 @@ class SimulatedGateway:
         log.info("connected and announced as %s", gw.thing_name)
 
     # --- phases -----------------------------------------------------------------------------------
+    def _fast_forward(self, until_s: int) -> None:
+        """Simulate [0, until_s) again without appending (a previous process did), warming the scorer."""
+        warm_from_s = until_s - (self.live.retention_ms // 1000) - self.config.chunk_s
+        offset = 0
+        while offset < until_s:
+            seconds = min(self.config.chunk_s, until_s - offset)
+            samples = self.simulator.advance(seconds)
+            if offset >= warm_from_s:
+                self.live.add(samples)
+            offset += seconds
+        log.info("resumed after %d simulated seconds already in the buffer", until_s)
+
     def _history(self) -> None:
         self.phase = "history"
         cfg = self.config
+        self.resumed_s = self.position.resume_s(self.buffer.stats().next_seq)
+        self._fast_forward(self.resumed_s)
         # the live scorer needs only the last window of history
         warm_from_s = cfg.history_s - (self.live.retention_ms // 1000) - cfg.chunk_s
-        offset = 0
+        offset = self.resumed_s
         while offset < cfg.history_s and not self.should_stop():
             if cfg.offline_at(offset):
                 if self.uplink.online:
@@ -215,7 +245,7 @@ class SimulatedGateway:
             samples = self.simulator.advance(seconds)
             if offset >= warm_from_s:
                 self.live.add(samples)
-            self._append(samples)
+            self._append(samples, seconds)
             offset += seconds
         self._end_outage(offset)
         self._write_context()
@@ -245,17 +275,17 @@ class SimulatedGateway:
         cfg = self.config
         stride_s = self.use_case.example_stride_s
         started = time.monotonic()
-        simulated = 0
+        resumed = simulated = max(0, self.resumed_s - cfg.history_s)
         last_context = started
         while simulated < cfg.max_live_s and not self.should_stop():
-            due = min(cfg.max_live_s, int(cfg.live_speedup * (time.monotonic() - started)))
+            due = min(cfg.max_live_s, resumed + int(cfg.live_speedup * (time.monotonic() - started)))
             while simulated < due and not self.should_stop():
                 # at most one stride per step, so every stride boundary gets scored
                 step = min(due - simulated, stride_s)
                 samples = self.simulator.advance(step)
                 self.live.add(samples)
                 predictions = self.models.score(self.simulator.now_ms)
-                self._append(samples + predictions)
+                self._append(samples + predictions, step)
                 simulated += step
             if time.monotonic() - last_context > CONTEXT_INTERVAL_S:
                 self._write_context()
@@ -304,7 +334,10 @@ class SimulatedGateway:
         return any(t.name.endswith("-publisher") and t.is_alive() for t in self._threads)
 
     # --- data ---------------------------------------------------------------------------------------
-    def _append(self, samples: Sequence[tuple[str, int, float]]) -> None:
+    def _append(self, samples: Sequence[tuple[str, int, float]], seconds: int) -> None:
+        """Append the readings of the last `seconds` simulated, journalling the position first."""
+        after_s = (self.simulator.now_ms - self.config.sim_start_ms) // 1000
+        self.position.record(after_s - seconds, after_s, self.buffer.stats().next_seq)
         result = append_validated(self.validator, self.buffer, samples)
         if result.rejected:
             self.last_error = f"rejected samples: {result.rejected}"

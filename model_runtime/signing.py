@@ -5,6 +5,10 @@ payload bytes themselves. The device computes that digest anyway to check the up
 verifying costs one Ed25519 check and no second pass over the payload; the context prefix keeps a
 payload signature from being valid for any other message the same key might ever sign.
 
+Since issue 14 a payload signature alone is not enough for a device with a key: the register step
+also signs the model version's identity (schemas/signed_model.py) and `verify_signed_update` checks
+both, the identity against the update and the device, and refuses downgrades (see its docstring).
+
 Encodings travel as text: a signature is base64 of its 64 bytes, a public key is base64 of its raw
 32 bytes (what the ModelRunner configuration holds), a private key is PKCS#8 PEM (file or text).
 """
@@ -21,6 +25,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edgeloop.schemas.common import semver_key
+from edgeloop.schemas.model import ModelManifest, ModelUpdate
+from edgeloop.schemas.signed_model import SignedIdentity, SignedModelIdentity
 
 SIGNED_CONTEXT = b"edgeloop-model-payload-sha256:v1\n"
 PUBLIC_KEY_BYTES = 32
@@ -168,3 +176,128 @@ def verify_payload_signature(
 def _key_b64(public_key: Ed25519PublicKey) -> str:
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
+
+
+# --- the signed identity of a model version (schemas/signed_model.py) -----------------------------
+
+IDENTITY_CONTEXT = b"edgeloop-model-identity:v1\n"
+
+
+def identity_of_manifest(manifest: ModelManifest, issued_at_ms: int) -> SignedModelIdentity:
+    """The document the register step signs for `manifest`: its model, line(s), use case, version, tier digests."""
+    return SignedModelIdentity(
+        model_id=manifest.model_id,
+        use_case=manifest.use_case,
+        line_ids=manifest.line_ids,
+        version=manifest.version,
+        payload_sha256={tier.precision.value: tier.sha256 for tier in manifest.tiers},
+        issued_at_ms=issued_at_ms,
+    )
+
+
+def sign_identity(document: SignedModelIdentity, private_key: Ed25519PrivateKey) -> SignedIdentity:
+    signature = private_key.sign(IDENTITY_CONTEXT + document.canonical_bytes())
+    return SignedIdentity(document=document, signature=base64.b64encode(signature).decode())
+
+
+@dataclass(frozen=True)
+class RunningModel:
+    """What the device runs (and ran before it), as the downgrade rule needs it."""
+
+    model_id: str
+    version: str
+    sha256: str
+    deployment_id: str
+
+
+def verify_signed_update(
+    update: ModelUpdate,
+    payload_sha256_hex: str,
+    public_key: Ed25519PublicKey | None,
+    *,
+    use_case: str,
+    line_id: str | None,
+    running: RunningModel | None = None,
+    previous: RunningModel | None = None,
+) -> SignedModelIdentity | None:
+    """The one check of an update's origin and identity; raises SignatureRejected naming what failed.
+
+    With `public_key`: the payload signature, the signed identity's signature over its canonical bytes,
+    that the identity names this update (model id, version, tier digest = the payload's) and this
+    device (use case, `line_id` unless None), and that it is not older than `running`. Without a key
+    an identity the update carries is still matched (it cannot be trusted, only be consistent) and
+    nothing is ordered: such a device accepts whatever its broker delivers.
+
+    Downgrades: an older version is accepted only as the rollback of the deployment the device runs,
+    i.e. the update names `running.deployment_id` (the fleet's roll_back re-sends the earlier
+    rollout's update under the failed deployment's id) and is exactly `previous`, the model the
+    device ran before that deployment. The fleet holds no signing key, so the deployment id is not
+    signed; what bounds a replay is that the only older model it can restore is one this device
+    already verified and ran just before, and only while the deployment that replaced it is active.
+    """
+    if public_key is None:
+        if update.identity is not None:
+            _match_identity(update.identity.document, update, payload_sha256_hex, use_case, line_id)
+        return None
+    verify_payload_signature(payload_sha256_hex, update.signature, public_key)
+    document = verify_identity_signature(update.identity, public_key, what=f"update {update.model_id} {update.version}")
+    _match_identity(document, update, payload_sha256_hex, use_case, line_id)
+    _check_not_older(update, payload_sha256_hex, running, previous)
+    return document
+
+
+def verify_identity_signature(
+    identity: SignedIdentity | None, public_key: Ed25519PublicKey, *, what: str
+) -> SignedModelIdentity:
+    if identity is None:
+        raise SignatureRejected(
+            f"{what} carries no signed identity: this device requires one signed by key {_key_b64(public_key)}"
+        )
+    try:
+        public_key.verify(base64.b64decode(identity.signature), IDENTITY_CONTEXT + identity.document.canonical_bytes())
+    except InvalidSignature:
+        raise SignatureRejected(
+            f"signed identity of {what} does not verify with the configured key {_key_b64(public_key)} "
+            f"(signed by another key, or the document was changed)"
+        ) from None
+    return identity.document
+
+
+def _match_identity(
+    document: SignedModelIdentity, update: ModelUpdate, digest: str, use_case: str, line_id: str | None
+) -> None:
+    tier_digest = document.payload_sha256.get(update.precision.value)
+    problems = [
+        f"model_id {document.model_id!r} != update's {update.model_id!r}"
+        if document.model_id != update.model_id
+        else "",
+        f"version {document.version} != update's {update.version}" if document.version != update.version else "",
+        f"{update.precision.value} tier digest {tier_digest} != payload's {digest}" if tier_digest != digest else "",
+        f"use case {document.use_case!r} is not this device's {use_case!r}" if document.use_case != use_case else "",
+        f"lines {document.line_ids} do not include this device's line {line_id!r}"
+        if line_id is not None and line_id not in document.line_ids
+        else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise SignatureRejected(f"signed identity does not match: {'; '.join(problems)}")
+
+
+def _check_not_older(
+    update: ModelUpdate, digest: str, running: RunningModel | None, previous: RunningModel | None
+) -> None:
+    if running is None or semver_key(update.version) >= semver_key(running.version):
+        return
+    candidate = (update.model_id, update.version, digest)
+    if (
+        previous is not None
+        and update.deployment_id == running.deployment_id
+        and candidate == (previous.model_id, previous.version, previous.sha256)
+    ):
+        return  # the rollback of the running deployment to the model it replaced
+    raise SignatureRejected(
+        f"downgrade refused: {update.model_id} {update.version} is older than the running "
+        f"{running.model_id} {running.version} and is not the rollback of deployment {running.deployment_id} "
+        f"to the model it replaced"
+        + (f" ({previous.model_id} {previous.version})" if previous is not None else " (none recorded)")
+    )

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from .common import Contract, Identifier, S3ObjectUri, SemVer, Sha256Hex, UtcDatetime
 from .compat import StrEnum
+from .signed_model import SignedIdentity
 
 MODEL_FORMAT_VERSION = 1
 
@@ -123,6 +124,10 @@ class ModelManifest(Contract):
     hyperparameters: dict[str, float | int | str] = Field(default_factory=dict)
     code_version: str | None = Field(default=None, description="git commit (or package version) that trained it")
     cv_rmse: float | None = Field(default=None, ge=0, description="mean RMSE over the time-ordered CV folds")
+    identity: SignedIdentity | None = Field(
+        default=None,
+        description="the register step's signed identity of this version (signed_model.py); None: unsigned",
+    )
 
     @model_validator(mode="after")
     def _tiers_unique(self) -> ModelManifest:
@@ -160,6 +165,8 @@ class ModelUpdate(Contract):
     payload_bytes: int | None = Field(default=None, gt=0)
     architectures: list[Architecture] | None = Field(default=None, min_length=1)
     min_runtime_version: SemVer | None = None
+    # The manifest's signed identity: a device with a public key refuses an update without it (signed_model.py).
+    identity: SignedIdentity | None = None
 
 
 def feature_schema_hash(features: list[str]) -> str:

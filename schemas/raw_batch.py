@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgeloop.schemas.common import Contract, Identifier, ThingName
-from edgeloop.schemas.telemetry import ColumnarSamples
+from edgeloop.schemas.telemetry import INT64_MAX, ColumnarSamples, SequenceNumber
 
 RAW_FORMAT_VERSION = 1
 
@@ -22,11 +22,12 @@ class RawBatch(Contract):
     format_version: Literal[1] = RAW_FORMAT_VERSION
     thing_name: ThingName
     line_id: Identifier
-    seq_first: int = Field(ge=0, description="of the batch as sent (quarantined samples included)")
-    seq_last: int = Field(ge=0)
-    received_at_ms: int = Field(ge=0)
+    seq_first: SequenceNumber = Field(description="of the batch as sent (quarantined samples included)")
+    seq_last: SequenceNumber
+    received_at_ms: int = Field(ge=0, le=INT64_MAX)
     samples: ColumnarSamples = Field(description="the landed samples only")
-    seq: list[int] = Field(description="per landed sample: its sequence number")
+    # Sequence numbers fit Parquet int64 (the curated `seq` column): ingest checks it on arrival.
+    seq: list[SequenceNumber] = Field(description="per landed sample: its sequence number")
 
     @model_validator(mode="after")
     def _one_seq_per_sample(self) -> RawBatch:

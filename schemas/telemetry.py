@@ -10,7 +10,7 @@ binary columnar encoding gateways publish).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -20,21 +20,44 @@ TELEMETRY_FORMAT_VERSION = 1  # zlib JSON: the default of TelemetryBatch.format_
 COMPACT_FORMAT_VERSION = 2  # the binary columnar encoding gateways publish
 SUPPORTED_FORMAT_VERSIONS = (TELEMETRY_FORMAT_VERSION, COMPACT_FORMAT_VERSION)
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's per-message limit
-# A decoded body may not exceed this: bounds the memory a hostile payload can claim.
-MAX_DECODED_BODY_BYTES = 64 * 1024 * 1024
-# A batch may not declare more samples than this: twice what a gateway cuts (GATEWAY_BATCH_SAMPLES),
-# far below what a decoded body of MAX_DECODED_BODY_BYTES could claim.
+# A batch may not declare more samples than this: twice what a gateway cuts (GATEWAY_BATCH_SAMPLES).
 GATEWAY_BATCH_SAMPLES = 200_000
 MAX_BATCH_SAMPLES = 2 * GATEWAY_BATCH_SAMPLES
+# Metric names per batch: a use case accepts a few dozen; each declared name costs the decoder a
+# list and a string (4 M declared names in 3.9 KB of zlib once took 1.19 GB).
+MAX_BATCH_METRICS = 1024
+# A decoded body may not exceed this. A valid format-2 body of MAX_BATCH_SAMPLES samples takes at
+# most ~21 bytes a sample (index <= 2, time <= 10, xor value <= 9): 8.4 MB; format-1 JSON of real
+# batches takes ~25-45 bytes a sample, so 16 MiB carries a full gateway batch (GATEWAY_BATCH_SAMPLES)
+# in either. Both decoders also bound what the body can claim (counts, JSON elements and nesting
+# below), so memory stays a small multiple of this, far inside the ingest Lambda's 512 MB.
+MAX_DECODED_BODY_BYTES = 16 * 1024 * 1024
+# Format-1 JSON is checked against these before it is parsed (Python's json recurses per level:
+# 445 bytes of [[[... raised RecursionError; every element and string is a Python object). The
+# batch document holds 6 arrays and objects, nested 3 deep ({"samples": {"values": [...]}}); its
+# strings are its keys, thing, line and metric names; its elements the 4 sample columns and names.
+MAX_JSON_CONTAINERS = 16
+MAX_JSON_DEPTH = 8
+MAX_JSON_STRINGS = MAX_BATCH_METRICS + 64
+MAX_JSON_ELEMENTS = 4 * MAX_BATCH_SAMPLES + MAX_BATCH_METRICS + 64
+# Integers the data lake stores as Parquet int64 (seq, time_ms, received_at_ms): checked at ingest,
+# so compaction never meets one it cannot convert.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+StoredInt = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+SequenceNumber = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 
 class ColumnarSamples(Contract):
     """Samples as parallel columns; metric names are stored once and referenced by index."""
 
-    metrics: list[str] = Field(min_length=1, description="metric names, referenced by metric_index")
-    metric_index: list[int] = Field(description="per sample: index into metrics")
-    time_ms: list[int] = Field(description="per sample: event time, ms since the Unix epoch (UTC)")
-    values: list[float] = Field(description="per sample: the measured value")
+    metrics: list[str] = Field(
+        min_length=1, max_length=MAX_BATCH_METRICS, description="metric names, referenced by metric_index"
+    )
+    metric_index: list[int] = Field(max_length=MAX_BATCH_SAMPLES, description="per sample: index into metrics")
+    time_ms: list[StoredInt] = Field(
+        max_length=MAX_BATCH_SAMPLES, description="per sample: event time, ms since the Unix epoch (UTC)"
+    )
+    values: list[float] = Field(max_length=MAX_BATCH_SAMPLES, description="per sample: the measured value")
 
     @model_validator(mode="after")
     def _columns_agree(self) -> ColumnarSamples:
@@ -70,8 +93,8 @@ class TelemetryBatch(Contract):
     format_version: Literal[1, 2] = TELEMETRY_FORMAT_VERSION
     thing_name: ThingName
     line_id: Identifier
-    seq_first: int = Field(ge=0)
-    seq_last: int = Field(ge=0)
+    seq_first: SequenceNumber
+    seq_last: SequenceNumber
     samples: ColumnarSamples
 
     @model_validator(mode="after")

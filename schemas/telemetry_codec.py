@@ -18,7 +18,10 @@ import zlib
 from .telemetry import (
     COMPACT_FORMAT_VERSION,
     MAX_BATCH_SAMPLES,
-    MAX_DECODED_BODY_BYTES,
+    MAX_JSON_CONTAINERS,
+    MAX_JSON_DEPTH,
+    MAX_JSON_ELEMENTS,
+    MAX_JSON_STRINGS,
     SUPPORTED_FORMAT_VERSIONS,
     TELEMETRY_FORMAT_VERSION,
     TelemetryBatch,
@@ -31,6 +34,7 @@ from .telemetry_compact import (
     Compression,
     decode_compact,
     encode_compact,
+    inflate_one_stream,
 )
 
 
@@ -46,7 +50,8 @@ def encode_batch(batch: TelemetryBatch, compression: Compression = DEFAULT_COMPR
 
 def decode_batch(payload: bytes) -> TelemetryBatch:
     """Either wire format back to the batch (format_version says which it was)."""
-    return TelemetryBatch.model_validate(decode_batch_document(payload))
+    # Strict: a string or a boolean is not a number on the wire ("1.5", true, "0" are refused).
+    return TelemetryBatch.model_validate(decode_batch_document(payload), strict=True)
 
 
 def wire_format_version(payload: bytes) -> int:
@@ -89,18 +94,8 @@ def _check_sample_count(document: dict) -> None:
 
 def decode_batch_json(payload: bytes) -> dict:
     """Format 1 only: undo the wire compression; raises ValueError with the reason when it is not a batch."""
-    inflater = zlib.decompressobj()
-    try:
-        # Bounded: a small payload may inflate to gigabytes (a zlib bomb).
-        text = inflater.decompress(payload, MAX_DECODED_BODY_BYTES + 1)
-    except zlib.error as exc:
-        raise ValueError(f"payload is not zlib-compressed: {exc}") from exc
-    if len(text) > MAX_DECODED_BODY_BYTES:
-        raise TelemetryDecodeError(
-            "<payload>",
-            f"{len(payload)} zlib bytes",
-            f"inflate beyond {MAX_DECODED_BODY_BYTES} bytes (MAX_DECODED_BODY_BYTES)",
-        )
+    text = _inflate_json(payload)
+    check_json_shape(text, "<payload>")
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -108,3 +103,48 @@ def decode_batch_json(payload: bytes) -> dict:
     if not isinstance(document, dict):
         raise ValueError(f"payload is a JSON {type(document).__name__}, not an object")
     return document
+
+
+def _inflate_json(payload: bytes) -> bytes:
+    """One zlib stream, inflated to at most MAX_DECODED_BODY_BYTES, with nothing after it."""
+    try:
+        return inflate_one_stream(zlib.decompressobj(), payload, "zlib", field="<payload>")
+    except zlib.error as exc:
+        raise ValueError(f"payload is not zlib-compressed: {exc}") from exc
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def check_json_shape(text: bytes, field: str) -> None:
+    """Refuse JSON with more than MAX_JSON_STRINGS strings, MAX_JSON_ELEMENTS elements or
+    MAX_JSON_CONTAINERS arrays and objects, or nested deeper than MAX_JSON_DEPTH, before parsing it;
+    each is counted by C-speed passes over the bytes (16 MiB in well under a second)."""
+    # Escapes out first (outside a string a backslash is invalid anyway): then every quote opens or
+    # closes a string, and the even pieces between them are what lies outside strings.
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    strings = unescaped.count(b'"') // 2
+    if strings > MAX_JSON_STRINGS:
+        raise TelemetryDecodeError(field, f"{strings} JSON strings", f"exceed {MAX_JSON_STRINGS} (MAX_JSON_STRINGS)")
+    bare = b"".join(unescaped.split(b'"')[::2])
+    elements = bare.count(b",") + 1
+    if elements > MAX_JSON_ELEMENTS:
+        raise TelemetryDecodeError(
+            field, f"{elements} JSON elements", f"exceed {MAX_JSON_ELEMENTS} (MAX_JSON_ELEMENTS)"
+        )
+    containers = bare.count(b"[") + bare.count(b"{")
+    if containers > MAX_JSON_CONTAINERS:
+        raise TelemetryDecodeError(
+            field, f"{containers} JSON arrays and objects", f"exceed {MAX_JSON_CONTAINERS} (MAX_JSON_CONTAINERS)"
+        )
+    # Brackets only, "{" and "}" as "[" and "]" (a mismatched pair is the parser's to report).
+    brackets = bare.translate(_AS_SQUARE, _NOT_BRACKETS)
+    # Each pass removes the innermost level of every nest (replace does not rescan what it joined);
+    # a pair left after MAX_JSON_DEPTH passes nests deeper. Unpaired brackets are the parser's.
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            return
+        brackets = brackets.replace(b"[]", b"")
+    if b"[]" in brackets:
+        raise TelemetryDecodeError(field, text[:64], f"nests JSON deeper than {MAX_JSON_DEPTH} levels (MAX_JSON_DEPTH)")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from .telemetry import (
     COMPACT_FORMAT_VERSION,
+    MAX_BATCH_METRICS,
     MAX_BATCH_SAMPLES,
     MAX_DECODED_BODY_BYTES,
     TelemetryBatch,
@@ -298,10 +299,14 @@ def decode_compact(payload: bytes) -> dict:
     n_samples = reader.uvarint("n_samples")
     if n_samples > MAX_BATCH_SAMPLES:
         raise TelemetryDecodeError("n_samples", n_samples, f"exceeds {MAX_BATCH_SAMPLES} samples per batch")
-    # Each sample takes at least one more body byte (its index): a bound on what to allocate.
-    if n_samples > reader.remaining():
-        raise TelemetryDecodeError("n_samples", n_samples, f"exceeds the {reader.remaining()} bytes left in the body")
+    # Each sample takes at least 3 more body bytes (its index, time and value): a bound on what to allocate.
+    if 3 * n_samples > reader.remaining():
+        raise TelemetryDecodeError(
+            "n_samples", n_samples, f"needs over {3 * n_samples} bytes, {reader.remaining()} are left in the body"
+        )
     n_metrics = reader.uvarint("n_metrics")
+    if n_metrics > MAX_BATCH_METRICS:
+        raise TelemetryDecodeError("n_metrics", n_metrics, f"exceeds {MAX_BATCH_METRICS} metrics per batch")
     if n_metrics > reader.remaining():
         raise TelemetryDecodeError("n_metrics", n_metrics, f"exceeds the {reader.remaining()} bytes left in the body")
     metrics = [reader.text(f"metrics[{k}]") for k in range(n_metrics)]
@@ -341,21 +346,36 @@ def _decompress(payload: bytes) -> bytes:
         if compression is Compression.NONE:
             body = data
         elif compression is Compression.ZLIB:
-            inflater = zlib.decompressobj()
-            body = inflater.decompress(data, MAX_DECODED_BODY_BYTES + 1)
-            if not inflater.eof:
-                raise TelemetryDecodeError("body", f"{len(data)} zlib bytes", "is truncated or too large")
+            body = inflate_one_stream(zlib.decompressobj(), data, "zlib")
         else:
-            unpacker = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-            body = unpacker.decompress(data, MAX_DECODED_BODY_BYTES + 1)
-            if not unpacker.eof:
-                raise TelemetryDecodeError("body", f"{len(data)} xz bytes", "is truncated or too large")
+            body = inflate_one_stream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), data, "xz")
     except (zlib.error, lzma.LZMAError) as exc:
         raise TelemetryDecodeError(
             "body", f"{len(data)} bytes", f"does not decompress as {compression.name}: {exc}"
         ) from None
     if len(body) > MAX_DECODED_BODY_BYTES:
         raise TelemetryDecodeError("body", f"over {MAX_DECODED_BODY_BYTES} bytes", "decompresses beyond the limit")
+    return body
+
+
+def inflate_one_stream(inflater, data: bytes, kind: str, field: str = "body") -> bytes:
+    """One compressed stream, inflated to at most MAX_DECODED_BODY_BYTES (a small payload may inflate
+    to gigabytes), and nothing after it (a second stream or trailing data is refused)."""
+    body = inflater.decompress(data, MAX_DECODED_BODY_BYTES + 1)
+    if len(body) > MAX_DECODED_BODY_BYTES:
+        raise TelemetryDecodeError(
+            field,
+            f"{len(data)} {kind} bytes",
+            f"inflate beyond {MAX_DECODED_BODY_BYTES} bytes, the limit (MAX_DECODED_BODY_BYTES)",
+        )
+    if not inflater.eof:
+        raise TelemetryDecodeError(field, f"{len(data)} {kind} bytes", f"is truncated: the {kind} stream does not end")
+    if inflater.unused_data:
+        raise TelemetryDecodeError(
+            field,
+            inflater.unused_data[:32],
+            f"{len(inflater.unused_data)} bytes follow the {kind} stream (a second stream or trailing data)",
+        )
     return body
 
 

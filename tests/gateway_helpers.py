@@ -38,7 +38,8 @@ def max_in_window(times: list[float], window_s: float = 1.0) -> int:
 def extrusion_gateway_config(
     buffer_path: Path, *, broker: Any = None, cert: Any = None, **fields: Any
 ) -> GatewayConfig:
-    """An extrusion gateway buffering at buffer_path: MQTT with mutual TLS to `broker` (host, port) with
+    """An extrusion gateway buffering at buffer_path: MQTT with mutual TLS to `broker` (a MosquittoBroker:
+    its device listener, where the client id is the certificate's CN) with
     `cert` (cert_path, key_path, ca_path) when given, else transport="greengrass". `fields` override."""
     identity = dict(
         thing_name="gw-1",
@@ -54,7 +55,7 @@ def extrusion_gateway_config(
     else:
         link = dict(
             broker_host=broker.host,
-            broker_port=broker.port,
+            broker_port=broker.device_port,
             cert_path=cert.cert_path,
             key_path=cert.key_path,
             ca_path=cert.ca_path,

@@ -11,10 +11,12 @@ No numpy/pandas/pyarrow here: ingest imports this on its cold-start path.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
+from edgeloop.cloud.datalake.raw import RAW_KEY
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, names
 
 
@@ -65,3 +67,19 @@ def message_payload(event: IotRuleEvent) -> bytes:
         return event.payload
     except ValueError as exc:
         raise MessageRefused([QuarantineReason.of("payload_b64", event.payload_b64, f"is not base64: {exc}")]) from exc
+
+
+def raw_quarantine_key(raw_key: str, at: datetime) -> str:
+    """Where compaction moves a raw object aside: the same layout, keyed by the raw key's thing."""
+    match = RAW_KEY.match(raw_key)
+    thing = match.group("thing") if match else "unknown-raw"
+    digest = hashlib.sha256(raw_key.encode()).hexdigest()[:16]
+    return f"{names.QUARANTINE_PREFIX}/ingest_date={at:%Y-%m-%d}/{thing}-{int(at.timestamp() * 1000)}-{digest}.json"
+
+
+def raw_quarantine_record(raw_key: str, body: bytes, at: datetime, reasons: list[QuarantineReason]) -> bytes:
+    """A raw object compaction could not convert: its bytes as stored (gzip JSON) and why."""
+    record = QuarantineRecord(
+        source=raw_key, received_at=at, reasons=reasons, payload_b64=base64.b64encode(body).decode()
+    )
+    return record.model_dump_json(indent=1).encode()

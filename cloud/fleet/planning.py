@@ -143,7 +143,8 @@ def plan_waves(deployment_id: str, cohorts: Mapping[Precision, list[str]], polic
 
 def model_updates(manifest: ModelManifest, deployment_id: str, model_bucket: str) -> dict[Precision, ModelUpdate]:
     """The weight-only update each cohort receives: its tier's payload (signature, size, compatibility), the
-    model's feature layout. The device re-checks all of it before loading."""
+    model's feature layout and its signed identity (the same document for every tier). The device re-checks
+    all of it before loading."""
     return {
         tier.precision: ModelUpdate(
             deployment_id=deployment_id,
@@ -158,6 +159,7 @@ def model_updates(manifest: ModelManifest, deployment_id: str, model_bucket: str
             payload_bytes=tier.payload_bytes,
             architectures=tier.architectures,
             min_runtime_version=tier.min_runtime_version,
+            identity=manifest.identity,
         )
         for tier in manifest.tiers
     }

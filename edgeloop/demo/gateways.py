@@ -83,7 +83,7 @@ class DemoGateways:
             architecture=DEMO_ARCHITECTURES[index % len(DEMO_ARCHITECTURES)],
             runtime_version=DEMO_RUNTIME_VERSION,
             broker_host=runtime.broker.host,
-            broker_port=runtime.broker.port,
+            broker_port=runtime.broker.device_port,  # the client id is the certificate's CN there
             cert_path=cert.cert_path,
             key_path=cert.key_path,
             ca_path=cert.ca_path,

@@ -109,6 +109,7 @@ class DemoRun:
         templates = ", ".join(t.value for t in self.use_case.training.templates)
         with self.console.status(f"training {len(examples)} models (one per line; searching {templates})"):
             trained = train_lines(dict(examples), self.use_case, max_workers=2)
+        signing_key = load_private_key(self.signing_keys().private_key_path)
         events = []
         for line_id, model in trained.items():
             exported = export_model(
@@ -118,9 +119,9 @@ class DemoRun:
                 use_case=self.use_case.use_case,
                 line_ids=[line_id],
                 target=self.use_case.target_metric,
-                signing_key=load_private_key(self.signing_keys().private_key_path),
+                signing_key=signing_key,
             )
-            arn = register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET)
+            arn = register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET, signing_key=signing_key)
             events.append(approve_model(arn))
             line_model = readback.read_back_registration(line_id, arn, model.metrics, len(examples[line_id]))
             self.outcome.models[line_id] = line_model

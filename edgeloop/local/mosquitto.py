@@ -4,6 +4,15 @@ Each client's certificate CN becomes its username (`use_identity_as_username`), 
 `pattern readwrite edgeloop/%u/#` confines a gateway to its own topics, as the IoT policy
 `edgeloop/${iot:Connection.Thing.ThingName}/#` does in AWS. The cloud identity may use every
 `edgeloop/` topic (the bridge and the local model delivery connect with it).
+
+Client ids: IoT Core's policy lets a connection use only its thing's client id, so nobody can knock a
+gateway offline or take over its session. mosquitto 2.0 has no "client id must equal username"
+check; the nearest real guarantee is `use_username_as_clientid`, which replaces whatever client id a
+client sends by its username (here the certificate CN), so a client can only ever take over its own
+session. It is a listener option, so the broker opens two listeners: `device_port` enforces it (the
+port for gateways), `port` does not (the cloud identity connects several clients with one
+certificate: the bridge, deliveries, tests). A gateway certificate is still accepted on `port`
+until the cloud identity has a CA of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
-from edgeloop.local.ports import LOOPBACK
+from edgeloop.local.ports import LOOPBACK, free_port
 from edgeloop.local.processes import ManagedServer
 from edgeloop.schemas import names
 
@@ -48,7 +57,28 @@ def acl_text(cloud_identity: str = CLOUD_IDENTITY) -> str:
     )
 
 
-def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -> str:
+def _listener(port: int, server: IssuedCert, *, client_id_is_identity: bool) -> list[str]:
+    lines = [
+        f"listener {port} {LOOPBACK}",
+        "protocol mqtt",
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+    if client_id_is_identity:
+        # the client id a client sends is replaced by its username (its certificate's CN)
+        lines.append("use_username_as_clientid true")
+    return lines + [
+        "tls_version tlsv1.2",
+        f"cafile {server.ca_path}",
+        f"certfile {server.cert_path}",
+        f"keyfile {server.key_path}",
+    ]
+
+
+def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path, device_port: int | None = None) -> str:
+    """The broker's configuration: the shared listener on `port`, and, with `device_port`, the
+    gateways' listener on which a client's id is its certificate's CN."""
+    device = [] if device_port is None else _listener(device_port, server, client_id_is_identity=True)
     return "\n".join(
         [
             "per_listener_settings false",
@@ -70,21 +100,16 @@ def config_text(port: int, server: IssuedCert, acl_path: Path, log_path: Path) -
             # anonymous; mosquitto 2.0 defaults to false anyway, this keeps it explicit.
             "allow_anonymous false",
             f"acl_file {acl_path}",
-            f"listener {port} {LOOPBACK}",
-            "protocol mqtt",
-            "require_certificate true",
-            "use_identity_as_username true",
-            "tls_version tlsv1.2",
-            f"cafile {server.ca_path}",
-            f"certfile {server.cert_path}",
-            f"keyfile {server.key_path}",
+            *_listener(port, server, client_id_is_identity=False),
+            *device,
             "",
         ]
     )
 
 
 class MosquittoBroker(ManagedServer):
-    """Start with `.start()` or `with MosquittoBroker(...) as broker:`; clients connect to `.host:.port`."""
+    """Start with `.start()` or `with MosquittoBroker(...) as broker:`; clients connect to `.host:.port`,
+    gateways that must not be impersonated to `.host:.device_port`."""
 
     name = "mosquitto"
 
@@ -94,6 +119,7 @@ class MosquittoBroker(ManagedServer):
         self.host = LOOPBACK
         self._requested_port = port
         self.port: int | None = port
+        self.device_port: int | None = None
         self.process: subprocess.Popen | None = None
 
     @property
@@ -119,14 +145,17 @@ class MosquittoBroker(ManagedServer):
         self.start_on_a_port(
             self._requested_port,
             lambda port: self._spawn(binary, port, server),
-            lambda: self._accepts_tls(probe),
+            lambda: self._accepts_tls(probe, self.port) and self._accepts_tls(probe, self.device_port),
             timeout_s=START_TIMEOUT_S,
             log=self.log_path,
         )
         return self
 
     def _spawn(self, binary: Path, port: int, server: IssuedCert) -> subprocess.Popen:
-        self.config_path.write_text(config_text(port, server, self.acl_path, self.log_path))
+        self.device_port = free_port()  # a new one each attempt, as `port`
+        while self.device_port == port:
+            self.device_port = free_port()
+        self.config_path.write_text(config_text(port, server, self.acl_path, self.log_path, self.device_port))
         with (self.workdir / "mosquitto.stderr").open("ab") as stderr:
             return subprocess.Popen(
                 [str(binary), "-c", str(self.config_path)],
@@ -136,12 +165,12 @@ class MosquittoBroker(ManagedServer):
                 start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
             )
 
-    def _accepts_tls(self, probe: IssuedCert) -> bool:
+    def _accepts_tls(self, probe: IssuedCert, port: int | None) -> bool:
         """True once a full mutual-TLS handshake succeeds (the listener is up and the certs load)."""
         context = ssl.create_default_context(cafile=str(probe.ca_path))
         context.load_cert_chain(str(probe.cert_path), str(probe.key_path))
         try:
-            with socket.create_connection((self.host, self.port), timeout=1.0) as raw:
+            with socket.create_connection((self.host, port), timeout=1.0) as raw:
                 with context.wrap_socket(raw, server_hostname="localhost") as tls:
                     tls.unwrap()  # a clean close_notify keeps an OpenSSL error out of the broker log
                     return True

@@ -48,6 +48,9 @@ def _handle(event: dict, context) -> dict:
     metrics.add_metric(name="CuratedRowsWritten", unit=MetricUnit.Count, value=result.rows_written)
     metrics.add_metric(name="DuplicateRowsDropped", unit=MetricUnit.Count, value=result.duplicates_dropped)
     metrics.add_metric(name="LateRows", unit=MetricUnit.Count, value=result.late_rows)
+    metrics.add_metric(name="RawObjectsQuarantined", unit=MetricUnit.Count, value=len(result.quarantined_keys))
+    if result.quarantined_keys:
+        logger.warning("raw objects quarantined", extra={"quarantine_keys": result.quarantined_keys})
     for quantile, seconds in result.delay_quantiles_s.items():
         metrics.add_metric(name=DELAY_METRICS[quantile], unit=MetricUnit.Seconds, value=seconds)
     logger.info(

@@ -24,6 +24,12 @@ curated lands in late/ too.
 A crash between the write and the delete leaves two overlapping parts; readers de-duplicate
 (`curated.read_curated`) and the next merge of that partition repairs it.
 
+Isolation: a raw object that cannot be read or converted (not gzip JSON, not a RawBatch, a value
+outside its column's type, an event time pandas cannot date) is moved aside: a quarantine record
+(cloud/datalake/quarantine.py, the same layout as ingest's) holds its bytes and the reasons, it is
+listed in `quarantined_keys` and marked compacted, and the run goes on with every other object. One
+poisoned device cannot stop another line's data reaching curated/.
+
 Incremental runs: after its partitions are written, each processed raw key gets an empty marker
 `_state/compacted/<raw key>`; a rerun skips marked keys. A crash before the markers only means
 those raw objects are read again, which the de-duplication absorbs. Runs must not overlap (the
@@ -33,8 +39,10 @@ stack gives the function a reserved concurrency of 1).
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -45,11 +53,14 @@ from edgeloop.cloud.datalake.curated import (
     CURATED_SCHEMA,
     curated_parquet_bytes,
     dedupe_and_sort,
+    empty_curated,
     late_partition_prefix,
     partition_prefix,
     read_curated_part,
 )
-from edgeloop.schemas import names
+from edgeloop.cloud.datalake.quarantine import raw_quarantine_key, raw_quarantine_record
+from edgeloop.schemas import QuarantineReason, names
+from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.raw_batch import RawBatch
 
 STATE_PREFIX = "_state/compacted"
@@ -69,6 +80,8 @@ class CompactionResult:
     late_partitions: list[str] = field(default_factory=list)  # the late/ prefixes rewritten
     # ingestion delay (ingest_time_ms - time_ms, seconds) over this run's rows: p50, p90, p99, max
     delay_quantiles_s: dict[str, float] = field(default_factory=dict)
+    # raw objects that could not be converted: moved aside to these quarantine keys, run went on
+    quarantined_keys: list[str] = field(default_factory=list)
 
     @property
     def line_ids(self) -> list[str]:
@@ -99,7 +112,7 @@ def compact(
     if not pending:
         return result
 
-    read = pd.concat([raw_rows(s3.get_bytes(bucket, key)) for key in pending], ignore_index=True)
+    read = _read_pending(bucket, pending, result)
     result.raw_objects = len(pending)
     result.rows_read = len(read)
     new_rows = dedupe_and_sort(read)
@@ -113,6 +126,47 @@ def compact(
     for key in pending:
         s3.put_bytes(bucket, marker_key(key), b"")
     return result
+
+
+# What a raw object that cannot be converted raises (pydantic's ValidationError and pandas'
+# OutOfBoundsDatetime are ValueErrors; gzip.BadGzipFile an OSError). S3 errors are not caught here.
+_UNCONVERTIBLE = (ValueError, OverflowError, EOFError, OSError, zlib.error)
+
+
+def _read_pending(bucket: str, pending: list[str], result: CompactionResult) -> pd.DataFrame:
+    """The rows of every pending raw object that converts; the others are moved aside to quarantine."""
+    frames = []
+    for key in pending:
+        body = s3.get_bytes(bucket, key)
+        try:
+            rows = raw_rows(body)
+            _utc_dates(rows["time_ms"])  # what partitioning will do: an undatable time fails here
+            _utc_dates(rows["ingest_time_ms"])
+        except _UNCONVERTIBLE as exc:
+            result.quarantined_keys.append(_move_aside(bucket, key, body, exc))
+            continue
+        frames.append(rows)
+    if not frames:
+        return empty_curated()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _move_aside(bucket: str, key: str, body: bytes, exc: Exception) -> str:
+    at = datetime.now(UTC)
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # a ValidationError: one reason per field, like ingest's
+        reasons = [QuarantineReason.of(_field_path(e["loc"]), e.get("input"), e["msg"]) for e in errors()[:20]]
+    else:
+        reasons = [QuarantineReason.of("<raw object>", key, f"cannot be compacted: {type(exc).__name__}: {exc}")]
+    q_key = raw_quarantine_key(key, at)
+    s3.put_bytes(bucket, q_key, raw_quarantine_record(key, body, at, reasons), content_type="application/json")
+    return q_key
+
+
+def _field_path(loc: tuple) -> str:
+    """A validation error's location as ingest names fields: samples.values[3]."""
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    return path or "<raw object>"
 
 
 def _compact_on_time(bucket: str, rows: pd.DataFrame, result: CompactionResult) -> None:

@@ -2,12 +2,16 @@
 
 Two levels of refusal:
 - the message (not base64, not readable in wire format 1 (zlib JSON) or 2 (compact binary),
-  over a size limit (the payload over IoT Core's 128 KB; the decoder's: a body inflating beyond
-  MAX_DECODED_BODY_BYTES, more than MAX_BATCH_SAMPLES samples), missing or mistyped batch fields,
-  a sequence range that does not match the samples, a thing name that differs from the topic's
+  over a size limit (the payload over IoT Core's 128 KB; the decoder's, all in schemas/telemetry.py:
+  a body inflating beyond MAX_DECODED_BODY_BYTES, more than MAX_BATCH_SAMPLES samples or
+  MAX_BATCH_METRICS metrics, JSON nested deeper than MAX_JSON_DEPTH or with more than
+  MAX_JSON_ELEMENTS elements), data after the compressed stream, missing or mistyped batch fields
+  (types are strict: no number from a string or a boolean), a sequence number outside int64 (the
+  curated table's type), a sequence range that does not match the samples, a thing name that differs from the topic's
   thing, a line_id other than the line the IoT registry holds for the thing): nothing lands, the
   whole payload goes to quarantine;
-- single samples (a mistyped or non-finite value, an unknown metric, an event time too far in the
+- single samples (a mistyped or non-finite value, e.g. "NaN" or true, a mistyped metric index,
+  a time outside int64, an unknown metric, an event time too far in the
   future, or older than the lateness SLA (names.LATENESS_SLA_DAYS_ENV, default 14 days) on
   arrival): only those samples are refused, the rest of the batch lands. Compaction's late/ path
   still catches rows that passed here under a looser SLA (see functions/compaction/logic.py).
@@ -197,7 +201,8 @@ def _validate(document: dict[str, Any], sample_reasons: dict[int, list[Quarantin
     columns = _sample_columns(document)
     for attempt in range(2):
         try:
-            return TelemetryBatch.model_validate(_with_placeholders(document, sample_reasons))
+            # Strict: "1.5" or true is not a value, "0" or true not a metric index (no coercion).
+            return TelemetryBatch.model_validate(_with_placeholders(document, sample_reasons), strict=True)
         except ValidationError as exc:
             errors = exc.errors()
             element_errors = [e for e in errors if _sample_element(e["loc"]) is not None]
@@ -326,5 +331,8 @@ def _field_path(loc: tuple) -> str:
         return "<batch>"
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int) or part == "":  # an index, or a key no dotted path can show ("")
+            path += f"[{part!r}]" if part == "" else f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
     return path

@@ -1,7 +1,8 @@
 """Cutting the buffer's pending samples into encoded TelemetryBatch payloads under a size limit.
 
 A batch is the start of a contiguous run of pending sequence numbers (acknowledging a live range
-leaves a hole; a batch never spans one), holds at most GATEWAY_BATCH_SAMPLES samples and is
+leaves a hole; a batch never spans one), holds at most GATEWAY_BATCH_SAMPLES samples of at most
+MAX_BATCH_METRICS distinct metrics (what ingest accepts) and is
 encoded in format 2. The encoded size per sample is learnt from every batch cut, so the first
 encode of the next one usually fits.
 """
@@ -10,7 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeloop.schemas.telemetry import COMPACT_FORMAT_VERSION, GATEWAY_BATCH_SAMPLES, ColumnarSamples, TelemetryBatch
+from edgeloop.schemas.telemetry import (
+    COMPACT_FORMAT_VERSION,
+    GATEWAY_BATCH_SAMPLES,
+    MAX_BATCH_METRICS,
+    ColumnarSamples,
+    TelemetryBatch,
+)
 from edgeloop.schemas.telemetry_codec import encode_batch
 
 from .sample_store import Row, SampleStore
@@ -44,7 +51,7 @@ class BatchCutter:
         pending = span[1] - span[0] + 1
         n = int(max_payload_bytes * _FILL_SHARE / self._bytes_per_sample)
         n = max(1, min(pending, n, GATEWAY_BATCH_SAMPLES))
-        rows = self._contiguous_rows(span[0], n)
+        rows = within_metric_limit(self._contiguous_rows(span[0], n))
         while True:
             payload = encode_rows(self.thing_name, self.line_id, rows)
             self._bytes_per_sample = max(0.5, len(payload) / len(rows))
@@ -74,6 +81,16 @@ class BatchCutter:
             else:
                 high = middle - 1
         return rows[: low + 1]
+
+
+def within_metric_limit(rows: list[Row]) -> list[Row]:
+    """The longest prefix of rows naming at most MAX_BATCH_METRICS distinct metrics."""
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        seen.add(row[1])
+        if len(seen) > MAX_BATCH_METRICS:
+            return rows[:index]
+    return rows
 
 
 def encode_rows(thing_name: str, line_id: str, rows: list[Row]) -> bytes:

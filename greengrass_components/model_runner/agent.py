@@ -21,13 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeloop.model_runtime.payload_checks import check_npz_bounds
 from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
-from edgeloop.model_runtime.signing import SignatureRejected, parse_public_key, verify_payload_signature
+from edgeloop.model_runtime.signing import (
+    RunningModel,
+    SignatureRejected,
+    parse_public_key,
+    verify_identity_signature,
+    verify_payload_signature,
+    verify_signed_update,
+)
 from edgeloop.schemas import DeviceStatus, ModelStatusReport, ModelUpdate, UseCaseConfig, feature_schema_hash
 from edgeloop.schemas.common import semver_key, split_s3_uri
 from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.compatibility import KnownCapabilities, incompatibility
 from edgeloop.schemas.model import Architecture
+from edgeloop.schemas.signed_model import SignedIdentity
 
 from .runner import LiveScorer
 
@@ -63,6 +72,10 @@ class ActiveModel:
     sha256: str
     applied_at: str
     signature: str | None = None  # re-verified on restore when the device requires signed payloads
+    identity: dict | None = None  # the update's SignedIdentity (JSON), re-verified on restore
+
+    def running(self) -> RunningModel:
+        return RunningModel(self.model_id, self.version, self.sha256, self.deployment_id)
 
 
 class HealthCheckFailed(Exception):
@@ -84,10 +97,13 @@ class UpdateAgent:
         public_key: str | None = None,
         architecture: Architecture | str | None = None,
         runtime_version: str | None = None,
+        line_id: str | None = None,
     ) -> None:
-        """public_key (base64 of the raw 32 bytes): payloads must carry that key's Ed25519 signature;
-        None accepts unsigned ones. architecture / runtime_version: this device's, checked against
-        the update's tier; None skips that check."""
+        """public_key (base64 of the raw 32 bytes): updates must carry that key's Ed25519 signatures of the
+        payload and of the model's identity (signing.verify_signed_update: this use case, `line_id`, no
+        downgrade but a rollback); None accepts unsigned ones. line_id: this device's line (None: no
+        line check). architecture / runtime_version: this device's, checked against the update's tier;
+        None skips that check."""
         self.thing_name = thing_name
         self.use_case = use_case
         self.live = live_scorer
@@ -100,6 +116,7 @@ class UpdateAgent:
         self.public_key = parse_public_key(public_key, field="model signing public_key") if public_key else None
         self.architecture = Architecture(architecture) if architecture is not None else None
         self.runtime_version = runtime_version
+        self.line_id = line_id
         if runtime_version is not None:
             semver_key(runtime_version)  # a device version that is not MAJOR.MINOR.PATCH fails here, not per update
         self.current: ActiveModel | None = None
@@ -145,6 +162,7 @@ class UpdateAgent:
             sha256=update.sha256,
             applied_at=datetime.now(UTC).isoformat(),
             signature=update.signature,
+            identity=update.identity.model_dump(mode="json") if update.identity is not None else None,
         )
         previous = (self.current, self._current_payload) if self.current and self._current_payload else None
         try:
@@ -173,10 +191,18 @@ class UpdateAgent:
                 f"sha256 mismatch: payload {update.payload_uri} ({len(payload)} bytes) is {digest}, "
                 f"the update announces {update.sha256}"
             )
-        if self.public_key is not None:
-            verify_payload_signature(digest, update.signature, self.public_key)
+        verify_signed_update(
+            update,
+            digest,
+            self.public_key,
+            use_case=self.use_case.use_case,
+            line_id=self.line_id,
+            running=self.current.running() if self.current is not None else None,
+            previous=self._previous[0].running() if self._previous is not None else None,
+        )
         self._check_compatibility(update)
         self._check_feature_schema(update)
+        _check_bounds(payload)
         scorer = load_payload(payload, expected_sha256=digest, expected_feature_schema_hash=self.expected_schema_hash)
         if (scorer.model_id, scorer.version, scorer.precision) != (update.model_id, update.version, update.precision):
             raise PayloadRejected(
@@ -295,8 +321,12 @@ class UpdateAgent:
         try:
             active = ActiveModel(**json.loads(meta_path.read_text()))
             payload = payload_path.read_bytes()
+            digest = hashlib.sha256(payload).hexdigest()
+            if digest != active.sha256:  # a slot damaged on disk: say so before any other check
+                raise PayloadRejected(f"sha256 mismatch: {payload_name} is {digest}, its record says {active.sha256}")
             if self.public_key is not None:
-                verify_payload_signature(hashlib.sha256(payload).hexdigest(), active.signature, self.public_key)
+                self._verify_persisted(active, digest)
+            _check_bounds(payload)
             scorer = load_payload(
                 payload, expected_sha256=active.sha256, expected_feature_schema_hash=self.expected_schema_hash
             )
@@ -306,6 +336,17 @@ class UpdateAgent:
             log.error("persisted model %s in %s is unusable: %s", payload_name, self.state_dir, reason)
             return None
         return active, payload, scorer
+
+    def _verify_persisted(self, active: ActiveModel, digest: str) -> None:
+        """The persisted slot's signatures; a slot written before identities were signed has only the payload's."""
+        verify_payload_signature(digest, active.signature, self.public_key)
+        if active.identity is not None:
+            what = f"persisted {active.model_id} {active.version}"
+            document = verify_identity_signature(SignedIdentity(**active.identity), self.public_key, what=what)
+            if (document.model_id, document.version) != (active.model_id, active.version) or (
+                digest not in document.payload_sha256.values()
+            ):
+                raise SignatureRejected(f"signed identity of {what} names another model or payload")
 
     # --- reporting --------------------------------------------------------------------------------
     def _send(
@@ -326,6 +367,13 @@ class UpdateAgent:
         except Exception:  # the decision stands; the caller's transport logs and retries its own way
             log.exception("could not send the status report for %s %s", model_id, version)
         return report
+
+
+def _check_bounds(payload: bytes) -> None:
+    try:
+        check_npz_bounds(payload)
+    except ValueError as exc:
+        raise PayloadRejected(f"payload refused before loading: {exc}") from exc
 
 
 def _write_slot(state_dir: Path, payload_name: str, meta_name: str, model: ActiveModel, payload: bytes) -> None:

@@ -192,6 +192,7 @@ class GreengrassModelRunner:
             public_key=settings.model_signing_public_key,
             architecture=architecture_of_machine(),
             runtime_version=settings.runtime_version,
+            line_id=settings.line_id,
         )
         self.config_settle_s = config_settle_s
         # An update that arrives before a full window of live data waits for one, up to twice its length.

@@ -107,8 +107,10 @@ class ModelService:
         public_key: str | None = None,
         architecture: Architecture | str | None = None,
         runtime_version: str | None = None,
+        line_id: str | None = None,
     ) -> None:
-        """public_key, architecture, runtime_version: what the update agent checks updates against (see UpdateAgent)."""
+        """public_key, architecture, runtime_version, line_id: what the update agent checks updates against
+        (see UpdateAgent)."""
         self.use_case = use_case
         self.live = LiveScorer(use_case)
         self.outbox = ReportOutbox(send_report, retry_after_s=report_retry_s, clock=clock)
@@ -122,6 +124,7 @@ class ModelService:
             public_key=public_key,
             architecture=architecture,
             runtime_version=runtime_version,
+            line_id=line_id,
         )
 
     @property

@@ -92,16 +92,56 @@ def booster_objective(booster: xgb.Booster) -> Objective:
 
 
 def booster_base_margin(booster: xgb.Booster, objective: Objective) -> np.float32:
-    """base_score in margin space, computed in float32 like XGBoost's ProbToMargin."""
-    raw = json.loads(booster.save_config())["learner"]["learner_model_param"]["base_score"]
+    """base_score in margin space, the float32 XGBoost itself starts every prediction from.
+
+    Read from XGBoost rather than re-derived: for binary:logistic it clamps base_score to
+    [1e-6, 1 - 1e-6] and takes -logf(1/p - 1) with the C library's logf, which numpy's float32 log
+    misses by an ulp for about one base score in five. A copy of the model whose every leaf (gbtree)
+    or weight (gblinear) is -0.0, so that base + -0.0 + ... is base, predicts that margin for a row of
+    missing values. The copy keeps its trees: a model without any counts as unfitted, and XGBoost then
+    skips the link when it estimated base_score itself. `objective` checks the answer against the link.
+    """
+    model = json.loads(booster.save_raw("json"))
+    learner = model["learner"]
+    base = _single_base_score(learner["learner_model_param"]["base_score"])
+    gbm = learner["gradient_booster"]
+    if gbm["name"] == "gbtree":
+        for tree in gbm["model"]["trees"]:
+            leaf = np.asarray(tree["left_children"]) < 0
+            tree["split_conditions"] = np.where(leaf, -0.0, tree["split_conditions"]).tolist()
+    elif gbm["name"] == "gblinear":
+        gbm["model"]["weights"] = [-0.0] * len(gbm["model"]["weights"])
+    else:
+        raise ValueError(f"booster={gbm['name']!r} is neither a tree ensemble (gbtree) nor linear (gblinear)")
+    bare = xgb.Booster(params={"nthread": 1})
+    bare.load_model(bytearray(json.dumps(model).encode()))
+    missing_row = np.full((1, booster.num_features()), np.nan, dtype=np.float32)
+    margin = bare.predict(xgb.DMatrix(missing_row, missing=np.nan), output_margin=True, validate_features=False).ravel()
+    if margin.shape != (1,):
+        raise ValueError(f"booster predicts {margin.size} margins; only single-target models are supported")
+    _check_link(np.float32(margin[0]), base, objective)
+    return np.float32(margin[0])
+
+
+def _single_base_score(raw: str) -> np.float32:
     values = json.loads(raw) if raw.startswith("[") else [float(raw)]  # 3.x stores a vector
     if len(values) != 1:
         raise ValueError(f"base_score {raw} has {len(values)} targets; only single-target models are supported")
-    base = np.float32(values[0])
+    return np.float32(values[0])
+
+
+def _check_link(margin: np.float32, base: np.float32, objective: Objective) -> None:
+    """The margin XGBoost gave is its link of base_score: exact for the identity, within 4 float32 ulps
+    of the float64 log for the logistic (same float32 steps before the log: clamp, 1/p - 1)."""
     if objective == Objective.BINARY_LOGISTIC:
-        one = np.float32(1.0)
-        return np.float32(-np.log(one / base - one))
-    return base
+        eps = np.float32(1e-6)
+        p = np.minimum(np.maximum(base, eps), np.float32(1) - eps)
+        expected = -np.log(np.float64(np.float32(np.float32(1) / p) - np.float32(1)))
+        tolerance = 4 * float(np.spacing(np.float32(abs(expected))))
+    else:
+        expected, tolerance = float(base), 0.0
+    if not abs(float(margin) - expected) <= tolerance:  # `not <=` so that a NaN margin fails too
+        raise ValueError(f"XGBoost's base margin {margin!r} is not the {objective.value} link of base_score={base!r}")
 
 
 def booster_trees(booster: xgb.Booster) -> TreeEnsemble:

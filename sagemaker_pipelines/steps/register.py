@@ -124,6 +124,7 @@ def register_lines(
             serving_image=args.serving_image or None,
             dataset=dataset,
             evaluation=evaluation,
+            signing_key=signing_key,
         )
         if args.approve:
             approve_package(arns[line_dir.name])

@@ -7,11 +7,14 @@ is what starts a rollout (SageMaker emits the state-change event the orchestrato
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from edgeloop.cloud import aws
+from edgeloop.model_runtime.signing import Ed25519PrivateKey, identity_of_manifest, sign_identity
 from edgeloop.schemas import names
 from edgeloop.schemas.common import s3_uri, semver_key
 from edgeloop.schemas.model import Precision
@@ -40,17 +43,22 @@ def register_model(
     serving_image: str | None = None,
     dataset: DatasetInfo | None = None,
     evaluation: EvaluationReport | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> str:
     """Upload the artifacts and create a PendingManualApproval model package; returns its ARN.
+
+    With `signing_key` the manifest carries the version's signed identity (sign_identity_of), which
+    every update of it carries and a device with a public key requires.
 
     `serving_image`: the image URI the package names (the pipeline passes its region's); None: SageMaker's
     XGBoost serving image of the client's region (images.py). With `evaluation`, a candidate that failed validation is refused before
     anything is uploaded."""
-    manifest = exported.manifest
     if evaluation is not None:
-        check_evaluation(evaluation, manifest.line_ids)
-    if len(manifest.line_ids) != 1:
-        raise ValueError(f"line_ids={manifest.line_ids}: a model package group holds one line's models")
+        check_evaluation(evaluation, exported.manifest.line_ids)
+    if len(exported.manifest.line_ids) != 1:
+        raise ValueError(f"line_ids={exported.manifest.line_ids}: a model package group holds one line's models")
+    exported = sign_identity_of(exported, signing_key)
+    manifest = exported.manifest
     group_name = names.model_package_group_name(manifest.use_case, manifest.line_ids[0])
     manifest_uri = upload_artifacts(manifest, exported.payloads, model_bucket)
     ensure_model_package_group(group_name, f"{manifest.use_case} models of line {manifest.line_ids[0]}")
@@ -75,6 +83,16 @@ def register_model(
         CustomerMetadataProperties=metadata_properties(manifest, manifest_uri, dataset=dataset, evaluation=evaluation),
     )
     return response["ModelPackageArn"]
+
+
+def sign_identity_of(exported: ExportedModel, signing_key: Ed25519PrivateKey | None) -> ExportedModel:
+    """`exported` with its manifest's signed identity (model, use case, line, version, tier digests, now);
+    unchanged without a key."""
+    if signing_key is None:
+        return exported
+    document = identity_of_manifest(exported.manifest, issued_at_ms=int(time.time() * 1000))
+    manifest = exported.manifest.model_copy(update={"identity": sign_identity(document, signing_key)})
+    return dataclasses.replace(exported, manifest=manifest)
 
 
 def check_evaluation(evaluation: EvaluationReport, line_ids: list[str]) -> None:

@@ -139,7 +139,7 @@ class Scenario:
             config = HostConfig(
                 devices=devices,
                 broker_host=self.runtime.broker.host,
-                broker_port=self.runtime.broker.port,
+                broker_port=self.runtime.broker.device_port,
                 model_signing_public_key=self.keys.public_key_b64,
                 sim_start_ms=self.sim_start_ms,
                 state_file=home / "state.json",
@@ -215,7 +215,10 @@ class Scenario:
             manifest=exported.manifest.model_copy(update={"tiers": tiers}), payloads=exported.payloads
         )
         with self.lock:
-            return approve_model(register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET))
+            signing_key = load_private_key(self.keys.private_key_path)
+            return approve_model(
+                register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET, signing_key=signing_key)
+            )
 
     def orchestrate(self, approval_event: dict):
         from edgeloop.functions.orchestrator.handler import lambda_handler

@@ -40,7 +40,7 @@ def gateway_config(runtime, thing: str) -> GatewayConfig:
         architecture="x86_64",
         runtime_version="1.2.0",
         broker_host=runtime.broker.host,
-        broker_port=runtime.broker.port,
+        broker_port=runtime.broker.device_port,
         cert_path=cert.cert_path,
         key_path=cert.key_path,
         ca_path=cert.ca_path,

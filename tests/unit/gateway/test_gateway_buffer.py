@@ -290,3 +290,13 @@ def test_sigkill_mid_append_loses_no_committed_sample(tmp_path: Path, fsync_poli
         assert seen[: (committed + 1) * 500] == [float(k) for k in range(committed + 1) for _ in range(500)]
         buf.append(samples(1))
         assert buf.stats().next_seq == stats.next_seq + 1  # numbering resumes, no reuse
+
+
+def test_a_batch_names_no_more_metrics_than_ingest_accepts(buffer: SampleBuffer):
+    from edgeloop.schemas.telemetry import MAX_BATCH_METRICS
+    from edgeloop.schemas.telemetry_codec import decode_batch
+
+    buffer.append([(f"metric-{i}", 1_700_000_000_000 + i, float(i)) for i in range(MAX_BATCH_METRICS + 500)])
+    batch = buffer.next_batch()
+    assert batch.n_samples == MAX_BATCH_METRICS
+    assert len(decode_batch(batch.payload).samples.metrics) == MAX_BATCH_METRICS

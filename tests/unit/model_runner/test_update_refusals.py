@@ -20,8 +20,9 @@ from edgeloop.greengrass_components.model_runner.agent import ACTIVE_META, ACTIV
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
 from edgeloop.model_runtime.linear_format import LinearModel
 from edgeloop.model_runtime.model_format import write_payload
-from edgeloop.model_runtime.signing import generate_private_key, public_key_b64, sign_payload
+from edgeloop.model_runtime.signing import generate_private_key, public_key_b64, sign_identity, sign_payload
 from edgeloop.sagemaker_pipelines.steps.export import ExportedModel, export_model
+from edgeloop.sagemaker_pipelines.steps.registration import sign_identity_of
 from edgeloop.sagemaker_pipelines.steps.train import TrainedModel
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash, load_use_case
 from edgeloop.schemas.model import Architecture, ModelMetrics
@@ -81,17 +82,19 @@ def trained_near(center: np.ndarray, seed: int) -> TrainedModel:
     )
 
 
-def exported(version: str, center: np.ndarray, key, seed: int) -> ExportedModel:
-    return export_model(
+def exported(version: str, center: np.ndarray, key, seed: int, line_id: str = "line-1") -> ExportedModel:
+    """Exported and, with `key`, given its signed identity as the register step does."""
+    export = export_model(
         trained_near(center, seed),
-        model_id=MODEL_ID,
+        model_id=MODEL_ID if line_id == "line-1" else f"{USE_CASE.use_case}-{line_id}",
         version=version,
         use_case=USE_CASE.use_case,
-        line_ids=["line-1"],
+        line_ids=[line_id],
         target=USE_CASE.target_metric,
         precisions=(Precision.FP32, Precision.FP16_LEAVES),
         signing_key=key,
     )
+    return sign_identity_of(export, key)
 
 
 def deliverable(export: ExportedModel, store: Store, precision: Precision = Precision.FP32) -> ModelUpdate:
@@ -129,6 +132,7 @@ def device(tmp_path, models, signing_key):
         public_key=public_key_b64(signing_key),
         architecture=DEVICE_ARCHITECTURE,
         runtime_version=DEVICE_RUNTIME,
+        line_id="line-1",
     )
     first = agent.handle(deliverable(models[0], store))
     assert first.status is DeviceStatus.APPLIED, first.reason
@@ -179,7 +183,7 @@ def case_runtime_too_old(update, store, key, payload):
 
 
 def case_feature_schema_mismatch(update, store, key, payload):
-    """A correctly signed payload for another feature layout (the signer's mistake, not an attacker's)."""
+    """A correctly signed payload and identity for another feature layout (the signer's mistake, not an attacker's)."""
     features = FEATURES[::-1]
     other = write_payload(
         LinearModel(weights=np.zeros(len(features), np.float32), bias=0.0),
@@ -195,10 +199,17 @@ def case_feature_schema_mismatch(update, store, key, payload):
         other,
         sha256=hashlib.sha256(other).hexdigest(),
         signature=sign_payload(other, key),
+        identity=_identity_for(update, other, key),
         payload_bytes=len(other),
         features=features,
         feature_schema_hash=feature_schema_hash(features),
     )
+
+
+def _identity_for(update: ModelUpdate, payload: bytes, key):
+    document = update.identity.document
+    digests = {**document.payload_sha256, update.precision.value: hashlib.sha256(payload).hexdigest()}
+    return sign_identity(document.model_copy(update={"payload_sha256": digests}), key)
 
 
 def case_truncated(update, store, key, payload):
