@@ -15,3 +15,19 @@ def registry(request):
             Bucket=request.module.MODEL_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
         yield boto3.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def trained_dir(request, tmp_path_factory):
+    """The test module's LINE with one trained model (synthetic extrusion examples), saved as the register
+    step reads it."""
+    from synthetic_line_examples import synthetic_examples
+
+    from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model
+    from edgeloop.schemas import load_use_case
+
+    config = load_use_case("extrusion")
+    trained = train_line_model(synthetic_examples(config, n=360, seed=3), config, seed=0, candidates_per_template=1)
+    root = tmp_path_factory.mktemp("trained")
+    save_trained(trained, root / request.module.LINE)
+    return root

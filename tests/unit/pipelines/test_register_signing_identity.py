@@ -9,7 +9,6 @@ import time
 import boto3
 import pytest
 from moto import mock_aws
-from synthetic_line_examples import synthetic_examples
 
 from edgeloop.cloud.fleet.planning import model_updates
 from edgeloop.cloud.model_registry import load_manifest
@@ -22,20 +21,10 @@ from edgeloop.model_runtime.signing import (
     verify_identity_signature,
 )
 from edgeloop.sagemaker_pipelines.steps.register import main as register_main
-from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model
-from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas import names
 
 MODEL_BUCKET = "edgeloop-models-identity-test"
 LINE = "line-1"
-
-
-@pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory):
-    config = load_use_case("extrusion")
-    trained = train_line_model(synthetic_examples(config, n=360, seed=3), config, seed=0, candidates_per_template=1)
-    root = tmp_path_factory.mktemp("trained")
-    save_trained(trained, root / LINE)
-    return root
 
 
 @pytest.fixture

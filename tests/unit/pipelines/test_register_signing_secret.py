@@ -12,7 +12,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
-from synthetic_line_examples import synthetic_examples
 from upsert_arguments import UPSERT_ARGUMENTS
 
 from edgeloop.cloud.model_registry import load_manifest
@@ -30,21 +29,11 @@ from edgeloop.sagemaker_pipelines.steps.signing_key import (
     signing_key_for,
     signing_key_from_secret,
 )
-from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model
-from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas import names
 
 MODEL_BUCKET = "edgeloop-models-signing-test"
 LINE = "line-1"
 MISSING_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:edgeloop/absent-AbCdEf"
-
-
-@pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory):
-    config = load_use_case("extrusion")
-    trained = train_line_model(synthetic_examples(config, n=360, seed=3), config, seed=0, candidates_per_template=1)
-    root = tmp_path_factory.mktemp("trained")
-    save_trained(trained, root / LINE)
-    return root
 
 
 @pytest.fixture
