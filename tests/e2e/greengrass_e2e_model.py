@@ -9,6 +9,7 @@ from datetime import timedelta
 import boto3
 import xgboost as xgb
 from fleet_e2e_helpers import simulator_config
+from registry_helpers import create_package
 from simulated_line_data import live_window_booster
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
@@ -60,15 +61,4 @@ def register_approved_model(now) -> str:
     sagemaker = boto3.client("sagemaker")
     group = names.model_package_group_name("extrusion", "line-1")
     sagemaker.create_model_package_group(ModelPackageGroupName=group)
-    return sagemaker.create_model_package(
-        ModelPackageGroupName=group,
-        ModelApprovalStatus="Approved",
-        InferenceSpecification={
-            "Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/xgboost:latest"}],
-            "SupportedContentTypes": ["text/csv"],
-            "SupportedResponseMIMETypes": ["text/csv"],
-        },
-        CustomerMetadataProperties={
-            names.MANIFEST_URI_METADATA_KEY: f"s3://{names.LOCAL_MODEL_BUCKET}/{prefix}/manifest.json"
-        },
-    )["ModelPackageArn"]
+    return create_package(sagemaker, group, f"s3://{names.LOCAL_MODEL_BUCKET}/{prefix}/manifest.json")

@@ -18,6 +18,7 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore_contract import Call, recording
 from moto import mock_aws
+from registry_helpers import create_package
 
 from edgeloop.cloud.aws import client
 from edgeloop.schemas import (
@@ -118,16 +119,7 @@ def _approved_package(line: str) -> str:
     sagemaker = boto3.client("sagemaker")
     group = names.model_package_group_name("extrusion", line)
     sagemaker.create_model_package_group(ModelPackageGroupName=group)
-    return sagemaker.create_model_package(
-        ModelPackageGroupName=group,
-        ModelApprovalStatus="Approved",
-        InferenceSpecification={
-            "Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/xgboost:latest"}],
-            "SupportedContentTypes": ["text/csv"],
-            "SupportedResponseMIMETypes": ["text/csv"],
-        },
-        CustomerMetadataProperties={names.MANIFEST_URI_METADATA_KEY: f"s3://{names.LOCAL_MODEL_BUCKET}/{key}"},
-    )["ModelPackageArn"]
+    return create_package(sagemaker, group, f"s3://{names.LOCAL_MODEL_BUCKET}/{key}")
 
 
 def orchestrator_environment() -> dict[str, str]:

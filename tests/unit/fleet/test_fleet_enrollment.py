@@ -8,6 +8,7 @@ from datetime import timedelta
 import boto3
 import pytest
 from fleet_helpers import MODEL_BUCKET, NOW, RecordingDelivery, announcement, manifest, rule_event
+from registry_helpers import create_package
 
 from edgeloop.cloud.fleet.enrollment import ENROLLMENT_PREFIX, enroll, enrollment_id
 from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, plan_rollout
@@ -28,17 +29,7 @@ def register(version: str, approval: str = "Approved") -> str:
         sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
     key = f"{names.MODELS_PREFIX}/extrusion-line-1/{version}/manifest.json"
     s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=manifest(version=version).model_dump_json().encode())
-    package = sagemaker.create_model_package(
-        ModelPackageGroupName=GROUP,
-        ModelApprovalStatus=approval,
-        InferenceSpecification={
-            "Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/xgboost:latest"}],
-            "SupportedContentTypes": ["text/csv"],
-            "SupportedResponseMIMETypes": ["text/csv"],
-        },
-        CustomerMetadataProperties={names.MANIFEST_URI_METADATA_KEY: f"s3://{MODEL_BUCKET}/{key}"},
-    )
-    return package["ModelPackageArn"]
+    return create_package(sagemaker, GROUP, f"s3://{MODEL_BUCKET}/{key}", approval)
 
 
 def rolled_out(deployments, arn: str, version: str, state: DeploymentState = DeploymentState.SUCCEEDED) -> None:

@@ -12,6 +12,7 @@ from fleet_helpers import (
     device,
     manifest,
 )
+from registry_helpers import create_package
 
 from edgeloop.cloud.fleet.planning import deployment_id_for, model_updates, plan_rollout
 from edgeloop.functions.orchestrator import handler as orchestrator_handler
@@ -27,19 +28,7 @@ def _register(approval: str = "Approved", manifest_uri: str | None = None) -> st
     boto3.client("s3").put_object(Bucket=MODEL_BUCKET, Key=MANIFEST_KEY, Body=manifest().model_dump_json().encode())
     sagemaker = boto3.client("sagemaker")
     sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
-    package = sagemaker.create_model_package(
-        ModelPackageGroupName=GROUP,
-        ModelApprovalStatus=approval,
-        InferenceSpecification={
-            "Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/xgboost:latest"}],
-            "SupportedContentTypes": ["text/csv"],
-            "SupportedResponseMIMETypes": ["text/csv"],
-        },
-        CustomerMetadataProperties={
-            names.MANIFEST_URI_METADATA_KEY: manifest_uri or f"s3://{MODEL_BUCKET}/{MANIFEST_KEY}"
-        },
-    )
-    return package["ModelPackageArn"]
+    return create_package(sagemaker, GROUP, manifest_uri or f"s3://{MODEL_BUCKET}/{MANIFEST_KEY}", approval)
 
 
 def _event(arn: str, status: str = "Approved") -> dict:
