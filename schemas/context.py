@@ -13,6 +13,12 @@ class ContextKind(StrEnum):
     STATE = "state"  # running / idle / down / changeover
     SHIFT = "shift"
     WORK_ORDER = "work_order"
+    # Spec limits in force, when they move within a run (setpoint ± band, run median ± band): they
+    # override the active run's own limits for as long as they are active.
+    LIMITS = "limits"
+
+
+SPEC_KINDS = (ContextKind.RUN, ContextKind.LIMITS)
 
 
 class SpecLimits(Contract):
@@ -36,14 +42,16 @@ class ContextInterval(Contract):
     start: UtcDatetime
     end: UtcDatetime = Field(description="exclusive")
     value: str = Field(default="", description="e.g. the product code, state name or shift name")
-    spec: SpecLimits | None = Field(default=None, description="only for kind=run")
+    spec: SpecLimits | None = Field(default=None, description="only for kind=run (optional) and kind=limits (required)")
 
     @model_validator(mode="after")
     def _valid_span(self) -> ContextInterval:
         if not self.start < self.end:
             raise ValueError(f"start={self.start.isoformat()} must be before end={self.end.isoformat()}")
-        if self.spec is not None and self.kind is not ContextKind.RUN:
-            raise ValueError(f"spec limits belong to run intervals, not kind={self.kind.value}")
+        if self.spec is not None and self.kind not in SPEC_KINDS:
+            raise ValueError(f"spec limits belong to run or limits intervals, not kind={self.kind.value}")
+        if self.spec is None and self.kind is ContextKind.LIMITS:
+            raise ValueError("a limits interval needs spec limits")
         return self
 
 
@@ -67,14 +75,16 @@ class SubInterval(Contract):
     contexts: dict[ContextKind, ActiveContext] = Field(
         default_factory=dict, description="the active interval per kind; a kind absent has none active"
     )
-    spec: SpecLimits | None = Field(default=None, description="the spec limits of the active run, if any")
+    spec: SpecLimits | None = Field(
+        default=None, description="the limits in force: the active limits interval's, else the active run's, if any"
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> SubInterval:
         if not self.start < self.end:
             raise ValueError(f"start={self.start.isoformat()} must be before end={self.end.isoformat()}")
-        if self.spec is not None and ContextKind.RUN not in self.contexts:
-            raise ValueError("spec limits need an active run in contexts")
+        if self.spec is not None and not any(kind in self.contexts for kind in SPEC_KINDS):
+            raise ValueError("spec limits need an active run or limits interval in contexts")
         return self
 
     def interval_id(self, kind: ContextKind) -> str | None:

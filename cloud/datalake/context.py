@@ -1,6 +1,6 @@
 """A line's context intervals: their storage, and their timeline of sub-intervals (Mímir III-B).
 
-A line's context intervals (runs, states, shifts, work orders) overlap one another freely. A sweep
+A line's context intervals (runs, states, shifts, work orders, limits) overlap one another freely. A sweep
 over all their boundaries cuts the timeline into sub-intervals, the longest periods in which the
 active interval of every kind stays the same: every kind pre-joined into one timeline, so metrics
 join one table instead of one window join per kind.
@@ -100,13 +100,13 @@ def _same(left: dict[ContextKind, ContextInterval], right: dict[ContextKind, Con
 def _sub_interval(
     line_id: str, start: datetime, end: datetime, current: dict[ContextKind, ContextInterval]
 ) -> SubInterval:
-    run = current.get(ContextKind.RUN)
+    limits = current.get(ContextKind.LIMITS) or current.get(ContextKind.RUN)
     return SubInterval(
         line_id=line_id,
         start=start,
         end=end,
         contexts={kind: ActiveContext(interval_id=i.interval_id, value=i.value) for kind, i in current.items()},
-        spec=run.spec if run is not None else None,
+        spec=limits.spec if limits is not None else None,
     )
 
 

@@ -10,7 +10,8 @@ SELECT
   r."sum" / r."count" AS mean,
   r.m2 / r."count" AS variance,
   c.run_id, c.run_value, c.state_id, c.state_value, c.shift_id, c.shift_value,
-  c.work_order_id, c.work_order_value, c.spec_target_metric, c.spec_lower, c.spec_upper
+  c.work_order_id, c.work_order_value, c.limits_id, c.limits_value,
+  c.spec_target_metric, c.spec_lower, c.spec_upper
 FROM rollups AS r
 -- The slices are filtered in a subquery: Athena's injected `line` projection needs a static
 -- equality on it, and a WHERE on c would turn the LEFT JOIN into an inner one.

@@ -128,6 +128,25 @@ def test_sub_interval_contract_refuses_bad_spans_and_orphan_specs():
         SubInterval(line_id=LINE, start=at(0), end=at(1), spec=SPEC)
 
 
+def test_limits_intervals_override_the_runs_limits_while_active():
+    moved = SpecLimits(target_metric="cold_od_average", lower=5.0, upper=5.2)
+    subs = sub_intervals(
+        [
+            interval("run", "r1", at(0), at(10), "cable-a", spec=SPEC),
+            interval("limits", "sp-1", at(4), at(6), "setpoint 5.1 ± 0.1", spec=moved),
+        ],
+        LINE,
+    )
+    assert [(s.start, s.end, s.spec) for s in subs] == [(at(0), at(4), SPEC), (at(4), at(6), moved), (at(6), at(10), SPEC)]
+
+
+def test_limits_intervals_carry_limits_and_only_run_and_limits_intervals_do():
+    with pytest.raises(ValidationError, match="a limits interval needs spec limits"):
+        interval("limits", "l1", at(0), at(1))
+    with pytest.raises(ValidationError, match="spec limits belong to run or limits intervals, not kind=state"):
+        interval("state", "s1", at(0), at(1), spec=SPEC)
+
+
 # --- quantization ---------------------------------------------------------------------------------
 
 
@@ -233,7 +252,9 @@ def interval_sets(draw):
     for n in range(count):
         start = draw(st.integers(0, 600))  # seconds after T0
         length = draw(st.integers(1, 300))
-        out.append(interval(draw(st.sampled_from(KINDS)), f"i{n}", at(seconds=start), at(seconds=start + length)))
+        kind = draw(st.sampled_from(KINDS))
+        spec = SPEC if kind == ContextKind.LIMITS else None
+        out.append(interval(kind, f"i{n}", at(seconds=start), at(seconds=start + length), spec=spec))
     return out
 
 

@@ -17,7 +17,7 @@ from edgeloop.query import QueryParameterError, UnknownQueryError, get_query, qu
 from edgeloop.query.cli import parse_params, query_app
 from edgeloop.query.named import parse_query, string_literal
 from edgeloop.query.tables import CONTEXT_SLICES, CURATED_SAMPLES, LATE_SAMPLES, ROLLUPS, TABLES
-from edgeloop.schemas import SubInterval
+from edgeloop.schemas import ContextKind, SubInterval
 
 T0 = 1_769_896_800_000  # 2026-01-31 22:00 UTC
 EXAMPLE_PARAMS = {
@@ -62,7 +62,7 @@ def test_context_slices_table_equals_what_quantize_produces():
         line_id="line-a",
         start=start,
         end=start + pd.Timedelta(minutes=5).to_pytimedelta(),
-        contexts={kind: {"interval_id": f"{kind}-1", "value": "v"} for kind in ("run", "state", "shift", "work_order")},
+        contexts={kind.value: {"interval_id": f"{kind.value}-1", "value": "v"} for kind in ContextKind},
         spec={"target_metric": "m", "lower": 1, "upper": 2},
     )
     frame = quantize([sub], "1m")
