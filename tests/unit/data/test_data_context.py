@@ -137,7 +137,11 @@ def test_limits_intervals_override_the_runs_limits_while_active():
         ],
         LINE,
     )
-    assert [(s.start, s.end, s.spec) for s in subs] == [(at(0), at(4), SPEC), (at(4), at(6), moved), (at(6), at(10), SPEC)]
+    assert [(s.start, s.end, s.spec) for s in subs] == [
+        (at(0), at(4), SPEC),
+        (at(4), at(6), moved),
+        (at(6), at(10), SPEC),
+    ]
 
 
 def test_limits_intervals_carry_limits_and_only_run_and_limits_intervals_do():
