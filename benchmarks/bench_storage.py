@@ -297,6 +297,7 @@ def ingest_figures() -> dict[str, tuple[float, str]]:
         "ingest.cold_import_ms": (imports["handler_ms"], "ms"),
         "ingest.cold_import_boto3_ms": (imports["boto3_ms"], "ms"),
         "ingest.cold_import_ratio_vs_boto3": (imports["ratio"], "x"),
+        "ingest.cold_import_floor_ratio_vs_boto3": (imports["floor_ratio"], "x"),
         "ingest.cold_import_third_party_ms": (imports["third_party_ms"], "ms"),
         "ingest.cold_import_own_ms": (imports["own_ms"], "ms"),
         "ingest.samples_per_s": (samples_per_s_on_a_full_batch(), "samples/s"),

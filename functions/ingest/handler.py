@@ -12,14 +12,14 @@ from functools import lru_cache
 from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.cloud.lambda_context import context_or_local
-from edgeloop.cloud.observability import powertools
+from edgeloop.cloud.observability import logger_and_metrics
 from edgeloop.schemas import IotRuleEvent, load_use_case
 
 from .data_access import S3IngestStore
 from .logic import IngestResult, ingest_event
 from .settings import Settings
 
-logger, tracer, metrics = powertools("ingest")
+logger, metrics = logger_and_metrics("ingest")
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +32,6 @@ def lambda_handler(event: dict, context) -> dict:
 
 
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
     settings = _settings()
