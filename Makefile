@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# Test files run spread over the cores (one worker per core; `make test TEST_WORKERS=0` runs them in
+# this process); a file stays on one worker, so its module-scoped fixtures (a synthesized stack) run once.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 CONSTRAINTS := constraints.txt
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
@@ -47,16 +51,16 @@ demo: setup-demo
 	$(VENV)/bin/edgeloop demo
 
 test: setup-test
-	$(PY) -m pytest tests
+	$(PYTEST) tests
 
 test-unit: setup-test
-	$(PY) -m pytest tests/unit
+	$(PYTEST) tests/unit
 test-integration: setup-test
-	$(PY) -m pytest tests/integration
+	$(PYTEST) tests/integration
 test-infrastructure: setup-test
-	$(PY) -m pytest tests/infrastructure
+	$(PYTEST) tests/infrastructure
 test-e2e: setup-test
-	$(PY) -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 # --- the rest -----------------------------------------------------------------------------------
 synth: setup-cdk
