@@ -128,6 +128,8 @@ class Fleet(Construct):
         )
         for function in (self.device_registry, self.status_intake, self.orchestrator):
             self._rollout_access(function, storage)
+        for function in (self.device_registry, self.status_intake):
+            self._quarantine_access(function, storage)
         self.device_registry.allow(
             actions=["sagemaker:ListModelPackages"],
             resources=["*"],
@@ -157,6 +159,15 @@ class Fleet(Construct):
             actions=["sagemaker:DescribeModelPackage"],
             resources=[_arn("sagemaker", f"model-package/{names.MODEL_PACKAGE_GROUP_PREFIX}-*/*")],
             reason=f"any version of the model packages in edgeloop's groups ({names.MODEL_PACKAGE_GROUP_PREFIX}-<use case>-<line>)",
+        )
+
+    def _quarantine_access(self, function: EdgeloopFunction, storage: Storage) -> None:
+        """Device messages these functions refuse land in quarantine with their reason, as ingest's do."""
+        function.function.add_environment(names.DATA_BUCKET_ENV, storage.data.bucket_name)
+        function.allow(
+            actions=["s3:PutObject"],
+            resources=[Storage.objects(storage.data, names.QUARANTINE_PREFIX)],
+            reason=f"writes refused device messages, only under {names.QUARANTINE_PREFIX}/ of the data bucket",
         )
 
     def _delivery_access(self, function: EdgeloopFunction) -> None:
