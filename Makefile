@@ -14,7 +14,7 @@ export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-unit test-integration test-infrastructure test-e2e synth schemas bench \
+.PHONY: demo test test-unit test-integration test-infrastructure test-e2e synth schemas examples bench \
         bench-% setup-demo setup-test setup-bench setup-cdk mosquitto clean lint
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -72,6 +72,10 @@ synth: setup-cdk
 schemas: $(VENV)/.demo-installed
 	$(PY) -m edgeloop.schemas.export
 
+# the second example line's recording, mapping and use case (device_shims/examples/pipe_extrusion/)
+examples: $(VENV)/.demo-installed
+	$(PY) -m edgeloop.device_shims.pipe_extrusion
+
 setup-bench: setup-test $(VENV)/.bench-installed
 
 bench: setup-bench
@@ -79,6 +83,11 @@ bench: setup-bench
 
 bench-%: setup-bench
 	$(PY) -m benchmarks $*
+
+# `edgeloop backfill` of 30 days x 15 metrics at 0.5 Hz through ingest's validation into curated
+# Parquet -> benchmarks/results/onboarding.json (`make bench` runs it with every other area).
+bench-onboarding: setup-bench
+	$(PY) -m benchmarks onboarding
 
 lint: setup-test
 	$(VENV)/bin/ruff check .

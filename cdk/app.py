@@ -36,7 +36,7 @@ def build_app(
     """The app and its one stack, with cdk-nag registered (checks run when the app synthesizes)."""
     app = cdk.App(context={**FEATURE_FLAGS, **(context or {})}, outdir=outdir)
     config = StackConfig.from_context(app.node.try_get_context)
-    asset = stage_lambda_asset(staging_dir or default_staging_dir())
+    asset = stage_lambda_asset(staging_dir or default_staging_dir(), use_case=config.packaged_use_case)
     stack = EdgeloopStack(app, STACK_NAME, config=config, lambda_asset=asset)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack

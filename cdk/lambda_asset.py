@@ -10,6 +10,9 @@ so the asset holds only edgeloop's own code, laid out under the import root the 
     edgeloop/functions/...                     (functions/)
     edgeloop/sagemaker_pipelines/use_cases/<name>.json   (the use-case YAML, as JSON:
                                                 load_use_case reads JSON first; no PyYAML in Lambda)
+    use-case.json                              (only with -c edgeloop:useCaseFile: that use case,
+                                                validated, as JSON; PACKAGED_USE_CASE_PATH in Lambda,
+                                                which the stack sets EDGELOOP_USE_CASE_FILE to)
 
 Every module is precompiled (`__pycache__/*.cpython-3XX.pyc`) for the runtime's Python, because
 Lambda's code directory is read-only: without them, each cold start compiles edgeloop's modules
@@ -39,6 +42,8 @@ from edgeloop.schemas.use_case import USE_CASES_DIR, UseCaseConfig
 from .constructs.lambda_runtime import LAMBDA_PYTHON
 
 LAMBDA_TASK_ROOT = "/var/task"  # where Lambda unpacks the code: the source path the .pyc files name
+# A use-case file the stack packages (-c edgeloop:useCaseFile), where the functions find it.
+PACKAGED_USE_CASE_PATH = f"{LAMBDA_TASK_ROOT}/{names.PACKAGED_USE_CASE_FILE}"
 
 IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"})
 IGNORED_SUFFIXES = (".pyc", ".pyo")
@@ -55,8 +60,10 @@ def stage_lambda_asset(
     functions_dir: Path | None = None,
     use_cases_dir: Path = USE_CASES_DIR,
     handlers: Iterable[str] = names.FUNCTIONS.values(),
+    use_case: UseCaseConfig | None = None,
 ) -> Path:
-    """Stage the Lambda code under `out_dir` and return its content-hashed directory.
+    """Stage the Lambda code under `out_dir` and return its content-hashed directory; with `use_case`
+    (loaded from edgeloop:useCaseFile), that use case at names.PACKAGED_USE_CASE_FILE.
 
     Raises ValueError when a handler in `handlers` has no package folder in functions/, so a
     stack never deploys a function whose code is missing.
@@ -69,6 +76,8 @@ def stage_lambda_asset(
     build.chmod(0o755)  # mkdtemp makes it 0700; Lambda runs the code as a non-owner user
     try:
         _populate(build, functions_dir=functions_dir, use_cases_dir=use_cases_dir)
+        if use_case is not None:
+            (build / names.PACKAGED_USE_CASE_FILE).write_text(use_case.model_dump_json(indent=2) + "\n")
         precompile(build)
         return _publish(build, out_dir / f"{STAGED_PREFIX}{tree_hash(build)[:20]}")
     finally:

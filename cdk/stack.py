@@ -22,6 +22,7 @@ from .constructs.layers import PublicLayers
 from .constructs.monitoring import Monitoring
 from .constructs.storage import Storage
 from .constructs.training import Training
+from .lambda_asset import PACKAGED_USE_CASE_PATH
 
 
 class EdgeloopStack(Stack):
@@ -44,6 +45,7 @@ class EdgeloopStack(Stack):
             factory=factory,
             use_case=config.use_case,
             lateness_sla_days=config.lateness_sla_days,
+            use_case_file=PACKAGED_USE_CASE_PATH if config.use_case_file else None,
         )
         self.fleet = Fleet(
             self,
@@ -97,6 +99,7 @@ class EdgeloopStack(Stack):
             "Training",
             storage=self.storage,
             use_case=config.use_case,
+            packaged_use_case=config.packaged_use_case,
             line_ids=config.line_ids,
             signing_key_secret_arn=config.model_signing_key_secret_arn,
         )

@@ -7,20 +7,24 @@ variables, and a bad or missing one is reported by variable name and value.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Identifier, validation_problems
+from edgeloop.schemas.use_case import UseCaseConfig, UseCaseError, resolve_use_case
 
 
 @contextmanager
-def temporary_environment(overrides: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for a block, then restore each one as it was (unset ones unset)."""
-    saved = {key: os.environ.get(key) for key in overrides}
+def temporary_environment(overrides: Mapping[str, str], unset: Iterable[str] = ()) -> Iterator[None]:
+    """Set (and unset) environment variables for a block, then restore each one as it was."""
+    unset = tuple(unset)
+    saved = {key: os.environ.get(key) for key in (*overrides, *unset)}
+    for key in unset:
+        os.environ.pop(key, None)
     os.environ.update(overrides)
     try:
         yield
@@ -44,15 +48,50 @@ class EnvSettings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = validation_problems(exc, root="<settings>", missing="is not set")
+            errors = exc.errors()
+            if all(not error["loc"] for error in errors):  # a model validator's own message names its variables
+                problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in errors)
+            else:
+                problems = validation_problems(exc, root="<settings>", missing="is not set")
             raise ValueError(f"invalid environment for {cls.__name__}: {problems}") from exc
 
 
 class DataPathSettings(EnvSettings):
-    """What every data-path function needs: the data bucket and the use case it serves."""
+    """What every data-path function needs: the data bucket and the use case it serves.
+
+    The use case: EDGELOOP_USE_CASE_FILE (a file the stack packages with the code) or EDGELOOP_USE_CASE
+    (a packaged use case); with both, the file's use_case must be that name. Neither set fails here:
+    there is no default use case. The file is read and validated here, once per cold start."""
 
     data_bucket: str = Field(validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63)
-    use_case: Identifier = Field(default=names.DEFAULT_USE_CASE, validation_alias=names.USE_CASE_ENV)
+    use_case: Identifier | None = Field(default=None, validation_alias=names.USE_CASE_ENV)
+    use_case_file: str | None = Field(default=None, validation_alias=names.USE_CASE_FILE_ENV)
+    _use_case_config: UseCaseConfig = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _resolve_use_case(self) -> Self:
+        if self.use_case is None and self.use_case_file is None:
+            raise ValueError(
+                f"neither {names.USE_CASE_ENV} nor {names.USE_CASE_FILE_ENV} is set: set one (no default use case)"
+            )
+        try:
+            self._use_case_config = resolve_use_case(
+                self.use_case,
+                self.use_case_file,
+                environ={},
+                name_source=names.USE_CASE_ENV,
+                file_source=names.USE_CASE_FILE_ENV,
+            )
+        except UseCaseError as exc:
+            raise ValueError(str(exc)) from None
+        # the name, also when only the file was given (frozen: set once, here, like a field default)
+        object.__setattr__(self, "use_case", self._use_case_config.use_case)
+        return self
+
+    @property
+    def use_case_config(self) -> UseCaseConfig:
+        """The use case this function serves (resolved and validated with the settings)."""
+        return self._use_case_config
 
 
 class LatenessSettings(DataPathSettings):

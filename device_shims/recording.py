@@ -5,7 +5,7 @@ milliseconds in the mapping's time zone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,20 +26,25 @@ class Column:
     missing: np.ndarray  # True where the file holds no value (empty CSV cell, Parquet null)
 
 
-def read_columns(path: Path, wanted: Iterable[str]) -> dict[str, Column]:
-    """The wanted columns of a CSV (every cell as text) or Parquet file (typed), with their gaps."""
+def read_columns(path: Path, wanted: Iterable[str], named: Mapping[str, str] | None = None) -> dict[str, Column]:
+    """The wanted columns of a CSV (every cell as text) or Parquet file (typed), with their gaps.
+
+    Only those columns are read. A wanted column the file lacks is an error naming it, through
+    `named[column]` (e.g. "context.runs.column='recipe'") when given."""
     path = Path(path)
     wanted = list(dict.fromkeys(wanted))
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
-        _require(path, wanted, list(frame.columns))
+        sep = "\t" if suffix == ".tsv" else ","
+        header = list(pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, nrows=0).columns)
+        _require(path, wanted, header, named or {})
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, usecols=wanted)
         return {c: Column(frame[c], (frame[c] == "").to_numpy()) for c in wanted}
     if suffix in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        _require(path, wanted, table.column_names)
+        _require(path, wanted, pq.read_schema(path).names, named or {})
+        table = pq.read_table(path, columns=wanted)
         columns = {}
         for c in wanted:
             arrow = table.column(c)
@@ -48,10 +53,16 @@ def read_columns(path: Path, wanted: Iterable[str]) -> dict[str, Column]:
     raise ValueError(f"{path}: suffix {path.suffix!r} is neither CSV {CSV_SUFFIXES} nor Parquet {PARQUET_SUFFIXES}")
 
 
-def _require(path: Path, wanted: list[str], present: list[str]) -> None:
+def _require(path: Path, wanted: list[str], present: list[str], named: Mapping[str, str]) -> None:
     missing = [c for c in wanted if c not in present]
-    if missing:
-        raise ValueError(f"{path}: the mapping names columns {missing} that the file lacks (columns: {present})")
+    if not missing:
+        return
+    shown = present if len(present) <= 40 else [*present[:40], f"... {len(present) - 40} more"]
+    settings = [named[c] for c in missing if c in named]
+    if settings:
+        column = next(c for c in missing if c in named)
+        raise ValueError(f"{path}: {settings[0]} names column {column!r}, which the file lacks (columns: {shown})")
+    raise ValueError(f"{path}: the mapping names columns {missing} that the file lacks (columns: {shown})")
 
 
 def cell_values(column: Column) -> list[Any]:

@@ -9,6 +9,13 @@ bad readings are refused with the same counted reasons.
 The mapping (YAML, `ReplayMapping`, described with an example in replay_mapping.py) says how to
 read the file; recording.py reads it.
 
+Before anything is buffered or published, the whole file is checked: a timestamp format that fails
+most rows, rows older than ingest's lateness SLA (lateness.py; those go through `edgeloop backfill`),
+and the mapping's `context:` block (recording_context.py) all refuse the replay with the key, the
+value and the file. The context intervals (runs, states, spec limits) are then published on the
+gateway's context topic in bounded batches, before the samples (replay_pacing.py: when each
+message and each chunk of samples goes out).
+
 Wide files: an empty cell is no reading. Long files (`long: {metric_column, value_column, metrics}`):
 `metrics` renames metric keys; unmapped keys are sent as they are (the validator counts unknown
 ones), and an empty value is a bad reading. A timestamp that does not parse is a bad time: the
@@ -20,15 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pydantic import ValidationError
 
 from edgeloop.greengrass_components.gateway.buffer import SampleBuffer
@@ -36,24 +45,45 @@ from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.greengrass_components.gateway.publisher import Publisher
 from edgeloop.greengrass_components.gateway.transport import Transport
 from edgeloop.greengrass_components.gateway.validation import SampleValidator, append_validated, merge_counts
-from edgeloop.schemas import UseCaseConfig, load_use_case
+from edgeloop.schemas import ContextInterval, UseCaseConfig, load_use_case, names, resolve_use_case
 from edgeloop.schemas.common import validation_problems
 
+from .context_publishing import context_messages, summary
+from .lateness import backfill_command, check_lateness, lateness_sla_days
 from .recording import Column, cell_values, parse_times, read_columns
+from .recording_context import check_timestamps, context_columns, context_intervals, context_settings, target_column
 from .replay_mapping import MAPPING_ROOT, ReplayMapping, resolve_metric
+from .replay_pacing import Clock, Row, Sample, Sleep, paced_chunks, publish_context, wait_for_drain
 
 log = logging.getLogger("edgeloop.replay")
 
 DEFAULT_CHUNK_SAMPLES = 5000
 DEFAULT_DRAIN_TIMEOUT_S = 60.0
-
-Sample = tuple[str, Any, Any]
-Row = tuple[int | None, list[Sample]]  # (time_ms or None when it did not parse, the row's samples)
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
+SHIFT_TO_NOW_HELP = (
+    "move the recording's timeline so its last row is now (to try the live path with an old recording; "
+    "history itself goes through `edgeloop backfill`)"
+)
 
 
 # --- turning a recording into samples ------------------------------------------------------------
+@dataclass(frozen=True)
+class Recording:
+    """A file's columns as the mapping reads them, with its timestamps (epoch ms) and their validity."""
+
+    path: Path
+    columns: dict[str, Column]
+    time_ms: np.ndarray
+    valid: np.ndarray
+    shift_ms: int = 0
+
+    def shifted_to(self, now_ms: int) -> Recording:
+        """The same rows, moved by whole seconds so that the latest one is at `now_ms`."""
+        if not self.valid.any():
+            return self
+        shift = (now_ms - int(self.time_ms[self.valid].max())) // 1000 * 1000
+        return replace(self, time_ms=np.where(self.valid, self.time_ms + shift, self.time_ms), shift_ms=shift)
+
+
 @dataclass
 class ReplayReport:
     file: str
@@ -65,7 +95,15 @@ class ReplayReport:
     dropped: int = 0
     published_samples: int = 0
     pending: int = 0
+    time_shift_ms: int = 0  # --shift-to-now: added to every timestamp
+    context: dict[str, int] = field(default_factory=dict)  # context intervals derived, per kind
+    context_published: int = 0  # context intervals the broker acknowledged
+    context_error: str = ""
     elapsed_s: float = 0.0
+
+    @property
+    def context_pending(self) -> int:
+        return sum(self.context.values()) - self.context_published
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +121,10 @@ class Replay:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+        wall_clock: Clock = time.time,
+        lateness_sla_days: int | None = None,
+        shift_to_now: bool = False,
+        mapping_path: Path | None = None,
     ) -> None:
         if mapping.thing_name is not None and mapping.thing_name != gateway.thing_name:
             raise ValueError(
@@ -99,6 +141,10 @@ class Replay:
         self.clock = clock
         self.sleep = sleep
         self.chunk_samples = chunk_samples
+        self.wall_clock = wall_clock
+        self.lateness_sla_days = lateness_sla_days
+        self.shift_to_now = shift_to_now
+        self.mapping_path = mapping_path  # where the mapping came from, for the messages
         line = gateway.line_id
         self.column_metrics = {
             c: resolve_metric(e, self.use_case, line, f"columns.{c}") for c, e in mapping.columns.items()
@@ -108,18 +154,50 @@ class Replay:
             if mapping.long
             else {}
         )
+        self.target_column = target_column(mapping, self.use_case, line) if mapping.context else None
+
+    # --- reading and checking ----------------------------------------------------------------------
+    def load(self, path: Path, report: ReplayReport | None = None) -> Recording:
+        """The columns the mapping reads, with the parsed timestamps."""
+        ts = self.mapping.timestamp
+        if self.mapping.layout == "wide":
+            wanted = [ts.column, *self.column_metrics, *context_columns(self.mapping, self.target_column)]
+        else:
+            wanted = [ts.column, self.mapping.long.metric_column, self.mapping.long.value_column]
+        columns = read_columns(path, wanted, context_settings(self.mapping))
+        times, valid = parse_times(columns[ts.column], ts, ts.column)
+        self._report_bad_times(path, columns[ts.column], valid, report)
+        return Recording(Path(path), columns, times, valid)
+
+    def check(self, recording: Recording) -> list[ContextInterval]:
+        """Refuse what cannot go through the gateway path (ValueError naming key, value and file);
+        the recording's context intervals otherwise. Runs before anything is buffered or published."""
+        ts = self.mapping.timestamp
+        source = str(recording.path)
+        check_timestamps(recording.columns[ts.column].values, recording.valid, self.mapping, source=source)
+        intervals = []
+        if self.mapping.context is not None:  # mapping mistakes first: backfill reads the same mapping
+            frame = pd.DataFrame({name: c.values for name, c in recording.columns.items() if name != ts.column})
+            line = self.gateway.line_id
+            intervals = context_intervals(
+                frame, recording.time_ms, recording.valid, self.mapping, line, self.use_case, source=source
+            )
+        sla_days = self.lateness_sla_days if self.lateness_sla_days is not None else lateness_sla_days()
+        now_ms = int(self.wall_clock() * 1000)
+        gw = self.gateway
+        backfill = backfill_command([source], self.mapping_path, gw.line_id, gw.thing_name)
+        check_lateness(
+            recording.time_ms, recording.valid, now_ms=now_ms, sla_days=sla_days, source=source, backfill=backfill
+        )
+        return intervals
 
     # --- rows --------------------------------------------------------------------------------------
     def rows(self, path: Path, report: ReplayReport | None = None) -> Iterator[Row]:
         """The file's rows as (time_ms, samples), in file order."""
-        ts = self.mapping.timestamp
-        if self.mapping.layout == "wide":
-            wanted = [ts.column, *self.column_metrics]
-        else:
-            wanted = [ts.column, self.mapping.long.metric_column, self.mapping.long.value_column]
-        columns = read_columns(path, wanted)
-        times, valid = parse_times(columns[ts.column], ts, ts.column)
-        self._report_bad_times(path, columns[ts.column], valid, report)
+        yield from self.recording_rows(self.load(path, report))
+
+    def recording_rows(self, recording: Recording) -> Iterator[Row]:
+        times, valid, columns = recording.time_ms, recording.valid, recording.columns
         time_of = [int(t) if ok else None for t, ok in zip(times.tolist(), valid.tolist(), strict=True)]
         if self.mapping.layout == "wide":
             yield from self._wide_rows(columns, time_of)
@@ -178,14 +256,25 @@ class Replay:
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
         stop: threading.Event | None = None,
     ) -> ReplayReport:
-        """Validator -> buffer -> publisher over `transport` (default: MQTT5 from the gateway config)."""
+        """Check the file, publish its context, then validator -> buffer -> publisher over `transport`
+        (default: MQTT5 from the gateway config)."""
         gw = self.gateway
+        started = time.monotonic()
+        if transport is None:
+            self._check_mqtt()
+        report = ReplayReport(file=str(path))
+        recording = self.load(Path(path), report)
+        if self.shift_to_now:
+            recording = recording.shifted_to(int(self.wall_clock() * 1000))
+            report.time_shift_ms = recording.shift_ms
+        intervals = self.check(recording)
+        report.context = summary(intervals)
         if transport is None:
             transport = self._mqtt_transport()
         stop = stop or threading.Event()
-        report = ReplayReport(file=str(path))
-        started = time.monotonic()
         validator = SampleValidator(self.use_case, source=gw.thing_name)
+        if intervals:
+            self._publish_context(transport, intervals, report, time.monotonic() + drain_timeout_s, stop)
         with gw.open_buffer() as buffer:
             publisher = Publisher(buffer, transport, gw.telemetry_topic, max_backoff_s=2.0)
             publishing = threading.Event()
@@ -194,8 +283,8 @@ class Replay:
             )
             thread.start()
             try:
-                self._feed(path, validator, buffer, report, stop)
-                _wait_for_drain(buffer, drain_timeout_s, stop)
+                self._feed(recording, validator, buffer, report, stop)
+                wait_for_drain(buffer, drain_timeout_s, stop)
             finally:
                 publishing.set()
                 thread.join(timeout=30)
@@ -212,15 +301,44 @@ class Replay:
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
 
+    def _publish_context(
+        self,
+        transport: Transport,
+        intervals: list[ContextInterval],
+        report: ReplayReport,
+        deadline: float,
+        stop: threading.Event,
+    ) -> None:
+        """The intervals in bounded JSON lists on the context topic (publish_context); those not
+        acknowledged by `deadline` (time.monotonic()) are reported as not published."""
+        topic = names.context_topic(self.gateway.thing_name)
+        messages = context_messages(intervals)
+        published, report.context_error = publish_context(transport, topic, messages, deadline, stop, self.sleep)
+        report.context_published += published
+        if report.context_error:
+            log.warning(
+                "%d context intervals were not published on %s (%s); replay the file again to send them",
+                report.context_pending,
+                topic,
+                report.context_error,
+            )
+        else:
+            log.info("published %d context intervals on %s: %s", report.context_published, topic, report.context)
+
     def _feed(
-        self, path: Path, validator: SampleValidator, buffer: SampleBuffer, report: ReplayReport, stop: threading.Event
+        self,
+        recording: Recording,
+        validator: SampleValidator,
+        buffer: SampleBuffer,
+        report: ReplayReport,
+        stop: threading.Event,
     ) -> None:
         def counted(rows: Iterable[Row]) -> Iterator[Row]:
             for row in rows:
                 report.rows += 1
                 yield row
 
-        for chunk in self.chunks(counted(self.rows(path, report))):
+        for chunk in self.chunks(counted(self.recording_rows(recording))):
             if stop.is_set():
                 break
             result = append_validated(validator, buffer, chunk)
@@ -229,49 +347,17 @@ class Replay:
             report.rejected = merge_counts(report.rejected, result.rejected)
             report.dropped += result.dropped
 
-    def _mqtt_transport(self) -> Transport:
+    def _check_mqtt(self) -> None:
         gw = self.gateway
         if gw.transport != "mqtt":
             raise ValueError(
                 f"gateway transport={gw.transport!r}: replay talks MQTT only ('mqtt'); "
                 "inside Greengrass, publish to the gateway component's local topic instead"
             )
-        return gw.mqtt_transport()
 
-
-def paced_chunks(
-    rows: Iterable[Row], speed: float, clock: Clock, sleep: Sleep, max_samples: int
-) -> Iterator[list[Sample]]:
-    """Group rows into chunks of at most ~max_samples; with speed > 0, release each row no earlier than
-    start + (its time - the first time) / speed on `clock`. Rows out of time order (or without a time)
-    go with the rows around them: their due time has passed."""
-    pending: list[Sample] = []
-    first_ms: int | None = None
-    start = clock()
-    for time_ms, samples in rows:
-        if speed > 0 and time_ms is not None:
-            if first_ms is None:
-                first_ms = time_ms
-            due = start + (time_ms - first_ms) / 1000.0 / speed
-            if due > clock():
-                if pending:
-                    yield pending
-                    pending = []
-                wait = due - clock()
-                if wait > 0:
-                    sleep(wait)
-        pending.extend(samples)
-        if len(pending) >= max_samples:
-            yield pending
-            pending = []
-    if pending:
-        yield pending
-
-
-def _wait_for_drain(buffer: SampleBuffer, timeout_s: float, stop: threading.Event) -> None:
-    deadline = time.monotonic() + timeout_s
-    while buffer.pending_samples() and time.monotonic() < deadline and not stop.is_set():
-        stop.wait(0.05)
+    def _mqtt_transport(self) -> Transport:
+        self._check_mqtt()
+        return self.gateway.mqtt_transport()
 
 
 # --- entry points --------------------------------------------------------------------------------
@@ -283,8 +369,14 @@ def replay_file(
     speed: float | None = None,
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
     stop: threading.Event | None = None,
+    shift_to_now: bool = False,
+    use_case_file: Path | None = None,
 ) -> ReplayReport:
-    """Load mapping and gateway config, replay `file`; what `edgeloop gateway replay` and `-m` call."""
+    """Load mapping and gateway config, replay `file`; what `edgeloop gateway replay` and `-m` call.
+
+    The use case is the gateway's (its config names it), read from `use_case_file` or the
+    environment's use-case file (`edgeloop local up` exports it) when one is given: a user's own use
+    case is not packaged, and the file must name the gateway's use case."""
     mapping = ReplayMapping.from_file(mapping_path)
     if speed is not None:
         try:
@@ -292,7 +384,12 @@ def replay_file(
         except ValidationError as exc:
             raise ValueError(f"--speed: {validation_problems(exc, root=MAPPING_ROOT)}") from None
     gateway = GatewayConfig.from_file(gateway_config_path)
-    return Replay(mapping, gateway).run(Path(file), drain_timeout_s=drain_timeout_s, stop=stop)
+    use_case_file = use_case_file or os.environ.get(names.USE_CASE_FILE_ENV) or None
+    use_case = resolve_use_case(
+        gateway.use_case, use_case_file, name_source=f"{gateway_config_path}: use_case", file_source="use-case file"
+    )
+    replay = Replay(mapping, gateway, use_case=use_case, shift_to_now=shift_to_now, mapping_path=Path(mapping_path))
+    return replay.run(Path(file), drain_timeout_s=drain_timeout_s, stop=stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--speed", type=float, default=None, help="override the mapping's playback speed (0 = as fast as possible)"
     )
+    parser.add_argument("--shift-to-now", action="store_true", help=SHIFT_TO_NOW_HELP)
+    parser.add_argument(
+        "--use-case-file",
+        type=Path,
+        default=None,
+        help=f"the gateway's use case as a file (default: ${names.USE_CASE_FILE_ENV})",
+    )
     parser.add_argument(
         "--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S, help="seconds to wait for the broker at the end"
     )
@@ -312,13 +416,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         report = replay_file(
-            args.file, args.mapping, args.gateway_config, speed=args.speed, drain_timeout_s=args.drain_timeout
+            args.file,
+            args.mapping,
+            args.gateway_config,
+            speed=args.speed,
+            drain_timeout_s=args.drain_timeout,
+            shift_to_now=args.shift_to_now,
+            use_case_file=args.use_case_file,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2))
-    return 0 if report.pending == 0 else 1
+    return 0 if report.pending == 0 and report.context_pending == 0 else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ payload signature from being valid for any other message the same key might ever
 
 Since issue 14 a payload signature alone is not enough for a device with a key: the register step
 also signs the model version's identity (schemas/signed_model.py) and `verify_signed_update` checks
-both, the identity against the update and the device, and refuses downgrades (see its docstring).
+both, the identity against the update and the device, and refuses downgrades below the version floor
+the device persists (VersionFloor) unless the update carries the key holder's signed rollback of the
+deployment the device runs (sign_rollback, `edgeloop models rollback`); see its docstring. The
+rules it applies once the signatures hold (what the device runs, its version floor, the downgrade
+rule) are in update_order.py; this module holds what is signed and how it is verified.
 
 Encodings travel as text: a signature is base64 of its 64 bytes, a public key is base64 of its raw
 32 bytes (what the ModelRunner configuration holds), a private key is PKCS#8 PEM (file or text).
@@ -26,9 +30,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgeloop.schemas.common import semver_key
 from edgeloop.schemas.model import ModelManifest, ModelUpdate
-from edgeloop.schemas.signed_model import SignedIdentity, SignedModelIdentity
+from edgeloop.schemas.signed_model import RollbackAuthorization, SignedIdentity, SignedModelIdentity, SignedRollback
+
+from .update_order import (
+    RunningModel,
+    VersionFloor,
+    identity_problems,
+    order_problem,
+    rollback_problems,
+    rollback_refusal,
+)
 
 SIGNED_CONTEXT = b"edgeloop-model-payload-sha256:v1\n"
 PUBLIC_KEY_BYTES = 32
@@ -200,16 +212,6 @@ def sign_identity(document: SignedModelIdentity, private_key: Ed25519PrivateKey)
     return SignedIdentity(document=document, signature=base64.b64encode(signature).decode())
 
 
-@dataclass(frozen=True)
-class RunningModel:
-    """What the device runs (and ran before it), as the downgrade rule needs it."""
-
-    model_id: str
-    version: str
-    sha256: str
-    deployment_id: str
-
-
 def verify_signed_update(
     update: ModelUpdate,
     payload_sha256_hex: str,
@@ -219,30 +221,44 @@ def verify_signed_update(
     line_id: str | None,
     running: RunningModel | None = None,
     previous: RunningModel | None = None,
+    floor: VersionFloor | None = None,
 ) -> SignedModelIdentity | None:
-    """The one check of an update's origin and identity; raises SignatureRejected naming what failed.
+    """The one check of an update's origin, identity and order; raises SignatureRejected naming what failed.
 
     With `public_key`: the payload signature, the signed identity's signature over its canonical bytes,
     that the identity names this update (model id, version, tier digest = the payload's) and this
-    device (use case, `line_id` unless None), and that it is not older than `running`. Without a key
-    an identity the update carries is still matched (it cannot be trusted, only be consistent) and
-    nothing is ordered: such a device accepts whatever its broker delivers.
-
-    Downgrades: an older version is accepted only as the rollback of the deployment the device runs,
-    i.e. the update names `running.deployment_id` (the fleet's roll_back re-sends the earlier
-    rollout's update under the failed deployment's id) and is exactly `previous`, the model the
-    device ran before that deployment. The fleet holds no signing key, so the deployment id is not
-    signed; what bounds a replay is that the only older model it can restore is one this device
-    already verified and ran just before, and only while the deployment that replaced it is active.
+    device (use case, `line_id` unless None), then its order against `floor` (the highest version the
+    device accepted, persisted across restarts) and `running`:
+    - a newer version is accepted; the same version too, unless a rollback took the device back from it;
+    - an older one only with the update's signed rollback (schemas/signed_model.RollbackAuthorization,
+      checked here: signature, this model/version/use case/line, the deployment the update carries and
+      the device runs, issued after the last rollback the device accepted);
+    - or as the fleet's automatic restore after a failed wave (cloud/fleet/rollback.py, which holds no
+      key): exactly `previous`, the model this device verified and ran just before, under the id of
+      the deployment it runs. `previous` lives in memory only, so after a restart every downgrade
+      needs the signed rollback.
+    Without a key an identity or rollback the update carries is still matched (it cannot be trusted,
+    only be consistent) and nothing is ordered: such a device accepts whatever its broker delivers.
     """
     if public_key is None:
         if update.identity is not None:
             _match_identity(update.identity.document, update, payload_sha256_hex, use_case, line_id)
+        if update.rollback is not None:
+            _match_rollback(update.rollback.document, update, use_case, line_id)
         return None
     verify_payload_signature(payload_sha256_hex, update.signature, public_key)
     document = verify_identity_signature(update.identity, public_key, what=f"update {update.model_id} {update.version}")
     _match_identity(document, update, payload_sha256_hex, use_case, line_id)
-    _check_not_older(update, payload_sha256_hex, running, previous)
+    if update.rollback is not None:
+        _verify_rollback_document(update, public_key, use_case, line_id)
+    problem = order_problem(update, payload_sha256_hex, running, previous, floor)
+    if problem is None:
+        return document  # in order (a rollback it may carry is not needed)
+    if update.rollback is None:
+        raise SignatureRejected(problem)
+    refusal = rollback_refusal(update.rollback.document, running, floor)
+    if refusal is not None:
+        raise SignatureRejected(refusal)
     return document
 
 
@@ -266,38 +282,37 @@ def verify_identity_signature(
 def _match_identity(
     document: SignedModelIdentity, update: ModelUpdate, digest: str, use_case: str, line_id: str | None
 ) -> None:
-    tier_digest = document.payload_sha256.get(update.precision.value)
-    problems = [
-        f"model_id {document.model_id!r} != update's {update.model_id!r}"
-        if document.model_id != update.model_id
-        else "",
-        f"version {document.version} != update's {update.version}" if document.version != update.version else "",
-        f"{update.precision.value} tier digest {tier_digest} != payload's {digest}" if tier_digest != digest else "",
-        f"use case {document.use_case!r} is not this device's {use_case!r}" if document.use_case != use_case else "",
-        f"lines {document.line_ids} do not include this device's line {line_id!r}"
-        if line_id is not None and line_id not in document.line_ids
-        else "",
-    ]
-    problems = [p for p in problems if p]
+    problems = identity_problems(document, update, digest, use_case, line_id)
     if problems:
         raise SignatureRejected(f"signed identity does not match: {'; '.join(problems)}")
 
 
-def _check_not_older(
-    update: ModelUpdate, digest: str, running: RunningModel | None, previous: RunningModel | None
+# --- signed rollbacks (schemas/signed_model.RollbackAuthorization) ---------------------------------
+
+ROLLBACK_CONTEXT = b"edgeloop-model-rollback:v1\n"
+
+
+def sign_rollback(document: RollbackAuthorization, private_key: Ed25519PrivateKey) -> SignedRollback:
+    signature = private_key.sign(ROLLBACK_CONTEXT + document.canonical_bytes())
+    return SignedRollback(document=document, signature=base64.b64encode(signature).decode())
+
+
+def _verify_rollback_document(
+    update: ModelUpdate, public_key: Ed25519PublicKey, use_case: str, line_id: str | None
 ) -> None:
-    if running is None or semver_key(update.version) >= semver_key(running.version):
-        return
-    candidate = (update.model_id, update.version, digest)
-    if (
-        previous is not None
-        and update.deployment_id == running.deployment_id
-        and candidate == (previous.model_id, previous.version, previous.sha256)
-    ):
-        return  # the rollback of the running deployment to the model it replaced
-    raise SignatureRejected(
-        f"downgrade refused: {update.model_id} {update.version} is older than the running "
-        f"{running.model_id} {running.version} and is not the rollback of deployment {running.deployment_id} "
-        f"to the model it replaced"
-        + (f" ({previous.model_id} {previous.version})" if previous is not None else " (none recorded)")
-    )
+    rollback = update.rollback
+    document = rollback.document
+    try:
+        public_key.verify(base64.b64decode(rollback.signature), ROLLBACK_CONTEXT + document.canonical_bytes())
+    except InvalidSignature:
+        raise SignatureRejected(
+            f"signed rollback of deployment {document.rolls_back_deployment_id!r} does not verify with the "
+            f"configured key {_key_b64(public_key)} (signed by another key, or the document was changed)"
+        ) from None
+    _match_rollback(document, update, use_case, line_id)
+
+
+def _match_rollback(document: RollbackAuthorization, update: ModelUpdate, use_case: str, line_id: str | None) -> None:
+    problems = rollback_problems(document, update, use_case, line_id)
+    if problems:
+        raise SignatureRejected(f"signed rollback does not match: {'; '.join(problems)}")

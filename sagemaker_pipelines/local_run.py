@@ -18,6 +18,7 @@ from edgeloop.sagemaker_pipelines.steps import dataset as dataset_step
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
 from edgeloop.sagemaker_pipelines.steps import register as register_step
 from edgeloop.sagemaker_pipelines.steps import train as train_step
+from edgeloop.schemas.use_case import resolve_use_case
 
 MAX_PARALLEL_LINES = 2  # the machines this runs on have two cores; train.main parallelises within a line too
 
@@ -64,7 +65,8 @@ class LinePaths:
 
 def run_local(
     *,
-    use_case: str,
+    use_case: str | None = None,
+    use_case_file: str | Path | None = None,
     line_ids: list[str],
     start: date | None,
     end: date | None,
@@ -75,13 +77,17 @@ def run_local(
     approve: bool = False,
     candidates_per_template: int | None = None,
 ) -> list[LocalRunResult]:
-    """One result per line, in the order given; a line that fails validation registers nothing."""
+    """One result per line, in the order given; a line that fails validation registers nothing.
+
+    The use case: a packaged name or a file anywhere (edgeloop.schemas.use_case.resolve_use_case, which
+    every step calls with the same two arguments); checked before any line runs."""
+    resolve_use_case(use_case, use_case_file)
     if not line_ids:
         raise ValueError("line_ids=[]: name at least one line")
     if len(set(line_ids)) != len(line_ids):
         raise ValueError(f"line_ids={line_ids} repeat a line")
     options = {
-        "use_case": use_case,
+        "use_case": use_case_arguments(use_case, use_case_file),
         "start": start,
         "end": end,
         "data_bucket": data_bucket,
@@ -99,7 +105,7 @@ def run_line(
     line_id: str,
     paths: LinePaths,
     *,
-    use_case: str,
+    use_case: list[str],
     start: date | None,
     end: date | None,
     data_bucket: str,
@@ -134,44 +140,52 @@ def run_line(
 # Each step's arguments, as the pipeline definition passes them (step_builder.py), with local paths.
 
 
+def use_case_arguments(use_case: str | None, use_case_file: str | Path | None) -> list[str]:
+    """--use-case and/or --use-case-file as given (a file as an absolute path: steps may run elsewhere)."""
+    args = ["--use-case", use_case] if use_case else []
+    if use_case_file:
+        args += ["--use-case-file", str(Path(use_case_file).expanduser().resolve())]
+    return args
+
+
 def _dataset_args(
-    line_id: str, paths: LinePaths, *, use_case: str, start: date | None, end: date | None, data_bucket: str
+    line_id: str, paths: LinePaths, *, use_case: list[str], start: date | None, end: date | None, data_bucket: str
 ) -> list[str]:
     return [
         "--data-bucket", data_bucket,
         "--line-id", line_id,
         "--start", start.isoformat() if start else "",
         "--end", end.isoformat() if end else "",
-        "--use-case", use_case,
+        *use_case,
         "--output", str(paths.dataset_output),
     ]  # fmt: skip
 
 
-def _train_args(paths: LinePaths, *, use_case: str, candidates_per_template: int | None) -> list[str]:
-    args = ["--examples", str(paths.train_examples), "--output", str(paths.model), "--use-case", use_case]
+def _train_args(paths: LinePaths, *, use_case: list[str], candidates_per_template: int | None) -> list[str]:
+    args = ["--examples", str(paths.train_examples), "--output", str(paths.model), *use_case]
     if candidates_per_template is not None:
         args += ["--candidates-per-template", str(candidates_per_template)]
     return args
 
 
-def _evaluate_args(paths: LinePaths, *, use_case: str, model_bucket: str) -> list[str]:
+def _evaluate_args(paths: LinePaths, *, use_case: list[str], model_bucket: str) -> list[str]:
     return [
         "--model", str(paths.model),
         "--reference", str(paths.reference),
         "--dataset", str(paths.dataset),
-        "--use-case", use_case,
+        *use_case,
         "--model-bucket", model_bucket,
         "--output", str(paths.evaluation),
     ]  # fmt: skip
 
 
 def _register_args(
-    paths: LinePaths, *, use_case: str, model_bucket: str, signing_key: str | None, approve: bool
+    paths: LinePaths, *, use_case: list[str], model_bucket: str, signing_key: str | None, approve: bool
 ) -> list[str]:
     args = [
         "--trained", str(paths.model),
         "--model-bucket", model_bucket,
-        "--use-case", use_case,
+        *use_case,
         "--dataset", str(paths.dataset),
         "--evaluation", str(paths.evaluation),
     ]  # fmt: skip

@@ -56,20 +56,23 @@ def pipeline_name(use_case: UseCaseConfig | str) -> str:
     return names.pipeline_name(use_case if isinstance(use_case, str) else use_case.use_case)
 
 
-def build_definition(use_case: UseCaseConfig, targets: PipelineTargets) -> str:
+def build_definition(use_case: UseCaseConfig, targets: PipelineTargets, *, packaged_file: bool = False) -> str:
     """The pipeline definition JSON for one use case; byte-identical for identical arguments.
 
     `targets.signing_key_secret_arn`: the Secrets Manager secret holding the register step's Ed25519
-    signing key (its ARN goes into that step's environment); empty: registered payloads are unsigned."""
+    signing key (its ARN goes into that step's environment); empty: registered payloads are unsigned.
+    `packaged_file`: the use case is a file packaged in the code archive (step_code.py, names.
+    PACKAGED_USE_CASE_FILE), which every step reads through EDGELOOP_USE_CASE_FILE."""
     with offline_sagemaker(targets.session_region), quiet_sdk():
-        raw = _build_pipeline(use_case, targets).definition()
+        raw = _build_pipeline(use_case, targets, packaged_file).definition()
     # Key order is meaningless in the definition; sorting it makes the output stable and diffable.
     return json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n"
 
 
-def definition_template(use_case: UseCaseConfig) -> str:
-    """The definition with CloudFormation Fn::Sub placeholders: what is committed and deployed."""
-    text = build_definition(use_case, template_targets())
+def definition_template(use_case: UseCaseConfig, *, packaged_file: bool = False) -> str:
+    """The definition with CloudFormation Fn::Sub placeholders: what is committed and deployed
+    (with `packaged_file`: what the stack builds at synth for -c edgeloop:useCaseFile)."""
+    text = build_definition(use_case, template_targets(), packaged_file=packaged_file)
     for field, stand_in in TEMPLATE_STAND_INS.items():
         text = text.replace(stand_in, TEMPLATE_PLACEHOLDERS[field])
     return text
@@ -80,12 +83,12 @@ def definition_path(use_case: UseCaseConfig | str) -> Path:
     return DEFINITIONS_DIR / f"{name}.json"
 
 
-def _build_pipeline(use_case: UseCaseConfig, targets: PipelineTargets):
+def _build_pipeline(use_case: UseCaseConfig, targets: PipelineTargets, packaged_file: bool = False):
     """The SDK Pipeline object. Imports the SDK (seconds): call only inside offline_sagemaker()."""
     from sagemaker.mlops.workflow.pipeline import Pipeline
 
     parameters = PipelineParameters.create(use_case)
-    builder = StepBuilder(use_case, targets, parameters)
+    builder = StepBuilder(use_case, targets, parameters, packaged_file=packaged_file)
     dataset = builder.dataset_step()
     train = builder.train_step(dataset)
     evaluate, report = builder.evaluate_step(dataset, train)

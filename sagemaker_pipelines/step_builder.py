@@ -19,6 +19,8 @@ PROCESSING_ROOT = "/opt/ml/processing"
 CODE_DIR = f"{PROCESSING_ROOT}/input/code"
 # Where the code runs from: the directory the training toolkit uses for the same archive.
 CODE_RUN_DIR = "/opt/ml/code"
+# A use-case file packaged in the archive (step_code.py), where every step finds it.
+PACKAGED_USE_CASE_PATH = f"{CODE_RUN_DIR}/{names.PACKAGED_USE_CASE_FILE}"
 # A processing job's entrypoint in SageMaker's XGBoost image (images.py), which has no entry of ours:
 # what the training toolkit does for a training job (unpack, `pip install . -r requirements.txt`,
 # `python -m <module>` in the code directory), then the step module with the step's arguments.
@@ -93,11 +95,20 @@ class PipelineParameters:
 class StepBuilder:
     """One step per step module, wired by S3 outputs under the execution's work prefix."""
 
-    def __init__(self, use_case: UseCaseConfig, targets: PipelineTargets, parameters: PipelineParameters) -> None:
+    def __init__(
+        self,
+        use_case: UseCaseConfig,
+        targets: PipelineTargets,
+        parameters: PipelineParameters,
+        *,
+        packaged_file: bool = False,
+    ) -> None:
+        """`packaged_file`: the steps read the use case from the code archive's PACKAGED_USE_CASE_FILE."""
         import boto3
         from sagemaker.core.workflow.pipeline_context import PipelineSession
 
         self.use_case = use_case
+        self.packaged_file = packaged_file
         self.pipeline_name = names.pipeline_name(use_case.use_case)
         self.targets = targets
         self.parameters = parameters
@@ -125,7 +136,7 @@ class StepBuilder:
                     "--line-id": p.line_id,
                     "--start": p.start_date,
                     "--end": p.end_date,
-                    "--use-case": self.use_case.use_case,
+                    **self._use_case_flags(),
                     "--output": out,
                 }
             ),
@@ -153,7 +164,7 @@ class StepBuilder:
                 SCRIPT_MODE_PROGRAM: STEP_MODULE_PREFIX + "train",
                 SCRIPT_MODE_SUBMIT_DIRECTORY: self.targets.code_s3_uri,
                 SCRIPT_MODE_REGION: self.targets.region,
-                "use-case": self.use_case.use_case,
+                **{flag.removeprefix("--"): value for flag, value in self._use_case_flags().items()},
                 # Hyperparameters are strings; Join renders the integer parameter as one.
                 "candidates-per-template": Join(on="", values=[p.candidates_per_template]),
                 "seed": str(self.use_case.training.seed),
@@ -190,7 +201,7 @@ class StepBuilder:
                     "--model": model_dir,
                     "--reference": reference_dir,
                     "--dataset": dataset_dir,
-                    "--use-case": self.use_case.use_case,
+                    **self._use_case_flags(),
                     "--model-bucket": self.targets.model_bucket,
                     "--output": evaluation_dir,
                 }
@@ -225,7 +236,7 @@ class StepBuilder:
                 {
                     "--trained": model_dir,
                     "--model-bucket": self.targets.model_bucket,
-                    "--use-case": self.use_case.use_case,
+                    **self._use_case_flags(),
                     "--version": p.model_version,
                     "--dataset": dataset_dir,
                     "--evaluation": evaluation_dir,
@@ -278,14 +289,24 @@ class StepBuilder:
             sagemaker_session=self.session,
         )
 
+    def _use_case_flags(self) -> dict[str, str]:
+        """--use-case, and with a packaged file --use-case-file: the step resolves both (resolve_use_case)."""
+        flags = {"--use-case": self.use_case.use_case}
+        if self.packaged_file:
+            flags["--use-case-file"] = PACKAGED_USE_CASE_PATH
+        return flags
+
     def _environment(self) -> dict[str, str]:
         # boto3 inside the step finds its region and the buckets the same way the Lambdas do.
-        return {
+        environment = {
             "AWS_DEFAULT_REGION": self.targets.region,
             names.DATA_BUCKET_ENV: self.targets.data_bucket,
             names.MODEL_BUCKET_ENV: self.targets.model_bucket,
             names.USE_CASE_ENV: self.use_case.use_case,
         }
+        if self.packaged_file:  # resolve_use_case: the file, whose use_case must be the name above
+            environment[names.USE_CASE_FILE_ENV] = PACKAGED_USE_CASE_PATH
+        return environment
 
     def _code_input(self):
         return self._input("code", self.targets.code_s3_uri, CODE_DIR)

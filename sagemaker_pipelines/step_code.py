@@ -5,6 +5,9 @@ SageMaker's XGBoost container (steps/images.py) runs it in script mode, so nothi
     edgeloop/__init__.py, edgeloop/<package>/...   every edgeloop module the step modules import (found
                                                    by reading imports), the use-case YAML files and
                                                    steps/xgboost_images.json
+    use-case.json                                  only with a use-case file (`code-archive --use-case-file`,
+                                                   -c edgeloop:useCaseFile): that use case, validated, as
+                                                   JSON; the steps read it through EDGELOOP_USE_CASE_FILE
     requirements.txt                               the third-party distributions those modules import,
                                                    pinned to constraints.txt (the versions the tests ran)
     setup.py                                       installs nothing but the package version (see SETUP_PY)
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from edgeloop.schemas import names
 from edgeloop.schemas.module_closure import edgeloop_modules
-from edgeloop.schemas.use_case import USE_CASES_DIR
+from edgeloop.schemas.use_case import USE_CASES_DIR, UseCaseConfig
 
 from .steps.images import IMAGES_FILE
 
@@ -88,8 +91,11 @@ def _constraints(path: Path) -> dict[str, str]:
     return pins
 
 
-def archive_members(packages: tuple[str, ...] = ARCHIVE_PACKAGES) -> dict[str, bytes]:
-    """Archive path -> content: the modules, the use cases, requirements.txt and setup.py."""
+def archive_members(
+    packages: tuple[str, ...] = ARCHIVE_PACKAGES, *, use_case: UseCaseConfig | None = None
+) -> dict[str, bytes]:
+    """Archive path -> content: the modules, the use cases, requirements.txt and setup.py; with
+    `use_case` (one loaded from a file), that use case at names.PACKAGED_USE_CASE_FILE."""
     files, external = module_closure(packages)
     members = {f"{ROOT}/__init__.py": ROOT_INIT.encode()}
     for module, path in files.items():
@@ -100,6 +106,8 @@ def archive_members(packages: tuple[str, ...] = ARCHIVE_PACKAGES) -> dict[str, b
     use_cases = f"{ROOT}/{USE_CASES_DIR.parent.name}/{USE_CASES_DIR.name}"
     for source in sorted(USE_CASES_DIR.glob("*.y*ml")):
         members[f"{use_cases}/{source.name}"] = source.read_bytes()
+    if use_case is not None:
+        members[names.PACKAGED_USE_CASE_FILE] = (use_case.model_dump_json(indent=2) + "\n").encode()
     # what register.py falls back to without --serving-image
     members[f"{ROOT}/sagemaker_pipelines/steps/{IMAGES_FILE.name}"] = IMAGES_FILE.read_bytes()
     members["requirements.txt"] = ("\n".join(pinned_requirements(external)) + "\n").encode()
@@ -120,9 +128,10 @@ def archive_bytes(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def build_archive(out_dir: Path) -> Path:
-    """Write the archive under `out_dir` (named by its content hash) and return its path."""
-    data = archive_bytes(archive_members())
+def build_archive(out_dir: Path, *, use_case: UseCaseConfig | None = None) -> Path:
+    """Write the archive under `out_dir` (named by its content hash) and return its path; with
+    `use_case`, it carries that use case at names.PACKAGED_USE_CASE_FILE (see archive_members)."""
+    data = archive_bytes(archive_members(use_case=use_case))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"step-code-{hashlib.sha256(data).hexdigest()[:20]}" / ARCHIVE_NAME
     if not path.exists():

@@ -6,10 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from .bounded_json import MAX_DEVICE_STRING_CHARS, MAX_SUPPORTED_PRECISIONS
 from .common import Contract, Identifier, SemVer, ThingName, UtcDatetime
 from .compat import StrEnum
 from .model import Architecture, Precision
 from .presence import DeviceConnection
+
+# Deployment and model ids in device messages: DynamoDB keys (at most 1024 bytes) and S3 key parts.
+MAX_ID_CHARS = 256
 
 
 class DeviceStatus(StrEnum):
@@ -39,7 +43,7 @@ class DeviceIdentity(Contract):
 class DeviceProfile(DeviceIdentity):
     """Who and what a gateway is, as it says itself: the fields an announcement refreshes in its record."""
 
-    supported_precisions: list[Precision] = Field(min_length=1)
+    supported_precisions: list[Precision] = Field(min_length=1, max_length=MAX_SUPPORTED_PRECISIONS)
 
 
 class DeviceAnnouncement(DeviceProfile):
@@ -53,11 +57,11 @@ class ModelStatusReport(Contract):
     """Published by a gateway's update agent (model-status topic) after each update attempt."""
 
     thing_name: ThingName
-    deployment_id: str
-    model_id: str
+    deployment_id: str = Field(max_length=MAX_ID_CHARS)
+    model_id: str = Field(max_length=MAX_ID_CHARS)
     version: SemVer
     status: DeviceStatus
-    reason: str = ""
+    reason: str = Field(default="", max_length=MAX_DEVICE_STRING_CHARS)
     sent_at: UtcDatetime
 
 
@@ -71,8 +75,8 @@ class PeriodicStatus(Contract):
 
     kind: Literal["periodic"] = PERIODIC_STATUS_KIND
     thing_name: ThingName
-    deployment_id: str | None = None
-    model_id: str | None = None
+    deployment_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    model_id: str | None = Field(default=None, max_length=MAX_ID_CHARS)
     version: SemVer | None = Field(default=None, description="the model version in use; None: no model yet")
     sent_at: UtcDatetime
 

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from .common import Contract, Identifier, S3ObjectUri, SemVer, Sha256Hex, UtcDatetime
 from .compat import StrEnum
-from .signed_model import SignedIdentity
+from .signed_model import SignedIdentity, SignedRollback
 
 MODEL_FORMAT_VERSION = 1
 
@@ -167,6 +167,9 @@ class ModelUpdate(Contract):
     min_runtime_version: SemVer | None = None
     # The manifest's signed identity: a device with a public key refuses an update without it (signed_model.py).
     identity: SignedIdentity | None = None
+    # The key holder's signed rollback, on an update that takes devices back to an older version
+    # (`edgeloop models rollback`); a device with a key refuses any other downgrade (signed_model.py).
+    rollback: SignedRollback | None = None
 
 
 def feature_schema_hash(features: list[str]) -> str:

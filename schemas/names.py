@@ -17,6 +17,9 @@ LOCAL_DATA_BUCKET = "edgeloop-data"
 LOCAL_MODEL_BUCKET = "edgeloop-models"
 
 RAW_PREFIX = "raw"  # raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first>-<seq_last>.json.gz
+# `edgeloop backfill`'s raw layer, apart from raw/ (no hot path, no compaction, no raw expiry):
+# raw_backfill/line=<id>/thing=<name>/backfill=<id>/recording.<suffix> + lineage.json
+BACKFILL_PREFIX = "raw_backfill"
 QUARANTINE_PREFIX = "quarantine"  # quarantine/ingest_date=YYYY-MM-DD/<id>.json (payload + reason)
 CURATED_PREFIX = "curated"  # curated/line=<id>/event_date=YYYY-MM-DD/part-*.parquet
 # Rows that arrived later than the lateness SLA, kept apart from curated (same columns):
@@ -90,6 +93,9 @@ MANIFEST_URI_METADATA_KEY = "edgeloop:manifest_uri"
 # rollout (the orchestrator's trigger), and what the local runtime builds itself (edgeloop/local/approval.py).
 MODEL_PACKAGE_EVENT_SOURCE = "aws.sagemaker"
 MODEL_PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
+# The event `edgeloop models rollback` sends the orchestrator: {"detail-type": this, "detail": {"rollback":
+# a SignedRollback}} (functions/orchestrator/rollback.py delivers it to the deployment's devices).
+SIGNED_ROLLBACK_REQUEST = "edgeloop Signed Model Rollback"
 
 # --- Greengrass ----------------------------------------------------------------------------------
 GATEWAY_COMPONENT = "com.edgeloop.Gateway"
@@ -246,11 +252,16 @@ DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
 DEPLOYMENT_TABLE_ENV = "EDGELOOP_DEPLOYMENT_TABLE"
 DELIVERY_ENV = "EDGELOOP_DELIVERY"  # "greengrass" (AWS) or "local"
 USE_CASE_ENV = "EDGELOOP_USE_CASE"
+# A use-case file anywhere on disk (YAML or JSON), read instead of the packaged use case named by USE_CASE_ENV.
+USE_CASE_FILE_ENV = "EDGELOOP_USE_CASE_FILE"
+# Where the stack puts a use-case file (-c edgeloop:useCaseFile), as validated JSON, relative to the root of
+# the Lambda asset (/var/task) and of the pipeline's step code archive (/opt/ml/code); USE_CASE_FILE_ENV names it.
+PACKAGED_USE_CASE_FILE = "use-case.json"
 # Lateness SLA in days: ingest refuses samples already older than this on arrival; compaction sends
 # rows that were older than it when they landed (e.g. after the SLA was lowered) to LATE_PREFIX.
 LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"
 DEFAULT_LATENESS_SLA_DAYS = 14  # Mimir's lines send data up to 14 days late
-DEFAULT_USE_CASE = "extrusion"  # the use case the stack and the data-path functions serve when none is set
+DEFAULT_USE_CASE = "extrusion"  # the demo's use case (and cdk.json's); nothing falls back to it when none is set
 # The rollout policy (schemas.deployment.RolloutPolicy) of the orchestrator, status intake and wave controller.
 CANARY_SHARE_ENV = "EDGELOOP_CANARY_SHARE"
 FAILURE_THRESHOLD_ENV = "EDGELOOP_FAILURE_THRESHOLD"
@@ -287,3 +298,9 @@ LOCAL_BROKER_PORT_ENV = "EDGELOOP_LOCAL_BROKER_PORT"
 LOCAL_CLOUD_CERT_ENV = "EDGELOOP_LOCAL_CLOUD_CERT"
 LOCAL_CLOUD_KEY_ENV = "EDGELOOP_LOCAL_CLOUD_KEY"
 LOCAL_CA_ENV = "EDGELOOP_LOCAL_CA"
+# `edgeloop local up`: the gateways' listener (client id = certificate CN), the up command's folder
+# (its CA signs `local gateway add` certificates) and its PID; all written to <dir>/LOCAL_ENV_FILE.
+LOCAL_BROKER_DEVICE_PORT_ENV = "EDGELOOP_LOCAL_BROKER_DEVICE_PORT"
+LOCAL_DIR_ENV = "EDGELOOP_LOCAL_DIR"
+LOCAL_PID_ENV = "EDGELOOP_LOCAL_PID"
+LOCAL_ENV_FILE = "local.env"

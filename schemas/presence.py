@@ -32,7 +32,9 @@ class LifecycleEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    client_id: str = Field(alias="clientId", min_length=1)
+    # AWS IoT Core refuses client ids over 128 bytes; the other strings are bounded by the payload's
+    # limits (schemas/bounded_json.py MAX_LIFECYCLE_JSON).
+    client_id: str = Field(alias="clientId", min_length=1, max_length=128)
     timestamp: int = Field(ge=0, description="when the broker saw it, ms since the Unix epoch")
     event_type: Literal["connected", "disconnected"] = Field(alias="eventType")
     session_identifier: str = Field(default="", alias="sessionIdentifier")

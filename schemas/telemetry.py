@@ -10,16 +10,19 @@ binary columnar encoding gateways publish).
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from .bounded_json import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES  # re-exported: the gateway sizes batches by it
+from .bounded_json import JsonLimits, MessageDecodeError
 from .common import Contract, Identifier, ThingName
 
 TELEMETRY_FORMAT_VERSION = 1  # zlib JSON: the default of TelemetryBatch.format_version
 COMPACT_FORMAT_VERSION = 2  # the binary columnar encoding gateways publish
 SUPPORTED_FORMAT_VERSIONS = (TELEMETRY_FORMAT_VERSION, COMPACT_FORMAT_VERSION)
-MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT Core's per-message limit
+# MAX_PAYLOAD_BYTES (AWS IoT Core's per-message limit) is defined with every device message's limits
+# in schemas/bounded_json.py and re-exported here.
 # A batch may not declare more samples than this: twice what a gateway cuts (GATEWAY_BATCH_SAMPLES).
 GATEWAY_BATCH_SAMPLES = 200_000
 MAX_BATCH_SAMPLES = 2 * GATEWAY_BATCH_SAMPLES
@@ -40,6 +43,27 @@ MAX_JSON_CONTAINERS = 16
 MAX_JSON_DEPTH = 8
 MAX_JSON_STRINGS = MAX_BATCH_METRICS + 64
 MAX_JSON_ELEMENTS = 4 * MAX_BATCH_SAMPLES + MAX_BATCH_METRICS + 64
+# The same, as the shared bounded-JSON checker (schemas/bounded_json.py) takes them: a refusal names
+# MAX_JSON_DEPTH, MAX_JSON_CONTAINERS, ... (no string-length limit: metric names are validated).
+TELEMETRY_JSON = JsonLimits(
+    name="MAX_JSON",
+    max_bytes=MAX_DECODED_BODY_BYTES,
+    max_depth=MAX_JSON_DEPTH,
+    max_containers=MAX_JSON_CONTAINERS,
+    max_strings=MAX_JSON_STRINGS,
+    max_elements=MAX_JSON_ELEMENTS,
+)
+# A raw object (schemas/raw_batch.py: a landed batch as ingest wrote it, gzip JSON) read back by the
+# hot path: the batch's columns plus `seq`, ~70 bytes a sample, so a full batch is ~28 MB of JSON.
+# Bounded before pydantic parses it (64 MiB of one float column once took 1.2 GB and 16 s).
+RAW_BATCH_JSON = JsonLimits(
+    name="MAX_RAW_JSON",
+    max_bytes=64 * 1024 * 1024,
+    max_depth=3,
+    max_containers=16,
+    max_strings=MAX_JSON_STRINGS + 16,
+    max_elements=5 * MAX_BATCH_SAMPLES + MAX_BATCH_METRICS + 64,
+)
 # Integers the data lake stores as Parquet int64 (seq, time_ms, received_at_ms): checked at ingest,
 # so compaction never meets one it cannot convert.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -108,11 +132,6 @@ class TelemetryBatch(Contract):
         return self
 
 
-class TelemetryDecodeError(ValueError):
-    """A payload is not a valid batch: `field` and `value` say where and what (for quarantine)."""
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        super().__init__(f"{field}={value!r} {reason}")
-        self.field = field
-        self.value = value
-        self.reason = reason
+# A payload is not a valid batch: `field` and `value` say where and what (for quarantine). The one
+# error of every device message decoder (schemas/bounded_json.py).
+TelemetryDecodeError = MessageDecodeError

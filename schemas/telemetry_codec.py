@@ -15,15 +15,13 @@ from __future__ import annotations
 import json
 import zlib
 
+from .bounded_json import check_json_shape as check_bounded_json_shape
 from .telemetry import (
     COMPACT_FORMAT_VERSION,
     MAX_BATCH_SAMPLES,
-    MAX_JSON_CONTAINERS,
-    MAX_JSON_DEPTH,
-    MAX_JSON_ELEMENTS,
-    MAX_JSON_STRINGS,
     SUPPORTED_FORMAT_VERSIONS,
     TELEMETRY_FORMAT_VERSION,
+    TELEMETRY_JSON,
     TelemetryBatch,
     TelemetryDecodeError,
 )
@@ -113,38 +111,7 @@ def _inflate_json(payload: bytes) -> bytes:
         raise ValueError(f"payload is not zlib-compressed: {exc}") from exc
 
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
-
-
 def check_json_shape(text: bytes, field: str) -> None:
-    """Refuse JSON with more than MAX_JSON_STRINGS strings, MAX_JSON_ELEMENTS elements or
-    MAX_JSON_CONTAINERS arrays and objects, or nested deeper than MAX_JSON_DEPTH, before parsing it;
-    each is counted by C-speed passes over the bytes (16 MiB in well under a second)."""
-    # Escapes out first (outside a string a backslash is invalid anyway): then every quote opens or
-    # closes a string, and the even pieces between them are what lies outside strings.
-    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
-    strings = unescaped.count(b'"') // 2
-    if strings > MAX_JSON_STRINGS:
-        raise TelemetryDecodeError(field, f"{strings} JSON strings", f"exceed {MAX_JSON_STRINGS} (MAX_JSON_STRINGS)")
-    bare = b"".join(unescaped.split(b'"')[::2])
-    elements = bare.count(b",") + 1
-    if elements > MAX_JSON_ELEMENTS:
-        raise TelemetryDecodeError(
-            field, f"{elements} JSON elements", f"exceed {MAX_JSON_ELEMENTS} (MAX_JSON_ELEMENTS)"
-        )
-    containers = bare.count(b"[") + bare.count(b"{")
-    if containers > MAX_JSON_CONTAINERS:
-        raise TelemetryDecodeError(
-            field, f"{containers} JSON arrays and objects", f"exceed {MAX_JSON_CONTAINERS} (MAX_JSON_CONTAINERS)"
-        )
-    # Brackets only, "{" and "}" as "[" and "]" (a mismatched pair is the parser's to report).
-    brackets = bare.translate(_AS_SQUARE, _NOT_BRACKETS)
-    # Each pass removes the innermost level of every nest (replace does not rescan what it joined);
-    # a pair left after MAX_JSON_DEPTH passes nests deeper. Unpaired brackets are the parser's.
-    for _ in range(MAX_JSON_DEPTH):
-        if not brackets:
-            return
-        brackets = brackets.replace(b"[]", b"")
-    if b"[]" in brackets:
-        raise TelemetryDecodeError(field, text[:64], f"nests JSON deeper than {MAX_JSON_DEPTH} levels (MAX_JSON_DEPTH)")
+    """Format-1 JSON against telemetry's limits (TELEMETRY_JSON: MAX_JSON_STRINGS, MAX_JSON_ELEMENTS,
+    MAX_JSON_CONTAINERS, MAX_JSON_DEPTH), on the bytes before parsing (schemas/bounded_json.py)."""
+    check_bounded_json_shape(text, field, TELEMETRY_JSON)

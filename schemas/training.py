@@ -35,8 +35,11 @@ class TrainingExample(Contract):
     label: float
     label_class: ViolationClass
     label_source: LabelSource = LabelSource.MEASURED
-    spec_lower: float
-    spec_upper: float
+    spec_lower: float = Field(
+        description="lower spec limit in force at the label's time (window_end + horizon): the active limits "
+        "interval's, else the run's; label_class is against these"
+    )
+    spec_upper: float = Field(description="upper spec limit in force at the label's time, like spec_lower")
 
 
 # The examples table's columns besides the features (one column per feature name follows them).

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from functools import cache
+import os
+import re
+from collections.abc import Mapping
+from functools import cache, lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .common import Contract, Identifier
+from . import names
+from .common import IDENTIFIER, Contract, Identifier
 from .model import ModelFamily, ModelTemplate, Precision
 
 FEATURE_STATS = ("mean", "std", "min", "max", "last", "slope")
@@ -95,6 +99,37 @@ class MetricRole(Contract):
         return self
 
 
+# "<metric> <op> <number>", the conditions of a state rule (the mapping's context.states rules use the same form)
+STATE_CONDITION = re.compile(r"^\s*(\S+?)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+class StateRule(Contract):
+    """How the gateway tells a machine state from its live metrics: `state` while all of `when` hold."""
+
+    when: list[str] = Field(
+        min_length=1, description='conditions "<metric> <op> <number>" (op: < <= > >= == !=), all must hold'
+    )
+    state: str = Field(min_length=1, max_length=64)
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("when")
+    @classmethod
+    def _parsable(cls, value: list[str]) -> list[str]:
+        for condition in value:
+            if not STATE_CONDITION.match(condition):
+                raise ValueError(f'when={condition!r} is not "<metric> <op> <number>" with op one of < <= > >= == !=')
+        return value
+
+    def conditions(self) -> list[tuple[str, str, float]]:
+        """(metric, op, value) per condition."""
+        parsed = (STATE_CONDITION.match(condition) for condition in self.when)
+        return [(m.group(1), m.group(2), float(m.group(3))) for m in parsed if m]
+
+
 class UseCaseConfig(Contract):
     use_case: Identifier
     description: str = ""
@@ -118,6 +153,21 @@ class UseCaseConfig(Contract):
         default_factory=dict,
         description="per line: metric key -> role; replaces the shared key of the same role on that line",
     )
+    productive_states: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="machine states (values of state context intervals) in which packs are used: a pack whose "
+        "window, horizon or label window overlaps another state is left out of training, evaluation and violation "
+        "metrics (and counted); a moment without any state interval counts as productive; None (the default): "
+        "every state is productive",
+    )
+    state_rules: list[StateRule] = Field(
+        default_factory=list,
+        description="the gateway's live machine state, from the use case's metrics: per sample step the first "
+        "rule whose conditions all hold names the state (none holds: no state, productive); a window with a step "
+        "in a state outside productive_states is not scored. Recordings get their state intervals from the "
+        "mapping's context.states rules: write the same conditions here, in metric names",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCaseConfig:
@@ -129,7 +179,21 @@ class UseCaseConfig(Contract):
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics repeat a name: {self.metrics}")
         self._check_taxonomy()
+        self._check_state_rules()
         return self
+
+    def _check_state_rules(self) -> None:
+        for number, rule in enumerate(self.state_rules):
+            unknown = sorted({metric for metric, _, _ in rule.conditions()} - set(self.metrics))
+            if unknown:
+                raise ValueError(
+                    f"state_rules[{number}] (state {rule.state!r}): metrics {unknown} are not among {self.metrics}"
+                )
+        if self.state_rules and self.productive_states is None:
+            raise ValueError(
+                f"state_rules name states {sorted({r.state for r in self.state_rules})} but productive_states is not "
+                "set, so every state is productive and the rules would change nothing: set productive_states"
+            )
 
     def _check_taxonomy(self) -> None:
         unknown_keys = sorted(set(self.taxonomy) - self.accepted_metrics)
@@ -158,6 +222,10 @@ class UseCaseConfig(Contract):
             if metric_role.role == role:
                 return key
         raise KeyError(f"role {role!r} has no metric key on line {line_id!r} in use case {self.use_case!r}")
+
+    def is_productive_state(self, state: str | None) -> bool:
+        """Whether packs may be taken in machine state `state` (None: no state interval active: productive)."""
+        return state is None or self.productive_states is None or state in self.productive_states
 
     @property
     def prediction_metric(self) -> str:
@@ -193,3 +261,115 @@ def load_use_case(name: str, directory: Path = USE_CASES_DIR) -> UseCaseConfig:
         if path.exists():
             return UseCaseConfig.from_file(path)
     raise FileNotFoundError(f"use case {name!r}: no {name}.json or {name}.yaml in {directory}")
+
+
+# --- a use case by name (packaged) or by file (anywhere): one resolution for the CLI, the functions and the steps
+
+
+class UseCaseError(ValueError):
+    """No use case, or one that cannot be loaded: the message names the option or variable, the file and the field."""
+
+
+def packaged_use_cases(directory: Path = USE_CASES_DIR) -> list[str]:
+    return sorted({p.stem for p in directory.glob("*.yaml")} | {p.stem for p in directory.glob("*.json")})
+
+
+def load_use_case_file(path: str | Path, source: str = "use case file") -> UseCaseConfig:
+    """A use case from a YAML (or JSON: `.json`) file anywhere; cached per path and modification.
+
+    A missing, unreadable or invalid file raises UseCaseError naming `source` (the option or variable
+    that gave the path), the file and every refused field."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except OSError as exc:
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise UseCaseError(f"{source}={str(path)!r}: {reason} ({resolved})") from None
+    if not resolved.is_file():
+        raise UseCaseError(f"{source}={str(path)!r}: {resolved} is not a file")
+    return _load_file(str(resolved), stat.st_mtime_ns, stat.st_size, source)
+
+
+@lru_cache(maxsize=32)
+def _load_file(path: str, _mtime_ns: int, _size: int, source: str) -> UseCaseConfig:
+    where = f"{source}={path!r}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UseCaseError(f"{where}: cannot be read: {exc}") from None
+    try:
+        if path.endswith(".json"):
+            return UseCaseConfig.model_validate_json(text)
+        import yaml  # only where configs are authored; the Lambda asset and the step archive carry JSON
+
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UseCaseError(f"{where}: not valid YAML: {exc}") from None
+        if not isinstance(document, dict):
+            raise UseCaseError(
+                f"{where}: the document is {type(document).__name__}, not a mapping of use-case fields "
+                "(use_case, metrics, target_metric, ...)"
+            )
+        return UseCaseConfig.model_validate(document)
+    except ValidationError as exc:
+        raise UseCaseError(f"{where}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each refused field as `field=value: reason` (`field is missing`); a check across fields by its
+    own message, which names them."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).replace("Value error, ", "", 1)
+        name = ".".join(str(part) for part in error["loc"])
+        if not name:
+            problems.append(message)
+        elif error["type"] == "missing":
+            problems.append(f"{name} is missing")
+        else:
+            problems.append(f"{name}={repr(error.get('input'))[:120]}: {message}")
+    return "; ".join(problems)
+
+
+def resolve_use_case(
+    name: str | None = None,
+    file: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    name_source: str = "--use-case",
+    file_source: str = "--use-case-file",
+) -> UseCaseConfig:
+    """THE way edgeloop finds its use case (CLI, functions' settings, pipeline steps, stack).
+
+    A file (any path) or a packaged name; with neither, the environment's USE_CASE_FILE_ENV or
+    USE_CASE_ENV (`environ`, default os.environ). Both a name and a file: the file's `use_case` must
+    be that name. Nothing at all is an error: there is no default use case."""
+    name, file = name or None, file or None
+    if name is None and file is None:
+        environ = os.environ if environ is None else environ
+        name, file = environ.get(names.USE_CASE_ENV) or None, environ.get(names.USE_CASE_FILE_ENV) or None
+        name_source, file_source = names.USE_CASE_ENV, names.USE_CASE_FILE_ENV
+        if name is None and file is None:
+            raise UseCaseError(
+                f"no use case: give --use-case NAME (packaged: {', '.join(packaged_use_cases())}) or "
+                f"--use-case-file PATH, or set {names.USE_CASE_ENV} or {names.USE_CASE_FILE_ENV}"
+            )
+    if file is not None:
+        config = load_use_case_file(file, file_source)
+        if name is not None and name != config.use_case:
+            raise UseCaseError(
+                f"{name_source}={name!r} but {file_source}={str(file)!r} is use_case={config.use_case!r}: "
+                "give one, or make them agree"
+            )
+        return config
+    assert name is not None
+    if not IDENTIFIER.match(name):
+        raise UseCaseError(f"{name_source}={name!r} is not a use-case name ({IDENTIFIER.pattern})")
+    try:
+        return load_use_case(name)
+    except FileNotFoundError:
+        raise UseCaseError(
+            f"{name_source}={name!r} is not a packaged use case ({', '.join(packaged_use_cases())}); "
+            f"for a use case elsewhere give {file_source} PATH"
+        ) from None

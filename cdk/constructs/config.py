@@ -2,7 +2,10 @@
 
 | context key                              | default    | meaning                                         |
 |------------------------------------------|------------|-------------------------------------------------|
-| edgeloop:useCase                         | extrusion  | use case the data-path functions serve          |
+| edgeloop:useCase                         | extrusion  | packaged use case the data-path functions and   |
+|                                          |            | the pipeline serve                              |
+| edgeloop:useCaseFile                     | (none)     | a use-case YAML anywhere, instead: packaged     |
+|                                          |            | with the functions and the pipeline (below)     |
 | edgeloop:latenessSlaDays                 | 14         | ingest refuses, compaction diverts older data   |
 | edgeloop:enableTimestream                | false      | build the optional Timestream hot path (below)  |
 | edgeloop:timestreamMemoryRetentionHours  | 24         | hot path: memory store retention (1-8766 h)     |
@@ -28,6 +31,13 @@ refused unless they equal the package version (an old cdk.json must not pin a ve
 The rollout keys (defaults: schemas.deployment.RolloutPolicy) reach the orchestrator, status intake
 and the wave controller as environment variables (schemas.deployment.ROLLOUT_POLICY_ENV).
 
+`edgeloop:useCaseFile` (a path, relative to the directory cdk runs in) is validated at synth (an invalid
+file fails the synth naming the file and the field) and packaged, as JSON, at names.PACKAGED_USE_CASE_FILE
+in the Lambda asset and in the pipeline's code archive; the functions and the steps get
+EDGELOOP_USE_CASE_FILE naming it (and EDGELOOP_USE_CASE its use_case). The pipeline definition is then
+built at synth (with the SageMaker SDK, seconds) rather than read from sagemaker_pipelines/definitions/.
+With both keys, edgeloop:useCase must be the file's use_case.
+
 `edgeloop:lineIds` is a JSON list or, from `-c`, a comma-separated string of line ids. Lines added
 later need no redeploy: the pipeline's register step creates a missing group itself.
 
@@ -50,18 +60,20 @@ when curated Parquet in S3 holds everything.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from edgeloop.schemas import RolloutPolicy, names
 from edgeloop.schemas.common import Identifier, SemVer
-from edgeloop.schemas.use_case import load_use_case
+from edgeloop.schemas.use_case import UseCaseConfig, UseCaseError, load_use_case_file, resolve_use_case
 from edgeloop.schemas.version import PACKAGE_VERSION
 
 from .layers import PANDAS_SDK_VERSION
 
 USE_CASE_KEY = "edgeloop:useCase"
+USE_CASE_FILE_KEY = "edgeloop:useCaseFile"
 LATENESS_SLA_KEY = "edgeloop:latenessSlaDays"
 ENABLE_TIMESTREAM_KEY = "edgeloop:enableTimestream"
 TIMESTREAM_MEMORY_RETENTION_KEY = "edgeloop:timestreamMemoryRetentionHours"
@@ -109,18 +121,21 @@ class StackConfig:
     line_ids: tuple[str, ...] = ()
     model_signing_key_secret_arn: str = ""  # empty: the pipeline registers unsigned payloads
     rollout_policy: RolloutPolicy = RolloutPolicy()
+    use_case_file: str = ""  # edgeloop:useCaseFile, absolute; empty: the packaged use case `use_case`
+
+    @property
+    def packaged_use_case(self) -> UseCaseConfig | None:
+        """The use case of edgeloop:useCaseFile, which the stack packages with the code; None without one."""
+        return load_use_case_file(self.use_case_file, USE_CASE_FILE_KEY) if self.use_case_file else None
 
     @classmethod
     def from_context(cls, get: Any) -> StackConfig:
         """`get` is `node.try_get_context`: context arrives as JSON values or, from -c, as strings."""
         _refuse_removed_keys(get)
-        use_case = _validated(Identifier, get(USE_CASE_KEY) or names.DEFAULT_USE_CASE, USE_CASE_KEY)
-        try:
-            load_use_case(use_case)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{USE_CASE_KEY}={use_case!r}: {exc}") from exc
+        use_case, use_case_file = use_case_from_context(get)
         return cls(
             use_case=use_case,
+            use_case_file=use_case_file,
             lateness_sla_days=_int_within(
                 get(LATENESS_SLA_KEY),
                 LATENESS_SLA_KEY,
@@ -153,6 +168,27 @@ class StackConfig:
     @property
     def model_runner_component_version(self) -> str:
         return self.component_version
+
+
+def use_case_from_context(get: Any) -> tuple[str, str]:
+    """(use case name, absolute use-case file or ""), validated: edgeloop:useCaseFile (its use_case must
+    equal edgeloop:useCase if that is set too), else edgeloop:useCase (default names.DEFAULT_USE_CASE)."""
+    name, file = get(USE_CASE_KEY) or None, get(USE_CASE_FILE_KEY) or None
+    if file is None:
+        name = _validated(Identifier, name or names.DEFAULT_USE_CASE, USE_CASE_KEY)
+    elif not isinstance(file, str):
+        raise ConfigError(f"{USE_CASE_FILE_KEY}={file!r} is not a path")
+    try:
+        config = resolve_use_case(
+            None if name is None else str(name),
+            file,
+            environ={},
+            name_source=USE_CASE_KEY,
+            file_source=USE_CASE_FILE_KEY,
+        )
+    except UseCaseError as exc:
+        raise ConfigError(str(exc)) from None
+    return config.use_case, str(Path(file).expanduser().resolve()) if file else ""
 
 
 def component_version(get: Any) -> str:

@@ -39,9 +39,14 @@ class Ingestion(Construct):
         factory: FunctionFactory,
         use_case: str,
         lateness_sla_days: int,
+        use_case_file: str | None = None,
     ):
+        """`use_case_file`: where the functions find a use-case file packaged with their code (the
+        stack's -c edgeloop:useCaseFile); its use_case is `use_case`."""
         super().__init__(scope, construct_id)
         environment = {names.DATA_BUCKET_ENV: storage.data.bucket_name, names.USE_CASE_ENV: use_case}
+        if use_case_file:
+            environment[names.USE_CASE_FILE_ENV] = use_case_file
         # One SLA for both: ingest refuses older samples, compaction diverts what still gets through.
         lateness = {**environment, names.LATENESS_SLA_DAYS_ENV: str(lateness_sla_days)}
         self.ingest = factory.create(

@@ -12,6 +12,10 @@ a file asset, sourcedir.tar.gz (sagemaker_pipelines/step_code.py, built at synth
 requirements), whose S3 URI the definition receives as CodeS3Uri, so each execution names the
 exact code it ran (the asset hash is a content hash of the archive).
 
+A use-case file (-c edgeloop:useCaseFile, constructs/config.py) goes into the code archive at
+names.PACKAGED_USE_CASE_FILE, and the definition is then built at synth (sagemaker_pipelines/pipeline.py,
+with the SDK) with every step's EDGELOOP_USE_CASE_FILE naming it: no committed template exists for it.
+
 Model signing: with `edgeloop:modelSigningKeySecretArn` (cdk/constructs/config.py) the register step's
 environment names that Secrets Manager secret and the pipeline role may read exactly it (the secret is
 assumed to use the AWS-managed key aws/secretsmanager, which needs no kms grant); without it the
@@ -32,9 +36,11 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from edgeloop.sagemaker_pipelines.pipeline import definition_path
+from edgeloop.sagemaker_pipelines.pipeline import definition_template as build_definition_template
 from edgeloop.sagemaker_pipelines.step_code import build_archive
 from edgeloop.sagemaker_pipelines.targets import TEMPLATE_PLACEHOLDERS
 from edgeloop.schemas import names
+from edgeloop.schemas.use_case import UseCaseConfig
 
 from .config import (
     MODEL_SIGNING_KEY_SECRET_ARN_KEY,
@@ -128,13 +134,16 @@ class Training(Construct):
         storage: Storage,
         use_case: str,
         line_ids: Sequence[str],
+        packaged_use_case: UseCaseConfig | None = None,
         definitions_dir: Path | None = None,
         signing_key_secret_arn: str | None = None,
         staging_dir: Path | None = None,
     ) -> None:
         """`signing_key_secret_arn`: the secret holding the register step's signing key; None: read
         from the context key edgeloop:modelSigningKeySecretArn; "": payloads are registered unsigned.
-        `staging_dir`: where the step code archive is built (default: DEFAULT_CODE_STAGING_DIR)."""
+        `staging_dir`: where the step code archive is built (default: DEFAULT_CODE_STAGING_DIR).
+        `packaged_use_case`: a use case from a file (its use_case is `use_case`), packaged in the code
+        archive; the definition is then built here rather than read from `definitions_dir`."""
         super().__init__(scope, construct_id)
         self.signing_key_secret_arn = (
             model_signing_key_secret_arn(self.node.try_get_context)
@@ -150,7 +159,10 @@ class Training(Construct):
         self.groups = {line_id: self._group(line_id) for line_id in line_ids}
         self.group_names = [names.model_package_group_name(use_case, line_id) for line_id in line_ids]
         self.images = StepImages(self, "Images")
-        self.code = s3_assets.Asset(self, "StepCode", path=str(build_archive(staging_dir or DEFAULT_CODE_STAGING_DIR)))
+        if packaged_use_case is not None and packaged_use_case.use_case != use_case:
+            raise ValueError(f"packaged_use_case={packaged_use_case.use_case!r} is not use_case={use_case!r}")
+        archive = build_archive(staging_dir or DEFAULT_CODE_STAGING_DIR, use_case=packaged_use_case)
+        self.code = s3_assets.Asset(self, "StepCode", path=str(archive))
         self.role = iam.Role(
             self,
             "PipelineRole",
@@ -163,7 +175,12 @@ class Training(Construct):
         self._grant_jobs()
         self._grant_registry()
         self._grant_signing_key()
-        self.pipeline = self._pipeline(storage, definition_template(use_case, definitions_dir))
+        template = (
+            definition_template(use_case, definitions_dir)
+            if packaged_use_case is None
+            else build_definition_template(packaged_use_case, packaged_file=True)
+        )
+        self.pipeline = self._pipeline(storage, template)
         self.data_scientists = self._data_scientist_policy(storage.models)
 
     def _group(self, line_id: str) -> sagemaker.CfnModelPackageGroup:

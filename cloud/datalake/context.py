@@ -232,7 +232,9 @@ def get_context_intervals(bucket: str, line_id: str) -> list[ContextInterval]:
     if body is None:
         return []
     intervals = []
-    for number, text in enumerate(body.decode().splitlines(), start=1):
+    # JSON lines end at "\n" only: str.splitlines() would also cut at U+2028 and the like, which JSON
+    # leaves unescaped inside strings.
+    for number, text in enumerate(body.decode().split("\n"), start=1):
         if not text.strip():
             continue
         try:

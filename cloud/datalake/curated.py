@@ -3,12 +3,15 @@
 Each curated partition `curated/line=<line>/event_date=YYYY-MM-DD/` holds Parquet parts of
 CURATED_SCHEMA, sorted by (thing_name, metric, time_ms) and free of duplicate (thing_name, seq)
 rows. Rows that arrived beyond the lateness SLA live in `late/line=<line>/ingest_date=YYYY-MM-DD/`
-with the same columns. Compaction (functions/compaction) is the only writer; a crash between its
-write and its delete can leave two overlapping parts, so every reader here de-duplicates.
+with the same columns. Compaction (functions/compaction) writes them, and `edgeloop backfill`
+(edgeloop/backfill/) writes history straight into curated/, both through `merge_partition` once a
+partition holds parts; a crash between its write and its delete can leave two overlapping parts, so
+every reader here de-duplicates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pandas as pd
@@ -53,6 +56,23 @@ def curated_parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table.select(CURATED_SCHEMA.names).cast(CURATED_SCHEMA), buffer, compression="zstd")
     return buffer.getvalue()
+
+
+def merge_partition(bucket: str, prefix: str, new_rows: pd.DataFrame) -> tuple[int, int]:
+    """Rewrite one partition (curated or late) as old ∪ new, de-duplicated, in one new part, then delete
+    the old parts; returns (rows written, duplicates dropped). Fine at demo scale; it reads the whole
+    partition (see functions/compaction/logic.py)."""
+    old_keys = [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet")]
+    frames = [read_curated_part(s3.get_bytes(bucket, key)) for key in old_keys]
+    merged = pd.concat([*frames, new_rows], ignore_index=True)
+    clean = dedupe_and_sort(merged)
+    body = curated_parquet_bytes(
+        pa.Table.from_pandas(clean[CURATED_SCHEMA.names], schema=CURATED_SCHEMA, preserve_index=False)
+    )
+    new_key = f"{prefix}part-{hashlib.sha256(body).hexdigest()[:16]}.parquet"
+    s3.put_bytes(bucket, new_key, body, content_type="application/vnd.apache.parquet")
+    s3.delete_keys(bucket, [k for k in old_keys if k != new_key])
+    return len(clean), len(merged) - len(clean)
 
 
 def read_curated_part(body: bytes) -> pd.DataFrame:

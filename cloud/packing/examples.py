@@ -3,12 +3,27 @@
 Built from the line's curated samples and context intervals by the metric packer function (which
 stores them, cloud/datalake/packs.py) and by the training pipeline's dataset step.
 
-For each production run of a line (a `run` context interval with spec limits):
+For each production run of a line (a `run` context interval with spec limits, or with `limits`
+intervals inside it):
 1. packer: align the run's samples onto the use case's grid (`align_to_grid`, period =
    sample_period_s, max_gap = 5 periods) and cut packs of pack_window_s every example_stride_s
    from the run's start, keeping packs that lie wholly inside the run;
-2. labeler: label each pack from the target metric's raw samples after it (labels.py);
+2. labeler: label each pack from the target metric's raw samples after it (labels.py), and class
+   the label against the spec limits in force at the label's time;
 3. feature extractor: `pack_features` of each kept pack (feature_table.py).
+
+Limits and states come from the line's timeline of sub-intervals (cloud/datalake/context.py
+`sub_intervals`, so overlaps resolve as everywhere else):
+- the label's time is window_end + horizon_s (the start of the label window, the time a gateway's
+  prediction of the pack carries); the limits in force then are the active `limits` interval's,
+  else the run's own. They may move within a run: spec_lower / spec_upper are per example. A pack
+  with no limits at its label's time is dropped (`dropped_no_spec`).
+- `UseCaseConfig.productive_states` names the machine states (`state` interval values) a pack
+  may be taken in: a pack is used only if the line is productive from its window's start to its
+  label window's end. A moment without any active state interval counts as productive (a line
+  that publishes no states trains on everything, as before states were used). Packs overlapping
+  another state are left out of the examples and of the review queue, and counted
+  (`excluded_non_productive`).
 
 Packs whose label window lies inside the run but holds too sparse a measurement keep their features
 in `ExampleBuild.unlabeled` (label NaN, no class): the review queue (label_review.py)
@@ -26,11 +41,11 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from edgeloop.cloud.datalake.context import EPOCH, get_context_intervals, to_ms
+from edgeloop.cloud.datalake.context import EPOCH, get_context_intervals, sub_intervals, to_ms
 from edgeloop.cloud.datalake.curated import read_curated
 from edgeloop.cloud.datalake.packs import put_examples
 from edgeloop.cloud.packing.feature_table import CHUNK_PACKS, extract_features
-from edgeloop.cloud.packing.labels import classify, label_packs
+from edgeloop.cloud.packing.labels import classify_between, label_packs
 from edgeloop.model_runtime.alignment import MAX_GAP_PERIODS, align_to_grid
 from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, UseCaseConfig
 from edgeloop.schemas.training import EXAMPLE_META_COLUMNS
@@ -43,9 +58,12 @@ class PackStats:
     """What happened to the packs; the handler reports these as metrics."""
 
     runs: int = 0
-    runs_without_spec: int = 0
+    runs_without_spec: int = 0  # runs with no spec limits of their own and no limits interval inside them
     packs_cut: int = 0
     dropped_label_outside_run: int = 0
+    # label window inside the run, but the line not productive from the pack's start to the label's end
+    excluded_non_productive: int = 0
+    dropped_no_spec: int = 0  # productive, but no limits in force at the label's time
     dropped_label_too_sparse: int = 0
     dropped_empty: int = 0
     examples: int = 0
@@ -149,19 +167,22 @@ def build_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_
 
 def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_case: UseCaseConfig) -> ExampleBuild:
     samples = _Samples.of(curated, use_case)
+    for interval in intervals:
+        if interval.spec is not None and interval.spec.target_metric != use_case.target_metric:
+            raise ValueError(
+                f"{interval.kind.value} {interval.interval_id!r} has spec.target_metric={interval.spec.target_metric!r}, "
+                f"but use case {use_case.use_case!r} predicts {use_case.target_metric!r}"
+            )
+    timelines = {line_id: LineTimeline.of(intervals, line_id, use_case) for line_id in {i.line_id for i in intervals}}
     stats = PackStats()
     frames, unlabeled_frames = [], []
     for run in sorted((i for i in intervals if i.kind is ContextKind.RUN), key=lambda i: (i.line_id, i.start)):
         stats.runs += 1
-        if run.spec is None:
+        timeline = timelines[run.line_id]
+        if run.spec is None and not timeline.has_limits_between(to_ms(run.start), to_ms(run.end)):
             stats.runs_without_spec += 1
             continue
-        if run.spec.target_metric != use_case.target_metric:
-            raise ValueError(
-                f"run {run.interval_id!r} has spec.target_metric={run.spec.target_metric!r}, "
-                f"but use case {use_case.use_case!r} predicts {use_case.target_metric!r}"
-            )
-        frame, unlabeled_frame, run_stats = _run_examples(samples, run, use_case)
+        frame, unlabeled_frame, run_stats = _run_examples(samples, run, timeline, use_case)
         stats.add(run_stats)
         frames.append(frame)
         unlabeled_frames.append(unlabeled_frame)
@@ -183,6 +204,63 @@ def build_line_examples_with_stats(bucket: str, line_id: str, use_case: UseCaseC
     build = assemble_examples(read_curated(bucket, line_id), get_context_intervals(bucket, line_id), use_case)
     put_examples(bucket, line_id, build.examples)
     return build
+
+
+# --- limits and states over time ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineTimeline:
+    """What a line's context says per moment, as sorted arrays: the limits interval in force, and the
+    spans in which the line is not productive (a state outside use_case.productive_states)."""
+
+    start_ms: np.ndarray  # int64 per sub-interval, sorted, non-overlapping
+    end_ms: np.ndarray
+    limits_lower: np.ndarray  # float64 per sub-interval, NaN where no limits interval is active
+    limits_upper: np.ndarray
+    idle_start_ms: np.ndarray  # int64 per merged non-productive span, sorted, disjoint
+    idle_end_ms: np.ndarray
+
+    @classmethod
+    def of(cls, intervals: list[ContextInterval], line_id: str, use_case: UseCaseConfig) -> LineTimeline:
+        subs = sub_intervals((i for i in intervals if i.line_id == line_id), line_id)
+        limited = [ContextKind.LIMITS in s.contexts and s.spec is not None for s in subs]
+        idle: list[list[int]] = []
+        for sub in subs:
+            if use_case.is_productive_state(sub.value(ContextKind.STATE)):
+                continue
+            start, end = to_ms(sub.start), to_ms(sub.end)
+            if idle and idle[-1][1] == start:
+                idle[-1][1] = end
+            else:
+                idle.append([start, end])
+        return cls(
+            start_ms=np.array([to_ms(s.start) for s in subs], dtype=np.int64),
+            end_ms=np.array([to_ms(s.end) for s in subs], dtype=np.int64),
+            limits_lower=np.array([s.spec.lower if on else np.nan for s, on in zip(subs, limited)], dtype=np.float64),
+            limits_upper=np.array([s.spec.upper if on else np.nan for s, on in zip(subs, limited)], dtype=np.float64),
+            idle_start_ms=np.array([span[0] for span in idle], dtype=np.int64),
+            idle_end_ms=np.array([span[1] for span in idle], dtype=np.int64),
+        )
+
+    def limits_at(self, time_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) of the limits interval active at each time; NaN where none is."""
+        time_ms = np.asarray(time_ms, dtype=np.int64)
+        row = np.searchsorted(self.start_ms, time_ms, side="right") - 1
+        inside = (row >= 0) & (time_ms < np.append(self.end_ms, 0)[row])
+        row = np.where(inside, row, len(self.start_ms))
+        return np.append(self.limits_lower, np.nan)[row], np.append(self.limits_upper, np.nan)[row]
+
+    def has_limits_between(self, start_ms: int, end_ms: int) -> bool:
+        active = ~np.isnan(self.limits_lower) & (self.start_ms < end_ms) & (self.end_ms > start_ms)
+        return bool(active.any())
+
+    def non_productive(self, start_ms: np.ndarray, end_ms: np.ndarray) -> np.ndarray:
+        """True per span [start_ms, end_ms) that overlaps a non-productive state."""
+        start_ms, end_ms = np.asarray(start_ms, dtype=np.int64), np.asarray(end_ms, dtype=np.int64)
+        # spans are disjoint and sorted: the last one starting before end_ms ends the latest of those
+        last = np.searchsorted(self.idle_start_ms, end_ms, side="left") - 1
+        return (last >= 0) & (np.append(self.idle_end_ms, np.iinfo(np.int64).min)[last] > start_ms)
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -221,7 +299,7 @@ class _Samples:
 
 
 def _run_examples(
-    samples: _Samples, run: ContextInterval, use_case: UseCaseConfig
+    samples: _Samples, run: ContextInterval, timeline: LineTimeline, use_case: UseCaseConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, PackStats]:
     start_ms, end_ms = to_ms(run.start), to_ms(run.end)
     in_run = samples.of_run(run.line_id, start_ms, end_ms)
@@ -233,19 +311,35 @@ def _run_examples(
         packs.window_end_ms, in_run.time_ms[is_target], in_run.values[is_target], run_end_ms=end_ms, use_case=use_case
     )
     empty = packs.empty_packs()
-    keep = np.flatnonzero(labels.keep & ~empty)
-    features = _features(packs, keep, use_case)
-    # inside the run but not kept: the labeler found too sparse a measurement (labels.py)
-    label_inside_run = packs.window_end_ms + (use_case.horizon_s + use_case.label_window_s) * 1000 <= end_ms
-    unlabeled = np.flatnonzero(label_inside_run & ~labels.keep & ~empty)
+    label_time_ms = packs.window_end_ms + use_case.horizon_s * 1000
+    label_end_ms = label_time_ms + use_case.label_window_s * 1000
+    label_inside_run = label_end_ms <= end_ms
+    # Each pack that is cut lands in exactly one count, in this order (the labeler's counts of
+    # outside_run and too_sparse are over all packs; here they are over the packs still in question).
+    productive = ~timeline.non_productive(packs.window_start_ms, label_end_ms)
+    lower, upper = _limits_at(label_time_ms, run, timeline)
+    has_spec = ~np.isnan(lower)
+    usable = label_inside_run & productive & has_spec
+    keep = np.flatnonzero(usable & labels.keep & ~empty)
+    # usable but not kept for a label: the labeler found too sparse a measurement (labels.py)
+    unlabeled = np.flatnonzero(usable & ~labels.keep & ~empty)
     stats = PackStats(
         packs_cut=len(packs.start_steps),
-        dropped_label_outside_run=labels.outside_run,
-        dropped_label_too_sparse=labels.too_sparse,
-        dropped_empty=int((labels.keep & empty).sum()),
+        dropped_label_outside_run=int((~label_inside_run).sum()),
+        excluded_non_productive=int((label_inside_run & ~productive).sum()),
+        dropped_no_spec=int((label_inside_run & productive & ~has_spec).sum()),
+        dropped_label_too_sparse=int((usable & ~labels.keep).sum()),
+        dropped_empty=int((usable & labels.keep & empty).sum()),
     )
     examples = _examples_frame(
-        run, packs.window_start_ms[keep], packs.window_end_ms[keep], labels.value[keep], features, use_case
+        run,
+        packs.window_start_ms[keep],
+        packs.window_end_ms[keep],
+        labels.value[keep],
+        _features(packs, keep, use_case),
+        use_case,
+        spec_lower=lower[keep],
+        spec_upper=upper[keep],
     )
     unlabeled_examples = _examples_frame(
         run,
@@ -254,8 +348,21 @@ def _run_examples(
         labels.value[unlabeled],
         _features(packs, unlabeled, use_case),
         use_case,
+        spec_lower=lower[unlabeled],
+        spec_upper=upper[unlabeled],
     )
     return examples, _unlabeled(unlabeled_examples), stats
+
+
+def _limits_at(
+    label_time_ms: np.ndarray, run: ContextInterval, timeline: LineTimeline
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pack, the limits in force at its label's time: the active limits interval's, else the run's."""
+    lower, upper = timeline.limits_at(label_time_ms)
+    from_run = np.isnan(lower)
+    if run.spec is not None:
+        lower, upper = np.where(from_run, run.spec.lower, lower), np.where(from_run, run.spec.upper, upper)
+    return lower, upper
 
 
 def _features(packs: RunPacks, which: np.ndarray, use_case: UseCaseConfig) -> np.ndarray:
@@ -284,6 +391,9 @@ def _examples_frame(
     labels: np.ndarray,
     features: np.ndarray,
     use_case: UseCaseConfig,
+    *,
+    spec_lower: np.ndarray,
+    spec_upper: np.ndarray,
 ) -> pd.DataFrame:
     n = len(labels)
     meta = pd.DataFrame(
@@ -293,10 +403,10 @@ def _examples_frame(
             "window_start": _utc_ns(window_start_ms),
             "window_end": _utc_ns(window_end_ms),
             "label": np.asarray(labels, dtype=np.float64),
-            "label_class": pd.Series(classify(labels, run.spec) if run.spec else [], dtype=str),
+            "label_class": pd.Series(classify_between(labels, spec_lower, spec_upper), dtype=str),
             "label_source": pd.Series([LabelSource.MEASURED.value] * n, dtype=str),
-            "spec_lower": np.full(n, run.spec.lower if run.spec else np.nan, dtype=np.float64),
-            "spec_upper": np.full(n, run.spec.upper if run.spec else np.nan, dtype=np.float64),
+            "spec_lower": np.asarray(spec_lower, dtype=np.float64),
+            "spec_upper": np.asarray(spec_upper, dtype=np.float64),
         }
     )
     feature_columns = pd.DataFrame(features, columns=use_case.feature_names, dtype=np.float64)
@@ -308,8 +418,9 @@ def _empty_examples(use_case: UseCaseConfig) -> pd.DataFrame:
     placeholder = ContextInterval(
         kind=ContextKind.RUN, interval_id="none", line_id="none", start=EPOCH, end=EPOCH + timedelta(seconds=1)
     )
-    no_ms = np.empty(0, dtype=np.int64)
-    return _examples_frame(placeholder, no_ms, no_ms, np.empty(0), np.empty((0, len(use_case.feature_names))), use_case)
+    no_ms, none = np.empty(0, dtype=np.int64), np.empty(0)
+    features = np.empty((0, len(use_case.feature_names)))
+    return _examples_frame(placeholder, no_ms, no_ms, none, features, use_case, spec_lower=none, spec_upper=none)
 
 
 # --- helpers -------------------------------------------------------------------------------------

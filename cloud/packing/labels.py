@@ -62,9 +62,14 @@ def label_packs(
 
 def classify(labels: np.ndarray, spec: SpecLimits) -> np.ndarray:
     """ViolationClass values per label: below lower -> LSL, above upper -> USL, else in range."""
+    return classify_between(labels, spec.lower, spec.upper)
+
+
+def classify_between(labels: np.ndarray, lower: np.ndarray | float, upper: np.ndarray | float) -> np.ndarray:
+    """Like `classify`, with limits per label (limits that move within a run)."""
     labels = np.asarray(labels, dtype=np.float64)
     return np.select(
-        [labels < spec.lower, labels > spec.upper],
+        [labels < lower, labels > upper],
         [ViolationClass.LSL.value, ViolationClass.USL.value],
         default=ViolationClass.IN_RANGE.value,
     ).astype(object)

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from edgeloop.cli.use_case import cli_use_case, use_case_file_option, use_case_option
 from edgeloop.schemas import names
 from edgeloop.schemas.model import Architecture
 
@@ -28,7 +30,10 @@ def provision(
     site: str = typer.Option(..., "--site", help="site id, e.g. plant-gent"),
     line: str = typer.Option(..., "--line", help="line id, e.g. line-1"),
     arch: str = typer.Option(..., "--arch", help=" | ".join(Architecture)),
-    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
+    use_case: str = use_case_option(),
+    use_case_file: Path = use_case_file_option(
+        "a use-case file anywhere, instead of --use-case: the gateway is provisioned for its use_case"
+    ),
     runtime_version: str = typer.Option(None, "--runtime-version", help="default: this edgeloop's version"),
     out: Path = typer.Option(Path("."), "--out", help="where to write the config, certificate, key and CA"),
     device_dir: Path = typer.Option(
@@ -60,7 +65,7 @@ def provision(
         site=site,
         line_id=line,
         architecture=arch,
-        use_case=use_case,
+        use_case=cli_use_case(use_case, use_case_file).use_case,
         out_dir=out,
         device_dir=device_dir,
         buffer_path=buffer_path,
@@ -110,16 +115,45 @@ def replay(
     drain_timeout: float = typer.Option(
         60.0, "--drain-timeout", help="seconds to wait for the broker to take the backlog"
     ),
+    shift_to_now: bool = typer.Option(
+        False, "--shift-to-now", help="move the recording's timeline so its last row is now"
+    ),
+    use_case_file: Path = use_case_file_option(
+        f"the gateway's use case as a file (a use case of your own); default: ${names.USE_CASE_FILE_ENV}, "
+        "else the packaged use case the gateway config names"
+    ),
 ) -> None:
-    """Push a recording through the gateway path (validator, durable buffer, publisher, MQTT)."""
+    """Push a recording through the gateway path (validator, durable buffer, publisher, MQTT), with
+    the context intervals of the mapping's `context:` block (runs, states, spec limits).
+
+    Rows older than ingest's lateness SLA (EDGELOOP_LATENESS_SLA_DAYS, default 14 days) refuse the
+    whole replay before anything is published: historical recordings go through `edgeloop backfill`."""
     from edgeloop.device_shims.replay import replay_file
 
     try:
-        report = replay_file(file, mapping, gateway_config, speed=speed, drain_timeout_s=drain_timeout)
+        report = replay_file(
+            file,
+            mapping,
+            gateway_config,
+            speed=speed,
+            drain_timeout_s=drain_timeout,
+            shift_to_now=shift_to_now,
+            use_case_file=use_case_file,
+        )
     except (ValueError, FileNotFoundError) as exc:
-        errors.print(f"[red]replay failed:[/] {exc}", highlight=False)
+        errors.print(f"[red]replay failed:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code=2) from None
     console.print_json(json.dumps(report.to_dict()))
+    failed = False
     if report.pending:
         errors.print(f"{report.pending} samples are still buffered; the next run sends them", highlight=False)
+        failed = True
+    if report.context_pending:
+        errors.print(
+            f"{report.context_pending} context intervals were not published ({report.context_error}); "
+            "replay the file again to send them",
+            highlight=False,
+        )
+        failed = True
+    if failed:
         raise typer.Exit(code=1)

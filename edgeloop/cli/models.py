@@ -2,19 +2,26 @@
 
 Answers come from SageMaker's registry (list/describe of the edgeloop Model Package Groups and their
 packages, whose CustomerMetadataProperties carry the lineage) and, for `show`, the model's manifest in S3.
+`rollback` is the one write: the signing key's holder authorizes a line's devices to go back to an
+older version (schemas/signed_model.RollbackAuthorization) and hands it to the orchestrator.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from edgeloop.schemas import names
+from edgeloop.schemas.common import validation_problems
 
 models_app = typer.Typer(no_args_is_help=True, help="Registered models per line: versions, lineage, tiers.")
 console = Console(soft_wrap=True)
@@ -128,10 +135,17 @@ def package_details(reference: str):
 @models_app.command("list")
 def list_models(
     use_case: str = typer.Option(None, "--use-case", help="only this use case's groups"),
+    use_case_file: Path = typer.Option(
+        None, "--use-case-file", dir_okay=False, help="only the groups of this use-case file's use_case"
+    ),
     line: str = typer.Option(None, "--line", help="only this line's group"),
     status: str = typer.Option(None, "--status", help=f"one of {', '.join(APPROVAL_STATUSES)}"),
 ) -> None:
     """Model package versions per line: version, template, approval status, MSE, created."""
+    if use_case_file is not None:  # a filter: neither option lists every use case (no environment fallback)
+        from edgeloop.cli.use_case import cli_use_case
+
+        use_case = cli_use_case(use_case, use_case_file).use_case
     try:
         rows = package_rows(use_case, line, status)
     except ValueError as exc:
@@ -225,3 +239,146 @@ def _summary_fields(package: dict[str, Any], lineage, manifest) -> list[tuple[st
 
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment else "-"
+
+
+# --- signed rollback -------------------------------------------------------------------------------
+
+
+@models_app.command("rollback")
+def rollback_model(
+    line: str = typer.Option(..., "--line", help="the line whose devices go back"),
+    to_version: str = typer.Option(..., "--to-version", help="the version to go back to, MAJOR.MINOR.PATCH"),
+    use_case: str = typer.Option(None, "--use-case", help="the line's use case (or --use-case-file)"),
+    use_case_file: Path = typer.Option(
+        None, "--use-case-file", dir_okay=False, help="the line's use case as a file anywhere, instead of --use-case"
+    ),
+    signing_key: str = typer.Option(
+        None,
+        "--signing-key",
+        envvar=names.MODEL_SIGNING_KEY_ENV,
+        help="the model signing key: a PKCS#8 PEM file (the register step's key; the fleet holds none)",
+    ),
+    deployment: str = typer.Option(
+        None, "--deployment", help="the deployment rolled back (default: the line's newest started deployment)"
+    ),
+    deployment_table: str = typer.Option(
+        names.LOCAL_DEPLOYMENT_TABLE,
+        "--deployment-table",
+        envvar=names.DEPLOYMENT_TABLE_ENV,
+        help="the deployment table",
+    ),
+    function: str = typer.Option(
+        None,
+        "--function",
+        help="the orchestrator Lambda to hand the rollback to (default: deliver it from this process, with the "
+        "rollout functions' EDGELOOP_* settings, e.g. the local runtime's)",
+    ),
+    output: Path = typer.Option(None, "--output", help="also write the signed rollback (JSON) to this file"),
+    sign_only: bool = typer.Option(False, "--sign-only", help="sign and print it, deliver nothing"),
+) -> None:
+    """Sign a rollback of the line's deployment to an older version and have the orchestrator deliver it.
+
+    Devices with a signing public key refuse any older version without it; they accept it only for the
+    deployment they run, and each only once (issued_at_ms).
+    """
+    from edgeloop.cli.use_case import cli_use_case
+
+    use_case = cli_use_case(use_case, use_case_file).use_case  # neither: $EDGELOOP_USE_CASE[_FILE]; no default
+    try:
+        key = _signing_key(signing_key)
+        signed = sign_line_rollback(
+            key, use_case=use_case, line_id=line, to_version=to_version, deployment_id=deployment,
+            deployment_table=deployment_table,
+        )  # fmt: skip
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    text = signed.model_dump_json(indent=2)
+    if output is not None:
+        output.write_text(text + "\n")
+    console.print(text, markup=False, highlight=False)
+    if not sign_only:
+        _deliver_or_exit(signed, function)
+
+
+def _deliver_or_exit(signed, function: str | None) -> None:
+    """Deliver the signed rollback and print the orchestrator's answer; exit 1 when it was not
+    delivered or the orchestrator refused it."""
+    try:
+        result = deliver_rollback(signed, function=function)
+    except (ValueError, RuntimeError) as exc:
+        errors.print(f"[red]rollback not delivered: {exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(json.dumps(result, indent=2), markup=False, highlight=False)
+    if "refused" in result:
+        raise typer.Exit(1)
+
+
+def _signing_key(source: str | None):
+    from edgeloop.model_runtime.signing import load_private_key
+
+    if not source:
+        raise ValueError(
+            f"no signing key: --signing-key FILE (or {names.MODEL_SIGNING_KEY_ENV}) is required; a rollback must be "
+            f"signed by the model signing key's holder, devices with its public key refuse an unsigned downgrade"
+        )
+    return load_private_key(Path(source) if "-----BEGIN" not in source else source)
+
+
+def sign_line_rollback(
+    key, *, use_case: str, line_id: str, to_version: str, deployment_id: str | None, deployment_table: str
+):
+    """The SignedRollback of `deployment_id` (default: the line's newest) back to `to_version`."""
+    from edgeloop.cloud.fleet.deployments import DeploymentTable
+    from edgeloop.functions.orchestrator.rollback import latest_deployment_of_line, updates_of_version
+    from edgeloop.model_runtime.signing import sign_rollback
+    from edgeloop.schemas.signed_model import RollbackAuthorization
+
+    stored = DeploymentTable(deployment_table).scan_stored()
+    if deployment_id is None:
+        record = latest_deployment_of_line(stored, use_case, line_id)
+        if record is None:
+            raise ValueError(
+                f"--line {line_id!r}: no started deployment of use case {use_case!r} in {deployment_table}"
+            )
+    else:
+        record = next((s.record for s in stored if s.record.deployment_id == deployment_id), None)
+        if record is None:
+            raise ValueError(f"--deployment {deployment_id!r} is not in the deployment table {deployment_table}")
+    target = updates_of_version(stored, record.model_id, to_version, use_case, line_id)
+    if not target:
+        raise ValueError(
+            f"--to-version {to_version!r}: no rollout delivered {record.model_id} {to_version} to line {line_id!r} "
+            f"(nothing to go back to)"
+        )
+    try:
+        document = RollbackAuthorization(
+            model_id=target[0].model_id,
+            use_case=use_case,
+            line_id=line_id,
+            to_version=to_version,
+            rolls_back_deployment_id=record.deployment_id,
+            rolls_back_version=record.model_version,
+            issued_at_ms=int(time.time() * 1000),
+        )
+    except ValidationError as exc:
+        raise ValueError(f"rollback of {record.deployment_id!r}: {validation_problems(exc)}") from None
+    return sign_rollback(document, key)
+
+
+def deliver_rollback(signed, *, function: str | None) -> dict[str, Any]:
+    """Hand `signed` to the orchestrator Lambda `function`, or deliver it from this process."""
+    from edgeloop.functions.orchestrator.rollback import rollback_event
+
+    event = rollback_event(signed)
+    if function:
+        from edgeloop.cloud import aws
+
+        response = aws.client("lambda").invoke(FunctionName=function, Payload=json.dumps(event).encode())
+        body = response["Payload"].read()
+        if response.get("FunctionError"):
+            raise RuntimeError(f"orchestrator {function} failed: {body[:500].decode(errors='replace')}")
+        return json.loads(body)
+    from edgeloop.functions.orchestrator.handler import lambda_handler
+
+    return lambda_handler(event, None)

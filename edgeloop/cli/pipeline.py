@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeloop.cli.use_case import use_case_file_option, use_case_option
 from edgeloop.schemas import names
 
 pipeline_app = typer.Typer(
@@ -144,13 +145,14 @@ def start_pipeline(*, use_case: str, parameters: list[dict[str, str]], display_n
     return response["PipelineExecutionArn"]
 
 
-def _use_case(name: str):
-    from edgeloop.schemas.use_case import load_use_case
+def _use_case(name: str | None, file: Path | None = None):
+    """The use case of --use-case / --use-case-file (or their environment variables); no default."""
+    from edgeloop.schemas.use_case import UseCaseError, resolve_use_case
 
     try:
-        return load_use_case(name)
-    except FileNotFoundError as exc:
-        raise PipelineCommandError(f"--use-case={name!r}: {exc}") from None
+        return resolve_use_case(name, file)
+    except UseCaseError as exc:
+        raise PipelineCommandError(str(exc)) from None
 
 
 def _fail(exc: Exception, code: int = 2) -> typer.Exit:
@@ -161,8 +163,10 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
 # --- commands -------------------------------------------------------------------------------------
 @pipeline_app.command()
 def definition(
-    use_case: str = typer.Option(
-        names.DEFAULT_USE_CASE, "--use-case", help="use case under sagemaker_pipelines/use_cases/"
+    use_case: str = use_case_option(),
+    use_case_file: Path = use_case_file_option(
+        "a use-case file anywhere: the definition then reads it from the code archive "
+        "(build that with `code-archive --use-case-file` the same file)"
     ),
     out: Path = typer.Option(None, "--out", help="write here instead of printing"),
     write_snapshots: bool = typer.Option(
@@ -181,7 +185,7 @@ def definition(
             for path in write_definitions(use_cases):
                 console.print(f"wrote {path}", highlight=False)
             return
-        text = definition_template(_use_case(use_case))
+        text = definition_template(_use_case(use_case, use_case_file), packaged_file=use_case_file is not None)
     except (PipelineCommandError, ValueError) as exc:
         raise _fail(exc) from None
     if out is None:
@@ -200,7 +204,11 @@ CODE_S3_URI_HELP = (
 @pipeline_app.command()
 def upsert(
     role_arn: str = typer.Option(..., "--role-arn", help="the pipeline execution role"),
-    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
+    use_case: str = use_case_option(),
+    use_case_file: Path = use_case_file_option(
+        "a use-case file anywhere; the steps read it from the code archive: build that with "
+        "`code-archive --use-case-file` the same file"
+    ),
     data_bucket: str = typer.Option(..., "--data-bucket"),
     model_bucket: str = typer.Option(..., "--model-bucket"),
     image_uri: str = typer.Option(None, "--image-uri", help=IMAGE_URI_HELP),
@@ -225,7 +233,7 @@ def upsert(
         if not region:
             raise PipelineCommandError("--region is not set and boto3 has no default region")
         image_uri = image_uri or images.step_image_uri(region)
-        config = _use_case(use_case)
+        config = _use_case(use_case, use_case_file)
         targets = PipelineTargets(
             data_bucket=data_bucket,
             model_bucket=model_bucket,
@@ -235,7 +243,7 @@ def upsert(
             region=region,
             signing_key_secret_arn=signing_key_secret_arn,
         )
-        text = build_definition(config, targets)
+        text = build_definition(config, targets, packaged_file=use_case_file is not None)
         if not signing_key_secret_arn:
             errors.print(
                 "[yellow]warning:[/] no --signing-key-secret-arn: the register step will register unsigned payloads, "
@@ -256,16 +264,24 @@ def upsert(
 @pipeline_app.command("code-archive")
 def code_archive(
     out: Path = typer.Option(Path("build"), "--out", help="directory to write step-code-<hash>/sourcedir.tar.gz in"),
+    use_case_file: Path = use_case_file_option(
+        f"a use-case file to package at {names.PACKAGED_USE_CASE_FILE} in the archive (for `upsert --use-case-file`)"
+    ),
 ) -> None:
     """Write the steps' code archive (what the stack uploads as an asset) for `upsert --code-s3-uri`."""
     from edgeloop.sagemaker_pipelines.step_code import build_archive
 
-    console.print(str(build_archive(out)), highlight=False)
+    try:
+        config = _use_case(None, use_case_file) if use_case_file is not None else None
+    except PipelineCommandError as exc:
+        raise _fail(exc) from None
+    console.print(str(build_archive(out, use_case=config)), highlight=False)
 
 
 @pipeline_app.command()
 def start(
-    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
+    use_case: str = use_case_option(),
+    use_case_file: Path = use_case_file_option(),
     line: str = typer.Option(..., "--line", help="line id"),
     start_date: str = typer.Option(None, "--start", help="first event date, YYYY-MM-DD (default: earliest)"),
     end_date: str = typer.Option(None, "--end", help="last event date, inclusive (default: latest)"),
@@ -296,7 +312,8 @@ def start(
             training_instance_type=training_instance_type,
             candidates_per_template=candidates_per_template,
         )
-        arn = start_pipeline(use_case=use_case, parameters=parameters, display_name=execution_display_name(line, now))
+        name = _use_case(use_case, use_case_file).use_case
+        arn = start_pipeline(use_case=name, parameters=parameters, display_name=execution_display_name(line, now))
     except (PipelineCommandError, ValueError) as exc:
         raise _fail(exc) from None
     console.print(f"started {arn}", highlight=False)
@@ -305,7 +322,8 @@ def start(
 
 @pipeline_app.command("run-local")
 def run_local_command(
-    use_case: str = typer.Option(names.DEFAULT_USE_CASE, "--use-case"),
+    use_case: str = use_case_option(),
+    use_case_file: Path = use_case_file_option(),
     lines: list[str] = typer.Option(..., "--line", help="line id (repeat for several lines)"),
     start_date: str = typer.Option(None, "--start", help="first event date, YYYY-MM-DD"),
     end_date: str = typer.Option(None, "--end", help="last event date, inclusive"),
@@ -323,13 +341,16 @@ def run_local_command(
     """Run dataset -> train -> evaluate -> register on this machine against the configured AWS endpoint."""
     try:
         first, last = date_range(start_date, end_date)
-        _use_case(use_case)
+        config = _use_case(use_case, use_case_file)
     except PipelineCommandError as exc:
         raise _fail(exc) from None
     from edgeloop.sagemaker_pipelines.local_run import run_local
 
+    # as given: the steps resolve them the same way (neither: the same environment variables)
+    console.print(f"use case {config.use_case}", highlight=False)
     results = run_local(
         use_case=use_case,
+        use_case_file=use_case_file,
         line_ids=list(lines),
         start=first,
         end=last,

@@ -45,9 +45,9 @@ def count_samples(outcome: DemoOutcome, line_ids: list[str]) -> None:
 
 
 def count_rollups_and_slices(outcome: DemoOutcome, line_ids: list[str]) -> None:
+    from edgeloop.cloud.datalake.context_store import get_slices
     from edgeloop.cloud.datalake.curated import read_curated, read_late
     from edgeloop.cloud.datalake.rollups import LEVELS, MINUTE_MS
-    from edgeloop.functions.context.data_access import get_slices
     from edgeloop.functions.rollups.logic import read_rollups
 
     rows = dict.fromkeys(LEVELS, 0)

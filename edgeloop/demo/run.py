@@ -12,24 +12,19 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from collections.abc import Mapping
 from typing import TextIO
 
 from rich.console import Console
 
-from edgeloop.cloud.settings import temporary_environment
 from edgeloop.demo import readback
 from edgeloop.demo.gateways import DemoGateways, SimulatedTime
-from edgeloop.demo.invocations import QUIET_LAMBDA_ENV, bridge_handlers, logging_to, success_destination_event
 from edgeloop.demo.outcome import DemoFailed, DemoOutcome, progress_bars, wait_until
 from edgeloop.demo.settings import DemoSettings
-from edgeloop.schemas import DeviceStatus, load_use_case, names
+from edgeloop.schemas import ContextInterval, DeviceStatus, load_use_case, names
 
 SIM_MARGIN_S = 15 * 60  # keeps every simulated (and predicted) timestamp in the past
 LIVE_RESERVE_S = 4 * 3600  # simulated time the gateways may spend scoring while we train
-CONTEXT_PAYLOAD_BYTES = 96 * 1024  # below IoT Core's 128 KB per message
 
 
 class DemoRun:
@@ -59,27 +54,22 @@ class DemoRun:
         Its own certificate (the ACL confines it to edgeloop/<thing>/#), but a client id of its
         own, so the gateway process's session is not taken over. The bridge plays the IoT rule.
         """
+        from edgeloop.device_shims.context_publishing import context_payloads
         from edgeloop.local.mqtt import connect_mqtt5
 
         for g in self.gateways.processes:
             lines = [line for line in g.context_file.read_text().splitlines() if line.strip()]
+            intervals = [ContextInterval.model_validate_json(line) for line in lines]
             cert = runtime.certs[g.thing_name]
             with connect_mqtt5(runtime.broker.host, runtime.broker.port, cert, f"{g.thing_name}-context") as mqtt:
-                for payload in json_list_payloads(lines, CONTEXT_PAYLOAD_BYTES):
+                for payload in context_payloads(intervals):  # within what the context function accepts
                     mqtt.publish(names.context_topic(g.thing_name), payload)
 
     def compact_and_roll_up(self, log: TextIO) -> None:
         """Compaction, then the rollups of what it rewrote, handed over as its success destination would."""
-        from edgeloop.functions.compaction.handler import lambda_handler as compaction
-        from edgeloop.functions.rollups.handler import lambda_handler as rollups
-        from edgeloop.local.bridge import LambdaContext
+        from edgeloop.local.functions import compact_and_roll_up
 
-        compaction_context = LambdaContext(f"{names.PROJECT}-compaction")
-        request = {"source": "edgeloop.demo", "detail-type": "Scheduled Event", "detail": {}}
-        result = logging_to(log, compaction)(request, compaction_context)
-        logging_to(log, rollups)(
-            success_destination_event(compaction_context, request, result), LambdaContext(f"{names.PROJECT}-rollups")
-        )
+        compact_and_roll_up(log, source="edgeloop.demo")
 
     def build_examples(self) -> dict:
         from edgeloop.cloud.packing.examples import build_line_examples
@@ -127,12 +117,11 @@ class DemoRun:
             self.outcome.models[line_id] = line_model
         return events
 
-    def roll_out(self, approval_events: list[dict], lambda_context, log: TextIO) -> None:
-        from edgeloop.functions.orchestrator.handler import lambda_handler
+    def roll_out(self, approval_events: list[dict], log: TextIO) -> None:
+        from edgeloop.local.functions import orchestrate
 
-        orchestrate = logging_to(log, lambda_handler)
         for event in approval_events:
-            orchestrate(event, lambda_context)
+            orchestrate(log, event)
         with progress_bars(self.console) as progress:
             task = progress.add_task("rollout (gateways on the new model)", total=len(self.gateways.processes))
             wait_until(
@@ -164,57 +153,37 @@ class DemoRun:
         self.outcome.fleet = readback.read_fleet()
 
 
-def json_list_payloads(json_documents: list[str], max_bytes: int) -> Iterator[bytes]:
-    """JSON arrays of the given documents, each at most `max_bytes` (a lone larger one goes alone)."""
-    batch: list[str] = []
-    size = 2
-    for document in json_documents:
-        if batch and size + len(document) + 1 > max_bytes:
-            yield f"[{','.join(batch)}]".encode()
-            batch, size = [], 2
-        batch.append(document)
-        size += len(document) + 1
-    if batch:
-        yield f"[{','.join(batch)}]".encode()
-
-
 def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoOutcome:
     # an explicit file keeps the console on the terminal while handler output is redirected
     console = console or Console(file=sys.stdout)
-    environment = {**QUIET_LAMBDA_ENV, **settings.rollout_policy.environment()}
-    with temporary_environment(environment), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No application metrics to publish")
-        return _run_demo(settings, console)
+    return _run_demo(settings, console)
 
 
 def _run_demo(settings: DemoSettings, console: Console) -> DemoOutcome:
     from edgeloop.demo.report import write_report
-    from edgeloop.local.bridge import IotRuleBridge
-    from edgeloop.local.runtime import LocalRuntime
+    from edgeloop.local.stack import LocalStack
 
     demo = DemoRun(settings, console)
     shutil.rmtree(demo.workdir, ignore_errors=True)
     demo.workdir.mkdir(parents=True)
     things = [settings.thing_name(line) for line in settings.line_ids()]
-    with ExitStack() as stack:
-        runtime = stack.enter_context(LocalRuntime(demo.workdir / "runtime", things))
+    # The stack `edgeloop local up` runs, without its schedule: the demo calls compaction and the
+    # orchestrator itself, at the moments its stages need them.
+    environment = {names.USE_CASE_ENV: demo.use_case.use_case, **settings.rollout_policy.environment()}
+    with LocalStack(demo.workdir, things, schedule=None, environment=environment) as stack:
+        runtime, bridge = stack.runtime, stack.bridge
         console.print(
             f"[green]local AWS[/] moto_server {runtime.moto.endpoint_url}  "
             f"[green]MQTT[/] mosquitto mTLS {runtime.broker.host}:{runtime.broker.port}"
         )
-        lambda_log = stack.enter_context((demo.workdir / "lambda.log").open("a"))
-        bridge = IotRuleBridge(
-            runtime.broker.host, runtime.broker.port, runtime.cloud_cert, handlers=bridge_handlers(lambda_log)
-        )
-        bridge.start()
         try:
-            _close_the_loop(demo, runtime, bridge, lambda_log)
+            _close_the_loop(demo, runtime, bridge, stack.lambda_log)
         finally:
             bridge.stop()
         demo.outcome.handler_failures = bridge.failed
         if bridge.failed:
             console.print(f"[red]{bridge.failed} handler invocations failed[/]; last: {bridge.last_error}")
-        demo.compact_and_roll_up(lambda_log)
+        demo.compact_and_roll_up(stack.lambda_log)
         demo.read_back()
         demo.outcome.report_path = write_report(demo.outcome, demo.use_case, settings.line_ids(), settings.report_path)
     return demo.outcome
@@ -222,8 +191,6 @@ def _run_demo(settings: DemoSettings, console: Console) -> DemoOutcome:
 
 def _close_the_loop(demo: DemoRun, runtime, bridge, lambda_log: TextIO) -> None:
     """History over MQTT -> storage -> training -> rollout -> live scoring, then the last context."""
-    from edgeloop.local.bridge import LambdaContext
-
     timeout_s = demo.settings.timeout_s
     demo.start_gateways(runtime)
     try:
@@ -234,7 +201,7 @@ def _close_the_loop(demo: DemoRun, runtime, bridge, lambda_log: TextIO) -> None:
             demo.compact_and_roll_up(lambda_log)
             examples = demo.build_examples()
         events = demo.train_register_approve(examples)
-        demo.roll_out(events, LambdaContext(f"{names.PROJECT}-orchestrator"), lambda_log)
+        demo.roll_out(events, lambda_log)
         demo.gateways.wait_for_live_predictions()
     finally:
         demo.gateways.stop()

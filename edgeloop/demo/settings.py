@@ -7,11 +7,12 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from edgeloop.model_runtime.model_format import RUNTIME_VERSION
-from edgeloop.schemas import Architecture, RolloutPolicy, names
+from edgeloop.schemas import Architecture, RolloutPolicy
 
 # Gateways cycle through every architecture, so one rollout reaches each hardware kind the tiers support.
 DEMO_ARCHITECTURES = tuple(Architecture)
 DEMO_SITE = "plant-a"
+DEMO_USE_CASE = "extrusion"  # the simulated lines are extruders (device_shims/extrusion.py)
 DEMO_RUNTIME_VERSION = RUNTIME_VERSION  # the gateways run this release's ModelRunner
 
 
@@ -22,7 +23,7 @@ class DemoSettings(BaseModel):
     live_minutes: float = Field(default=40.0, gt=0, description="simulated time scored live with the new model")
     live_speedup: float = Field(default=60.0, gt=0, description="simulated seconds per wall-clock second, live phase")
     seed: int = 7
-    use_case: str = names.DEFAULT_USE_CASE
+    use_case: str = DEMO_USE_CASE
     model_version: str = "1.0.0"
     workdir: Path = Path(".edgeloop/demo")
     report_path: Path = Path("demo-report.html")

@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from edgeloop.cloud.aws import client
 from edgeloop.sagemaker_pipelines.steps.registration import approve_package
 from edgeloop.schemas import names
 
@@ -47,6 +48,42 @@ def model_package_state_change(package: dict[str, Any]) -> dict[str, Any]:
         "resources": [arn],
         "detail": detail,
     }
+
+
+class ApprovalWatcher:
+    """EventBridge's stand-in for `edgeloop local up`: each `poll()` returns the state-change events of
+    the packages in edgeloop's model package groups approved since the last poll (by any command:
+    `pipeline run-local --approve`, `models approve`, the console), each once."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def poll(self) -> list[dict[str, Any]]:
+        sagemaker = client("sagemaker")
+        events = []
+        for group in _pages(sagemaker.list_model_package_groups, "ModelPackageGroupSummaryList"):
+            name = group["ModelPackageGroupName"]
+            if not name.startswith(f"{names.MODEL_PACKAGE_GROUP_PREFIX}-"):
+                continue
+            request = {"ModelPackageGroupName": name, "ModelApprovalStatus": "Approved"}
+            for summary in _pages(sagemaker.list_model_packages, "ModelPackageSummaryList", **request):
+                arn = summary["ModelPackageArn"]
+                if arn in self.seen:
+                    continue
+                package = sagemaker.describe_model_package(ModelPackageName=arn)
+                self.seen.add(arn)
+                if package.get("ModelApprovalStatus") == "Approved":  # the listing's filter, checked
+                    events.append(model_package_state_change(package))
+        return events
+
+
+def _pages(operation, items: str, **request: Any):
+    while True:
+        page = operation(**request)
+        yield from page.get(items, [])
+        if not page.get("NextToken"):
+            return
+        request["NextToken"] = page["NextToken"]
 
 
 def _epoch_ms(value: Any) -> int | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgeloop.local.pki import CertificateAuthority, IssuedCert
 from edgeloop.local.ports import LOOPBACK, free_port
-from edgeloop.local.processes import ManagedServer
+from edgeloop.local.processes import ManagedServer, stopped_with_parent
 from edgeloop.schemas import names
 
 CLOUD_IDENTITY = "edgeloop-cloud"
@@ -158,7 +158,7 @@ class MosquittoBroker(ManagedServer):
         self.config_path.write_text(config_text(port, server, self.acl_path, self.log_path, self.device_port))
         with (self.workdir / "mosquitto.stderr").open("ab") as stderr:
             return subprocess.Popen(
-                [str(binary), "-c", str(self.config_path)],
+                stopped_with_parent([str(binary), "-c", str(self.config_path)]),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeloop.local.aws import FAKE_CREDENTIALS, LOCAL_REGION, REAL_ACCOUNT_VARIABLES
 from edgeloop.local.ports import LOOPBACK
-from edgeloop.local.processes import ManagedServer
+from edgeloop.local.processes import ManagedServer, stopped_with_parent
 
 READY_PATH = "/moto-api/"
 START_TIMEOUT_S = 60.0  # importing moto takes a few seconds, more on a busy 2-core machine
@@ -58,7 +58,7 @@ class MotoServer(ManagedServer):
         return self
 
     def _spawn(self, port: int) -> subprocess.Popen:
-        command = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)]
+        command = stopped_with_parent([sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)])
         options = dict(stdin=subprocess.DEVNULL, env=server_environment(), start_new_session=True)
         if self.log_path is None:
             return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)

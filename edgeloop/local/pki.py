@@ -129,6 +129,22 @@ class CertificateAuthority:
         _write_private(authority.key_path, _key_pem(key))
         return authority
 
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """The CA `create` wrote to `directory` (what `edgeloop local gateway add` signs with)."""
+        directory = Path(directory)
+        cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+        for path in (cert_path, key_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"CA file {path} does not exist: is this the folder of a local CA?")
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise ValueError(f"CA key {key_path} does not belong to the CA certificate {cert_path}")
+        common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        name = str(common_names[0].value) if common_names else directory.name
+        return cls(directory, name, cert, key)
+
     def issue(self, common_name: str, directory: Path, server: bool = False) -> IssuedCert:
         """Sign a new key for `common_name`: a server cert (SANs localhost, 127.0.0.1) or a client cert."""
         _check_common_name(common_name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -37,6 +39,15 @@ def wait_until(
             return
         time.sleep(0.05)
     raise ServerStartError(f"{what} was not ready within {timeout_s:.0f} s:\n{log_tail(log)}")
+
+
+def stopped_with_parent(command: list[str]) -> list[str]:
+    """`command`, run so that it gets SIGTERM should this process die without stopping it (SIGKILL, a
+    crash): util-linux `setpriv` sets the parent-death signal and execs the command (same PID). The
+    signal follows the *thread* that spawned the child: start servers from a thread that outlives them
+    (the main thread). Without setpriv (not Linux) the command runs as is."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else list(command)
 
 
 def stop_process(process: subprocess.Popen | None, grace_s: float = STOP_GRACE_S) -> None:

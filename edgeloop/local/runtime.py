@@ -7,7 +7,8 @@
         client("s3")                 # talks to moto_server: AWS_ENDPOINT_URL is set
 
 Both servers are child processes stopped by PID when the block ends, on SIGINT/SIGTERM, and at
-interpreter exit, so a demo interrupted with Ctrl-C leaves nothing running.
+interpreter exit, so a demo interrupted with Ctrl-C leaves nothing running; should this process be
+killed outright, they get a parent-death SIGTERM (edgeloop.local.processes.stopped_with_parent).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class LocalRuntime:
     def pki_dir(self) -> Path:
         return self.workdir / "pki"
 
+    @staticmethod
+    def ca_dir(workdir: Path) -> Path:
+        """Where the runtime working in `workdir` keeps its CA (`local gateway add` signs with it)."""
+        return Path(workdir) / "pki" / "ca"
+
     # --- set-up -----------------------------------------------------------------------------------
     def __enter__(self) -> LocalRuntime:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +83,7 @@ class LocalRuntime:
         return self
 
     def _start(self) -> None:
-        self.ca = CertificateAuthority.create(self.pki_dir / "ca", CA_NAME)
+        self.ca = CertificateAuthority.create(self.ca_dir(self.workdir), CA_NAME)
         for thing in self.thing_names:
             self.issue_cert(thing)
         self.cloud_cert = self.ca.issue(CLOUD_IDENTITY, self.pki_dir / "cloud")

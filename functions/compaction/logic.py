@@ -7,7 +7,8 @@ its schema and its readers: cloud/datalake/curated.py).
 Merge strategy (fine at demo scale, documented because it does not scale forever): for every
 partition touched by new raw objects, read the partition's existing parts, union them with the
 new rows, drop duplicates (the earliest ingested copy wins), write one new part, then delete the
-old parts. Late data (the Mímir lines send up to 14 days late) simply rewrites an older partition.
+old parts (curated.merge_partition, which `edgeloop backfill` uses too). Late data (the Mímir lines
+send up to 14 days late) simply rewrites an older partition.
 
 Lateness SLA: a row whose ingest_time_ms - time_ms exceeds the SLA (default 14 days,
 names.DEFAULT_LATENESS_SLA_DAYS) does not reopen curated history; it goes to
@@ -38,7 +39,6 @@ stack gives the function a reserved concurrency of 1).
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,17 +46,14 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from edgeloop.cloud import s3
 from edgeloop.cloud.datalake.curated import (
-    CURATED_SCHEMA,
-    curated_parquet_bytes,
     dedupe_and_sort,
     empty_curated,
     late_partition_prefix,
+    merge_partition,
     partition_prefix,
-    read_curated_part,
 )
 from edgeloop.cloud.datalake.quarantine import raw_quarantine_key, raw_quarantine_record
 from edgeloop.schemas import QuarantineReason, names
@@ -172,7 +169,7 @@ def _field_path(loc: tuple) -> str:
 def _compact_on_time(bucket: str, rows: pd.DataFrame, result: CompactionResult) -> None:
     event_dates = _utc_dates(rows["time_ms"])
     for (line_id, event_date), group in rows.groupby([rows["line_id"], event_dates], sort=True):
-        written, dropped = _merge_partition(bucket, partition_prefix(line_id, event_date), group)
+        written, dropped = merge_partition(bucket, partition_prefix(line_id, event_date), group)
         result.rows_written += written
         result.duplicates_dropped += dropped
         result.partitions.append(partition_prefix(line_id, event_date))
@@ -183,7 +180,7 @@ def _compact_late(bucket: str, rows: pd.DataFrame, result: CompactionResult) -> 
     # old event dates never has to touch them.
     ingest_dates = _utc_dates(rows["ingest_time_ms"])
     for (line_id, ingest_date), group in rows.groupby([rows["line_id"], ingest_dates], sort=True):
-        _, dropped = _merge_partition(bucket, late_partition_prefix(line_id, ingest_date), group)
+        _, dropped = merge_partition(bucket, late_partition_prefix(line_id, ingest_date), group)
         result.late_rows += len(group) - dropped
         result.duplicates_dropped += dropped
         result.late_partitions.append(late_partition_prefix(line_id, ingest_date))
@@ -217,23 +214,4 @@ def raw_rows(body: bytes) -> pd.DataFrame:
             "seq": np.asarray(batch.seq, dtype=np.int64),
             "ingest_time_ms": np.full(n, batch.received_at_ms, dtype=np.int64),
         }
-    )
-
-
-def _merge_partition(bucket: str, prefix: str, new_rows: pd.DataFrame) -> tuple[int, int]:
-    """Rewrite one partition as old ∪ new, de-duplicated; returns (rows written, duplicates dropped)."""
-    old_keys = [k for k in s3.list_keys(bucket, prefix) if k.endswith(".parquet")]
-    frames = [read_curated_part(s3.get_bytes(bucket, key)) for key in old_keys]
-    merged = pd.concat([*frames, new_rows], ignore_index=True)
-    clean = dedupe_and_sort(merged)
-    body = _to_parquet(clean)
-    new_key = f"{prefix}part-{hashlib.sha256(body).hexdigest()[:16]}.parquet"
-    s3.put_bytes(bucket, new_key, body, content_type="application/vnd.apache.parquet")
-    s3.delete_keys(bucket, [k for k in old_keys if k != new_key])
-    return len(clean), len(merged) - len(clean)
-
-
-def _to_parquet(rows: pd.DataFrame) -> bytes:
-    return curated_parquet_bytes(
-        pa.Table.from_pandas(rows[CURATED_SCHEMA.names], schema=CURATED_SCHEMA, preserve_index=False)
     )

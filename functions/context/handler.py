@@ -15,11 +15,12 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from edgeloop.cloud.datalake.context_store import rebuild_slices
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 from edgeloop.schemas import IotRuleEvent
 
-from .logic import handle_context_message, rebuild_slices
+from .logic import handle_context_message
 from .settings import Settings
 
 logger, tracer, metrics = powertools("context")

@@ -1,30 +1,27 @@
 """Context intake and slices: the context function's logic.
 
 Intake (the target of the edgeloop/<thing>/context route): a message is one ContextInterval or a
-JSON list of them, all of one line. Bad intervals go to quarantine with field, value and error
-while the good ones land; a message whose valid intervals name more than one line lands nothing.
-After every change the line's 1-minute slices are rebuilt from all its intervals (the sweep and
-quantization: cloud/datalake/context.py).
+JSON list of at most MAX_CONTEXT_INTERVALS of them, all of one line. The payload is bounded before
+it is parsed (schemas/bounded_json.py MAX_CONTEXT_JSON: 128 KB, nesting, counts, string length);
+a payload past a bound, not JSON (NaN, Infinity and data after the document included) or of the
+wrong shape lands nothing. Each interval is then validated strictly (a number is a JSON number, a
+time an ISO 8601 string: no "1.5" or true coerced): bad intervals go to quarantine with field,
+value and error while the good ones land; a message whose valid intervals name more than one line
+lands nothing.
+The good intervals are stored as `edgeloop backfill` stores a recording's
+(cloud/datalake/context_store.py): upserted, then the line's 1-minute slices rebuilt from all its
+intervals (the sweep and quantization: cloud/datalake/context.py).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
 from pydantic import ValidationError
 
-from edgeloop.cloud.datalake.context import (
-    context_columns,
-    get_context_intervals,
-    quantize,
-    sub_intervals,
-    upsert_context_intervals,
-)
+from edgeloop.cloud.datalake.context_store import SlicesBuilt, store_context_intervals, strict_interval
 from edgeloop.cloud.datalake.quarantine import (
     MessageRefused,
     message_payload,
@@ -32,14 +29,11 @@ from edgeloop.cloud.datalake.quarantine import (
     quarantine_record,
     topic_thing,
 )
-from edgeloop.cloud.datalake.rollups import bucket_width_ms
 from edgeloop.cloud.line_directory import LineDirectory, line_mismatch
 from edgeloop.schemas import ContextInterval, IotRuleEvent, QuarantineReason, names
-from edgeloop.schemas.common import IDENTIFIER
+from edgeloop.schemas.bounded_json import MAX_CONTEXT_INTERVALS, MAX_CONTEXT_JSON, MessageDecodeError, loads_bounded
 
 from . import data_access
-
-SLICE_RESOLUTION = "1m"  # the slices join 1-minute rollups
 
 
 @dataclass
@@ -54,16 +48,6 @@ class ParsedContext:
     @property
     def line_id(self) -> str | None:
         return self.intervals[0].line_id if self.intervals else None
-
-
-@dataclass
-class SlicesBuilt:
-    line_id: str
-    intervals: int
-    sub_intervals: int
-    slices: int  # rows of quantize(): runs of whole 1-minute slices with one context
-    minutes: int  # 1-minute slices covered
-    key: str
 
 
 @dataclass
@@ -83,7 +67,7 @@ def parse_context_message(event: IotRuleEvent) -> ParsedContext:
     intervals, reasons, refused = [], [], 0
     for index, item in enumerate(items):
         try:
-            intervals.append(ContextInterval.model_validate(item))
+            intervals.append(strict_interval(item))
         except ValidationError as exc:
             reasons += [_error_reason(index, error) for error in exc.errors()]
             refused += 1
@@ -120,8 +104,7 @@ def handle_context_message(bucket: str, event: IotRuleEvent, *, lines: LineDirec
     if parsed.reasons:
         result.quarantine_key = _quarantine(bucket, event, received_at, parsed.reasons)
     if parsed.intervals:
-        stored = upsert_context_intervals(bucket, parsed.line_id, parsed.intervals)
-        result.slices = rebuild_slices(bucket, parsed.line_id, intervals=stored)
+        result.slices = store_context_intervals(bucket, parsed.line_id, parsed.intervals)
     return result
 
 
@@ -131,33 +114,6 @@ def _check_line(parsed: ParsedContext, lines: LineDirectory) -> None:
     error = line_mismatch(parsed.thing_name, parsed.line_id, lines)
     if error is not None:
         raise MessageRefused([QuarantineReason.of("line_id", parsed.line_id, error)])
-
-
-def rebuild_slices(bucket: str, line_id: str, *, intervals: list[ContextInterval] | None = None) -> SlicesBuilt:
-    """Rebuild a line's 1-minute context slices from every interval stored for it (`intervals`,
-    when the caller has just stored them, else read back)."""
-    if not isinstance(line_id, str) or not IDENTIFIER.match(line_id):
-        raise ValueError(f"line_id={line_id!r} is not a line id ({IDENTIFIER.pattern})")
-    if intervals is None:
-        intervals = get_context_intervals(bucket, line_id)
-    subs = sub_intervals(intervals, line_id)
-    slices = quantize(subs, SLICE_RESOLUTION)
-    key = data_access.put_slices(bucket, line_id, slices_table(slices))
-    width = bucket_width_ms(SLICE_RESOLUTION)
-    minutes = int(((slices["slice_end_ms"] - slices["slice_start_ms"]) // width).sum())
-    return SlicesBuilt(line_id, len(intervals), len(subs), len(slices), minutes, key)
-
-
-def slices_schema() -> pa.Schema:
-    """quantize()'s columns with pinned types, so a line without context writes typed empty columns."""
-    fields = [pa.field("slice_start_ms", pa.int64()), pa.field("slice_end_ms", pa.int64())]
-    for column in context_columns():
-        fields.append(pa.field(column, pa.float64() if column in ("spec_lower", "spec_upper") else pa.string()))
-    return pa.schema(fields)
-
-
-def slices_table(slices: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(slices, schema=slices_schema(), preserve_index=False)
 
 
 def _thing_or_none(topic: str) -> str | None:
@@ -170,9 +126,19 @@ def _thing_or_none(topic: str) -> str | None:
 def _interval_documents(event: IotRuleEvent) -> list[Any]:
     payload = message_payload(event)
     try:
-        document = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MessageRefused([QuarantineReason.of("<payload>", payload, f"is not JSON: {exc}")]) from exc
+        document = loads_bounded(payload, MAX_CONTEXT_JSON)
+    except MessageDecodeError as exc:
+        raise MessageRefused([QuarantineReason.of(exc.field, exc.value, exc.reason)]) from exc
+    if isinstance(document, list) and len(document) > MAX_CONTEXT_INTERVALS:
+        raise MessageRefused(
+            [
+                QuarantineReason.of(
+                    "<payload>",
+                    f"{len(document)} intervals",
+                    f"exceed {MAX_CONTEXT_INTERVALS} per message (MAX_CONTEXT_INTERVALS)",
+                )
+            ]
+        )
     if isinstance(document, dict):
         return [document]
     if not isinstance(document, list):

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.cloud.fleet.device_messages import received_rule_event
+from edgeloop.cloud.fleet.device_messages import quarantine_refusal, received_rule_event
 from edgeloop.cloud.fleet.devices import DeviceTable
 from edgeloop.cloud.fleet.enrollment import enroll
 from edgeloop.cloud.fleet.rollout_context import rollout_context
@@ -38,12 +38,16 @@ def _handle(event: dict, context) -> dict:
     rule_event, received_at = received_rule_event(event)
     table = DeviceTable(_settings().device_table)
     if is_presence_topic(rule_event.topic):
-        return _presence(rule_event, table)
+        return _presence(rule_event, received_at, table)
     result = handle_announcement(rule_event, table, now=received_at)
     if result.refused:
+        key = quarantine_refusal(_settings().quarantine_bucket, rule_event, received_at, result.reasons, logger)
         metrics.add_metric(name="AnnouncementsRefused", unit=MetricUnit.Count, value=1)
-        logger.warning("announcement refused", extra={"topic": rule_event.topic, "reason": result.refused})
-        return result.model_dump(mode="json")
+        logger.warning(
+            "announcement refused",
+            extra={"topic": rule_event.topic, "reason": result.refused, "quarantine_key": key},
+        )
+        return result.model_copy(update={"quarantine_key": key}).model_dump(mode="json")
     metric = "DevicesRegistered" if result.created else "DevicesRefreshed"
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     logger.info("device registered", extra={"thing_name": result.record.thing_name, "new_device": result.created})
@@ -71,8 +75,11 @@ def _enrolled(result: Registration, now: datetime) -> Registration:
     return result.model_copy(update={"enrollment": enrollment.reason, "enrollment_deployment_id": deployment_id})
 
 
-def _presence(rule_event: IotRuleEvent, table: DeviceTable) -> dict:
+def _presence(rule_event: IotRuleEvent, received_at: datetime, table: DeviceTable) -> dict:
     result = handle_presence(rule_event, table)
+    if result.reasons:
+        key = quarantine_refusal(_settings().quarantine_bucket, rule_event, received_at, result.reasons, logger)
+        result = result.model_copy(update={"quarantine_key": key})
     if result.ignored:
         metrics.add_metric(name="LifecycleEventsIgnored", unit=MetricUnit.Count, value=1)
         logger.info("lifecycle event ignored", extra={"topic": rule_event.topic, "reason": result.ignored})

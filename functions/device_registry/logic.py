@@ -8,6 +8,10 @@ currently approved model of its line unless it runs it already.
 
 The same function takes AWS IoT's lifecycle events ($aws/events/presence/...): a connect or
 disconnect refreshes the device's last_seen and connection state (edgeloop.cloud.fleet.liveness).
+
+Both are bounded before they are parsed (schemas/bounded_json.py: MAX_ANNOUNCEMENT_JSON,
+MAX_LIFECYCLE_JSON) and validated strictly. A refused announcement, and a lifecycle event that is
+not one (or came on another topic), carries its reasons field by field; the handler quarantines it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from edgeloop.cloud.fleet.device_messages import json_payload, parse_device_message
+from edgeloop.cloud.fleet.device_messages import (
+    DeviceMessageRefused,
+    json_payload,
+    parse_device_message,
+    validated_message,
+)
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice
 from edgeloop.cloud.fleet.liveness import online_event, record_presence, seen
 from edgeloop.schemas import (
@@ -26,9 +35,11 @@ from edgeloop.schemas import (
     DeviceStatus,
     IotRuleEvent,
     LifecycleEvent,
+    QuarantineReason,
     names,
 )
-from edgeloop.schemas.common import ThingName, validation_problems
+from edgeloop.schemas.bounded_json import MAX_ANNOUNCEMENT_JSON, MAX_LIFECYCLE_JSON
+from edgeloop.schemas.common import ThingName
 
 _THING_NAME = TypeAdapter(ThingName)
 
@@ -41,6 +52,8 @@ class Registration(BaseModel):
     record: DeviceRecord | None = None
     created: bool = False
     refused: str | None = None
+    reasons: list[QuarantineReason] = []  # of a refused announcement, field by field (quarantined)
+    quarantine_key: str | None = None
     enrollment: str | None = Field(default=None, description="what enrollment did, and why")
     enrollment_deployment_id: str | None = None
 
@@ -53,6 +66,8 @@ class PresenceUpdate(BaseModel):
     record: DeviceRecord | None = None
     applied: bool = False  # newer than the connection state kept (else only last_seen may have moved)
     ignored: str | None = None
+    reasons: list[QuarantineReason] = []  # when it is no lifecycle event at all (quarantined)
+    quarantine_key: str | None = None
 
 
 def is_presence_topic(topic: str) -> bool:
@@ -62,14 +77,13 @@ def is_presence_topic(topic: str) -> bool:
 def handle_presence(event: IotRuleEvent, table: DeviceTable) -> PresenceUpdate:
     """Apply a connect/disconnect event to the device its client id names (suffixes `#<n>` stripped)."""
     try:
-        lifecycle = LifecycleEvent.model_validate(json_payload(event))
-    except ValidationError as exc:
-        return PresenceUpdate(ignored=f"not a lifecycle event: {validation_problems(exc, max_value_chars=200)}")
-    except ValueError as exc:
-        return PresenceUpdate(ignored=str(exc))
+        lifecycle = validated_message(event, json_payload(event, MAX_LIFECYCLE_JSON), LifecycleEvent)
+    except DeviceMessageRefused as exc:
+        return PresenceUpdate(ignored=str(exc), reasons=exc.reasons)
     expected = names.presence_topic(lifecycle.event_type, lifecycle.client_id)
     if event.topic != expected:
-        return PresenceUpdate(ignored=f"topic={event.topic!r} is not {expected!r}")
+        reason = QuarantineReason.of("topic", event.topic, f"is not {expected!r}")
+        return PresenceUpdate(ignored=f"topic={event.topic!r} is not {expected!r}", reasons=[reason])
     try:
         _THING_NAME.validate_python(lifecycle.thing_name)
     except ValidationError:
@@ -85,8 +99,8 @@ def handle_presence(event: IotRuleEvent, table: DeviceTable) -> PresenceUpdate:
 def handle_announcement(event: IotRuleEvent, table: DeviceTable, *, now: datetime | None = None) -> Registration:
     try:
         announcement = parse_announcement(event)
-    except ValueError as exc:
-        return Registration(refused=str(exc))
+    except DeviceMessageRefused as exc:
+        return Registration(refused=str(exc), reasons=exc.reasons)
     existed = table.get(announcement.thing_name) is not None
     record = register_device(announcement, table, now=now)
     return Registration(record=record, created=not existed)
@@ -94,7 +108,7 @@ def handle_announcement(event: IotRuleEvent, table: DeviceTable, *, now: datetim
 
 def parse_announcement(event: IotRuleEvent) -> DeviceAnnouncement:
     """The announcement in the event; ValueError naming the field and value when it is not one."""
-    return parse_device_message(event, names.announce_topic, DeviceAnnouncement)
+    return parse_device_message(event, names.announce_topic, DeviceAnnouncement, MAX_ANNOUNCEMENT_JSON)
 
 
 def register_device(

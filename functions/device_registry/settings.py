@@ -1,7 +1,8 @@
 """Environment of this function: EDGELOOP_DEVICE_TABLE (required); enrollment (see
 edgeloop.cloud.fleet.enrollment) with the rollout functions' environment: EDGELOOP_DEPLOYMENT_TABLE,
 EDGELOOP_MODEL_BUCKET, EDGELOOP_DELIVERY and, for Greengrass, the component versions
-(edgeloop.cloud.fleet.rollout_settings). Without EDGELOOP_DEPLOYMENT_TABLE the registry only registers."""
+(edgeloop.cloud.fleet.rollout_settings). Without EDGELOOP_DEPLOYMENT_TABLE the registry only registers.
+EDGELOOP_DATA_BUCKET (optional): where refused messages are quarantined; without it they are logged."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from edgeloop.schemas import names
 
 class Settings(EnvSettings):
     device_table: str = Field(validation_alias=names.DEVICE_TABLE_ENV, min_length=3, max_length=255)
+    # Where refused messages are quarantined; without it they are logged only.
+    quarantine_bucket: str | None = Field(
+        default=None, validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63
+    )
     enrollment: RolloutSettings | None = None
 
     @classmethod

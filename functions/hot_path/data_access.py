@@ -13,9 +13,14 @@ from botocore.exceptions import ClientError
 
 from edgeloop.cloud import s3
 from edgeloop.cloud.aws import client
+from edgeloop.schemas.bounded_json import check_json_shape
 from edgeloop.schemas.raw_batch import RawBatch
+from edgeloop.schemas.telemetry import RAW_BATCH_JSON
 
 MAX_RECORDS_PER_REQUEST = 100  # WriteRecords' limit
+# A raw object inflates to at most this much JSON (schemas/telemetry.py RAW_BATCH_JSON: a RawBatch
+# of MAX_BATCH_SAMPLES samples is ~28 MB); its shape is checked before pydantic parses it.
+MAX_RAW_JSON_BYTES = RAW_BATCH_JSON.max_bytes
 # botocore already retries a throttled request a few times within a second or two (the shared
 # client config); these slower retries on top ride out a longer burst before the whole invocation
 # fails and Lambda's asynchronous retry re-sends every batch of the object.
@@ -109,6 +114,21 @@ def read_raw_batch(bucket: str, key: str) -> RawBatch:
             f"raw object s3://{bucket}/{key} does not exist (expired, or the event is not for this bucket)"
         )
     try:
-        return RawBatch.from_gzip_json(body)
+        text = _gunzip_one_member(body)
+        check_json_shape(text, "<raw object>", RAW_BATCH_JSON)
+        return RawBatch.model_validate_json(text)
     except (OSError, EOFError, zlib.error, ValueError) as exc:  # ValueError covers pydantic's errors
         raise ValueError(f"raw object s3://{bucket}/{key} is not a gzip RawBatch: {exc}") from exc
+
+
+def _gunzip_one_member(body: bytes) -> bytes:
+    """One gzip member, inflated to at most MAX_RAW_JSON_BYTES, with nothing after it."""
+    inflater = zlib.decompressobj(wbits=31)  # 16 + MAX_WBITS: a gzip header and trailer
+    text = inflater.decompress(body, MAX_RAW_JSON_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"inflates beyond {MAX_RAW_JSON_BYTES} bytes (MAX_RAW_JSON_BYTES)")
+    if not inflater.eof:
+        raise ValueError(f"the gzip stream of {len(body)} bytes is truncated")
+    if inflater.unused_data:
+        raise ValueError(f"{len(inflater.unused_data)} bytes follow the gzip stream")
+    return text

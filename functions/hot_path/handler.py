@@ -15,7 +15,7 @@ from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 
 from .data_access import TimestreamWriter
-from .logic import HotPathResult, copy_raw_object, raw_key_from_event
+from .logic import HotPathResult, land_raw_batch, raw_key_from_event, read_landed_batch
 from .settings import Settings
 
 logger, tracer, metrics = powertools("hot_path")
@@ -36,7 +36,14 @@ def lambda_handler(event: dict, context) -> dict:
 def _handle(event: dict, context) -> dict:
     settings = _settings()
     key = raw_key_from_event(event, data_bucket=settings.data_bucket)
-    result = copy_raw_object(settings.data_bucket, key, writer=TimestreamWriter(settings.database, settings.table))
+    try:
+        raw = read_landed_batch(settings.data_bucket, key)
+    except ValueError as exc:
+        # Not retried: the same bytes would be refused again. Compaction quarantines the object.
+        metrics.add_metric(name="RawObjectsRefused", unit=MetricUnit.Count, value=1)
+        logger.warning("raw object refused", extra={"raw_key": key, "reason": str(exc)[:1000]})
+        return asdict(HotPathResult(raw_key=key, refused=str(exc)[:1000]))
+    result = land_raw_batch(raw, raw_key=key, writer=TimestreamWriter(settings.database, settings.table))
     _record(result)
     return asdict(result)
 

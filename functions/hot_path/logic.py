@@ -14,6 +14,10 @@ record versions.
 
 Other rejections (a time outside the table's retention, a newer version already stored) are
 counted per reason; the request's other records still land.
+
+A raw object that is not a RawBatch (not one gzip member, inflating beyond MAX_RAW_JSON_BYTES, not
+the contract, or not the batch its key names) is refused, not retried: the handler counts and logs
+it and returns; compaction moves it aside to quarantine with its reasons.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ MEASURE_NAME = "value"
 THING_DIMENSION, LINE_DIMENSION, METRIC_DIMENSION = "thing_name", "line_id", "metric"
 DEFAULT_WRITE_CONCURRENCY = 4  # requests in flight per invocation
 MAX_REJECTED_EXAMPLES = 20  # rejected records kept (and logged) per object, beyond the counts
+REQUESTS_PER_WINDOW = 8  # per request in flight: the records built at a time (memory stays flat)
 
 
 # --- the triggering event ------------------------------------------------------------------------
@@ -90,9 +95,10 @@ def record_version(seq: int) -> int:
     return seq + 1
 
 
-def timestream_records(raw: RawBatch) -> list[dict[str, Any]]:
-    """One DOUBLE record per landed sample, in the batch's order."""
+def timestream_records(raw: RawBatch, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+    """One DOUBLE record per landed sample, in the batch's order (samples [start, stop) of it)."""
     samples = raw.samples
+    window = slice(start, stop)
     thing = {"Name": THING_DIMENSION, "Value": raw.thing_name}
     line = {"Name": LINE_DIMENSION, "Value": raw.line_id}
     metric_dimensions = [{"Name": METRIC_DIMENSION, "Value": metric} for metric in samples.metrics]
@@ -106,7 +112,9 @@ def timestream_records(raw: RawBatch) -> list[dict[str, Any]]:
             "TimeUnit": "MILLISECONDS",
             "Version": record_version(seq),
         }
-        for metric_index, time_ms, value, seq in zip(samples.metric_index, samples.time_ms, samples.values, raw.seq)
+        for metric_index, time_ms, value, seq in zip(
+            samples.metric_index[window], samples.time_ms[window], samples.values[window], raw.seq[window]
+        )
     ]
 
 
@@ -144,6 +152,14 @@ class HotPathResult:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejected_examples: list[RejectedSample] = field(default_factory=list)  # the first few
     throttle_retries: int = 0
+    refused: str | None = None  # why the raw object was not read (nothing written)
+
+
+def read_landed_batch(bucket: str, key: str, *, read: Callable[[str, str], RawBatch] = read_raw_batch) -> RawBatch:
+    """The raw object at `key`, checked to be the batch its key names; ValueError names the problem."""
+    raw = read(bucket, key)
+    check_matches_key(raw, key)
+    return raw
 
 
 def copy_raw_object(
@@ -155,8 +171,7 @@ def copy_raw_object(
     concurrency: int = DEFAULT_WRITE_CONCURRENCY,
 ) -> HotPathResult:
     """Read the raw object at `key` and write its samples to Timestream."""
-    raw = read(bucket, key)
-    check_matches_key(raw, key)
+    raw = read_landed_batch(bucket, key, read=read)
     return land_raw_batch(raw, raw_key=key, writer=writer, concurrency=concurrency)
 
 
@@ -165,28 +180,39 @@ def land_raw_batch(
 ) -> HotPathResult:
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency} must be at least 1")
-    records = timestream_records(raw)
-    requests = [records[i : i + MAX_RECORDS_PER_REQUEST] for i in range(0, len(records), MAX_RECORDS_PER_REQUEST)]
-    outcomes = _write_all(requests, writer, concurrency)
-    result = HotPathResult(raw_key=raw_key, samples=len(records), requests=len(requests))
+    samples = len(raw.seq)
+    result = HotPathResult(raw_key=raw_key, samples=samples, requests=-(-samples // MAX_RECORDS_PER_REQUEST))
     reasons: Counter[str] = Counter()
-    for number, (request, outcome) in enumerate(zip(requests, outcomes)):
-        result.throttle_retries += outcome.throttle_retries
-        for rejected in outcome.rejected:
-            if not 0 <= rejected.index < len(request):
-                raise ValueError(f"RejectedRecords.RecordIndex={rejected.index} is outside request {number}")
-            record = request[rejected.index]
-            if rejected.existing_version == record["Version"]:
-                result.duplicates += 1
-                continue
-            reasons[rejected.reason] += 1
-            if len(result.rejected_examples) < MAX_REJECTED_EXAMPLES:
-                sample = number * MAX_RECORDS_PER_REQUEST + rejected.index
-                result.rejected_examples.append(_rejected_sample(raw, sample, rejected))
+    # Records are built a window at a time: a full batch's 400k record dicts would take ~300 MB.
+    window = MAX_RECORDS_PER_REQUEST * REQUESTS_PER_WINDOW * concurrency
+    for start in range(0, samples, window):
+        records = timestream_records(raw, start, start + window)
+        requests = [records[i : i + MAX_RECORDS_PER_REQUEST] for i in range(0, len(records), MAX_RECORDS_PER_REQUEST)]
+        outcomes = _write_all(requests, writer, concurrency)
+        first = start // MAX_RECORDS_PER_REQUEST
+        for number, (request, outcome) in enumerate(zip(requests, outcomes), start=first):
+            result.throttle_retries += outcome.throttle_retries
+            _count_rejections(raw, number, request, outcome, result, reasons)
     result.rejected = sum(reasons.values())
     result.rejected_by_reason = dict(reasons)
     result.written = result.samples - result.duplicates - result.rejected
     return result
+
+
+def _count_rejections(
+    raw: RawBatch, number: int, request: list[dict], outcome: WriteOutcome, result: HotPathResult, reasons: Counter
+) -> None:
+    for rejected in outcome.rejected:
+        if not 0 <= rejected.index < len(request):
+            raise ValueError(f"RejectedRecords.RecordIndex={rejected.index} is outside request {number}")
+        record = request[rejected.index]
+        if rejected.existing_version == record["Version"]:
+            result.duplicates += 1
+            continue
+        reasons[rejected.reason] += 1
+        if len(result.rejected_examples) < MAX_REJECTED_EXAMPLES:
+            sample = number * MAX_RECORDS_PER_REQUEST + rejected.index
+            result.rejected_examples.append(_rejected_sample(raw, sample, rejected))
 
 
 def _write_all(requests: Sequence[list[dict]], writer: RecordWriter, concurrency: int) -> list[WriteOutcome]:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import logger_and_metrics
-from edgeloop.schemas import IotRuleEvent, load_use_case
+from edgeloop.schemas import IotRuleEvent
 
 from .data_access import S3IngestStore
 from .logic import IngestResult, ingest_event
@@ -38,7 +38,7 @@ def _handle(event: dict, context) -> dict:
     rule_event = IotRuleEvent.model_validate(event)
     result = ingest_event(
         rule_event,
-        use_case=load_use_case(settings.use_case),
+        use_case=settings.use_case_config,
         store=S3IngestStore(settings.data_bucket),
         lines=settings.line_directory,
         lateness_sla_days=settings.lateness_sla_days,

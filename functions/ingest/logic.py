@@ -16,21 +16,26 @@ Two levels of refusal:
   arrival): only those samples are refused, the rest of the batch lands. Compaction's late/ path
   still catches rows that passed here under a looser SLA (see functions/compaction/logic.py).
 
+The sample-level half (screening, the strict schema, the per-sample rules) lives in
+cloud/datalake/sample_validation.py: `edgeloop backfill` runs the same code (`validate_samples`, on
+chunks of a recording laid out as batch documents) without the lateness SLA; the message envelope
+(topic, payload, registry line), checked here, is not there to check.
+
 Quarantine records always carry the payload as received (so a fixed message can be replayed; the
-cloud drops re-landed samples by (thing, seq)), and one reason per refused field or sample.
+cloud drops re-landed samples by (thing, seq)), and one reason per refused field or sample, up to
+MAX_SAMPLE_REASONS per message; past that, refused samples are counted per (field, fault) in one
+reason each (SampleReasons): 400 000 NaNs in one small message once made a 39 MB record.
 
 Keep this module free of numpy/pandas: it is on the ingest Lambda's cold-start path.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from edgeloop.cloud.datalake.quarantine import (
     MessageRefused,
@@ -40,6 +45,7 @@ from edgeloop.cloud.datalake.quarantine import (
     topic_thing,
 )
 from edgeloop.cloud.datalake.raw import raw_object_key
+from edgeloop.cloud.datalake.sample_validation import SampleReasons, check_samples, validate_document
 from edgeloop.cloud.line_directory import LineDirectory, line_mismatch
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, TelemetryBatch, UseCaseConfig, names
 from edgeloop.schemas.quarantine import VALUE_PREVIEW_CHARS
@@ -48,11 +54,6 @@ from edgeloop.schemas.telemetry import MAX_PAYLOAD_BYTES, ColumnarSamples, Telem
 from edgeloop.schemas.telemetry_codec import decode_batch_document
 
 from .data_access import IngestStore
-
-FUTURE_TOLERANCE_MS = 5 * 60 * 1000  # gateway clocks may run a little ahead of the broker's
-DAY_MS = 86_400_000
-SAMPLE_COLUMNS = ("metric_index", "time_ms", "values")
-_PLACEHOLDER = {"metric_index": 0, "time_ms": 0, "values": 0.0}
 
 
 class IngestResult(BaseModel):
@@ -99,8 +100,7 @@ def ingest_event(
     # A duplicate delivery's refused samples were already quarantined by the first delivery.
     if sample_reasons and not duplicate:
         q_key = quarantine_key(event, received_at)
-        reasons = [reason for index in sorted(sample_reasons) for reason in sample_reasons[index]]
-        store.put_quarantine(q_key, quarantine_record(event, received_at, reasons))
+        store.put_quarantine(q_key, quarantine_record(event, received_at, sample_reasons.record_reasons()))
     return IngestResult(
         landed_samples=0 if landed is None or duplicate else len(landed.seq),
         quarantined_samples=len(sample_reasons),
@@ -115,12 +115,11 @@ def ingest_event(
 
 def _accept(
     event: IotRuleEvent, use_case: UseCaseConfig, lines: LineDirectory, lateness_sla_days: int
-) -> tuple[TelemetryBatch, dict[int, list[QuarantineReason]]]:
+) -> tuple[TelemetryBatch, SampleReasons]:
     """The valid batch and the reasons per refused sample index; raises MessageRefused."""
     thing = topic_thing(event.topic, names.telemetry_topic, "telemetry")
     document = _decode(event)
-    sample_reasons = _screen_samples(document)
-    batch = _validate(document, sample_reasons)
+    batch, sample_reasons = validate_document(document)
     if batch.thing_name != thing:
         raise MessageRefused(
             [
@@ -131,7 +130,7 @@ def _accept(
             len(batch.samples),
         )
     _check_line(batch, lines)
-    _check_samples(batch, use_case, event.received_at_ms, lateness_sla_days, sample_reasons)
+    check_samples(batch, use_case, event.received_at_ms, lateness_sla_days, sample_reasons)
     return batch, sample_reasons
 
 
@@ -156,139 +155,10 @@ def _decode(event: IotRuleEvent) -> dict[str, Any]:
         raise MessageRefused([QuarantineReason.of("<payload>", _readable(payload), str(exc))]) from exc
 
 
-def _sample_columns(document: dict[str, Any]) -> dict[str, list] | None:
-    """The per-sample columns when they are lists of one length, else None (a message-level problem)."""
-    samples = document.get("samples")
-    if not isinstance(samples, dict):
-        return None
-    columns = {name: samples.get(name) for name in SAMPLE_COLUMNS}
-    if not all(isinstance(column, list) for column in columns.values()):
-        return None
-    if len({len(column) for column in columns.values()}) != 1:
-        return None
-    return columns
-
-
-def _screen_samples(document: dict[str, Any]) -> dict[int, list[QuarantineReason]]:
-    """Per-sample faults the schema reports only one at a time (it stops at the first)."""
-    reasons: dict[int, list[QuarantineReason]] = {}
-    columns = _sample_columns(document)
-    if columns is None:
-        return reasons
-    for i, value in enumerate(columns["values"]):
-        if isinstance(value, float) and not math.isfinite(value):
-            reasons.setdefault(i, []).append(
-                QuarantineReason.of(f"samples.values[{i}]", value, "is not a finite number")
-            )
-    metrics = document["samples"].get("metrics")
-    if isinstance(metrics, list) and metrics:
-        for i, index in enumerate(columns["metric_index"]):
-            if isinstance(index, int) and not 0 <= index < len(metrics):
-                reasons.setdefault(i, []).append(
-                    QuarantineReason.of(
-                        f"samples.metric_index[{i}]", index, f"is outside metrics (0..{len(metrics) - 1})"
-                    )
-                )
-    return reasons
-
-
-def _validate(document: dict[str, Any], sample_reasons: dict[int, list[QuarantineReason]]) -> TelemetryBatch:
-    """Validate with refused samples replaced by placeholders, so the batch's structure is judged alone.
-
-    Element errors (one sample's value of the wrong type) refuse that sample; any other error
-    refuses the message.
-    """
-    columns = _sample_columns(document)
-    for attempt in range(2):
-        try:
-            # Strict: "1.5" or true is not a value, "0" or true not a metric index (no coercion).
-            return TelemetryBatch.model_validate(_with_placeholders(document, sample_reasons), strict=True)
-        except ValidationError as exc:
-            errors = exc.errors()
-            element_errors = [e for e in errors if _sample_element(e["loc"]) is not None]
-            if attempt == 0 and columns is not None and len(element_errors) == len(errors):
-                for error in element_errors:
-                    index = _sample_element(error["loc"])
-                    reasons = sample_reasons.setdefault(index, [])
-                    reasons.append(QuarantineReason.of(_field_path(error["loc"]), error.get("input"), error["msg"]))
-                continue
-            reasons = [r for index in sorted(sample_reasons) for r in sample_reasons[index]]
-            reasons += [_error_reason(e, document) for e in errors]
-            raise MessageRefused(reasons, len(columns["values"]) if columns else 0) from exc
-    raise AssertionError("unreachable: the second attempt either returns or raises")
-
-
-def _with_placeholders(document: dict[str, Any], sample_reasons: dict[int, list[QuarantineReason]]) -> dict:
-    columns = _sample_columns(document)
-    if not sample_reasons or columns is None:
-        return document
-    patched = copy.copy(document)
-    patched["samples"] = dict(document["samples"])
-    for name in SAMPLE_COLUMNS:
-        column = list(columns[name])
-        for index in sample_reasons:
-            column[index] = _PLACEHOLDER[name]
-        patched["samples"][name] = column
-    return patched
-
-
-def _sample_element(loc: tuple) -> int | None:
-    if len(loc) == 3 and loc[0] == "samples" and loc[1] in SAMPLE_COLUMNS and isinstance(loc[2], int):
-        return loc[2]
-    return None
-
-
-def _check_samples(
-    batch: TelemetryBatch,
-    use_case: UseCaseConfig,
-    received_at_ms: int,
-    lateness_sla_days: int,
-    reasons: dict[int, list[QuarantineReason]],
-) -> None:
-    samples = batch.samples
-    accepted = use_case.accepted_metrics
-    unknown = {i for i, name in enumerate(samples.metrics) if name not in accepted}
-    latest_ms = received_at_ms + FUTURE_TOLERANCE_MS
-    earliest_ms = received_at_ms - lateness_sla_days * DAY_MS
-    for i, (metric, time_ms) in enumerate(zip(samples.metric_index, samples.time_ms)):
-        if i in reasons:
-            continue  # a placeholder stands there; the sample is already refused
-        seq = batch.seq_first + i
-        if metric in unknown:
-            reasons.setdefault(i, []).append(
-                QuarantineReason.of(
-                    f"samples.metrics[{metric}]",
-                    samples.metrics[metric],
-                    f"sample seq={seq}: metric is not accepted by use case {use_case.use_case!r}",
-                )
-            )
-        if time_ms > latest_ms:
-            reasons.setdefault(i, []).append(
-                QuarantineReason.of(
-                    f"samples.time_ms[{i}]",
-                    time_ms,
-                    f"sample seq={seq}: event time is {time_ms - received_at_ms} ms after received_at_ms="
-                    f"{received_at_ms} (at most {FUTURE_TOLERANCE_MS} ms allowed)",
-                )
-            )
-        if time_ms < earliest_ms:
-            reasons.setdefault(i, []).append(
-                QuarantineReason.of(
-                    f"samples.time_ms[{i}]",
-                    time_ms,
-                    f"sample seq={seq}: event time is {received_at_ms - time_ms} ms before received_at_ms="
-                    f"{received_at_ms}, beyond the lateness SLA of {lateness_sla_days} days "
-                    f"({names.LATENESS_SLA_DAYS_ENV})",
-                )
-            )
-
-
 # --- output --------------------------------------------------------------------------------------
 
 
-def _landed_batch(
-    batch: TelemetryBatch, sample_reasons: dict[int, list[QuarantineReason]], received_at_ms: int
-) -> RawBatch | None:
+def _landed_batch(batch: TelemetryBatch, sample_reasons: SampleReasons, received_at_ms: int) -> RawBatch | None:
     samples = batch.samples
     kept = [i for i in range(len(samples)) if i not in sample_reasons]
     if not kept:
@@ -316,23 +186,3 @@ def _readable(payload: bytes) -> bytes | str:
         return zlib.decompressobj().decompress(payload, 4 * VALUE_PREVIEW_CHARS).decode("utf-8", errors="replace")
     except zlib.error:
         return payload
-
-
-def _error_reason(error: dict, document: dict[str, Any]) -> QuarantineReason:
-    if not error["loc"]:
-        # TelemetryBatch's only whole-model check: the sequence range against the sample count.
-        span = f"{document.get('seq_first')!r}..{document.get('seq_last')!r}"
-        return QuarantineReason.of("seq_first..seq_last", span, error["msg"])
-    return QuarantineReason.of(_field_path(error["loc"]), error.get("input"), error["msg"])
-
-
-def _field_path(loc: tuple) -> str:
-    if not loc:
-        return "<batch>"
-    path = ""
-    for part in loc:
-        if isinstance(part, int) or part == "":  # an index, or a key no dotted path can show ("")
-            path += f"[{part!r}]" if part == "" else f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path

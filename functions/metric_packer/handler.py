@@ -17,7 +17,6 @@ from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 from edgeloop.cloud.packing.examples import PackStats, build_line_examples_with_stats
 from edgeloop.cloud.packing.label_review import queue_line_proposals
-from edgeloop.schemas import load_use_case
 
 from .logic import lines_from_event
 from .settings import Settings
@@ -44,7 +43,7 @@ def _handle(event: dict, context) -> dict:
 def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> dict:
     """Rebuild each line's examples, then propose labels for its unlabeled packs; report both."""
     settings = _settings()
-    use_case = load_use_case(settings.use_case)
+    use_case = settings.use_case_config
     total = PackStats()
     per_line, review = {}, {"auto_labeled": 0, "pending": 0, "newly_queued": 0}
     for line_id in line_ids:
@@ -57,8 +56,12 @@ def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> d
         logger.info("examples rebuilt", extra={"line_id": line_id, **vars(build.stats), **vars(queued)})
     metrics.add_metric(name="ExamplesBuilt", unit=MetricUnit.Count, value=total.examples)
     metrics.add_metric(name="PacksCut", unit=MetricUnit.Count, value=total.packs_cut)
-    dropped = total.dropped_label_outside_run + total.dropped_label_too_sparse + total.dropped_empty
+    dropped = (
+        total.dropped_label_outside_run + total.dropped_no_spec + total.dropped_label_too_sparse + total.dropped_empty
+    )
     metrics.add_metric(name="PacksDropped", unit=MetricUnit.Count, value=dropped)
+    # packs left out for a machine state outside the use case's productive_states (not a data problem)
+    metrics.add_metric(name="PacksExcludedNonProductive", unit=MetricUnit.Count, value=total.excluded_non_productive)
     metrics.add_metric(name="LabelsAuto", unit=MetricUnit.Count, value=review["auto_labeled"])
     metrics.add_metric(name="LabelsQueuedForReview", unit=MetricUnit.Count, value=review["newly_queued"])
     metrics.add_metric(name="LabelsPendingReview", unit=MetricUnit.Count, value=review["pending"])

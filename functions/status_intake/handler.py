@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from edgeloop.cloud.fleet.device_messages import received_rule_event
+from edgeloop.cloud.fleet.device_messages import quarantine_refusal, received_rule_event
 from edgeloop.cloud.fleet.rollout_context import rollout_context
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
@@ -39,7 +39,8 @@ def lambda_handler(event: dict, context) -> dict:
 @logger.inject_lambda_context
 def _handle(event: dict, context) -> dict:
     rule_event, received_at = received_rule_event(event)
-    with rollout_context(_settings()) as rollout:
+    settings = _settings()
+    with rollout_context(settings) as rollout:
         result = handle_status_report(
             rule_event,
             devices=rollout.devices,
@@ -48,6 +49,9 @@ def _handle(event: dict, context) -> dict:
             now=received_at,
             policy=rollout.policy,
         )
+    if result.outcome is Outcome.REFUSED:
+        key = quarantine_refusal(settings.quarantine_bucket, rule_event, received_at, result.reasons, logger)
+        result = result.model_copy(update={"quarantine_key": key})
     _record(result, rule_event)
     return result.model_dump(mode="json")
 
@@ -55,7 +59,10 @@ def _handle(event: dict, context) -> dict:
 def _record(result: Intake, event: IotRuleEvent) -> None:
     metrics.add_metric(name=_METRIC_BY_OUTCOME[result.outcome], unit=MetricUnit.Count, value=1)
     if result.outcome is Outcome.REFUSED:
-        logger.warning("status report refused", extra={"topic": event.topic, "reason": result.refused})
+        logger.warning(
+            "status report refused",
+            extra={"topic": event.topic, "reason": result.refused, "quarantine_key": result.quarantine_key},
+        )
     elif result.outcome is Outcome.STALE:
         logger.info("stale status report ignored", extra={"topic": event.topic})
     if result.deployment is not None:

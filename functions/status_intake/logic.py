@@ -18,6 +18,11 @@ wave (cloud/fleet/waves.py).
 The model runner also publishes a PeriodicStatus on the same topic every few minutes: it only
 moves the device's last_seen forward (and brings an OFFLINE device back), so a gateway that keeps
 running is never marked offline; it changes no status, model or rollout.
+
+A message is bounded before it is parsed (schemas/bounded_json.py MAX_STATUS_JSON: 16 KB, one flat
+object, strings of at most 1000 characters) and validated strictly; a refused one (REFUSED, with a
+reason per field: edgeloop.cloud.fleet.device_messages) changes nothing and is quarantined by the
+handler.
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ from pydantic import BaseModel, ConfigDict
 
 from edgeloop.cloud.fleet.delivery import ModelDelivery
 from edgeloop.cloud.fleet.deployments import DeploymentTable, WaveCounter
-from edgeloop.cloud.fleet.device_messages import json_payload, parse_device_message
+from edgeloop.cloud.fleet.device_messages import (
+    DeviceMessageRefused,
+    json_payload,
+    parse_device_message,
+    thing_of_topic,
+    validated_message,
+)
 from edgeloop.cloud.fleet.devices import DeviceTable, DeviceWrite, StoredDevice, microseconds
 from edgeloop.cloud.fleet.liveness import refresh_last_seen
 from edgeloop.cloud.fleet.wave_counts import count_outcome, count_report, worth_a_look
@@ -42,9 +53,11 @@ from edgeloop.schemas import (
     IotRuleEvent,
     ModelStatusReport,
     PeriodicStatus,
+    QuarantineReason,
     RolloutPolicy,
     names,
 )
+from edgeloop.schemas.bounded_json import MAX_STATUS_JSON
 from edgeloop.schemas.device import PERIODIC_STATUS_KIND
 
 
@@ -61,11 +74,18 @@ class Intake(BaseModel):
     outcome: Outcome
     record: DeviceRecord | None = None
     refused: str | None = None
+    reasons: list[QuarantineReason] = []  # of a REFUSED message, field by field (quarantined)
+    quarantine_key: str | None = None  # where the handler kept the refused message
     deployment: DeploymentRecord | None = None
 
 
-class UnknownDevice(LookupError):
-    pass
+class UnknownDevice(DeviceMessageRefused):
+    """The message names a thing the device table does not hold (it never announced itself)."""
+
+    def __init__(self, thing_name: str) -> None:
+        super().__init__(
+            [QuarantineReason.of("thing_name", thing_name, "has not announced itself (not in the device table)")]
+        )
 
 
 @dataclass(frozen=True)
@@ -94,8 +114,8 @@ def handle_status_report(
             return _periodic(message, devices, now)
         report = message
         written = write_report(report, devices, now=now)
-    except (ValueError, UnknownDevice) as exc:
-        return Intake(outcome=Outcome.REFUSED, refused=str(exc))
+    except DeviceMessageRefused as exc:
+        return Intake(outcome=Outcome.REFUSED, refused=str(exc), reasons=exc.reasons)
     deployment = None
     if written.outcome is Outcome.RECORDED and report.deployment_id:
         wave_timeout_s = (policy or RolloutPolicy()).wave_timeout_s
@@ -106,17 +126,15 @@ def handle_status_report(
 
 
 def parse_report(event: IotRuleEvent) -> ModelStatusReport:
-    return parse_device_message(event, names.model_status_topic, ModelStatusReport)
+    return parse_device_message(event, names.model_status_topic, ModelStatusReport, MAX_STATUS_JSON)
 
 
 def parse_status_message(event: IotRuleEvent) -> ModelStatusReport | PeriodicStatus:
     """A ModelStatusReport, or a PeriodicStatus when the document says `"kind": "periodic"`."""
-    try:
-        kind = json_payload(event).get("kind")
-    except ValueError:
-        kind = None  # parse_device_message names the problem
-    contract = PeriodicStatus if kind == PERIODIC_STATUS_KIND else ModelStatusReport
-    return parse_device_message(event, names.model_status_topic, contract)
+    thing = thing_of_topic(event.topic, names.model_status_topic)
+    document = json_payload(event, MAX_STATUS_JSON)
+    contract = PeriodicStatus if document.get("kind") == PERIODIC_STATUS_KIND else ModelStatusReport
+    return validated_message(event, document, contract, thing)
 
 
 def _periodic(status: PeriodicStatus, devices: DeviceTable, now: datetime) -> Intake:
@@ -124,7 +142,7 @@ def _periodic(status: PeriodicStatus, devices: DeviceTable, now: datetime) -> In
     # not make a live gateway look silent.
     record = refresh_last_seen(devices, status.thing_name, now)
     if record is None:
-        raise UnknownDevice(f"thing_name={status.thing_name!r} has not announced itself (not in the device table)")
+        raise UnknownDevice(status.thing_name)
     return Intake(outcome=Outcome.PERIODIC, record=record)
 
 
@@ -147,7 +165,7 @@ def write_report(report: ModelStatusReport, devices: DeviceTable, *, now: dateti
         # Runs once per attempt; the last run is the one whose write won (or that wrote nothing).
         nonlocal outcome, before
         if stored is None:
-            raise UnknownDevice(f"thing_name={report.thing_name!r} has not announced itself (not in the device table)")
+            raise UnknownDevice(report.thing_name)
         before = stored.record
         if stored.report_sent_at_us is not None and sent_at_us <= stored.report_sent_at_us:
             outcome = Outcome.STALE

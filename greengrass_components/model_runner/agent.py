@@ -2,7 +2,9 @@
 
 An update is applied only when every check passes; until then the running model keeps scoring.
 The applied model is persisted (payload + a small JSON) so a restarted gateway serves the last
-verified model without asking the cloud again.
+verified model without asking the cloud again, and so is the version floor (update_order.VersionFloor:
+the highest version accepted, whether a rollback went back from it, the last signed rollback's
+issue time), so a replayed older update or rollback is refused after a restart as before it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import numpy as np
 from edgeloop.model_runtime.payload_checks import check_npz_bounds
 from edgeloop.model_runtime.scorer import PayloadRejected, Scorer, load_payload
 from edgeloop.model_runtime.signing import (
-    RunningModel,
     SignatureRejected,
     parse_public_key,
     verify_identity_signature,
     verify_payload_signature,
     verify_signed_update,
 )
+from edgeloop.model_runtime.update_order import RunningModel, VersionFloor, next_floor
 from edgeloop.schemas import DeviceStatus, ModelStatusReport, ModelUpdate, UseCaseConfig, feature_schema_hash
 from edgeloop.schemas.common import semver_key, split_s3_uri
 from edgeloop.schemas.compat import UTC
@@ -48,6 +50,9 @@ ACTIVE_META = "active-model.json"
 # so a crash between the active payload and its metadata still leaves one verified model on disk.
 PREVIOUS_PAYLOAD = "previous-model.npz"
 PREVIOUS_META = "previous-model.json"
+# The version floor (update_order.VersionFloor), written before either slot changes: never lower than what runs.
+FLOOR_FILE = "accepted-version.json"
+MAX_FLOOR_FILE_BYTES = 4096
 TMP_SUFFIX = ".tmp"
 LATENCY_BUDGET_MS = 50.0  # per live prediction; the stride is 30 s, but a gateway has other work
 LATENCY_TRIALS = 5
@@ -121,6 +126,7 @@ class UpdateAgent:
             semver_key(runtime_version)  # a device version that is not MAJOR.MINOR.PATCH fails here, not per update
         self.current: ActiveModel | None = None
         self._previous: tuple[ActiveModel, bytes] | None = None
+        self.floor: VersionFloor | None = None  # persisted in FLOOR_FILE; enforced with a public key
         self._current_payload: bytes | None = None
         self._lock = threading.Lock()
         self.reports: list[ModelStatusReport] = []
@@ -165,10 +171,13 @@ class UpdateAgent:
             identity=update.identity.model_dump(mode="json") if update.identity is not None else None,
         )
         previous = (self.current, self._current_payload) if self.current and self._current_payload else None
+        floor = next_floor(self.floor, update)
         try:
+            self._persist_floor(floor)
             self._persist(active, payload, previous)
         except OSError as exc:
             raise HealthCheckFailed(f"could not persist the model in {self.state_dir}: {exc}") from exc
+        self.floor = floor
         self.live.swap(scorer)
         if self.current is not None and self._current_payload is not None:
             self._previous = (self.current, self._current_payload)
@@ -199,6 +208,7 @@ class UpdateAgent:
             line_id=self.line_id,
             running=self.current.running() if self.current is not None else None,
             previous=self._previous[0].running() if self._previous is not None else None,
+            floor=self.floor,
         )
         self._check_compatibility(update)
         self._check_feature_schema(update)
@@ -278,6 +288,38 @@ class UpdateAgent:
             return self._send(failed.deployment_id, failed.model_id, failed.version, DeviceStatus.ROLLED_BACK, reason)
 
     # --- persistence ------------------------------------------------------------------------------
+    def _persist_floor(self, floor: VersionFloor) -> None:
+        if self.state_dir is None or floor == self.floor:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        document = {"scope": self._floor_scope(), **asdict(floor)}
+        _write_atomic(self.state_dir / FLOOR_FILE, json.dumps(document, indent=2).encode())
+
+    def _floor_scope(self) -> str:
+        """Versions are ordered per use case and line (the registry numbers each line's model package group)."""
+        return f"{self.use_case.use_case}/{self.line_id or '*'}"
+
+    def _restore_floor(self) -> VersionFloor | None:
+        path = self.state_dir / FLOOR_FILE
+        try:
+            if not path.exists():
+                return None
+            data = path.read_bytes()
+            if len(data) > MAX_FLOOR_FILE_BYTES:
+                raise ValueError(f"{path} has {len(data)} bytes, at most {MAX_FLOOR_FILE_BYTES} allowed")
+            document = json.loads(data)
+            scope = document.pop("scope", None) if isinstance(document, dict) else None
+            if scope != self._floor_scope():  # a gateway moved to another line or use case starts afresh
+                log.warning(
+                    "version floor %s is for %r, this device serves %r: not used", path, scope, self._floor_scope()
+                )
+                return None
+            return VersionFloor.from_json(document, where=str(path))
+        except (OSError, ValueError, RecursionError) as exc:
+            self.restore_problems.append(f"{FLOOR_FILE} is unusable: {exc}")
+            log.error("version floor %s is unusable, falling back to the restored model's version: %s", path, exc)
+            return None
+
     def _persist(self, active: ActiveModel, payload: bytes, previous: tuple[ActiveModel, bytes] | None) -> None:
         """Rollback slot first, then the active one; each slot is payload then metadata (its sha256 pointer)."""
         if self.state_dir is None:
@@ -300,6 +342,7 @@ class UpdateAgent:
             return None
         for leftover in self.state_dir.glob(f".*{TMP_SUFFIX}"):  # a write a crash cut short
             leftover.unlink(missing_ok=True)
+        self.floor = self._restore_floor()
         for payload_name, meta_name in ((ACTIVE_PAYLOAD, ACTIVE_META), (PREVIOUS_PAYLOAD, PREVIOUS_META)):
             loaded = self._load_slot(payload_name, meta_name)
             if loaded is None:
@@ -308,6 +351,9 @@ class UpdateAgent:
             with self._lock:
                 self.live.swap(scorer)
                 self.current, self._current_payload = active, payload
+                if self.floor is None or semver_key(active.version) > semver_key(self.floor.version):
+                    # a state directory from before the floor file (or with a damaged one): what ran is the floor
+                    self.floor = VersionFloor(active.version, active.model_id, active.deployment_id)
             log.info("restored %s %s from %s in %s", active.model_id, active.version, payload_name, self.state_dir)
             return active
         if self.restore_problems:

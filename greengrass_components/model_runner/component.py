@@ -39,6 +39,7 @@ from edgeloop.schemas.model import architecture_of_machine
 
 from .agent import s3_download
 from .service import ModelService, Sample
+from .update_decoding import UpdateDecodeError, decode_model_update
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,22 @@ def update_from_configuration(value: Mapping[str, Any] | None) -> ModelUpdate | 
 
     GetConfiguration on a key that holds a map returns the map itself; on a leaf it returns
     {key: value}, which is not a ModelUpdate and is refused like any malformed one.
+    Decoded by update_decoding.decode_model_update: bounded (size, depth, counts) before anything is
+    built from it, strictly typed; a refusal is an UpdateDecodeError (a ValueError) naming field,
+    value and reason.
     """
     if not value:
         return None
     try:
-        return ModelUpdate.model_validate(dict(value))
-    except ValidationError as exc:
-        problems = validation_problems(exc, root="<update>", max_value_chars=80)
-        raise ValueError(f"configuration {names.MODEL_UPDATE_CONFIG_KEY} is not a ModelUpdate: {problems}") from None
+        return decode_model_update(value)
+    except UpdateDecodeError as exc:
+        raise UpdateDecodeError(
+            f"{names.MODEL_UPDATE_CONFIG_KEY}.{exc.field}"
+            if exc.field != "<update>"
+            else names.MODEL_UPDATE_CONFIG_KEY,
+            exc.value,
+            exc.reason,
+        ) from None
 
 
 def samples_from_event(event: Any) -> tuple[list[Sample], int]:

@@ -3,11 +3,17 @@
 The window is aligned onto the use case's grid with the same `align_to_grid` (max gap 5 periods)
 and featurised with the same `pack_features` as the cloud's metric packer, so the model sees
 features computed one way only. A window with a gap is not scored; the reason is counted.
+
+Machine states: when the use case has `state_rules`, each step of the window gets the state of the
+first rule whose conditions hold on it (none: no state, which is productive). A window with a step in
+a state outside `productive_states` is not scored (counted as "non_productive:<state>"), as the cloud's
+metric packer leaves such packs out of training.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections import Counter
@@ -23,11 +29,22 @@ from edgeloop.schemas import UseCaseConfig, feature_schema_hash
 
 log = logging.getLogger(__name__)
 
-# Reasons a due window was not scored (keys of LiveScorer.skipped; gaps add ":<metric>").
+# Reasons a due window was not scored (keys of LiveScorer.skipped; gaps add ":<metric>", non-productive
+# windows ":<state>").
 SKIP_NO_MODEL = "no_model"
 SKIP_GAP = "gap"
 SKIP_NON_FINITE = "non_finite"
 SKIP_SCORER_ERROR = "scorer_error"
+SKIP_NON_PRODUCTIVE = "non_productive"
+# the ops of schemas.use_case.STATE_CONDITION
+_OPERATORS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +55,15 @@ class LiveWindow:
     grid: np.ndarray  # float64 (n_steps, n_metrics), NaN where a metric had no fresh sample
     features: np.ndarray  # float32 (n_features,) in use_case.feature_names order
     gap_metrics: tuple[str, ...]  # metrics whose missing share exceeds the allowed one
+    non_productive_states: tuple[str, ...] = ()  # states outside use_case.productive_states seen in the window
 
     @property
     def complete(self) -> bool:
         return not self.gap_metrics
+
+    @property
+    def productive(self) -> bool:
+        return not self.non_productive_states
 
 
 class _Ring:
@@ -77,6 +99,10 @@ class LiveScorer:
         # enough to align a window ending up to one stride before the newest sample, gap allowance included
         self.retention_ms = self.window_ms + self.stride_ms + MAX_GAP_PERIODS * self.period_ms
         self._metric_index = {metric: i for i, metric in enumerate(use_case.metrics)}
+        self._state_rules = [
+            (rule.state, [(self._metric_index[m], _OPERATORS[op], value) for m, op, value in rule.conditions()])
+            for rule in use_case.state_rules
+        ]
         self._rings = [_Ring() for _ in use_case.metrics]
         self._newest_ms: int | None = None
         self._lock = threading.RLock()
@@ -165,7 +191,24 @@ class LiveScorer:
         )
         missing = np.isnan(grid).mean(axis=0)
         gaps = tuple(m for m, share in zip(self.use_case.metrics, missing) if share > self.max_missing_fraction)
-        return LiveWindow(window_end_ms, grid, pack_features(grid, self.use_case), gaps)
+        features = pack_features(grid, self.use_case)
+        return LiveWindow(window_end_ms, grid, features, gaps, self.non_productive_states(grid))
+
+    def non_productive_states(self, grid: np.ndarray) -> tuple[str, ...]:
+        """States outside use_case.productive_states that some step of `grid` is in, by the use case's
+        state_rules: per step the first rule whose conditions all hold (a missing value holds none)."""
+        undecided = np.ones(len(grid), dtype=bool)
+        found = []
+        for state, conditions in self._state_rules:
+            holds = undecided.copy()
+            for index, compare, value in conditions:
+                column = grid[:, index]
+                with np.errstate(invalid="ignore"):
+                    holds &= ~np.isnan(column) & compare(column, value)
+            if holds.any() and not self.use_case.is_productive_state(state) and state not in found:
+                found.append(state)
+            undecided &= ~holds
+        return tuple(found)
 
     def latest_window(self) -> LiveWindow | None:
         """The pack ending just after the newest reading (None before any reading arrived)."""
@@ -192,6 +235,11 @@ class LiveScorer:
             self.skipped[SKIP_NO_MODEL] += 1
             return []
         live = self.window(window_end)
+        if not live.productive:
+            self.skipped[SKIP_NON_PRODUCTIVE] += 1
+            for state in live.non_productive_states:
+                self.skipped[f"{SKIP_NON_PRODUCTIVE}:{state}"] += 1
+            return []
         if not live.complete:
             self.skipped[SKIP_GAP] += 1
             for metric in live.gap_metrics:

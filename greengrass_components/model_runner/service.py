@@ -157,9 +157,10 @@ class ModelService:
         return predictions
 
     def ready_for_health_check(self) -> bool:
-        """True once the live data fills a whole window without gaps, so a new model can be judged on it."""
+        """True once the live data fills a whole window without gaps while the line produces (the use
+        case's productive states), so a new model is judged on data it would score, not on idle time."""
         window = self.live.latest_window()
-        return window is not None and window.complete
+        return window is not None and window.complete and window.productive
 
     def apply(self, update: ModelUpdate) -> ModelStatusReport:
         """Verify and apply `update` (or refuse it), and send its report."""

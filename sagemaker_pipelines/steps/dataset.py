@@ -2,9 +2,13 @@
 
 Examples are rebuilt from the curated partitions whose event date lies in [start, end] and the line's
 context intervals (metric packer -> labeler -> feature extractor), plus examples labeled through the
-review queue. The newest `validation.reference_share` of them by window_end is the reference dataset
-the evaluate step judges candidates on; training rows whose label window (window_end + horizon_s +
-label_window_s) would reach into the reference period are dropped, so no label is shared.
+review queue. Runs, limits and states all count: each label is classed against the limits in force at
+its time, and packs overlapping a state outside the use case's productive_states are left out (of
+the reviewed examples too) and counted in dataset.json (packs_excluded_non_productive), so neither
+training nor the evaluate step's metrics see them. The newest `validation.reference_share` of them by
+window_end is the reference dataset the evaluate step judges candidates on; training rows whose label
+window (window_end + horizon_s + label_window_s) would reach into the reference period are dropped, so
+no label is shared.
 
 Outputs (the pipeline's ProcessingStep outputs, mapped under --output):
     train/examples.parquet, reference/examples.parquet, dataset/dataset.json
@@ -26,10 +30,10 @@ from edgeloop.cloud import s3
 from edgeloop.cloud.datalake.context import get_context_intervals
 from edgeloop.cloud.datalake.curated import read_parts
 from edgeloop.cloud.packing import label_review
-from edgeloop.cloud.packing.examples import build_examples
-from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, names
+from edgeloop.cloud.packing.examples import LineTimeline, assemble_examples
+from edgeloop.schemas import ContextInterval, LabelSource, names
 from edgeloop.schemas.common import Contract, Sha256Hex, UtcDatetime
-from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
+from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
 
 from .train import EXAMPLE_COLUMNS, check_examples, training_data_sha256
 
@@ -62,6 +66,12 @@ class DatasetInfo(Contract):
         default=0, ge=0, description="training rows left out because their label window reaches the reference period"
     )
     reviewed_rows: int = Field(default=0, ge=0, description="examples whose label came from the review queue")
+    packs_excluded_non_productive: int = Field(
+        default=0,
+        ge=0,
+        description="packs left out because the line was in a state outside the use case's productive_states "
+        "between the pack's start and its label's end",
+    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,23 @@ def reviewed_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.
     return label_review.labeled_from_review(bucket, line_id, use_case)
 
 
+def productive_only(
+    examples: pd.DataFrame | None, intervals: list[ContextInterval], line_id: str, use_case: UseCaseConfig
+) -> pd.DataFrame | None:
+    """`examples` without those whose pack overlaps a non-productive state (reviewed labels of packs the
+    packer has since left out, e.g. when a state interval arrived after the proposal)."""
+    if examples is None or examples.empty:
+        return examples
+    start_ms = _epoch_ms(examples["window_start"])
+    label_end_ms = _epoch_ms(examples["window_end"]) + (use_case.horizon_s + use_case.label_window_s) * 1000
+    idle = LineTimeline.of(intervals, line_id, use_case).non_productive(start_ms, label_end_ms)
+    return examples[~idle].reset_index(drop=True)
+
+
+def _epoch_ms(stamps: pd.Series) -> np.ndarray:
+    return (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+
+
 def merge_reviewed(measured: pd.DataFrame, reviewed: pd.DataFrame | None, use_case: UseCaseConfig) -> pd.DataFrame:
     if reviewed is None or reviewed.empty:
         return measured
@@ -152,12 +179,10 @@ def build_dataset(
     if start and end and end < start:
         raise ValueError(f"end={end.isoformat()} is before start={start.isoformat()}")
     curated = read_curated_range(data_bucket, line_id, start, end)
-    intervals = clip_intervals(
-        [i for i in get_context_intervals(data_bucket, line_id) if i.kind is ContextKind.RUN], start, end
-    )
-    measured = build_examples(curated, intervals, use_case)
-    reviewed = reviewed_examples(data_bucket, line_id, use_case)
-    examples = _within(merge_reviewed(measured, reviewed, use_case), start, end)
+    intervals = clip_intervals(get_context_intervals(data_bucket, line_id), start, end)
+    build = assemble_examples(curated, intervals, use_case)
+    reviewed = productive_only(reviewed_examples(data_bucket, line_id, use_case), intervals, line_id, use_case)
+    examples = _within(merge_reviewed(build.examples, reviewed, use_case), start, end)
     if examples.empty:
         where = f"s3://{data_bucket}/{names.CURATED_PREFIX}/line={line_id}/"
         raise ValueError(f"line_id={line_id!r}: no labeled examples in {where} between start={start} and end={end}")
@@ -179,6 +204,7 @@ def build_dataset(
         data_end=used["window_end"].max().to_pydatetime(),
         rows_dropped_for_gap=len(examples) - len(used),
         reviewed_rows=int((used["label_source"] == LabelSource.REVIEWED.value).sum()),
+        packs_excluded_non_productive=build.stats.excluded_non_productive,
     )
     return LineDataset(train=train, reference=reference, info=info)
 
@@ -231,16 +257,16 @@ def main(argv: list[str] | None = None) -> DatasetInfo:
     parser.add_argument("--line-id", required=True)
     parser.add_argument("--start", default="", help="first event date, YYYY-MM-DD (empty: from the earliest)")
     parser.add_argument("--end", default="", help="last event date, inclusive (empty: to the latest)")
-    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
+    parser.add_argument("--use-case", default=None, help="a packaged use case (or $EDGELOOP_USE_CASE)")
+    parser.add_argument("--use-case-file", default=None, help="a use-case file (or $EDGELOOP_USE_CASE_FILE)")
     parser.add_argument("--output", default="/opt/ml/processing/output")
     args = parser.parse_args(argv)
     try:
         start, end = parse_day("--start", args.start), parse_day("--end", args.end)
     except ValueError as exc:
         parser.error(str(exc))
-    dataset = build_dataset(
-        data_bucket=args.data_bucket, line_id=args.line_id, use_case=load_use_case(args.use_case), start=start, end=end
-    )
+    use_case = resolve_use_case(args.use_case, args.use_case_file)
+    dataset = build_dataset(data_bucket=args.data_bucket, line_id=args.line_id, use_case=use_case, start=start, end=end)
     write_dataset(dataset, args.output)
     print(dataset.info.model_dump_json(indent=2))
     return dataset.info

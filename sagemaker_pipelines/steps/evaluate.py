@@ -10,6 +10,10 @@ Group) is read back through its manifest. Gates, in order:
 - with a comparable champion (same feature schema hash): candidate MSE <= champion MSE x
   validation.max_mse_ratio_vs_champion. Without one the absolute gates decide alone.
 
+The reference dataset holds only packs taken in productive machine states (dataset step): the
+metrics and violation rates ignore the others, whose count the report carries
+(packs_excluded_non_productive, from dataset.json).
+
 Output: <output>/evaluation.json (EvaluationReport), which the pipeline's ConditionStep reads.
 """
 
@@ -35,7 +39,7 @@ from edgeloop.schemas import names
 from edgeloop.schemas.common import Contract
 from edgeloop.schemas.model import ModelManifest, ModelMetrics, Precision, feature_schema_hash
 from edgeloop.schemas.training import ViolationClass
-from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
+from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
 
 from .artifacts import read_payload
 from .dataset import output_file, read_dataset_info, read_examples
@@ -84,6 +88,12 @@ class EvaluationReport(Contract):
     champion_model: ChampionInfo | None = None
     reference: ReferenceInfo
     dataset_sha256: str | None = None
+    packs_excluded_non_productive: int | None = Field(
+        default=None,
+        ge=0,
+        description="packs of the line left out of the reference and training data for a non-productive machine "
+        "state (dataset.json); None: not known",
+    )
 
 
 @dataclass(frozen=True)
@@ -286,7 +296,8 @@ def main(argv: list[str] | None = None) -> EvaluationReport:
     parser.add_argument("--model", required=True, help="train step output (<line_id>/ per line, or model.tar.gz)")
     parser.add_argument("--reference", required=True, help="dataset step's reference/ output")
     parser.add_argument("--dataset", required=True, help="dataset step's dataset/ output")
-    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
+    parser.add_argument("--use-case", default=None, help="a packaged use case (or $EDGELOOP_USE_CASE)")
+    parser.add_argument("--use-case-file", default=None, help="a use-case file (or $EDGELOOP_USE_CASE_FILE)")
     parser.add_argument(
         "--model-bucket",
         default=os.environ.get(names.MODEL_BUCKET_ENV, names.LOCAL_MODEL_BUCKET),
@@ -295,17 +306,23 @@ def main(argv: list[str] | None = None) -> EvaluationReport:
     parser.add_argument("--output", default="/opt/ml/processing/evaluation")
     args = parser.parse_args(argv)
     info = read_dataset_info(args.dataset)
-    config = load_use_case(args.use_case)
+    config = resolve_use_case(args.use_case, args.use_case_file)
     if info.use_case != config.use_case:
         parser.error(f"--use-case {config.use_case!r} differs from the dataset's use_case={info.use_case!r}")
     with tempfile.TemporaryDirectory(prefix="edgeloop-model-") as unpacked:
         trained = load_trained(line_model_dir(Path(args.model), info.line_id, Path(unpacked)))
     report = evaluate_candidate(trained, read_examples(args.reference), config, line_id=info.line_id)
-    report = report.model_copy(update={"dataset_sha256": info.content_sha256})
+    report = report.model_copy(
+        update={
+            "dataset_sha256": info.content_sha256,
+            "packs_excluded_non_productive": info.packs_excluded_non_productive,
+        }
+    )
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / EVALUATION_FILE).write_text(report.model_dump_json(indent=2))
-    print(f"{info.line_id}: {'passed' if report.passed else 'FAILED'}: {report.reason}")
+    left_out = f" ({info.packs_excluded_non_productive} packs in non-productive states left out)"
+    print(f"{info.line_id}: {'passed' if report.passed else 'FAILED'}: {report.reason}{left_out}")
     return report
 
 

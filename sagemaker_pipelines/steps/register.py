@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeloop.model_runtime.signing import Ed25519PrivateKey
 from edgeloop.schemas import names
-from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
+from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
 
 from .dataset import DatasetInfo, read_dataset_info
 from .evaluate import EvaluationReport, read_evaluation, unpack_trained
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     if evaluation is not None:
         check_passed(evaluation)  # before the signing key is even loaded: nothing of a failed candidate is uploaded
     signing_key = signing_key_for(args.signing_key, args.signing_key_secret_arn)
-    config = load_use_case(args.use_case)
+    config = resolve_use_case(args.use_case, args.use_case_file)
     with tempfile.TemporaryDirectory(prefix="edgeloop-trained-") as unpacked:
         trained_dir = unpack_trained(Path(args.trained), Path(unpacked))
         line_dirs = sorted(p for p in trained_dir.iterdir() if p.is_dir())
@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "directory holding it)",
     )
     parser.add_argument("--model-bucket", default=os.environ.get(names.MODEL_BUCKET_ENV, names.LOCAL_MODEL_BUCKET))
-    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
+    parser.add_argument("--use-case", default=None, help="a packaged use case (or $EDGELOOP_USE_CASE)")
+    parser.add_argument("--use-case-file", default=None, help="a use-case file (or $EDGELOOP_USE_CASE_FILE)")
     parser.add_argument(
         "--version", default="", help="MAJOR.MINOR.PATCH of this model version (default: next patch in the group)"
     )

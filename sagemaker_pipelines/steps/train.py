@@ -22,10 +22,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from edgeloop.schemas import names
 from edgeloop.schemas.model import ModelMetrics, ModelTemplate
 from edgeloop.schemas.training import EXAMPLE_META_COLUMNS, ViolationClass
-from edgeloop.schemas.use_case import UseCaseConfig, load_use_case
+from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
 
 from .search import Progress, SearchResult, search_line
 from .templates import FittedModel, Standardization, template
@@ -314,7 +313,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", default=os.environ.get("SM_CHANNEL_TRAIN"), help="Parquet file or directory")
     parser.add_argument("--output", default=os.environ.get("SM_MODEL_DIR", "model"))
-    parser.add_argument("--use-case", default=names.DEFAULT_USE_CASE)
+    parser.add_argument("--use-case", default=None, help="a packaged use case (or $EDGELOOP_USE_CASE)")
+    parser.add_argument("--use-case-file", default=None, help="a use-case file (or $EDGELOOP_USE_CASE_FILE)")
     parser.add_argument(
         "--candidates-per-template", type=int, default=None, help="default: the use case's training config"
     )
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     by_line = {str(line): frame.reset_index(drop=True) for line, frame in examples.groupby("line_id", sort=True)}
     trained = train_lines(
         by_line,
-        load_use_case(args.use_case),
+        resolve_use_case(args.use_case, args.use_case_file),
         max_workers=args.max_workers,
         seed=args.seed,
         candidates_per_template=args.candidates_per_template,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgeloop import __version__ as PACKAGE_VERSION
@@ -12,11 +14,13 @@ from edgeloop.cdk.constructs.config import (
     MODEL_RUNNER_VERSION_KEY,
     PANDAS_LAYER_VERSION_KEY,
     ROLLOUT_POLICY_KEYS,
+    USE_CASE_FILE_KEY,
     USE_CASE_KEY,
     ConfigError,
     StackConfig,
 )
 from edgeloop.schemas import RolloutPolicy, names
+from edgeloop.schemas.use_case import USE_CASES_DIR, load_use_case_file
 
 
 def config(**context) -> StackConfig:
@@ -85,10 +89,56 @@ def test_the_app_refuses_bad_context_before_building_anything(tmp_path):
     assert not (tmp_path / "stage").exists()
 
 
-def test_the_default_use_case_is_the_one_the_functions_default_to():
+def test_the_stack_names_its_use_case_and_the_functions_have_no_default():
     from edgeloop.cloud.settings import DataPathSettings
 
-    assert config().use_case == names.DEFAULT_USE_CASE == DataPathSettings.model_fields["use_case"].default
+    assert config().use_case == names.DEFAULT_USE_CASE and config().use_case_file == ""
+    assert config().packaged_use_case is None
+    with pytest.raises(ValueError) as raised:
+        DataPathSettings.from_env({names.DATA_BUCKET_ENV: "data-bucket"})
+    assert names.USE_CASE_ENV in str(raised.value) and names.USE_CASE_FILE_ENV in str(raised.value)
+
+
+def _use_case_file(tmp_path, name: str = "byo_line", **changes) -> Path:
+    import yaml
+
+    document = yaml.safe_load((USE_CASES_DIR / "injection_molding.yaml").read_text())
+    document.update(use_case=name, **changes)
+    path = tmp_path / "my line.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_use_case_file_from_context_names_the_use_case(tmp_path, monkeypatch):
+    path = _use_case_file(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a relative path is relative to where cdk runs
+    parsed = config(**{USE_CASE_FILE_KEY: path.name})
+    assert parsed.use_case == "byo_line" and parsed.use_case_file == str(path.resolve())
+    assert parsed.packaged_use_case == load_use_case_file(path)
+    assert config(**{USE_CASE_FILE_KEY: str(path), USE_CASE_KEY: "byo_line"}).use_case == "byo_line"
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"target_metric": "no_such_metric"}, "target_metric"),
+        ({"sample_period_s": "fast"}, "sample_period_s"),
+        ({"metrics": None}, "metrics"),
+    ],
+)
+def test_an_invalid_use_case_file_fails_the_config_naming_the_key_file_and_field(tmp_path, changes, named):
+    path = _use_case_file(tmp_path, **changes)
+    with pytest.raises(ConfigError) as raised:
+        config(**{USE_CASE_FILE_KEY: str(path)})
+    message = str(raised.value)
+    assert USE_CASE_FILE_KEY in message and str(path) in message and named in message
+
+
+def test_a_missing_or_disagreeing_use_case_file_fails_the_config(tmp_path):
+    with pytest.raises(ConfigError, match=f"{USE_CASE_FILE_KEY}=.*nowhere.yaml.*no such file"):
+        config(**{USE_CASE_FILE_KEY: str(tmp_path / "nowhere.yaml")})
+    with pytest.raises(ConfigError, match=f"{USE_CASE_KEY}='extrusion' but {USE_CASE_FILE_KEY}=.*'byo_line'"):
+        config(**{USE_CASE_FILE_KEY: str(_use_case_file(tmp_path)), USE_CASE_KEY: "extrusion"})
 
 
 def test_the_rollout_policy_from_context_keys():

@@ -42,8 +42,8 @@ EXPECTED_ENV = {
     "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "rollups": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "context": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
-    "device_registry": ROLLOUT_ENV,
-    "status_intake": ROLLOUT_ENV,
+    "device_registry": {*ROLLOUT_ENV, names.DATA_BUCKET_ENV},  # refused messages go to quarantine
+    "status_intake": {*ROLLOUT_ENV, names.DATA_BUCKET_ENV},
     "orchestrator": ROLLOUT_ENV,
     "wave_controller": ROLLOUT_ENV,
     "fleet_status": {names.DEVICE_TABLE_ENV, names.DEPLOYMENT_TABLE_ENV},

@@ -199,7 +199,7 @@ def test_ca_file_must_be_a_pem_certificate(iot, tmp_path):
 
 # --- the CLI ---------------------------------------------------------------------------------------
 def invoke(*args: str):
-    return CliRunner().invoke(app, ["gateway", "provision", *args])
+    return CliRunner().invoke(app, ["gateway", "provision", "--use-case", "extrusion", *args])
 
 
 @pytest.fixture

@@ -200,6 +200,7 @@ def test_core_device_names_aws_refuses_are_refused(tmp_path):
 def test_cli_prints_the_installer_command(session, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     args = ["--site", "plant-gent", "--line", "line-1", "--arch", "x86_64", "--out", str(tmp_path / "gw")]
+    args += ["--use-case", "extrusion"]
     result = CliRunner().invoke(app, ["gateway", "provision", "--greengrass", "gw-cli-1", *args])
     assert result.exit_code == 0, result.output
     assert "provisioned gw-cli-1" in result.output

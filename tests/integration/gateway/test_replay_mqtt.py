@@ -83,6 +83,7 @@ def test_replayed_recording_reaches_a_cloud_subscriber_row_by_row(tmp_path, brok
                 str(config),
                 "--drain-timeout",
                 "30",
+                "--shift-to-now",  # the recording is older than ingest's lateness SLA
                 str(EXAMPLES / "extrusion_recording.csv"),
             ],
             capture_output=True,

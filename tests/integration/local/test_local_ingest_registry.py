@@ -71,7 +71,8 @@ def keys(prefix: str) -> list[str]:
     return [o["Key"] for o in listing.get("Contents", [])]
 
 
-def test_registered_gateway_lands_and_unregistered_one_is_quarantined(runtime):
+def test_registered_gateway_lands_and_unregistered_one_is_quarantined(runtime, monkeypatch):
+    monkeypatch.setenv(names.USE_CASE_ENV, "extrusion")  # the functions have no default use case
     runtime.register_gateway(gateway_config(runtime, REGISTERED))
     ingest_handler._settings.cache_clear()  # and its line directory: no answers cached from another moto_server
     # Only ingest matters here; the other routes get handlers that accept anything.

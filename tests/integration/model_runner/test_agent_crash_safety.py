@@ -29,6 +29,7 @@ import pytest
 from edgeloop.greengrass_components.model_runner.agent import (
     ACTIVE_META,
     ACTIVE_PAYLOAD,
+    FLOOR_FILE,
     PREVIOUS_META,
     PREVIOUS_PAYLOAD,
     UpdateAgent,
@@ -50,7 +51,8 @@ BUCKET = "edgeloop-models"
 MODEL_ID = "extrusion-line-1"
 BIAS = {"1.0.0": 0.0, "2.0.0": 0.02}  # v2 predicts 0.02 higher: the served version shows in the outputs
 WAIT_S = 60.0  # generous: a loaded 2-core machine starts a child in seconds, not tens of them
-SLOT_FILES = {ACTIVE_PAYLOAD, ACTIVE_META, PREVIOUS_PAYLOAD, PREVIOUS_META}
+# The two model slots and the version floor (the highest version accepted, kept across restarts).
+STATE_FILES = {ACTIVE_PAYLOAD, ACTIVE_META, PREVIOUS_PAYLOAD, PREVIOUS_META, FLOOR_FILE}
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def test_sigkill_during_an_update_leaves_a_verified_model(work, s3, spawn, point
         assert len(restored["problems"]) == 1 and skipped_slot in restored["problems"][0]
         assert "sha256 mismatch" in restored["problems"][0]
     assert_serves(restarted, served_after, probe)
-    leftovers = {p.name for p in state_dir.iterdir()} - SLOT_FILES
+    leftovers = {p.name for p in state_dir.iterdir()} - STATE_FILES
     assert not leftovers, f"temp files survived the restart: {leftovers}"
 
     report = restarted.next_event("report")

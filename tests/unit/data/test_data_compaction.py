@@ -231,7 +231,7 @@ def test_delay_quantiles_over_known_delays(s3):
 
 
 def test_settings_read_the_sla_from_the_environment():
-    base = {names.DATA_BUCKET_ENV: BUCKET}
+    base = {names.DATA_BUCKET_ENV: BUCKET, names.USE_CASE_ENV: "extrusion"}
     assert Settings.from_env(base).lateness_sla_days == 14
     assert Settings.from_env({**base, names.LATENESS_SLA_DAYS_ENV: "30"}).lateness_sla_days == 30
     with pytest.raises(ValueError, match=f"{names.LATENESS_SLA_DAYS_ENV}='soon'"):

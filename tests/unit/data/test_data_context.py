@@ -273,3 +273,18 @@ def test_joined_context_equals_a_brute_force_lookup_at_each_slice_midpoint(inter
             expected = max(covering, key=lambda i: (i.start, i.interval_id)).interval_id if covering else None
             actual = getattr(row, f"{kind}_id")
             assert (None if pd.isna(actual) else actual) == expected, (kind, midpoint)
+
+
+def test_stored_intervals_read_back_whatever_unicode_their_strings_hold():
+    from moto import mock_aws
+
+    from edgeloop.cloud.aws import client
+    from edgeloop.cloud.datalake.context import context_key, get_context_intervals
+
+    stored = interval("run", "r1", at(0), at(1), "cable\u2028a\x85b\u2029c", spec=SPEC)
+    with mock_aws():
+        client("s3").create_bucket(Bucket="context-test", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        client("s3").put_object(
+            Bucket="context-test", Key=context_key(LINE), Body=(stored.model_dump_json() + "\n").encode()
+        )
+        assert get_context_intervals("context-test", LINE) == [stored]

@@ -18,8 +18,8 @@ from edgeloop.cloud.datalake.context import (
     quantize,
     sub_intervals,
 )
+from edgeloop.cloud.datalake.context_store import slices_key
 from edgeloop.cloud.datalake.quarantine import MessageRefused
-from edgeloop.functions.context.data_access import slices_key
 from edgeloop.functions.context.handler import lambda_handler, lines_to_rebuild
 from edgeloop.functions.context.logic import parse_context_message
 from edgeloop.schemas import ContextInterval, IotRuleEvent, QuarantineRecord, SpecLimits, names

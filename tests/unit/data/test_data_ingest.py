@@ -11,8 +11,9 @@ import boto3
 import pytest
 from ingest_messages import LINES, RECEIVED_AT_MS, THING, USE_CASE, batch_doc, event_of, wire
 
+from edgeloop.cloud.datalake.sample_validation import FUTURE_TOLERANCE_MS
 from edgeloop.functions.ingest.data_access import S3IngestStore
-from edgeloop.functions.ingest.logic import FUTURE_TOLERANCE_MS, ingest_event
+from edgeloop.functions.ingest.logic import ingest_event
 from edgeloop.schemas import QuarantineRecord
 from edgeloop.schemas.raw_batch import RawBatch
 

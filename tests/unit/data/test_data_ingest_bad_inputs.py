@@ -17,9 +17,10 @@ import pytest
 from botocore.exceptions import ClientError
 from ingest_messages import LINE, LINES, RECEIVED_AT_MS, THING, USE_CASE, event_of, wire
 
+from edgeloop.cloud.datalake.sample_validation import DAY_MS, FUTURE_TOLERANCE_MS
 from edgeloop.cloud.line_directory import LINE_TTL_S, MISSING_TTL_S, IotLineDirectory, StaticLineDirectory
 from edgeloop.functions.ingest.data_access import S3IngestStore
-from edgeloop.functions.ingest.logic import DAY_MS, FUTURE_TOLERANCE_MS, IngestResult, ingest_event
+from edgeloop.functions.ingest.logic import IngestResult, ingest_event
 from edgeloop.functions.ingest.settings import Settings
 from edgeloop.provisioning import ProvisioningRequest
 from edgeloop.schemas import QuarantineRecord, TelemetryBatch, names
@@ -320,10 +321,11 @@ def test_iot_line_directory_lets_other_registry_errors_fail_the_invocation():
 
 
 def test_the_settings_carry_one_line_directory_for_the_warm_container():
-    settings = Settings.from_env({names.DATA_BUCKET_ENV: BUCKET})
+    environment = {names.DATA_BUCKET_ENV: BUCKET, names.USE_CASE_ENV: "extrusion"}
+    settings = Settings.from_env(environment)
     assert isinstance(settings.line_directory, IotLineDirectory)
     assert settings.line_directory is settings.line_directory
-    assert Settings.from_env({names.DATA_BUCKET_ENV: BUCKET}).line_directory is not settings.line_directory
+    assert Settings.from_env(environment).line_directory is not settings.line_directory
 
 
 def test_ingest_checks_the_line_against_the_iot_registry(s3):
@@ -396,7 +398,7 @@ def test_lateness_sla_must_be_a_positive_whole_number_of_days(s3, bad):
 
 
 def test_settings_read_the_lateness_sla_from_the_environment():
-    base = {names.DATA_BUCKET_ENV: BUCKET}
+    base = {names.DATA_BUCKET_ENV: BUCKET, names.USE_CASE_ENV: "extrusion"}
     assert Settings.from_env(base).lateness_sla_days == names.DEFAULT_LATENESS_SLA_DAYS == 14
     assert Settings.from_env({**base, names.LATENESS_SLA_DAYS_ENV: "3"}).lateness_sla_days == 3
     with pytest.raises(ValueError, match=f"{names.LATENESS_SLA_DAYS_ENV}='two weeks'"):

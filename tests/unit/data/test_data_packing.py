@@ -355,6 +355,7 @@ def test_build_line_examples_reads_curated_and_context_and_writes_packs(s3):
 def test_metric_packer_handler_rebuilds_lines_of_new_curated_partitions(s3, monkeypatch):
     from edgeloop.functions.metric_packer import handler
 
+    monkeypatch.setenv(names.USE_CASE_ENV, "extrusion")  # no default use case: the function's environment names it
     handler._settings.cache_clear()
     _land_line(1200)  # the extrusion use case: 300 s packs, 300 s horizon, 30 s labels, 30 s stride
     put_context_intervals(BUCKET, "line-1", [run("r1", 0, 1200, lower=1.0, upper=3.0)])

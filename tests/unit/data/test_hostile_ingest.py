@@ -17,19 +17,32 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from datetime import UTC, datetime, timedelta
 
+import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_messages import LINE, LINES, RECEIVED_AT_MS, THING, USE_CASE, batch_doc, event_of, wire
 
 from edgeloop.cloud.datalake.curated import read_curated
+from edgeloop.cloud.datalake.packs import get_examples
 from edgeloop.cloud.line_directory import StaticLineDirectory
 from edgeloop.functions.compaction.logic import compact, marker_key
+from edgeloop.functions.context import handler as context_handler
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import IngestResult, ingest_event
+from edgeloop.functions.metric_packer import handler as packer_handler
 from edgeloop.functions.rollups.logic import build_line_rollups
-from edgeloop.schemas import QuarantineRecord, TelemetryBatch
+from edgeloop.schemas import (
+    ContextInterval,
+    ContextKind,
+    IotRuleEvent,
+    QuarantineRecord,
+    SpecLimits,
+    TelemetryBatch,
+    names,
+)
 from edgeloop.schemas.raw_batch import RawBatch
 from edgeloop.schemas.telemetry import (
     COMPACT_FORMAT_VERSION,
@@ -120,6 +133,20 @@ def poisoned_raw(thing: str, line: str, seq: int, time_ms: int = RECEIVED_AT_MS)
     return key, gzip.compress(json.dumps(doc).encode(), mtime=0)
 
 
+def plant_poison(s3) -> tuple[str, str, str, bytes]:
+    """Line-1's three poisoned raw objects, straight into raw/: a sequence number of 2^63, bytes that
+    are not gzip, and a time in int64 that has no date. Returns (poison, garbage, undatable) keys and
+    the 2^63 object's body. Sorted, the line-1 keys fall before and after gw-line-2's."""
+    poison_key, poison = poisoned_raw(THING, LINE, 2**63)
+    s3.put_object(Bucket=BUCKET, Key=poison_key, Body=poison)
+    garbage_key = poison_key.replace(f"thing={THING}", "thing=gw-garbage")
+    s3.put_object(Bucket=BUCKET, Key=garbage_key, Body=b"not gzip at all")
+    undatable_key, undatable = poisoned_raw("gw-undatable", LINE, 5, time_ms=2**62)  # int64, but no date
+    undatable_key = undatable_key.replace(f"thing={THING}", "thing=gw-undatable")
+    s3.put_object(Bucket=BUCKET, Key=undatable_key, Body=undatable)
+    return poison_key, garbage_key, undatable_key, poison
+
+
 def test_a_poisoned_raw_object_does_not_stop_another_lines_compaction(s3):
     good = ingest_event(
         event_of(wire(batch_doc(6, thing="gw-line-2", line_id="line-2")), thing="gw-line-2"),
@@ -128,13 +155,7 @@ def test_a_poisoned_raw_object_does_not_stop_another_lines_compaction(s3):
         lines=StaticLineDirectory({"gw-line-2": "line-2"}),
     )
     assert good.landed_samples == 6
-    poison_key, poison = poisoned_raw(THING, LINE, 2**63)
-    s3.put_object(Bucket=BUCKET, Key=poison_key, Body=poison)
-    garbage_key = poison_key.replace(f"thing={THING}", "thing=gw-garbage")
-    s3.put_object(Bucket=BUCKET, Key=garbage_key, Body=b"not gzip at all")
-    undatable_key, undatable = poisoned_raw("gw-undatable", LINE, 5, time_ms=2**62)  # int64, but no date
-    undatable_key = undatable_key.replace(f"thing={THING}", "thing=gw-undatable")
-    s3.put_object(Bucket=BUCKET, Key=undatable_key, Body=undatable)
+    poison_key, garbage_key, undatable_key, poison = plant_poison(s3)
 
     result = compact(BUCKET)
 
@@ -151,6 +172,96 @@ def test_a_poisoned_raw_object_does_not_stop_another_lines_compaction(s3):
     # the run is marked done for every object, the poisoned ones included: the next run skips them
     assert {marker_key(k) for k in (poison_key, garbage_key, undatable_key, good.raw_key)} <= set(keys(s3, "_state/"))
     assert compact(BUCKET).raw_objects == 0
+
+
+# A 1 Hz line of every extrusion metric long enough for packs: a pack needs pack_window_s + horizon_s
+# + label_window_s (300 + 300 + 30 s) inside its run; starts step by example_stride_s (30 s).
+PACKED_LINE, PACKED_THING, PACKED_SECONDS = "line-2", "gw-line-2", 720
+PACKED_START_MS = RECEIVED_AT_MS - PACKED_SECONDS * 1000
+PACK_SPAN_S = USE_CASE.pack_window_s + USE_CASE.horizon_s + USE_CASE.label_window_s
+EXPECTED_PACKS = (PACKED_SECONDS - PACK_SPAN_S) // USE_CASE.example_stride_s + 1  # starts 0, 30, 60, 90 s
+TARGET_VALUE = 5.0
+
+
+def packed_line_batch() -> bytes:
+    """Every metric of the use case once a second for PACKED_SECONDS, received as the last one is sent."""
+    metrics = USE_CASE.metrics
+    n = len(metrics) * PACKED_SECONDS
+    doc = batch_doc(n, seq_first=0, thing=PACKED_THING, line_id=PACKED_LINE, metrics=metrics)
+    doc["samples"]["time_ms"] = [PACKED_START_MS + 1000 * (i // len(metrics)) for i in range(n)]
+    doc["samples"]["values"] = [
+        TARGET_VALUE if metrics[i % len(metrics)] == USE_CASE.target_metric else 100.0 + i // len(metrics)
+        for i in range(n)
+    ]
+    return wire(doc)
+
+
+def run_context(thing: str, line_id: str) -> dict:
+    """A run with spec limits over the packed span, sent as the gateway sends context: the context
+    function's IoT rule event (the thing registered with its line, as `edgeloop gateway provision` does)."""
+    boto3.client("iot").create_thing(
+        thingName=thing, attributePayload={"attributes": {names.GATEWAY_LINE_ATTRIBUTE: line_id}}
+    )
+    start = datetime.fromtimestamp(PACKED_START_MS / 1000, tz=UTC)
+    interval = ContextInterval(
+        kind=ContextKind.RUN,
+        interval_id=f"run-{line_id}",
+        line_id=line_id,
+        start=start,
+        end=start + timedelta(seconds=PACKED_SECONDS),
+        value="cable-a",
+        spec=SpecLimits(target_metric=USE_CASE.target_metric, lower=4.9, upper=5.1),
+    )
+    body = json.dumps([interval.model_dump(mode="json")]).encode()
+    return IotRuleEvent.from_message(names.context_topic(thing), body, RECEIVED_AT_MS).model_dump(mode="json")
+
+
+@pytest.fixture()
+def handlers():
+    """The context and metric packer handlers with settings read from this test's environment
+    (EDGELOOP_USE_CASE=extrusion, the data bucket: the s3 fixture), not a previous test's."""
+    for handler in (context_handler, packer_handler):
+        handler._settings.cache_clear()
+    yield context_handler, packer_handler
+    for handler in (context_handler, packer_handler):
+        handler._settings.cache_clear()
+
+
+def test_a_poisoned_device_does_not_stop_another_lines_curated_rollups_and_packs(s3, handlers):
+    context, packer = handlers
+    good = ingest_event(
+        event_of(packed_line_batch(), thing=PACKED_THING),
+        use_case=USE_CASE,
+        store=S3IngestStore(BUCKET),
+        lines=StaticLineDirectory({PACKED_THING: PACKED_LINE}),
+    )
+    n = len(USE_CASE.metrics) * PACKED_SECONDS
+    assert good.landed_samples == n and good.quarantine_key is None
+    for thing, line_id in ((PACKED_THING, PACKED_LINE), (THING, LINE)):  # both lines have a run to pack
+        assert context.lambda_handler(run_context(thing, line_id), None)["accepted"] == 1
+    poisoned = plant_poison(s3)[:3]
+
+    compacted = compact(BUCKET)
+
+    # curated/: line-2 whole, line-1 nothing, its three objects in quarantine and marked done
+    assert compacted.line_ids == [PACKED_LINE] and compacted.rows_written == n
+    assert len(read_curated(BUCKET, PACKED_LINE)) == n and len(read_curated(BUCKET, LINE)) == 0
+    assert all(k.startswith(f"{names.QUARANTINE_PREFIX}/") for k in compacted.quarantined_keys)
+    records = [QuarantineRecord.model_validate_json(read(s3, k)) for k in compacted.quarantined_keys]
+    assert sorted(r.source for r in records) == sorted(poisoned)
+    assert {marker_key(k) for k in (*poisoned, good.raw_key)} <= set(keys(s3, "_state/"))
+    # rollups of line-2
+    assert build_line_rollups(BUCKET, PACKED_LINE).samples == n
+    # packs: the metric packer on the compaction result, as the pipeline passes it on
+    packed = packer.lambda_handler({"partitions": compacted.partitions}, None)
+    assert packed["examples_per_line"] == {PACKED_LINE: EXPECTED_PACKS}
+    examples = get_examples(BUCKET, PACKED_LINE)
+    assert len(examples) == EXPECTED_PACKS >= 1
+    assert (examples["line_id"] == PACKED_LINE).all() and (examples["run_id"] == f"run-{PACKED_LINE}").all()
+    assert (examples["label"] == TARGET_VALUE).all() and set(examples["label_class"]) == {"in_range"}
+    # line-1 has its run but no data: asked for directly, the packer builds it no pack
+    assert packer.lambda_handler({"line_id": LINE}, None)["examples_per_line"] == {LINE: 0}
+    assert get_examples(BUCKET, LINE).empty
 
 
 # --- 2. nesting depth ----------------------------------------------------------------------------

@@ -440,7 +440,7 @@ def test_malformed_configuration_is_not_applied(runner, nucleus, clock, caplog):
     nucleus.merge_model_update({"deployment_id": "dep-x", "version": "one"})
     settle(runner, clock)
     assert nucleus.status_reports() == []
-    assert "configuration modelUpdate is not a ModelUpdate" in caplog.text and "version='one'" in caplog.text
+    assert "modelUpdate.model_id='<missing>' is not a ModelUpdate" in caplog.text and "version='one'" in caplog.text
 
 
 def test_update_from_configuration():

@@ -1,7 +1,8 @@
 # ruff: noqa: F811  (the fixtures imported from test_update_refusals are parameters here)
 """Issue 14: a device with a key refuses signed updates that are replayed, downgraded or meant for another line,
 and refuses an update without the signed identity; a device without a key bounds the npz before loading it.
-Each refusal leaves the previous model serving, bit for bit; the fleet's signed rollback is still applied.
+Each refusal leaves the previous model serving, bit for bit; the fleet's automatic restore is still applied
+(signed rollbacks: test_signed_rollback.py).
 
 The models are the real pipeline's (export + the register step's identity signing, test_update_refusals.py).
 """
@@ -116,7 +117,10 @@ def test_an_update_without_the_signed_identity_is_refused_with_a_key(device, mod
     _refused(agent, live, probe, before, update, "1.0.0", expected)
 
 
-def test_the_fleets_signed_rollback_of_the_running_deployment_is_applied(device, models):
+def test_the_fleets_automatic_restore_of_the_model_run_just_before_is_applied(device, models):
+    """The one unsigned way back (the fleet holds no key): the model this device ran just before, in this
+    process, under the running deployment's id. After a restart it takes a signed rollback
+    (test_signed_rollback.py)."""
     agent, live, store, probe, _ = _on_v2(device, models)
     v1_predictions = device[5]
     # what cloud/fleet/rollback.py sends: the earlier rollout's update under the failed deployment's id

@@ -6,6 +6,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from edgeloop.schemas import names
+
+
+@pytest.fixture(autouse=True)
+def extrusion_use_case(monkeypatch):
+    """The steps have no default use case: those run without --use-case serve extrusion through the
+    environment, as a SageMaker job does (EDGELOOP_USE_CASE in every step's environment)."""
+    monkeypatch.setenv(names.USE_CASE_ENV, "extrusion")
+    monkeypatch.delenv(names.USE_CASE_FILE_ENV, raising=False)
+
 
 @pytest.fixture
 def registry(request):

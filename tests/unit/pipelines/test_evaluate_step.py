@@ -161,5 +161,5 @@ def test_main_writes_the_report_the_pipeline_condition_reads(registry, good, spl
         (tmp_path / "dataset.json").write_text(info.model_copy(update={"line_id": "line-2"}).model_dump_json())
         evaluate_step.main(
             ["--model", str(tmp_path / "model"), "--reference", str(tmp_path), "--dataset", str(tmp_path),
-             "--output", str(tmp_path / "out")]
+             "--use-case", "extrusion", "--output", str(tmp_path / "out")]
         )  # fmt: skip

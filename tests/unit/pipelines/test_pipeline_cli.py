@@ -200,7 +200,9 @@ def test_run_local_exits_1_when_a_line_fails(fake_local_run, tmp_path):
     calls, outcomes = fake_local_run
     outcomes["line-1"] = FakeResult("line-1", True, "ok", "arn:1", {"mse": 0.1, "mae": 0.2})
     outcomes["line-2"] = FakeResult("line-2", False, "candidate MSE 0.3 > 1.1 x champion MSE 0.2")
-    result = invoke("run-local", "--line", "line-1", "--line", "line-2", "--work-dir", str(tmp_path))
+    result = invoke(
+        "run-local", "--use-case", "extrusion", "--line", "line-1", "--line", "line-2", "--work-dir", str(tmp_path)
+    )
     assert result.exit_code == 1
     assert calls[0]["line_ids"] == ["line-1", "line-2"]
     assert "candidate MSE 0.3 > 1.1 x champion MSE 0.2" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -14,16 +15,21 @@ import pytest
 import yaml
 from gateway_helpers import FakeClock, extrusion_gateway_config
 
-from edgeloop.device_shims.replay import Replay, main, paced_chunks
+from edgeloop.device_shims.lateness import LatenessRefused
+from edgeloop.device_shims.replay import Replay, main
 from edgeloop.device_shims.replay_mapping import ReplayMapping
+from edgeloop.device_shims.replay_pacing import paced_chunks
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
-from edgeloop.schemas import load_use_case
+from edgeloop.schemas import ContextInterval, load_use_case
 from edgeloop.schemas.telemetry_codec import decode_batch
+from edgeloop.schemas.use_case import USE_CASES_DIR
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "device_shims" / "examples"
 EXAMPLE_CSV = EXAMPLES / "extrusion_recording.csv"
 EXAMPLE_MAPPING = EXAMPLES / "extrusion_recording.mapping.yaml"
 USE_CASE = load_use_case("extrusion")
+# The wall clock of replays whose recordings must be within the lateness SLA: a day after the example.
+EXAMPLE_DAY_AFTER = datetime(2026, 3, 3, tzinfo=UTC).timestamp
 
 
 def ms(text: str) -> int:
@@ -57,7 +63,9 @@ class FakeTransport:
 
     def samples(self) -> list[tuple[str, int, float]]:
         out = []
-        for _, payload in self.published:
+        for topic, payload in self.published:
+            if not topic.endswith("/telemetry"):
+                continue
             s = decode_batch(payload).samples
             out += [(s.metrics[i], t, v) for i, t, v in zip(s.metric_index, s.time_ms, s.values, strict=True)]
         return out
@@ -336,14 +344,25 @@ def test_rows_out_of_order_or_without_time_do_not_wait():
 # --- the gateway path -----------------------------------------------------------------------------
 def test_replay_pushes_the_example_through_validator_buffer_and_publisher(tmp_path):
     transport = FakeTransport()
-    replay = Replay(ReplayMapping.from_file(EXAMPLE_MAPPING), gateway_config(tmp_path))
+    replay = Replay(ReplayMapping.from_file(EXAMPLE_MAPPING), gateway_config(tmp_path), wall_clock=EXAMPLE_DAY_AFTER)
     report = replay.run(EXAMPLE_CSV, transport=transport, drain_timeout_s=10)
     assert (report.rows, report.samples_offered, report.accepted, report.rejected) == (30, 150, 150, {})
     assert (report.published_samples, report.pending) == (150, 0)
     samples = transport.samples()
     assert len(samples) == 150
     assert {m for m, _, _ in samples} == {"speed", "screw_rpm", "temp_die", "pressure", "cold_od_average"}
-    assert {topic for topic, _ in transport.published} == {"edgeloop/gw-replay-1/telemetry"}
+    # the mapping's context block first: one message on the context topic, then the telemetry
+    assert [topic for topic, _ in transport.published[:2]] == [
+        "edgeloop/gw-replay-1/context",
+        "edgeloop/gw-replay-1/telemetry",
+    ]
+    intervals = [ContextInterval.model_validate(i) for i in json.loads(transport.published[0][1])]
+    assert [(i.kind.value, i.value, i.line_id) for i in intervals] == [
+        ("run", "EXT-290", "line-1"),
+        ("state", "running", "line-1"),
+    ]
+    assert intervals[0].spec.lower == 2.85 and intervals[0].start == datetime(2026, 3, 2, 7, tzinfo=UTC)
+    assert (report.context, report.context_published) == ({"run": 1, "state": 1}, 2)
 
 
 def test_bad_rows_get_counted_reasons_and_the_rest_is_published(tmp_path):
@@ -367,7 +386,7 @@ def test_bad_rows_get_counted_reasons_and_the_rest_is_published(tmp_path):
         "line_id": "line-7",
     }
     transport = FakeTransport()
-    report = Replay(ReplayMapping.model_validate(mapping_doc), gateway_config(tmp_path)).run(
+    report = Replay(ReplayMapping.model_validate(mapping_doc), gateway_config(tmp_path), wall_clock=lambda: 10.0).run(
         path, transport=transport, drain_timeout_s=10
     )
     assert report.accepted == 2 and report.rows == 9 and report.bad_time_rows == 1
@@ -388,7 +407,11 @@ def test_replay_paces_appends_on_the_injected_clock(tmp_path):
     path.write_text("time,spd\n" + "".join(f"{1000 * i},{i}\n" for i in range(5)))
     clock = FakeClock(start=100.0)
     replay = Replay(
-        mapping(columns={"spd": "speed"}, speed=10), gateway_config(tmp_path), clock=clock, sleep=clock.sleep
+        mapping(columns={"spd": "speed"}, speed=10),
+        gateway_config(tmp_path),
+        clock=clock,
+        sleep=clock.sleep,
+        wall_clock=lambda: 10.0,
     )
     report = replay.run(path, transport=FakeTransport(), drain_timeout_s=10)
     assert report.accepted == 5
@@ -402,10 +425,12 @@ def test_undelivered_samples_stay_buffered_and_are_reported(tmp_path):
 
             raise ConnectFailed("broker unreachable")
 
-    report = Replay(ReplayMapping.from_file(EXAMPLE_MAPPING), gateway_config(tmp_path)).run(
-        EXAMPLE_CSV, transport=DeadLink(), drain_timeout_s=0.2
-    )
+    report = Replay(
+        ReplayMapping.from_file(EXAMPLE_MAPPING), gateway_config(tmp_path), wall_clock=EXAMPLE_DAY_AFTER
+    ).run(EXAMPLE_CSV, transport=DeadLink(), drain_timeout_s=0.2)
     assert report.accepted == 150 and report.published_samples == 0 and report.pending == 150
+    assert (report.context_published, report.context_pending) == (0, 2)
+    assert "broker unreachable" in report.context_error
 
 
 def test_module_entry_point_refuses_a_greengrass_gateway_config_with_a_clear_message(tmp_path, capsys):
@@ -428,3 +453,100 @@ def test_timezone_naive_datetimes_are_utc_by_default(tmp_path):
     assert times_of(tmp_path, ["2026-03-02T08:00:00"], "iso8601") == [
         int(datetime(2026, 3, 2, 8, tzinfo=UTC).timestamp() * 1000)
     ]
+
+
+# --- the lateness SLA and the context block ---------------------------------------------------------
+def day(text: str):
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp
+
+
+def test_replay_refuses_rows_beyond_the_lateness_sla_before_anything_is_buffered_or_published(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGELOOP_LATENESS_SLA_DAYS", raising=False)
+    transport = FakeTransport()
+    replay = Replay(ReplayMapping.from_file(EXAMPLE_MAPPING), gateway_config(tmp_path), wall_clock=day("2026-03-20"))
+    with pytest.raises(LatenessRefused) as error:
+        replay.run(EXAMPLE_CSV, transport=transport, drain_timeout_s=1)
+    message = str(error.value)
+    assert f"{EXAMPLE_CSV}: 30 of 30 rows are older than the lateness SLA of 14 days" in message
+    assert f"`edgeloop backfill {EXAMPLE_CSV} --mapping" in message and "nothing was published" in message
+    assert transport.published == [] and not (tmp_path / "buffer.db").exists()
+    # the SLA ingest is configured with (same variable) decides
+    monkeypatch.setenv("EDGELOOP_LATENESS_SLA_DAYS", "30")
+    assert replay.run(EXAMPLE_CSV, transport=transport, drain_timeout_s=10).accepted == 150
+
+
+def test_shift_to_now_moves_samples_and_context_so_the_last_row_is_now(tmp_path):
+    now = datetime(2026, 12, 6, 7, 30, 0, 400_000, tzinfo=UTC)
+    transport = FakeTransport()
+    replay = Replay(
+        ReplayMapping.from_file(EXAMPLE_MAPPING), gateway_config(tmp_path), wall_clock=now.timestamp, shift_to_now=True
+    )
+    report = replay.run(EXAMPLE_CSV, transport=transport, drain_timeout_s=10)
+    last = int(datetime(2026, 12, 6, 7, 30, tzinfo=UTC).timestamp() * 1000)  # whole seconds
+    assert report.time_shift_ms == last - ms("2026-03-02T07:00:29+00:00")
+    assert max(t for _, t, _ in transport.samples()) == last and report.accepted == 150
+    run = ContextInterval.model_validate(json.loads(transport.published[0][1])[0])
+    assert run.start == datetime(2026, 12, 6, 7, 29, 31, tzinfo=UTC)  # the first row, 29 s before the last
+
+
+def test_bad_context_configuration_refuses_the_replay_before_anything_is_published(tmp_path):
+    document = yaml.safe_load(EXAMPLE_MAPPING.read_text())
+    document["context"]["states"]["rules"][0]["when"] = "screw_speed < 1"
+    transport = FakeTransport()
+    replay = Replay(ReplayMapping.model_validate(document), gateway_config(tmp_path), wall_clock=EXAMPLE_DAY_AFTER)
+    with pytest.raises(ValueError) as error:
+        replay.run(EXAMPLE_CSV, transport=transport, drain_timeout_s=1)
+    assert str(error.value).startswith(
+        f"{EXAMPLE_CSV}: context.states.rules[0].when='screw_speed < 1' names column 'screw_speed', "
+        "which the file lacks (columns: ['time', 'line_speed_mpm'"
+    )
+    assert transport.published == [] and not (tmp_path / "buffer.db").exists()
+
+
+def test_a_timestamp_format_that_matches_nothing_refuses_the_replay(tmp_path):
+    transport = FakeTransport()
+    replay = Replay(mapping(columns={"spd": "speed"}), gateway_config(tmp_path), wall_clock=lambda: 10.0)
+    path = tmp_path / "iso.csv"
+    path.write_text("time,spd\n2026-03-02 08:00:00,1\n2026-03-02 08:00:01,2\n")
+    with pytest.raises(ValueError, match=r"timestamp.format='epoch_ms' .*does not parse 2 of 2 rows .*row 1 value"):
+        replay.run(path, transport=transport, drain_timeout_s=1)
+    assert transport.published == []
+
+
+def test_gateway_replay_command_exits_non_zero_naming_the_sla_and_backfill(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgeloop.cli.gateway import gateway_app
+
+    monkeypatch.delenv("EDGELOOP_LATENESS_SLA_DAYS", raising=False)
+    mqtt = dict(broker_host="localhost", broker_port=8883, cert_path=tmp_path / "c", key_path=tmp_path / "k")
+    config = gateway_config(tmp_path).model_copy(update={"transport": "mqtt", "ca_path": tmp_path / "ca", **mqtt})
+    config_path = config.to_file(tmp_path / "gw.json")
+    args = ["replay", str(EXAMPLE_CSV), "--mapping", str(EXAMPLE_MAPPING), "--gateway-config", str(config_path)]
+    result = CliRunner().invoke(gateway_app, args)
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "replay failed:" in text and "older than the lateness SLA of 14 days" in text
+    assert f"`edgeloop backfill {EXAMPLE_CSV} --mapping {EXAMPLE_MAPPING} --line line-1 --thing gw-replay-1`" in text
+    assert "--shift-to-now" in text
+    assert not (tmp_path / "buffer.db").exists()
+    # a mistake in the context block comes first, its brackets intact
+    document = yaml.safe_load(EXAMPLE_MAPPING.read_text())
+    document["context"]["limits"] = {"fixed": {"EXT-310": [3.0, 3.2]}}
+    bad_mapping = write_mapping(tmp_path, document)
+    args[3] = str(bad_mapping)
+    result = CliRunner().invoke(gateway_app, args)
+    assert result.exit_code == 2
+    assert "context.limits.fixed has no [lower, upper] for run value 'EXT-290'" in " ".join(result.output.split())
+
+
+def test_a_use_case_file_must_be_the_gateways_use_case(tmp_path, capsys):
+    config_path = gateway_config(tmp_path).to_file(tmp_path / "gw.json")
+    document = yaml.safe_load((USE_CASES_DIR / "extrusion.yaml").read_text())
+    other = tmp_path / "pipe.yaml"
+    other.write_text(yaml.safe_dump({**document, "use_case": "pipe_line"}))
+    arguments = ["--mapping", str(EXAMPLE_MAPPING), "--gateway-config", str(config_path)]
+    code = main([*arguments, "--use-case-file", str(other), str(EXAMPLE_CSV)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"{config_path}: use_case='extrusion'" in error and "use_case='pipe_line'" in error
