@@ -1,4 +1,4 @@
-"""Onboarding: a plant's own recording into the data lake (`edgeloop backfill`), and (TODO) to a model.
+"""Onboarding: a plant's own recording into the data lake (`edgeloop backfill`), and on to a registered model.
 
 Dataset: one line's recording of 30 days x 15 metrics at 0.5 Hz (1 296 000 rows, 19.44 M samples)
 as a wide CSV with a "%Y-%m-%d %H:%M:%S" timestamp column (the shape of issue 15's extruder
