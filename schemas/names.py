@@ -261,7 +261,9 @@ PACKAGED_USE_CASE_FILE = "use-case.json"
 # rows that were older than it when they landed (e.g. after the SLA was lowered) to LATE_PREFIX.
 LATENESS_SLA_DAYS_ENV = "EDGELOOP_LATENESS_SLA_DAYS"
 DEFAULT_LATENESS_SLA_DAYS = 14  # Mimir's lines send data up to 14 days late
-DEFAULT_USE_CASE = "extrusion"  # the demo's use case (and cdk.json's); nothing falls back to it when none is set
+# The demo's use case, and the stack's when neither edgeloop:useCase nor edgeloop:useCaseFile is given
+# (cdk/constructs/config.py's table says so); the functions, the steps and the CLI never fall back to it.
+DEFAULT_USE_CASE = "extrusion"
 # The rollout policy (schemas.deployment.RolloutPolicy) of the orchestrator, status intake and wave controller.
 CANARY_SHARE_ENV = "EDGELOOP_CANARY_SHARE"
 FAILURE_THRESHOLD_ENV = "EDGELOOP_FAILURE_THRESHOLD"
