@@ -6,8 +6,10 @@ the device needs numpy only (no xgboost).
 
 Header fields: format, format_version, model_id, version, family, objective, base_score (margin
 space: the value tree outputs are added to), features (ordered), feature_schema_hash, precision,
-n_features, and for tree ensembles n_trees and threshold_encoding. `arrays` names each stored
-array with its meaning, so a payload documents itself.
+n_features, label_mode ("level" or "change"; absent in payloads written before it: level) with
+current_feature in change mode (label_mode.py), and for tree ensembles n_trees and threshold_encoding.
+`arrays` names each stored array with its meaning, so a payload documents itself. Change-mode payloads
+are format_version 3 so that a runtime which would ignore the mode refuses them.
 
 Each family stores its own arrays, described (with how they are encoded, checked and decoded)
 in its module: tree ensembles (family "xgboost", with per-feature float32 threshold tables
@@ -28,7 +30,9 @@ import numpy as np
 
 from edgeloop.schemas.compat import StrEnum
 from edgeloop.schemas.model import MODEL_FORMAT_VERSION, ModelFamily, Precision, feature_schema_hash
+from edgeloop.schemas.use_case import LabelMode
 
+from .label_mode import current_index
 from .linear_format import LinearModel, encode_linear, validate_linear_arrays
 from .payload_checks import check_enum
 from .tree_format import TreeEnsemble, encode_trees, validate_tree_arrays
@@ -36,7 +40,10 @@ from .tree_format import TreeEnsemble, encode_trees, validate_tree_arrays
 FORMAT_NAME = "edgeloop-model"
 FORMAT_VERSION = MODEL_FORMAT_VERSION  # fp32 and fp16-leaves payloads: every runtime reads them
 QUANTIZED_FORMAT_VERSION = 2  # adds int8 leaves with a per-tree scale and offset
-SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, QUANTIZED_FORMAT_VERSION)
+# change-mode payloads (label_mode "change": the scorer adds the current value back): a runtime that
+# does not know the mode must refuse them rather than publish changes as levels
+CHANGE_FORMAT_VERSION = 3
+SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, QUANTIZED_FORMAT_VERSION, CHANGE_FORMAT_VERSION)
 # The device runtime this code is, as tiers name it in min_runtime_version: 1.0.0 read fp32,
 # 1.1.0 added fp16-leaves, 1.2.0 the quantized tier. Provisioning and the recipes default to it.
 RUNTIME_VERSION = "1.2.0"
@@ -70,18 +77,29 @@ def write_payload(
     base_score: float,
     features: list[str],
     precision: Precision = Precision.FP32,
+    label_mode: LabelMode | str = LabelMode.LEVEL,
+    current_feature: str | None = None,
 ) -> bytes:
-    """Serialise a model into payload bytes. `base_score` is in margin space."""
+    """Serialise a model into payload bytes. `base_score` is in margin space.
+
+    label_mode "change": the model predicts future minus now and the scorer adds the feature
+    `current_feature` back (label_mode.py); the payload is then format version 3."""
     precision = Precision(precision)
     objective = Objective(objective)
+    label_mode = LabelMode(label_mode)
     if precision not in _PRECISION_FORMAT_VERSION:
         raise ValueError(f"precision={precision.value!r} is not defined by format version {FORMAT_VERSION}")
     if precision == Precision.QUANTIZED and not isinstance(model, TreeEnsemble):
         raise ValueError(f"precision={precision.value!r} applies to tree ensembles only, not {type(model).__name__}")
     _check_features(features)
+    mode_fields = {"label_mode": label_mode.value}
+    if current_feature is not None:
+        mode_fields["current_feature"] = current_feature
+    _check_label_mode(mode_fields, objective, features)
     header: dict = {
+        **mode_fields,
         "format": FORMAT_NAME,
-        "format_version": _PRECISION_FORMAT_VERSION[precision],
+        "format_version": payload_format_version(precision, label_mode),
         "model_id": model_id,
         "version": version,
         "objective": objective.value,
@@ -103,6 +121,28 @@ def write_payload(
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{HEADER_ARRAY: np.frombuffer(header_bytes, dtype=np.uint8)}, **arrays)
     return buffer.getvalue()
+
+
+def payload_format_version(precision: Precision, label_mode: LabelMode) -> int:
+    """The lowest format version that holds a tier in a label mode (older runtimes keep what they read)."""
+    version = _PRECISION_FORMAT_VERSION[precision]
+    return max(version, CHANGE_FORMAT_VERSION) if label_mode == LabelMode.CHANGE else version
+
+
+def _check_label_mode(header: dict, objective: Objective, features: list[str]) -> LabelMode:
+    """label_mode (absent: level, as every payload before the field) and current_feature agree."""
+    mode = check_enum("label_mode", header.get("label_mode", LabelMode.LEVEL.value), LabelMode)
+    current = header.get("current_feature")
+    if mode == LabelMode.LEVEL:
+        if current is not None:
+            raise ValueError(f"header current_feature={current!r} is only meaningful with label_mode 'change'")
+        return mode
+    if not isinstance(current, str):
+        raise ValueError(f"header label_mode='change' needs current_feature (a feature name), got {current!r}")
+    current_index(features, current)
+    if objective != Objective.REG_SQUAREDERROR:
+        raise ValueError(f"header label_mode='change' applies to regression, not objective={objective.value!r}")
+    return mode
 
 
 def _check_features(features: list[str]) -> None:
@@ -181,18 +221,20 @@ def _parse_header(raw: np.ndarray | None) -> dict:
             f"(this reader: {list(SUPPORTED_FORMAT_VERSIONS)}); the payload needs a newer runtime"
         )
     family = check_enum("family", header["family"], ModelFamily)
-    check_enum("objective", header["objective"], Objective)
+    objective = check_enum("objective", header["objective"], Objective)
     precision = check_enum("precision", header["precision"], Precision)
     if precision not in _PRECISION_FORMAT_VERSION:
         raise ValueError(f"header precision={precision.value!r} is not defined by format version {FORMAT_VERSION}")
-    if header["format_version"] != _PRECISION_FORMAT_VERSION[precision]:
+    _check_features(header["features"])
+    mode = _check_label_mode(header, objective, header["features"])
+    expected_version = payload_format_version(precision, mode)
+    if header["format_version"] != expected_version:
         raise ValueError(
             f"header format_version={header['format_version']} is not supported for precision={precision.value!r} "
-            f"(written as format version {_PRECISION_FORMAT_VERSION[precision]})"
+            f"and label_mode={mode.value!r} (written as format version {expected_version})"
         )
     if precision == Precision.QUANTIZED and family != ModelFamily.XGBOOST:
         raise ValueError(f"header precision={precision.value!r} applies to tree ensembles only, not {family.value!r}")
-    _check_features(header["features"])
     if header["n_features"] != len(header["features"]):
         raise ValueError(f"header n_features={header['n_features']} but {len(header['features'])} features are named")
     actual_hash = feature_schema_hash(header["features"])

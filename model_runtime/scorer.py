@@ -20,6 +20,7 @@ import numpy as np
 from edgeloop.schemas.model import ModelFamily, Precision
 
 from .bitvector import BitvectorEvaluator, FeatureThresholds, LeafLayout
+from .label_mode import LabelMode, current_index, level_from_change
 from .level_traversal import LevelEvaluator
 from .linear_format import LinearModel, decode_linear
 from .model_format import Objective, read_payload
@@ -75,6 +76,11 @@ class Scorer:
         self.family = ModelFamily(header["family"])
         self._base_score = np.float32(header["base_score"])
         self._n_features = len(self.features)
+        # change mode: the model predicts future minus now; predictions add the current value back
+        self.label_mode = LabelMode(header.get("label_mode", LabelMode.LEVEL.value))
+        self._current: int | None = None
+        if self.label_mode == LabelMode.CHANGE:
+            self._current = current_index(self.features, header["current_feature"])
         if isinstance(model, TreeEnsemble):
             self._margin = tree_evaluator(model, self._base_score)
         else:
@@ -84,7 +90,7 @@ class Scorer:
         return f"Scorer({self.model_id} {self.version} {self.precision.value}, {self._n_features} features)"
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """float32 (n,) predictions for X of shape (n, n_features) in `features` order."""
+        """float32 (n,) level predictions for X of shape (n, n_features) in `features` order."""
         X = np.ascontiguousarray(X, dtype=np.float32)  # XGBoost also rounds inputs to float32
         if X.ndim != 2 or X.shape[1] != self._n_features:
             raise ValueError(
@@ -92,14 +98,16 @@ class Scorer:
             )
         if X.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        return self._transform(self._margin.batch(X))
+        output = self._transform(self._margin.batch(X))
+        return output if self._current is None else level_from_change(output, X[:, self._current])
 
     def predict_one(self, x: np.ndarray) -> float:
         """Prediction for one feature vector (n_features,): no batch bookkeeping, for live scoring."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape != (self._n_features,):
             raise ValueError(f"x has shape {x.shape}; expected ({self._n_features},) for features {self.features}")
-        return float(self._transform(self._margin.one(x)))
+        output = self._transform(self._margin.one(x))
+        return float(output if self._current is None else level_from_change(output, x[self._current]))
 
     def _transform(self, margin):
         if self._logistic:

@@ -76,8 +76,12 @@ def run_local(
     signing_key: str | None = None,
     approve: bool = False,
     candidates_per_template: int | None = None,
+    holdout_runs: int | None = None,
 ) -> list[LocalRunResult]:
     """One result per line, in the order given; a line that fails validation registers nothing.
+
+    holdout_runs: each line's newest N whole runs are its reference data (the dataset step's --holdout-runs;
+    None: the use case's validation settings).
 
     The use case: a packaged name or a file anywhere (edgeloop.schemas.use_case.resolve_use_case, which
     every step calls with the same two arguments); checked before any line runs."""
@@ -86,6 +90,8 @@ def run_local(
         raise ValueError("line_ids=[]: name at least one line")
     if len(set(line_ids)) != len(line_ids):
         raise ValueError(f"line_ids={line_ids} repeat a line")
+    if holdout_runs is not None and holdout_runs < 1:
+        raise ValueError(f"holdout_runs={holdout_runs} must be at least 1")
     options = {
         "use_case": use_case_arguments(use_case, use_case_file),
         "start": start,
@@ -95,6 +101,7 @@ def run_local(
         "signing_key": signing_key,
         "approve": approve,
         "candidates_per_template": candidates_per_template,
+        "holdout_runs": holdout_runs,
     }
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_LINES, len(line_ids)), thread_name_prefix="run-line") as pool:
         futures = [pool.submit(run_line, line, LinePaths(Path(work_dir) / line), **options) for line in line_ids]
@@ -113,10 +120,12 @@ def run_line(
     signing_key: str | None,
     approve: bool,
     candidates_per_template: int | None,
+    holdout_runs: int | None = None,
 ) -> LocalRunResult:
     try:
         dataset_step.main(
             _dataset_args(line_id, paths, use_case=use_case, start=start, end=end, data_bucket=data_bucket)
+            + (["--holdout-runs", str(holdout_runs)] if holdout_runs else [])
         )
     except (ValueError, FileNotFoundError) as exc:
         # too little data is an outcome of the run, like a failed validation, not a crash

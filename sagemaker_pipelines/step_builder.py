@@ -212,7 +212,8 @@ class StepBuilder:
             EVALUATE_STEP,
             step_args=step_args,
             property_files=[report],
-            description="candidate vs champion on the reference data, scored by the device scorer",
+            description="candidate vs persistence, setpoint and champion on the reference data (device scorer); "
+            "passed: the persistence gate and the champion comparison",
         )
         return step, report
 

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from . import names
 from .common import IDENTIFIER, Contract, Identifier
+from .compat import StrEnum
 from .model import ModelFamily, ModelTemplate, Precision
 
 FEATURE_STATS = ("mean", "std", "min", "max", "last", "slope")
@@ -64,17 +65,62 @@ class LabelingConfig(Contract):
     )
 
 
+class LabelMode(StrEnum):
+    """What the model learns: the future level itself, or its change from the current value."""
+
+    LEVEL = "level"
+    CHANGE = "change"
+
+
+# The current value of the target as the features define it (the one definition the labeler, the
+# export and the device scorer use): the target's `last` feature, the last grid value in the pack.
+CURRENT_VALUE_STAT = "last"
+
+
+class LabelConfig(Contract):
+    """The label a model is trained on. Predictions, evaluation and violation classes are always levels."""
+
+    mode: LabelMode = Field(
+        default=LabelMode.LEVEL,
+        description="level: the model predicts the label (the target's mean over the label window); change: it "
+        "predicts label minus the current value (the target's `last` feature at the pack end) and the scorer "
+        "adds that value back, so the gateway still publishes a level; suits slow signals",
+    )
+
+
 class ValidationConfig(Contract):
     """Gates a candidate must pass before registration."""
 
     reference_share: float = Field(
-        default=0.15, gt=0, lt=0.5, description="newest share of a line's examples held out as its reference dataset"
+        default=0.15,
+        gt=0,
+        lt=0.5,
+        description="the reference dataset is the newest whole runs of a line that hold at least this share of its "
+        "examples (at least one run; a run is never split between training and reference)",
+    )
+    holdout_runs: int | None = Field(
+        default=None,
+        ge=1,
+        description="if set, the reference dataset is exactly the newest this many whole runs of each line "
+        "(instead of reference_share); the dataset step's --holdout-runs overrides it",
     )
     max_mse_ratio_vs_champion: float = Field(
         default=1.10, ge=1, description="candidate MSE on the reference data may exceed the champion's by this factor"
     )
     min_recall_violation: float = Field(
         default=0.0, ge=0, le=1, description="floor on recall of LSL+USL violations on the reference data"
+    )
+    min_rmse_gain_vs_persistence: float | None = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="the candidate's reference RMSE must be at least this share below persistence's (predicting the "
+        "target's value at the pack end); null relaxes this part of the gate (evaluation.json lists it as relaxed)",
+    )
+    violation_f1_vs_persistence: bool = Field(
+        default=True,
+        description="refuse a candidate whose violation F1 on the reference data is below persistence's; false "
+        "relaxes this part of the gate (evaluation.json lists it as relaxed)",
     )
 
 
@@ -145,6 +191,7 @@ class UseCaseConfig(Contract):
     precisions: list[Precision] = Field(min_length=1, description="tiers to export")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     taxonomy: dict[str, MetricRole] = Field(
         default_factory=dict, description="metric key -> role, unit and conversion, on every line"
@@ -178,6 +225,11 @@ class UseCaseConfig(Contract):
             raise ValueError(f"feature_stats {unknown} are not among {list(FEATURE_STATS)}")
         if len(set(self.metrics)) != len(self.metrics):
             raise ValueError(f"metrics repeat a name: {self.metrics}")
+        if self.label.mode == LabelMode.CHANGE and CURRENT_VALUE_STAT not in self.feature_stats:
+            raise ValueError(
+                f"label.mode={self.label.mode.value!r} needs {CURRENT_VALUE_STAT!r} in feature_stats "
+                f"{self.feature_stats}: the current value is the target's {CURRENT_VALUE_STAT!r} feature"
+            )
         self._check_taxonomy()
         self._check_state_rules()
         return self
@@ -231,6 +283,11 @@ class UseCaseConfig(Contract):
     def prediction_metric(self) -> str:
         """The metric a gateway publishes its predictions as (event time = the predicted time)."""
         return f"{self.target_metric}__predicted"
+
+    @property
+    def current_value_feature(self) -> str:
+        """The feature that is the target's current value at the pack end (change-mode labels start from it)."""
+        return f"{self.target_metric}__{CURRENT_VALUE_STAT}"
 
     @property
     def accepted_metrics(self) -> set[str]:

@@ -9,7 +9,8 @@ intervals inside it):
    sample_period_s, max_gap = 5 periods) and cut packs of pack_window_s every example_stride_s
    from the run's start, keeping packs that lie wholly inside the run;
 2. labeler: label each pack from the target metric's raw samples after it (labels.py), and class
-   the label against the spec limits in force at the label's time;
+   the label against the spec limits in force at the label's time; the label is a level in either
+   `label.mode` (change mode subtracts the current value only for fitting: labels.training_labels);
 3. feature extractor: `pack_features` of each kept pack (feature_table.py).
 
 Limits and states come from the line's timeline of sub-intervals (cloud/datalake/context.py

@@ -4,6 +4,12 @@ The label of a pack ending at t is the mean of the target metric's raw samples i
 [t + horizon_s, t + horizon_s + label_window_s). A pack is dropped when that window reaches past
 the end of its run (another product, other spec limits) or holds fewer than half the samples the
 use case's sample period promises (a gap in the measurement would make the mean unreliable).
+
+Examples always carry the level label (and its class against the spec limits). With the use case's
+`label.mode: change` a model trains on `training_labels`: the label minus the current value, the
+target's `last` feature at the pack end (model_runtime/label_mode.py, the definition the device
+scorer uses to add it back); packs without a current value cannot be predicted in that mode and are
+left out (`predictable`).
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from edgeloop.model_runtime.label_mode import change_label
 from edgeloop.schemas import SpecLimits, UseCaseConfig, ViolationClass
+from edgeloop.schemas.use_case import LabelMode
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,23 @@ def label_packs(
         outside_run=int((~inside_run).sum()),
         too_sparse=int((inside_run & ~dense).sum()),
     )
+
+
+def predictable(examples: pd.DataFrame, use_case: UseCaseConfig) -> pd.DataFrame:
+    """The examples a model of the use case's label mode can predict: all in level mode; in change mode
+    those with a current value (the target's `last` feature is not NaN)."""
+    if use_case.label.mode == LabelMode.LEVEL:
+        return examples
+    return examples[examples[use_case.current_value_feature].notna()]
+
+
+def training_labels(examples: pd.DataFrame, use_case: UseCaseConfig) -> np.ndarray:
+    """What a model learns per example (float64): the level label, or in change mode the label minus the
+    float32 current value (label_mode.change_label)."""
+    label = examples["label"].to_numpy(dtype=np.float64)
+    if use_case.label.mode == LabelMode.LEVEL:
+        return label
+    return change_label(label, examples[use_case.current_value_feature].to_numpy(dtype=np.float32))
 
 
 def classify(labels: np.ndarray, spec: SpecLimits) -> np.ndarray:

@@ -231,10 +231,26 @@ def _summary_fields(package: dict[str, Any], lineage, manifest) -> list[tuple[st
             if reference
             else "-",
         ),
+        ("model vs baselines", _baselines_text(reference)),
         ("features", f"{len(manifest.features)} (schema {manifest.feature_schema_hash})"),
         ("manifest", lineage.manifest_uri),
         ("created", _iso(manifest.created_at)),
     ]
+
+
+def _baselines_text(reference) -> str:
+    """The reference RMSE and violation F1 of the model, persistence and the setpoint, and the gate's verdict."""
+    if reference is None or reference.persistence_rmse is None:
+        return "-"  # registered before evaluations carried baselines
+
+    def figures(rmse: float | None, f1: float | None) -> str:
+        return f"RMSE {'-' if rmse is None else f'{rmse:.6g}'} F1 {'-' if f1 is None else f'{f1:.3f}'}"
+
+    return (
+        f"model {figures(reference.mse**0.5, reference.violation_f1)} | "
+        f"persistence {figures(reference.persistence_rmse, reference.persistence_violation_f1)} | "
+        f"setpoint {figures(reference.setpoint_rmse, reference.setpoint_violation_f1)} | gate {reference.gate or '-'}"
+    )
 
 
 def _iso(moment: datetime | None) -> str:

@@ -337,6 +337,12 @@ def run_local_command(
     ),
     approve: bool = typer.Option(False, "--approve", help="approve the registered packages (starts rollouts)"),
     candidates_per_template: int = typer.Option(None, "--candidates-per-template", min=1),
+    holdout_runs: int = typer.Option(
+        None,
+        "--holdout-runs",
+        min=1,
+        help="each line's newest N whole runs are its reference data (default: the use case's validation settings)",
+    ),
 ) -> None:
     """Run dataset -> train -> evaluate -> register on this machine against the configured AWS endpoint."""
     try:
@@ -360,6 +366,7 @@ def run_local_command(
         signing_key=signing_key or os.environ.get(names.MODEL_SIGNING_KEY_ENV) or None,
         approve=approve,
         candidates_per_template=candidates_per_template,
+        holdout_runs=holdout_runs,
     )
     console.print(results_table(results))
     for result in results:

@@ -4,6 +4,10 @@ The window is aligned onto the use case's grid with the same `align_to_grid` (ma
 and featurised with the same `pack_features` as the cloud's metric packer, so the model sees
 features computed one way only. A window with a gap is not scored; the reason is counted.
 
+Predictions are always levels: a change-mode payload (use case `label.mode: change`) predicts future
+minus now, and its Scorer adds the window's current value (the target's `last` feature) back itself
+(model_runtime/label_mode.py), so nothing here depends on the mode.
+
 Machine states: when the use case has `state_rules`, each step of the window gets the state of the
 first rule whose conditions hold on it (none: no state, which is productive). A window with a step in
 a state outside `productive_states` is not scored (counted as "non_productive:<state>"), as the cloud's

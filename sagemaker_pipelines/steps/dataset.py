@@ -5,10 +5,20 @@ context intervals (metric packer -> labeler -> feature extractor), plus examples
 review queue. Runs, limits and states all count: each label is classed against the limits in force at
 its time, and packs overlapping a state outside the use case's productive_states are left out (of
 the reviewed examples too) and counted in dataset.json (packs_excluded_non_productive), so neither
-training nor the evaluate step's metrics see them. The newest `validation.reference_share` of them by
-window_end is the reference dataset the evaluate step judges candidates on; training rows whose label
-window (window_end + horizon_s + label_window_s) would reach into the reference period are dropped, so
-no label is shared.
+training nor the evaluate step's metrics see them.
+
+The reference dataset the evaluate step judges candidates on is whole runs, the line's newest (runs
+ordered by their last window_end): `--holdout-runs N` (or the use case's `validation.holdout_runs`)
+takes exactly the newest N; otherwise as many of the newest runs as it takes to hold at least
+`validation.reference_share` of the examples, at least one. A run is never split between training
+and reference, and at least one run is left to train on: the reference is runs the model never saw,
+as on the line after deployment. Training rows whose label window (window_end + horizon_s +
+label_window_s) would reach into the reference period are dropped, so no label is shared.
+
+A line whose examples are all one run (or no more runs than --holdout-runs) is refused with an error
+naming the line and its runs: a row share of that run would score the model on the run it was
+trained on (the same material, setpoint and drift), which tells nothing about the next run, and a
+model with no reference at all could pass no gate. Widen --start/--end or record another run.
 
 Outputs (the pipeline's ProcessingStep outputs, mapped under --output):
     train/examples.parquet, reference/examples.parquet, dataset/dataset.json
@@ -35,6 +45,7 @@ from edgeloop.schemas import ContextInterval, LabelSource, names
 from edgeloop.schemas.common import Contract, Sha256Hex, UtcDatetime
 from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
 
+from .search import run_positions
 from .train import EXAMPLE_COLUMNS, check_examples, training_data_sha256
 
 TRAIN_DIR = "train"
@@ -66,6 +77,10 @@ class DatasetInfo(Contract):
         default=0, ge=0, description="training rows left out because their label window reaches the reference period"
     )
     reviewed_rows: int = Field(default=0, ge=0, description="examples whose label came from the review queue")
+    runs_train: int = Field(default=0, ge=0, description="runs the training rows come from")
+    reference_runs: list[str] = Field(
+        default_factory=list, description="run ids of the reference rows (the line's newest whole runs), oldest first"
+    )
     packs_excluded_non_productive: int = Field(
         default=0,
         ge=0,
@@ -157,24 +172,65 @@ def _within(examples: pd.DataFrame, start: date | None, end: date | None) -> pd.
 # --- the split -----------------------------------------------------------------------------------
 
 
-def reference_split(examples: pd.DataFrame, use_case: UseCaseConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, reference): the newest reference_share by window_end, with a label gap before it."""
+def reference_split(
+    examples: pd.DataFrame, use_case: UseCaseConfig, holdout_runs: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, reference): the newest whole runs are the reference (module docstring), with a label gap
+    before it. holdout_runs: exactly this many newest runs (default: use_case.validation.holdout_runs,
+    else the runs that reach validation.reference_share)."""
+    if "run_id" not in examples.columns:
+        raise ValueError("examples lack columns ['run_id']: the reference is whole runs")
     ordered = examples.sort_values(["window_end", "window_start"], kind="stable").reset_index(drop=True)
-    n_reference = max(MIN_REFERENCE_ROWS, int(np.ceil(len(ordered) * use_case.validation.reference_share)))
-    reference = ordered.iloc[len(ordered) - n_reference :].reset_index(drop=True)
+    runs = run_positions(ordered)
+    n_reference_runs = _reference_run_count(ordered, runs, use_case, holdout_runs)
+    reference = ordered.iloc[np.sort(np.concatenate(runs[-n_reference_runs:]))].reset_index(drop=True)
     gap = pd.Timedelta(seconds=use_case.horizon_s + use_case.label_window_s)
-    candidates = ordered.iloc[: len(ordered) - n_reference]
+    candidates = ordered.iloc[np.sort(np.concatenate(runs[:-n_reference_runs]))]
     train = candidates[candidates["window_end"] + gap <= reference["window_start"].min()].reset_index(drop=True)
     if len(train) < MIN_TRAIN_ROWS or len(reference) < MIN_REFERENCE_ROWS:
         raise ValueError(
-            f"{len(examples)} examples leave {len(train)} training and {len(reference)} reference rows after the "
-            f"{gap} label gap; need at least {MIN_TRAIN_ROWS} and {MIN_REFERENCE_ROWS}"
+            f"{_line(ordered)}{len(examples)} examples in {len(runs)} runs leave {len(train)} training and "
+            f"{len(reference)} reference rows (newest {n_reference_runs} runs) after the {gap} label gap; need at "
+            f"least {MIN_TRAIN_ROWS} and {MIN_REFERENCE_ROWS}"
         )
     return train, reference
 
 
+def _reference_run_count(
+    ordered: pd.DataFrame, runs: list[np.ndarray], use_case: UseCaseConfig, holdout_runs: int | None
+) -> int:
+    holdout_runs = holdout_runs or use_case.validation.holdout_runs
+    names = [str(ordered["run_id"].iloc[run[0]]) for run in runs]
+    if len(runs) < 2 or (holdout_runs is not None and holdout_runs >= len(runs)):
+        wanted = f"{holdout_runs} reference runs" if holdout_runs else "a reference run"
+        raise ValueError(
+            f"{_line(ordered)}the examples are {len(runs)} run(s) ({', '.join(names[-5:])}): {wanted} plus at least "
+            "one training run are needed, and a run is never split between training and reference (widen "
+            "--start/--end, record another run, or lower --holdout-runs)"
+        )
+    if holdout_runs is not None:
+        if holdout_runs < 1:
+            raise ValueError(f"holdout_runs={holdout_runs} must be at least 1")
+        return holdout_runs
+    wanted_rows = np.ceil(len(ordered) * use_case.validation.reference_share)
+    newest_first = np.cumsum([len(run) for run in reversed(runs)])
+    reaching = int(np.searchsorted(newest_first, wanted_rows)) + 1  # runs whose rows reach the share
+    return min(reaching, len(runs) - 1)
+
+
+def _line(examples: pd.DataFrame) -> str:
+    lines = sorted(map(str, examples["line_id"].unique())) if "line_id" in examples.columns else []
+    return f"line {lines[0]!r}: " if len(lines) == 1 else ""
+
+
 def build_dataset(
-    *, data_bucket: str, line_id: str, use_case: UseCaseConfig, start: date | None, end: date | None
+    *,
+    data_bucket: str,
+    line_id: str,
+    use_case: UseCaseConfig,
+    start: date | None,
+    end: date | None,
+    holdout_runs: int | None = None,
 ) -> LineDataset:
     if start and end and end < start:
         raise ValueError(f"end={end.isoformat()} is before start={start.isoformat()}")
@@ -187,7 +243,7 @@ def build_dataset(
         where = f"s3://{data_bucket}/{names.CURATED_PREFIX}/line={line_id}/"
         raise ValueError(f"line_id={line_id!r}: no labeled examples in {where} between start={start} and end={end}")
     check_examples(examples, use_case)
-    train, reference = reference_split(examples, use_case)
+    train, reference = reference_split(examples, use_case, holdout_runs)
     features = use_case.feature_names
     used = pd.concat([train, reference], ignore_index=True)
     info = DatasetInfo(
@@ -204,6 +260,8 @@ def build_dataset(
         data_end=used["window_end"].max().to_pydatetime(),
         rows_dropped_for_gap=len(examples) - len(used),
         reviewed_rows=int((used["label_source"] == LabelSource.REVIEWED.value).sum()),
+        runs_train=int(train["run_id"].nunique()),
+        reference_runs=list(dict.fromkeys(reference["run_id"].astype(str))),  # reference is in time order
         packs_excluded_non_productive=build.stats.excluded_non_productive,
     )
     return LineDataset(train=train, reference=reference, info=info)
@@ -259,14 +317,29 @@ def main(argv: list[str] | None = None) -> DatasetInfo:
     parser.add_argument("--end", default="", help="last event date, inclusive (empty: to the latest)")
     parser.add_argument("--use-case", default=None, help="a packaged use case (or $EDGELOOP_USE_CASE)")
     parser.add_argument("--use-case-file", default=None, help="a use-case file (or $EDGELOOP_USE_CASE_FILE)")
+    parser.add_argument(
+        "--holdout-runs",
+        type=int,
+        default=0,
+        help="the newest N whole runs are the reference (0: the use case's validation settings)",
+    )
     parser.add_argument("--output", default="/opt/ml/processing/output")
     args = parser.parse_args(argv)
+    if args.holdout_runs < 0:
+        parser.error(f"--holdout-runs={args.holdout_runs} must be 0 (use case) or at least 1")
     try:
         start, end = parse_day("--start", args.start), parse_day("--end", args.end)
     except ValueError as exc:
         parser.error(str(exc))
     use_case = resolve_use_case(args.use_case, args.use_case_file)
-    dataset = build_dataset(data_bucket=args.data_bucket, line_id=args.line_id, use_case=use_case, start=start, end=end)
+    dataset = build_dataset(
+        data_bucket=args.data_bucket,
+        line_id=args.line_id,
+        use_case=use_case,
+        start=start,
+        end=end,
+        holdout_runs=args.holdout_runs or None,
+    )
     write_dataset(dataset, args.output)
     print(dataset.info.model_dump_json(indent=2))
     return dataset.info

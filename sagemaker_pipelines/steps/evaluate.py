@@ -1,12 +1,16 @@
 """Evaluate step: judge a candidate against the line's champion on the reference dataset.
 
 Both models are scored the way a gateway scores them: the fp32 weight-only payload through the
-device scorer (model_runtime/scorer.py), not the training library. The candidate's
+device scorer (model_runtime/scorer.py), not the training library, beside the trivial baselines
+(baselines.py: persistence and the setpoint), all with one metric definition. The candidate's
 payload is exported in memory; the champion's (the latest Approved package of the line's Model Package
 Group) is read back through its manifest. Gates, in order:
 - every prediction is finite;
 - recall of violations (LSL and USL together: a violation counts as recalled when predicted as that
   same violation) >= validation.min_recall_violation;
+- the persistence gate (baselines.persistence_gate): reference RMSE at least
+  validation.min_rmse_gain_vs_persistence below persistence's, violation F1 not below persistence's,
+  unless the use case relaxes a part (the report's `gate.relaxed` says which);
 - with a comparable champion (same feature schema hash): candidate MSE <= champion MSE x
   validation.max_mse_ratio_vs_champion. Without one the absolute gates decide alone.
 
@@ -14,7 +18,8 @@ The reference dataset holds only packs taken in productive machine states (datas
 metrics and violation rates ignore the others, whose count the report carries
 (packs_excluded_non_productive, from dataset.json).
 
-Output: <output>/evaluation.json (EvaluationReport), which the pipeline's ConditionStep reads.
+Output: <output>/evaluation.json (EvaluationReport): `passed` and `reason` are the one decision, which
+the pipeline's ConditionStep reads (its Fail step carries the reason) and `pipeline run-local` obeys.
 """
 
 from __future__ import annotations
@@ -34,37 +39,30 @@ from pydantic import Field
 
 from edgeloop.cloud import aws
 from edgeloop.cloud.model_registry import load_manifest, manifest_uri_of
+from edgeloop.cloud.packing.labels import predictable
 from edgeloop.model_runtime.scorer import Scorer, load_payload
 from edgeloop.schemas import names
 from edgeloop.schemas.common import Contract
-from edgeloop.schemas.model import ModelManifest, ModelMetrics, Precision, feature_schema_hash
-from edgeloop.schemas.training import ViolationClass
+from edgeloop.schemas.model import ModelManifest, Precision, feature_schema_hash
 from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
 
 from .artifacts import read_payload
+from .baselines import PERSISTENCE, GateResult, ScoredMetrics, persistence_gate, score_baselines, score_predictions
 from .dataset import output_file, read_dataset_info, read_examples
 from .export import export_model
 from .train import (
     TRAINED_INFO_FILE,
     TrainedModel,
     check_examples,
-    classify,
-    evaluate,
     load_trained,
     training_data_sha256,
 )
 
 EVALUATION_FILE = "evaluation.json"
-VIOLATIONS = (ViolationClass.LSL.value, ViolationClass.USL.value)
 CANDIDATE_VERSION = "0.0.0"  # the in-memory export is never uploaded; its version is a placeholder
 
 
-class ScoredMetrics(ModelMetrics):
-    """ModelMetrics on the reference data, plus violations (LSL+USL) taken together."""
-
-    violation_precision: float | None = Field(default=None, description="None: no violation was predicted")
-    violation_recall: float | None = Field(default=None, description="None: the reference data has no violation")
-    finite: bool = True
+__all__ = ["EvaluationReport", "GateResult", "ScoredMetrics", "evaluate_candidate", "judge", "read_evaluation"]
 
 
 class ReferenceInfo(Contract):
@@ -86,6 +84,10 @@ class EvaluationReport(Contract):
     candidate: ScoredMetrics
     champion: ScoredMetrics | None = None
     champion_model: ChampionInfo | None = None
+    baselines: dict[str, ScoredMetrics] = Field(
+        default_factory=dict, description="persistence and setpoint (baselines.py), scored like the candidate"
+    )
+    gate: GateResult | None = Field(default=None, description="the candidate vs persistence; None: not judged")
     reference: ReferenceInfo
     dataset_sha256: str | None = None
     packs_excluded_non_productive: int | None = Field(
@@ -125,24 +127,9 @@ def candidate_scorer(trained: TrainedModel, *, use_case: UseCaseConfig, line_id:
     )
 
 
-def score(scorer: Scorer, reference: pd.DataFrame, *, n_train: int) -> ScoredMetrics:
+def score(scorer: Scorer, reference: pd.DataFrame, *, n_train: int, horizon_s: float | None = None) -> ScoredMetrics:
     predictions = scorer.predict(reference[scorer.features].to_numpy(dtype=np.float32))
-    finite = bool(np.isfinite(predictions).all())
-    # metrics of non-finite predictions are meaningless (and MSE would be inf/NaN): report the gate instead
-    safe = np.where(np.isfinite(predictions), predictions, 0.0)
-    metrics = evaluate(safe, reference, n_train=n_train)
-    precision, recall = violation_rates(safe, reference)
-    return ScoredMetrics(**metrics.model_dump(), violation_precision=precision, violation_recall=recall, finite=finite)
-
-
-def violation_rates(predictions: np.ndarray, reference: pd.DataFrame) -> tuple[float | None, float | None]:
-    """(precision, recall) of LSL and USL violations together; a hit is the same violation class."""
-    predicted = classify(predictions, reference["spec_lower"].to_numpy(), reference["spec_upper"].to_numpy())
-    actual = reference["label_class"].astype(str).to_numpy()
-    hits = int((np.isin(actual, VIOLATIONS) & (predicted == actual)).sum())
-    n_predicted = int(np.isin(predicted, VIOLATIONS).sum())
-    n_actual = int(np.isin(actual, VIOLATIONS).sum())
-    return (hits / n_predicted if n_predicted else None), (hits / n_actual if n_actual else None)
+    return score_predictions(predictions, reference, n_train=n_train, horizon_s=horizon_s)
 
 
 # --- the champion --------------------------------------------------------------------------------
@@ -189,9 +176,13 @@ def load_champion(use_case: UseCaseConfig, line_id: str) -> Champion | None:
 
 
 def judge(
-    candidate: ScoredMetrics, champion: ScoredMetrics | None, config: UseCaseConfig, note: str = ""
+    candidate: ScoredMetrics,
+    champion: ScoredMetrics | None,
+    config: UseCaseConfig,
+    note: str = "",
+    gate: GateResult | None = None,
 ) -> tuple[bool, str]:
-    """(passed, reason); the reason names the numbers that decided."""
+    """(passed, reason); the reason names the numbers that decided (`gate`: the persistence gate's verdict)."""
     gates = config.validation
     if not candidate.finite:
         return False, "candidate predictions are not all finite on the reference data"
@@ -200,10 +191,14 @@ def judge(
         return False, (
             f"candidate violation recall {recall:.4f} < min_recall_violation {gates.min_recall_violation:.4f}"
         )
+    if gate is not None and not gate.passed:
+        return False, f"no better than persistence: {gate.reason}"
     recall_text = "no violations in the reference data" if recall is None else f"violation recall {recall:.4f}"
+    if gate is not None:
+        recall_text = f"{recall_text}; vs persistence: {gate.reason}"
     if champion is None:
         prefix = f"{note}; " if note else "no champion; "
-        return True, f"{prefix}candidate MSE {candidate.mse:.6g}, {recall_text} (absolute gates only)"
+        return True, f"{prefix}candidate MSE {candidate.mse:.6g} (no champion comparison), {recall_text}"
     bound = champion.mse * gates.max_mse_ratio_vs_champion
     comparison = (
         f"candidate MSE {candidate.mse:.6g} {'>' if candidate.mse > bound else '<='} champion MSE "
@@ -218,8 +213,12 @@ def evaluate_candidate(
     trained: TrainedModel, reference: pd.DataFrame, config: UseCaseConfig, *, line_id: str
 ) -> EvaluationReport:
     check_examples(reference, config)
+    # change mode: rows without a current value have no level prediction (the gateway publishes none);
+    # the model and the baselines are scored on the same rows
+    reference = predictable(reference, config)
     n_train = trained.metrics.n_train
-    candidate = score(candidate_scorer(trained, use_case=config, line_id=line_id), reference, n_train=n_train)
+    scorer = candidate_scorer(trained, use_case=config, line_id=line_id)
+    candidate = score(scorer, reference, n_train=n_train, horizon_s=config.horizon_s)
     champion = load_champion(config, line_id)
     champion_metrics, champion_info, note = None, None, ""
     if champion is not None:
@@ -230,14 +229,18 @@ def evaluate_candidate(
             feature_schema_hash=champion.manifest.feature_schema_hash,
         )
         if champion.scorer.feature_schema_hash == candidate_feature_hash(trained):
-            champion_metrics = score(champion.scorer, reference, n_train=champion.manifest.metrics.n_train)
+            champion_metrics = score(
+                champion.scorer, reference, n_train=champion.manifest.metrics.n_train, horizon_s=config.horizon_s
+            )
         else:
             note = (
                 f"champion {champion.manifest.version} ({champion.arn}) has feature schema "
                 f"{champion.manifest.feature_schema_hash[:12]}, the candidate {candidate_feature_hash(trained)[:12]}: "
                 "comparison skipped"
             )
-    passed, reason = judge(candidate, champion_metrics, config, note)
+    baselines = score_baselines(reference, config)
+    gate = persistence_gate(candidate, baselines[PERSISTENCE], config) if candidate.finite else None
+    passed, reason = judge(candidate, champion_metrics, config, note, gate)
     return EvaluationReport(
         line_id=line_id,
         passed=passed,
@@ -245,6 +248,8 @@ def evaluate_candidate(
         candidate=candidate,
         champion=champion_metrics,
         champion_model=champion_info,
+        baselines=baselines,
+        gate=gate,
         reference=ReferenceInfo(
             rows=len(reference), content_sha256=training_data_sha256(reference, trained.feature_names)
         ),
@@ -323,7 +328,20 @@ def main(argv: list[str] | None = None) -> EvaluationReport:
     (output / EVALUATION_FILE).write_text(report.model_dump_json(indent=2))
     left_out = f" ({info.packs_excluded_non_productive} packs in non-productive states left out)"
     print(f"{info.line_id}: {'passed' if report.passed else 'FAILED'}: {report.reason}{left_out}")
+    print(f"{info.line_id}: {side_by_side(report)}")
     return report
+
+
+def side_by_side(report: EvaluationReport) -> str:
+    """The candidate and the baselines on the reference data, in one line."""
+
+    def figures(name: str, metrics: ScoredMetrics) -> str:
+        f1 = "-" if metrics.violation_f1 is None else f"{metrics.violation_f1:.3f}"
+        lead = "-" if metrics.lead_time_median_s is None else f"{metrics.lead_time_median_s:.0f} s"
+        rmse = metrics.rmse if metrics.rmse is not None else metrics.mse**0.5
+        return f"{name} RMSE {rmse:.6g} violation F1 {f1} lead {lead}"
+
+    return " | ".join(figures(n, m) for n, m in {"model": report.candidate, **report.baselines}.items())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ predictions (`Booster.inplace_predict`; gblinear's `predict` on the standardized
 lasso, which the payload carries as feature_center/feature_scale) on the held-out test set; the measured max_abs_error goes into the manifest. Each tier's bound is a
 fraction of the test target's standard deviation: 0 for fp32 (bit-exact or export fails), 1e-3
 for fp16-leaves, 1e-2 for quantized (int8 leaves, payload format version 2).
+
+A change-mode model (use case `label.mode: change`) is exported with label_mode "change" and the
+current value's feature in its header; parity is checked in level space: the device scorer's output
+against the training library's prediction plus the same float32 current value (label_mode.to_level).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import UTC, datetime
 import numpy as np
 import xgboost as xgb
 
+from edgeloop.model_runtime.label_mode import to_level
 from edgeloop.model_runtime.linear_format import LinearModel
 from edgeloop.model_runtime.model_format import Objective, write_payload
 from edgeloop.model_runtime.scorer import load_payload
@@ -31,6 +36,7 @@ from edgeloop.schemas.model import (
     Precision,
     feature_schema_hash,
 )
+from edgeloop.schemas.use_case import LabelMode
 
 from .artifacts import payload_key
 from .templates import Standardization
@@ -209,7 +215,10 @@ def payload_from_booster(
     features: list[str],
     precision: Precision = Precision.FP32,
     standardization: Standardization | None = None,
+    label_mode: LabelMode = LabelMode.LEVEL,
+    current_feature: str | None = None,
 ) -> bytes:
+    """The booster as a payload; in change mode the header names the current value's feature."""
     objective = booster_objective(booster)
     family = booster_family(booster)
     if family == ModelFamily.XGBOOST and standardization is not None:
@@ -223,6 +232,8 @@ def payload_from_booster(
         base_score=booster_base_margin(booster, objective),
         features=features,
         precision=precision,
+        label_mode=label_mode,
+        current_feature=current_feature,
     )
 
 
@@ -243,11 +254,20 @@ def reference_predict(
 
 
 def parity_error(
-    booster: xgb.Booster, payload: bytes, X: np.ndarray, standardization: Standardization | None = None
+    booster: xgb.Booster,
+    payload: bytes,
+    X: np.ndarray,
+    standardization: Standardization | None = None,
+    *,
+    current_column: int | None = None,
 ) -> float:
-    """Largest |device - XGBoost| over X, NaN-aware (a NaN on one side only counts as infinite)."""
+    """Largest |device - XGBoost| over X, NaN-aware (a NaN on one side only counts as infinite).
+
+    With `current_column` (a change-mode model) both sides are levels: XGBoost's prediction plus
+    X[:, current_column] as label_mode.to_level adds it, against the scorer's own level."""
     scorer = load_payload(payload, expected_sha256=hashlib.sha256(payload).hexdigest())
-    expected = reference_predict(booster, X, standardization)
+    mode = LabelMode.LEVEL if current_column is None else LabelMode.CHANGE
+    expected = to_level(reference_predict(booster, X, standardization), X, mode, current_column)
     actual = scorer.predict(X)
     both_nan = np.isnan(expected) & np.isnan(actual)
     diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
@@ -322,8 +342,12 @@ def _parity_checked_payload(
         features=trained.feature_names,
         precision=spec.precision,
         standardization=trained.standardization,
+        label_mode=trained.label_mode,
+        current_feature=trained.current_feature,
     )
-    error = parity_error(trained.booster, payload, trained.X_test, trained.standardization)
+    error = parity_error(
+        trained.booster, payload, trained.X_test, trained.standardization, current_column=trained.current_column
+    )
     bound = spec.error_bound(trained.y_test)
     if not error <= bound:  # `not <=` so that a NaN error fails too
         raise ParityError(

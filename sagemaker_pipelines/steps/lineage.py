@@ -44,14 +44,25 @@ class TierSummary(Contract):
     sha256: str
 
 
+# The baselines' figures share one property (SageMaker allows 50): "persistence:rmse=0.1 setpoint:rmse=0.2 ..."
+BASELINE_FIGURES = ("persistence_rmse", "persistence_violation_f1", "setpoint_rmse", "setpoint_violation_f1")
+
+
 class ReferenceSummary(Contract):
-    """How the candidate scored on the reference dataset in the evaluate step."""
+    """How the candidate and the baselines (persistence, setpoint) scored on the reference dataset in the
+    evaluate step, and the persistence gate's verdict ("passed", or "passed relaxed:<part> ...")."""
 
     rows: int
     content_sha256: str
     mse: float
     violation_precision: float | None = None
     violation_recall: float | None = None
+    violation_f1: float | None = None
+    persistence_rmse: float | None = None
+    persistence_violation_f1: float | None = None
+    setpoint_rmse: float | None = None
+    setpoint_violation_f1: float | None = None
+    gate: str | None = None
 
 
 class RegistryLineage(Contract):
@@ -88,15 +99,6 @@ def lineage_of(
     dataset: DatasetInfo | None = None,
     evaluation: EvaluationReport | None = None,
 ) -> RegistryLineage:
-    reference = None
-    if evaluation is not None:
-        reference = ReferenceSummary(
-            rows=evaluation.reference.rows,
-            content_sha256=evaluation.reference.content_sha256,
-            mse=evaluation.candidate.mse,
-            violation_precision=evaluation.candidate.violation_precision,
-            violation_recall=evaluation.candidate.violation_recall,
-        )
     return RegistryLineage(
         manifest_uri=manifest_uri,
         model_id=manifest.model_id,
@@ -125,7 +127,7 @@ def lineage_of(
         data_start=dataset.data_start if dataset else None,
         data_end=dataset.data_end if dataset else None,
         data_sha256=dataset.content_sha256 if dataset else None,
-        reference=reference,
+        reference=reference_summary(evaluation) if evaluation is not None else None,
         signed=all(t.signature for t in manifest.tiers),
     )
 
@@ -176,7 +178,7 @@ def lineage_properties(lineage: RegistryLineage) -> dict[str, str]:
         "data_sha256": lineage.data_sha256,
     }
     if lineage.reference is not None:
-        optional.update({f"reference:{k}": v for k, v in lineage.reference.model_dump().items()})
+        optional.update(_reference_properties(lineage.reference))
     properties.update({f"{p}{k}": _text(v) for k, v in optional.items() if v is not None})
     return properties
 
@@ -187,6 +189,51 @@ def _metrics_properties(metrics: ModelMetrics) -> dict[str, str]:
     for kind in ("precision", "recall"):
         properties.update({f"{p}{kind}:{cls}": _text(v) for cls, v in getattr(metrics, kind).items()})
     return properties
+
+
+def reference_summary(evaluation: EvaluationReport) -> ReferenceSummary:
+    baselines = {
+        f"{name}_{figure}": getattr(metrics, figure)
+        for name, metrics in evaluation.baselines.items()
+        for figure in ("rmse", "violation_f1")
+        if f"{name}_{figure}" in BASELINE_FIGURES
+    }
+    gate = evaluation.gate
+    verdict = (
+        None
+        if gate is None
+        else " ".join(["passed" if gate.passed else "failed", *(f"relaxed:{r}" for r in gate.relaxed)])
+    )
+    return ReferenceSummary(
+        rows=evaluation.reference.rows,
+        content_sha256=evaluation.reference.content_sha256,
+        mse=evaluation.candidate.mse,
+        violation_precision=evaluation.candidate.violation_precision,
+        violation_recall=evaluation.candidate.violation_recall,
+        violation_f1=evaluation.candidate.violation_f1,
+        gate=verdict,
+        **baselines,
+    )
+
+
+def _reference_properties(reference: ReferenceSummary) -> dict[str, float | int | str | None]:
+    figures = reference.model_dump(include=set(BASELINE_FIGURES))
+    packed = " ".join(f"{k.replace('_', ':', 1)}={_text(v)}" for k, v in figures.items() if v is not None)
+    return {
+        **{f"reference:{k}": v for k, v in reference.model_dump(exclude=set(BASELINE_FIGURES)).items()},
+        "reference:baselines": packed or None,
+    }
+
+
+def _parse_baselines(text: str | None) -> dict[str, float]:
+    """`reference:baselines` back to ReferenceSummary fields ("persistence:rmse=0.1" -> persistence_rmse)."""
+    figures = {}
+    for item in (text or "").split():
+        key, _, value = item.partition("=")
+        name = key.replace(":", "_", 1)
+        if name in BASELINE_FIGURES:
+            figures[name] = float(value)
+    return figures
 
 
 def _text(value: float | int | str) -> str:
@@ -218,6 +265,9 @@ def parse_lineage(properties: dict[str, str]) -> RegistryLineage:
             mse=float(properties[f"{p}reference:mse"]),
             violation_precision=_float_or_none(get(f"{p}reference:violation_precision")),
             violation_recall=_float_or_none(get(f"{p}reference:violation_recall")),
+            violation_f1=_float_or_none(get(f"{p}reference:violation_f1")),
+            gate=get(f"{p}reference:gate"),
+            **_parse_baselines(get(f"{p}reference:baselines")),
         )
     return RegistryLineage(
         manifest_uri=properties[names.MANIFEST_URI_METADATA_KEY],

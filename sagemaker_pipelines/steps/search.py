@@ -1,9 +1,15 @@
 """Randomized search over the model templates with time-ordered cross-validation, and the selection rule.
 
-Folds are expanding windows by window_end: fold k validates on block k+1 of n_folds+1 time-ordered
-blocks and trains on the blocks before it, minus every row whose label window (window_end + horizon
-+ label window) ends after the validation block's first window_start, so no label from the
-validation period leaks into training.
+Folds are expanding windows over whole runs: the runs, oldest first, form n_folds+1 time-ordered
+blocks of about equal rows whose boundaries fall on run boundaries (a run is never split between a
+fold's training and validation rows); fold k validates on block k+1 and trains on the blocks before
+it, minus every row whose label window (window_end + horizon + label window) ends after the
+validation block's first window_start, so no label from the validation period leaks into training.
+With fewer runs than n_folds+1 there are as many folds as runs allow (n_runs - 1; the search
+summary's n_folds says how many). Training rows of a single run (a short history) leave nothing whole
+to hold out: their folds cut that run in time order, and the summary's fold_unit says so (the
+reference the evaluate step judges on is whole runs all the same, steps/dataset.py). A frame
+without a run_id column is split by rows (each row its own run).
 
 Speed: the features array is built once; each worker builds each fold's matrices once (binned
 QuantileDMatrix for the tree templates, standardized DMatrix for lasso) and fits all its candidates
@@ -56,6 +62,10 @@ class CandidateResult:
         return {**self.params, "n_estimators": max(1, round(statistics.fmean(self.fold_rounds)))}
 
 
+FOLDS_OF_RUNS = "whole runs"
+FOLDS_OF_ONE_RUN = "rows of a single run"
+
+
 @dataclass(frozen=True)
 class SearchResult:
     line_id: str
@@ -67,6 +77,7 @@ class SearchResult:
     tolerance: float  # in target units
     n_folds: int = 0
     n_rows: int = 0
+    fold_unit: str = FOLDS_OF_RUNS
 
     def summary(self) -> dict:
         """What a model's lineage keeps of its search (JSON-ready)."""
@@ -76,6 +87,7 @@ class SearchResult:
         return {
             "experiments": self.experiments,
             "n_folds": self.n_folds,
+            "fold_unit": self.fold_unit,
             "n_rows": self.n_rows,
             "elapsed_s": round(self.elapsed_s, 3),
             "tolerance": self.tolerance,
@@ -98,7 +110,8 @@ def time_ordered_folds(
     """(train positions, validation positions) per fold, positions into `frame` as given (iloc).
 
     `gap` (a Timedelta or seconds) is horizon + label window: a training row is kept only when
-    window_end + gap <= the validation block's first window_start.
+    window_end + gap <= the validation block's first window_start. Blocks are whole runs (module
+    docstring); fewer runs than n_folds + 1 make n_runs - 1 folds.
     """
     if n_folds < 1:
         raise ValueError(f"n_folds={n_folds} must be at least 1")
@@ -108,21 +121,53 @@ def time_ordered_folds(
     if len(frame) < (n_folds + 1) * MIN_FOLD_ROWS:
         raise ValueError(f"{len(frame)} examples cannot make {n_folds} folds of at least {MIN_FOLD_ROWS} rows")
     window_end, window_start = _nanoseconds(frame["window_end"]), _nanoseconds(frame["window_start"])
-    order = np.lexsort((window_start, window_end))  # by window_end, ties by window_start
-    blocks = np.array_split(order, n_folds + 1)
+    blocks = _run_blocks(frame, n_folds)
     label_end = window_end + gap.value
     folds = []
-    for k in range(1, n_folds + 1):
+    for k in range(1, len(blocks)):
         valid = np.sort(blocks[k])
         earlier = np.concatenate(blocks[:k])
         train = np.sort(earlier[label_end[earlier] <= window_start[valid].min()])
-        if len(train) < MIN_FOLD_ROWS:
+        if len(train) < MIN_FOLD_ROWS or len(valid) < MIN_FOLD_ROWS:
             raise ValueError(
-                f"fold {k} of {n_folds} keeps {len(train)} training rows after the {gap} label gap; "
-                f"need at least {MIN_FOLD_ROWS} (fewer cv_folds or more examples)"
+                f"fold {k} of {len(blocks) - 1} keeps {len(train)} training rows after the {gap} label gap "
+                f"and validates on {len(valid)}; need at least {MIN_FOLD_ROWS} of each (fewer cv_folds or more "
+                "examples)"
             )
         folds.append((train, valid))
     return folds
+
+
+def run_positions(frame: pd.DataFrame) -> list[np.ndarray]:
+    """Positions (iloc) of each run's rows, runs oldest first: by their last window_end, then their
+    first window_start, then run_id; rows in a run by window_end, then window_start. Without a run_id
+    column every row is its own run."""
+    window_end, window_start = _nanoseconds(frame["window_end"]), _nanoseconds(frame["window_start"])
+    order = np.lexsort((window_start, window_end))  # by window_end, ties by window_start
+    if "run_id" not in frame.columns:
+        return [order[i : i + 1] for i in range(len(order))]
+    codes, names = pd.factorize(frame["run_id"].astype(str).to_numpy()[order])
+    grouped = order[np.argsort(codes, kind="stable")]  # each run's rows together, still in time order
+    runs = np.split(grouped, np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+    keys = [(window_end[run].max(), window_start[run].min(), str(name)) for run, name in zip(runs, names, strict=True)]
+    return [runs[i] for i in sorted(range(len(runs)), key=keys.__getitem__)]
+
+
+def _run_blocks(frame: pd.DataFrame, n_folds: int) -> list[np.ndarray]:
+    """n_folds + 1 (at most n_runs) time-ordered blocks of whole runs, each boundary at the run boundary
+    nearest to an equal share of rows."""
+    runs = run_positions(frame)
+    if len(runs) < 2:
+        runs = run_positions(frame.drop(columns="run_id"))  # one run: cut in time order (fold_unit)
+    n_blocks = min(n_folds + 1, len(runs))
+    before = np.concatenate([[0], np.cumsum([len(run) for run in runs])])  # rows before run i
+    bounds = [0]
+    for k in range(1, n_blocks):
+        low, high = bounds[-1] + 1, len(runs) - (n_blocks - k)  # every block keeps at least one run
+        target = k * len(frame) / n_blocks
+        bounds.append(low + int(np.argmin(np.abs(before[low : high + 1] - target))))
+    bounds.append(len(runs))
+    return [np.concatenate(runs[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _nanoseconds(times: pd.Series) -> np.ndarray:
@@ -221,7 +266,7 @@ def search_line(
     started = time.perf_counter()
     line_id = _single_line(examples)
     features = config.feature_names
-    missing = [c for c in ("window_start", "window_end", "label", "spec_lower", "spec_upper", *features)
+    missing = [c for c in ("run_id", "window_start", "window_end", "label", "spec_lower", "spec_upper", *features)
                if c not in examples.columns]  # fmt: skip
     if missing:
         raise ValueError(f"examples lack columns {missing}")
@@ -248,6 +293,7 @@ def search_line(
         tolerance=tolerance,
         n_folds=len(data.folds),
         n_rows=len(ordered),
+        fold_unit=FOLDS_OF_RUNS if len(run_positions(ordered)) > 1 else FOLDS_OF_ONE_RUN,
     )
 
 
@@ -336,5 +382,6 @@ __all__ = [
     "search_templates",
     "select_candidate",
     "selection_tolerance",
+    "run_positions",
     "time_ordered_folds",
 ]

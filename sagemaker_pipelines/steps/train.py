@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from edgeloop.cloud.packing.labels import predictable, training_labels
+from edgeloop.model_runtime.label_mode import current_index, to_level
 from edgeloop.schemas.model import ModelMetrics, ModelTemplate
 from edgeloop.schemas.training import EXAMPLE_META_COLUMNS, ViolationClass
-from edgeloop.schemas.use_case import UseCaseConfig, resolve_use_case
+from edgeloop.schemas.use_case import LabelMode, UseCaseConfig, resolve_use_case
 
 from .search import Progress, SearchResult, search_line
 from .templates import FittedModel, Standardization, template
@@ -52,10 +54,25 @@ class TrainedModel:
     cv_rmse: float | None = None
     search_summary: dict = field(default_factory=dict)  # SearchResult.summary()
     standardization: Standardization | None = None  # lasso: features are standardized before the weights
+    # change mode: the booster predicts label minus current_feature (y_test stays the level label)
+    label_mode: LabelMode = LabelMode.LEVEL
+    current_feature: str | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """The training library's float32 predictions on raw features (what the fp32 payload reproduces)."""
+        """Level predictions (float32) on raw features, what the fp32 payload's scorer reproduces: the training
+        library's own output, plus the current value in change mode (label_mode.to_level)."""
+        return to_level(self.predict_raw(X), X, self.label_mode, self.current_column)
+
+    def predict_raw(self, X: np.ndarray) -> np.ndarray:
+        """The training library's float32 output: the level, or in change mode the change."""
         return FittedModel(self.template, self.booster, self.hyperparameters, self.standardization).predict(X)
+
+    @property
+    def current_column(self) -> int | None:
+        """Column of the current value among feature_names (change mode), else None."""
+        if self.label_mode == LabelMode.LEVEL:
+            return None
+        return current_index(self.feature_names, self.current_feature or "")
 
 
 @dataclass(frozen=True)
@@ -184,10 +201,11 @@ def train_line_model(
     """Search on the training rows, refit the chosen candidate on all of them, score the test block."""
     check_examples(examples, config)
     features = config.feature_names
-    split = time_split(examples, config)
+    split = time_split(predictable(examples, config), config)
+    train = split.train.assign(label=training_labels(split.train, config))  # change mode: future minus now
     seed = config.training.seed if seed is None else seed
     search, fitted = search_and_refit(
-        split.train,
+        train,
         config,
         seed=seed,
         candidates_per_template=candidates_per_template,
@@ -197,21 +215,26 @@ def train_line_model(
     )
     chosen = search.chosen
     X_test = split.test[features].to_numpy(dtype=np.float32)
+    mode = LabelMode(config.label.mode)  # a model_copy may have left a str
+    current = config.current_value_feature if mode == LabelMode.CHANGE else None
+    level = to_level(fitted.predict(X_test), X_test, mode, None if current is None else features.index(current))
     return TrainedModel(
         booster=fitted.booster,
         feature_names=list(features),
-        metrics=evaluate(fitted.predict(X_test), split.test, n_train=len(split.train)),
+        metrics=evaluate(level, split.test, n_train=len(split.train)),
         training_start=split.train["window_start"].min().to_pydatetime(),
         training_end=split.train["window_end"].max().to_pydatetime(),
         X_test=X_test,
         y_test=split.test["label"].to_numpy(dtype=np.float64),
-        training_data_sha256=training_data_sha256(split.train, features),
+        training_data_sha256=training_data_sha256(train, features),
         test_start=split.test["window_start"].min().to_pydatetime(),
         template=fitted.template,
         hyperparameters=fitted.hyperparameters,
         cv_rmse=chosen.cv_rmse,
         search_summary=search.summary(),
         standardization=fitted.standardization,
+        label_mode=mode,
+        current_feature=current,
     )
 
 
@@ -265,6 +288,8 @@ def save_trained(trained: TrainedModel, directory: str | Path) -> Path:
         "hyperparameters": trained.hyperparameters,
         "cv_rmse": trained.cv_rmse,
         "search_summary": trained.search_summary,
+        "label_mode": LabelMode(trained.label_mode).value,
+        "current_feature": trained.current_feature,
     }
     (directory / TRAINED_INFO_FILE).write_text(json.dumps(info, indent=2))
     return directory
@@ -300,6 +325,8 @@ def load_trained(directory: str | Path) -> TrainedModel:
         cv_rmse=info.get("cv_rmse"),
         search_summary=info.get("search_summary", {}),
         standardization=standardization,
+        label_mode=LabelMode(info.get("label_mode", LabelMode.LEVEL.value)),
+        current_feature=info.get("current_feature"),
     )
 
 

@@ -1,7 +1,7 @@
 """run_local against moto_server: simulated extrusion data -> dataset -> train -> evaluate -> register.
 
 The first run registers (and approves) a model whose registry metadata and manifest round-trip; a second
-run whose training labels were shuffled fails validation against that champion and registers nothing.
+run whose training labels were shuffled fails validation (the gate against persistence) and registers nothing.
 """
 
 from __future__ import annotations
@@ -118,6 +118,13 @@ def test_a_good_model_registers_with_round_tripping_lineage_then_a_degraded_one_
     monkeypatch.setattr(local_run.dataset_step, "main", shuffled_labels)
     degraded, _ = run(tmp_path / "degraded", approve=True)
     assert not degraded.passed and degraded.model_package_arn is None
-    assert degraded.reason.startswith("candidate MSE ") and "> champion MSE" in degraded.reason
-    assert f"{degraded.metrics['mse']:.6g}" in degraded.reason
+    # the persistence gate (evaluate.judge: before the champion comparison) refuses it, naming both figures
+    gate = read_evaluation(LinePaths(tmp_path / "degraded" / LINE).evaluation).gate
+    assert degraded.reason.startswith("no better than persistence: ") and not gate.passed, degraded.reason
+    assert (
+        f"candidate RMSE {gate.rmse:.6g} > persistence RMSE {gate.persistence_rmse:.6g}" in degraded.reason
+        or f"candidate violation F1 {gate.violation_f1:.4f} < persistence violation F1 "
+        f"{gate.persistence_violation_f1:.4f}"
+        in degraded.reason
+    ), degraded.reason
     assert len(group_packages()) == 1  # nothing of the degraded run reached the registry

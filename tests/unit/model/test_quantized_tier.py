@@ -144,7 +144,7 @@ def test_fp32_and_fp16_payloads_stay_format_version_1():
     "header_changes, drop, array_changes, reason",
     [
         ({"format_version": 1}, (), {}, "format_version=1 is not supported for precision='quantized'"),
-        ({"format_version": 3}, (), {}, r"format_version=3 is not supported \(this reader: \[1, 2\]\)"),
+        ({"format_version": 4}, (), {}, r"format_version=4 is not supported \(this reader: \[1, 2, 3\]\)"),
         ({}, ("leaf_scale",), {}, "no 'leaf_scale' array"),
         ({}, (), {"leaf_offset": np.zeros(2, np.float32)}, "'leaf_offset' has shape"),
         ({}, (), {"leaf_scale": np.full(1, -0.1, np.float32)}, "leaf_scale is negative"),

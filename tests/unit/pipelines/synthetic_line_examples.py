@@ -9,6 +9,7 @@ from edgeloop.schemas.training import ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig
 
 SPEC_LOWER, SPEC_UPPER = 9.8, 10.2
+RUN_ROWS = 30  # a run every 15 min (30 s stride): enough whole runs for the reference and the CV folds
 
 
 def synthetic_examples(
@@ -26,7 +27,7 @@ def synthetic_examples(
     frame = pd.DataFrame(
         {
             "line_id": line_id,
-            "run_id": [f"run-{i // 200}" for i in range(n)],
+            "run_id": [f"run-{i // RUN_ROWS}" for i in range(n)],
             "window_start": window_start,
             "window_end": window_start + pd.Timedelta(seconds=config.pack_window_s),
         }
@@ -35,6 +36,8 @@ def synthetic_examples(
     features[rng.random(features.shape) < 0.02] = np.nan
     names = config.feature_names
     features[:, names.index(f"{config.target_metric}__mean")] = 10 + drift + rng.normal(scale=0.02, size=n)
+    if config.current_value_feature in names:  # the target's value at the pack end: what persistence predicts
+        features[:, names.index(config.current_value_feature)] = 10 + drift + rng.normal(scale=0.02, size=n)
     features[:, names.index("temp_die__last")] = 200 + 5 * drift + rng.normal(scale=0.2, size=n)
     frame = pd.concat([frame, pd.DataFrame(features, columns=names)], axis=1)
     label = 10 + 1.2 * drift + rng.normal(scale=0.03, size=n)

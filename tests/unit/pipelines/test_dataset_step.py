@@ -48,13 +48,20 @@ def whole(bucket, config):
     return build_dataset(data_bucket=bucket, line_id=LINE, use_case=config, start=None, end=None)
 
 
-def test_reference_is_the_newest_share_with_no_label_overlap(whole, config):
+def test_reference_is_the_newest_whole_runs_reaching_the_share_with_no_label_overlap(whole, config):
     gap = pd.Timedelta(seconds=config.horizon_s + config.label_window_s)
     info = whole.info
     n_examples = info.rows_train + info.rows_reference + info.rows_dropped_for_gap
     assert n_examples > 500
-    assert info.rows_reference == int(np.ceil(n_examples * config.validation.reference_share))
-    assert info.rows_dropped_for_gap > 0
+    # whole runs, the newest, as few as reach reference_share of the examples
+    runs = list(dict.fromkeys(whole.reference["run_id"]))
+    assert info.reference_runs == runs and info.runs_train == whole.train["run_id"].nunique() > 1
+    assert set(whole.train["run_id"]).isdisjoint(runs)
+    wanted = np.ceil(n_examples * config.validation.reference_share)
+    assert info.rows_reference >= wanted > info.rows_reference - (whole.reference["run_id"] == runs[0]).sum()
+    # a changeover longer than the label gap precedes the first reference run: no training row is dropped (the
+    # contiguous case is test_split_drops_training_rows_whose_labels_reach_the_reference)
+    assert info.rows_dropped_for_gap == 0
     # every training label window ends before the first reference pack starts
     assert (whole.train["window_end"] + gap).max() <= whole.reference["window_start"].min()
     assert info.data_start == whole.train["window_start"].min()
@@ -66,10 +73,14 @@ def test_split_drops_training_rows_whose_labels_reach_the_reference(config):
     start = pd.Timestamp("2026-03-01T00:00:00Z")
     window_start = start + step * np.arange(100)
     frame = pd.DataFrame(
-        {"window_start": window_start, "window_end": window_start + pd.Timedelta(seconds=config.pack_window_s)}
+        {
+            "run_id": [f"run-{i // 5}" for i in range(100)],  # runs of 5 packs: 15 rows are 3 whole runs
+            "window_start": window_start,
+            "window_end": window_start + pd.Timedelta(seconds=config.pack_window_s),
+        }
     )
     train, reference = reference_split(frame, config)
-    assert len(reference) == 15  # ceil(100 x 0.15)
+    assert len(reference) == 15  # ceil(100 x 0.15), the newest 3 runs
     gap = pd.Timedelta(seconds=config.horizon_s + config.label_window_s)
     assert (train["window_end"] + gap <= reference["window_start"].min()).all()
     # the packs whose label window overlaps the reference period are gone, not moved
@@ -119,6 +130,20 @@ def test_main_writes_the_three_outputs(bucket, tmp_path, whole):
     assert isinstance(train["window_start"].dtype, pd.DatetimeTZDtype)
     used = pd.concat([train, reference], ignore_index=True)
     assert training_data_sha256(used, load_use_case("extrusion").feature_names) == info.content_sha256
+
+
+def test_main_holdout_runs_makes_the_newest_n_runs_the_reference(bucket, tmp_path, whole):
+    info = dataset_step.main(
+        ["--data-bucket", bucket, "--line-id", LINE, "--use-case", "extrusion", "--holdout-runs", "2",
+         "--output", str(tmp_path)]
+    )  # fmt: skip
+    runs = list(dict.fromkeys(pd.concat([whole.train, whole.reference])["run_id"]))  # all runs, in time order
+    assert len(runs) > 3 and info.reference_runs == runs[-2:]
+    reference = read_examples(tmp_path / "reference")
+    assert list(dict.fromkeys(reference["run_id"])) == runs[-2:] and len(reference) == info.rows_reference
+    assert not set(read_examples(tmp_path / "train")["run_id"]) & set(runs[-2:])
+    with pytest.raises(SystemExit):
+        dataset_step.main(["--line-id", LINE, "--holdout-runs", "-1", "--output", str(tmp_path)])
 
 
 def test_bad_arguments_are_named(bucket, config):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from evaluate_helpers import run_evaluate_main, write_evaluate_inputs
 from synthetic_line_examples import synthetic_examples
 
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
-from edgeloop.sagemaker_pipelines.steps.dataset import DatasetInfo, reference_split
+from edgeloop.sagemaker_pipelines.steps.dataset import reference_split
 from edgeloop.sagemaker_pipelines.steps.evaluate import (
     ScoredMetrics,
     evaluate_candidate,
@@ -19,17 +18,20 @@ from edgeloop.sagemaker_pipelines.steps.evaluate import (
 )
 from edgeloop.sagemaker_pipelines.steps.export import export_model, reference_predict
 from edgeloop.sagemaker_pipelines.steps.registration import approve_package, register_model
-from edgeloop.sagemaker_pipelines.steps.train import save_trained, train_line_model, training_data_sha256
+from edgeloop.sagemaker_pipelines.steps.train import train_line_model, training_data_sha256
 from edgeloop.schemas import load_use_case, names
+from edgeloop.schemas.use_case import LabelMode
 
 MODEL_BUCKET = "edgeloop-models-eval-test"
 LINE = "line-1"
 
 
 def fast(config):
-    """The use case with a tiny search, so each training here takes a second or two."""
+    """The use case with a tiny search, so each training here takes a second or two, in level mode (the
+    synthetic packs' `<target>__last` is noise, no current value: change mode is tested in tests/unit/model)."""
     training = config.training.model_copy(update={"candidates_per_template": 1, "cv_folds": 2})
-    return config.model_copy(update={"training": training})
+    label = config.label.model_copy(update={"mode": LabelMode.LEVEL})
+    return config.model_copy(update={"training": training, "label": label})
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,9 @@ def test_candidate_is_scored_with_the_device_scorer(registry, good, split, confi
 
 def test_degraded_candidate_fails_against_a_good_champion_naming_the_mses(registry, good, degraded, split, config):
     champion_arn = make_champion(good, config)
+    # the persistence gate (test_evaluate_baselines.py) would refuse it first: relaxed, the champion decides
+    no_gate = {"min_rmse_gain_vs_persistence": None, "violation_f1_vs_persistence": False}
+    config = config.model_copy(update={"validation": config.validation.model_copy(update=no_gate)})
     report = evaluate_candidate(degraded, split[1], config, line_id=LINE)
     assert not report.passed
     assert report.champion_model.model_package_arn == champion_arn
@@ -140,19 +145,8 @@ def test_recall_floor_and_non_finite_predictions_fail(config):
 
 
 def test_main_writes_the_report_the_pipeline_condition_reads(registry, good, split, config, tmp_path):
-    save_trained(good, tmp_path / "model" / LINE)
-    split[1].to_parquet(tmp_path / "examples.parquet", index=False)
-    info = DatasetInfo(
-        line_id=LINE, use_case="extrusion", start=None, end=None, rows_train=len(split[0]),
-        rows_reference=len(split[1]), content_sha256="a" * 64, train_sha256="b" * 64, reference_sha256="c" * 64,
-        data_start=split[0]["window_start"].min(), data_end=split[1]["window_end"].max(),
-    )  # fmt: skip
-    (tmp_path / "dataset.json").write_text(info.model_dump_json())
-    report = evaluate_step.main(
-        ["--model", str(tmp_path / "model"), "--reference", str(tmp_path), "--dataset", str(tmp_path),
-         "--use-case", "extrusion", "--model-bucket", MODEL_BUCKET, "--output", str(tmp_path / "out")]
-    )  # fmt: skip
-    document = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    info = write_evaluate_inputs(good, split, LINE, tmp_path)
+    report, document = run_evaluate_main(tmp_path, MODEL_BUCKET)
     assert {"line_id", "passed", "reason", "candidate", "champion", "reference"} <= set(document)
     assert document["passed"] is True and document["champion"] is None
     assert document["reference"]["rows"] == len(split[1])

@@ -27,6 +27,7 @@ HOURS = 4
 IDLE = [(3600, 4200), (13200, 13500)]  # seconds from T0; the second lies in the reference period
 TIGHT = (7200, 9000, 9.9, 10.1)  # a limits interval: [start, end) seconds, lower, upper
 RUN_SPEC = (9.8, 10.2)
+RUN_STARTS = (6000, 10800)  # seconds from T0: runs r2 and r3 start
 
 
 def _interval(kind: ContextKind, interval_id: str, start_s: int, end_s: int, **fields) -> ContextInterval:
@@ -64,7 +65,10 @@ def put_line(config) -> None:
     target = config.target_metric
     end_s = HOURS * 3600
     run_spec = SpecLimits(target_metric=target, lower=RUN_SPEC[0], upper=RUN_SPEC[1])
-    intervals = [_interval(ContextKind.RUN, "r1", 0, end_s, value="cable-a", spec=run_spec)]
+    # three runs: the reference is the newest whole run (r3, which holds the second idle spell); cross-validation
+    # needs at least two runs to train on
+    bounds = (("r1", 0, RUN_STARTS[0]), ("r2", *RUN_STARTS), ("r3", RUN_STARTS[1], end_s))
+    intervals = [_interval(ContextKind.RUN, r, a, b, value="cable-a", spec=run_spec) for r, a, b in bounds]
     start = 0
     for idle_start, idle_end in IDLE:
         intervals.append(_interval(ContextKind.STATE, f"running-{start}", start, idle_start, value="running"))
@@ -106,6 +110,7 @@ def test_idle_packs_stay_out_of_training_and_evaluation_and_are_counted(registry
     assert tight.sum() == (TIGHT[1] - TIGHT[0]) // config.example_stride_s
     assert (used.loc[tight, "spec_lower"] == TIGHT[2]).all() and (used.loc[~tight, "spec_lower"] == RUN_SPEC[0]).all()
     assert _seconds(dataset.reference["window_start"]).max() > IDLE[1][1]  # the reference spans the second spell
+    assert dataset.info.reference_runs == ["r3"] and set(dataset.train["run_id"]) == {"r1", "r2"}
 
     trained = train_line_model(dataset.train, config)
     save_trained(trained, tmp_path / "model" / LINE)

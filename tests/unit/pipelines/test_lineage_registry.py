@@ -11,7 +11,7 @@ from synthetic_line_examples import synthetic_examples
 from edgeloop.cloud.model_registry import load_manifest
 from edgeloop.sagemaker_pipelines.steps import register as register_step
 from edgeloop.sagemaker_pipelines.steps.dataset import DatasetInfo, reference_split
-from edgeloop.sagemaker_pipelines.steps.evaluate import EvaluationReport, ReferenceInfo, ScoredMetrics
+from edgeloop.sagemaker_pipelines.steps.evaluate import EvaluationReport, GateResult, ReferenceInfo, ScoredMetrics
 from edgeloop.sagemaker_pipelines.steps.export import export_model
 from edgeloop.sagemaker_pipelines.steps.lineage import (
     METADATA_ENTRIES_MAX,
@@ -69,11 +69,18 @@ def dataset_info(trained):
 def evaluation(passed: bool = True, reason: str = "no champion; candidate MSE 0.01") -> EvaluationReport:
     metrics = ScoredMetrics(
         mse=0.0123456789, mae=0.08, precision={"usl_violation": 0.9}, recall={"usl_violation": 0.8},
-        n_train=400, n_test=75, violation_precision=0.9, violation_recall=0.8,
+        n_train=400, n_test=75, violation_precision=0.9, violation_recall=0.8, violation_f1=0.8470588235294118,
+    )  # fmt: skip
+    persistence = metrics.model_copy(update={"mse": 0.0234567891, "rmse": 0.15315608, "violation_f1": 0.61234})
+    setpoint = metrics.model_copy(update={"mse": 0.05, "rmse": 0.2236068, "violation_f1": 0.0})
+    gate = GateResult(
+        passed=True, reason="candidate RMSE 0.111 <= persistence RMSE 0.153", rmse=0.111, persistence_rmse=0.153,
+        min_rmse_gain_vs_persistence=None, violation_f1_vs_persistence=True, relaxed=["min_rmse_gain_vs_persistence"],
     )  # fmt: skip
     return EvaluationReport(
         line_id=LINE, passed=passed, reason=reason, candidate=metrics,
         reference=ReferenceInfo(rows=75, content_sha256="3" * 64),
+        baselines={"persistence": persistence, "setpoint": setpoint}, gate=gate,
     )  # fmt: skip
 
 
@@ -98,6 +105,8 @@ def test_metadata_and_manifest_round_trip_through_the_registry(registry, trained
     assert lineage.code_version == exported.manifest.code_version == "0123456789abcdef0123456789abcdef01234567"
     assert lineage.metrics == trained.metrics
     assert lineage.reference.mse == 0.0123456789 and lineage.reference.violation_recall == 0.8
+    assert lineage.reference.persistence_rmse == 0.15315608 and lineage.reference.setpoint_violation_f1 == 0.0
+    assert lineage.reference.gate == "passed relaxed:min_rmse_gain_vs_persistence"
     assert [t.precision for t in lineage.tiers] == [Precision.FP32, Precision.FP16_LEAVES]
     assert lineage.template == trained.template.value == exported.manifest.template.value
     assert lineage.cv_rmse == trained.cv_rmse == exported.manifest.cv_rmse
@@ -198,6 +207,8 @@ def test_models_cli_lists_and_shows_the_lineage(registry, trained, dataset_info,
             "x86_64 aarch64 armv7l",
             exported.manifest.template.value,
             f"{exported.manifest.cv_rmse:.6g}",
+            "model RMSE 0.111111 F1 0.847 | persistence RMSE 0.153156 F1 0.612 | setpoint RMSE 0.223607 F1 0.000",
+            "gate passed relaxed:min_rmse_gain_vs_persistence",
         ):
             assert expected in shown.output, expected
         assert all(f"{name}=" in shown.output for name in exported.manifest.hyperparameters)

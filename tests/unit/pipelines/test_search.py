@@ -86,7 +86,7 @@ def test_too_few_rows_for_the_folds_are_refused(examples):
     with pytest.raises(ValueError, match="7 examples cannot make 4 folds"):
         time_ordered_folds(examples.iloc[:7], 4, 0)
     with pytest.raises(ValueError, match="fold 1 of 4 keeps 0 training rows after the 0 days 01:00:00 label gap"):
-        time_ordered_folds(examples.iloc[:40], 4, 3600)
+        time_ordered_folds(examples.iloc[:150], 4, 3600)  # five runs of 15 min: the 1 h gap empties fold 1
 
 
 # --- selection ---------------------------------------------------------------------------------
