@@ -12,10 +12,16 @@ features, cached under benchmarks/.data/.
     search's CPU time is reported too, since other work on a shared machine slows the wall clock.
     searched_config makes sure every template's payload family is accepted, so lasso, random forest
     and XGBoost are all searched. fits_per_s_<template> is per worker thread.
-(b) Quality: the chosen candidate, refit on all training rows, scored on the held-out block: MSE,
-    MAE, per-class precision/recall (LSL, USL) and for "out of spec" (LSL or USL) vs "in range".
-    Baselines in the same run: persistence (the label is the pack's last cold OD) and the training
-    mean, so the model's skill is visible.
+(b) Quality, trained exactly as the pipeline trains (train.py: only predictable examples, the time
+    split, the use case's label mode: in change mode the search and refit learn "future minus now"
+    and the current value is added back, so predictions are levels as TrainedModel.predict gives):
+    the chosen candidate, refit on all training rows, scored on the held-out block with baselines.py's
+    score_predictions, the one metric definition the pipeline's Evaluate step uses, beside
+    persistence and the setpoint scored the same way; `gate_passed` is the pipeline's persistence gate.
+    A violation is hit only when predicted as its own class (LSL or USL).
+(c) The same quality figures (prefix `quality2.`) for the second example line: PIPE_DAYS days of
+    the pipe-extrusion generator (training_data.pipe_examples), searched with its use case's own
+    candidates_per_template, as the pipeline would.
 """
 
 from __future__ import annotations
@@ -28,14 +34,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from edgeloop.cloud.packing.labels import predictable, training_labels
+from edgeloop.model_runtime.label_mode import to_level
+from edgeloop.sagemaker_pipelines.steps.baselines import (
+    PERSISTENCE,
+    ScoredMetrics,
+    persistence_gate,
+    score_baselines,
+    score_predictions,
+)
 from edgeloop.sagemaker_pipelines.steps.search import SearchResult, search_templates
-from edgeloop.sagemaker_pipelines.steps.train import TimeSplit, classify, evaluate, time_split
 from edgeloop.sagemaker_pipelines.steps.train import search_and_refit as train_search_and_refit
+from edgeloop.sagemaker_pipelines.steps.train import time_split
 from edgeloop.schemas import ViolationClass, load_use_case
 from edgeloop.schemas.model import TEMPLATE_FAMILY
-from edgeloop.schemas.use_case import UseCaseConfig
+from edgeloop.schemas.use_case import LabelMode, UseCaseConfig
 
-from .training_data import DAYS, USE_CASE, ensure_examples
+from .training_data import DAYS, PIPE_DAYS, USE_CASE, ensure_examples, pipe_examples
 
 EXPERIMENTS_ENV = "EDGELOOP_BENCH_TRAINING_EXPERIMENTS"
 DEFAULT_EXPERIMENTS = 7_500
@@ -52,6 +67,7 @@ def run() -> Results:
     results = benchmark(dataset.examples(), load_use_case(USE_CASE), experiments)
     if dataset.generated_s is not None:
         results["training.dataset_generation_s"] = (dataset.generated_s, "s")
+    results.update(second_line())
     return results
 
 
@@ -74,15 +90,33 @@ def candidates_per_template(experiments: int, config: UseCaseConfig) -> int:
 
 def benchmark(examples: pd.DataFrame, config: UseCaseConfig, experiments: int, *, workers: int = WORKERS) -> Results:
     config = searched_config(config)
-    split = time_split(examples, config)
-    outcome = search_and_refit(split, config, candidates_per_template(experiments, config), workers)
+    outcome = search_and_refit(examples, config, candidates_per_template(experiments, config), workers)
     if outcome.experiments < experiments:
         raise RuntimeError(f"the search ran {outcome.experiments} experiments; {experiments} were asked for")
     results: Results = {"training.examples": (float(len(examples)), "examples")}
     results.update(search_figures(outcome))
-    results.update(quality_figures(outcome.test_predictions, split.test, prefix="quality."))
-    results.update(baseline_figures(split, config))
+    results.update(quality_figures(outcome.test_predictions, outcome.test, config, prefix="quality.", unit="mm"))
     _print_summary(outcome, results)
+    return results
+
+
+def second_line(days: float = PIPE_DAYS, *, workers: int = WORKERS) -> Results:
+    """Quality figures (prefix quality2.) of the second example line, searched as its use case says."""
+    start = time.perf_counter()
+    examples, config = pipe_examples(days)
+    outcome = search_and_refit(examples, config, config.training.candidates_per_template, workers)
+    results: Results = {
+        "quality2.days": (float(days), "days"),
+        "quality2.examples": (float(len(examples)), "examples"),
+        "quality2.experiments": (float(outcome.experiments), "fits"),
+    }
+    results.update(quality_figures(outcome.test_predictions, outcome.test, config, prefix="quality2.", unit="bar"))
+    results["quality2.bench_s"] = (time.perf_counter() - start, "s")
+    print(
+        f"   second line ({days:g} days, {len(examples):,} examples): RMSE {results['quality2.rmse'][0]:.3g} bar vs"
+        f" persistence {results['quality2.rmse_persistence'][0]:.3g}; violation F1"
+        f" {results['quality2.f1_violation'][0]:.3f} vs {results['quality2.f1_violation_persistence'][0]:.3f}"
+    )
     return results
 
 
@@ -100,7 +134,8 @@ class SearchOutcome:
     chosen_cv_rmse: float
     best_template: str
     best_cv_rmse: float
-    test_predictions: np.ndarray
+    test: pd.DataFrame  # the held-out block, as train.py splits it
+    test_predictions: np.ndarray  # levels, whatever the label mode
 
 
 def search_figures(outcome: SearchOutcome) -> Results:
@@ -118,14 +153,21 @@ def search_figures(outcome: SearchOutcome) -> Results:
     return results
 
 
-def search_and_refit(split: TimeSplit, config: UseCaseConfig, candidates: int, workers: int) -> SearchOutcome:
-    """train.py's search and refit on the training rows, timed (the refit is one fit of thousands),
-    then the chosen model's predictions on the held-out block."""
+def search_and_refit(examples: pd.DataFrame, config: UseCaseConfig, candidates: int, workers: int) -> SearchOutcome:
+    """train_line_model's steps, timed (the refit is one fit of thousands): its split, its labels in the
+    use case's mode, train.py's search and refit, and the chosen model's level predictions on the
+    held-out block (the smoke test checks them against train_line_model's TrainedModel.predict)."""
+    split = time_split(predictable(examples, config), config)
+    train = split.train.assign(label=training_labels(split.train, config))  # change mode: future minus now
     start, cpu_start = time.perf_counter(), time.process_time()
     search, fitted = train_search_and_refit(
-        split.train, config, seed=config.training.seed, candidates_per_template=candidates, n_jobs=workers
+        train, config, seed=config.training.seed, candidates_per_template=candidates, n_jobs=workers
     )
     search_s, search_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+    features = config.feature_names
+    X_test = split.test[features].to_numpy(dtype=np.float32)
+    mode = LabelMode(config.label.mode)
+    current = features.index(config.current_value_feature) if mode == LabelMode.CHANGE else None
     chosen = search.chosen
     return SearchOutcome(
         experiments=search.experiments,
@@ -137,7 +179,8 @@ def search_and_refit(split: TimeSplit, config: UseCaseConfig, candidates: int, w
         chosen_cv_rmse=chosen.cv_rmse,
         best_template=search.best.template.value,
         best_cv_rmse=search.best.cv_rmse,
-        test_predictions=fitted.predict(split.test[config.feature_names].to_numpy(dtype=np.float32)),
+        test=split.test,
+        test_predictions=to_level(fitted.predict(X_test), X_test, mode, current),
     )
 
 
@@ -162,47 +205,39 @@ def _fits_per_s(search: SearchResult) -> dict[str, float]:
 # --- (b) quality -------------------------------------------------------------------------------------
 
 
-def quality_figures(predictions: np.ndarray, test: pd.DataFrame, *, prefix: str) -> Results:
-    """MSE, MAE, and precision/recall per violation class and for LSL+USL merged into one class."""
-    metrics = evaluate(np.asarray(predictions), test, n_train=0)
-    predicted = classify(np.asarray(predictions), test["spec_lower"].to_numpy(), test["spec_upper"].to_numpy())
-    actual = test["label_class"].astype(str).to_numpy()
-    in_range = ViolationClass.IN_RANGE.value
-    precision, recall = _precision_recall(predicted != in_range, actual != in_range)
-    results: Results = {
-        f"{prefix}mse": (metrics.mse, "mm^2"),
-        f"{prefix}mae": (metrics.mae, "mm"),
-        f"{prefix}precision_violation": (precision, "ratio"),
-        f"{prefix}recall_violation": (recall, "ratio"),
-    }
-    for short, cls in (("lsl", ViolationClass.LSL), ("usl", ViolationClass.USL)):
-        # a class never predicted (or never present) has no precision (recall): NaN, not a guess
-        results[f"{prefix}precision_{short}"] = (metrics.precision.get(cls.value, math.nan), "ratio")
-        results[f"{prefix}recall_{short}"] = (metrics.recall.get(cls.value, math.nan), "ratio")
+def quality_figures(
+    predictions: np.ndarray, test: pd.DataFrame, config: UseCaseConfig, *, prefix: str, unit: str
+) -> Results:
+    """The model's, persistence's and the setpoint's reference metrics, all from score_predictions;
+    an undefined figure (a class never predicted or never present, no episode flagged) is NaN."""
+    model = score_predictions(np.asarray(predictions), test, n_train=0, horizon_s=config.horizon_s)
+    baselines = score_baselines(test, config)
+    results = _scored(model, prefix, "", unit)
+    for name, scored in baselines.items():
+        results.update(_scored(scored, prefix, f"_{name}", unit))
+    persistence = baselines[PERSISTENCE]
+    results[f"{prefix}rmse_ratio_vs_persistence"] = (model.rmse / persistence.rmse, "ratio")
+    results[f"{prefix}gate_passed"] = (float(persistence_gate(model, persistence, config).passed), "bool")
     return results
 
 
-def baseline_figures(split: TimeSplit, config: UseCaseConfig) -> Results:
-    """Naive forecasts on the same held-out block: persistence and the training mean."""
-    last = split.test[f"{config.target_metric}__last"].to_numpy(dtype=np.float64)
-    # a pack whose last reading is missing keeps its latest known value: fall back to the pack mean
-    persistence = np.where(np.isnan(last), split.test[f"{config.target_metric}__mean"].to_numpy(), last)
-    persistence_quality = quality_figures(persistence, split.test, prefix="quality.persistence_")
-    errors_of_mean = split.test["label"].to_numpy() - split.train["label"].mean()
-    return {
-        "quality.mse_persistence": persistence_quality["quality.persistence_mse"],
-        "quality.mae_persistence": persistence_quality["quality.persistence_mae"],
-        "quality.precision_violation_persistence": persistence_quality["quality.persistence_precision_violation"],
-        "quality.recall_violation_persistence": persistence_quality["quality.persistence_recall_violation"],
-        "quality.mse_train_mean": (float(np.mean(errors_of_mean**2)), "mm^2"),
+def _scored(metrics: ScoredMetrics, prefix: str, suffix: str, unit: str) -> Results:
+    def figure(value: float | None) -> float:
+        return math.nan if value is None else float(value)
+
+    results: Results = {
+        f"{prefix}mse{suffix}": (metrics.mse, f"{unit}^2"),
+        f"{prefix}rmse{suffix}": (figure(metrics.rmse), unit),
+        f"{prefix}mae{suffix}": (metrics.mae, unit),
+        f"{prefix}precision_violation{suffix}": (figure(metrics.violation_precision), "ratio"),
+        f"{prefix}recall_violation{suffix}": (figure(metrics.violation_recall), "ratio"),
+        f"{prefix}f1_violation{suffix}": (figure(metrics.violation_f1), "ratio"),
+        f"{prefix}lead_time_median_s{suffix}": (figure(metrics.lead_time_median_s), "s"),
     }
-
-
-def _precision_recall(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
-    hits = int((predicted & actual).sum())
-    precision = hits / int(predicted.sum()) if predicted.any() else math.nan
-    recall = hits / int(actual.sum()) if actual.any() else math.nan
-    return precision, recall
+    for short, cls in (("lsl", ViolationClass.LSL), ("usl", ViolationClass.USL)):
+        for name, values in (("precision", metrics.precision), ("recall", metrics.recall), ("f1", metrics.f1)):
+            results[f"{prefix}{name}_{short}{suffix}"] = (figure(values.get(cls.value)), "ratio")
+    return results
 
 
 def _print_summary(outcome: SearchOutcome, results: Results) -> None:
@@ -221,8 +256,8 @@ def _print_summary(outcome: SearchOutcome, results: Results) -> None:
         f" best: {outcome.best_template} (cv RMSE {outcome.best_cv_rmse:.5f})"
     )
     print(
-        f"   held-out MSE {value('quality.mse'):.3g} vs persistence {value('quality.mse_persistence'):.3g}"
-        f" and training mean {value('quality.mse_train_mean'):.3g}"
+        f"   held-out RMSE {value('quality.rmse'):.3g} vs persistence {value('quality.rmse_persistence'):.3g}"
+        f" (ratio {value('quality.rmse_ratio_vs_persistence'):.3f}) and setpoint {value('quality.rmse_setpoint'):.3g}"
     )
     print(
         f"   out of spec: precision {value('quality.precision_violation'):.1%}, recall"

@@ -11,12 +11,19 @@ bounds memory to about a day of readings.
 
 Written once to benchmarks/.data/training-v<version>/ (not committed) as examples.parquet with a
 manifest (generator version, seed, days, rows, sha256 of the file) and reused while it matches.
+
+The second example line (`pipe_examples`): `PIPE_DAYS` days of Rohrlinie 2 written by the documented
+generator (`python -m edgeloop.device_shims.pipe_extrusion --days N`: CSVs, mapping.yaml, use_case.yaml),
+read as `edgeloop backfill` reads them (plan_backfill: mapped columns, context intervals; Layout: samples
+in curated order; empty cells dropped, as ingest never lands them) and packed by the same
+assemble_examples with the generated use case. Regenerated on every run (seconds).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +35,7 @@ import pandas as pd
 from edgeloop.cloud.packing.examples import PackStats, assemble_examples
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.device_shims.extrusion_config import METRICS
-from edgeloop.schemas import ContextKind, load_use_case
+from edgeloop.schemas import ContextKind, UseCaseConfig, load_use_case
 
 GENERATOR_VERSION = 1
 DATA_ROOT = Path(__file__).resolve().parent / ".data"
@@ -38,6 +45,8 @@ SEED = 20260101
 DAYS = 90
 START_MS = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
 DAY_S = 86_400
+PIPE_LINE_ID = "rohrlinie-2"  # the README's `edgeloop backfill ... --line rohrlinie-2`
+PIPE_DAYS = 2  # the README's `python -m edgeloop.device_shims.pipe_extrusion --days 2`
 EXAMPLES_FILE = "examples.parquet"
 MANIFEST_FILE = "manifest.json"
 
@@ -179,3 +188,42 @@ def _sha256(path: Path) -> str:
 
 def _ms(moment: datetime) -> int:
     return round(moment.timestamp() * 1000)
+
+
+# --- the second example line ---------------------------------------------------------------------
+
+
+def pipe_examples(days: float = PIPE_DAYS) -> tuple[pd.DataFrame, UseCaseConfig]:
+    """Examples of `days` days of the generated pipe-extrusion line, with its generated use case."""
+    from edgeloop.backfill.layout import Layout
+    from edgeloop.backfill.plan import plan_backfill
+    from edgeloop.device_shims.pipe_extrusion import FILE_PREFIX, MAPPING_FILE, USE_CASE_FILE, write_example
+    from edgeloop.schemas.use_case import load_use_case_file
+
+    with tempfile.TemporaryDirectory(prefix="bench-pipe-") as folder:
+        out = Path(folder)
+        write_example(out, hours=days * 24)
+        use_case = load_use_case_file(out / USE_CASE_FILE)
+        files = sorted(out.glob(f"{FILE_PREFIX}_*.csv"))
+        plan = plan_backfill(files, out / MAPPING_FILE, line_id=PIPE_LINE_ID, use_case=use_case)
+    frames, intervals = [], []
+    for recording in plan.recordings:
+        layout = Layout(plan, recording)
+        intervals.extend(recording.intervals)
+        for samples, day in layout.days():
+            if day is None:  # no usable timestamp: backfill quarantines these
+                continue
+            keep = np.isfinite(samples.value)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "line_id": PIPE_LINE_ID,
+                        "metric": np.asarray(layout.metrics, dtype=object)[samples.code[keep]],
+                        "time_ms": samples.time_ms[keep],
+                        "value": samples.value[keep],
+                    }
+                )
+            )
+    curated = pd.concat(frames, ignore_index=True).sort_values(["metric", "time_ms"], kind="stable")
+    curated = curated.astype({"line_id": "category", "metric": "category"}).reset_index(drop=True)
+    return assemble_examples(curated, intervals, use_case).examples, use_case

@@ -45,7 +45,12 @@ def _print_outcome(outcome) -> None:
         f"\nsamples sent {outcome.samples_sent:,} {verdict} samples landed {outcome.samples_landed:,}"
         f"  (quarantined objects: {outcome.samples_quarantined})"
     )
-    metrics = Table(title="Per-line models (test set = last quarter of history)")
+    from edgeloop.demo.gate import comparison_table, recall_zero_notes
+
+    console.print(comparison_table(outcome.evaluations))
+    for note in recall_zero_notes(outcome.evaluations):
+        console.print(f"  recall 0.00: {note}")
+    metrics = Table(title="Registered models (reference = the held-out newest run(s); refused lines are not listed)")
     columns = ("line", "examples", "MSE", "MAE", "precision (LSL/in/USL)", "recall (LSL/in/USL)", "live MAE (gateway)")
     for column in columns:
         metrics.add_column(column)

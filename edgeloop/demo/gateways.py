@@ -122,7 +122,8 @@ class DemoGateways:
             lambda state: bool(state.get("history_drained")),
         )
 
-    def wait_for_live_predictions(self) -> None:
+    def wait_for_live_predictions(self, things: set[str] | None = None) -> None:
+        """Until each gateway in `things` (default: all) has scored the live period."""
         wanted = int(self.settings.live_minutes * 60 / self.use_case.example_stride_s)
         self._wait_for_each(
             "live predictions",
@@ -130,16 +131,19 @@ class DemoGateways:
             wanted,
             lambda state: min(wanted, state.get("predictions", 0)),
             lambda state: state.get("predictions", 0) >= wanted,
+            things,
         )
 
-    def _wait_for_each(self, what: str, label: str, total: float, completed, done) -> None:
-        """A progress bar per gateway, fed from its state file, until `done` holds for every gateway."""
+    def _wait_for_each(self, what: str, label: str, total: float, completed, done, things=None) -> None:
+        """A progress bar per gateway (in `things`, default all), fed from its state file, until `done`
+        holds for each."""
+        watched = [g for g in self.processes if things is None or g.thing_name in things]
         with progress_bars(self.console) as progress:
-            tasks = {g.thing_name: progress.add_task(f"{g.thing_name} {label}", total=total) for g in self.processes}
+            tasks = {g.thing_name: progress.add_task(f"{g.thing_name} {label}", total=total) for g in watched}
 
             def all_done() -> bool:
                 self.check_alive()
-                states = {g.thing_name: g.state() for g in self.processes}
+                states = {g.thing_name: g.state() for g in watched}
                 for thing, state in states.items():
                     progress.update(tasks[thing], completed=completed(state))
                 return all(done(state) for state in states.values())

@@ -6,11 +6,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeloop.schemas import DeviceRecord, DeviceStatus, ModelMetrics
+
+if TYPE_CHECKING:
+    from edgeloop.demo.gate import LineEvaluation
 
 
 class DemoFailed(RuntimeError):
@@ -35,7 +39,10 @@ class DemoOutcome:
     handler_failures: int = 0
     live_points: dict[str, int] = field(default_factory=dict)  # per line: predictions with a measurement
     live_mae: dict[str, float] = field(default_factory=dict)  # per line: mean |predicted - measured|
-    models: dict[str, LineModel] = field(default_factory=dict)
+    models: dict[str, LineModel] = field(default_factory=dict)  # the registered lines only (they passed the gate)
+    # every line: its candidate and the baselines on the reference run(s), and the gate's decision
+    evaluations: dict[str, LineEvaluation] = field(default_factory=dict)
+    rolled_out_things: set[str] = field(default_factory=set)  # the gateways of the registered lines
     fleet: list[DeviceRecord] = field(default_factory=list)
     model_version: str = ""
     report_path: Path | None = None
@@ -51,14 +58,25 @@ class DemoOutcome:
 
     @property
     def every_gateway_on_new_model(self) -> bool:
-        return bool(self.fleet) and all(
-            d.status is DeviceStatus.APPLIED and d.current_model_version == self.model_version for d in self.fleet
-        )
+        """Every gateway of a registered line runs the new model; a refused line's gateways do not."""
+        on_new = {
+            d.thing_name
+            for d in self.fleet
+            if d.status is DeviceStatus.APPLIED and d.current_model_version == self.model_version
+        }
+        return bool(self.rolled_out_things) and on_new == self.rolled_out_things
+
+    @property
+    def registered_only_if_passed(self) -> bool:
+        return all(line in self.evaluations and self.evaluations[line].passed for line in self.models)
 
     @property
     def ok(self) -> bool:
         return (
-            self.samples_sent == self.samples_landed and self.handler_failures == 0 and self.every_gateway_on_new_model
+            self.samples_sent == self.samples_landed
+            and self.handler_failures == 0
+            and self.every_gateway_on_new_model
+            and self.registered_only_if_passed
         )
 
     def rollups_line(self) -> str:

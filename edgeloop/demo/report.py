@@ -124,6 +124,24 @@ def _model_rows(outcome: DemoOutcome) -> list[list[object]]:
     ]
 
 
+def _gate_section(outcome: DemoOutcome) -> str:
+    """Model, persistence and setpoint side by side per line, the gate's decision, and why a class
+    present in the reference data has recall 0 where the figures say why."""
+    from edgeloop.demo.gate import COMPARISON_COLUMNS, comparison_rows, decision_lines, recall_zero_notes
+
+    decisions = "".join(f"<li>{html.escape(line)}</li>" for line in decision_lines(outcome.evaluations))
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in recall_zero_notes(outcome.evaluations))
+    return f"""<h2>Model vs trivial baselines (the registration gate)</h2>
+<p>Each line trains on all but its newest whole run(s); the model is scored on those held-out runs beside
+persistence (the target's value at the pack end) and the setpoint (the middle of the spec limits). A model is
+registered and rolled out only if its RMSE beats persistence's by the use case's margin and its violation F1 is
+not below persistence's; a refused line keeps what it runs.</p>
+{_table(list(COMPARISON_COLUMNS), comparison_rows(outcome.evaluations))}
+<ul>{decisions}</ul>
+{f"<h3>Recall 0.00 on a class that occurs</h3><ul>{notes}</ul>" if notes else ""}
+"""
+
+
 def _document(outcome: DemoOutcome, series: dict[str, pd.DataFrame], target: str) -> str:
     from edgeloop.cloud.fleet.queries import DEVICE_SUMMARY_COLUMNS, device_summary
 
@@ -137,7 +155,8 @@ th{{background:#f3f3f3}}</style></head><body>
 <h1>edgeloop demo report</h1>
 <p>Samples accepted by the gateways: <b>{outcome.samples_sent:,}</b>; landed in curated storage (unique by thing and
 sequence number): <b>{outcome.samples_landed:,}</b>; quarantined objects: {outcome.samples_quarantined}.</p>
-<h2>Models (one per line, test set: the last quarter of the history)</h2>
+{_gate_section(outcome)}
+<h2>Registered models (one per line that passed the gate; figures on its held-out reference run(s))</h2>
 {_table(["line", "examples", "MSE", "MAE", "precision", "recall", "model package"], _model_rows(outcome))}
 <h2>Live scoring on the gateways</h2>
 {_table(["line", "predictions", "mean abs error vs measured"], live_rows)}

@@ -90,40 +90,69 @@ class DemoRun:
         return write_key_pair(self.workdir / "model-signing")
 
     def train_register_approve(self, examples: Mapping) -> list[dict]:
+        """The pipeline's decision per line: train on all but the newest whole run(s), judge the candidate
+        on them beside persistence and the setpoint (the evaluate step), register and approve only if it
+        passed the gate. Returns the approval events of the registered lines."""
+        from edgeloop.demo.gate import decision_lines, evaluate_line, split_lines
+        from edgeloop.sagemaker_pipelines.steps.train import train_lines
+
+        try:
+            splits = split_lines(examples, self.use_case)
+        except ValueError as exc:
+            raise DemoFailed(f"{exc} (is history_hours long enough for two runs per line?)") from exc
+        templates = ", ".join(t.value for t in self.use_case.training.templates)
+        with self.console.status(f"training {len(examples)} models (one per line; searching {templates})"):
+            trained = train_lines({line: train for line, (train, _) in splits.items()}, self.use_case, max_workers=2)
+        with self.console.status("evaluating each candidate against persistence and the setpoint (the gate)"):
+            for line_id, model in trained.items():
+                train, reference = splits[line_id]
+                self.outcome.evaluations[line_id] = evaluate_line(model, train, reference, self.use_case, line_id)
+        events = [
+            self._register(line_id, trained[line_id]) for line_id, e in self.outcome.evaluations.items() if e.passed
+        ]
+        for evaluation, line in zip(self.outcome.evaluations.values(), decision_lines(self.outcome.evaluations)):
+            self.console.print(f"[{'green' if evaluation.passed else 'red'}]gate[/] {line}")
+        return events
+
+    def _register(self, line_id: str, model) -> dict:
         from edgeloop.local.approval import approve_model
         from edgeloop.model_runtime.signing import load_private_key
         from edgeloop.sagemaker_pipelines.steps.export import export_model
         from edgeloop.sagemaker_pipelines.steps.registration import register_model
-        from edgeloop.sagemaker_pipelines.steps.train import train_lines
 
-        templates = ", ".join(t.value for t in self.use_case.training.templates)
-        with self.console.status(f"training {len(examples)} models (one per line; searching {templates})"):
-            trained = train_lines(dict(examples), self.use_case, max_workers=2)
         signing_key = load_private_key(self.signing_keys().private_key_path)
-        events = []
-        for line_id, model in trained.items():
-            exported = export_model(
-                model,
-                model_id=f"{self.use_case.use_case}-{line_id}",
-                version=self.settings.model_version,
-                use_case=self.use_case.use_case,
-                line_ids=[line_id],
-                target=self.use_case.target_metric,
-                signing_key=signing_key,
-            )
-            arn = register_model(exported, model_bucket=names.LOCAL_MODEL_BUCKET, signing_key=signing_key)
-            events.append(approve_model(arn))
-            line_model = readback.read_back_registration(line_id, arn, model.metrics, len(examples[line_id]))
-            self.outcome.models[line_id] = line_model
-        return events
+        exported = export_model(
+            model,
+            model_id=f"{self.use_case.use_case}-{line_id}",
+            version=self.settings.model_version,
+            use_case=self.use_case.use_case,
+            line_ids=[line_id],
+            target=self.use_case.target_metric,
+            signing_key=signing_key,
+        )
+        evaluation = self.outcome.evaluations[line_id]
+        # with the evaluation, registration checks the gate again and the registry's metadata carries the baselines
+        arn = register_model(
+            exported, model_bucket=names.LOCAL_MODEL_BUCKET, signing_key=signing_key, evaluation=evaluation.report
+        )
+        event = approve_model(arn)
+        evaluation.registered = True
+        # the per-class figures shown are the reference run(s)' (the data the gate decided on)
+        candidate = evaluation.report.candidate
+        self.outcome.models[line_id] = readback.read_back_registration(
+            line_id, arn, candidate, evaluation.rows_train + evaluation.report.reference.rows
+        )
+        self.outcome.rolled_out_things.add(self.settings.thing_name(line_id))
+        return event
 
     def roll_out(self, approval_events: list[dict], log: TextIO) -> None:
         from edgeloop.local.functions import orchestrate
 
         for event in approval_events:
             orchestrate(log, event)
+        wanted = self.outcome.rolled_out_things
         with progress_bars(self.console) as progress:
-            task = progress.add_task("rollout (gateways on the new model)", total=len(self.gateways.processes))
+            task = progress.add_task("rollout (gateways on the new model)", total=len(wanted))
             wait_until(
                 "every gateway to report the new model",
                 lambda: self._rollout_done(lambda done: progress.update(task, completed=done)),
@@ -137,9 +166,11 @@ class DemoRun:
         if failed:
             raise DemoFailed(f"rollout failed on {[(d.thing_name, d.reason) for d in failed]}")
         version = self.settings.model_version
-        done = sum(1 for d in fleet if d.status is DeviceStatus.APPLIED and d.current_model_version == version)
-        show(done)
-        return done == len(self.gateways.processes)
+        on_new = {
+            d.thing_name for d in fleet if d.status is DeviceStatus.APPLIED and d.current_model_version == version
+        }
+        show(len(on_new & self.outcome.rolled_out_things))
+        return self.outcome.rolled_out_things <= on_new  # a refused line's gateways are not rolled out to
 
     # --- stage 4: read back what landed --------------------------------------------------------
     def read_back(self) -> None:
@@ -201,8 +232,11 @@ def _close_the_loop(demo: DemoRun, runtime, bridge, lambda_log: TextIO) -> None:
             demo.compact_and_roll_up(lambda_log)
             examples = demo.build_examples()
         events = demo.train_register_approve(examples)
-        demo.roll_out(events, lambda_log)
-        demo.gateways.wait_for_live_predictions()
+        if events:  # a line whose model did not beat persistence ships nothing; none passed: no rollout
+            demo.roll_out(events, lambda_log)
+            demo.gateways.wait_for_live_predictions(demo.outcome.rolled_out_things)
+        else:
+            demo.console.print("[red]no line's model passed the gate: nothing is rolled out[/]")
     finally:
         demo.gateways.stop()
     demo.publish_context(runtime)  # the live period's runs too, so the report can draw their limits

@@ -22,8 +22,11 @@ from benchmarks.training_data import (
 )
 from edgeloop.cloud.packing.examples import build_examples
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
+from edgeloop.sagemaker_pipelines.steps.baselines import score_predictions
 from edgeloop.sagemaker_pipelines.steps.search import search_templates
+from edgeloop.sagemaker_pipelines.steps.train import train_line_model
 from edgeloop.schemas import ContextKind, load_use_case
+from edgeloop.schemas.use_case import LabelMode
 
 DAYS = 1
 SEED = 3
@@ -75,6 +78,39 @@ def test_candidates_per_template_reach_the_asked_experiments():
         assert candidates * per_draw >= asked > (candidates - 1) * per_draw
 
 
+QUALITY = (
+    "rmse_ratio_vs_persistence",
+    "gate_passed",
+    *(
+        f"{name}{suffix}"
+        for suffix in ("", "_persistence", "_setpoint")
+        for name in (
+            "mse",
+            "rmse",
+            "mae",
+            "precision_violation",
+            "recall_violation",
+            "f1_violation",
+            "lead_time_median_s",
+            *(f"{m}_{c}" for m in ("precision", "recall", "f1") for c in ("lsl", "usl")),
+        )
+    ),
+)
+
+
+def _check_quality(results: dict, prefix: str) -> None:
+    assert {f"{prefix}{name}" for name in QUALITY} <= set(results)
+    assert results[f"{prefix}rmse_ratio_vs_persistence"][0] == pytest.approx(
+        results[f"{prefix}rmse"][0] / results[f"{prefix}rmse_persistence"][0]
+    )
+    assert results[f"{prefix}gate_passed"][0] in (0.0, 1.0)
+    assert all(
+        math.isnan(results[name][0]) or 0 <= results[name][0] <= 1
+        for name in results
+        if name.startswith(prefix) and any(k in name for k in ("precision", "recall", "f1_"))
+    )
+
+
 def test_benchmark_reports_every_figure(tiny, capsys):
     results = bench_training.benchmark(tiny.examples(), load_use_case(USE_CASE), 12)
     expected = {
@@ -84,22 +120,9 @@ def test_benchmark_reports_every_figure(tiny, capsys):
         "training.experiments_per_hour",
         "training.target_met_1h",
         *(f"training.fits_per_s_{t}" for t in ("lasso", "random_forest", "xgboost")),
-        *(
-            f"quality.{name}"
-            for name in (
-                "mse",
-                "mae",
-                "precision_violation",
-                "recall_violation",
-                "precision_lsl",
-                "recall_lsl",
-                "precision_usl",
-                "recall_usl",
-                "mse_persistence",
-            )
-        ),
     }
     assert expected <= set(results)
+    _check_quality(results, "quality.")
     for name, (value, unit) in results.items():
         assert isinstance(value, float) and isinstance(unit, str) and unit, name
     assert results["training.examples"][0] == len(tiny.examples())
@@ -107,26 +130,46 @@ def test_benchmark_reports_every_figure(tiny, capsys):
     assert results["training.target_met_1h"][0] in (0.0, 1.0)
     assert all(results[f"training.fits_per_s_{t}"][0] > 0 for t in ("lasso", "random_forest", "xgboost"))
     assert 0 < results["quality.mse"][0] < 10 * results["quality.mse_persistence"][0]
-    assert all(
-        math.isnan(results[name][0]) or 0 <= results[name][0] <= 1
-        for name in results
-        if "precision" in name or "recall" in name
-    )
     printed = capsys.readouterr().out
     assert "Mímir" in printed and "chosen:" in printed
 
 
-def test_the_merged_violation_class_counts_lsl_for_usl_as_a_hit():
+def test_the_bench_predicts_what_the_pipelines_trained_model_predicts(tiny):
+    """Change mode (the extrusion use case's): levels, exactly train_line_model's TrainedModel.predict."""
+    config = bench_training.searched_config(load_use_case(USE_CASE))
+    assert config.label.mode == LabelMode.CHANGE
+    outcome = bench_training.search_and_refit(tiny.examples(), config, 1, 1)
+    trained = train_line_model(tiny.examples(), config, candidates_per_template=1)
+    np.testing.assert_array_equal(outcome.test_predictions, trained.predict(trained.X_test))
+    np.testing.assert_array_equal(outcome.test["label"].to_numpy(), trained.y_test)
+
+
+def test_the_second_line_reports_its_quality_figures(capsys):
+    results = bench_training.second_line(1)
+    _check_quality(results, "quality2.")
+    assert results["quality2.days"][0] == 1.0 and results["quality2.examples"][0] > 100
+    assert "second line" in capsys.readouterr().out
+
+
+def test_figures_come_from_the_pipelines_metric_definition():
     test = pd.DataFrame(
         {
             "label": [1.0, 3.0, 2.0, 2.0],
             "label_class": ["lsl_violation", "usl_violation", "in_range", "in_range"],
             "spec_lower": 1.5,
             "spec_upper": 2.5,
+            "run_id": "r",
+            "window_end": pd.date_range("2026-01-01", periods=4, freq="30s", tz="UTC"),
+            "cold_od_average__last": [2.0, 2.0, 2.0, 2.0],
         }
     )
-    # predicted: USL (actual LSL), LSL (actual USL), in range, LSL (actual in range)
-    figures = bench_training.quality_figures(np.array([3.0, 1.0, 2.0, 1.0]), test, prefix="q.")
-    assert figures["q.recall_violation"][0] == 1.0
-    assert figures["q.precision_violation"][0] == pytest.approx(2 / 3)
-    assert figures["q.precision_usl"][0] == 0.0 and figures["q.recall_lsl"][0] == 0.0
+    config = load_use_case(USE_CASE)
+    # predicted: USL (actual LSL), USL (actual USL), in range, LSL (actual in range)
+    predictions = np.array([3.0, 3.0, 2.0, 1.0])
+    figures = bench_training.quality_figures(predictions, test, config, prefix="q.", unit="mm")
+    scored = score_predictions(predictions, test, n_train=0, horizon_s=config.horizon_s)
+    assert figures["q.recall_violation"][0] == scored.violation_recall == 0.5  # LSL predicted as USL: no hit
+    assert figures["q.precision_violation"][0] == pytest.approx(1 / 3)
+    assert figures["q.f1_violation"][0] == pytest.approx(scored.violation_f1)
+    assert figures["q.precision_usl"][0] == 0.5 and figures["q.recall_lsl"][0] == 0.0
+    assert figures["q.rmse_persistence"][0] == pytest.approx(math.sqrt(np.mean((2.0 - test["label"]) ** 2)))

@@ -1,0 +1,69 @@
+"""The demo's registration decision is the pipeline's: a model that only copies the current value is
+refused, nothing is registered or rolled out, and the figures of both sides are reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rich.console import Console
+from synthetic_line_examples import synthetic_examples
+
+from edgeloop.demo.gate import comparison_rows, decision_lines
+from edgeloop.demo.run import DemoRun
+from edgeloop.demo.settings import DemoSettings
+from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
+from edgeloop.sagemaker_pipelines.steps import train as train_step
+from edgeloop.sagemaker_pipelines.steps.dataset import reference_split
+from edgeloop.schemas import load_use_case
+
+MODEL_BUCKET = "edgeloop-models-demo-gate-test"
+LINE = "line-1"
+
+
+class CopyCurrentValue:
+    """A device scorer stand-in for a model that only copies the current value (<target>__last)."""
+
+    def __init__(self, features: list[str], target: str) -> None:
+        self.features = features
+        self.column = features.index(f"{target}__last")
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return X[:, self.column].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def config():
+    base = load_use_case("extrusion")
+    training = base.training.model_copy(update={"candidates_per_template": 1, "cv_folds": 2})
+    return base.model_copy(update={"training": training})
+
+
+@pytest.fixture(scope="module")
+def examples(config):
+    frame = synthetic_examples(config, line_id=LINE, n=600, seed=4)
+    frame[f"{config.target_metric}__last"] = frame["label"].shift(10).bfill().to_numpy()
+    return frame
+
+
+def test_the_demo_refuses_a_model_that_only_copies_the_current_value(registry, examples, config, monkeypatch, tmp_path):
+    trained = train_step.train_line_model(reference_split(examples, config)[0], config)
+    copier = CopyCurrentValue(trained.feature_names, config.target_metric)
+    monkeypatch.setattr(train_step, "train_lines", lambda by_line, *args, **kwargs: dict.fromkeys(by_line, trained))
+    monkeypatch.setattr(evaluate_step, "candidate_scorer", lambda *args, **kwargs: copier)
+    demo = DemoRun(DemoSettings(lines=1, workdir=tmp_path / "demo"), Console(file=None, quiet=True))
+    demo.use_case = config
+
+    events = demo.train_register_approve({LINE: examples})
+
+    assert events == [] and demo.outcome.models == {} and demo.outcome.rolled_out_things == set()
+    evaluation = demo.outcome.evaluations[LINE]
+    assert not evaluation.passed and not evaluation.registered
+    assert evaluation.report.reason.startswith("no better than persistence: candidate RMSE ")
+    _, reference = reference_split(examples, config)
+    assert evaluation.report.reference.rows == len(reference)  # judged on the newest whole run(s) only
+    assert set(evaluation.reference_runs) == set(reference["run_id"].astype(str))
+    rows = comparison_rows(demo.outcome.evaluations)
+    assert [row[1] for row in rows] == ["model (REFUSED)", "persistence", "setpoint"]
+    assert rows[0][2] == rows[1][2]  # the copy's RMSE is persistence's
+    assert "REFUSED: no better than persistence" in decision_lines(demo.outcome.evaluations)[0]
+    assert not demo.outcome.ok
