@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from synthetic_line_examples import synthetic_examples
 
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
 from edgeloop.sagemaker_pipelines.steps.dataset import DatasetInfo
 from edgeloop.sagemaker_pipelines.steps.train import save_trained
+from edgeloop.schemas import load_use_case
 
 
 def write_evaluate_inputs(
@@ -35,3 +38,29 @@ def run_evaluate_main(tmp_path: Path, model_bucket: str) -> tuple[object, dict]:
          "--use-case", "extrusion", "--model-bucket", model_bucket, "--output", str(tmp_path / "out")]
     )  # fmt: skip
     return report, json.loads((tmp_path / "out" / "evaluation.json").read_text())
+
+
+def quick_extrusion_config():
+    """The extrusion use case with the smallest search (one candidate per template, two folds)."""
+    base = load_use_case("extrusion")
+    training = base.training.model_copy(update={"candidates_per_template": 1, "cv_folds": 2})
+    return base.model_copy(update={"training": training})
+
+
+def examples_with_current_value(config, line_id: str) -> pd.DataFrame:
+    """Synthetic packs whose `<target>__last` is the current value: the label's drift seen 10 strides
+    (5 minutes) earlier, so persistence is a fair baseline."""
+    examples = synthetic_examples(config, line_id=line_id, n=600, seed=4)
+    examples[f"{config.target_metric}__last"] = examples["label"].shift(10).bfill().to_numpy()
+    return examples
+
+
+class CopyCurrentValue:
+    """A device scorer stand-in for a model that only copies the current value (<target>__last)."""
+
+    def __init__(self, features: list[str], target: str) -> None:
+        self.features = features
+        self.column = features.index(f"{target}__last")
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return X[:, self.column].astype(np.float32)

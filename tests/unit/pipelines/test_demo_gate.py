@@ -3,10 +3,9 @@ refused, nothing is registered or rolled out, and the figures of both sides are 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from evaluate_helpers import CopyCurrentValue, examples_with_current_value, quick_extrusion_config
 from rich.console import Console
-from synthetic_line_examples import synthetic_examples
 
 from edgeloop.demo.gate import comparison_rows, decision_lines
 from edgeloop.demo.run import DemoRun
@@ -14,35 +13,19 @@ from edgeloop.demo.settings import DemoSettings
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
 from edgeloop.sagemaker_pipelines.steps import train as train_step
 from edgeloop.sagemaker_pipelines.steps.dataset import reference_split
-from edgeloop.schemas import load_use_case
 
 MODEL_BUCKET = "edgeloop-models-demo-gate-test"
 LINE = "line-1"
 
 
-class CopyCurrentValue:
-    """A device scorer stand-in for a model that only copies the current value (<target>__last)."""
-
-    def __init__(self, features: list[str], target: str) -> None:
-        self.features = features
-        self.column = features.index(f"{target}__last")
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return X[:, self.column].astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def config():
-    base = load_use_case("extrusion")
-    training = base.training.model_copy(update={"candidates_per_template": 1, "cv_folds": 2})
-    return base.model_copy(update={"training": training})
+    return quick_extrusion_config()
 
 
 @pytest.fixture(scope="module")
 def examples(config):
-    frame = synthetic_examples(config, line_id=LINE, n=600, seed=4)
-    frame[f"{config.target_metric}__last"] = frame["label"].shift(10).bfill().to_numpy()
-    return frame
+    return examples_with_current_value(config, LINE)
 
 
 def test_the_demo_refuses_a_model_that_only_copies_the_current_value(registry, examples, config, monkeypatch, tmp_path):

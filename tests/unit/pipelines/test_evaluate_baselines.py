@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from evaluate_helpers import run_evaluate_main, write_evaluate_inputs
-from synthetic_line_examples import synthetic_examples
+from evaluate_helpers import (
+    CopyCurrentValue,
+    examples_with_current_value,
+    quick_extrusion_config,
+    run_evaluate_main,
+    write_evaluate_inputs,
+)
 
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
 from edgeloop.sagemaker_pipelines.steps.baselines import (
@@ -20,7 +25,6 @@ from edgeloop.sagemaker_pipelines.steps.dataset import reference_split
 from edgeloop.sagemaker_pipelines.steps.evaluate import evaluate_candidate, judge, read_evaluation
 from edgeloop.sagemaker_pipelines.steps.lineage import metadata_properties, parse_lineage
 from edgeloop.sagemaker_pipelines.steps.train import train_line_model
-from edgeloop.schemas import load_use_case
 
 MODEL_BUCKET = "edgeloop-models-baselines-test"
 LINE = "line-1"
@@ -32,35 +36,17 @@ def with_validation(config, **fields):
 
 @pytest.fixture(scope="module")
 def config():
-    base = load_use_case("extrusion")
-    training = base.training.model_copy(update={"candidates_per_template": 1, "cv_folds": 2})
-    return base.model_copy(update={"training": training})
+    return quick_extrusion_config()
 
 
 @pytest.fixture(scope="module")
 def split(config):
-    """Synthetic packs whose `<target>__last` is the current value: the label 5 minutes on drifts from it."""
-    examples = synthetic_examples(config, line_id=LINE, n=600, seed=4)
-    last = f"{config.target_metric}__last"
-    # the value at pack end: the label's drift seen 10 strides (5 min) earlier, so persistence is a fair baseline
-    examples[last] = examples["label"].shift(10).bfill().to_numpy()
-    return reference_split(examples, config)
+    return reference_split(examples_with_current_value(config, LINE), config)
 
 
 @pytest.fixture(scope="module")
 def good(split, config):
     return train_line_model(split[0], config)
-
-
-class CopyCurrentValue:
-    """A device scorer stand-in for a model that only copies the current value (<target>__last)."""
-
-    def __init__(self, features: list[str], target: str) -> None:
-        self.features = features
-        self.column = features.index(f"{target}__last")
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return X[:, self.column].astype(np.float32)
 
 
 def test_persistence_is_the_value_at_pack_end_then_the_mean_then_the_setpoint(split, config):
