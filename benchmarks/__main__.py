@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import pkgutil
 import sys
 from pathlib import Path
@@ -23,12 +24,17 @@ def areas() -> list[str]:
     )
 
 
+def _defined(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def run_area(area: str) -> Path:
     module = importlib.import_module(f"benchmarks.bench_{area}")
     results = module.run()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{area}.json"
-    document = {name: {"value": value, "unit": unit} for name, (value, unit) in results.items()}
+    # An undefined figure (a precision with no positive prediction) is null: JSON has no NaN.
+    document = {name: {"value": _defined(value), "unit": unit} for name, (value, unit) in results.items()}
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     for name, (value, unit) in results.items():
         print(f"{name:45s} {value:>14,.4g} {unit}")

@@ -45,6 +45,7 @@ import boto3
 import pandas as pd
 import pytest
 import yaml
+from process_helpers import descendants
 
 from edgeloop.schemas import names
 
@@ -111,22 +112,6 @@ class Stack:
                 self.process.kill()
                 self.process.wait(timeout=10)
         return self.process.returncode
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live descendant of `pid` (from /proc: each process's parent)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def _wait_for(condition, what: str, stack: Stack, timeout: float = WAIT_S):
@@ -524,7 +509,7 @@ def test_the_approval_reaches_the_orchestrator_and_the_added_gateway_could_run_t
 def test_sigterm_stops_local_up_and_everything_it_started(session):
     from edgeloop.local.up import process_alive
 
-    started = _descendants(session.stack.process.pid)  # moto_server, mosquitto
+    started = descendants(session.stack.process.pid)  # moto_server, mosquitto
     assert len(started) >= 2, started
     code = session.stack.stop()
     assert code == 0, session.stack.output()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from process_helpers import command_line, descendants
 from registry_helpers import create_package
 from typer.testing import CliRunner
 
@@ -52,29 +53,6 @@ def _edgeloop_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from edgeloop.cli import app; app()"]
 
 
-def _children(pid: int) -> set[int]:
-    """Every live descendant of `pid` (from /proc: each process's parent)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
 def _wait_for(condition, what: str, timeout: float = WAIT_S, process: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,7 +73,7 @@ def _output(process: subprocess.Popen) -> str:
 def _stop_for_good(process: subprocess.Popen) -> None:
     """After a failed test: still nothing may be left running."""
     if process.poll() is None:
-        for pid in _children(process.pid):
+        for pid in descendants(process.pid):
             os.kill(pid, signal.SIGKILL)
         process.kill()
     process.communicate(timeout=10)
@@ -228,13 +206,13 @@ def test_a_second_local_up_on_the_same_folder_is_refused(local_up):
 
 def test_sigterm_stops_every_process_it_started(local_up):
     process, local_dir, _ = local_up
-    children = _children(process.pid)
-    commands = " | ".join(_command_line(pid) for pid in children)
+    children = descendants(process.pid)
+    commands = " | ".join(command_line(pid) for pid in children)
     assert "moto.server" in commands and "mosquitto" in commands, commands
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=WAIT_S)
     assert process.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
-    left = {pid: _command_line(pid) for pid in children if process_alive(pid)}
+    left = {pid: command_line(pid) for pid in children if process_alive(pid)}
     assert left == {}
     assert not (local_dir / names.LOCAL_ENV_FILE).exists()
     assert "lost on stop" in out and "stopped" in out
@@ -244,8 +222,8 @@ def test_servers_do_not_outlive_a_killed_local_up(stacks):
     """SIGKILL leaves no chance to clean up: the servers get their parent-death signal instead."""
     process, local_dir = stacks[1]
     _ready(process, local_dir)
-    children = _children(process.pid)
-    assert len(children) >= 2, {pid: _command_line(pid) for pid in children}
+    children = descendants(process.pid)
+    assert len(children) >= 2, {pid: command_line(pid) for pid in children}
     process.kill()
     process.wait(timeout=10)
     _wait_for(lambda: not any(process_alive(pid) for pid in children), "the servers gone", timeout=10)
