@@ -332,26 +332,20 @@ def _run_examples(
         dropped_label_too_sparse=int((usable & ~labels.keep).sum()),
         dropped_empty=int((usable & labels.keep & empty).sum()),
     )
-    examples = _examples_frame(
-        run,
-        packs.window_start_ms[keep],
-        packs.window_end_ms[keep],
-        labels.value[keep],
-        _features(packs, keep, use_case),
-        use_case,
-        spec_lower=lower[keep],
-        spec_upper=upper[keep],
-    )
-    unlabeled_examples = _examples_frame(
-        run,
-        packs.window_start_ms[unlabeled],
-        packs.window_end_ms[unlabeled],
-        labels.value[unlabeled],
-        _features(packs, unlabeled, use_case),
-        use_case,
-        spec_lower=lower[unlabeled],
-        spec_upper=upper[unlabeled],
-    )
+
+    def frame_of(mask: np.ndarray) -> pd.DataFrame:
+        return _examples_frame(
+            run,
+            packs.window_start_ms[mask],
+            packs.window_end_ms[mask],
+            labels.value[mask],
+            _features(packs, mask, use_case),
+            use_case,
+            spec_lower=lower[mask],
+            spec_upper=upper[mask],
+        )
+
+    examples, unlabeled_examples = frame_of(keep), frame_of(unlabeled)
     return examples, _unlabeled(unlabeled_examples), stats
 
 
