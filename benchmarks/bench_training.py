@@ -18,10 +18,15 @@ features, cached under benchmarks/.data/.
     the chosen candidate, refit on all training rows, scored on the held-out block with baselines.py's
     score_predictions, the one metric definition the pipeline's Evaluate step uses, beside
     persistence and the setpoint scored the same way; `gate_passed` is the pipeline's persistence gate.
-    A violation is hit only when predicted as its own class (LSL or USL).
+    A violation is hit only when predicted as its own class (LSL or USL), decided at the model's decision
+    margin (`decision_margin`), chosen as train.py chooses it: on out-of-fold predictions of the
+    training folds, never on the held-out block.
 (c) The same quality figures (prefix `quality2.`) for the second example line: PIPE_DAYS days of
     the pipe-extrusion generator (training_data.pipe_examples), searched with its use case's own
     candidates_per_template, as the pipeline would.
+(d) The physical limit (training_oracle.py): for both lines, the oracle (edgeloop/oracle.py: the chosen
+    learner with the simulator's hidden state at each pack end added) scored on the same held-out rows,
+    its recall at the model's precision, at precision 0.6, and at horizons HORIZONS_S.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +42,7 @@ import pandas as pd
 
 from edgeloop.cloud.packing.labels import predictable, training_labels
 from edgeloop.model_runtime.label_mode import to_level
+from edgeloop.oracle import HiddenState
 from edgeloop.sagemaker_pipelines.steps.baselines import (
     PERSISTENCE,
     ScoredMetrics,
@@ -43,14 +50,16 @@ from edgeloop.sagemaker_pipelines.steps.baselines import (
     score_baselines,
     score_predictions,
 )
+from edgeloop.sagemaker_pipelines.steps.operating_point import OperatingPoint
 from edgeloop.sagemaker_pipelines.steps.search import SearchResult, search_templates
+from edgeloop.sagemaker_pipelines.steps.train import out_of_fold_operating_point, time_split
 from edgeloop.sagemaker_pipelines.steps.train import search_and_refit as train_search_and_refit
-from edgeloop.sagemaker_pipelines.steps.train import time_split
 from edgeloop.schemas import ViolationClass, load_use_case
 from edgeloop.schemas.model import TEMPLATE_FAMILY
 from edgeloop.schemas.use_case import LabelMode, UseCaseConfig
 
-from .training_data import DAYS, PIPE_DAYS, USE_CASE, ensure_examples, pipe_examples
+from .training_data import DAYS, PIPE_DAYS, USE_CASE, ensure_examples, pipe_examples, pipe_hidden
+from .training_oracle import HORIZONS_S, oracle_figures
 
 EXPERIMENTS_ENV = "EDGELOOP_BENCH_TRAINING_EXPERIMENTS"
 DEFAULT_EXPERIMENTS = 7_500
@@ -64,7 +73,7 @@ Results = dict[str, tuple[float, str]]
 def run() -> Results:
     experiments = experiments_target()
     dataset = ensure_examples(DAYS)
-    results = benchmark(dataset.examples(), load_use_case(USE_CASE), experiments)
+    results = benchmark(dataset.examples(), load_use_case(USE_CASE), experiments, hidden=dataset.hidden())
     if dataset.generated_s is not None:
         results["training.dataset_generation_s"] = (dataset.generated_s, "s")
     results.update(second_line())
@@ -88,20 +97,34 @@ def candidates_per_template(experiments: int, config: UseCaseConfig) -> int:
     return max(1, math.ceil(experiments / fits_per_draw))
 
 
-def benchmark(examples: pd.DataFrame, config: UseCaseConfig, experiments: int, *, workers: int = WORKERS) -> Results:
+def benchmark(
+    examples: pd.DataFrame,
+    config: UseCaseConfig,
+    experiments: int,
+    *,
+    workers: int = WORKERS,
+    hidden: HiddenState | None = None,
+    horizons_s: Sequence[int] = HORIZONS_S,
+) -> Results:
+    """Search figures and quality figures (prefix quality.); with the simulator's `hidden` record, the oracle's."""
     config = searched_config(config)
     outcome = search_and_refit(examples, config, candidates_per_template(experiments, config), workers)
     if outcome.experiments < experiments:
         raise RuntimeError(f"the search ran {outcome.experiments} experiments; {experiments} were asked for")
     results: Results = {"training.examples": (float(len(examples)), "examples")}
     results.update(search_figures(outcome))
-    results.update(quality_figures(outcome.test_predictions, outcome.test, config, prefix="quality.", unit="mm"))
+    results.update(quality_figures(outcome, config, prefix="quality.", unit="mm"))
     _print_summary(outcome, results)
+    if hidden is not None:
+        results.update(_oracle(outcome, config, hidden, "quality.", "mm", workers, horizons_s))
     return results
 
 
-def second_line(days: float = PIPE_DAYS, *, workers: int = WORKERS) -> Results:
-    """Quality figures (prefix quality2.) of the second example line, searched as its use case says."""
+def second_line(
+    days: float = PIPE_DAYS, *, workers: int = WORKERS, oracle: bool = True, horizons_s: Sequence[int] = HORIZONS_S
+) -> Results:
+    """Quality figures (prefix quality2.) of the second example line, searched as its use case says, and
+    (`oracle`) the oracle's from the generator's hidden state."""
     start = time.perf_counter()
     examples, config = pipe_examples(days)
     outcome = search_and_refit(examples, config, config.training.candidates_per_template, workers)
@@ -110,7 +133,9 @@ def second_line(days: float = PIPE_DAYS, *, workers: int = WORKERS) -> Results:
         "quality2.examples": (float(len(examples)), "examples"),
         "quality2.experiments": (float(outcome.experiments), "fits"),
     }
-    results.update(quality_figures(outcome.test_predictions, outcome.test, config, prefix="quality2.", unit="bar"))
+    results.update(quality_figures(outcome, config, prefix="quality2.", unit="bar"))
+    if oracle:
+        results.update(_oracle(outcome, config, pipe_hidden(days), "quality2.", "bar", workers, horizons_s))
     results["quality2.bench_s"] = (time.perf_counter() - start, "s")
     print(
         f"   second line ({days:g} days, {len(examples):,} examples): RMSE {results['quality2.rmse'][0]:.3g} bar vs"
@@ -134,8 +159,10 @@ class SearchOutcome:
     chosen_cv_rmse: float
     best_template: str
     best_cv_rmse: float
+    train: pd.DataFrame  # the training rows, as train.py splits them (level labels)
     test: pd.DataFrame  # the held-out block, as train.py splits it
     test_predictions: np.ndarray  # levels, whatever the label mode
+    operating_point: OperatingPoint  # the decision margin, chosen on out-of-fold predictions (train.py)
 
 
 def search_figures(outcome: SearchOutcome) -> Results:
@@ -169,6 +196,7 @@ def search_and_refit(examples: pd.DataFrame, config: UseCaseConfig, candidates: 
     mode = LabelMode(config.label.mode)
     current = features.index(config.current_value_feature) if mode == LabelMode.CHANGE else None
     chosen = search.chosen
+    point = out_of_fold_operating_point(search, config, mode, current)
     return SearchOutcome(
         experiments=search.experiments,
         search_s=search_s,
@@ -179,8 +207,10 @@ def search_and_refit(examples: pd.DataFrame, config: UseCaseConfig, candidates: 
         chosen_cv_rmse=chosen.cv_rmse,
         best_template=search.best.template.value,
         best_cv_rmse=search.best.cv_rmse,
+        train=split.train,
         test=split.test,
         test_predictions=to_level(fitted.predict(X_test), X_test, mode, current),
+        operating_point=point,
     )
 
 
@@ -205,20 +235,56 @@ def _fits_per_s(search: SearchResult) -> dict[str, float]:
 # --- (b) quality -------------------------------------------------------------------------------------
 
 
-def quality_figures(
-    predictions: np.ndarray, test: pd.DataFrame, config: UseCaseConfig, *, prefix: str, unit: str
+def quality_figures(outcome: SearchOutcome, config: UseCaseConfig, *, prefix: str, unit: str) -> Results:
+    """The model's (at its decision margin), persistence's and the setpoint's reference metrics, all from
+    score_predictions; an undefined figure (a class never predicted or never present, no episode flagged) is NaN."""
+    return scored_figures(
+        outcome.test_predictions, outcome.test, config, prefix=prefix, unit=unit, margin=outcome.operating_point.margin
+    )
+
+
+def scored_figures(
+    predictions: np.ndarray, test: pd.DataFrame, config: UseCaseConfig, *, prefix: str, unit: str, margin: float = 0.0
 ) -> Results:
-    """The model's, persistence's and the setpoint's reference metrics, all from score_predictions;
-    an undefined figure (a class never predicted or never present, no episode flagged) is NaN."""
-    model = score_predictions(np.asarray(predictions), test, n_train=0, horizon_s=config.horizon_s)
+    """quality_figures of any level predictions at a decision margin."""
+    model = score_predictions(np.asarray(predictions), test, n_train=0, horizon_s=config.horizon_s, margin=margin)
     baselines = score_baselines(test, config)
     results = _scored(model, prefix, "", unit)
+    results[f"{prefix}decision_margin"] = (float(margin), "fraction of half band")
     for name, scored in baselines.items():
         results.update(_scored(scored, prefix, f"_{name}", unit))
     persistence = baselines[PERSISTENCE]
     results[f"{prefix}rmse_ratio_vs_persistence"] = (model.rmse / persistence.rmse, "ratio")
     results[f"{prefix}gate_passed"] = (float(persistence_gate(model, persistence, config).passed), "bool")
     return results
+
+
+def _oracle(
+    outcome: SearchOutcome,
+    config: UseCaseConfig,
+    hidden: HiddenState,
+    prefix: str,
+    unit: str,
+    workers: int,
+    horizons_s: Sequence[int],
+) -> Results:
+    margin = outcome.operating_point.margin
+    predictions = outcome.test_predictions
+    model = score_predictions(predictions, outcome.test, n_train=0, horizon_s=config.horizon_s, margin=margin)
+    return oracle_figures(
+        model,
+        predictions,
+        predictable(outcome.train, config),
+        outcome.test,
+        hidden,
+        config,
+        learner=(outcome.chosen_template, outcome.chosen_params),
+        prefix=prefix,
+        unit=unit,
+        scored=_scored,
+        nthread=workers,
+        horizons_s=horizons_s,
+    )
 
 
 def _scored(metrics: ScoredMetrics, prefix: str, suffix: str, unit: str) -> Results:

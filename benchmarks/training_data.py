@@ -9,14 +9,21 @@ samples buffered since its start, so chunking by day changes nothing: packs and 
 look outside their run. Only the unfinished run's samples are carried to the next day, which
 bounds memory to about a day of readings.
 
-Written once to benchmarks/.data/training-v<version>/ (not committed) as examples.parquet with a
-manifest (generator version, seed, days, rows, sha256 of the file) and reused while it matches.
+The simulator also records its hidden state (device_shims/extrusion_hidden.py: per second what has
+been extruded, true speed and rpm, material factor, setpoints, the operators' last correction; 8 float32
+columns, about 250 MB for 90 days) for the oracle (edgeloop/oracle.py); recording changes no sample.
+
+Written once to benchmarks/.data/training-v<version>/ (not committed) as examples.parquet and hidden.npz
+with a manifest (generator version, seed, days, the digest of the use case's packing settings and
+feature names, rows, sha256 of both files) and reused while it matches: a change of the use case's
+features regenerates it.
 
 The second example line (`pipe_examples`): `PIPE_DAYS` days of Rohrlinie 2 written by the documented
 generator (`python -m edgeloop.device_shims.pipe_extrusion --days N`: CSVs, mapping.yaml, use_case.yaml),
 read as `edgeloop backfill` reads them (plan_backfill: mapped columns, context intervals; Layout: samples
 in curated order; empty cells dropped, as ingest never lands them) and packed by the same
-assemble_examples with the generated use case. Regenerated on every run (seconds).
+assemble_examples with the generated use case. Regenerated on every run (seconds); `pipe_hidden`
+simulates the same recording again for its hidden state.
 """
 
 from __future__ import annotations
@@ -35,9 +42,11 @@ import pandas as pd
 from edgeloop.cloud.packing.examples import PackStats, assemble_examples
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.device_shims.extrusion_config import METRICS
+from edgeloop.device_shims.extrusion_hidden import ExtrusionHidden
+from edgeloop.device_shims.pipe_extrusion_hidden import PipeHidden
 from edgeloop.schemas import ContextKind, UseCaseConfig, load_use_case
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the hidden-state record (hidden.npz) beside the examples
 DATA_ROOT = Path(__file__).resolve().parent / ".data"
 USE_CASE = "extrusion"
 LINE_ID = "line-1"
@@ -48,7 +57,10 @@ DAY_S = 86_400
 PIPE_LINE_ID = "rohrlinie-2"  # the README's `edgeloop backfill ... --line rohrlinie-2`
 PIPE_DAYS = 2  # the README's `python -m edgeloop.device_shims.pipe_extrusion --days 2`
 EXAMPLES_FILE = "examples.parquet"
+HIDDEN_FILE = "hidden.npz"
 MANIFEST_FILE = "manifest.json"
+# use case fields that do not change the examples (training, decisions, gate): editing them keeps the cache
+NOT_PACKING = frozenset({"description", "training", "label", "validation", "decision", "model_families", "precisions"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,10 @@ class TrainingDataset:
 
     def examples(self) -> pd.DataFrame:
         return pd.read_parquet(self.path)
+
+    def hidden(self) -> ExtrusionHidden:
+        """The simulator's hidden state, per second of the simulated days (for the oracle)."""
+        return ExtrusionHidden.load(self.path.with_name(HIDDEN_FILE))
 
 
 def dataset_dir(days: int = DAYS, seed: int = SEED, root: Path = DATA_ROOT) -> Path:
@@ -71,18 +87,28 @@ def ensure_examples(days: int = DAYS, *, seed: int = SEED, root: Path = DATA_ROO
         raise ValueError(f"days={days!r} must be a positive whole number")
     directory = dataset_dir(days, seed, root)
     path, manifest_path = directory / EXAMPLES_FILE, directory / MANIFEST_FILE
-    expected = {"generator_version": GENERATOR_VERSION, "seed": seed, "days": days, "line_id": LINE_ID}
-    cached = _valid_manifest(manifest_path, path, expected)
+    expected = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "days": days,
+        "line_id": LINE_ID,
+        "packing_sha256": packing_sha256(load_use_case(USE_CASE)),
+    }
+    hidden_path = directory / HIDDEN_FILE
+    cached = _valid_manifest(manifest_path, path, expected, hidden_path)
     if cached is not None:
         return TrainingDataset(path=path, manifest=cached, generated_s=None)
 
     print(f"   generating {days} simulated days of {LINE_ID} (seed {seed}) as training examples (once)", flush=True)
     start = time.perf_counter()
-    examples, stats = simulate_examples(days, seed=seed)
+    examples, stats, hidden = simulate_examples(days, seed=seed)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     examples.to_parquet(tmp, compression="zstd", index=False)
     tmp.rename(path)  # a crashed generation never leaves a file the manifest could vouch for
+    hidden_tmp = directory / f"tmp-{HIDDEN_FILE}"  # np.savez keeps a name ending in .npz as it is
+    hidden.save(hidden_tmp)
+    hidden_tmp.rename(hidden_path)
     elapsed = time.perf_counter() - start
     manifest = {
         **expected,
@@ -90,6 +116,8 @@ def ensure_examples(days: int = DAYS, *, seed: int = SEED, root: Path = DATA_ROO
         "start_ms": START_MS,
         "rows": len(examples),
         "sha256": _sha256(path),
+        "hidden_sha256": _sha256(hidden_path),
+        "hidden_seconds": len(hidden),
         "generation_s": round(elapsed, 1),
         "pack_stats": stats.__dict__,
     }
@@ -98,16 +126,20 @@ def ensure_examples(days: int = DAYS, *, seed: int = SEED, root: Path = DATA_ROO
     return TrainingDataset(path=path, manifest=manifest, generated_s=elapsed)
 
 
-def simulate_examples(days: int, *, seed: int = SEED, chunk_s: int = DAY_S) -> tuple[pd.DataFrame, PackStats]:
+def simulate_examples(
+    days: float, *, seed: int = SEED, chunk_s: int = DAY_S
+) -> tuple[pd.DataFrame, PackStats, ExtrusionHidden]:
     """Examples of every run the simulated line finishes within `days` days, in time order,
-    simulated and packed `chunk_s` seconds at a time (the result does not depend on it)."""
+    simulated and packed `chunk_s` seconds at a time (the result does not depend on it), and the
+    simulator's hidden-state record of those seconds."""
     use_case = load_use_case(USE_CASE)
-    simulator = ExtrusionLineSimulator(LINE_ID, seed=seed, start_ms=START_MS)
+    simulator = ExtrusionLineSimulator(LINE_ID, seed=seed, start_ms=START_MS, record_hidden=True)
+    total_s = round(days * DAY_S)
     buffered = _empty_samples()
     packed_runs: set[str] = set()
     frames, stats = [], PackStats()
-    for chunk_start_s in range(0, days * DAY_S, chunk_s):
-        seconds = min(chunk_s, days * DAY_S - chunk_start_s)
+    for chunk_start_s in range(0, total_s, chunk_s):
+        seconds = min(chunk_s, total_s - chunk_start_s)
         buffered = pd.concat([buffered, curated_like(*simulator.advance_arrays(seconds))], ignore_index=True)
         finished = _finished_runs(simulator, packed_runs)
         if finished:
@@ -119,7 +151,7 @@ def simulate_examples(days: int, *, seed: int = SEED, chunk_s: int = DAY_S) -> t
         buffered = buffered[buffered["time_ms"] >= _open_from_ms(simulator)].reset_index(drop=True)
     examples = pd.concat(frames, ignore_index=True)
     stats.examples = len(examples)
-    return examples, stats
+    return examples, stats, simulator.hidden_record()
 
 
 def curated_like(metric_index: np.ndarray, time_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
@@ -166,8 +198,15 @@ def _open_from_ms(simulator: ExtrusionLineSimulator) -> int:
     return simulator.start_ms + min(s.start_s for s in open_segments) * 1000 if open_segments else simulator.now_ms
 
 
-def _valid_manifest(manifest_path: Path, path: Path, expected: dict) -> dict | None:
-    if not (manifest_path.exists() and path.exists()):
+def packing_sha256(use_case: UseCaseConfig) -> str:
+    """Digest of what shapes the examples (packs, labels, features): a change regenerates the cache."""
+    shaping = use_case.model_dump(mode="json", exclude=set(NOT_PACKING))
+    text = json.dumps({"config": shaping, "feature_names": use_case.feature_names}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _valid_manifest(manifest_path: Path, path: Path, expected: dict, hidden_path: Path) -> dict | None:
+    if not (manifest_path.exists() and path.exists() and hidden_path.exists()):
         return None
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -175,7 +214,9 @@ def _valid_manifest(manifest_path: Path, path: Path, expected: dict) -> dict | N
         return None
     if any(manifest.get(key) != value for key, value in expected.items()):
         return None
-    return manifest if manifest.get("sha256") == _sha256(path) else None
+    if manifest.get("sha256") != _sha256(path) or manifest.get("hidden_sha256") != _sha256(hidden_path):
+        return None
+    return manifest
 
 
 def _sha256(path: Path) -> str:
@@ -191,6 +232,17 @@ def _ms(moment: datetime) -> int:
 
 
 # --- the second example line ---------------------------------------------------------------------
+
+
+def pipe_hidden(days: float = PIPE_DAYS) -> PipeHidden:
+    """The hidden state of the recording pipe_examples packs: the generator's defaults (seed, start) make
+    the same recording again."""
+    from edgeloop.device_shims.pipe_extrusion import DEFAULT_SEED, DEFAULT_START, PipeExtrusionSimulator, local_start_ms
+
+    recording = PipeExtrusionSimulator(seed=DEFAULT_SEED).record(local_start_ms(DEFAULT_START), days * 24 * 3600)
+    if recording.hidden is None:
+        raise ValueError("the pipe recording carries no hidden state")
+    return recording.hidden
 
 
 def pipe_examples(days: float = PIPE_DAYS) -> tuple[pd.DataFrame, UseCaseConfig]:

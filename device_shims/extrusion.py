@@ -20,7 +20,9 @@ The state advances in blocks of `BLOCK_S` simulated seconds, vectorised with num
 independent of how `advance` is chunked: the same seed and config always give the same samples.
 
 This module holds the simulator (schedule, operators, sensors, context); the line's metrics,
-products and settings are in extrusion_config, its physics in extrusion_physics.
+products and settings are in extrusion_config, its physics in extrusion_physics. With
+`record_hidden=True` it also keeps the unmeasured state per second (extrusion_hidden.py) for the oracle;
+recording draws no random number, so the samples stay the same.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, load_use_case
 
 from .extrusion_config import METRICS, TARGET_METRIC, FaultKind, Product, SimulatorConfig, default_products
+from .extrusion_hidden import ExtrusionHidden, HiddenRecorder
 from .extrusion_physics import physics_block, steady_state
 
 MATERIAL_BAND = (0.8, 1.25)  # melt output factor of a material batch, relative to nominal
@@ -72,7 +75,15 @@ class Segment:
 class ExtrusionLineSimulator:
     """One extrusion line. `advance(seconds)` returns its sensor readings as (metric, time_ms, value)."""
 
-    def __init__(self, line_id: str, *, seed: int, start_ms: int, config: SimulatorConfig | None = None):
+    def __init__(
+        self,
+        line_id: str,
+        *,
+        seed: int,
+        start_ms: int,
+        config: SimulatorConfig | None = None,
+        record_hidden: bool = False,
+    ):
         self.line_id = line_id
         self.seed = seed
         self.start_ms = int(start_ms)
@@ -95,6 +106,7 @@ class ExtrusionLineSimulator:
         self._ramp_from = (0.0, 0.0, 0.0)  # setpoints when the current changeover began
         self._pending = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))  # metric, time, value
         self.true_cold_od: list[np.ndarray] = []  # per-second truth, kept for tests and reports
+        self._hidden = HiddenRecorder() if record_hidden else None  # for the oracle (extrusion_hidden)
 
     # --- public API -----------------------------------------------------------------------------
     @property
@@ -120,6 +132,12 @@ class ExtrusionLineSimulator:
         self._pending = (metric_index[cut:], time_ms[cut:], values[cut:])
         self._returned_ms = until_ms
         return metric_index[:cut], time_ms[:cut], values[:cut]
+
+    def hidden_record(self) -> ExtrusionHidden:
+        """The hidden state of every second simulated so far (created with record_hidden=True)."""
+        if self._hidden is None:
+            raise ValueError(f"line {self.line_id}: the simulator was created without record_hidden=True")
+        return self._hidden.record(self.start_ms, self.config, BLOCK_S)
 
     def segments(self) -> list[Segment]:
         """The schedule simulated so far (runs and changeovers)."""
@@ -201,6 +219,8 @@ class ExtrusionLineSimulator:
         truth = physics_block(self._state, product, self.config, self._rng, setpoints, seconds, self._heater_phase)
         self._simulated_s += BLOCK_S
         self.true_cold_od.append(truth["cold_od_average"])
+        if self._hidden is not None:
+            self._hidden.add(truth, setpoints, self._state.last_action_s)
         self._state.last_cold_mean = float(truth["cold_od_average"].mean())
         return self._measure(truth, s0)
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from .extrusion_config import Product, SimulatorConfig
 
+EXTRUDED_OD = "extruded_od"  # keys of physics_block's hidden (unmeasured) values
+MATERIAL = "material"
 HISTORY_S = 900  # cooling-delay memory; longer than any transit time the speed range allows
 
 
@@ -106,7 +108,8 @@ def physics_block(
     seconds: np.ndarray,
     heater_phase: float,
 ) -> dict[str, np.ndarray]:
-    """The true value of every metric for each of `seconds`, driven towards `setpoints`; advances `st`."""
+    """The true value of every metric for each of `seconds` (and the hidden EXTRUDED_OD, MATERIAL),
+    driven towards `setpoints`; advances `st`."""
     sp_speed, sp_rpm, sp_temp = setpoints
     n = len(seconds)
     speed_lagged = _lag(st.speed, 8.0, sp_speed)
@@ -121,7 +124,8 @@ def physics_block(
     material_ar = _ar1(rng, st.material_ar, cfg.material_tau_s, cfg.material_sigma, n)
     material = st.material_step * np.exp(material_ar)
     hot_od, oval_hot, pressure = _die(st, product, rng, speed, rpm, temp_die, material)
-    cold_od, oval_cold = _cooling(st, cfg, rng, speed, hot_od * (1 - shrink(temp_die)), oval_hot)
+    extruded_od = hot_od * (1 - shrink(temp_die))
+    cold_od, oval_cold = _cooling(st, cfg, rng, speed, extruded_od, oval_hot)
     st.speed, st.rpm, st.temp_base, st.temp_noise = (
         float(speed_lagged[-1]),
         float(rpm[-1]),
@@ -140,6 +144,10 @@ def physics_block(
         "cold_od_x": cold_od * (1 + oval_cold / 2),
         "cold_od_y": cold_od * (1 - oval_cold / 2),
         "cold_od_average": cold_od,
+        # hidden state, never measured: what the cold gauge will see of the cable extruded now, and the
+        # material's melt output factor (the simulator's hidden-state recorder keeps them)
+        EXTRUDED_OD: extruded_od,
+        MATERIAL: material,
     }
 
 

@@ -53,6 +53,33 @@ RESIDUAL_FLOOR_BAR = 3.0
 HEATER_AMPLITUDE_C = 0.5
 HEATER_PERIODS_S = (150.0, 170.0, 190.0, 210.0)
 LAG_BLOCK = 256
+# simulate()'s hidden (unrecorded) columns: regrind dosed now and at the die, cumulative screw turns, the
+# material lot factor at the blender and at the die, true rpm and melt temperature, the noise-free melt
+# pressure the die would settle to, and the true melt pressure (before sensor noise)
+HIDDEN_REGRIND_DOSED, HIDDEN_REGRIND_DIE, HIDDEN_TURNS, HIDDEN_LOT, HIDDEN_LOT_DIE = (
+    "hidden_regrind_dosed",
+    "hidden_regrind_die",
+    "hidden_turns",
+    "hidden_lot",
+    "hidden_lot_die",
+)
+HIDDEN_RPM, HIDDEN_MELT, HIDDEN_PRESSURE_MODEL, HIDDEN_PRESSURE = (
+    "hidden_rpm",
+    "hidden_melt",
+    "hidden_pressure_model",
+    "hidden_pressure",
+)
+HIDDEN_COLUMNS = (
+    HIDDEN_REGRIND_DOSED,
+    HIDDEN_REGRIND_DIE,
+    HIDDEN_TURNS,
+    HIDDEN_LOT,
+    HIDDEN_LOT_DIE,
+    HIDDEN_RPM,
+    HIDDEN_MELT,
+    HIDDEN_PRESSURE_MODEL,
+    HIDDEN_PRESSURE,
+)
 
 
 class LinePlan(Protocol):
@@ -109,8 +136,9 @@ def simulate(
     t: np.ndarray,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """Each numeric column's value at every step (sensor noise included, not yet rounded), and the
-    true transport delay (`transport_delay_s`: how long ago the melt at the die passed the blender)."""
+    """Each numeric column's value at every step (sensor noise included, not yet rounded), the
+    true transport delay (`transport_delay_s`: how long ago the melt at the die passed the blender)
+    and the hidden state (HIDDEN_COLUMNS)."""
     dt, n = float(config.sample_period_s), len(t)
     ref = {
         name: np.array([getattr(p, name) for p in products])[plan.product]
@@ -155,14 +183,38 @@ def simulate(
     out[SETPOINT_COLUMN] = plan.setpoint.copy()
     out["Regeneratanteil"] = dosing
     out["transport_delay_s"] = delay
+    # hidden state, never recorded (pipe_extrusion_hidden.py): the blend on its way to the die and the truth
+    blend = (plan.regrind.astype(float), regrind_die, lot, lot[die])
+    out.update(_hidden(blend, screw_turns(rpm, dt), rpm, melt, pressure_raw, pressure))
     return out
+
+
+def _hidden(blend: tuple, turns, rpm, melt, pressure_model, pressure) -> dict[str, np.ndarray]:
+    """simulate()'s HIDDEN_COLUMNS; blend = (regrind dosed, regrind at the die, lot factor, lot at the die)."""
+    regrind_dosed, regrind_die, lot, lot_die = blend
+    return {
+        HIDDEN_REGRIND_DOSED: regrind_dosed,
+        HIDDEN_REGRIND_DIE: regrind_die,
+        HIDDEN_TURNS: turns,
+        HIDDEN_LOT: lot,
+        HIDDEN_LOT_DIE: lot_die,
+        HIDDEN_RPM: rpm,
+        HIDDEN_MELT: melt,
+        HIDDEN_PRESSURE_MODEL: pressure_model,
+        HIDDEN_PRESSURE: pressure,
+    }
+
+
+def screw_turns(rpm: np.ndarray, dt: float) -> np.ndarray:
+    """Screw revolutions from the recording's start to the end of each step."""
+    return np.cumsum(rpm / 60 * dt)
 
 
 def _transport(config: PipeSimulatorConfig, rpm: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, ...]:
     """Step indices of when the melt now at the die (and half-way down the screw) passed the
     blender, and the die's delay in seconds (NaN where that was before the recording)."""
     n = len(t)
-    turns = np.cumsum(rpm / 60 * config.sample_period_s)
+    turns = screw_turns(rpm, config.sample_period_s)
 
     def origin(revolutions: float) -> tuple[np.ndarray, np.ndarray]:
         index = np.searchsorted(turns, turns - revolutions, side="left")

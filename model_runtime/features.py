@@ -14,6 +14,8 @@ import numpy as np
 
 from edgeloop.schemas.use_case import UseCaseConfig
 
+from .extra_features import extra_features
+
 
 def _slope(grid: np.ndarray) -> np.ndarray:
     """Least-squares slope per metric and per step index, ignoring NaNs."""
@@ -51,8 +53,9 @@ def pack_features(packs: np.ndarray, config: UseCaseConfig) -> np.ndarray:
     """Features of one pack (n_steps, n_metrics) or many (n_packs, n_steps, n_metrics).
 
     Returns float32 (n_features,) or (n_packs, n_features) in `config.feature_names` order
-    (metric-major, then stat). A metric absent from a whole pack yields NaN features, which the
-    tree models route along their learned missing-value branch.
+    (metric-major, then stat; then the use case's extra features, extra_features.py). A metric
+    absent from a whole pack yields NaN features, which the tree models route along their learned
+    missing-value branch.
     """
     packs = np.asarray(packs, dtype=np.float64)
     if packs.ndim not in (2, 3) or packs.shape[-1] != len(config.metrics):
@@ -65,7 +68,9 @@ def pack_features(packs: np.ndarray, config: UseCaseConfig) -> np.ndarray:
         stats = [_STATS[name](packs) for name in config.feature_stats]
     # (..., n_stats, n_metrics) -> (..., n_metrics, n_stats) -> metric-major flat order
     stacked = np.stack(stats, axis=-2).swapaxes(-1, -2)
-    return stacked.reshape(*packs.shape[:-2], -1).astype(np.float32)
+    columns = [stacked.reshape(*packs.shape[:-2], -1).astype(np.float32)]
+    columns += [part.astype(np.float32) for part in extra_features(packs, config)]
+    return np.concatenate(columns, axis=-1) if len(columns) > 1 else columns[0]
 
 
 def steps_per_pack(config: UseCaseConfig) -> int:

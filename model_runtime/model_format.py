@@ -7,7 +7,8 @@ the device needs numpy only (no xgboost).
 Header fields: format, format_version, model_id, version, family, objective, base_score (margin
 space: the value tree outputs are added to), features (ordered), feature_schema_hash, precision,
 n_features, label_mode ("level" or "change"; absent in payloads written before it: level) with
-current_feature in change mode (label_mode.py), and for tree ensembles n_trees and threshold_encoding.
+current_feature in change mode (label_mode.py), decision_margin (the violation decision margin,
+decision.py; absent: 0.0), and for tree ensembles n_trees and threshold_encoding.
 `arrays` names each stored array with its meaning, so a payload documents itself. Change-mode payloads
 are format_version 3 so that a runtime which would ignore the mode refuses them.
 
@@ -28,9 +29,11 @@ import json
 
 import numpy as np
 
+from edgeloop.schemas.common import semver_key
 from edgeloop.schemas.compat import StrEnum
+from edgeloop.schemas.decision import check_margin
 from edgeloop.schemas.model import MODEL_FORMAT_VERSION, ModelFamily, Precision, feature_schema_hash
-from edgeloop.schemas.use_case import LabelMode
+from edgeloop.schemas.use_case import FEATURE_STATS, LabelMode
 
 from .label_mode import current_index
 from .linear_format import LinearModel, encode_linear, validate_linear_arrays
@@ -45,8 +48,15 @@ QUANTIZED_FORMAT_VERSION = 2  # adds int8 leaves with a per-tree scale and offse
 CHANGE_FORMAT_VERSION = 3
 SUPPORTED_FORMAT_VERSIONS = (FORMAT_VERSION, QUANTIZED_FORMAT_VERSION, CHANGE_FORMAT_VERSION)
 # The device runtime this code is, as tiers name it in min_runtime_version: 1.0.0 read fp32,
-# 1.1.0 added fp16-leaves, 1.2.0 the quantized tier. Provisioning and the recipes default to it.
-RUNTIME_VERSION = "1.2.0"
+# 1.1.0 added fp16-leaves, 1.2.0 the quantized tier, 1.3.0 change-mode labels, the decision margin
+# and the features beyond `<metric>__<stat>`. Provisioning and the recipes default to it.
+RUNTIME_VERSION = "1.3.0"
+# the first runtime that reads each precision tier
+_PRECISION_RUNTIME = {Precision.FP32: "1.0.0", Precision.FP16_LEAVES: "1.1.0", Precision.QUANTIZED: "1.2.0"}
+# the first runtime that adds the current value back (change mode), classifies at a decision margin and
+# computes the declared extra features: an older one would publish changes as levels, decide at the
+# limits or lack the features
+PREDICTIVE_RUNTIME = "1.3.0"
 HEADER_ARRAY = "header"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -79,11 +89,14 @@ def write_payload(
     precision: Precision = Precision.FP32,
     label_mode: LabelMode | str = LabelMode.LEVEL,
     current_feature: str | None = None,
+    decision_margin: float = 0.0,
 ) -> bytes:
     """Serialise a model into payload bytes. `base_score` is in margin space.
 
     label_mode "change": the model predicts future minus now and the scorer adds the feature
-    `current_feature` back (label_mode.py); the payload is then format version 3."""
+    `current_feature` back (label_mode.py); the payload is then format version 3. `decision_margin`: the
+    line's tuned violation decision margin (decision.py); written only when not 0, so a margin-0 payload
+    keeps the bytes it always had."""
     precision = Precision(precision)
     objective = Objective(objective)
     label_mode = LabelMode(label_mode)
@@ -96,6 +109,8 @@ def write_payload(
     if current_feature is not None:
         mode_fields["current_feature"] = current_feature
     _check_label_mode(mode_fields, objective, features)
+    if check_margin(decision_margin) != 0.0:
+        mode_fields["decision_margin"] = float(decision_margin)
     header: dict = {
         **mode_fields,
         "format": FORMAT_NAME,
@@ -127,6 +142,28 @@ def payload_format_version(precision: Precision, label_mode: LabelMode) -> int:
     """The lowest format version that holds a tier in a label mode (older runtimes keep what they read)."""
     version = _PRECISION_FORMAT_VERSION[precision]
     return max(version, CHANGE_FORMAT_VERSION) if label_mode == LabelMode.CHANGE else version
+
+
+def precision_min_runtime_version(precision: Precision | str) -> str:
+    """The first runtime that reads a precision tier."""
+    return _PRECISION_RUNTIME[Precision(precision)]
+
+
+def min_runtime_version(header: dict) -> str:
+    """The oldest runtime that scores a payload as meant, from what its header says it needs: its precision
+    tier, and PREDICTIVE_RUNTIME for change mode, a decision margin other than 0, or a feature that is not a
+    base `<metric>__<stat>` one (stat in FEATURE_STATS)."""
+    needed = [precision_min_runtime_version(header["precision"])]
+    change = header.get("label_mode", LabelMode.LEVEL.value) == LabelMode.CHANGE.value
+    if change or header.get("decision_margin", 0.0) != 0.0 or any(map(is_extended_feature, header["features"])):
+        needed.append(PREDICTIVE_RUNTIME)
+    return max(needed, key=semver_key)
+
+
+def is_extended_feature(name: str) -> bool:
+    """Whether a feature name is beyond the base `<metric>__<stat>` ones every runtime computes."""
+    parts = name.split("__")
+    return not (len(parts) == 2 and parts[1] in FEATURE_STATS)
 
 
 def _check_label_mode(header: dict, objective: Objective, features: list[str]) -> LabelMode:
@@ -242,6 +279,8 @@ def _parse_header(raw: np.ndarray | None) -> dict:
         raise ValueError(
             f"header feature_schema_hash={header['feature_schema_hash']} does not match its features ({actual_hash})"
         )
+    if "decision_margin" in header:
+        check_margin(header["decision_margin"], "header decision_margin")
     if not np.isfinite(header["base_score"]):
         raise ValueError(f"header base_score={header['base_score']} is not finite")
     return header

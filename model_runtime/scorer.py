@@ -20,6 +20,7 @@ import numpy as np
 from edgeloop.schemas.model import ModelFamily, Precision
 
 from .bitvector import BitvectorEvaluator, FeatureThresholds, LeafLayout
+from .decision import classify_levels
 from .label_mode import LabelMode, current_index, level_from_change
 from .level_traversal import LevelEvaluator
 from .linear_format import LinearModel, decode_linear
@@ -81,6 +82,8 @@ class Scorer:
         self._current: int | None = None
         if self.label_mode == LabelMode.CHANGE:
             self._current = current_index(self.features, header["current_feature"])
+        # the line's violation decision margin (decision.py); payloads without it decide at the limits
+        self.decision_margin: float = float(header.get("decision_margin", 0.0))
         if isinstance(model, TreeEnsemble):
             self._margin = tree_evaluator(model, self._base_score)
         else:
@@ -108,6 +111,12 @@ class Scorer:
             raise ValueError(f"x has shape {x.shape}; expected ({self._n_features},) for features {self.features}")
         output = self._transform(self._margin.one(x))
         return float(output if self._current is None else level_from_change(output, x[self._current]))
+
+    def classify(self, level, lower, upper):
+        """ViolationClass value(s) of level prediction(s) against the spec limits at this model's decision
+        margin: a str for a scalar level, else a numpy str array (decision.classify_levels)."""
+        classes = classify_levels(level, lower, upper, self.decision_margin)
+        return str(classes) if classes.ndim == 0 else classes
 
     def _transform(self, margin):
         if self._logistic:

@@ -64,6 +64,13 @@ class ModelFamily(StrEnum):
     LINEAR = "linear"
 
 
+class LabelMode(StrEnum):
+    """What the model learns: the future level itself, or its change from the current value (use case label.mode)."""
+
+    LEVEL = "level"
+    CHANGE = "change"
+
+
 class ModelTemplate(StrEnum):
     """A trainable model kind with its hyper-parameter ranges, by tag; listed from simplest to costliest."""
 
@@ -124,6 +131,16 @@ class ModelManifest(Contract):
     hyperparameters: dict[str, float | int | str] = Field(default_factory=dict)
     code_version: str | None = Field(default=None, description="git commit (or package version) that trained it")
     cv_rmse: float | None = Field(default=None, ge=0, description="mean RMSE over the time-ordered CV folds")
+    label_mode: LabelMode = Field(
+        default=LabelMode.LEVEL, description="what the payload's model predicts (the scorer always outputs levels)"
+    )
+    decision_margin: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="violation decision margin in the payload, a fraction of the half spec band (decision.py), chosen "
+        "on the training folds; 0 in manifests written before it",
+    )
     identity: SignedIdentity | None = Field(
         default=None,
         description="the register step's signed identity of this version (signed_model.py); None: unsigned",

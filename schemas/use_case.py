@@ -12,8 +12,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from . import names
 from .common import IDENTIFIER, Contract, Identifier
-from .compat import StrEnum
-from .model import ModelFamily, ModelTemplate, Precision
+from .decision import DecisionConfig
+from .feature_config import FeatureConfig, extra_feature_names
+from .model import LabelMode, ModelFamily, ModelTemplate, Precision
 
 FEATURE_STATS = ("mean", "std", "min", "max", "last", "slope")
 
@@ -63,13 +64,6 @@ class LabelingConfig(Contract):
     auto_label_min_confidence: float = Field(
         default=0.95, gt=0.5, le=1, description="a proposed class at least this likely is taken as an auto-label"
     )
-
-
-class LabelMode(StrEnum):
-    """What the model learns: the future level itself, or its change from the current value."""
-
-    LEVEL = "level"
-    CHANGE = "change"
 
 
 # The current value of the target as the features define it (the one definition the labeler, the
@@ -187,12 +181,19 @@ class UseCaseConfig(Contract):
     label_window_s: int = Field(gt=0, description="the label averages the target over this span")
     example_stride_s: int = Field(gt=0, description="distance between consecutive packs")
     feature_stats: list[str] = Field(min_length=1)
+    features: FeatureConfig = Field(
+        default_factory=FeatureConfig,
+        description="features after the <metric>__<stat> ones: windows, EWMs, changes, steps, transport delays",
+    )
     model_families: list[ModelFamily] = Field(min_length=1, description="payload formats the devices accept")
     precisions: list[Precision] = Field(min_length=1, description="tiers to export")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     labeling: LabelingConfig = Field(default_factory=LabelingConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    decision: DecisionConfig = Field(
+        default_factory=DecisionConfig, description="the violation operating point training tunes (decision.py)"
+    )
     taxonomy: dict[str, MetricRole] = Field(
         default_factory=dict, description="metric key -> role, unit and conversion, on every line"
     )
@@ -232,6 +233,7 @@ class UseCaseConfig(Contract):
             )
         self._check_taxonomy()
         self._check_state_rules()
+        self.features.check(self.metrics, self._shared_role_keys, self.sample_period_s, self.pack_window_s)
         return self
 
     def _check_state_rules(self) -> None:
@@ -294,8 +296,18 @@ class UseCaseConfig(Contract):
         return {*self.metrics, self.prediction_metric}
 
     @property
+    def _shared_role_keys(self) -> dict[str, str]:
+        return {role.role: key for key, role in self.taxonomy.items()}
+
+    @property
+    def resolved_features(self) -> FeatureConfig:
+        """`features` with metric keys for taxonomy roles (what pack_features computes)."""
+        return self.features.resolved(self.metrics, self._shared_role_keys)
+
+    @property
     def feature_names(self) -> list[str]:
-        return [f"{metric}__{stat}" for metric in self.metrics for stat in self.feature_stats]
+        stats = [f"{metric}__{stat}" for metric in self.metrics for stat in self.feature_stats]
+        return stats + extra_feature_names(self.resolved_features)
 
     @classmethod
     def from_file(cls, path: str | Path) -> UseCaseConfig:

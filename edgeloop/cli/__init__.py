@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from edgeloop.cli.backfill import backfill_command
 from edgeloop.cli.fleet import devices_table, fleet_app
@@ -45,36 +44,12 @@ def _print_outcome(outcome) -> None:
         f"\nsamples sent {outcome.samples_sent:,} {verdict} samples landed {outcome.samples_landed:,}"
         f"  (quarantined objects: {outcome.samples_quarantined})"
     )
-    from edgeloop.demo.gate import comparison_table, recall_zero_notes
+    from edgeloop.demo.summary import print_figures
 
-    console.print(comparison_table(outcome.evaluations))
-    for note in recall_zero_notes(outcome.evaluations):
-        console.print(f"  recall 0.00: {note}")
-    metrics = Table(title="Registered models (reference = the held-out newest run(s); refused lines are not listed)")
-    columns = ("line", "examples", "MSE", "MAE", "precision (LSL/in/USL)", "recall (LSL/in/USL)", "live MAE (gateway)")
-    for column in columns:
-        metrics.add_column(column)
-    order = ("lsl_violation", "in_range", "usl_violation")
-    for model in outcome.models.values():
-        m = model.metrics
-        metrics.add_row(
-            model.line_id,
-            str(model.n_examples),
-            f"{m.mse:.5f}",
-            f"{m.mae:.4f}",
-            _per_class(m.precision, order),
-            _per_class(m.recall, order),
-            f"{outcome.live_mae.get(model.line_id, float('nan')):.4f} ({outcome.live_points.get(model.line_id, 0)} pts)",
-        )
-    console.print(metrics)
+    print_figures(outcome, console)
     console.print(devices_table(outcome.fleet, title="Fleet status (read back from DynamoDB)"))
     if outcome.report_path:
         console.print(f"report: {outcome.report_path}")
-
-
-def _per_class(values: dict[str, float], order: tuple[str, ...]) -> str:
-    # a class absent from the test set (or never predicted) has no precision/recall: "-"
-    return " / ".join(f"{values[k]:.2f}" if k in values else "-" for k in order)
 
 
 @app.command()

@@ -221,6 +221,7 @@ def _summary_fields(package: dict[str, Any], lineage, manifest) -> list[tuple[st
             "test MSE / MAE",
             f"{metrics.mse:.6g} / {metrics.mae:.6g} (n_train={metrics.n_train}, n_test={metrics.n_test})",
         ),
+        ("decision", _decision_text(manifest, reference)),
         ("precision", per_class(metrics.precision)),
         ("recall", per_class(metrics.recall)),
         (
@@ -251,6 +252,16 @@ def _baselines_text(reference) -> str:
         f"persistence {figures(reference.persistence_rmse, reference.persistence_violation_f1)} | "
         f"setpoint {figures(reference.setpoint_rmse, reference.setpoint_violation_f1)} | gate {reference.gate or '-'}"
     )
+
+
+def _decision_text(manifest, reference) -> str:
+    """The label mode and the violation decision margin the gateway decides at, with the reference figures
+    at that margin."""
+    text = f"{manifest.label_mode.value} labels, violation margin {manifest.decision_margin:g} x half spec band"
+    if reference is None or reference.violation_recall is None:
+        return text
+    precision = "-" if reference.violation_precision is None else f"{reference.violation_precision:.3f}"
+    return f"{text} (reference violation precision {precision}, recall {reference.violation_recall:.3f})"
 
 
 def _iso(moment: datetime | None) -> str:

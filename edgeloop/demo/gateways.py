@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from edgeloop.demo.outcome import DemoFailed, progress_bars, wait_until
 from edgeloop.demo.settings import DEMO_ARCHITECTURES, DEMO_RUNTIME_VERSION, DEMO_SITE, DemoSettings
 from edgeloop.schemas import UseCaseConfig
+
+if TYPE_CHECKING:
+    from edgeloop.device_shims.simulated_gateway import SimulatedGatewayConfig
 
 
 @dataclass
@@ -106,6 +110,13 @@ class DemoGateways:
             context_file=process.context_file,
             model_signing_public_key=public_key_b64,
         )
+
+    def simulation(self, line_id: str) -> SimulatedGatewayConfig | None:
+        """The simulated gateway config of `line_id` as written for its process (None: none written)."""
+        from edgeloop.device_shims.simulated_gateway import SimulatedGatewayConfig
+
+        paths = [g.config_path for g in self.processes if g.line_id == line_id]
+        return SimulatedGatewayConfig.from_file(paths[0]) if paths else None
 
     def launch(self) -> None:
         from edgeloop.device_shims.fleet import launch_fleet

@@ -107,12 +107,32 @@ class DemoRun:
             for line_id, model in trained.items():
                 train, reference = splits[line_id]
                 self.outcome.evaluations[line_id] = evaluate_line(model, train, reference, self.use_case, line_id)
+        with self.console.status("the oracle per line: the model's learner given the simulator's hidden state"):
+            for line_id, model in trained.items():
+                self._add_oracle(line_id, model, splits[line_id], examples[line_id])
         events = [
             self._register(line_id, trained[line_id]) for line_id, e in self.outcome.evaluations.items() if e.passed
         ]
         for evaluation, line in zip(self.outcome.evaluations.values(), decision_lines(self.outcome.evaluations)):
             self.console.print(f"[{'green' if evaluation.passed else 'red'}]gate[/] {line}")
         return events
+
+    def _add_oracle(self, line_id: str, model, split: tuple, examples) -> None:
+        """The oracle's figures beside the line's evaluation, from a replay of the line's simulator."""
+        from edgeloop.demo.oracle import check_replay, oracle_figures, replay_hidden
+
+        evaluation = self.outcome.evaluations[line_id]
+        simulation = self.gateways.simulation(line_id)
+        if simulation is None:
+            evaluation.oracle_missing = "no simulated gateway of this line to replay"
+            return
+        try:
+            hidden = replay_hidden(simulation)
+            check_replay(hidden, examples, self.use_case, line_id)
+            precision = evaluation.report.candidate.violation_precision
+            evaluation.oracle = oracle_figures(model, *split, hidden, self.use_case, precision)
+        except ValueError as exc:
+            raise DemoFailed(f"the oracle of {line_id}: {exc}") from exc
 
     def _register(self, line_id: str, model) -> dict:
         from edgeloop.local.approval import approve_model

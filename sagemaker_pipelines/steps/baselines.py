@@ -10,11 +10,13 @@ Baselines, predicted for every reference example from what the example itself ca
 `score_predictions` is THE metric definition, applied alike to the model and the baselines: MSE, RMSE,
 MAE; per ViolationClass precision, recall and F1; the violations (LSL and USL) together, where a
 violation counts as hit only when predicted as that same class; and the median lead time over the
-violation episodes a predictor flags (`lead_time_median_s`).
+violation episodes a predictor flags (`lead_time_median_s`). Classes are decided by
+model_runtime/decision.py at a decision margin: a model's tuned one, 0 (the spec limits) for the baselines;
+the violation figures are operating_point.violation_scores.
 
 The gate (`persistence_gate`): a candidate passes when its reference RMSE is at least
 validation.min_rmse_gain_vs_persistence better than persistence's (RMSE <= (1 - gain) x persistence
-RMSE) and its violation F1 is not below persistence's. A use case relaxes either part explicitly
+RMSE) and its violation F1 (at its decision margin) is not below persistence's (at the limits). A use case relaxes either part explicitly
 (min_rmse_gain_vs_persistence: null, violation_f1_vs_persistence: false); the report lists what was relaxed.
 """
 
@@ -26,14 +28,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from edgeloop.model_runtime.decision import classify_levels
 from edgeloop.schemas.common import Contract
 from edgeloop.schemas.model import ModelMetrics
 from edgeloop.schemas.training import ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig
 
-from .train import classify
+from .operating_point import VIOLATIONS, f1_score, violation_scores
 
-VIOLATIONS = (ViolationClass.LSL.value, ViolationClass.USL.value)
 PERSISTENCE = "persistence"
 SETPOINT = "setpoint"
 
@@ -76,15 +78,6 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _f1(precision: float | None, recall: float | None) -> float | None:
-    """None when the class is absent; 0 when present but never hit (or never predicted)."""
-    if recall is None:
-        return None
-    if not precision or not recall:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
-
-
 def lead_time_median_s(predicted: np.ndarray, reference: pd.DataFrame, horizon_s: float) -> float | None:
     """Episodes: runs of consecutive reference rows (one production run, time order) with the same violation
     class, after a row of another class of the same run; one starts at its first row's label time
@@ -111,15 +104,21 @@ def lead_time_median_s(predicted: np.ndarray, reference: pd.DataFrame, horizon_s
 
 
 def score_predictions(
-    predictions: np.ndarray, reference: pd.DataFrame, *, n_train: int, horizon_s: float | None = None
+    predictions: np.ndarray,
+    reference: pd.DataFrame,
+    *,
+    n_train: int,
+    horizon_s: float | None = None,
+    margin: float = 0.0,
 ) -> ScoredMetrics:
     """The reference metrics of any predictor (model or baseline); non-finite predictions are flagged.
-    `horizon_s`: the use case's, for the lead time (None: not computed)."""
+    `horizon_s`: the use case's, for the lead time (None: not computed). `margin`: the decision margin
+    violation classes are decided at (model_runtime/decision.py; a model's tuned one, 0 for the baselines)."""
     finite = bool(np.isfinite(predictions).all())
     # metrics of non-finite predictions are meaningless (MSE would be inf/NaN): report the flag instead
     safe = np.where(np.isfinite(predictions), predictions, 0.0).astype(np.float64)
     errors = safe - reference["label"].to_numpy(dtype=np.float64)
-    predicted = classify(safe, reference["spec_lower"].to_numpy(), reference["spec_upper"].to_numpy())
+    predicted = classify_levels(safe, reference["spec_lower"].to_numpy(), reference["spec_upper"].to_numpy(), margin)
     actual = reference["label_class"].astype(str).to_numpy()
     precision, recall, f1 = {}, {}, {}
     for cls in ViolationClass:
@@ -130,10 +129,8 @@ def score_predictions(
             precision[cls.value] = p
         if r is not None:
             recall[cls.value] = r
-            f1[cls.value] = _f1(p, r)
-    hits = int((np.isin(actual, VIOLATIONS) & (predicted == actual)).sum())
-    v_precision = _ratio(hits, int(np.isin(predicted, VIOLATIONS).sum()))
-    v_recall = _ratio(hits, int(np.isin(actual, VIOLATIONS).sum()))
+            f1[cls.value] = f1_score(p, r)
+    v_precision, v_recall, v_f1 = violation_scores(predicted, actual)
     mse = float(np.mean(errors**2))
     return ScoredMetrics(
         mse=mse,
@@ -146,7 +143,7 @@ def score_predictions(
         n_test=len(reference),
         violation_precision=v_precision,
         violation_recall=v_recall,
-        violation_f1=_f1(v_precision, v_recall),
+        violation_f1=v_f1,
         lead_time_median_s=None if horizon_s is None else lead_time_median_s(predicted, reference, horizon_s),
         finite=finite,
     )

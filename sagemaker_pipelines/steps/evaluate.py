@@ -2,7 +2,10 @@
 
 Both models are scored the way a gateway scores them: the fp32 weight-only payload through the
 device scorer (model_runtime/scorer.py), not the training library, beside the trivial baselines
-(baselines.py: persistence and the setpoint), all with one metric definition. The candidate's
+(baselines.py: persistence and the setpoint), all with one metric definition. A model's violations are
+decided at its payload's decision margin (chosen on the training folds, train.py), the baselines' at
+the spec limits; the report adds the model's operating point on the reference data and its
+precision/recall curve over the use case's decision.margins. The candidate's
 payload is exported in memory; the champion's (the latest Approved package of the line's Model Package
 Group) is read back through its manifest. Gates, in order:
 - every prediction is finite;
@@ -50,6 +53,7 @@ from .artifacts import read_payload
 from .baselines import PERSISTENCE, GateResult, ScoredMetrics, persistence_gate, score_baselines, score_predictions
 from .dataset import output_file, read_dataset_info, read_examples
 from .export import export_model
+from .operating_point import OperatingPoint, precision_recall_curve
 from .train import (
     TRAINED_INFO_FILE,
     TrainedModel,
@@ -88,6 +92,17 @@ class EvaluationReport(Contract):
         default_factory=dict, description="persistence and setpoint (baselines.py), scored like the candidate"
     )
     gate: GateResult | None = Field(default=None, description="the candidate vs persistence; None: not judged")
+    operating_point: OperatingPoint | None = Field(
+        default=None,
+        description="the candidate's violation precision/recall/F1 on the reference data at its decision margin "
+        "(reaches_target: against decision.target_recall_violation); None: reports written before it",
+    )
+    training_operating_point: OperatingPoint | None = Field(
+        default=None, description="the out-of-fold point on the training folds the margin was chosen on"
+    )
+    pr_curve: list[OperatingPoint] = Field(
+        default_factory=list, description="the candidate's operating points on the reference data over decision.margins"
+    )
     reference: ReferenceInfo
     dataset_sha256: str | None = None
     packs_excluded_non_productive: int | None = Field(
@@ -128,8 +143,30 @@ def candidate_scorer(trained: TrainedModel, *, use_case: UseCaseConfig, line_id:
 
 
 def score(scorer: Scorer, reference: pd.DataFrame, *, n_train: int, horizon_s: float | None = None) -> ScoredMetrics:
-    predictions = scorer.predict(reference[scorer.features].to_numpy(dtype=np.float32))
-    return score_predictions(predictions, reference, n_train=n_train, horizon_s=horizon_s)
+    """A payload's reference metrics, violations decided at the payload's own decision margin."""
+    return score_levels(scorer, _levels(scorer, reference), reference, n_train=n_train, horizon_s=horizon_s)
+
+
+def _levels(scorer: Scorer, reference: pd.DataFrame) -> np.ndarray:
+    return scorer.predict(reference[scorer.features].to_numpy(dtype=np.float32))
+
+
+def score_levels(
+    scorer: Scorer, levels: np.ndarray, reference: pd.DataFrame, *, n_train: int, horizon_s: float | None
+) -> ScoredMetrics:
+    return score_predictions(levels, reference, n_train=n_train, horizon_s=horizon_s, margin=scorer.decision_margin)
+
+
+def operating_points(
+    scorer: Scorer, levels: np.ndarray, reference: pd.DataFrame, config: UseCaseConfig
+) -> tuple[OperatingPoint, list[OperatingPoint]]:
+    """The candidate's reference point at its own margin, and its reference curve over the use case's margins."""
+    point = precision_recall_curve(levels, reference, [scorer.decision_margin])[0]
+    target = config.decision.target_recall_violation
+    reached = None if point.recall is None else point.recall >= target
+    return point.model_copy(update={"reaches_target": reached}), precision_recall_curve(
+        levels, reference, config.decision.margins
+    )
 
 
 # --- the champion --------------------------------------------------------------------------------
@@ -218,7 +255,9 @@ def evaluate_candidate(
     reference = predictable(reference, config)
     n_train = trained.metrics.n_train
     scorer = candidate_scorer(trained, use_case=config, line_id=line_id)
-    candidate = score(scorer, reference, n_train=n_train, horizon_s=config.horizon_s)
+    levels = _levels(scorer, reference)
+    candidate = score_levels(scorer, levels, reference, n_train=n_train, horizon_s=config.horizon_s)
+    point, curve = operating_points(scorer, levels, reference, config)
     champion = load_champion(config, line_id)
     champion_metrics, champion_info, note = None, None, ""
     if champion is not None:
@@ -250,6 +289,9 @@ def evaluate_candidate(
         champion_model=champion_info,
         baselines=baselines,
         gate=gate,
+        operating_point=point,
+        training_operating_point=trained.operating_point,
+        pr_curve=curve,
         reference=ReferenceInfo(
             rows=len(reference), content_sha256=training_data_sha256(reference, trained.feature_names)
         ),
@@ -333,15 +375,22 @@ def main(argv: list[str] | None = None) -> EvaluationReport:
 
 
 def side_by_side(report: EvaluationReport) -> str:
-    """The candidate and the baselines on the reference data, in one line."""
+    """The candidate (at its decision margin) and the baselines (at the limits) on the reference data, in one line."""
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
 
     def figures(name: str, metrics: ScoredMetrics) -> str:
-        f1 = "-" if metrics.violation_f1 is None else f"{metrics.violation_f1:.3f}"
         lead = "-" if metrics.lead_time_median_s is None else f"{metrics.lead_time_median_s:.0f} s"
         rmse = metrics.rmse if metrics.rmse is not None else metrics.mse**0.5
-        return f"{name} RMSE {rmse:.6g} violation F1 {f1} lead {lead}"
+        return (
+            f"{name} RMSE {rmse:.6g} violation P {ratio(metrics.violation_precision)} "
+            f"R {ratio(metrics.violation_recall)} F1 {ratio(metrics.violation_f1)} lead {lead}"
+        )
 
-    return " | ".join(figures(n, m) for n, m in {"model": report.candidate, **report.baselines}.items())
+    point = report.operating_point
+    model = "model" if point is None else f"model (margin {point.margin:g})"
+    return " | ".join(figures(n, m) for n, m in {model: report.candidate, **report.baselines}.items())
 
 
 if __name__ == "__main__":

@@ -23,7 +23,13 @@ import xgboost as xgb
 
 from edgeloop.model_runtime.label_mode import to_level
 from edgeloop.model_runtime.linear_format import LinearModel
-from edgeloop.model_runtime.model_format import Objective, write_payload
+from edgeloop.model_runtime.model_format import (
+    Objective,
+    min_runtime_version,
+    precision_min_runtime_version,
+    read_payload,
+    write_payload,
+)
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.model_runtime.signing import Ed25519PrivateKey, sign_payload
 from edgeloop.model_runtime.tree_format import TreeEnsemble
@@ -53,7 +59,6 @@ class ParityError(RuntimeError):
 class TierSpec:
     precision: Precision
     architectures: tuple[Architecture, ...]
-    min_runtime_version: str
     # max |device - training library| on the test set, as a fraction of std(y_test): a bound in the
     # target's own units, so one number works for millimetres and for probabilities alike
     max_error_per_target_std: float
@@ -61,21 +66,27 @@ class TierSpec:
     def error_bound(self, y_test: np.ndarray) -> float:
         return self.max_error_per_target_std * float(np.std(np.asarray(y_test, dtype=np.float64)))
 
+    @property
+    def min_runtime_version(self) -> str:
+        """The first runtime that reads this precision; a payload's own tier may need a newer one
+        (model_format.min_runtime_version)."""
+        return precision_min_runtime_version(self.precision)
+
 
 # One entry per payload tier. fp32 is exact by construction; lossy tiers state their tolerance.
 TIERS: dict[Precision, TierSpec] = {
     # runtime 1.0.0 is the first scorer; it reads float32 leaves everywhere
-    Precision.FP32: TierSpec(Precision.FP32, ALL_ARCHITECTURES, "1.0.0", max_error_per_target_std=0.0),
+    Precision.FP32: TierSpec(Precision.FP32, ALL_ARCHITECTURES, max_error_per_target_std=0.0),
     # Half the leaf bytes, for the small 32-bit gateways (armv7l) most of all, but numpy upcasts the
     # float16 leaves to float32 on load, so every architecture runs it the same way. The 1.1.0 floor
     # keeps gateways whose runtime predates float16 leaves on the fp32 tier.
-    Precision.FP16_LEAVES: TierSpec(Precision.FP16_LEAVES, ALL_ARCHITECTURES, "1.1.0", max_error_per_target_std=1e-3),
+    Precision.FP16_LEAVES: TierSpec(Precision.FP16_LEAVES, ALL_ARCHITECTURES, max_error_per_target_std=1e-3),
     # int8 leaves with a per-tree scale and offset (payload format version 2, which runtime 1.2.0
     # first reads), dequantized to float32 at load, so any architecture can run it; it is the
     # smallest tier, for the most constrained gateways. Each leaf is off by at most half its tree's
     # step (leaf range / 254) and the errors add up over the trees, hence a looser bound: 1% of
     # std(y_test) keeps the error far below any useful model's own error.
-    Precision.QUANTIZED: TierSpec(Precision.QUANTIZED, ALL_ARCHITECTURES, "1.2.0", max_error_per_target_std=1e-2),
+    Precision.QUANTIZED: TierSpec(Precision.QUANTIZED, ALL_ARCHITECTURES, max_error_per_target_std=1e-2),
 }
 
 
@@ -217,8 +228,10 @@ def payload_from_booster(
     standardization: Standardization | None = None,
     label_mode: LabelMode = LabelMode.LEVEL,
     current_feature: str | None = None,
+    decision_margin: float = 0.0,
 ) -> bytes:
-    """The booster as a payload; in change mode the header names the current value's feature."""
+    """The booster as a payload; in change mode the header names the current value's feature, and a
+    decision margin other than 0 goes into the header (decision.py)."""
     objective = booster_objective(booster)
     family = booster_family(booster)
     if family == ModelFamily.XGBOOST and standardization is not None:
@@ -234,6 +247,7 @@ def payload_from_booster(
         precision=precision,
         label_mode=label_mode,
         current_feature=current_feature,
+        decision_margin=decision_margin,
     )
 
 
@@ -327,6 +341,8 @@ def export_model(
         hyperparameters=trained.hyperparameters,
         code_version=code_version,
         cv_rmse=trained.cv_rmse,
+        label_mode=trained.label_mode,
+        decision_margin=trained.decision_margin,
     )
     return ExportedModel(manifest=manifest, payloads=payloads)
 
@@ -344,6 +360,7 @@ def _parity_checked_payload(
         standardization=trained.standardization,
         label_mode=trained.label_mode,
         current_feature=trained.current_feature,
+        decision_margin=trained.decision_margin,
     )
     error = parity_error(
         trained.booster, payload, trained.X_test, trained.standardization, current_column=trained.current_column
@@ -400,7 +417,7 @@ def _tier(
     return CompatibilityTier(
         precision=spec.precision,
         architectures=list(spec.architectures),
-        min_runtime_version=spec.min_runtime_version,
+        min_runtime_version=min_runtime_version(read_payload(payload)[0]),
         payload_key=payload_key(model_id, version, spec.precision),
         payload_bytes=len(payload),
         sha256=hashlib.sha256(payload).hexdigest(),

@@ -90,6 +90,10 @@ class RegistryLineage(Contract):
     data_sha256: str | None = None
     reference: ReferenceSummary | None = None
     signed: bool | None = None  # None: registered before the property existed
+    # what the payload's model predicts and its violation decision margin (decision.py); one property
+    # "label_mode=change margin=0.15"; None: registered before it
+    label_mode: str | None = None
+    decision_margin: float | None = None
 
 
 def lineage_of(
@@ -129,6 +133,8 @@ def lineage_of(
         data_sha256=dataset.content_sha256 if dataset else None,
         reference=reference_summary(evaluation) if evaluation is not None else None,
         signed=all(t.signature for t in manifest.tiers),
+        label_mode=manifest.label_mode.value,
+        decision_margin=manifest.decision_margin,
     )
 
 
@@ -177,6 +183,8 @@ def lineage_properties(lineage: RegistryLineage) -> dict[str, str]:
         "data_end": lineage.data_end.isoformat() if lineage.data_end else None,
         "data_sha256": lineage.data_sha256,
     }
+    if lineage.label_mode is not None and lineage.decision_margin is not None:
+        optional["decision"] = f"label_mode={lineage.label_mode} margin={_text(lineage.decision_margin)}"
     if lineage.reference is not None:
         optional.update(_reference_properties(lineage.reference))
     properties.update({f"{p}{k}": _text(v) for k, v in optional.items() if v is not None})
@@ -291,7 +299,18 @@ def parse_lineage(properties: dict[str, str]) -> RegistryLineage:
         data_sha256=get(f"{p}data_sha256"),
         reference=reference,
         signed=_bool_or_none(get(SIGNED_METADATA_KEY)),
+        **_parse_decision(get(f"{p}decision")),
     )
+
+
+def _parse_decision(text: str | None) -> dict[str, str | float]:
+    """`decision` ("label_mode=change margin=0.15") back to RegistryLineage's label_mode and decision_margin."""
+    items = dict(item.partition("=")[::2] for item in (text or "").split())
+    if not items:
+        return {}
+    if set(items) != {"label_mode", "margin"}:
+        raise ValueError(f"{METADATA_PREFIX}decision={text!r}: expected 'label_mode=<mode> margin=<number>'")
+    return {"label_mode": items["label_mode"], "decision_margin": float(items["margin"])}
 
 
 def _parse_metrics(properties: dict[str, str]) -> ModelMetrics:

@@ -13,7 +13,9 @@ without a run_id column is split by rows (each row its own run).
 
 Speed: the features array is built once; each worker builds each fold's matrices once (binned
 QuantileDMatrix for the tree templates, standardized DMatrix for lasso) and fits all its candidates
-on them; boosted candidates stop early on the fold's validation block. Workers are threads: XGBoost
+on them; boosted candidates stop early on the fold's validation block. Each candidate keeps its fold
+predictions; the chosen one's, beside their rows, are the search's out-of-fold predictions (the
+decision margin is tuned on them, train.py) at no extra fit. Workers are threads: XGBoost
 releases the GIL while it trains, and each worker owns its matrices, so no XGBoost object is shared.
 """
 
@@ -50,6 +52,8 @@ class CandidateResult:
     cv_mae: float  # mean over folds
     fit_seconds: float  # wall time of all its fold fits
     fit_cpu_seconds: float = 0.0  # CPU time of the fitting thread: what the fits cost on an idle machine
+    # each fold's float32 predictions on its validation block (the model's own output: a change in change mode)
+    fold_predictions: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def cost_rank(self) -> int:
@@ -60,6 +64,15 @@ class CandidateResult:
         if "n_estimators" not in self.params:
             return dict(self.params)
         return {**self.params, "n_estimators": max(1, round(statistics.fmean(self.fold_rounds)))}
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """The chosen candidate's predictions on every fold's validation block: rows of the training data only,
+    each predicted by a fit that did not see it (what the decision margin is tuned on, train.py)."""
+
+    rows: pd.DataFrame  # the validation rows, fold after fold, all columns of the search's examples
+    predictions: np.ndarray  # float32, the model's own output per row of `rows`
 
 
 FOLDS_OF_RUNS = "whole runs"
@@ -78,6 +91,7 @@ class SearchResult:
     n_folds: int = 0
     n_rows: int = 0
     fold_unit: str = FOLDS_OF_RUNS
+    out_of_fold: OutOfFold | None = field(default=None, compare=False, repr=False)
 
     def summary(self) -> dict:
         """What a model's lineage keeps of its search (JSON-ready)."""
@@ -283,18 +297,31 @@ def search_line(
     candidates = _run_candidates(drawn, data, _jobs(n_jobs, nthread, len(drawn)), progress, seed)
     best = min(candidates, key=lambda c: c.cv_rmse)
     tolerance = selection_tolerance(ordered, config)
+    chosen = select_candidate(candidates, tolerance)
     return SearchResult(
         line_id=line_id,
         candidates=candidates,
         best=best,
-        chosen=select_candidate(candidates, tolerance),
+        chosen=chosen,
         experiments=len(candidates) * len(data.folds),
         elapsed_s=time.perf_counter() - started,
         tolerance=tolerance,
         n_folds=len(data.folds),
         n_rows=len(ordered),
         fold_unit=FOLDS_OF_RUNS if len(run_positions(ordered)) > 1 else FOLDS_OF_ONE_RUN,
+        out_of_fold=out_of_fold(ordered, data.folds, chosen),
     )
+
+
+def out_of_fold(
+    ordered: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], chosen: CandidateResult
+) -> OutOfFold:
+    """The chosen candidate's fold predictions beside the rows they predict."""
+    positions = np.concatenate([valid for _, valid in folds])
+    predictions = np.concatenate(chosen.fold_predictions).astype(np.float32)
+    if len(predictions) != len(positions):
+        raise ValueError(f"{len(predictions)} out-of-fold predictions for {len(positions)} validation rows")
+    return OutOfFold(rows=ordered.iloc[positions].reset_index(drop=True), predictions=predictions)
 
 
 def _single_line(examples: pd.DataFrame) -> str:
@@ -354,9 +381,10 @@ def _evaluate(
 ) -> CandidateResult:
     folds = [worker.fold(tmpl, k) for k in range(len(worker.data.folds))]  # built once, outside the timing
     started, started_cpu = time.perf_counter(), time.thread_time()
-    rmse, mae, rounds = [], [], []
+    rmse, mae, rounds, predictions = [], [], [], []
     for fold in folds:
         fit = tmpl.fit_prepared(fold, params, seed, nthread=worker.data.nthread)
+        predictions.append(fit.predictions)
         errors = fit.predictions.astype(np.float64) - fold.y_valid
         rmse.append(float(np.sqrt(np.mean(errors**2))))
         mae.append(float(np.mean(np.abs(errors))))
@@ -371,11 +399,13 @@ def _evaluate(
         cv_mae=float(np.mean(mae)),
         fit_seconds=time.perf_counter() - started,
         fit_cpu_seconds=time.thread_time() - started_cpu,
+        fold_predictions=tuple(predictions),
     )
 
 
 __all__ = [
     "CandidateResult",
+    "OutOfFold",
     "SearchResult",
     "draw_candidates",
     "search_line",

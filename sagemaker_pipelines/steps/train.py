@@ -4,7 +4,10 @@ The last 25% of examples by window_end form the test set. A training example's l
 target over [window_end + horizon, window_end + horizon + label_window), so training examples whose
 label window reaches into the test period are dropped: that gap keeps test labels out of training.
 The search (search.py: templates x random draws, time-ordered CV folds) runs on the training rows
-only; the chosen candidate is refit on all of them and scored once on the test block.
+only; the chosen candidate is refit on all of them and scored once on the test block. Its violation
+decision margin (model_runtime/decision.py) is chosen on the chosen candidate's out-of-fold predictions
+on the folds' validation blocks, training rows only (operating_point.choose_margin: the use case's
+decision.target_recall_violation at the best precision), and decides the test block's classes.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import pandas as pd
 import xgboost as xgb
 
 from edgeloop.cloud.packing.labels import predictable, training_labels
+from edgeloop.model_runtime.decision import classify_levels
 from edgeloop.model_runtime.label_mode import current_index, to_level
 from edgeloop.schemas.model import ModelMetrics, ModelTemplate
 from edgeloop.schemas.training import EXAMPLE_META_COLUMNS, ViolationClass
 from edgeloop.schemas.use_case import LabelMode, UseCaseConfig, resolve_use_case
 
+from .operating_point import OperatingPoint, choose_margin
 from .search import Progress, SearchResult, search_line
 from .templates import FittedModel, Standardization, template
 
@@ -57,6 +62,10 @@ class TrainedModel:
     # change mode: the booster predicts label minus current_feature (y_test stays the level label)
     label_mode: LabelMode = LabelMode.LEVEL
     current_feature: str | None = None
+    # the violation decision margin (decision.py), chosen on out-of-fold predictions of the training folds,
+    # and that choice's out-of-fold operating point (None: models trained before the margin existed)
+    decision_margin: float = 0.0
+    operating_point: OperatingPoint | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Level predictions (float32) on raw features, what the fp32 payload's scorer reproduces: the training
@@ -126,19 +135,11 @@ def training_data_sha256(frame: pd.DataFrame, feature_names: list[str]) -> str:
     return digest.hexdigest()
 
 
-def classify(predictions: np.ndarray, spec_lower: np.ndarray, spec_upper: np.ndarray) -> np.ndarray:
-    """ViolationClass values of predictions against each example's own spec limits."""
-    return np.where(
-        predictions < spec_lower,
-        ViolationClass.LSL.value,
-        np.where(predictions > spec_upper, ViolationClass.USL.value, ViolationClass.IN_RANGE.value),
-    )
-
-
-def evaluate(predictions: np.ndarray, test: pd.DataFrame, n_train: int) -> ModelMetrics:
+def evaluate(predictions: np.ndarray, test: pd.DataFrame, n_train: int, margin: float = 0.0) -> ModelMetrics:
+    """Test-block metrics; violation classes at the model's decision margin (model_runtime/decision.py)."""
     y = test["label"].to_numpy(dtype=np.float64)
     errors = predictions.astype(np.float64) - y
-    predicted = classify(predictions, test["spec_lower"].to_numpy(), test["spec_upper"].to_numpy())
+    predicted = classify_levels(predictions, test["spec_lower"].to_numpy(), test["spec_upper"].to_numpy(), margin)
     actual = test["label_class"].astype(str).to_numpy()
     precision, recall = {}, {}
     for cls in ViolationClass:
@@ -217,11 +218,13 @@ def train_line_model(
     X_test = split.test[features].to_numpy(dtype=np.float32)
     mode = LabelMode(config.label.mode)  # a model_copy may have left a str
     current = config.current_value_feature if mode == LabelMode.CHANGE else None
-    level = to_level(fitted.predict(X_test), X_test, mode, None if current is None else features.index(current))
+    column = None if current is None else features.index(current)
+    level = to_level(fitted.predict(X_test), X_test, mode, column)
+    point = out_of_fold_operating_point(search, config, mode, column)
     return TrainedModel(
         booster=fitted.booster,
         feature_names=list(features),
-        metrics=evaluate(level, split.test, n_train=len(split.train)),
+        metrics=evaluate(level, split.test, n_train=len(split.train), margin=point.margin),
         training_start=split.train["window_start"].min().to_pydatetime(),
         training_end=split.train["window_end"].max().to_pydatetime(),
         X_test=X_test,
@@ -235,6 +238,28 @@ def train_line_model(
         standardization=fitted.standardization,
         label_mode=mode,
         current_feature=current,
+        decision_margin=point.margin,
+        operating_point=point,
+    )
+
+
+def out_of_fold_operating_point(
+    search: SearchResult, config: UseCaseConfig, mode: LabelMode, current_column: int | None
+) -> OperatingPoint:
+    """The decision margin chosen on the chosen candidate's out-of-fold level predictions: training rows only,
+    each predicted by a fold fit that did not see it."""
+    oof = search.out_of_fold
+    if oof is None:
+        raise ValueError(f"line {search.line_id!r}: the search kept no out-of-fold predictions")
+    X = oof.rows[config.feature_names].to_numpy(dtype=np.float32)
+    levels = to_level(oof.predictions, X, mode, current_column)
+    decision = config.decision
+    return choose_margin(
+        levels,
+        oof.rows,
+        decision.target_recall_violation,
+        decision.margins,
+        min_precision=decision.min_precision_violation,
     )
 
 
@@ -290,6 +315,8 @@ def save_trained(trained: TrainedModel, directory: str | Path) -> Path:
         "search_summary": trained.search_summary,
         "label_mode": LabelMode(trained.label_mode).value,
         "current_feature": trained.current_feature,
+        "decision_margin": trained.decision_margin,
+        "operating_point": None if trained.operating_point is None else trained.operating_point.model_dump(mode="json"),
     }
     (directory / TRAINED_INFO_FILE).write_text(json.dumps(info, indent=2))
     return directory
@@ -327,6 +354,8 @@ def load_trained(directory: str | Path) -> TrainedModel:
         standardization=standardization,
         label_mode=LabelMode(info.get("label_mode", LabelMode.LEVEL.value)),
         current_feature=info.get("current_feature"),
+        decision_margin=info.get("decision_margin", 0.0),
+        operating_point=None if info.get("operating_point") is None else OperatingPoint(**info["operating_point"]),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from edgeloop.demo.run import run_demo
@@ -34,7 +36,7 @@ def test_every_accepted_sample_lands_exactly_once(outcome):
 def test_every_line_is_judged_against_the_baselines_on_its_newest_run(outcome):
     assert sorted(outcome.evaluations) == ["line-1", "line-2"]
     for line_id, evaluation in outcome.evaluations.items():
-        assert set(evaluation.figures) == {"model", "persistence", "setpoint"}, line_id
+        assert set(evaluation.figures) == {"model", "persistence", "setpoint", "oracle"}, line_id
         assert evaluation.report.gate is not None and evaluation.report.reason, line_id
         assert evaluation.report.baselines["persistence"].n_test == evaluation.report.candidate.n_test > 0
         assert evaluation.reference_runs and evaluation.rows_train > 0, line_id
@@ -43,6 +45,32 @@ def test_every_line_is_judged_against_the_baselines_on_its_newest_run(outcome):
         assert gate.persistence_rmse == evaluation.report.baselines["persistence"].rmse
     text = outcome.report_path.read_text()
     assert "Model vs trivial baselines" in text and "persistence" in text and "setpoint" in text
+
+
+def test_the_oracle_sits_beside_the_model_and_no_recall_of_a_present_class_is_a_silent_zero(outcome):
+    from edgeloop.demo.explain import CLASS_NAMES, shows_zero
+    from edgeloop.demo.gate import comparison_rows, oracle_lines, recall_zero_notes
+
+    notes = recall_zero_notes(outcome.evaluations)
+    for line_id, evaluation in outcome.evaluations.items():
+        oracle = evaluation.oracle
+        assert oracle is not None, f"{line_id}: {evaluation.oracle_missing}"
+        assert oracle.metrics.n_test == evaluation.report.candidate.n_test, line_id  # the same held-out rows
+        for cls, count in evaluation.class_counts.items():
+            recall = evaluation.report.candidate.recall
+            if not count:
+                assert cls not in recall, cls  # an absent class has no recall (the table reads "absent")
+            elif shows_zero(recall[cls]):
+                assert [n for n in notes if n.startswith(f"{line_id} {CLASS_NAMES[cls]}: the model recalls none")], cls
+    rows = comparison_rows(outcome.evaluations)
+    cells = [cell for row in rows for cell in row[-1].split(" / ")]
+    assert "0.00" not in cells  # a 0.00 shown is marked as explained (0.00*), an absent class reads "absent"
+    text = outcome.report_path.read_text()
+    assert "<td>oracle (hidden state)</td>" in text and "<th>margin</th>" in text
+    for line in oracle_lines(outcome.evaluations):  # the oracle's recall at the model's precision, per line
+        assert html.escape(line) in text, line
+    for note in notes:
+        assert html.escape(note) in text, note
 
 
 def test_a_line_is_registered_and_rolled_out_only_if_its_model_passed_the_gate(outcome):

@@ -64,7 +64,7 @@ def test_a_full_update_decodes_from_the_configuration_map_and_from_json():
         ({"payload_bytes": "1234"}, "payload_bytes", "valid integer"),
         ({"payload_bytes": True}, "payload_bytes", "valid integer"),
         ({"version": 1}, "version", "valid string"),
-        ({"features": [*FEATURES[:-1], 1.5]}, "features[39]", "valid string"),
+        ({"features": [*FEATURES[:-1], 1.5]}, f"features[{len(FEATURES) - 1}]", "valid string"),
         ({"precision": "fp64"}, "precision", "fp32"),
         ({"extra": 1}, "extra", "Extra inputs"),
         ({"model_id": None}, "model_id", "valid string"),

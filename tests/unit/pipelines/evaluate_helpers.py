@@ -58,6 +58,8 @@ def examples_with_current_value(config, line_id: str) -> pd.DataFrame:
 class CopyCurrentValue:
     """A device scorer stand-in for a model that only copies the current value (<target>__last)."""
 
+    decision_margin = 0.0  # decides at the spec limits, as a payload without a margin does
+
     def __init__(self, features: list[str], target: str) -> None:
         self.features = features
         self.column = features.index(f"{target}__last")

@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
 
 
 def test_day_chunks_give_the_examples_of_one_whole_pass():
-    chunked, stats = simulate_examples(1, seed=SEED, chunk_s=2 * 3600 + 17)  # boundaries fall anywhere
+    chunked, stats, hidden = simulate_examples(1, seed=SEED, chunk_s=2 * 3600 + 17)  # boundaries fall anywhere
     simulator = ExtrusionLineSimulator(LINE_ID, seed=SEED, start_ms=START_MS)
     samples = curated_like(*simulator.advance_arrays(DAY_S + 4 * 3600))
     day_end = pd.Timestamp(START_MS + DAY_S * 1000, unit="ms", tz="UTC")
@@ -47,6 +47,7 @@ def test_day_chunks_give_the_examples_of_one_whole_pass():
     pd.testing.assert_frame_equal(chunked, whole)
     assert stats.examples == len(chunked) > 1000
     assert stats.runs == len(runs_done)
+    assert len(hidden) >= DAY_S  # the hidden record covers every simulated second
 
 
 def test_the_cache_is_reused_and_a_tampered_file_regenerated(tiny):
@@ -145,7 +146,7 @@ def test_the_bench_predicts_what_the_pipelines_trained_model_predicts(tiny):
 
 
 def test_the_second_line_reports_its_quality_figures(capsys):
-    results = bench_training.second_line(1)
+    results = bench_training.second_line(1, oracle=False)  # the oracle's figures: tests/unit/shims/test_*oracle*
     _check_quality(results, "quality2.")
     assert results["quality2.days"][0] == 1.0 and results["quality2.examples"][0] > 100
     assert "second line" in capsys.readouterr().out
@@ -166,7 +167,7 @@ def test_figures_come_from_the_pipelines_metric_definition():
     config = load_use_case(USE_CASE)
     # predicted: USL (actual LSL), USL (actual USL), in range, LSL (actual in range)
     predictions = np.array([3.0, 3.0, 2.0, 1.0])
-    figures = bench_training.quality_figures(predictions, test, config, prefix="q.", unit="mm")
+    figures = bench_training.scored_figures(predictions, test, config, prefix="q.", unit="mm")
     scored = score_predictions(predictions, test, n_train=0, horizon_s=config.horizon_s)
     assert figures["q.recall_violation"][0] == scored.violation_recall == 0.5  # LSL predicted as USL: no hit
     assert figures["q.precision_violation"][0] == pytest.approx(1 / 3)

@@ -7,7 +7,7 @@ import pytest
 from evaluate_helpers import CopyCurrentValue, examples_with_current_value, quick_extrusion_config
 from rich.console import Console
 
-from edgeloop.demo.gate import comparison_rows, decision_lines
+from edgeloop.demo.gate import COMPARISON_COLUMNS, comparison_rows, decision_lines
 from edgeloop.demo.run import DemoRun
 from edgeloop.demo.settings import DemoSettings
 from edgeloop.sagemaker_pipelines.steps import evaluate as evaluate_step
@@ -41,12 +41,15 @@ def test_the_demo_refuses_a_model_that_only_copies_the_current_value(registry, e
     assert events == [] and demo.outcome.models == {} and demo.outcome.rolled_out_things == set()
     evaluation = demo.outcome.evaluations[LINE]
     assert not evaluation.passed and not evaluation.registered
+    # no gateway simulated this line here: no oracle, and the reason is kept for the notes
+    assert evaluation.oracle is None and evaluation.oracle_missing == "no simulated gateway of this line to replay"
     assert evaluation.report.reason.startswith("no better than persistence: candidate RMSE ")
     _, reference = reference_split(examples, config)
     assert evaluation.report.reference.rows == len(reference)  # judged on the newest whole run(s) only
     assert set(evaluation.reference_runs) == set(reference["run_id"].astype(str))
     rows = comparison_rows(demo.outcome.evaluations)
     assert [row[1] for row in rows] == ["model (REFUSED)", "persistence", "setpoint"]
-    assert rows[0][2] == rows[1][2]  # the copy's RMSE is persistence's
+    rmse = COMPARISON_COLUMNS.index("RMSE")
+    assert rows[0][rmse] == rows[1][rmse]  # the copy's RMSE is persistence's
     assert "REFUSED: no better than persistence" in decision_lines(demo.outcome.evaluations)[0]
     assert not demo.outcome.ok

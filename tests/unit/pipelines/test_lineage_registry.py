@@ -111,6 +111,9 @@ def test_metadata_and_manifest_round_trip_through_the_registry(registry, trained
     assert lineage.template == trained.template.value == exported.manifest.template.value
     assert lineage.cv_rmse == trained.cv_rmse == exported.manifest.cv_rmse
     assert exported.manifest.hyperparameters == trained.hyperparameters and trained.hyperparameters
+    mode = trained.label_mode.value
+    assert (lineage.label_mode, lineage.decision_margin) == (mode, trained.decision_margin)
+    assert properties["edgeloop:decision"] == f"label_mode={mode} margin={trained.decision_margin!r}"
     assert len(properties) <= METADATA_ENTRIES_MAX
     assert all(len(v) <= METADATA_VALUE_MAX for v in properties.values())
 
@@ -165,6 +168,14 @@ def test_code_version_is_the_checkout_commit():
     assert len(version) == 40 and int(version, 16) >= 0
 
 
+def test_lineage_without_a_decision_property_has_none_and_a_bad_one_is_refused(trained, dataset_info):
+    properties = metadata_properties(exported_with_lineage(trained).manifest, "s3://b/k", dataset=dataset_info)
+    old = {k: v for k, v in properties.items() if k != "edgeloop:decision"}  # registered before the property
+    assert (parse_lineage(old).label_mode, parse_lineage(old).decision_margin) == (None, None)
+    with pytest.raises(ValueError, match="edgeloop:decision='margin=0.1'"):
+        parse_lineage({**properties, "edgeloop:decision": "margin=0.1"})
+
+
 def test_parse_refuses_foreign_metadata():
     with pytest.raises(ValueError, match="not an edgeloop model package"):
         parse_lineage({"team": "vision"})
@@ -209,6 +220,9 @@ def test_models_cli_lists_and_shows_the_lineage(registry, trained, dataset_info,
             f"{exported.manifest.cv_rmse:.6g}",
             "model RMSE 0.111111 F1 0.847 | persistence RMSE 0.153156 F1 0.612 | setpoint RMSE 0.223607 F1 0.000",
             "gate passed relaxed:min_rmse_gain_vs_persistence",
+            f"{trained.label_mode.value} labels, violation margin {trained.decision_margin:g} x half spec band "
+            "(reference violation "
+            "precision 0.900, recall 0.800)",
         ):
             assert expected in shown.output, expected
         assert all(f"{name}=" in shown.output for name in exported.manifest.hyperparameters)

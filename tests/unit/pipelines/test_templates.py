@@ -144,6 +144,29 @@ def test_lasso_solves_least_squares_and_l1_zeroes_weights():
     assert not problem.solve(100.0).any()  # a huge penalty predicts the mean
 
 
+def test_lasso_is_exact_on_nearly_collinear_features_where_coordinate_descent_crawls():
+    """Pack stats of one metric are nearly collinear and a change-mode label needs cancelling weights on
+    them: the active-set solution meets the optimality conditions and is no worse than coordinate descent."""
+    rng = np.random.default_rng(1)
+    level = np.cumsum(rng.normal(size=3000))
+    stats = [level + rng.normal(scale=s, size=3000) for s in (0.05, 0.1, 0.2)]  # mean, last, min...
+    X = np.c_[np.array(stats).T, rng.normal(size=(3000, 3))]
+    y = (stats[0] - stats[1]) + 0.1 * X[:, 3] + rng.normal(scale=0.01, size=3000)  # future - last
+    problem = LassoProblem.build(Standardization.fit(X).apply(X).astype(np.float64), y)
+    gram, correlation = problem.gram, problem.correlation
+    objective = lambda w, alpha: 0.5 * w @ gram @ w - correlation @ w + alpha * np.abs(w).sum()  # noqa: E731
+    for alpha in (1e-4, 1e-3, 1e-2):
+        weights = problem.active_set(alpha)
+        assert weights is not None and np.array_equal(problem.solve(alpha), weights)
+        gradient, active = correlation - gram @ weights, weights != 0
+        np.testing.assert_allclose(gradient[active], alpha * np.sign(weights[active]), rtol=1e-6, atol=1e-12)
+        assert np.all(np.abs(gradient[~active]) <= alpha * (1 + 1e-9))
+        crawled = objective(problem.coordinate_descent(alpha), alpha)
+        assert objective(weights, alpha) <= crawled + 1e-15
+        if alpha == 1e-4:  # weights of about +-12.8 on the two near twins: 2000 sweeps stop far short of them
+            assert objective(weights, alpha) < crawled - 1e-3 and np.abs(weights).max() > 10
+
+
 def test_a_constant_or_empty_feature_is_left_unscaled():
     X = np.array([[1.0, np.nan, 2.0], [1.0, np.nan, 4.0]], dtype=np.float32)
     scaling = Standardization.fit(X)

@@ -14,6 +14,7 @@ from synthetic_line_examples import synthetic_examples
 
 from edgeloop.cloud.model_registry import load_manifest
 from edgeloop.local.approval import approve_model
+from edgeloop.model_runtime.model_format import PREDICTIVE_RUNTIME
 from edgeloop.model_runtime.scorer import load_payload
 from edgeloop.sagemaker_pipelines.steps import export as export_step
 from edgeloop.sagemaker_pipelines.steps.export import ParityError, export_model
@@ -157,7 +158,9 @@ def test_export_is_bit_exact_and_described_by_its_manifest(exported, trained):
     assert tier.payload_key == "models/extrusion-cold-od-line-1/1.0.0/fp32.npz"
     assert tier.sha256 == hashlib.sha256(payload).hexdigest() and tier.payload_bytes == len(payload)
     assert [a.value for a in tier.architectures] == ["x86_64", "aarch64", "armv7l"]
-    assert tier.min_runtime_version == "1.0.0"
+    # extrusion's change mode and extra features need the predictive runtime; fp32 alone would be 1.0.0
+    assert tier.min_runtime_version == PREDICTIVE_RUNTIME == "1.3.0"
+    assert (manifest.label_mode, manifest.decision_margin) == (trained.label_mode, trained.decision_margin)
     assert manifest.features == trained.feature_names
     assert manifest.feature_schema_hash == feature_schema_hash(trained.feature_names)
     assert manifest.training_data_sha256 == trained.training_data_sha256
@@ -197,7 +200,7 @@ def test_fp16_leaves_tier_is_within_its_bound_and_records_its_error(exported_two
     assert 0.0 < tier.max_abs_error <= bound  # lossy, but within 1e-3 x std(y_test)
     assert tier.payload_key == "models/extrusion-cold-od-line-1/1.1.0/fp16-leaves.npz"
     assert [a.value for a in tier.architectures] == ["x86_64", "aarch64", "armv7l"]
-    assert tier.min_runtime_version == "1.1.0"
+    assert tier.min_runtime_version == "1.3.0"  # extrusion's payloads: above fp16-leaves' own 1.1.0
     assert exported_two_tiers.manifest.tier(Precision.FP32).max_abs_error == 0.0
 
 

@@ -114,7 +114,9 @@ def test_feature_schema_hash_depends_on_order():
 def test_extrusion_use_case_is_consistent():
     use_case = load_use_case("extrusion")
     assert use_case.target_metric in use_case.metrics
-    assert len(use_case.feature_names) == len(use_case.metrics) * len(use_case.feature_stats)
+    stats = [f"{metric}__{stat}" for metric in use_case.metrics for stat in use_case.feature_stats]
+    assert use_case.feature_names[: len(stats)] == stats, "the per-metric statistics come first"
+    assert len(set(use_case.feature_names)) == len(use_case.feature_names) > len(stats), "then the declared extras"
     assert use_case.prediction_metric in use_case.accepted_metrics
 
 
