@@ -89,6 +89,11 @@ bench-%: setup-bench
 bench-onboarding: setup-bench
 	$(PY) -m benchmarks onboarding
 
+# What AWS would bill per gateway-month: 2/4/8 simulated gateways on the local stack, every billed call
+# counted, priced from benchmarks/cost_prices_us_east_1.json -> benchmarks/results/cost.json (about 3 min).
+bench-cost: setup-bench
+	$(PY) -m benchmarks cost
+
 lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -16,6 +16,9 @@ runner's live scorer and update agent, and an ExtrusionLineSimulator in place of
 A restart resumes the simulation where the buffer stands (sim_position.py): sequence numbers and
 simulated time continue, no reading is produced twice.
 
+The publisher follows the gateway's flush policy (GatewayConfig.flush: a partial batch waits up to
+its max latency); the end of the history and a stop send the held tail at once.
+
 The state file (JSON, replaced atomically about every 0.5 s) is how the demo watches progress.
 The outages are staged by SimulatedUplink (simulated_uplink.py), a transport whose link can be cut.
 """
@@ -127,7 +130,7 @@ class SimulatedGateway:
         inner = transport or gw.mqtt_transport()
         self.validator = SampleValidator(self.use_case, source=gw.thing_name)
         self.uplink = SimulatedUplink(inner)
-        self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0)
+        self.publisher = Publisher(self.buffer, self.uplink, gw.telemetry_topic, max_backoff_s=2.0, flush=gw.flush)
         self.models = ModelService(
             gw.thing_name,
             self.use_case,
@@ -263,6 +266,7 @@ class SimulatedGateway:
 
     def _wait_for_history_drain(self) -> None:
         self.phase = "draining_history"
+        self.publisher.request_flush()  # the history's last partial batch need not wait for the policy
         while not self.should_stop():
             if self.buffer.pending_samples() == 0:
                 self.history_drained = True
@@ -305,6 +309,7 @@ class SimulatedGateway:
             if failed:
                 return  # nothing trustworthy to drain to; the finally block records the state
             self.uplink.go_online(self.config.connect_timeout_s)
+            self.publisher.request_flush()
             deadline = time.monotonic() + self.config.drain_timeout_s
             while self.buffer.pending_samples() > 0 and time.monotonic() < deadline and self.publisher_alive():
                 time.sleep(0.1)

@@ -16,6 +16,8 @@ from edgeloop.schemas.common import Contract, Identifier, ThingName
 from edgeloop.schemas.telemetry import INT64_MAX, ColumnarSamples, SequenceNumber
 
 RAW_FORMAT_VERSION = 1
+RAW_SET_FORMAT_VERSION = 2
+MAX_SET_BATCHES = 10_000  # SQS's largest batch for a Lambda event source mapping (standard queue)
 
 
 class RawBatch(Contract):
@@ -41,4 +43,22 @@ class RawBatch(Contract):
 
     @classmethod
     def from_gzip_json(cls, body: bytes) -> RawBatch:
+        return cls.model_validate_json(gzip.decompress(body))
+
+
+class RawBatchSet(Contract):
+    """Several landed batches in one raw object: what the batched ingest path (SQS) writes per
+    invocation, so a thousand messages cost one S3 PUT (and one GET in compaction), not a thousand.
+
+    Its key (cloud/datalake/raw.py raw_set_key) tells readers which of the two formats an object holds.
+    """
+
+    format_version: Literal[2] = RAW_SET_FORMAT_VERSION
+    batches: list[RawBatch] = Field(min_length=1, max_length=MAX_SET_BATCHES)
+
+    def to_gzip_json(self) -> bytes:
+        return gzip.compress(self.model_dump_json().encode(), compresslevel=6, mtime=0)
+
+    @classmethod
+    def from_gzip_json(cls, body: bytes) -> RawBatchSet:
         return cls.model_validate_json(gzip.decompress(body))

@@ -21,6 +21,15 @@
 | edgeloop:waveTimeoutSeconds              | 900        | rollout: a wave without a report this long      |
 |                                          |            | -> timed out                                    |
 | edgeloop:offlineSilenceSeconds           | 900        | a device silent this long is marked offline     |
+| edgeloop:compactionIntervalMinutes       | 60         | compaction runs this often (5-1440 min): curated|
+|                                          |            | data, rollups and examples lag up to this much  |
+
+Each compaction round costs about the same per line whatever the data (the day's curated rewrite,
+rollups, the packer's listing and writes), so the interval sets most of the bill per gateway that is not
+storage (README "Cost at fleet scale", `make bench-cost` reads the interval from the template). Gateway
+alerts do not wait for it (they are raised on the gateway); the local stack keeps its own faster schedule
+(edgeloop/local/schedule.py). The compaction construct (constructs/ingestion.py) reads the key with the
+same function (compaction_interval_minutes), so both see one value.
 
 The Greengrass components have no version setting: the stack publishes both at the package version
 (schemas/version.py PACKAGE_VERSION, constructs/components.py), and the orchestrator's rollouts and the base
@@ -101,6 +110,12 @@ MAX_TIMESTREAM_MAGNETIC_RETENTION_DAYS = 73000
 # A Model Package Group name is at most 63 characters (^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$).
 MAX_MODEL_PACKAGE_GROUP_NAME = 63
 MAX_LATENESS_SLA_DAYS = 365  # raw/ expires after 30 days, but a gateway may replay a long outage
+COMPACTION_INTERVAL_KEY = "edgeloop:compactionIntervalMinutes"
+DEFAULT_COMPACTION_INTERVAL_MINUTES = 60
+# Below 5 minutes a round's fixed cost per line dominates the bill; a day is EventBridge's natural upper
+# end and keeps the daily full sweep of raw/ (functions/compaction/checkpoint.py) at least daily.
+MIN_COMPACTION_INTERVAL_MINUTES = 5
+MAX_COMPACTION_INTERVAL_MINUTES = 1440
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -121,6 +136,7 @@ class StackConfig:
     line_ids: tuple[str, ...] = ()
     model_signing_key_secret_arn: str = ""  # empty: the pipeline registers unsigned payloads
     rollout_policy: RolloutPolicy = RolloutPolicy()
+    compaction_interval_minutes: int = DEFAULT_COMPACTION_INTERVAL_MINUTES
     use_case_file: str = ""  # edgeloop:useCaseFile, absolute; empty: the packaged use case `use_case`
 
     @property
@@ -159,6 +175,7 @@ class StackConfig:
             line_ids=_line_ids(get(LINE_IDS_KEY), use_case),
             model_signing_key_secret_arn=model_signing_key_secret_arn(get),
             rollout_policy=rollout_policy(get),
+            compaction_interval_minutes=compaction_interval_minutes(get),
         )
 
     @property
@@ -202,6 +219,17 @@ def component_version(get: Any) -> str:
                 "(remove the key from cdk.json / -c)"
             )
     return PACKAGE_VERSION
+
+
+def compaction_interval_minutes(get: Any) -> int:
+    """edgeloop:compactionIntervalMinutes from context (DEFAULT_COMPACTION_INTERVAL_MINUTES when not set)."""
+    return _int_within(
+        get(COMPACTION_INTERVAL_KEY),
+        COMPACTION_INTERVAL_KEY,
+        default=DEFAULT_COMPACTION_INTERVAL_MINUTES,
+        minimum=MIN_COMPACTION_INTERVAL_MINUTES,
+        maximum=MAX_COMPACTION_INTERVAL_MINUTES,
+    )
 
 
 def rollout_policy(get: Any) -> RolloutPolicy:
@@ -262,7 +290,7 @@ def _refuse_removed_keys(get: Any) -> None:
         )
 
 
-def _int_within(value: Any, key: str, *, default: int, maximum: int) -> int:
+def _int_within(value: Any, key: str, *, default: int, maximum: int, minimum: int = 1) -> int:
     if value is None or value == "":
         return default
     if isinstance(value, bool):  # JSON true would otherwise read as 1
@@ -271,8 +299,8 @@ def _int_within(value: Any, key: str, *, default: int, maximum: int) -> int:
         number = int(str(value))
     except ValueError:
         raise ConfigError(f"{key}={value!r} is not a whole number") from None
-    if not 1 <= number <= maximum:
-        raise ConfigError(f"{key}={value!r} must be between 1 and {maximum}")
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{key}={value!r} must be between {minimum} and {maximum}")
     return number
 
 

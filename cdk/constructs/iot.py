@@ -1,7 +1,9 @@
 """AWS IoT Core: topic rules that route device topics to functions, and what a gateway may do.
 
 Rules come from names.IOT_ROUTES, the same table the embedded runtime's local bridge reads, so
-the routes cannot drift between AWS and `make demo`.
+the routes cannot drift between AWS and `make demo`. A batched route's rule sends its message (the
+SQL's JSON: base64 payload, topic, receive time) to the function's queue with the SQS action; the
+queue's event source mapping invokes the function with batches. Other rules invoke their function.
 
 The policy documents come from schemas/iot_policies.py (one definition for the stack and for
 provisioning; its docstring says why, citing the Greengrass v2 developer guide). The stack defines:
@@ -21,6 +23,7 @@ from aws_cdk import Aws, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from edgeloop.schemas import iot_policies, names
@@ -49,11 +52,17 @@ class IotRouting(Construct):
         *,
         storage: Storage,
         route_targets: dict[str, lambda_.IFunction],
+        route_queues: dict[str, sqs.IQueue] | None = None,
     ) -> None:
+        """`route_queues`: per function key, the queue feeding it: every batched route's function needs one."""
         super().__init__(scope, construct_id)
+        route_queues = dict(route_queues or {})
         missing = sorted({route.function for route in names.IOT_ROUTES} - set(route_targets))
         if missing:
             raise ValueError(f"IoT routes need functions {missing}; got {sorted(route_targets)}")
+        unqueued = sorted({r.function for r in names.IOT_ROUTES if r.batched} - set(route_queues))
+        if unqueued:
+            raise ValueError(f"batched IoT routes need queues for functions {unqueued}; got {sorted(route_queues)}")
         self.error_role = iam.Role(
             self,
             "RuleErrorRole",
@@ -67,12 +76,51 @@ class IotRouting(Construct):
             reason=f"IoT rule error actions may write only under {names.IOT_ERRORS_PREFIX}/ of the data bucket",
         )
         self.rules = {
-            route.rule_name: self._route(route, route_targets[route.function], storage) for route in names.IOT_ROUTES
+            route.rule_name: (
+                self._queue_route(route, route_queues[route.function], storage)
+                if route.batched
+                else self._route(route, route_targets[route.function], storage)
+            )
+            for route in names.IOT_ROUTES
         }
         self._gateway_access(storage)
 
     def _route(self, route: names.IotRoute, function: lambda_.IFunction, storage: Storage) -> iot.CfnTopicRule:
-        rule = iot.CfnTopicRule(
+        action = iot.CfnTopicRule.ActionProperty(
+            lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=function.function_arn)
+        )
+        rule = self._rule(route, action, f"{route.topic_filter} -> {route.function}", storage)
+        function.add_permission(
+            f"InvokedBy{_camel(route.rule_name)}",
+            principal=iam.ServicePrincipal("iot.amazonaws.com"),
+            source_arn=rule.attr_arn,
+            source_account=Aws.ACCOUNT_ID,
+        )
+        return rule
+
+    def _queue_route(self, route: names.IotRoute, queue: sqs.IQueue, storage: Storage) -> iot.CfnTopicRule:
+        role = iam.Role(
+            self,
+            f"{_camel(route.rule_name)}QueueRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description=f"edgeloop IoT rule {route.rule_name}: send to its queue",
+        )
+        allow(
+            role,
+            actions=["sqs:SendMessage"],
+            resources=[queue.queue_arn],
+            reason=f"the {route.rule_name} rule sends to its one queue",
+        )
+        # The body is the SQL's JSON, whose payload is already base64 (binary wire format): no useBase64.
+        action = iot.CfnTopicRule.ActionProperty(
+            sqs=iot.CfnTopicRule.SqsActionProperty(queue_url=queue.queue_url, role_arn=role.role_arn, use_base64=False)
+        )
+        return self._rule(route, action, f"{route.topic_filter} -> SQS -> {route.function} (batched)", storage)
+
+    def _rule(
+        self, route: names.IotRoute, action: iot.CfnTopicRule.ActionProperty, description: str, storage: Storage
+    ) -> iot.CfnTopicRule:
+        return iot.CfnTopicRule(
             self,
             _camel(route.rule_name),
             rule_name=route.rule_name,
@@ -80,12 +128,8 @@ class IotRouting(Construct):
                 sql=route.sql,
                 aws_iot_sql_version=SQL_VERSION,
                 rule_disabled=False,
-                description=f"{route.topic_filter} -> {route.function}",
-                actions=[
-                    iot.CfnTopicRule.ActionProperty(
-                        lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=function.function_arn)
-                    )
-                ],
+                description=description,
+                actions=[action],
                 error_action=iot.CfnTopicRule.ActionProperty(
                     s3=iot.CfnTopicRule.S3ActionProperty(
                         bucket_name=storage.data.bucket_name,
@@ -96,13 +140,6 @@ class IotRouting(Construct):
                 ),
             ),
         )
-        function.add_permission(
-            f"InvokedBy{_camel(route.rule_name)}",
-            principal=iam.ServicePrincipal("iot.amazonaws.com"),
-            source_arn=rule.attr_arn,
-            source_account=Aws.ACCOUNT_ID,
-        )
-        return rule
 
     def _gateway_access(self, storage: Storage) -> None:
         self.token_exchange_role = iam.Role(

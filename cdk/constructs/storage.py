@@ -11,6 +11,9 @@ from edgeloop.schemas import names
 from .nag import acknowledge
 
 RAW_EXPIRY = Duration.days(30)  # compaction has turned raw/ into curated Parquet long before
+# Compaction's per-object markers only matter while their raw object exists (its daily sweep
+# lists both); two days more, as S3 expires objects up to a day after their date.
+COMPACTION_MARKER_EXPIRY = Duration.days(RAW_EXPIRY.to_days() + 2)
 QUARANTINE_EXPIRY = Duration.days(90)  # long enough to investigate and replay rejected batches
 IOT_ERRORS_EXPIRY = Duration.days(90)
 ACCESS_LOG_EXPIRY = Duration.days(365)
@@ -54,6 +57,7 @@ class Storage(Construct):
             server_access_logs_prefix="data-bucket/",
             lifecycle_rules=[
                 _expire(names.RAW_PREFIX, RAW_EXPIRY),
+                _expire(names.COMPACTION_MARKERS_PREFIX, COMPACTION_MARKER_EXPIRY),
                 _expire(names.QUARANTINE_PREFIX, QUARANTINE_EXPIRY),
                 _expire(names.IOT_ERRORS_PREFIX, IOT_ERRORS_EXPIRY),
                 s3.LifecycleRule(

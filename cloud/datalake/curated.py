@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 
 import pandas as pd
 import pyarrow as pa
@@ -33,6 +34,9 @@ CURATED_SCHEMA = pa.schema(
     ]
 )
 SORT_KEYS = ["thing_name", "metric", "time_ms"]
+_PART_KEY = re.compile(
+    rf"^{names.CURATED_PREFIX}/line=[^/]+/event_date=(?P<event_date>\d{{4}}-\d{{2}}-\d{{2}})/[^/]+\.parquet$"
+)
 DEDUPE_KEYS = ["thing_name", "seq"]
 
 
@@ -97,6 +101,17 @@ def read_late(bucket: str, line_id: str) -> pd.DataFrame:
 
 def _read_line(bucket: str, root: str, line_id: str) -> pd.DataFrame:
     return read_parts(bucket, [k for k in s3.list_keys(bucket, f"{root}/line={line_id}/") if k.endswith(".parquet")])
+
+
+def line_partitions(bucket: str, line_id: str) -> dict[str, list[str]]:
+    """A line's curated part keys by event date (YYYY-MM-DD): one listing, no object read. A part's
+    name is its content's digest, so a rewritten partition shows under new keys."""
+    found: dict[str, list[str]] = {}
+    for key in s3.list_keys(bucket, f"{names.CURATED_PREFIX}/line={line_id}/"):
+        match = _PART_KEY.match(key)
+        if match:
+            found.setdefault(match.group("event_date"), []).append(key)
+    return {event_date: sorted(keys) for event_date, keys in sorted(found.items())}
 
 
 def read_parts(bucket: str, keys: list[str]) -> pd.DataFrame:

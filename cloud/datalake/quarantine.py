@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
-from edgeloop.cloud.datalake.raw import RAW_KEY
+from edgeloop.cloud.datalake.raw import RAW_KEY, RAW_SET_KEY
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, QuarantineRecord, names
 
 
@@ -72,7 +72,8 @@ def message_payload(event: IotRuleEvent) -> bytes:
 def raw_quarantine_key(raw_key: str, at: datetime) -> str:
     """Where compaction moves a raw object aside: the same layout, keyed by the raw key's thing."""
     match = RAW_KEY.match(raw_key)
-    thing = match.group("thing") if match else "unknown-raw"
+    # A set object (batched ingest) holds many things' batches: named as such, not by one thing.
+    thing = match.group("thing") if match else ("raw-set" if RAW_SET_KEY.match(raw_key) else "unknown-raw")
     digest = hashlib.sha256(raw_key.encode()).hexdigest()[:16]
     return f"{names.QUARANTINE_PREFIX}/ingest_date={at:%Y-%m-%d}/{thing}-{int(at.timestamp() * 1000)}-{digest}.json"
 

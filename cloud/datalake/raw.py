@@ -1,24 +1,32 @@
-"""Raw objects: the batches ingest lands, one object per accepted MQTT message, and the recordings
-`edgeloop backfill` lands (with their lineage; see the backfill section below).
+"""Raw objects: the batches ingest lands, and the recordings `edgeloop backfill` lands (with their
+lineage; see the backfill section below).
 
-raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first>-<seq_last>.json.gz holds one RawBatch
-(schemas/raw_batch.py). Ingest writes each key once; compaction folds them into curated/, and the
-optional hot path copies each new one into Timestream.
+Two layouts under raw/, told apart by the key (`raw_batches` reads either):
+- raw/ingest_date=YYYY-MM-DD/hour=HH/thing=<name>/<seq_first>-<seq_last>.json.gz holds one RawBatch
+  (schemas/raw_batch.py): one accepted MQTT message, as the direct path (IoT rule -> ingest) lands it;
+- raw/ingest_date=YYYY-MM-DD/hour=HH/set=<digest>.json.gz holds one RawBatchSet: the accepted messages
+  of one SQS batch (IoT rule -> SQS -> ingest), at most MAX_SET_SAMPLES samples.
+Ingest writes each key once; compaction folds them into curated/, and the optional hot path copies
+each new one into Timestream.
 
 No numpy/pandas/pyarrow here: ingest and the hot path import this on their cold-start path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeloop.schemas import TelemetryBatch, names
 from edgeloop.schemas.common import IDENTIFIER_BODY
+from edgeloop.schemas.raw_batch import RawBatch, RawBatchSet
+from edgeloop.schemas.telemetry import MAX_BATCH_SAMPLES
 
 RAW_KEY = re.compile(
     rf"^{names.RAW_PREFIX}/ingest_date=\d{{4}}-\d{{2}}-\d{{2}}/hour=\d{{2}}/"
@@ -26,7 +34,7 @@ RAW_KEY = re.compile(
 )
 
 
-def raw_object_key(batch: TelemetryBatch, received_at: datetime) -> str:
+def raw_object_key(batch: TelemetryBatch | RawBatch, received_at: datetime) -> str:
     """Keyed by ingestion time and sequence range: a re-delivery within the hour hits the same key.
 
     Re-deliveries in a later hour land under another key; compaction drops them by (thing, seq).
@@ -36,6 +44,42 @@ def raw_object_key(batch: TelemetryBatch, received_at: datetime) -> str:
         f"{names.RAW_PREFIX}/ingest_date={received_at:%Y-%m-%d}/hour={received_at:%H}/"
         f"thing={batch.thing_name}/{batch.seq_first:020d}-{batch.seq_last:020d}.json.gz"
     )
+
+
+RAW_SET_KEY = re.compile(
+    rf"^{names.RAW_PREFIX}/ingest_date=\d{{4}}-\d{{2}}-\d{{2}}/hour=\d{{2}}/set=(?P<digest>[0-9a-f]{{32}})\.json\.gz$"
+)
+# The samples one set object holds at most: what one message's raw object may hold, so compaction and
+# the hot path read no larger object than before (a full SQS batch of gateway messages takes 1-2).
+MAX_SET_SAMPLES = MAX_BATCH_SAMPLES
+
+
+def raw_set_digest(batches: Sequence[RawBatch]) -> str:
+    """What the set holds, as (thing, seq range) per batch in any order: an SQS batch retried whole
+    maps to the same key (its conditional create then fails: a duplicate)."""
+    members = sorted({(b.thing_name, b.seq_first, b.seq_last) for b in batches})
+    return hashlib.sha256("\n".join(f"{t} {f} {last}" for t, f, last in members).encode()).hexdigest()[:32]
+
+
+def raw_set_key(batches: Sequence[RawBatch]) -> str:
+    """Keyed by the earliest receive time among the batches and their digest; RAW_SET_KEY matches it.
+
+    Messages regrouped into another SQS batch land under another key; compaction drops them by (thing, seq).
+    """
+    if not batches:
+        raise ValueError("batches is empty: a raw set holds at least one batch")
+    received_at = datetime.fromtimestamp(min(b.received_at_ms for b in batches) / 1000, tz=UTC)
+    return (
+        f"{names.RAW_PREFIX}/ingest_date={received_at:%Y-%m-%d}/hour={received_at:%H}/"
+        f"set={raw_set_digest(batches)}.json.gz"
+    )
+
+
+def raw_batches(key: str, body: bytes) -> list[RawBatch]:
+    """The batches of the raw object at `key` (gzip JSON), whichever layout its key names."""
+    if RAW_SET_KEY.match(key):
+        return RawBatchSet.from_gzip_json(body).batches
+    return [RawBatch.from_gzip_json(body)]
 
 
 # --- backfill ------------------------------------------------------------------------------------

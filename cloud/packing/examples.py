@@ -36,16 +36,16 @@ Work is numpy-vectorised per run (packs are stacked with stride tricks, in bound
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
-from edgeloop.cloud.datalake.context import EPOCH, get_context_intervals, sub_intervals, to_ms
-from edgeloop.cloud.datalake.curated import read_curated
-from edgeloop.cloud.datalake.packs import put_examples
+from edgeloop.cloud.datalake.context import EPOCH, sub_intervals, to_ms
 from edgeloop.cloud.packing.feature_table import CHUNK_PACKS, extract_features
+from edgeloop.cloud.packing.incremental import pack_line
 from edgeloop.cloud.packing.labels import classify_between, label_packs
 from edgeloop.model_runtime.alignment import MAX_GAP_PERIODS, align_to_grid
 from edgeloop.schemas import ContextInterval, ContextKind, LabelSource, UseCaseConfig
@@ -80,6 +80,7 @@ class ExampleBuild:
     examples: pd.DataFrame
     stats: PackStats = field(default_factory=PackStats)
     unlabeled: pd.DataFrame | None = None  # same columns as examples; label NaN, label_class/source None
+    runs_packed: int = 0  # runs packed by this build (incremental.py: the others were stored already)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,14 @@ def build_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_
     return assemble_examples(curated, intervals, use_case).examples
 
 
-def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], use_case: UseCaseConfig) -> ExampleBuild:
+def assemble_examples(
+    curated: pd.DataFrame,
+    intervals: list[ContextInterval],
+    use_case: UseCaseConfig,
+    runs: Collection[str] | None = None,
+) -> ExampleBuild:
+    """Examples of every run in `intervals` (only those whose interval_id is in `runs`, when given;
+    limits and states still come from all of `intervals`)."""
     samples = _Samples.of(curated, use_case)
     for interval in intervals:
         if interval.spec is not None and interval.spec.target_metric != use_case.target_metric:
@@ -178,6 +186,8 @@ def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], u
     stats = PackStats()
     frames, unlabeled_frames = [], []
     for run in sorted((i for i in intervals if i.kind is ContextKind.RUN), key=lambda i: (i.line_id, i.start)):
+        if runs is not None and run.interval_id not in runs:
+            continue
         stats.runs += 1
         timeline = timelines[run.line_id]
         if run.spec is None and not timeline.has_limits_between(to_ms(run.start), to_ms(run.end)):
@@ -197,14 +207,20 @@ def assemble_examples(curated: pd.DataFrame, intervals: list[ContextInterval], u
 
 
 def build_line_examples(bucket: str, line_id: str, use_case: UseCaseConfig) -> pd.DataFrame:
-    """Rebuild a line's examples from curated data and context; writes packs/line=<line>/examples.parquet."""
+    """A line's examples from curated data and context, as stored in packs/line=<line>/examples.parquet."""
     return build_line_examples_with_stats(bucket, line_id, use_case).examples
 
 
 def build_line_examples_with_stats(bucket: str, line_id: str, use_case: UseCaseConfig) -> ExampleBuild:
-    build = assemble_examples(read_curated(bucket, line_id), get_context_intervals(bucket, line_id), use_case)
-    put_examples(bucket, line_id, build.examples)
-    return build
+    """The line's examples and unlabeled packs, packing only the runs that changed since the last
+    build (reading only their curated days) and storing the result (incremental.py)."""
+    packs = pack_line(bucket, line_id, use_case, assemble_examples)
+    return ExampleBuild(
+        examples=packs.examples,
+        stats=PackStats(**packs.stats),
+        unlabeled=packs.unlabeled,
+        runs_packed=packs.runs_packed,
+    )
 
 
 # --- limits and states over time ----------------------------------------------------------------

@@ -1,8 +1,8 @@
 """EventBridge's stand-in for the local stack: the scheduled and event-driven functions on a short local clock.
 
-In AWS (cdk/constructs/ingestion.py, fleet.py): compaction runs every 15 minutes, rollups on its
-success, the metric packer on new curated objects, the wave controller every minute, and the
-orchestrator on each model approval. Locally one worker thread runs these rounds, each every
+In AWS (cdk/constructs/ingestion.py, fleet.py): compaction runs every edgeloop:compactionIntervalMinutes
+(hourly by default), rollups on its success, the metric packer on new curated objects, the wave
+controller every minute, and the orchestrator on each model approval. Locally one worker thread runs these rounds, each every
 `LocalSchedule` seconds (0 turns one off):
 
 - compaction: compaction -> rollups (its on-success destination) -> metric packer for the lines

@@ -25,6 +25,10 @@ curated lands in late/ too.
 A crash between the write and the delete leaves two overlapping parts; readers de-duplicate
 (`curated.read_curated`) and the next merge of that partition repairs it.
 
+Raw objects are RawBatch (one message, direct path) or RawBatchSet (one SQS batch, batched path)
+objects; their keys say which (cloud/datalake/raw.py). A message landed in two sets (regrouped on
+an SQS retry) is a duplicate (thing_name, seq) like any other.
+
 Isolation: a raw object that cannot be read or converted (not gzip JSON, not a RawBatch, a value
 outside its column's type, an event time pandas cannot date) is moved aside: a quarantine record
 (cloud/datalake/quarantine.py, the same layout as ingest's) holds its bytes and the reasons, it is
@@ -33,8 +37,10 @@ poisoned device cannot stop another line's data reaching curated/.
 
 Incremental runs: after its partitions are written, each processed raw key gets an empty marker
 `_state/compacted/<raw key>`; a rerun skips marked keys. A crash before the markers only means
-those raw objects are read again, which the de-duplication absorbs. Runs must not overlap (the
-stack gives the function a reserved concurrency of 1).
+those raw objects are read again, which the de-duplication absorbs. A scheduled round (`now` given)
+lists only the ingest hours not yet closed, after a checkpoint, and sweeps all of raw/ once a day
+(checkpoint.py): its listing stays a few hours of objects however much the bucket holds. Runs must
+not overlap (the stack gives the function a reserved concurrency of 1).
 """
 
 from __future__ import annotations
@@ -56,11 +62,13 @@ from edgeloop.cloud.datalake.curated import (
     partition_prefix,
 )
 from edgeloop.cloud.datalake.quarantine import raw_quarantine_key, raw_quarantine_record
+from edgeloop.cloud.datalake.raw import raw_batches
 from edgeloop.schemas import QuarantineReason, names
 from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.raw_batch import RawBatch
 
-STATE_PREFIX = "_state/compacted"
+from .checkpoint import list_round, marked_among, marker_key, write_checkpoint
+
 DAY_MS = 86_400_000
 DELAY_QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "max": 1.0}
 
@@ -79,14 +87,11 @@ class CompactionResult:
     delay_quantiles_s: dict[str, float] = field(default_factory=dict)
     # raw objects that could not be converted: moved aside to these quarantine keys, run went on
     quarantined_keys: list[str] = field(default_factory=list)
+    swept: bool = False  # this round listed all of raw/ (the day's first, checkpoint.py), not only open hours
 
     @property
     def line_ids(self) -> list[str]:
         return sorted({p.split("/")[1].removeprefix("line=") for p in self.partitions})
-
-
-def marker_key(raw_key: str) -> str:
-    return f"{STATE_PREFIX}/{raw_key}"
 
 
 def compact(
@@ -94,20 +99,35 @@ def compact(
     *,
     raw_keys: Iterable[str] | None = None,
     lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS,
+    now: datetime | None = None,
 ) -> CompactionResult:
-    """Fold raw objects not yet compacted (all under raw/ when raw_keys is None) into curated/,
-    or into late/ for rows ingested more than `lateness_sla_days` after their event time."""
+    """Fold raw objects not yet compacted into curated/, or into late/ for rows ingested more than
+    `lateness_sla_days` after their event time. Which objects: `raw_keys`; else, with `now` (the
+    scheduled round), those of the hours still open after the checkpoint (all of raw/ on the day's
+    first round), the checkpoint moving on afterwards; else all of raw/."""
     if isinstance(lateness_sla_days, bool) or not isinstance(lateness_sla_days, int) or lateness_sla_days <= 0:
         raise ValueError(f"lateness_sla_days={lateness_sla_days!r} must be a positive whole number of days")
-    candidates = sorted(set(raw_keys) if raw_keys is not None else s3.list_keys(bucket, f"{names.RAW_PREFIX}/"))
+    listing = None
+    if raw_keys is None:
+        listing = list_round(bucket, now)
+        candidates, done = listing.candidates, listing.marked
+    else:
+        candidates = sorted(set(raw_keys))
     foreign = [k for k in candidates if not (k.startswith(f"{names.RAW_PREFIX}/") and k.endswith(".json.gz"))]
     if foreign:
         raise ValueError(f"raw_keys {foreign[:5]!r} are not raw objects ({names.RAW_PREFIX}/.../*.json.gz)")
-    done = {k.removeprefix(f"{STATE_PREFIX}/") for k in s3.list_keys(bucket, f"{STATE_PREFIX}/{names.RAW_PREFIX}/")}
-    result = CompactionResult(skipped_keys=[k for k in candidates if k in done])
+    if listing is None:
+        done = marked_among(bucket, candidates)
+    result = CompactionResult(skipped_keys=[k for k in candidates if k in done], swept=bool(listing and listing.swept))
     pending = [k for k in candidates if k not in done]
-    if not pending:
-        return result
+    if pending:
+        _compact_pending(bucket, pending, lateness_sla_days, result)
+    if listing is not None and listing.next_checkpoint is not None:
+        write_checkpoint(bucket, listing.next_checkpoint)
+    return result
+
+
+def _compact_pending(bucket: str, pending: list[str], lateness_sla_days: int, result: CompactionResult) -> None:
 
     read = _read_pending(bucket, pending, result)
     result.raw_objects = len(pending)
@@ -122,7 +142,6 @@ def compact(
 
     for key in pending:
         s3.put_bytes(bucket, marker_key(key), b"")
-    return result
 
 
 # What a raw object that cannot be converted raises (pydantic's ValidationError and pandas'
@@ -136,7 +155,7 @@ def _read_pending(bucket: str, pending: list[str], result: CompactionResult) -> 
     for key in pending:
         body = s3.get_bytes(bucket, key)
         try:
-            rows = raw_rows(body)
+            rows = raw_rows(body, key)
             _utc_dates(rows["time_ms"])  # what partitioning will do: an undatable time fails here
             _utc_dates(rows["ingest_time_ms"])
         except _UNCONVERTIBLE as exc:
@@ -198,9 +217,13 @@ def _utc_dates(times_ms: pd.Series) -> pd.Series:
     return pd.to_datetime(times_ms, unit="ms", utc=True).dt.strftime("%Y-%m-%d")
 
 
-def raw_rows(body: bytes) -> pd.DataFrame:
-    """One raw object as curated rows."""
-    batch = RawBatch.from_gzip_json(body)
+def raw_rows(body: bytes, key: str = "") -> pd.DataFrame:
+    """One raw object as curated rows: a RawBatch, or a RawBatchSet when `key` names one (raw.raw_batches)."""
+    frames = [_batch_rows(batch) for batch in raw_batches(key, body)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _batch_rows(batch: RawBatch) -> pd.DataFrame:
     samples = batch.samples
     n = len(samples)
     metric_names = np.asarray(samples.metrics, dtype=object)

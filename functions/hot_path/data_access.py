@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError
 
 from edgeloop.cloud import s3
 from edgeloop.cloud.aws import client
-from edgeloop.schemas.bounded_json import check_json_shape
-from edgeloop.schemas.raw_batch import RawBatch
+from edgeloop.schemas.bounded_json import JsonLimits, check_json_shape
+from edgeloop.schemas.raw_batch import MAX_SET_BATCHES, RawBatch, RawBatchSet
 from edgeloop.schemas.telemetry import RAW_BATCH_JSON
 
 MAX_RECORDS_PER_REQUEST = 100  # WriteRecords' limit
@@ -105,6 +105,42 @@ def _rejected_records(response: dict[str, Any]) -> tuple[RejectedRecord, ...]:
         )
         for item in response.get("RejectedRecords", [])
     )
+
+
+# A raw set (batched ingest) holds at most as many samples as one batch (raw.MAX_SET_SAMPLES), in up
+# to MAX_SET_BATCHES batches, each adding its own arrays, keys and metric names (~8 containers, ~16
+# keys, a few dozen names in practice; the byte limit bounds the rest).
+RAW_SET_JSON = JsonLimits(
+    name="MAX_RAW_SET_JSON",
+    max_bytes=RAW_BATCH_JSON.max_bytes,
+    max_depth=RAW_BATCH_JSON.max_depth + 2,
+    max_containers=8 * MAX_SET_BATCHES + 16,
+    max_strings=RAW_BATCH_JSON.max_strings + 128 * MAX_SET_BATCHES,
+    max_elements=RAW_BATCH_JSON.max_elements + 128 * MAX_SET_BATCHES,
+)
+
+
+def read_raw_set(bucket: str, key: str) -> list[RawBatch]:
+    """The batches of a raw set object (RawBatchSet), bounded as read_raw_batch bounds one batch."""
+    text = _read_gzip_json(bucket, key, RAW_SET_JSON)
+    try:
+        return RawBatchSet.model_validate_json(text).batches
+    except ValueError as exc:  # pydantic's errors
+        raise ValueError(f"raw object s3://{bucket}/{key} is not a gzip RawBatchSet: {exc}") from exc
+
+
+def _read_gzip_json(bucket: str, key: str, limits: JsonLimits) -> bytes:
+    body = s3.get_bytes_or_none(bucket, key)
+    if body is None:
+        raise LookupError(
+            f"raw object s3://{bucket}/{key} does not exist (expired, or the event is not for this bucket)"
+        )
+    try:
+        text = _gunzip_one_member(body)  # both limits allow MAX_RAW_JSON_BYTES
+        check_json_shape(text, "<raw object>", limits)
+        return text
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        raise ValueError(f"raw object s3://{bucket}/{key} is not bounded gzip JSON: {exc}") from exc
 
 
 def read_raw_batch(bucket: str, key: str) -> RawBatch:

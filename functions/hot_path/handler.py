@@ -15,7 +15,7 @@ from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import powertools
 
 from .data_access import TimestreamWriter
-from .logic import HotPathResult, land_raw_batch, raw_key_from_event, read_landed_batch
+from .logic import HotPathResult, land_raw_batch, merge_results, raw_key_from_event, read_landed_batches
 from .settings import Settings
 
 logger, tracer, metrics = powertools("hot_path")
@@ -37,13 +37,14 @@ def _handle(event: dict, context) -> dict:
     settings = _settings()
     key = raw_key_from_event(event, data_bucket=settings.data_bucket)
     try:
-        raw = read_landed_batch(settings.data_bucket, key)
+        batches = read_landed_batches(settings.data_bucket, key)
     except ValueError as exc:
         # Not retried: the same bytes would be refused again. Compaction quarantines the object.
         metrics.add_metric(name="RawObjectsRefused", unit=MetricUnit.Count, value=1)
         logger.warning("raw object refused", extra={"raw_key": key, "reason": str(exc)[:1000]})
         return asdict(HotPathResult(raw_key=key, refused=str(exc)[:1000]))
-    result = land_raw_batch(raw, raw_key=key, writer=TimestreamWriter(settings.database, settings.table))
+    writer = TimestreamWriter(settings.database, settings.table)
+    result = merge_results(key, [land_raw_batch(raw, raw_key=key, writer=writer) for raw in batches])
     _record(result)
     return asdict(result)
 

@@ -15,9 +15,12 @@ record versions.
 Other rejections (a time outside the table's retention, a newer version already stored) are
 counted per reason; the request's other records still land.
 
-A raw object that is not a RawBatch (not one gzip member, inflating beyond MAX_RAW_JSON_BYTES, not
-the contract, or not the batch its key names) is refused, not retried: the handler counts and logs
-it and returns; compaction moves it aside to quarantine with its reasons.
+A raw set object (batched ingest: many messages' batches, cloud/datalake/raw.py) is copied batch by
+batch; a set is written create-once under a key that digests its batches, so the same reasoning holds.
+
+A raw object that is not a RawBatch or RawBatchSet (not one gzip member, inflating beyond
+MAX_RAW_JSON_BYTES, not the contract, or not the batch(es) its key names) is refused, not retried:
+the handler counts and logs it and returns; compaction moves it aside to quarantine with its reasons.
 """
 
 from __future__ import annotations
@@ -31,11 +34,18 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeloop.cloud.datalake.raw import RAW_KEY
+from edgeloop.cloud.datalake.raw import RAW_KEY, RAW_SET_KEY, raw_set_digest
 from edgeloop.schemas.common import validation_problems
 from edgeloop.schemas.raw_batch import RawBatch
 
-from .data_access import MAX_RECORDS_PER_REQUEST, RecordWriter, RejectedRecord, WriteOutcome, read_raw_batch
+from .data_access import (
+    MAX_RECORDS_PER_REQUEST,
+    RecordWriter,
+    RejectedRecord,
+    WriteOutcome,
+    read_raw_batch,
+    read_raw_set,
+)
 
 MEASURE_NAME = "value"
 THING_DIMENSION, LINE_DIMENSION, METRIC_DIMENSION = "thing_name", "line_id", "metric"
@@ -83,8 +93,10 @@ def raw_key_from_event(event: dict[str, Any], *, data_bucket: str) -> str:
     # Keys in S3 notifications are URL-encoded; raw keys never contain '+' or '%', so decoding
     # an unencoded key leaves it unchanged.
     key = unquote_plus(parsed.detail.object.key)
-    if not RAW_KEY.match(key):
-        raise ValueError(f"detail.object.key={key!r} is not a raw object key ({RAW_KEY.pattern})")
+    if not (RAW_KEY.match(key) or RAW_SET_KEY.match(key)):
+        raise ValueError(
+            f"detail.object.key={key!r} is not a raw object key ({RAW_KEY.pattern} or {RAW_SET_KEY.pattern})"
+        )
     return key
 
 
@@ -160,6 +172,34 @@ def read_landed_batch(bucket: str, key: str, *, read: Callable[[str, str], RawBa
     raw = read(bucket, key)
     check_matches_key(raw, key)
     return raw
+
+
+def read_landed_batches(
+    bucket: str, key: str, *, read_set: Callable[[str, str], list[RawBatch]] = read_raw_set
+) -> list[RawBatch]:
+    """The batches of the raw object at `key`, either layout, checked against the key."""
+    match = RAW_SET_KEY.match(key)
+    if match is None:
+        return [read_landed_batch(bucket, key)]
+    batches = read_set(bucket, key)
+    held = raw_set_digest(batches)
+    if held != match["digest"]:
+        raise ValueError(f"raw object {key!r} holds batches whose digest is {held}, its key names {match['digest']}")
+    return batches
+
+
+def merge_results(raw_key: str, results: Sequence[HotPathResult]) -> HotPathResult:
+    """One result for a raw object copied batch by batch."""
+    merged = HotPathResult(raw_key=raw_key)
+    for result in results:
+        for name in ("samples", "requests", "written", "duplicates", "rejected", "throttle_retries"):
+            setattr(merged, name, getattr(merged, name) + getattr(result, name))
+        for reason, count in result.rejected_by_reason.items():
+            merged.rejected_by_reason[reason] = merged.rejected_by_reason.get(reason, 0) + count
+        merged.rejected_examples.extend(
+            result.rejected_examples[: MAX_REJECTED_EXAMPLES - len(merged.rejected_examples)]
+        )
+    return merged
 
 
 def copy_raw_object(

@@ -32,6 +32,7 @@ Keep this module free of numpy/pandas: it is on the ingest Lambda's cold-start p
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,39 +75,67 @@ def ingest_event(
     lines: LineDirectory,
     lateness_sla_days: int = names.DEFAULT_LATENESS_SLA_DAYS,
 ) -> IngestResult:
+    """The direct path: one message, one raw object (keyed by its thing and sequence range)."""
+    check_lateness_sla_days(lateness_sla_days)
+    checked = check_message(event, use_case=use_case, lines=lines, lateness_sla_days=lateness_sla_days)
+    raw_key, created = None, False
+    if checked.landed is not None:
+        raw_key = raw_object_key(checked.landed, datetime.fromtimestamp(event.received_at_ms / 1000, tz=UTC))
+        created = store.put_raw_if_absent(raw_key, checked.landed.to_gzip_json())
+    # A duplicate delivery's refused samples were already quarantined by the first delivery.
+    q_key = checked.quarantine(store) if created or checked.landed is None else None
+    return checked.result(raw_key=raw_key, created=created, quarantine_key=q_key)
+
+
+def check_lateness_sla_days(lateness_sla_days: int) -> None:
     if isinstance(lateness_sla_days, bool) or not isinstance(lateness_sla_days, int) or lateness_sla_days <= 0:
         raise ValueError(f"lateness_sla_days={lateness_sla_days!r} must be a positive whole number of days")
-    received_at = datetime.fromtimestamp(event.received_at_ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class CheckedMessage:
+    """One message after validation: what lands (None: nothing) and the reasons for what does not."""
+
+    event: IotRuleEvent
+    landed: RawBatch | None
+    reasons: list[QuarantineReason]  # empty: nothing refused
+    quarantined_samples: int
+
+    def quarantine(self, store: IngestStore) -> str | None:
+        """Write the quarantine record (none without reasons); its key derives from the message, so a
+        redelivery of the same message rewrites the same record."""
+        if not self.reasons:
+            return None
+        received_at = datetime.fromtimestamp(self.event.received_at_ms / 1000, tz=UTC)
+        key = quarantine_key(self.event, received_at)
+        store.put_quarantine(key, quarantine_record(self.event, received_at, self.reasons))
+        return key
+
+    def result(self, *, raw_key: str | None, created: bool, quarantine_key: str | None) -> IngestResult:
+        """`created`: the raw object holding `landed` was written now (False: a duplicate delivery)."""
+        return IngestResult(
+            landed_samples=len(self.landed.seq) if self.landed is not None and created else 0,
+            quarantined_samples=self.quarantined_samples,
+            duplicate=self.landed is not None and not created,
+            raw_key=raw_key,
+            quarantine_key=quarantine_key,
+        )
+
+
+def check_message(
+    event: IotRuleEvent, *, use_case: UseCaseConfig, lines: LineDirectory, lateness_sla_days: int
+) -> CheckedMessage:
+    """THE validation of a telemetry message, for both paths (direct and batched). Registry errors
+    propagate: the message was not checked."""
     try:
         batch, sample_reasons = _accept(event, use_case, lines, lateness_sla_days)
     except MessageRefused as refused:
-        key = quarantine_key(event, received_at)
-        store.put_quarantine(key, quarantine_record(event, received_at, refused.reasons))
-        return IngestResult(
-            landed_samples=0,
-            quarantined_samples=refused.sample_count,
-            duplicate=False,
-            raw_key=None,
-            quarantine_key=key,
-        )
-
-    landed = _landed_batch(batch, sample_reasons, event.received_at_ms)
-    raw_key, duplicate = None, False
-    if landed is not None:
-        raw_key = raw_object_key(batch, received_at)
-        duplicate = not store.put_raw_if_absent(raw_key, landed.to_gzip_json())
-
-    q_key = None
-    # A duplicate delivery's refused samples were already quarantined by the first delivery.
-    if sample_reasons and not duplicate:
-        q_key = quarantine_key(event, received_at)
-        store.put_quarantine(q_key, quarantine_record(event, received_at, sample_reasons.record_reasons()))
-    return IngestResult(
-        landed_samples=0 if landed is None or duplicate else len(landed.seq),
-        quarantined_samples=len(sample_reasons),
-        duplicate=duplicate,
-        raw_key=raw_key,
-        quarantine_key=q_key,
+        return CheckedMessage(event, None, refused.reasons, refused.sample_count)
+    return CheckedMessage(
+        event,
+        _landed_batch(batch, sample_reasons, event.received_at_ms),
+        sample_reasons.record_reasons() if sample_reasons else [],
+        len(sample_reasons),
     )
 
 

@@ -1,9 +1,10 @@
-"""Rebuild the training examples of lines whose curated data changed.
+"""Update the training examples of lines whose curated data changed.
 
 Triggered by new curated partitions (S3 / EventBridge "Object Created" on curated/, or the
-compaction result passed on); see `lines_from_event` for the accepted event shapes. After a line's
-examples are rebuilt, its packs without a measured label get semi-automatic labels: confident auto
-labels, the rest queued for review (cloud/packing/label_review.py).
+compaction result passed on); see `lines_from_event` for the accepted event shapes. Only the runs
+whose curated days or context changed since the last build are packed (cloud/packing/incremental.py);
+the stored examples are what a full rebuild gives. Then the line's packs without a measured label get
+semi-automatic labels: confident auto labels, the rest queued for review (cloud/packing/label_review.py).
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def rebuild_lines(line_ids: list[str], *, logger: Logger, metrics: Metrics) -> d
         queued = queue_line_proposals(settings.data_bucket, line_id, build.examples, build.unlabeled, use_case)
         for name in review:
             review[name] += getattr(queued, name)
-        logger.info("examples rebuilt", extra={"line_id": line_id, **vars(build.stats), **vars(queued)})
+        logger.info(
+            "examples updated",
+            extra={"line_id": line_id, "runs_packed": build.runs_packed, **vars(build.stats), **vars(queued)},
+        )
     metrics.add_metric(name="ExamplesBuilt", unit=MetricUnit.Count, value=total.examples)
     metrics.add_metric(name="PacksCut", unit=MetricUnit.Count, value=total.packs_cut)
     dropped = (

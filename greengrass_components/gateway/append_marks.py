@@ -1,4 +1,5 @@
-"""When each append to the buffer happened, kept in memory only: what tells live data from backlog.
+"""When each append to the buffer happened, kept in memory only: what tells live data from backlog,
+and how long a held sample has waited (the flush policy).
 
 Data appended within the last few seconds (the live window) is live; after a restart nothing is,
 so everything buffered is backlog until the next append.
@@ -30,6 +31,19 @@ class AppendMarks:
         marks.append((now, seq_first))
         while marks[0][0] < now - self._kept_s:  # bounded memory even if nobody asks for live data
             marks.popleft()
+
+    def keep_for(self, seconds: float) -> None:
+        """Keep append times at least `seconds` (they are kept for the widest window asked so far)."""
+        self._kept_s = max(self._kept_s, seconds)
+
+    def appended_at(self, seq: int) -> float | None:
+        """When the append that stored `seq` happened, or None when that is longer ago than kept."""
+        found = None
+        for appended_at, seq_first in self._marks:
+            if seq_first > seq:
+                break
+            found = appended_at
+        return found
 
     def first_seq_within(self, window_s: float) -> int | None:
         """The first seq appended within the last window_s seconds, or None when nothing was."""

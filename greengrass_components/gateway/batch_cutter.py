@@ -27,6 +27,9 @@ from .sample_store import Row, SampleStore
 _INITIAL_BYTES_PER_SAMPLE = 1.5
 # Aim a little under the limit so the first encode usually fits.
 _FILL_SHARE = 0.92
+# A cut that used under 1/_GROW_WHEN_ROOM of its aim is cut again larger, at most this often in all.
+_GROW_WHEN_ROOM = 1.25
+_GROW_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class PendingBatch:
     seq_last: int
     payload: bytes  # encode_batch(TelemetryBatch), <= the max_payload_bytes asked for
     n_samples: int
+    # a limit (bytes, samples, metrics) ended the cut, not the end of the pending run: waiting
+    # would not make this batch any larger
+    full: bool = False
 
 
 class BatchCutter:
@@ -51,12 +57,25 @@ class BatchCutter:
         pending = span[1] - span[0] + 1
         n = int(max_payload_bytes * _FILL_SHARE / self._bytes_per_sample)
         n = max(1, min(pending, n, GATEWAY_BATCH_SAMPLES))
-        rows = within_metric_limit(self._contiguous_rows(span[0], n))
+        for _ in range(_GROW_ATTEMPTS):
+            batch = self._fitted(span[0], n, pending, max_payload_bytes)
+            # a per-sample guess learnt on a small batch carries its header: cut larger if it left room
+            room = max_payload_bytes * _FILL_SHARE / len(batch.payload)
+            if not batch.full or batch.n_samples < n or room < _GROW_WHEN_ROOM or n >= GATEWAY_BATCH_SAMPLES:
+                return batch
+            n = min(pending, GATEWAY_BATCH_SAMPLES, int(n * room))
+        return batch
+
+    def _fitted(self, seq_first: int, n: int, pending: int, max_payload_bytes: int) -> PendingBatch:
+        """Up to n rows from seq_first, shrunk until they encode within max_payload_bytes."""
+        contiguous = self._contiguous_rows(seq_first, n)
+        rows = within_metric_limit(contiguous)
+        full = len(rows) < len(contiguous) or (len(contiguous) == n < pending)
         while True:
             payload = encode_rows(self.thing_name, self.line_id, rows)
             self._bytes_per_sample = max(0.5, len(payload) / len(rows))
             if len(payload) <= max_payload_bytes:
-                return PendingBatch(rows[0][0], rows[-1][0], payload, len(rows))
+                return PendingBatch(rows[0][0], rows[-1][0], payload, len(rows), full)
             if len(rows) == 1:
                 raise ValueError(
                     f"max_payload_bytes={max_payload_bytes} is too small for one sample "
@@ -64,6 +83,7 @@ class BatchCutter:
                 )
             shrunk = int(len(rows) * max_payload_bytes / len(payload) * _FILL_SHARE)
             rows = rows[: max(1, min(shrunk, len(rows) - 1))]
+            full = True
 
     def _contiguous_rows(self, seq_first: int, n: int) -> list[Row]:
         """Up to n pending rows from seq_first (a pending seq) on, stopping at the first hole."""

@@ -244,6 +244,25 @@ class SampleBuffer:
             self._live_inflight = batch
             return batch
 
+    def release(self, batch: PendingBatch) -> None:
+        """The publisher holds `batch` back and never offered it to the broker: forget the cut, so
+        the next call cuts afresh and the batch can grow (a batch once offered keeps its bounds)."""
+        with self._lock:
+            if self._inflight is batch:
+                self._inflight = None
+            if self._live_inflight is batch:
+                self._live_inflight = None
+
+    def keep_append_times(self, seconds: float) -> None:
+        """Remember append times at least this long (appended_at answers None beyond it)."""
+        with self._lock:
+            self._append_marks.keep_for(seconds)
+
+    def appended_at(self, seq: int) -> float | None:
+        """When `seq` was appended (the buffer's clock), or None: before a restart or longer ago than kept."""
+        with self._lock:
+            return self._append_marks.appended_at(seq)
+
     def ack(self, seq_last: int) -> None:
         """The broker acknowledged everything up to seq_last: forget it."""
         self._delete_acknowledged(None, seq_last)

@@ -21,6 +21,7 @@ from edgeloop.schemas import load_use_case, names
 from edgeloop.schemas.model import Precision, architecture_of_machine
 
 from .config import GatewayConfig
+from .flush_policy import FlushPolicy
 from .publisher import Publisher
 from .transport import GreengrassIpcTransport, TransportError
 from .validation import SampleValidator, append_validated
@@ -35,7 +36,7 @@ class GreengrassGateway:
         self.buffer = config.open_buffer()
         self.validator = SampleValidator(load_use_case(config.use_case), source=config.thing_name)
         self.transport = GreengrassIpcTransport(ipc_client)
-        self.publisher = Publisher(self.buffer, self.transport, config.telemetry_topic)
+        self.publisher = Publisher(self.buffer, self.transport, config.telemetry_topic, flush=config.flush)
         self._stream: Any = None
 
     def on_local_message(self, event: Any) -> None:
@@ -81,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     parser.add_argument("--buffer-max-bytes", type=int, default=None)
     parser.add_argument("--fsync-policy", default="normal")
     parser.add_argument("--architecture", default=None, help="default: this machine's")
+    default_flush = FlushPolicy()
+    parser.add_argument("--flush-max-latency-s", type=float, default=default_flush.max_latency_s)
+    parser.add_argument("--flush-target-batch-bytes", type=int, default=default_flush.target_batch_bytes)
     args = parser.parse_args(argv)
     return GatewayConfig(
         thing_name=args.thing_name,
@@ -93,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         buffer_path=args.buffer_path,
         buffer_max_bytes=args.buffer_max_bytes,
         fsync_policy=args.fsync_policy,
+        flush=FlushPolicy(max_latency_s=args.flush_max_latency_s, target_batch_bytes=args.flush_target_batch_bytes),
     )
 
 

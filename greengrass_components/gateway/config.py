@@ -22,6 +22,7 @@ from edgeloop.schemas.device import DeviceAnnouncement, DeviceIdentity
 from edgeloop.schemas.model import Precision
 
 from .buffer import MIN_MAX_BYTES, SampleBuffer
+from .flush_policy import FlushPolicy
 from .sample_store import FsyncPolicy
 from .transport import Mqtt5Transport
 
@@ -60,7 +61,8 @@ def parse_json(text: str) -> object:
 
 class GatewayConfig(DeviceIdentity):
     """One gateway. transport="mqtt" (default) talks MQTT5 with mutual TLS to broker_host:broker_port
-    and needs the broker and certificate fields; transport="greengrass" goes through the nucleus (IPC)."""
+    and needs the broker and certificate fields; transport="greengrass" goes through the nucleus (IPC).
+    flush: when a partial batch is sent (default: full, or 60 s after its oldest sample arrived)."""
 
     transport: Literal["mqtt", "greengrass"] = "mqtt"
     broker_host: str | None = None
@@ -71,6 +73,7 @@ class GatewayConfig(DeviceIdentity):
     buffer_path: Path
     buffer_max_bytes: int | None = Field(default=None, ge=MIN_MAX_BYTES)
     fsync_policy: FsyncPolicy = "normal"
+    flush: FlushPolicy = Field(default_factory=FlushPolicy)
 
     @model_validator(mode="after")
     def _mqtt_needs_broker(self) -> GatewayConfig:

@@ -8,6 +8,7 @@ import pytest
 
 from edgeloop import __version__ as PACKAGE_VERSION
 from edgeloop.cdk.constructs.config import (
+    COMPACTION_INTERVAL_KEY,
     ENABLE_TIMESTREAM_KEY,
     GATEWAY_VERSION_KEY,
     LATENESS_SLA_KEY,
@@ -64,12 +65,30 @@ def test_timestream_hot_path_is_accepted(value):
         (PANDAS_LAYER_VERSION_KEY, "26"),
         (LATENESS_SLA_KEY, "0"),
         (LATENESS_SLA_KEY, "two weeks"),
+        (COMPACTION_INTERVAL_KEY, "4"),
+        (COMPACTION_INTERVAL_KEY, "1441"),
+        (COMPACTION_INTERVAL_KEY, "hourly"),
     ],
 )
 def test_bad_context_names_the_key_and_the_value(key, value):
     with pytest.raises(ConfigError) as raised:
         config(**{key: value})
     assert key in str(raised.value) and value in str(raised.value)
+
+
+def test_compaction_runs_hourly_unless_context_sets_5_to_1440_minutes():
+    assert config().compaction_interval_minutes == 60
+    assert config(**{COMPACTION_INTERVAL_KEY: "15"}).compaction_interval_minutes == 15
+    assert config(**{COMPACTION_INTERVAL_KEY: 1440}).compaction_interval_minutes == 1440
+    with pytest.raises(ConfigError, match=f"{COMPACTION_INTERVAL_KEY}='4' must be between 5 and 1440"):
+        config(**{COMPACTION_INTERVAL_KEY: "4"})
+
+
+def test_the_compaction_schedule_is_a_rate_of_the_interval():
+    from edgeloop.cdk.constructs.ingestion import compaction_schedule
+
+    assert compaction_schedule(15).expression_string == "rate(15 minutes)"
+    assert compaction_schedule(60).expression_string == "rate(1 hour)"
 
 
 def test_component_versions_are_the_package_version_only():

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from edgeloop.cloud.aws import client
+from edgeloop.cloud.datalake.raw import raw_batches
 from edgeloop.functions.ingest import handler as ingest_handler
 from edgeloop.greengrass_components.gateway.config import GatewayConfig
 from edgeloop.local.bridge import IotRuleBridge
@@ -89,8 +90,9 @@ def test_registered_gateway_lands_and_unregistered_one_is_quarantined(runtime, m
         bridge.wait_idle(timeout=WAIT_S)
         assert (bridge.delivered, bridge.failed) == (2, 0), bridge.last_error
 
-    (raw_key,) = keys(f"{names.RAW_PREFIX}/")
-    assert f"thing={REGISTERED}/" in raw_key
+    (raw_key,) = keys(f"{names.RAW_PREFIX}/")  # telemetry is a batched route: one object for the batch
+    raw_body = client("s3").get_object(Bucket=names.LOCAL_DATA_BUCKET, Key=raw_key)["Body"].read()
+    assert [batch.thing_name for batch in raw_batches(raw_key, raw_body)] == [REGISTERED]
     (quarantine_key,) = keys(f"{names.QUARANTINE_PREFIX}/")
     body = client("s3").get_object(Bucket=names.LOCAL_DATA_BUCKET, Key=quarantine_key)["Body"].read()
     record = QuarantineRecord.model_validate_json(body)

@@ -24,6 +24,7 @@ from registry_helpers import create_package
 from typer.testing import CliRunner
 
 from edgeloop.cli import app
+from edgeloop.cloud.datalake.raw import raw_batches
 from edgeloop.local.env_file import read_env_file
 from edgeloop.local.up import process_alive
 from edgeloop.schemas import names
@@ -172,7 +173,8 @@ def test_a_gateway_added_and_replayed_lands_in_the_raw_bucket_and_is_compacted(l
 
     s3 = _s3(env)
     raw = _wait_for(lambda: _keys(s3, f"{names.RAW_PREFIX}/"), "a raw object")
-    assert [f"thing={THING}/" in key for key in raw] == [True]
+    bodies = {key: s3.get_object(Bucket=names.LOCAL_DATA_BUCKET, Key=key)["Body"].read() for key in raw}
+    assert {b.thing_name for key, body in bodies.items() for b in raw_batches(key, body)} == {THING}
     assert _keys(s3, f"{names.QUARANTINE_PREFIX}/") == []
     curated = _wait_for(lambda: _keys(s3, f"{names.CURATED_PREFIX}/line={LINE}/"), "compaction on the schedule")
     assert curated[0].endswith(".parquet")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 
 from edgeloop.cloud.line_directory import StaticLineDirectory
+from edgeloop.local.queue_batches import QueuedMessage
+from edgeloop.local.queue_batches import sqs_record as local_sqs_record
 from edgeloop.schemas import IotRuleEvent, load_use_case, names
 
 THING = "gw-line-1"
@@ -46,3 +49,16 @@ def wire(doc: dict) -> bytes:
 
 def event_of(payload: bytes, *, thing: str = THING, received_at_ms: int = RECEIVED_AT_MS) -> IotRuleEvent:
     return IotRuleEvent.from_message(names.telemetry_topic(thing), payload, received_at_ms)
+
+
+def sqs_record(event: IotRuleEvent, message_id: str | None = None) -> dict:
+    """One record of the Lambda SQS event the stack's queue hands ingest (the local stand-in's shape):
+    the rule's message as its body. The messageId derives from the body unless given (SQS keeps it
+    across redeliveries)."""
+    body_digest = hashlib.sha256(event.model_dump_json().encode()).hexdigest()[:36]
+    message = QueuedMessage(event, message_id=message_id or body_digest, sent_at_ms=event.received_at_ms, receives=1)
+    return local_sqs_record(message)
+
+
+def sqs_event(*events: IotRuleEvent) -> dict:
+    return {"Records": [sqs_record(event) for event in events]}

@@ -162,6 +162,7 @@ class FakeNucleusWithPubSub(FakeNucleus):
 
 def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
     from edgeloop.greengrass_components.gateway.component import GreengrassGateway, parse_args
+    from edgeloop.greengrass_components.gateway.flush_policy import FlushPolicy
     from edgeloop.schemas import DeviceAnnouncement, names
     from edgeloop.schemas.telemetry_codec import decode_batch
 
@@ -205,7 +206,9 @@ def test_component_buffers_local_samples_and_publishes_telemetry(tmp_path):
         assert gateway.buffer.stats().accepted_total == 2
         assert gateway.buffer.stats().rejected_total == {"non_numeric": 1}
 
-        assert gateway.publisher.publish_pending() == 2
+        assert gateway.publisher.flush == FlushPolicy()  # the component's default: partial batches wait
+        assert gateway.publisher.publish_pending() == 0
+        assert gateway.publisher.publish_pending(flush=True) == 2
         telemetry = nucleus.publishes[-1].request
         assert telemetry.topic_name == names.telemetry_topic("gw-1")
         batch = decode_batch(telemetry.payload)

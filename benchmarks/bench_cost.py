@@ -1,0 +1,233 @@
+"""Cost at fleet scale: what AWS would bill per gateway-month, from counts measured on the local stack.
+
+Runs (cost_fleet.py), each of extrusion gateways (10 metrics at 1 Hz) on a simulated clock:
+- default: the default flush policy (a batch when full or after 60 s) and batched ingest (IoT rule
+  -> SQS -> ingest, batch size and window from the template's event source mapping), 2, 4 and 8
+  gateways for SIMULATED_S simulated seconds each;
+- direct: the default flush policy with the per-message path (the rule invokes ingest once per
+  message), DIRECT_GATEWAYS for SIMULATED_S: the flush policy's share, and the counts the
+  counter model estimates other paths from;
+- before: everything pending at once (one message a second) on the per-message path, as before
+  issue 18, BEFORE_GATEWAYS for BEFORE_SIMULATED_S.
+Compaction runs at the template's schedule (edgeloop:compactionIntervalMinutes); each run lasts a whole
+number of its intervals (at least one), so every run pays its rounds as the stack would.
+EDGELOOP_BENCH_COST_COMPACTION_INTERVAL_MINUTES=<n> synthesizes the stack with that setting instead.
+Every billed call is counted where it happens (cost_meter.py), priced from the dated table
+(cost_prices_us_east_1.json; EDGELOOP_COST_PRICES=<table> for another region), with memory, logging,
+batching, lifecycle and log retention from the synthesized template (cost_template.py).
+
+The fleet line: least squares of the monthly bill over the default runs; its slope is the cost per
+gateway-month (by service: each service's own line, the slopes add up), its intercept what the
+account pays whatever the fleet (custom metrics, the wave controller, and with batched ingest one
+invocation and one raw object per batching window while a window's messages fit one batch, i.e. up
+to ~1,000 gateways at one message a minute). A single-size run's per-gateway figure is its bill
+less its custom metrics, divided by its gateways.
+
+cost.estimate_* are the counter model's estimates from the direct run's counts
+(cost_model.sqs_batched_quantities / firehose_quantities), not measurements; the measured batched
+path beside them shows the model's error. cost.compaction_rounds_usd_per_gateway_month is what the
+scheduled rounds cost per line at the interval, whatever the messages.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgeloop.greengrass_components.gateway.flush_policy import FlushPolicy
+from edgeloop.schemas import names
+
+from . import cost_model
+from .cost_fleet import RunSpec, run_fleet
+from .cost_template import DeployedSettings, deployed_settings
+from .cost_usage import COMPACTION_STATE_PREFIX, RETENTION_DAYS, RunFigures, figures
+
+SIZES = (2, 4, 8)
+SIMULATED_S = int(os.environ.get("EDGELOOP_BENCH_COST_SIMULATED_S", 1800))
+DIRECT_GATEWAYS = 2
+BEFORE_GATEWAYS = 2
+BEFORE_SIMULATED_S = int(os.environ.get("EDGELOOP_BENCH_COST_BEFORE_SIMULATED_S", 900))
+FLEETS = (10, 100, 1_000, 10_000)
+ESTIMATE_FLEET = 1_000
+LAMBDA_PAYLOAD_BYTES = 6 * 2**20  # a batch's messages must fit one invocation's payload
+PER_ROUND_FUNCTIONS = frozenset({"compaction", "rollups", "metric_packer"})
+COMPACTION_INTERVAL_ENV = "EDGELOOP_BENCH_COST_COMPACTION_INTERVAL_MINUTES"
+UNIT = "USD/gateway-month"
+
+
+def stack_context() -> dict[str, str]:
+    """CDK context the bench synthesizes with: the compaction interval of COMPACTION_INTERVAL_ENV, if set."""
+    minutes = os.environ.get(COMPACTION_INTERVAL_ENV, "")
+    if not minutes:
+        return {}
+    from edgeloop.cdk.constructs.config import COMPACTION_INTERVAL_KEY  # noqa: PLC0415 (jsii starts only when needed)
+
+    return {COMPACTION_INTERVAL_KEY: minutes}
+
+
+def whole_rounds(simulated_s: int, interval_s: int) -> int:
+    """`simulated_s` rounded up to a whole number of compaction intervals, at least one."""
+    return max(1, math.ceil(simulated_s / interval_s)) * interval_s
+
+
+def run() -> dict[str, tuple[float, str]]:
+    settings = deployed_settings(context=stack_context() or None)
+    interval = settings.compaction_interval_s
+    prices = cost_model.PriceTable.load()
+    print(f"   prices: {prices.path.name} ({prices.region}, {prices.retrieved}); template: {settings.path}")
+    print(f"   compaction every {interval / 60:g} minutes (the template's schedule)")
+    batching = settings.queue_batching.get("ingest")
+    if batching is None:
+        raise ValueError(f"{settings.path}: no SQS event source mapping in front of ingest (batched ingest)")
+    workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-cost-"))
+    try:
+        simulated_s, before_s = whole_rounds(SIMULATED_S, interval), whole_rounds(BEFORE_SIMULATED_S, interval)
+        default = [
+            _measure(RunSpec(n, simulated_s, FlushPolicy(), interval, batching), settings, workdir) for n in SIZES
+        ]
+        direct = _measure(RunSpec(DIRECT_GATEWAYS, simulated_s, FlushPolicy(), interval), settings, workdir)
+        before = _measure(RunSpec(BEFORE_GATEWAYS, before_s, FlushPolicy.immediate(), interval), settings, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out = results(default, prices)
+    out.update(single_run_figures("direct", direct, prices))
+    out.update(single_run_figures("before", before, prices))
+    out["cost.usd_per_gateway_month_before"] = out.pop("cost.before_usd_per_gateway_month")
+    out["cost.compaction_interval_minutes"] = (interval / 60, "minutes")
+    out.update(estimates(direct, default, prices, batching))
+    print_itemized(default[-1], prices)
+    return out
+
+
+def _measure(spec: RunSpec, settings: DeployedSettings, workdir: Path) -> RunFigures:
+    path = "batched" if spec.ingest_batching else "direct"
+    run = run_fleet(
+        spec,
+        settings.memory_mb,
+        workdir / f"{spec.gateways}-{spec.flush.max_latency_s:g}-{path}",
+        settings.logging_env,
+    )
+    print(
+        f"   {spec.gateways} gateways, {spec.simulated_s} simulated s, max latency {spec.flush.max_latency_s:g} s,"
+        f" {path} ingest: {run.iot.messages} messages,"
+        f" {sum(f.requests for f in run.lambdas.functions.values())} invocations,"
+        f" {run.compaction_rounds} compaction rounds in {run.wall_s:.0f} s",
+        flush=True,
+    )
+    return figures(run, settings)
+
+
+def monthly_by_service(run: RunFigures, prices: cost_model.PriceTable) -> dict[str, float]:
+    return prices.cost(run.usage.per_month())
+
+
+def growth_usd(run: RunFigures, prices: cost_model.PriceTable) -> dict[str, float]:
+    """The run's year-one growth, USD per month for its whole fleet, by kind."""
+    return {name: quantity * prices.usd[key] * run.usage.gateways for name, (key, quantity) in run.growth.items()}
+
+
+def results(default: list[RunFigures], prices: cost_model.PriceTable) -> dict[str, tuple[float, str]]:
+    gateways = [run.usage.gateways for run in default]
+    monthly = [monthly_by_service(run, prices) for run in default]
+    total = cost_model.fit_line(gateways, [sum(m.values()) for m in monthly])
+    out: dict[str, tuple[float, str]] = {
+        "cost.usd_per_gateway_month": (total.slope, UNIT),
+        "cost.fixed_usd_per_month": (total.intercept, "USD/month"),
+        "cost.linear_fit_max_error": (total.max_relative_error, "fraction"),
+        "cost.curated_retention_days": (float(RETENTION_DAYS), "days"),
+    }
+    for service in sorted({service for m in monthly for service in m}):
+        line = cost_model.fit_line(gateways, [m.get(service, 0.0) for m in monthly])
+        out[f"cost.{service}_usd_per_gateway_month"] = (line.slope, UNIT)
+    by_key = [prices.cost_by_key(run.usage.per_month()) for run in default]
+    storage = cost_model.fit_line(gateways, [m.get("s3.storage_gb_month", 0.0) for m in by_key])
+    out["cost.s3_storage_usd_per_gateway_month"] = (storage.slope, UNIT)
+    growth = [growth_usd(run, prices) for run in default]
+    for name in growth[0]:
+        line = cost_model.fit_line(gateways, [g[name] for g in growth])
+        out[f"cost.year_one_{name}_usd_per_gateway_month"] = (line.slope, UNIT)
+    all_growth = cost_model.fit_line(gateways, [sum(g.values()) for g in growth])
+    out["cost.usd_per_gateway_month_without_year_one_growth"] = (total.slope - all_growth.slope, UNIT)
+    for fleet in FLEETS:
+        out[f"cost.fleet_{_fleet_name(fleet)}_usd_per_month"] = (total.at(fleet), "USD/month")
+        without = total.at(fleet) - all_growth.at(fleet)
+        out[f"cost.fleet_{_fleet_name(fleet)}_without_year_one_growth_usd_per_month"] = (without, "USD/month")
+    return out
+
+
+def per_gateway(run: RunFigures, prices: cost_model.PriceTable) -> dict[str, float]:
+    """A single run's bill per gateway-month by service, less the custom metrics (per account)."""
+    monthly = monthly_by_service(run, prices)
+    monthly.pop("cloudwatch", None)
+    return {service: usd / run.usage.gateways for service, usd in monthly.items()}
+
+
+def single_run_figures(name: str, run: RunFigures, prices: cost_model.PriceTable) -> dict[str, tuple[float, str]]:
+    services = per_gateway(run, prices)
+    out = {f"cost.{name}_{service}_usd_per_gateway_month": (usd, UNIT) for service, usd in services.items()}
+    out[f"cost.{name}_usd_per_gateway_month"] = (sum(services.values()), UNIT)
+    growth = sum(growth_usd(run, prices).values()) / run.usage.gateways
+    out[f"cost.{name}_usd_per_gateway_month_without_year_one_growth"] = (sum(services.values()) - growth, UNIT)
+    return out
+
+
+def print_itemized(run: RunFigures, prices: cost_model.PriceTable, top: int = 20) -> None:
+    priced = {item: quantity * prices.usd[item.split(" ", 1)[0]] for item, quantity in run.itemized.items()}
+    print(f"   largest items per gateway-month ({run.usage.gateways} gateways, default policy, batched ingest):")
+    for item, usd in sorted(priced.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"     {usd:9.4f} USD  {run.itemized[item]:>12,.1f}  {item}")
+
+
+def _fleet_name(fleet: int) -> str:
+    return f"{fleet // 1000}k" if fleet >= 1000 else str(fleet)
+
+
+def messages_per_batch(path: cost_model.PathCounts, fleet: int, batching: tuple[int, int]) -> float:
+    """Messages one SQS-triggered invocation gets: the fleet's messages in one batch window, capped."""
+    batch_size, window_s = batching
+    arriving = path.messages * fleet / cost_model.MONTH_S * window_s
+    return max(1.0, min(arriving, batch_size, LAMBDA_PAYLOAD_BYTES / max(path.message_bytes, 1)))
+
+
+def per_round_usd(run: RunFigures, prices: cost_model.PriceTable) -> float:
+    """USD per gateway-month of what each compaction round costs per line whatever the messages:
+    the scheduled functions' Lambda time and requests, less their per-raw-object requests."""
+    per_message = {
+        f"s3.get_and_other compaction GetObject {names.RAW_PREFIX}",
+        f"s3.put_copy_post_list compaction PutObject {COMPACTION_STATE_PREFIX}",
+    }
+    return sum(
+        quantity * prices.usd[item.split(" ", 1)[0]]
+        for item, quantity in run.itemized.items()
+        if item.split(" ")[1] in PER_ROUND_FUNCTIONS and item not in per_message
+    )
+
+
+def estimates(
+    direct: RunFigures, default: list[RunFigures], prices: cost_model.PriceTable, batching: tuple[int, int]
+) -> dict[str, tuple[float, str]]:
+    """At ESTIMATE_FLEET gateways: the counter model's batched paths from the direct run's counts
+    (estimates), the measured batched path (the fleet line at that size, per gateway), and what the
+    compaction rounds cost per line at the template's interval."""
+    path = direct.path
+    today = sum(per_gateway(direct, prices).values())
+    batch = messages_per_batch(path, ESTIMATE_FLEET, batching)
+    sqs = today - cost_model.path_difference(prices, path, cost_model.sqs_batched_quantities(path, batch))
+    firehose = today - cost_model.path_difference(prices, path, cost_model.firehose_quantities(path, ESTIMATE_FLEET))
+    measured = results(default, prices)
+    at_fleet = measured[f"cost.fleet_{_fleet_name(ESTIMATE_FLEET)}_usd_per_month"][0] / ESTIMATE_FLEET
+    rounds = per_round_usd(default[-1], prices)
+    return {
+        "cost.direct_ingest_path_usd_per_gateway_month": (
+            sum(prices.cost(cost_model.per_message_quantities(path)).values()),
+            UNIT,
+        ),
+        "cost.estimate_sqs_batched_usd_per_gateway_month": (sqs, UNIT),
+        "cost.estimate_firehose_usd_per_gateway_month": (firehose, UNIT),
+        "cost.estimate_sqs_messages_per_batch": (batch, "messages"),
+        "cost.measured_batched_usd_per_gateway_month_at_1k": (at_fleet, UNIT),
+        "cost.compaction_rounds_usd_per_gateway_month": (rounds, UNIT),
+    }

@@ -1,0 +1,47 @@
+"""One simulated gateway for one compaction period on the local stack, metered as bench-cost does,
+on both ingest paths: per message (each telemetry message is one rule, one ingest invocation, one
+raw PUT, one compaction GET and one marker) and batched through the queue (one invocation and one
+raw object per simulated batching window). The flush policy sets the message count by simulated time."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.cost_fleet import RunSpec, run_fleet
+from edgeloop.greengrass_components.gateway.flush_policy import FlushPolicy
+from edgeloop.schemas import names
+
+BATCH_WINDOW_S = 60
+# one round of a 15-minute schedule (the stack's is edgeloop:compactionIntervalMinutes): a short run
+COMPACTION_EVERY_S = 15 * 60
+
+
+@pytest.mark.parametrize(
+    ("gateways", "batching"), [(1, None), (2, (1000, BATCH_WINDOW_S))], ids=["per-message", "batched"]
+)
+def test_gateways_for_one_compaction_period_are_metered_call_by_call(tmp_path, gateways, batching):
+    policy = FlushPolicy()
+    memory_mb = dict.fromkeys(names.FUNCTIONS, 512)  # the bench reads the template's; any will do here
+    run = run_fleet(RunSpec(gateways, COMPACTION_EVERY_S, policy, COMPACTION_EVERY_S, batching), memory_mb, tmp_path)
+
+    status = gateways * (COMPACTION_EVERY_S // names.DEFAULT_STATUS_INTERVAL_S)
+    telemetry = run.iot.messages - status  # the connection's announcement is set-up, not metered
+    # one batch per max_latency_s per gateway (give or take the last one), whatever the wall clock did
+    assert abs(telemetry - gateways * COMPACTION_EVERY_S / policy.max_latency_s) <= gateways
+    assert run.rule_units == run.iot.messages
+    ingest = run.lambdas.functions["ingest"].requests
+    requests = run.meter.usage.requests
+    if batching is None:
+        assert ingest == telemetry and run.sqs_requests == 0
+    else:  # one invocation per simulated window holding both gateways' messages
+        assert ingest == telemetry // 2 <= COMPACTION_EVERY_S // BATCH_WINDOW_S
+        assert run.sqs_requests == telemetry + 2 * ingest  # the rule's SendMessage; a receive and a delete
+    assert requests[("ingest", "s3", "PutObject", "raw")] == ingest
+    assert requests[("compaction", "s3", "GetObject", "raw")] == ingest
+    assert requests[("compaction", "s3", "PutObject", "_state")] == ingest + run.compaction_rounds  # + the checkpoint
+    assert run.stored_objects["raw"] == ingest
+    assert run.lambdas.functions["compaction"].requests == run.compaction_rounds == 1
+    assert run.lambdas.functions["wave_controller"].requests == COMPACTION_EVERY_S // 60
+    assert run.log.metrics, "the handlers' EMF lines reached the metered log"
+    assert run.lambdas.functions["ingest"].log_bytes > 0
+    assert run.meter.usage.write_units["status_intake"] > 0
