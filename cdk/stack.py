@@ -64,6 +64,7 @@ class EdgeloopStack(Stack):
                 self.ingestion.metric_packer,
                 self.ingestion.rollups,
                 self.ingestion.context,
+                self.ingestion.predictions,
                 self.fleet.device_registry,
                 self.fleet.status_intake,
                 self.fleet.orchestrator,
@@ -83,6 +84,7 @@ class EdgeloopStack(Stack):
             "Iot",
             storage=self.storage,
             route_targets={key: f.function for key, f in self.functions.items()},
+            route_queues={"ingest": self.ingestion.telemetry_queue, "predictions": self.ingestion.predictions_queue},
         )
         # Both Greengrass components published at the package version, and their continuous
         # deployment to the gateways' thing group; zips staged beside the Lambda asset.

@@ -31,13 +31,24 @@ CONTEXT_PREFIX = "context"  # context/line=<id>/intervals.jsonl (one ContextInte
 CONTEXT_SLICES_PREFIX = "context_slices"
 # rollups/res=<1m|5m|1h|1d>/line=<id>/month=YYYY-MM/rollups.parquet (count, sum, min, max, sum2, m2)
 ROLLUPS_PREFIX = "rollups"
-PACKS_PREFIX = "packs"  # packs/line=<id>/examples.parquet (labeled metric packs + features)
+# packs/line=<id>/examples.parquet (labeled metric packs + features) and unlabeled.parquet (packs
+# whose label is too sparse, for the review queue); both record their runs (cloud/datalake/packs.py)
+PACKS_PREFIX = "packs"
 # Semi-automatic labels of packs without a measured target (cloud/packing/label_review.py):
 # label_review/line=<id>/proposals.parquet (the review queue, written with conditional puts) and
 # label_review/line=<id>/auto_labels.parquet (confident labels, rewritten by each packer run)
 LABEL_REVIEW_PREFIX = "label_review"
+# Compaction's bookkeeping (functions/compaction/checkpoint.py): an empty marker per compacted raw
+# object, _state/compacted/<raw key>, expiring soon after raw/ itself; and the checkpoint of the last
+# closed ingest hour, _state/compaction/checkpoint.json (kept).
+COMPACTION_MARKERS_PREFIX = "_state/compacted"
+COMPACTION_CHECKPOINT_KEY = "_state/compaction/checkpoint.json"
 IOT_ERRORS_PREFIX = "iot-errors"  # IoT rule error action target
 MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.json
+# Gateways' PredictionMessages and AlertEvents as landed (functions/predictions), JSON lines:
+# predictions/line=<id>/made_date=YYYY-MM-DD/<digest>.jsonl, alerts/line=<id>/event_date=YYYY-MM-DD/<digest>.jsonl
+PREDICTIONS_PREFIX = "predictions"
+ALERTS_PREFIX = "alerts"
 
 # --- Query layer ---------------------------------------------------------------------------------
 # Glue Data Catalog database and Athena workgroup over the data bucket's Parquet tables; locally,
@@ -103,6 +114,12 @@ MODEL_RUNNER_COMPONENT = "com.edgeloop.ModelRunner"
 # Greengrass local publish/subscribe (IPC, never leaves the device): sensor adapters and the model
 # runner's predictions publish JSON {"samples": [[metric, time_ms, value], ...]}; the gateway buffers them.
 LOCAL_PUBSUB_SAMPLES_TOPIC = "edgeloop-local/samples"
+# Context from MES/PLC adapters to the model runner: a JSON ContextInterval or a list of them
+# (kinds run, limits, state): the spec limits its predictions are classified against.
+LOCAL_PUBSUB_CONTEXT_TOPIC = "edgeloop-local/context"
+# The model runner's PredictionMessages and AlertEvents (schemas/prediction.py), for PLC/HMI adapters.
+LOCAL_PUBSUB_PREDICTIONS_TOPIC = "edgeloop-local/predictions"
+LOCAL_PUBSUB_ALERTS_TOPIC = "edgeloop-local/alerts"
 # Key of the ModelRunner component's configuration under which a rollout merges its ModelUpdate
 # (a Greengrass deployment's configurationUpdate); the runner watches it over IPC.
 MODEL_UPDATE_CONFIG_KEY = "modelUpdate"
@@ -159,6 +176,16 @@ def model_status_topic(thing_name: str) -> str:
     return f"{TOPIC_ROOT}/{thing_name}/model-status"
 
 
+def prediction_topic(thing_name: str) -> str:
+    """The model runner's PredictionMessages (own message type: never refused as future samples)."""
+    return f"{TOPIC_ROOT}/{thing_name}/predictions"
+
+
+def alert_topic(thing_name: str) -> str:
+    """The model runner's violation AlertEvents (raise and clear)."""
+    return f"{TOPIC_ROOT}/{thing_name}/alerts"
+
+
 def model_update_topic(thing_name: str) -> str:
     """Local stand-in for Greengrass's configuration-update channel (see LocalDelivery)."""
     return f"{TOPIC_ROOT}/{thing_name}/model-update"
@@ -203,11 +230,14 @@ class IotRoute:
 
     The CDK stack turns each into a CfnTopicRule with `sql`; the local bridge subscribes to
     `topic_filter` and builds the same event the rule would (see schemas.envelope.IotRuleEvent).
+    `batched`: the rule puts that event into an SQS queue (as the message body) and the function
+    takes the messages in batches (an SQS event); otherwise the rule invokes it once per message.
     """
 
     rule_name: str
     topic_filter: str
     function: str  # key of FUNCTIONS
+    batched: bool = False
 
     @property
     def sql(self) -> str:
@@ -232,15 +262,21 @@ FUNCTIONS = {
     "wave_controller": "edgeloop.functions.wave_controller.handler.lambda_handler",
     "rollups": "edgeloop.functions.rollups.handler.lambda_handler",
     "context": "edgeloop.functions.context.handler.lambda_handler",
+    # Gateways' PredictionMessages and AlertEvents -> predictions/ and alerts/ (issue 17)
+    "predictions": "edgeloop.functions.predictions.handler.lambda_handler",
     # Optional: deployed only with the CDK context flag edgeloop:enableTimestream (cdk/constructs/config.py).
     "hot_path": "edgeloop.functions.hot_path.handler.lambda_handler",
 }
 
 IOT_ROUTES = (
-    IotRoute("edgeloop_telemetry", f"{TOPIC_ROOT}/+/telemetry", "ingest"),
+    # Batched: one ingest invocation and one raw object per SQS batch, not per message (issue 18).
+    IotRoute("edgeloop_telemetry", f"{TOPIC_ROOT}/+/telemetry", "ingest", batched=True),
     IotRoute("edgeloop_announce", f"{TOPIC_ROOT}/+/announce", "device_registry"),
     IotRoute("edgeloop_model_status", f"{TOPIC_ROOT}/+/model-status", "status_intake"),
     IotRoute("edgeloop_context", f"{TOPIC_ROOT}/+/context", "context"),
+    # a prediction every pack stride per gateway: batched like telemetry; alerts are rare and go at once
+    IotRoute("edgeloop_predictions", f"{TOPIC_ROOT}/+/predictions", "predictions", batched=True),
+    IotRoute("edgeloop_alerts", f"{TOPIC_ROOT}/+/alerts", "predictions"),
     # Connects and disconnects keep last_seen and the connection state (no heartbeat of our own needed).
     IotRoute("edgeloop_presence", f"{PRESENCE_TOPIC_ROOT}/+/+", "device_registry"),
 )
@@ -283,6 +319,15 @@ RUNTIME_VERSION_ENV = "EDGELOOP_RUNTIME_VERSION"  # the gateway runtime's versio
 # configuration key STATUS_INTERVAL_CONFIG_KEY; unset or empty: DEFAULT_STATUS_INTERVAL_S.
 STATUS_INTERVAL_S_ENV = "EDGELOOP_STATUS_INTERVAL_S"
 STATUS_INTERVAL_CONFIG_KEY = "statusIntervalSeconds"
+# Violation alerts (greengrass_components/model_runner/alerts.py): raised after this many predictions in
+# a row in one violation class, cleared after this many in a row in range (recipe alertRaiseAfter /
+# alertClearAfter; unset or empty: the defaults).
+ALERT_RAISE_AFTER_ENV = "EDGELOOP_ALERT_RAISE_AFTER"
+ALERT_CLEAR_AFTER_ENV = "EDGELOOP_ALERT_CLEAR_AFTER"
+ALERT_RAISE_AFTER_CONFIG_KEY = "alertRaiseAfter"
+ALERT_CLEAR_AFTER_CONFIG_KEY = "alertClearAfter"
+DEFAULT_ALERT_RAISE_AFTER = 2  # one stride (30 s) of confirmation out of a 300 s horizon
+DEFAULT_ALERT_CLEAR_AFTER = 3
 DEFAULT_STATUS_INTERVAL_S = 300  # a third of the default offline silence (900 s)
 # Export/register step: the Ed25519 private key (PEM text or a PEM file's path) payloads are signed with.
 MODEL_SIGNING_KEY_ENV = "EDGELOOP_MODEL_SIGNING_KEY"

@@ -1,4 +1,4 @@
-"""The data path: ingest (IoT rule target) -> raw/, compaction (schedule) -> curated/,
+"""The data path: ingest (IoT rule -> SQS queue -> batches) -> raw/, compaction (schedule) -> curated/,
 rollups (compaction's on-success destination) -> rollups/, context (IoT rule target) ->
 context/ + context_slices/, metric packer (new curated objects) -> packs/.
 
@@ -13,18 +13,38 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from edgeloop.schemas import names
 
+from .config import compaction_interval_minutes
 from .functions import EdgeloopFunction, FunctionFactory
 from .nag import acknowledge, wildcard_findings
 from .storage import Storage
 
-COMPACTION_SCHEDULE = events.Schedule.rate(Duration.minutes(15))
 # Compaction's bookkeeping: one empty marker per compacted raw object
-# (functions/compaction/logic.py STATE_PREFIX; a test keeps the two equal).
+# (names.COMPACTION_MARKERS_PREFIX; a test keeps the two equal).
 COMPACTION_STATE_PREFIX = "_state"
+# powertools' Logger reads this: the share of invocations that log at DEBUG (ingest's per-invocation summary)
+INGEST_LOG_SAMPLE_RATE_ENV = "POWERTOOLS_LOGGER_SAMPLE_RATE"
+INGEST_LOG_SAMPLE_RATE = "0.01"
+# The batched path (functions/ingest/batched.py; docs/architecture.md "Batched ingest"): the telemetry
+# rule fills this queue, Lambda hands ingest up to INGEST_BATCH_SIZE messages gathered for at most
+# INGEST_BATCH_WINDOW (or 6 MB of bodies, Lambda's payload limit), and ingest lands them in one object.
+# SQS allows up to 10,000 a batch with a window of at most 300 s (a batch over 10 needs a window >= 1 s).
+INGEST_BATCH_SIZE = 1000
+INGEST_BATCH_WINDOW = Duration.seconds(60)
+INGEST_TIMEOUT = Duration.seconds(60)
+# The Lambda docs: a visibility timeout of at least 6x the function's timeout (retries while throttled),
+# plus the batching window (records wait in the poller that long, invisible).
+TELEMETRY_VISIBILITY_TIMEOUT = Duration.seconds(6 * INGEST_TIMEOUT.to_seconds() + INGEST_BATCH_WINDOW.to_seconds())
+# A message that failed this often (storage or registry errors, each reported by its messageId) moves
+# to the dead-letter queue; refused (invalid) messages never fail: they are quarantined.
+TELEMETRY_MAX_RECEIVES = 5
+TELEMETRY_RETENTION = Duration.days(4)  # SQS's default: the DLQ keeps 14, time to redrive after an outage
+TELEMETRY_DLQ_RETENTION = Duration.days(14)
 PREFIX_REASON = "object access is limited to the {} prefixes this function owns or reads"
 PACK_RULE_DESCRIPTION = "edgeloop: new curated Parquet -> metric packer"
 
@@ -52,9 +72,12 @@ class Ingestion(Construct):
         self.ingest = factory.create(
             self,
             "ingest",
-            environment=lateness,
-            description="Validates telemetry batches from the IoT rule and lands them in raw/ (or quarantine/)",
+            # one message per invocation at fleet scale: 1% of invocations log their DEBUG summary
+            environment={**lateness, INGEST_LOG_SAMPLE_RATE_ENV: INGEST_LOG_SAMPLE_RATE},
+            description="Validates telemetry batches from the IoT rule's queue and lands them in raw/ (or quarantine/)",
+            timeout=INGEST_TIMEOUT,
         )
+        self.telemetry_queue = self._batched_queue(factory, self.ingest, "Telemetry", "telemetry")
         # The functions that rewrite Parquet: the pandas layer, and minutes and memory to match.
         parquet_function = partial(
             factory.create,
@@ -82,6 +105,15 @@ class Ingestion(Construct):
             timeout=Duration.minutes(2),
             memory_mb=1024,
         )
+        self.predictions = factory.create(
+            self,
+            "predictions",
+            environment={names.DATA_BUCKET_ENV: storage.data.bucket_name},
+            description="Lands gateways' prediction and alert messages from the IoT rules in predictions/ and alerts/",
+            timeout=INGEST_TIMEOUT,
+        )
+        # a prediction every pack stride per gateway: batched like telemetry (one object per batch)
+        self.predictions_queue = self._batched_queue(factory, self.predictions, "Predictions", "prediction")
         self.metric_packer = parquet_function(
             "metric_packer",
             description="Rebuilds the labeled metric packs (packs/) of lines whose curated data changed",
@@ -92,6 +124,49 @@ class Ingestion(Construct):
         on_object_created(
             self, "CuratedObjectCreated", storage.data, names.CURATED_PREFIX, self.metric_packer, PACK_RULE_DESCRIPTION
         )
+
+    def _batched_queue(
+        self, factory: FunctionFactory, consumer: EdgeloopFunction, name: str, messages: str
+    ) -> sqs.Queue:
+        """A queue an IoT rule fills and `consumer` drains in batches (SSE, TLS only, a DLQ with an alarm)."""
+        dead_letters = sqs.Queue(
+            self,
+            f"{name}DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=TELEMETRY_DLQ_RETENTION,
+        )
+        acknowledge(
+            dead_letters,
+            "SQS3",
+            f"this queue is the dead-letter queue of the {messages} queue; a DLQ of a DLQ would only move "
+            f"the same messages again (redrive them to the {messages} queue once the cause is fixed)",
+        )
+        queue = sqs.Queue(
+            self,
+            f"{name}Queue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=TELEMETRY_VISIBILITY_TIMEOUT,
+            retention_period=TELEMETRY_RETENTION,
+            dead_letter_queue=sqs.DeadLetterQueue(queue=dead_letters, max_receive_count=TELEMETRY_MAX_RECEIVES),
+        )
+        consumer.function.add_event_source(
+            event_sources.SqsEventSource(
+                queue,
+                batch_size=INGEST_BATCH_SIZE,
+                max_batching_window=INGEST_BATCH_WINDOW,
+                report_batch_item_failures=True,
+            )
+        )
+        factory.monitoring.alarm(
+            self,
+            f"{name}DeadLettersAlarm",
+            metric=dead_letters.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+            description=f"edgeloop {consumer.key}: {messages} messages failed to land after "
+            f"{TELEMETRY_MAX_RECEIVES} deliveries and wait in the dead-letter queue for a redrive",
+        )
+        return queue
 
     def _grant_data_access(self, storage: Storage) -> None:
         data = storage.data
@@ -123,6 +198,8 @@ class Ingestion(Construct):
         _objects(self.rollups, data, ["s3:PutObject", "s3:DeleteObject"], [rollups])  # months without data lose theirs
         _objects(self.context, data, ["s3:GetObject"], [context])
         _objects(self.context, data, ["s3:PutObject"], [context, slices, quarantine])
+        predictions, alerts = names.PREDICTIONS_PREFIX, names.ALERTS_PREFIX
+        _objects(self.predictions, data, ["s3:PutObject"], [predictions, alerts, quarantine])
 
     def _acknowledge_destination_invoke(self) -> None:
         # LambdaDestination grants lambda:InvokeFunction on the rollups function and its
@@ -137,8 +214,14 @@ class Ingestion(Construct):
             )
 
     def _schedule_compaction(self) -> None:
-        rule = events.Rule(self, "CompactionSchedule", schedule=COMPACTION_SCHEDULE, description="edgeloop compaction")
+        schedule = compaction_schedule(compaction_interval_minutes(self.node.try_get_context))
+        rule = events.Rule(self, "CompactionSchedule", schedule=schedule, description="edgeloop compaction")
         rule.add_target(_target(self.compaction))
+
+
+def compaction_schedule(minutes: int) -> events.Schedule:
+    """Compaction's EventBridge schedule: every `minutes` (edgeloop:compactionIntervalMinutes)."""
+    return events.Schedule.rate(Duration.minutes(minutes))
 
 
 def on_object_created(

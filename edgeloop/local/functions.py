@@ -49,6 +49,7 @@ def bridge_handlers(log: TextIO) -> dict[str, Callable]:
     from edgeloop.functions.context.handler import lambda_handler as context_intake
     from edgeloop.functions.device_registry.handler import lambda_handler as register_device
     from edgeloop.functions.ingest.handler import lambda_handler as ingest
+    from edgeloop.functions.predictions.handler import lambda_handler as land_predictions
     from edgeloop.functions.status_intake.handler import lambda_handler as status_intake
 
     handlers = {
@@ -56,6 +57,7 @@ def bridge_handlers(log: TextIO) -> dict[str, Callable]:
         "device_registry": register_device,
         "status_intake": status_intake,
         "context": context_intake,
+        "predictions": land_predictions,
     }
     return {name: logging_to(log, handler) for name, handler in handlers.items()}
 

@@ -293,7 +293,7 @@ class UpdateAgent:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         document = {"scope": self._floor_scope(), **asdict(floor)}
-        _write_atomic(self.state_dir / FLOOR_FILE, json.dumps(document, indent=2).encode())
+        write_atomic(self.state_dir / FLOOR_FILE, json.dumps(document, indent=2).encode())
 
     def _floor_scope(self) -> str:
         """Versions are ordered per use case and line (the registry numbers each line's model package group)."""
@@ -423,11 +423,11 @@ def _check_bounds(payload: bytes) -> None:
 
 
 def _write_slot(state_dir: Path, payload_name: str, meta_name: str, model: ActiveModel, payload: bytes) -> None:
-    _write_atomic(state_dir / payload_name, payload)
-    _write_atomic(state_dir / meta_name, json.dumps(asdict(model), indent=2).encode())
+    write_atomic(state_dir / payload_name, payload)
+    write_atomic(state_dir / meta_name, json.dumps(asdict(model), indent=2).encode())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     with open(tmp, "wb") as handle:
         handle.write(data)

@@ -12,7 +12,16 @@
 - Liveness: every `status_interval_s` (recipe configuration statusIntervalSeconds, default
   names.DEFAULT_STATUS_INTERVAL_S) a PeriodicStatus naming the model in use goes the same way; the
   cloud refreshes the device's last_seen from it, so a running gateway is never marked offline.
-The recipe passes the thing, work directory, line and use case as environment variables.
+- Predictions as messages: each prediction also goes out as a PredictionMessage (schemas/prediction.py,
+  keyed by made_at + horizon, never refused as a future sample) to IoT Core on
+  names.prediction_topic(thing) and locally on names.LOCAL_PUBSUB_PREDICTIONS_TOPIC, classified against
+  the spec limits in force. Violation AlertEvents (debounced, with hysteresis: alerts.py) go to IoT Core
+  on names.alert_topic(thing) and locally on names.LOCAL_PUBSUB_ALERTS_TOPIC for PLC/HMI adapters.
+  What IoT Core cannot take now waits in an outbox (in order; past MAX_PENDING_MESSAGES the oldest go).
+- Context: MES/PLC adapters publish ContextIntervals (run, limits, state) on
+  names.LOCAL_PUBSUB_CONTEXT_TOPIC; the runner keeps them in its work directory (context_store.py)
+  and forwards them to the cloud's context intake on names.context_topic(thing) (same outbox).
+The recipe passes the thing, work directory, line, use case and alert counts as environment variables.
 """
 
 from __future__ import annotations
@@ -21,24 +30,22 @@ import concurrent.futures
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeloop.greengrass_components.ipc_main import run_until_sigterm
 from edgeloop.greengrass_components.local_samples import local_sample_rows
-from edgeloop.model_runtime.signing import parse_public_key
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, PeriodicStatus, load_use_case, names
-from edgeloop.schemas.common import Identifier, SemVer, ThingName, validation_problems
+from edgeloop.schemas.context import ContextInterval
 from edgeloop.schemas.model import architecture_of_machine
+from edgeloop.schemas.prediction import AlertEvent, PredictionMessage
 
 from .agent import s3_download
-from .service import ModelService, Sample
+from .context_store import intervals_from_event
+from .service import ModelService, Outbox, Sample, Scored
+from .settings import RunnerSettings, settings_from_env
 from .update_decoding import UpdateDecodeError, decode_model_update
 
 log = logging.getLogger(__name__)
@@ -46,72 +53,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5  # how often the main loop scores, applies pending updates and retries reports
 CONFIG_SETTLE_S = 1.0  # a merge arrives as one event per changed key: read once they stop
 IPC_TIMEOUT_S = 10.0
-STATE_DIR_NAME = "model"
-
-
-class RunnerSettings(BaseModel):
-    """The component's environment (see the recipe's setEnv)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    thing_name: ThingName
-    work_dir: Path
-    line_id: Identifier
-    use_case: Identifier
-    # Optional: the recipe's empty default means "accept unsigned payloads" / "skip the runtime check".
-    model_signing_public_key: str | None = None
-    runtime_version: SemVer | None = None
-    status_interval_s: float = Field(default=names.DEFAULT_STATUS_INTERVAL_S, gt=0, allow_inf_nan=False)
-
-    @field_validator("model_signing_public_key", mode="before")
-    @classmethod
-    def _public_key(cls, value: str | None) -> str | None:
-        if value is None or not str(value).strip():
-            return None
-        parse_public_key(str(value), field=names.MODEL_SIGNING_PUBLIC_KEY_CONFIG_KEY)
-        return str(value).strip()
-
-    @field_validator("runtime_version", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: str | None) -> str | None:
-        return value if value else None
-
-    @field_validator("status_interval_s", mode="before")
-    @classmethod
-    def _blank_is_default(cls, value: object) -> object:
-        return names.DEFAULT_STATUS_INTERVAL_S if value is None or not str(value).strip() else value
-
-    @property
-    def state_dir(self) -> Path:
-        return self.work_dir / STATE_DIR_NAME
-
-
-_SETTINGS_ENV = {
-    "thing_name": names.THING_NAME_ENV,
-    "work_dir": names.WORK_DIR_ENV,
-    "line_id": names.LINE_ID_ENV,
-    "use_case": names.USE_CASE_ENV,
-}
-_OPTIONAL_SETTINGS_ENV = {
-    "model_signing_public_key": names.MODEL_SIGNING_PUBLIC_KEY_ENV,
-    "runtime_version": names.RUNTIME_VERSION_ENV,
-    "status_interval_s": names.STATUS_INTERVAL_S_ENV,
-}
-
-
-def settings_from_env(environ: Mapping[str, str] | None = None) -> RunnerSettings:
-    environ = os.environ if environ is None else environ
-    missing = [var for var in _SETTINGS_ENV.values() if not environ.get(var)]
-    if missing:
-        raise ValueError(f"environment variables {missing} are not set (the ModelRunner recipe's setEnv sets them)")
-    fields = {field: environ[var] for field, var in _SETTINGS_ENV.items()}
-    fields.update({field: environ.get(var) for field, var in _OPTIONAL_SETTINGS_ENV.items()})
-    all_env = {**_SETTINGS_ENV, **_OPTIONAL_SETTINGS_ENV}
-    try:
-        return RunnerSettings(**fields)
-    except ValidationError as exc:
-        problems = validation_problems(exc, name_of=lambda field: all_env.get(field, field))
-        raise ValueError(f"invalid ModelRunner environment: {problems}") from None
+# Predictions and alerts waiting for IoT Core (the nucleus spools while offline; this holds what it
+# refused): a day of predictions at a 30 s stride.
+MAX_PENDING_MESSAGES = 2880
 
 
 def update_from_configuration(value: Mapping[str, Any] | None) -> ModelUpdate | None:
@@ -202,7 +146,17 @@ class GreengrassModelRunner:
             architecture=architecture_of_machine(),
             runtime_version=settings.runtime_version,
             line_id=settings.line_id,
+            alert_raise_after=settings.alert_raise_after,
+            alert_clear_after=settings.alert_clear_after,
         )
+        # (topic, payload) for IoT Core, in the order decided: an alert's clear never overtakes its raise
+        self.messages: Outbox[tuple[str, bytes]] = Outbox(
+            lambda message: self._publish_to_iot_core(message[1], message[0]),
+            clock=clock,
+            describe=lambda message: f"message to {message[0]}",
+            max_pending=MAX_PENDING_MESSAGES,
+        )
+        self._context: list[ContextInterval] = []  # received on the IPC thread, kept by step()
         self.config_settle_s = config_settle_s
         # An update that arrives before a full window of live data waits for one, up to twice its length.
         self.warmup_timeout_s = (
@@ -220,6 +174,7 @@ class GreengrassModelRunner:
         self.malformed_samples = 0
         self.published_predictions = 0
         self.failed_prediction_publishes = 0
+        self.refused_context_messages = 0
         # clock() of the last periodic status; the first is due an interval after the start, which the
         # Gateway's announcement and the broker's connect event cover.
         self._status_sent_at = clock()
@@ -245,6 +200,12 @@ class GreengrassModelRunner:
             on_stream_error=self._on_stream_error,
         )
         self._streams.append(samples_stream)
+        _, context_stream = self.ipc.subscribe_to_topic(
+            topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC,
+            on_stream_event=self.on_context,
+            on_stream_error=self._on_stream_error,
+        )
+        self._streams.append(context_stream)
         _, config_stream = self.ipc.subscribe_to_configuration_update(
             key_path=[names.MODEL_UPDATE_CONFIG_KEY],
             on_stream_event=self.on_configuration_update,
@@ -264,6 +225,7 @@ class GreengrassModelRunner:
 
     def close(self) -> None:
         self.models.outbox.retry()  # a last try for reports decided before the stop (unless one just failed)
+        self.messages.retry()
         streams, self._streams = self._streams, []
         for stream in streams:
             try:
@@ -285,6 +247,18 @@ class GreengrassModelRunner:
             newest = max(t for m, t, _ in samples if m in self._metrics)
             with self._lock:
                 self._newest_sample_ms = max(newest, self._newest_sample_ms or newest)
+
+    def on_context(self, event: Any) -> None:
+        """A local context message: a ContextInterval or a list of them (bounded, then validated)."""
+        try:
+            intervals = intervals_from_event(event)
+        except ValueError as exc:  # MessageDecodeError, ContextRefused
+            with self._lock:
+                self.refused_context_messages += 1
+            log.warning("dropped a local context message: %s", exc)
+            return
+        with self._lock:
+            self._context.extend(intervals)
 
     def on_configuration_update(self, event: Any) -> None:
         changed = getattr(event.configuration_update_event, "key_path", None)
@@ -312,8 +286,10 @@ class GreengrassModelRunner:
                     self._config_changed_at = self._config_changed_at or now
                 raise
         self.apply_pending(now)
+        self.take_context()
         self.score_and_publish()
         self.models.outbox.retry()
+        self.messages.retry()
         self.maybe_send_status(now)
 
     def maybe_send_status(self, now: float) -> PeriodicStatus | None:
@@ -373,50 +349,89 @@ class GreengrassModelRunner:
         self._last_handled = update
         return self.models.apply(update)
 
+    def take_context(self) -> int:
+        """Keep the context intervals received since the last round and forward them to the cloud's
+        context intake (names.context_topic); returns how many were kept."""
+        with self._lock:
+            intervals, self._context = self._context, []
+        if not intervals:
+            return 0
+        try:
+            kept = self.models.add_context(intervals)
+        except ValueError as exc:  # another line's or target's: the adapter is misconfigured
+            self.refused_context_messages += 1
+            log.warning("context refused: %s", exc)
+            return 0
+        document = [interval.model_dump(mode="json") for interval in intervals]
+        self.messages.put((names.context_topic(self.settings.thing_name), json.dumps(document).encode()))
+        return kept
+
     def score_and_publish(self) -> list[Sample]:
         with self._lock:
             newest = self._newest_sample_ms
         if newest is None:
             return []
         # Event time, not the wall clock: a window is due once samples past its end have arrived.
-        predictions = self.models.score(newest)
-        if predictions:
-            self._publish_samples(predictions)
-        return predictions
+        scored = self.models.predict(newest)
+        if scored.samples:
+            self._publish_samples(scored.samples)
+        self._publish_messages(scored)
+        return scored.samples
+
+    def _publish_messages(self, scored: Scored) -> None:
+        """The prediction and its alert events: locally at once, to IoT Core through the outbox."""
+        thing = self.settings.thing_name
+        outgoing: list[tuple[str, str, PredictionMessage | AlertEvent]] = []
+        if scored.prediction is not None:
+            outgoing.append((names.LOCAL_PUBSUB_PREDICTIONS_TOPIC, names.prediction_topic(thing), scored.prediction))
+        outgoing += [(names.LOCAL_PUBSUB_ALERTS_TOPIC, names.alert_topic(thing), alert) for alert in scored.alerts]
+        for local_topic, cloud_topic, message in outgoing:
+            self._publish_local(local_topic, message.model_dump(mode="json"))
+            self.messages.put((cloud_topic, message.model_dump_json().encode()))
+        for alert in scored.alerts:
+            log.warning(
+                "alert %s %s %s: level %.4g, lead time %s s",
+                alert.alert_id,
+                alert.event.value,
+                alert.violation_class.value,
+                alert.predicted_level,
+                alert.lead_time_s,
+            )
+        if outgoing:
+            self.messages.flush()
 
     # --- IPC publishes ------------------------------------------------------------------------------
     def _publish_samples(self, samples: list[Sample]) -> None:
+        if self._publish_local(names.LOCAL_PUBSUB_SAMPLES_TOPIC, {"samples": [list(s) for s in samples]}):
+            self.published_predictions += len(samples)
+
+    def _publish_local(self, topic: str, document: dict) -> bool:
         from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
 
-        message = PublishMessage(json_message=JsonMessage(message={"samples": [list(s) for s in samples]}))
+        message = PublishMessage(json_message=JsonMessage(message=document))
         try:
-            self.ipc.publish_to_topic_async(topic=names.LOCAL_PUBSUB_SAMPLES_TOPIC, publish_message=message).result(
-                timeout=IPC_TIMEOUT_S
-            )
-        except Exception as exc:  # the prediction is lost, the next one is due a stride later
+            self.ipc.publish_to_topic_async(topic=topic, publish_message=message).result(timeout=IPC_TIMEOUT_S)
+        except Exception as exc:  # lost locally; IoT Core still gets predictions and alerts (outbox)
             self.failed_prediction_publishes += 1
-            log.warning("prediction not handed to the gateway: %s: %s", type(exc).__name__, exc)
-            return
-        self.published_predictions += len(samples)
+            log.warning("local publish on %s failed: %s: %s", topic, type(exc).__name__, exc)
+            return False
+        return True
 
     def _publish_report(self, report: ModelStatusReport) -> None:
         self._publish_to_iot_core(report.model_dump_json().encode())
 
-    def _publish_to_iot_core(self, payload: bytes) -> None:
+    def _publish_to_iot_core(self, payload: bytes, topic: str | None = None) -> None:
         from awsiot.greengrasscoreipc.model import QOS
 
-        future = self.ipc.publish_to_iot_core_async(
-            topic_name=self.status_topic, qos=QOS.AT_LEAST_ONCE, payload=payload
-        )
+        topic = topic or self.status_topic
+        future = self.ipc.publish_to_iot_core_async(topic_name=topic, qos=QOS.AT_LEAST_ONCE, payload=payload)
         try:
             future.result(timeout=IPC_TIMEOUT_S)
         except concurrent.futures.TimeoutError:
-            raise TimeoutError(
-                f"PublishToIoTCore {self.status_topic}: no response within {IPC_TIMEOUT_S:.0f} s"
-            ) from None
+            raise TimeoutError(f"PublishToIoTCore {topic}: no response within {IPC_TIMEOUT_S:.0f} s") from None
         except Exception as exc:  # IPC service errors carry their text in `.message`
             detail = getattr(exc, "message", None) or exc
-            raise RuntimeError(f"PublishToIoTCore {self.status_topic} failed: {type(exc).__name__}: {detail}") from exc
+            raise RuntimeError(f"PublishToIoTCore {topic} failed: {type(exc).__name__}: {detail}") from exc
 
 
 def main() -> None:

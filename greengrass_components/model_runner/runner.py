@@ -70,6 +70,20 @@ class LiveWindow:
         return not self.non_productive_states
 
 
+@dataclass(frozen=True)
+class LivePrediction:
+    """One scored window: the level predicted for [window_end + horizon, + label_window), and by whom."""
+
+    window_end_ms: int
+    level: float
+    scorer: Scorer
+
+    def sample(self, use_case: UseCaseConfig) -> tuple[str, int, float]:
+        """The `<target>__predicted` telemetry sample, stamped with the time it predicts: what the
+        curated table's live accuracy (the demo's predicted vs measured) joins on."""
+        return (use_case.prediction_metric, self.window_end_ms + use_case.horizon_s * 1000, self.level)
+
+
 class _Ring:
     """Recent (time_ms, value) of one metric, oldest first, trimmed to a retention span."""
 
@@ -224,45 +238,49 @@ class LiveScorer:
 
     # --- scoring ----------------------------------------------------------------------------------
     def maybe_score(self, now_ms: int) -> list[tuple[str, int, float]]:
+        """`maybe_predict` as telemetry samples: [(prediction_metric, window_end + horizon, level)], or []."""
+        prediction = self.maybe_predict(now_ms)
+        return [prediction.sample(self.use_case)] if prediction is not None else []
+
+    def maybe_predict(self, now_ms: int) -> LivePrediction | None:
         """Score the newest stride-aligned window ending at or before now_ms, once per window.
 
-        Returns [(prediction_metric, window_end + horizon, value)], or [] when nothing is due or the
-        window cannot be scored (see `skipped` for why).
+        None when nothing is due or the window cannot be scored (see `skipped` for why).
         """
         window_end = now_ms // self.stride_ms * self.stride_ms
         with self._lock:
             if self._last_window_end is not None and window_end <= self._last_window_end:
-                return []
+                return None
             self._last_window_end = window_end
             scorer = self._scorer
         if scorer is None:
             self.skipped[SKIP_NO_MODEL] += 1
-            return []
+            return None
         live = self.window(window_end)
         if not live.productive:
             self.skipped[SKIP_NON_PRODUCTIVE] += 1
             for state in live.non_productive_states:
                 self.skipped[f"{SKIP_NON_PRODUCTIVE}:{state}"] += 1
-            return []
+            return None
         if not live.complete:
             self.skipped[SKIP_GAP] += 1
             for metric in live.gap_metrics:
                 self.skipped[f"{SKIP_GAP}:{metric}"] += 1
-            return []
+            return None
         started = time.perf_counter()
         try:
             value = scorer.predict_one(live.features)
         except Exception as exc:  # a broken model must not stop the gateway; the agent may roll back
             log.warning("scorer %r failed on window ending %d: %s", scorer, window_end, exc)
             self._failed(SKIP_SCORER_ERROR)
-            return []
+            return None
         self.last_latency_ms = (time.perf_counter() - started) * 1000
         if not np.isfinite(value):
             self._failed(SKIP_NON_FINITE)
-            return []
+            return None
         self.predictions += 1
         self.consecutive_failures = 0
-        return [(self.use_case.prediction_metric, window_end + self.use_case.horizon_s * 1000, float(value))]
+        return LivePrediction(window_end, float(value), scorer)
 
     def _failed(self, reason: str) -> None:
         self.skipped[reason] += 1

@@ -96,9 +96,13 @@ class FakeNucleus:
         return done(self.model.GetConfigurationResponse(component_name=self.component_name, value=value))
 
     def publish_local(self, message: dict) -> None:
+        """A sensor adapter's samples: to the subscribers of the samples topic only (not the context one)."""
+        from edgeloop.schemas import names
+
         event = self.model.SubscriptionResponseMessage(json_message=self.model.JsonMessage(message=message))
         for operation in self.streams.get("topic", []):
-            operation.stream_handler.on_stream_event(event)
+            if operation.request.topic == names.LOCAL_PUBSUB_SAMPLES_TOPIC:
+                operation.stream_handler.on_stream_event(event)
 
     def merge(self, key: str, document: dict) -> None:
         """A deployment's configuration merge: the new value, then one event per changed key."""

@@ -34,9 +34,11 @@ from greengrass_e2e_model import VERSION, register_approved_model
 
 from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.greengrass_components.build import build_components
+from edgeloop.model_runtime.model_format import RUNTIME_VERSION
 from edgeloop.schemas import DeviceEvent, DeviceStatus, IotRuleEvent, names
 from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.model import architecture_of_machine
+from edgeloop.schemas.prediction import decode_alert, decode_prediction
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -76,7 +78,7 @@ class Component:
                 "work_dir": str(workdir / thing / "runner"),
                 "line_id": "line-1",
                 "use_case": "extrusion",
-                "runtime_version": "1.2.0",
+                "runtime_version": RUNTIME_VERSION,
             }
         else:
             config["gateway"] = {
@@ -85,9 +87,10 @@ class Component:
                 "line_id": "line-1",
                 "use_case": "extrusion",
                 "architecture": architecture_of_machine(),
-                "runtime_version": "1.2.0",
+                "runtime_version": RUNTIME_VERSION,
                 "transport": "greengrass",
                 "buffer_path": str(workdir / thing / "buffer.sqlite"),
+                "flush": {"max_latency_s": 0},  # the "step" op publishes what was delivered at once
             }
         config_path = workdir / f"{thing}-{kind}.json"
         config_path.write_text(json.dumps(config))
@@ -175,6 +178,8 @@ class World:
         self.installed_at: dict[str, int] = {}
         self.telemetry = {FIRST: 0, LATE: 0}
         self.periodic = {FIRST: 0, LATE: 0}
+        self.predictions: dict[str, list] = {FIRST: [], LATE: []}  # PredictionMessages sent to IoT Core
+        self.alerts: dict[str, list] = {FIRST: [], LATE: []}
         self.registrations: dict[str, dict] = {}
         self.offline: list[tuple[int, str]] = []
         self.staleness_s: dict[str, list[float]] = {FIRST: [], LATE: []}
@@ -225,6 +230,10 @@ class World:
                 self.status_intake(self._event(topic, payload), None)
             elif topic == names.telemetry_topic(thing):
                 self.telemetry[thing] += 1
+            elif topic == names.prediction_topic(thing):
+                self.predictions[thing].append(decode_prediction(payload))
+            elif topic == names.alert_topic(thing):
+                self.alerts[thing].append(decode_alert(payload))
             else:
                 raise AssertionError(f"{thing} published on {topic!r}")
         predictions = [message for topic, message in answer["local"] if topic == names.LOCAL_PUBSUB_SAMPLES_TOPIC]
@@ -389,6 +398,12 @@ def test_both_gateways_score_and_upload(world):
     for thing in (FIRST, LATE):
         assert world.models[thing][-1]["published_predictions"] > 0
         assert world.telemetry[thing] > 0
+        # each prediction also goes out as its own message, from the model the rollout installed
+        messages = world.predictions[thing]
+        assert len(messages) == world.models[thing][-1]["published_predictions"], thing
+        assert {(m.model.version, m.line_id) for m in messages[-3:]} == {
+            (world.models[thing][-1]["model_version"], "line-1")
+        }
 
 
 def test_last_seen_stays_fresh_for_30_simulated_minutes_and_nobody_goes_offline(world):

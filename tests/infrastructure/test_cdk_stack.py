@@ -42,6 +42,7 @@ EXPECTED_ENV = {
     "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "rollups": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "context": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
+    "predictions": {names.DATA_BUCKET_ENV},
     "device_registry": {*ROLLOUT_ENV, names.DATA_BUCKET_ENV},  # refused messages go to quarantine
     "status_intake": {*ROLLOUT_ENV, names.DATA_BUCKET_ENV},
     "orchestrator": ROLLOUT_ENV,
@@ -134,7 +135,10 @@ def test_one_topic_rule_per_route_with_its_sql_target_and_error_action(resources
         payload = rules[route.rule_name]
         assert payload["Sql"] == route.sql
         target_id, _ = functions_by_key[route.function]
-        assert payload["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [target_id, "Arn"]}}}]
+        if route.batched:  # to the function's queue: test_telemetry_rule_sends_to_the_ingest_queue_...
+            assert list(payload["Actions"][0]) == ["Sqs"], route.rule_name
+        else:
+            assert payload["Actions"] == [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [target_id, "Arn"]}}}]
         error_s3 = payload["ErrorAction"]["S3"]
         assert error_s3["Key"].startswith(f"{names.IOT_ERRORS_PREFIX}/{route.rule_name}/")
         assert "DataBucket" in error_s3["BucketName"]["Ref"]
@@ -152,6 +156,7 @@ def test_each_routed_function_may_be_invoked_by_its_rule_only(resources, functio
             flat({"Fn::GetAtt": [rule_ids[r.rule_name], "Arn"]}),
         )
         for r in names.IOT_ROUTES
+        if not r.batched  # invoked by their event source mapping, not by the rule
     }
     assert granted == expected
     assert all("SourceAccount" in p for p in permissions)
@@ -248,7 +253,7 @@ def test_compaction_runs_on_a_schedule_and_new_curated_objects_reach_the_metric_
     rules = of_type(resources, "AWS::Events::Rule").values()
     targets = {flat(t["Arn"]): rule for rule in rules for t in rule["Targets"]}
     compaction = targets[flat({"Fn::GetAtt": [functions_by_key["compaction"][0], "Arn"]})]
-    assert compaction["ScheduleExpression"].startswith("rate(")
+    assert compaction["ScheduleExpression"] == "rate(1 hour)"  # edgeloop:compactionIntervalMinutes' default
     packer = targets[flat({"Fn::GetAtt": [functions_by_key["metric_packer"][0], "Arn"]})]
     assert packer["EventPattern"]["detail"]["object"]["key"] == [{"prefix": f"{names.CURATED_PREFIX}/"}]
     buckets = of_type(resources, "AWS::S3::Bucket")
@@ -402,10 +407,9 @@ def test_prefixes_granted_to_functions_match_the_functions_code():
     from edgeloop.cdk.constructs.fleet import ROLLOUT_GROUP_PREFIX
     from edgeloop.cdk.constructs.ingestion import COMPACTION_STATE_PREFIX
     from edgeloop.cloud.fleet.delivery import ROLLOUT_GROUP_PREFIX as DELIVERY_GROUP_PREFIX
-    from edgeloop.functions.compaction.logic import STATE_PREFIX
 
     assert ROLLOUT_GROUP_PREFIX == DELIVERY_GROUP_PREFIX
-    assert STATE_PREFIX.split("/")[0] == COMPACTION_STATE_PREFIX
+    assert names.COMPACTION_MARKERS_PREFIX.split("/")[0] == COMPACTION_STATE_PREFIX
 
 
 # --- S3 -------------------------------------------------------------------------------------------
@@ -438,6 +442,9 @@ def test_data_lifecycle_and_model_versioning(resources):
     expiry = {r["Prefix"]: r["ExpirationInDays"] for r in data["LifecycleConfiguration"]["Rules"] if "Prefix" in r}
     assert expiry[f"{names.RAW_PREFIX}/"] == 30
     assert expiry[f"{names.QUARANTINE_PREFIX}/"] == 90
+    # compaction's markers outlive the raw objects they mark (its daily sweep lists both); its checkpoint stays
+    assert expiry[f"{names.COMPACTION_MARKERS_PREFIX}/"] == 32
+    assert not any(names.COMPACTION_CHECKPOINT_KEY.startswith(prefix) for prefix in expiry)
     assert f"{names.CURATED_PREFIX}/" not in expiry and f"{names.PACKS_PREFIX}/" not in expiry
     (models,) = [b for i, b in buckets.items() if "ModelBucket" in i]
     assert models["VersioningConfiguration"] == {"Status": "Enabled"}
@@ -532,6 +539,22 @@ def test_the_context_route_targets_the_context_function(resources, functions_by_
     assert payload["ErrorAction"]["S3"]["Key"].startswith(f"{names.IOT_ERRORS_PREFIX}/edgeloop_context/")
 
 
+def test_predictions_and_alerts_route_to_the_landing_function_which_writes_only_its_prefixes(
+    resources, functions_by_key
+):
+    rules = {p["RuleName"]: p["TopicRulePayload"] for p in of_type(resources, "AWS::IoT::TopicRule").values()}
+    for rule_name, topic in (("edgeloop_predictions", "predictions"), ("edgeloop_alerts", "alerts")):
+        assert rules[rule_name]["Sql"].endswith(f"FROM '{names.TOPIC_ROOT}/+/{topic}'")
+    # predictions (one per pack stride per gateway) go through a queue in batches; alerts at once
+    (queued,) = rules["edgeloop_predictions"]["Actions"]
+    assert "PredictionsQueue" in queued["Sqs"]["QueueUrl"]["Ref"]
+    target = [{"Lambda": {"FunctionArn": {"Fn::GetAtt": [functions_by_key["predictions"][0], "Arn"]}}}]
+    assert rules["edgeloop_alerts"]["Actions"] == target
+    assert _object_grants(resources, functions_by_key, "predictions") == {
+        "s3:PutObject": sorted([names.ALERTS_PREFIX, names.PREDICTIONS_PREFIX, names.QUARANTINE_PREFIX]),
+    }
+
+
 def test_a_gateway_may_publish_its_own_context_and_no_other_gateways(resources):
     from edgeloop.schemas.names import topic_matches
 
@@ -540,3 +563,53 @@ def test_a_gateway_may_publish_its_own_context_and_no_other_gateways(resources):
     own = [p.replace(THING_VARIABLE, "gw-1").replace("*", "#") for p in patterns]
     assert any(topic_matches(p, names.context_topic("gw-1")) for p in own), patterns
     assert not any(topic_matches(p, names.context_topic("gw-2")) for p in own), patterns
+
+
+# --- batched ingest: IoT rule -> SQS -> ingest (issue 18) ------------------------------------------
+
+
+def test_telemetry_rule_sends_to_the_ingest_queue_with_a_role_that_may_only_send_there(resources):
+    from edgeloop.cdk.constructs.ingestion import TELEMETRY_VISIBILITY_TIMEOUT
+
+    (rule,) = [p for p in of_type(resources, "AWS::IoT::TopicRule").values() if p["RuleName"] == "edgeloop_telemetry"]
+    (action,) = rule["TopicRulePayload"]["Actions"]
+    sqs_action = action["Sqs"]
+    assert sqs_action["UseBase64"] is False  # the SQL already base64-encodes the binary payload
+    queue_id = sqs_action["QueueUrl"]["Ref"]
+    queue = of_type(resources, "AWS::SQS::Queue")[queue_id]
+    assert "TelemetryQueue" in queue_id and queue["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] == TELEMETRY_VISIBILITY_TIMEOUT.to_seconds()
+    role_id = sqs_action["RoleArn"]["Fn::GetAtt"][0]
+    assert resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "iot.amazonaws.com"
+    }
+    assert [(s["Action"], s["Resource"]) for s in statements(resources, role_id)] == [
+        ("sqs:SendMessage", {"Fn::GetAtt": [queue_id, "Arn"]})
+    ]
+
+
+@pytest.mark.parametrize("key", ["ingest", "predictions"])
+def test_batched_functions_drain_their_queue_in_batches_reporting_item_failures(resources, functions_by_key, key):
+    from edgeloop.cdk.constructs.ingestion import INGEST_BATCH_SIZE, INGEST_BATCH_WINDOW, TELEMETRY_MAX_RECEIVES
+
+    ingest_id, ingest = functions_by_key[key]
+    mappings = of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+    (mapping,) = [m for m in mappings if m["FunctionName"] == {"Ref": ingest_id}]
+    assert mapping["BatchSize"] == INGEST_BATCH_SIZE == 1000
+    assert mapping["MaximumBatchingWindowInSeconds"] == INGEST_BATCH_WINDOW.to_seconds() == 60
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue_id = mapping["EventSourceArn"]["Fn::GetAtt"][0]
+    queue = of_type(resources, "AWS::SQS::Queue")[queue_id]
+    # The Lambda docs: visibility timeout >= 6x the function timeout (+ the batching window)
+    assert queue["VisibilityTimeout"] >= 6 * ingest["Timeout"] + INGEST_BATCH_WINDOW.to_seconds()
+    redrive = queue["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == TELEMETRY_MAX_RECEIVES
+    dead_letters_id = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    assert of_type(resources, "AWS::SQS::Queue")[dead_letters_id]["SqsManagedSseEnabled"] is True
+    for watched in (queue_id, dead_letters_id):
+        policy = next(
+            p for p in of_type(resources, "AWS::SQS::QueuePolicy").values() if {"Ref": watched} in p["Queues"]
+        )
+        assert any(s["Effect"] == "Deny" for s in policy["PolicyDocument"]["Statement"]), watched
+    alarms = [flat(a["Dimensions"]) for a in of_type(resources, "AWS::CloudWatch::Alarm").values()]
+    assert any(dead_letters_id in d for d in alarms)

@@ -203,16 +203,22 @@ def test_the_bridge_turns_messages_into_iot_rule_events(runtime):
         "device_registry": RecordingHandler(),
         "status_intake": RecordingHandler(),
         "context": RecordingHandler(),
+        "predictions": RecordingHandler(),
     }
     gateway, gateway_inbox = _gateway(runtime, GATEWAY_A)
-    bridge = IotRuleBridge(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, handlers=handlers)
+    # Every route direct (one IotRuleEvent per message): the batched telemetry path's SQS events are
+    # tested in tests/unit/local/test_local_queue_batches.py and test_local_ingest_registry.py.
+    direct = [dataclasses.replace(route, batched=False) for route in names.IOT_ROUTES]
+    bridge = IotRuleBridge(runtime.broker.host, runtime.broker.port, runtime.cloud_cert, direct, handlers)
     with bridge:
         before_ms = time.time_ns() // 1_000_000
         gateway.publish(names.telemetry_topic(GATEWAY_A), b"\x00\x01binary batch")
         gateway.publish(names.telemetry_topic(GATEWAY_A), b"poison")
         gateway.publish(names.announce_topic(GATEWAY_A), json.dumps({"thing_name": GATEWAY_A}).encode())
         gateway.publish(names.telemetry_topic(GATEWAY_A), b"after the failure")
-        _wait_until(lambda: bridge.delivered + bridge.failed == 4, what="four handler calls")
+        gateway.publish(names.prediction_topic(GATEWAY_A), b'{"prediction": 1}')
+        gateway.publish(names.alert_topic(GATEWAY_A), b'{"alert": 1}')
+        _wait_until(lambda: bridge.delivered + bridge.failed == 6, what="six handler calls")
         bridge.wait_idle(timeout=WAIT_S)
 
         ingest_events = [IotRuleEvent.model_validate(e) for e, _ in handlers["ingest"].calls]
@@ -225,7 +231,9 @@ def test_the_bridge_turns_messages_into_iot_rule_events(runtime):
         announce, _ = handlers["device_registry"].calls[0]
         assert json.loads(base64.b64decode(announce["payload_b64"])) == {"thing_name": GATEWAY_A}
         assert handlers["status_intake"].calls == []
-        assert (bridge.delivered, bridge.failed) == (3, 1)
+        landed = sorted(e["topic"] for e, _ in handlers["predictions"].calls)  # both routes, one function
+        assert landed == sorted([names.alert_topic(GATEWAY_A), names.prediction_topic(GATEWAY_A)])
+        assert (bridge.delivered, bridge.failed) == (5, 1)
         assert "handler blew up" in bridge.last_error
 
         gateway.subscribe(f"{names.TOPIC_ROOT}/{GATEWAY_A}/#")

@@ -117,8 +117,14 @@ def test_access_control_names_real_ipc_operations(path: Path):
     mqtt_policies = access["aws.greengrass.ipc.mqttproxy"].values()
     # confined to the thing's own topics, the same line as the IoT policy and the mosquitto ACL
     assert all(p["resources"] == [f"{names.TOPIC_ROOT}/{{iot:thingName}}/#"] for p in mqtt_policies)
+    local_topics = {
+        names.LOCAL_PUBSUB_SAMPLES_TOPIC,
+        names.LOCAL_PUBSUB_CONTEXT_TOPIC,
+        names.LOCAL_PUBSUB_PREDICTIONS_TOPIC,
+        names.LOCAL_PUBSUB_ALERTS_TOPIC,
+    }
     for policy in access.get("aws.greengrass.ipc.pubsub", {}).values():
-        assert policy["resources"] == [names.LOCAL_PUBSUB_SAMPLES_TOPIC]
+        assert set(policy["resources"]) <= local_topics, policy
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -330,3 +336,24 @@ def test_model_runner_status_interval_is_configurable_with_the_code_default():
             manifest["Lifecycle"]["setEnv"][names.STATUS_INTERVAL_S_ENV]
             == f"{{configuration:/{names.STATUS_INTERVAL_CONFIG_KEY}}}"
         )
+
+
+def test_gateway_flush_policy_is_configurable_with_the_code_default():
+    """The recipe's flush defaults are FlushPolicy()'s, and the run step passes them to the component."""
+    from edgeloop.greengrass_components.gateway.component import parse_args
+    from edgeloop.greengrass_components.gateway.flush_policy import FlushPolicy
+
+    recipe = load_recipe(names.GATEWAY_COMPONENT)
+    defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    flags = {"--flush-max-latency-s": "flushMaxLatencySeconds", "--flush-target-batch-bytes": "flushTargetBatchBytes"}
+    for manifest in recipe["Manifests"]:
+        for flag, key in flags.items():
+            assert f"{flag} {{configuration:/{key}}}" in manifest["Lifecycle"]["run"]["Script"], (flag, manifest)
+    identity = ["--thing-name", "gw-1", "--site", "s", "--line-id", "line-1", "--use-case", "u"]
+    identity += ["--runtime-version", "1.0.0", "--buffer-path", "/tmp/b.sqlite"]
+    from_recipe = [str(value) for flag, key in flags.items() for value in (flag, defaults[key])]
+    assert parse_args(identity + from_recipe).flush == FlushPolicy() == parse_args(identity).flush
+    configured = parse_args(identity + ["--flush-max-latency-s", "2", "--flush-target-batch-bytes", "5120"]).flush
+    assert configured == FlushPolicy(max_latency_s=2.0, target_batch_bytes=5120)
+    with pytest.raises(ValueError, match="target_batch_bytes"):
+        parse_args(identity + ["--flush-target-batch-bytes", "200000"])

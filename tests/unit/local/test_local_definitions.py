@@ -35,6 +35,8 @@ def test_every_route_matches_the_topic_builder_it_serves():
         "edgeloop_announce": names.announce_topic,
         "edgeloop_model_status": names.model_status_topic,
         "edgeloop_context": names.context_topic,
+        "edgeloop_predictions": names.prediction_topic,
+        "edgeloop_alerts": names.alert_topic,
         "edgeloop_presence": lambda thing: names.presence_topic("connected", thing),
     }
     for route in names.IOT_ROUTES:

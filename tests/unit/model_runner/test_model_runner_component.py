@@ -52,11 +52,14 @@ from edgeloop.greengrass_components.model_runner.component import (
 from edgeloop.sagemaker_pipelines.steps.artifacts import payload_key
 from edgeloop.sagemaker_pipelines.steps.export import payload_from_booster
 from edgeloop.schemas import (
+    AlertEvent,
     DeviceStatus,
+    IotRuleEvent,
     ModelStatusReport,
     ModelUpdate,
     PeriodicStatus,
     Precision,
+    PredictionMessage,
     feature_schema_hash,
     load_use_case,
     names,
@@ -144,21 +147,27 @@ class FakeNucleus:
                     )
                 )
 
-    def publish_local(self, message: SubscriptionResponseMessage) -> None:
+    def publish_local(
+        self, message: SubscriptionResponseMessage, topic: str = names.LOCAL_PUBSUB_SAMPLES_TOPIC
+    ) -> None:
         for operation in self.operations.get("subscribe_to_topic", []):
-            operation.stream_handler.on_stream_event(message)
+            if operation.request.topic == topic:
+                operation.stream_handler.on_stream_event(message)
 
     def publish_samples(self, samples) -> None:
         rows = json.loads(json.dumps([list(s) for s in samples]))  # as it crosses the IPC socket
         self.publish_local(SubscriptionResponseMessage(json_message=JsonMessage(message={"samples": rows})))
 
+    def iot_core_documents(self, topic: str) -> list[dict]:
+        return [json.loads(r.payload) for r in self.requests("publish_to_iot_core") if r.topic_name == topic]
+
     def status_reports(self) -> list[ModelStatusReport]:
         """The update outcomes published to IoT Core (the periodic statuses left out)."""
-        documents = [json.loads(r.payload) for r in self.requests("publish_to_iot_core")]
+        documents = self.iot_core_documents(names.model_status_topic(THING))
         return [ModelStatusReport.model_validate(d) for d in documents if d.get("kind") != "periodic"]
 
     def periodic_statuses(self) -> list[PeriodicStatus]:
-        documents = [json.loads(r.payload) for r in self.requests("publish_to_iot_core")]
+        documents = self.iot_core_documents(names.model_status_topic(THING))
         return [PeriodicStatus.model_validate(d) for d in documents if d.get("kind") == "periodic"]
 
     def local_publishes(self) -> list[tuple[str, dict]]:
@@ -268,8 +277,9 @@ def line() -> ExtrusionLineSimulator:
 
 
 def test_start_subscribes_reads_configuration_and_reports_running(runner, nucleus):
-    (samples,) = nucleus.requests("subscribe_to_topic")
+    samples, context = nucleus.requests("subscribe_to_topic")
     assert samples.topic == names.LOCAL_PUBSUB_SAMPLES_TOPIC
+    assert context.topic == names.LOCAL_PUBSUB_CONTEXT_TOPIC
     assert samples.receive_mode == ReceiveMode.RECEIVE_MESSAGES_FROM_OTHERS  # not our own predictions
     (config,) = nucleus.requests("subscribe_to_configuration_update")
     assert config.key_path == [names.MODEL_UPDATE_CONFIG_KEY]
@@ -476,7 +486,7 @@ def test_samples_in_predictions_out(runner, nucleus, clock, line, s3, payload, b
     for _ in range(3):  # three strides of live data, one prediction each
         feed(nucleus, line, 30, chunk_s=30)
         runner.step()
-    publishes = nucleus.local_publishes()[before:]
+    publishes = [(t, m) for t, m in nucleus.local_publishes()[before:] if t == names.LOCAL_PUBSUB_SAMPLES_TOPIC]
     assert len(publishes) == 3 and runner.published_predictions - counted_before == 3
     metric = USE_CASE.prediction_metric
     for topic, message in publishes:
@@ -488,6 +498,108 @@ def test_samples_in_predictions_out(runner, nucleus, clock, line, s3, payload, b
         expected = booster.inplace_predict(runner.models.live.window(window_end).features[None, :])[0]
         assert value == pytest.approx(float(expected), abs=0)
     assert [m["samples"][0][1] for _, m in publishes] == sorted(m["samples"][0][1] for _, m in publishes)
+
+
+def context_message(lower: float, upper: float, line_id: str = "line-1") -> SubscriptionResponseMessage:
+    """A run interval covering the test's whole day, as an MES adapter would publish it."""
+    interval = {
+        "kind": "run",
+        "interval_id": "run-7",
+        "line_id": line_id,
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-02T00:00:00Z",
+        "value": "cable-A",
+        "spec": {"target_metric": USE_CASE.target_metric, "lower": lower, "upper": upper},
+    }
+    return SubscriptionResponseMessage(json_message=JsonMessage(message=interval))
+
+
+def serve_model(runner, nucleus, clock, line, s3, payload) -> None:
+    feed(nucleus, line, 600)
+    nucleus.merge_model_update(publish_model(s3, payload))
+    settle(runner, clock)
+    assert runner.models.live.active is not None
+
+
+def test_predictions_go_out_as_messages_classified_against_the_local_limits(runner, nucleus, clock, line, s3, payload):
+    serve_model(runner, nucleus, clock, line, s3, payload)
+    nucleus.publish_local(context_message(1.0, 2.0), topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC)
+    for _ in range(3):
+        feed(nucleus, line, 30, chunk_s=30)
+        runner.step()
+    cloud = [PredictionMessage.model_validate(d) for d in nucleus.iot_core_documents(names.prediction_topic(THING))]
+    local = [m for t, m in nucleus.local_publishes() if t == names.LOCAL_PUBSUB_PREDICTIONS_TOPIC]
+    assert len(cloud) >= 3 and [PredictionMessage.model_validate(m) for m in local] == cloud
+    last = cloud[-1]
+    assert (last.model.deployment_id, last.model.version, last.run_id) == ("dep-1", "1.0.0", "run-7")
+    assert last.spec.upper == 2.0 and last.violation_class.value == "usl_violation"
+    # the context is forwarded to the cloud's context intake as received
+    (forwarded, *_) = nucleus.iot_core_documents(names.context_topic(THING))
+    assert [i["interval_id"] for i in forwarded] == ["run-7"] and forwarded[0]["spec"]["upper"] == 2.0
+    from edgeloop.functions.context.logic import parse_context_message
+
+    rule_event = IotRuleEvent.from_message(names.context_topic(THING), json.dumps(forwarded).encode(), 0)
+    assert [i.interval_id for i in parse_context_message(rule_event).intervals] == ["run-7"], "the cloud takes it"
+    # debounced: raised once, after DEFAULT_ALERT_RAISE_AFTER predictions in the violation class
+    (raised,) = [AlertEvent.model_validate(d) for d in nucleus.iot_core_documents(names.alert_topic(THING))]
+    assert raised.event.value == "raise" and raised.consecutive == names.DEFAULT_ALERT_RAISE_AFTER
+    local_alerts = [m for t, m in nucleus.local_publishes() if t == names.LOCAL_PUBSUB_ALERTS_TOPIC]
+    assert [AlertEvent.model_validate(m) for m in local_alerts] == [raised]
+
+    nucleus.publish_local(context_message(1.0, 9.0), topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC)  # limits widened
+    for _ in range(names.DEFAULT_ALERT_CLEAR_AFTER):
+        feed(nucleus, line, 30, chunk_s=30)
+        runner.step()
+    events = [AlertEvent.model_validate(d) for d in nucleus.iot_core_documents(names.alert_topic(THING))]
+    assert [e.event.value for e in events] == ["raise", "clear"] and events[1].alert_id == raised.alert_id
+
+
+def test_messages_iot_core_refused_wait_in_order(runner, nucleus, clock, line, s3, payload):
+    serve_model(runner, nucleus, clock, line, s3, payload)
+    nucleus.iot_core_outcome = lambda: done(error=ServiceError(message="spooler full"))
+    for _ in range(2):
+        feed(nucleus, line, 30, chunk_s=30)
+        runner.step()
+    assert runner.messages.pending == 2
+    nucleus.iot_core_outcome = lambda: done(PublishToIoTCoreResponse())
+    clock.now += runner.messages.retry_after_s
+    runner.step()
+    attempts = [d["made_at"] for d in nucleus.iot_core_documents(names.prediction_topic(THING))]
+    assert len(set(attempts)) == 3 and attempts == sorted(attempts), "every prediction, in order, retried"
+    assert runner.messages.pending == 0 and runner.messages.dropped == 0
+
+
+def test_the_run_and_limits_survive_a_restart(settings, nucleus, clock, line, s3, payload):
+    first, ipc = make_runner(settings, nucleus, clock)
+    first.start()
+    nucleus.publish_local(context_message(1.0, 2.0), topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC)
+    first.step()
+    first.close()
+    ipc.close()
+    fresh = FakeNucleus()
+    second, ipc = make_runner(settings, fresh, clock)
+    second.start()
+    serve_model(second, fresh, clock, line, s3, payload)
+    feed(fresh, line, 30, chunk_s=30)
+    second.step()
+    (message, *_) = [
+        PredictionMessage.model_validate(d) for d in fresh.iot_core_documents(names.prediction_topic(THING))
+    ]
+    assert message.run_id == "run-7" and message.spec.upper == 2.0
+    second.close()
+    ipc.close()
+
+
+def test_bad_or_foreign_context_is_refused_and_counted(runner, nucleus):
+    nucleus.publish_local(
+        SubscriptionResponseMessage(binary_message=BinaryMessage(message=b"[" * 500)),
+        topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC,
+    )
+    nucleus.publish_local(context_message(2.0, 1.0), topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC)  # lower > upper
+    assert runner.refused_context_messages == 2
+    nucleus.publish_local(context_message(1.0, 2.0, line_id="line-9"), topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC)
+    runner.step()
+    assert runner.refused_context_messages == 3 and len(runner.models.context) == 0
 
 
 def test_no_model_no_predictions(runner, nucleus, line):

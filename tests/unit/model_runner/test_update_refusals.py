@@ -19,12 +19,13 @@ from edgeloop.device_shims.extrusion import ExtrusionLineSimulator
 from edgeloop.greengrass_components.model_runner.agent import ACTIVE_META, ACTIVE_PAYLOAD, UpdateAgent
 from edgeloop.greengrass_components.model_runner.runner import LiveScorer
 from edgeloop.model_runtime.linear_format import LinearModel
-from edgeloop.model_runtime.model_format import write_payload
+from edgeloop.model_runtime.model_format import RUNTIME_VERSION, min_runtime_version, read_payload, write_payload
 from edgeloop.model_runtime.signing import generate_private_key, public_key_b64, sign_identity, sign_payload
 from edgeloop.sagemaker_pipelines.steps.export import ExportedModel, export_model
 from edgeloop.sagemaker_pipelines.steps.registration import sign_identity_of
 from edgeloop.sagemaker_pipelines.steps.train import TrainedModel
 from edgeloop.schemas import DeviceStatus, ModelUpdate, Precision, feature_schema_hash, load_use_case
+from edgeloop.schemas.common import semver_key
 from edgeloop.schemas.model import Architecture, ModelMetrics
 
 USE_CASE = load_use_case("extrusion")
@@ -34,7 +35,7 @@ THING = "gw-line-1"
 MODEL_ID = "extrusion-line-1"
 BUCKET = "edgeloop-models"
 DEVICE_ARCHITECTURE = Architecture.ARMV7L
-DEVICE_RUNTIME = "1.0.0"  # older than the fp16-leaves tier's 1.1.0
+DEVICE_RUNTIME = RUNTIME_VERSION  # reads every tier this code exports
 
 
 class Store:
@@ -178,10 +179,6 @@ def case_wrong_architecture(update, store, key, payload):
     return update.model_copy(update={"architectures": [Architecture.X86_64, Architecture.AARCH64]})
 
 
-def case_runtime_too_old(update, store, key, payload):
-    return update  # the fp16-leaves tier (see the parametrisation) needs runtime 1.1.0
-
-
 def case_feature_schema_mismatch(update, store, key, payload):
     """A correctly signed payload and identity for another feature layout (the signer's mistake, not an attacker's)."""
     features = FEATURES[::-1]
@@ -227,7 +224,6 @@ CASES = [
     (case_signed_by_another_key, Precision.FP32, ["signature", "does not verify"]),
     (case_unsigned, Precision.FP32, ["unsigned payload", "requires an Ed25519 signature"]),
     (case_wrong_architecture, Precision.FP32, ["architecture mismatch", "device is armv7l", "x86_64", "aarch64"]),
-    (case_runtime_too_old, Precision.FP16_LEAVES, ["runtime too old", "runtime_version=1.0.0", "1.1.0"]),
     (case_feature_schema_mismatch, Precision.FP32, ["feature schema mismatch"]),
     (case_truncated, Precision.FP32, ["payload truncated", "payload_bytes="]),
     (case_truncated_old_document, Precision.FP32, ["sha256 mismatch"]),
@@ -263,9 +259,8 @@ def test_the_unspoiled_candidate_is_applied(device, models):
     assert not np.array_equal(live.active.predict(probe), before)
 
 
-def test_compatible_fp16_tier_is_applied_on_a_newer_runtime(tmp_path, models, signing_key):
-    store = Store()
-    agent = UpdateAgent(
+def agent_at_runtime(tmp_path, signing_key, store, runtime_version: str) -> UpdateAgent:
+    return UpdateAgent(
         THING,
         USE_CASE,
         _fresh_live(),
@@ -274,10 +269,26 @@ def test_compatible_fp16_tier_is_applied_on_a_newer_runtime(tmp_path, models, si
         state_dir=tmp_path / "model",
         public_key=public_key_b64(signing_key),
         architecture=DEVICE_ARCHITECTURE,
-        runtime_version="1.1.0",
+        runtime_version=runtime_version,
     )
-    report = agent.handle(deliverable(models[1], store, Precision.FP16_LEAVES))
-    assert report.status is DeviceStatus.APPLIED, report.reason
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16_LEAVES])
+def test_a_tier_is_applied_on_its_minimum_runtime_and_refused_on_an_older_one(tmp_path, models, signing_key, precision):
+    store = Store()
+    update = deliverable(models[1], store, precision)
+    minimum = update.min_runtime_version
+    assert minimum == min_runtime_version(read_payload(models[1].payloads[precision])[0])
+    major, minor, _ = semver_key(minimum)
+    older = f"{major}.{minor - 1}.0" if minor else f"{major - 1}.9.0"
+
+    refused = agent_at_runtime(tmp_path / "old", signing_key, store, older).handle(update)
+    assert refused.status is DeviceStatus.REJECTED, refused.reason
+    for fragment in ("runtime too old", f"runtime_version={older}", minimum):
+        assert fragment in refused.reason, (fragment, refused.reason)
+
+    applied = agent_at_runtime(tmp_path / "new", signing_key, store, minimum).handle(update)
+    assert applied.status is DeviceStatus.APPLIED, applied.reason
 
 
 def test_without_a_public_key_unsigned_updates_are_accepted(tmp_path, models):

@@ -1,0 +1,29 @@
+"""Prediction and alert landing (logic.py): one IoT rule event, or an SQS batch of them (each record's
+body the rule's event), as ingest's batched route delivers them. Environment: EDGELOOP_DATA_BUCKET."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from edgeloop.cloud import s3
+from edgeloop.schemas import IotRuleEvent, names
+
+from .logic import land_messages
+
+
+def rule_events(event: dict) -> list[IotRuleEvent]:
+    records = event.get("Records") if isinstance(event, dict) else None
+    if records is None:
+        return [IotRuleEvent.model_validate(event)]
+    return [IotRuleEvent.model_validate(json.loads(record["body"])) for record in records]
+
+
+def lambda_handler(event: dict, context) -> dict:
+    bucket = os.environ[names.DATA_BUCKET_ENV]
+    result = land_messages(
+        rule_events(event), lambda key, body: s3.put_bytes(bucket, key, body, content_type="application/json")
+    )
+    counts = {"predictions": result.predictions, "alerts": result.alerts, "quarantined": result.quarantined}
+    # an SQS batch lands whole or raises (and is delivered again whole: the keys are content digests)
+    return {**counts, "batchItemFailures": []} if "Records" in event else counts

@@ -1,0 +1,96 @@
+"""Prediction and alert landing: the target of edgeloop/<thing>/predictions and edgeloop/<thing>/alerts.
+
+Each message is bounded and validated (schemas/prediction.py decode_prediction / decode_alert) and
+must name the thing of its topic; a refused one goes to quarantine with field, value and reason. What
+is accepted lands as JSON lines, one object per (kind, line, day) of one invocation:
+
+    predictions/line=<id>/made_date=YYYY-MM-DD/<digest>.jsonl   (PredictionMessage; made_date of made_at)
+    alerts/line=<id>/event_date=YYYY-MM-DD/<digest>.jsonl       (AlertEvent; event_date of `at`)
+
+The digest is of the object's content, so a batch delivered twice lands on the same key.
+
+There is no check against the receive time: a prediction is keyed by when it was made plus its
+horizon, so a gateway whose clock runs fast (or a long horizon) lands like any other (issue 17).
+The live-accuracy join (predictions x curated measurements, per line and model version) reads these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from edgeloop.cloud.datalake.quarantine import (
+    MessageRefused,
+    message_payload,
+    quarantine_key,
+    quarantine_record,
+    topic_thing,
+)
+from edgeloop.schemas import IotRuleEvent, QuarantineReason, names
+from edgeloop.schemas.bounded_json import MessageDecodeError
+from edgeloop.schemas.compat import UTC
+from edgeloop.schemas.prediction import AlertEvent, PredictionMessage, decode_alert, decode_prediction
+
+Put = Callable[[str, bytes], None]
+
+
+@dataclass
+class LandingResult:
+    predictions: int = 0
+    alerts: int = 0
+    quarantined: int = 0
+    keys: list[str] = field(default_factory=list)  # objects written, landed ones and quarantine records
+
+
+def parse_message(event: IotRuleEvent) -> PredictionMessage | AlertEvent:
+    """The message of one rule event; MessageRefused (with reasons) when it may not land."""
+    kind = "alert" if event.topic.endswith("/alerts") else "prediction"
+    topic_of = names.alert_topic if kind == "alert" else names.prediction_topic
+    thing = topic_thing(event.topic, topic_of, kind)
+    payload = message_payload(event)
+    try:
+        message = decode_alert(payload) if kind == "alert" else decode_prediction(payload)
+    except MessageDecodeError as exc:
+        raise MessageRefused([QuarantineReason.of(exc.field, exc.value, exc.reason)]) from exc
+    if message.thing_name != thing:
+        reason = f"is not the thing of topic {event.topic} ({thing})"
+        raise MessageRefused([QuarantineReason.of("thing_name", message.thing_name, reason)])
+    return message
+
+
+def landing_key(message: PredictionMessage | AlertEvent, body: bytes) -> str:
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    if isinstance(message, AlertEvent):
+        return f"{names.ALERTS_PREFIX}/line={message.line_id}/event_date={message.at:%Y-%m-%d}/{digest}.jsonl"
+    return f"{names.PREDICTIONS_PREFIX}/line={message.line_id}/made_date={message.made_at:%Y-%m-%d}/{digest}.jsonl"
+
+
+def land_messages(events: Iterable[IotRuleEvent], put: Put) -> LandingResult:
+    """Land the accepted messages of `events` (grouped per kind, line and day) and quarantine the rest."""
+    result = LandingResult()
+    groups: dict[tuple[str, str, str], list[PredictionMessage | AlertEvent]] = {}
+    for event in events:
+        try:
+            message = parse_message(event)
+        except MessageRefused as exc:
+            received_at = datetime.fromtimestamp(event.received_at_ms / 1000, UTC)
+            key = quarantine_key(event, received_at)
+            put(key, quarantine_record(event, received_at, exc.reasons))
+            result.quarantined += 1
+            result.keys.append(key)
+            continue
+        is_alert = isinstance(message, AlertEvent)
+        day = (message.at if is_alert else message.made_at).strftime("%Y-%m-%d")
+        groups.setdefault(("alert" if is_alert else "prediction", message.line_id, day), []).append(message)
+    for (kind, _, _), messages in sorted(groups.items()):
+        body = "".join(m.model_dump_json() + "\n" for m in messages).encode()
+        key = landing_key(messages[0], body)
+        put(key, body)
+        result.keys.append(key)
+        if kind == "alert":
+            result.alerts += len(messages)
+        else:
+            result.predictions += len(messages)
+    return result
