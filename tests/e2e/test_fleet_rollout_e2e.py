@@ -7,7 +7,7 @@ The local bridge plays the IoT rules (announce -> device_registry, model-status 
 the orchestrator handler gets the registry's approval events; the wave controller's round is
 called here to play its schedule.
 
-Rollout 1 (1.0.0, good): every compatible gateway applies it; the two armv7l gateways with an old
+Rollout 1 (1.0.0, good): every compatible gateway applies it; the two armv7l gateways with an older
 runtime are excluded and `why_not` says why (architecture for the fp32 tier, runtime for the
 quantized one). Rollout 2 (2.0.0, bad: trained on micrometres, correctly signed): the canary
 wave's health checks refuse it, the wave passes its failure threshold, the rollout is rolled back,
@@ -35,6 +35,7 @@ from fleet_e2e_helpers import (
     simulator_examples,
 )
 
+from edgeloop.model_runtime.model_format import RUNTIME_VERSION
 from edgeloop.schemas import (
     Architecture,
     DeploymentRecord,
@@ -53,19 +54,19 @@ MODEL_ID = f"{USE_CASE}-{LINE_ID}"
 GOOD, BAD = "1.0.0", "2.0.0"
 WAIT_S = 60.0
 
-# (architecture, runtime version, how many): 8 x86_64, 8 aarch64, 5 armv7l
+# (architecture, runtime version, how many): 8 x86_64, 8 aarch64, 5 armv7l. The extrusion use case's
+# models (change-mode labels, process features) need the current runtime on every tier
+# (model_format.min_runtime_version), so older runtimes can run none of them.
 FLEET_MIX = [
-    (Architecture.X86_64, "1.2.0", 6),
-    (Architecture.X86_64, "1.0.0", 2),
-    (Architecture.AARCH64, "1.2.0", 6),
-    (Architecture.AARCH64, "1.1.0", 2),
-    (Architecture.ARMV7L, "1.2.0", 3),
+    (Architecture.X86_64, RUNTIME_VERSION, 8),
+    (Architecture.AARCH64, RUNTIME_VERSION, 8),
+    (Architecture.ARMV7L, RUNTIME_VERSION, 3),
+    (Architecture.ARMV7L, "1.2.0", 1),
     (Architecture.ARMV7L, "1.1.0", 1),
-    (Architecture.ARMV7L, "1.0.0", 1),
 ]
 SHORT_ARCH = {Architecture.X86_64: "x86", Architecture.AARCH64: "arm64", Architecture.ARMV7L: "armv7"}
 # The hardware policy of these models: bit-exact fp32 for the 64-bit gateways, the quantized tier
-# (payload format v2, runtime >= 1.2.0) for every architecture.
+# (payload format v2) for every architecture.
 FP32_ARCHITECTURES = [Architecture.X86_64, Architecture.AARCH64]
 
 
@@ -79,7 +80,7 @@ def _fleet() -> list[tuple[str, Architecture, str]]:
 
 
 FLEET = _fleet()
-INCOMPATIBLE = {t for t, a, r in FLEET if a is Architecture.ARMV7L and r != "1.2.0"}
+INCOMPATIBLE = {t for t, a, r in FLEET if a is Architecture.ARMV7L and r != RUNTIME_VERSION}
 COMPATIBLE = sorted({t for t, _, _ in FLEET} - INCOMPATIBLE)
 
 
@@ -352,7 +353,7 @@ def test_the_fleet_is_mixed_and_every_gateway_registered(scenario):
     fleet = scenario.fleet_after_good
     assert len(fleet) == len(FLEET) >= 20
     assert {d.architecture for d in fleet.values()} == set(Architecture)
-    assert {d.runtime_version for d in fleet.values()} == {"1.0.0", "1.1.0", "1.2.0"}
+    assert {d.runtime_version for d in fleet.values()} == {"1.1.0", "1.2.0", RUNTIME_VERSION}
     assert {(d.site, d.line_id) for d in fleet.values()} == {(SITE, LINE_ID)}
     for thing, architecture, runtime in FLEET:  # as each gateway announced itself over MQTT
         assert (fleet[thing].architecture, fleet[thing].runtime_version) == (architecture, runtime)
@@ -394,7 +395,7 @@ def test_incompatible_gateways_are_excluded_and_why_not_says_why(scenario):
         entry = explained[thing]
         assert entry.category is WhyNotCategory.INCOMPATIBLE
         assert "architecture armv7l not in fp32 tier [x86_64, aarch64]" in entry.reason, entry.reason
-        assert f"runtime {runtime} < 1.2.0 of quantized tier" in entry.reason, entry.reason
+        assert f"runtime {runtime} < {RUNTIME_VERSION} of quantized tier" in entry.reason, entry.reason
         assert scenario.final_states[thing]["received"] == []  # never sent anything
 
 
