@@ -18,6 +18,7 @@ this: Python 3.9.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -120,15 +121,8 @@ MAX_PREDICTION_JSON = JsonLimits(
     max_elements=48,
     max_string_chars=MAX_ID_CHARS,
 )
-MAX_ALERT_JSON = JsonLimits(
-    name="MAX_ALERT_JSON",
-    max_bytes=16 * 1024,
-    max_depth=2,
-    max_containers=3,
-    max_strings=64,
-    max_elements=48,
-    max_string_chars=MAX_ID_CHARS,
-)
+# An alert has the same shape and size: the same limits, under its own name in refusals.
+MAX_ALERT_JSON = replace(MAX_PREDICTION_JSON, name="MAX_ALERT_JSON")
 
 
 def _decode(payload: bytes, model: Any, limits: JsonLimits, field: str) -> Any:

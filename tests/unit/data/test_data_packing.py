@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from tiny_use_case import TARGET, TINY_USE_CASE
 
 from edgeloop.cloud.datalake.context import (
     context_key,
@@ -32,7 +33,6 @@ from edgeloop.schemas import (
     IotRuleEvent,
     SpecLimits,
     TelemetryBatch,
-    UseCaseConfig,
     ViolationClass,
     encode_batch,
     load_use_case,
@@ -42,21 +42,7 @@ from edgeloop.schemas import (
 BUCKET = "edgeloop-packing-test"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
-TARGET = "cold_od_average"
-# Small windows so answers are easy to count: 10-step packs every 5 s, label 5 s later over 4 s.
-USE_CASE = UseCaseConfig(
-    use_case="tiny",
-    metrics=["speed", "temp_die", TARGET],
-    target_metric=TARGET,
-    sample_period_s=1,
-    pack_window_s=10,
-    horizon_s=5,
-    label_window_s=4,
-    example_stride_s=5,
-    feature_stats=["mean", "std", "min", "max", "last", "slope"],
-    model_families=["xgboost"],
-    precisions=["fp32"],
-)
+USE_CASE = TINY_USE_CASE
 
 
 def run(run_id: str, start_s: int, end_s: int, *, lower=1.0, upper=3.0, line="line-1", spec=True) -> ContextInterval:

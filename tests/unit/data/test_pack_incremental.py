@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_use_case import TARGET, TINY_USE_CASE
 
 from edgeloop.cloud.datalake import curated as curated_store
 from edgeloop.cloud.datalake.context import put_context_intervals
@@ -15,26 +16,12 @@ from edgeloop.cloud.datalake.curated import merge_partition, partition_prefix, r
 from edgeloop.cloud.datalake.packs import examples_key, get_examples, put_examples, read_packs, unlabeled_key
 from edgeloop.cloud.packing import incremental
 from edgeloop.cloud.packing.examples import assemble_examples, build_line_examples_with_stats
-from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits, UseCaseConfig
+from edgeloop.schemas import ContextInterval, ContextKind, SpecLimits
 
 BUCKET = "edgeloop-pack-incremental-test"
 LINE = "line-1"
-TARGET = "cold_od_average"
 DAY_2 = datetime(2026, 1, 2, tzinfo=UTC)  # runs straddle midnight: one run, two event dates
-USE_CASE = UseCaseConfig(
-    use_case="tiny",
-    metrics=["speed", "temp_die", TARGET],
-    target_metric=TARGET,
-    sample_period_s=1,
-    pack_window_s=10,
-    horizon_s=5,
-    label_window_s=4,
-    example_stride_s=5,
-    feature_stats=["mean", "std", "min", "max", "last", "slope"],
-    model_families=["xgboost"],
-    precisions=["fp32"],
-    productive_states=["running"],
-)
+USE_CASE = TINY_USE_CASE.model_copy(update={"productive_states": ["running"]})
 
 
 def at(seconds: int) -> datetime:
