@@ -175,7 +175,7 @@ class Ingestion(Construct):
         late, state = names.LATE_PREFIX, COMPACTION_STATE_PREFIX
         rollups, slices = names.ROLLUPS_PREFIX, names.CONTEXT_SLICES_PREFIX
         _objects(self.ingest, data, ["s3:PutObject"], [raw, quarantine])
-        for function in (self.ingest, self.context):
+        for function in (self.ingest, self.context, self.predictions):
             function.allow(
                 actions=["iot:DescribeThing"],
                 resources=[function.function.stack.format_arn(service="iot", resource="thing", resource_name="*")],

@@ -1,7 +1,8 @@
 """Prediction and alert landing: the target of edgeloop/<thing>/predictions and edgeloop/<thing>/alerts.
 
 Each message is bounded and validated (schemas/prediction.py decode_prediction / decode_alert) and
-must name the thing of its topic; a refused one goes to quarantine with field, value and reason. What
+must name the thing of its topic and the line the IoT registry holds for that thing (as ingest and
+context check theirs); a refused one goes to quarantine with field, value and reason. What
 is accepted lands as JSON lines, one object per (kind, line, day) of one invocation:
 
     predictions/line=<id>/made_date=YYYY-MM-DD/<digest>.jsonl   (PredictionMessage; made_date of made_at)
@@ -28,6 +29,7 @@ from edgeloop.cloud.datalake.quarantine import (
     quarantine_record,
     topic_thing,
 )
+from edgeloop.cloud.line_directory import LineDirectory, line_mismatch
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, names
 from edgeloop.schemas.bounded_json import MessageDecodeError
 from edgeloop.schemas.compat import UTC
@@ -44,7 +46,7 @@ class LandingResult:
     keys: list[str] = field(default_factory=list)  # objects written, landed ones and quarantine records
 
 
-def parse_message(event: IotRuleEvent) -> PredictionMessage | AlertEvent:
+def parse_message(event: IotRuleEvent, lines: LineDirectory) -> PredictionMessage | AlertEvent:
     """The message of one rule event; MessageRefused (with reasons) when it may not land."""
     kind = "alert" if event.topic.endswith("/alerts") else "prediction"
     topic_of = names.alert_topic if kind == "alert" else names.prediction_topic
@@ -57,6 +59,9 @@ def parse_message(event: IotRuleEvent) -> PredictionMessage | AlertEvent:
     if message.thing_name != thing:
         reason = f"is not the thing of topic {event.topic} ({thing})"
         raise MessageRefused([QuarantineReason.of("thing_name", message.thing_name, reason)])
+    mismatch = line_mismatch(thing, message.line_id, lines)
+    if mismatch is not None:
+        raise MessageRefused([QuarantineReason.of("line_id", message.line_id, mismatch)])
     return message
 
 
@@ -67,13 +72,13 @@ def landing_key(message: PredictionMessage | AlertEvent, body: bytes) -> str:
     return f"{names.PREDICTIONS_PREFIX}/line={message.line_id}/made_date={message.made_at:%Y-%m-%d}/{digest}.jsonl"
 
 
-def land_messages(events: Iterable[IotRuleEvent], put: Put) -> LandingResult:
+def land_messages(events: Iterable[IotRuleEvent], put: Put, lines: LineDirectory) -> LandingResult:
     """Land the accepted messages of `events` (grouped per kind, line and day) and quarantine the rest."""
     result = LandingResult()
     groups: dict[tuple[str, str, str], list[PredictionMessage | AlertEvent]] = {}
     for event in events:
         try:
-            message = parse_message(event)
+            message = parse_message(event, lines)
         except MessageRefused as exc:
             received_at = datetime.fromtimestamp(event.received_at_ms / 1000, UTC)
             key = quarantine_key(event, received_at)

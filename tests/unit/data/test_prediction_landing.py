@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import boto3
+
+from edgeloop.cloud.line_directory import StaticLineDirectory
 from edgeloop.functions.predictions.handler import lambda_handler, rule_events
 from edgeloop.functions.predictions.logic import land_messages
 from edgeloop.schemas import IotRuleEvent, QuarantineRecord, names
@@ -12,6 +15,7 @@ from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.prediction import PredictionMessage
 
 THING = "gw-line-1"
+LINES = StaticLineDirectory({THING: "line-1"})  # what the IoT registry holds
 BUCKET = "edgeloop-data-test"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # the cloud's clock when the messages arrive
 MODEL = {"model_id": "extrusion-line-1", "version": "1.0.0", "precision": "fp32", "decision_margin": 0.1}
@@ -61,7 +65,7 @@ def event(topic: str, document: dict | bytes) -> IotRuleEvent:
 
 def land(*events: IotRuleEvent) -> tuple[dict[str, bytes], object]:
     store: dict[str, bytes] = {}
-    result = land_messages(events, store.__setitem__)
+    result = land_messages(events, store.__setitem__, LINES)
     return store, result
 
 
@@ -116,7 +120,25 @@ def test_the_handler_takes_one_rule_event_or_an_sqs_batch_of_them():
     assert rule_events(batch) == [one]
 
 
+def _registered(thing: str, line: str) -> None:
+    from edgeloop.functions.predictions import handler
+
+    handler.line_directory.cache_clear()  # a new container: a fresh registry cache
+    attributes = {"attributes": {names.GATEWAY_LINE_ATTRIBUTE: line}}
+    boto3.client("iot").create_thing(thingName=thing, attributePayload=attributes)
+
+
+def test_a_prediction_for_another_line_than_the_registry_holds_is_quarantined(s3):
+    _registered(THING, "line-2")
+    rule_event = event(names.prediction_topic(THING), prediction(NOW, NOW))
+    assert lambda_handler(rule_event.model_dump(), None) == {"predictions": 0, "alerts": 0, "quarantined": 1}
+    (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    (reason,) = QuarantineRecord.model_validate_json(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()).reasons
+    assert (reason.field, reason.value) == ("line_id", "'line-1'") and "line-2" in reason.error, reason
+
+
 def test_the_handler_lands_in_the_data_bucket(s3):
+    _registered(THING, "line-1")
     fast = NOW + timedelta(minutes=2)
     rule_event = event(names.prediction_topic(THING), prediction(fast, fast))
     batch = {"Records": [{"messageId": "m1", "body": rule_event.model_dump_json(), "eventSource": "aws:sqs"}]}
