@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from .common import Contract, Identifier, S3ObjectUri, SemVer, Sha256Hex, UtcDatetime
 from .compat import StrEnum
+from .decision import MARGIN_LIMIT
 from .signed_model import SignedIdentity, SignedRollback
 
 MODEL_FORMAT_VERSION = 1
@@ -137,7 +138,7 @@ class ModelManifest(Contract):
     decision_margin: float = Field(
         default=0.0,
         ge=0,
-        lt=1,
+        lt=MARGIN_LIMIT,
         description="violation decision margin in the payload, a fraction of the half spec band (decision.py), chosen "
         "on the training folds; 0 in manifests written before it",
     )

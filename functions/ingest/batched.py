@@ -24,12 +24,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from edgeloop.cloud.datalake.raw import MAX_SET_SAMPLES, raw_set_key
 from edgeloop.cloud.line_directory import LineDirectory
+from edgeloop.cloud.sqs_event import SqsRecord
 from edgeloop.schemas import IotRuleEvent, QuarantineReason, UseCaseConfig, names
 from edgeloop.schemas.quarantine import VALUE_PREVIEW_CHARS
 from edgeloop.schemas.raw_batch import RawBatchSet
@@ -38,35 +38,6 @@ from .data_access import IngestStore
 from .logic import CheckedMessage, IngestResult, check_lateness_sla_days, check_message
 
 NOT_A_RULE_EVENT = "<sqs body>"
-
-
-class SqsRecord(BaseModel):
-    """The fields ingest uses of one record of a Lambda SQS event."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    message_id: str = Field(alias="messageId", min_length=1)
-    body: str
-    event_source: Literal["aws:sqs"] = Field(alias="eventSource")
-    sent_at_ms: int = Field(default=0, ge=0, description="attributes.SentTimestamp: when the rule sent it")
-
-    @classmethod
-    def of(cls, record: dict) -> SqsRecord:
-        sent = (record.get("attributes") or {}).get("SentTimestamp", 0)
-        return cls.model_validate({**record, "sent_at_ms": int(sent) if str(sent).isdigit() else 0})
-
-
-class SqsEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    records: list[dict] = Field(alias="Records", min_length=1)
-
-    def sqs_records(self) -> list[SqsRecord]:
-        return [SqsRecord.of(record) for record in self.records]
-
-
-def is_sqs_event(event: object) -> bool:
-    return isinstance(event, dict) and "Records" in event
 
 
 @dataclass

@@ -21,9 +21,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from edgeloop.cloud.lambda_context import context_or_local
 from edgeloop.cloud.observability import logger_and_metrics
+from edgeloop.cloud.sqs_event import SqsEvent, is_sqs_event
 from edgeloop.schemas import IotRuleEvent
 
-from .batched import SqsEvent, ingest_sqs_records, is_sqs_event
+from .batched import ingest_sqs_records
 from .data_access import S3IngestStore
 from .logic import IngestResult, ingest_event
 from .settings import Settings

@@ -11,16 +11,17 @@ from functools import lru_cache
 
 from edgeloop.cloud import s3
 from edgeloop.cloud.line_directory import IotLineDirectory
+from edgeloop.cloud.sqs_event import SqsEvent, is_sqs_event
 from edgeloop.schemas import IotRuleEvent, names
 
 from .logic import land_messages
 
 
 def rule_events(event: dict) -> list[IotRuleEvent]:
-    records = event.get("Records") if isinstance(event, dict) else None
-    if records is None:
+    if not is_sqs_event(event):
         return [IotRuleEvent.model_validate(event)]
-    return [IotRuleEvent.model_validate(json.loads(record["body"])) for record in records]
+    records = SqsEvent.model_validate(event).sqs_records()
+    return [IotRuleEvent.model_validate(json.loads(record.body)) for record in records]
 
 
 @lru_cache(maxsize=1)
@@ -37,4 +38,4 @@ def lambda_handler(event: dict, context) -> dict:
     )
     counts = {"predictions": result.predictions, "alerts": result.alerts, "quarantined": result.quarantined}
     # an SQS batch lands whole or raises (and is delivered again whole: the keys are content digests)
-    return {**counts, "batchItemFailures": []} if "Records" in event else counts
+    return {**counts, "batchItemFailures": []} if is_sqs_event(event) else counts

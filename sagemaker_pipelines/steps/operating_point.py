@@ -19,7 +19,7 @@ from pydantic import Field
 
 from edgeloop.model_runtime.decision import classify_levels
 from edgeloop.schemas.common import Contract
-from edgeloop.schemas.decision import DecisionConfig
+from edgeloop.schemas.decision import MARGIN_LIMIT, DecisionConfig
 from edgeloop.schemas.training import ViolationClass
 
 VIOLATIONS = (ViolationClass.LSL.value, ViolationClass.USL.value)
@@ -30,7 +30,9 @@ FRAME_COLUMNS = ("label_class", "spec_lower", "spec_upper")
 class OperatingPoint(Contract):
     """Violation precision, recall and F1 of a predictor at one decision margin."""
 
-    margin: float = Field(ge=0, lt=1, description="fraction of the half spec band (model_runtime/decision.py)")
+    margin: float = Field(
+        ge=0, lt=MARGIN_LIMIT, description="fraction of the half spec band (model_runtime/decision.py)"
+    )
     precision: float | None = Field(description="None: no violation flagged at this margin")
     recall: float | None = Field(description="None: the rows hold no violation")
     f1: float | None = Field(description="None: the rows hold no violation; 0: none hit")

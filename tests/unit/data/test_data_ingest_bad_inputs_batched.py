@@ -12,7 +12,8 @@ import test_data_ingest_bad_inputs as direct
 from ingest_messages import LINES, USE_CASE, event_of, sqs_record
 
 from edgeloop.cloud.datalake.raw import RAW_SET_KEY
-from edgeloop.functions.ingest.batched import SqsRecord, ingest_sqs_records
+from edgeloop.cloud.sqs_event import SqsRecord
+from edgeloop.functions.ingest.batched import ingest_sqs_records
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.functions.ingest.logic import IngestResult
 from edgeloop.schemas.raw_batch import RawBatch, RawBatchSet

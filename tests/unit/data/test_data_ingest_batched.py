@@ -11,9 +11,10 @@ from ingest_messages import RECEIVED_AT_MS, THING, USE_CASE, batch_doc, event_of
 
 from edgeloop.cloud.datalake.raw import RAW_KEY, RAW_SET_KEY, raw_batches
 from edgeloop.cloud.line_directory import StaticLineDirectory
+from edgeloop.cloud.sqs_event import SqsRecord
 from edgeloop.functions.compaction.logic import compact, raw_rows
 from edgeloop.functions.ingest import batched
-from edgeloop.functions.ingest.batched import NOT_A_RULE_EVENT, SqsRecord, ingest_sqs_records
+from edgeloop.functions.ingest.batched import NOT_A_RULE_EVENT, ingest_sqs_records
 from edgeloop.functions.ingest.data_access import S3IngestStore
 from edgeloop.schemas import QuarantineRecord
 from edgeloop.schemas.raw_batch import RawBatchSet

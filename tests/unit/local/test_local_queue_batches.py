@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edgeloop.functions.ingest.batched import SqsEvent, is_sqs_event
+from edgeloop.cloud.sqs_event import SqsEvent, is_sqs_event
 from edgeloop.local.bridge import IotRuleBridge
 from edgeloop.local.pki import IssuedCert
 from edgeloop.local.queue_batches import MAX_RECEIVES, DeliveryCount, QueuedMessage, deliver_batch, sqs_event
