@@ -60,7 +60,9 @@ EXAMPLES_FILE = "examples.parquet"
 HIDDEN_FILE = "hidden.npz"
 MANIFEST_FILE = "manifest.json"
 # use case fields that do not change the examples (training, decisions, gate): editing them keeps the cache
-NOT_PACKING = frozenset({"description", "training", "label", "validation", "decision", "model_families", "precisions"})
+NOT_PACKING = frozenset(
+    {"description", "training", "label", "validation", "decision", "monitoring", "model_families", "precisions"}
+)
 
 
 @dataclass(frozen=True)

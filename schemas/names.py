@@ -49,6 +49,9 @@ MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.js
 # predictions/line=<id>/made_date=YYYY-MM-DD/<digest>.jsonl, alerts/line=<id>/event_date=YYYY-MM-DD/<digest>.jsonl
 PREDICTIONS_PREFIX = "predictions"
 ALERTS_PREFIX = "alerts"
+# Live accuracy (functions/live_accuracy) per line and model version, and its per-line state:
+# monitoring/line=<id>/... (summaries the monitor CLI and the dashboard's figures come from)
+MONITORING_PREFIX = "monitoring"
 
 # --- Query layer ---------------------------------------------------------------------------------
 # Glue Data Catalog database and Athena workgroup over the data bucket's Parquet tables; locally,
@@ -60,6 +63,7 @@ ATHENA_RESULTS_PREFIX = "athena-results"  # Athena query results, in the data bu
 # --- DynamoDB ------------------------------------------------------------------------------------
 LOCAL_DEVICE_TABLE = "edgeloop-devices"
 LOCAL_DEPLOYMENT_TABLE = "edgeloop-deployments"
+LOCAL_MONITORING_TABLE = "edgeloop-monitoring"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ DEVICE_TABLE_KEYS = TableKeys(
     ),
 )
 DEPLOYMENT_TABLE_KEYS = TableKeys(partition_key="deployment_id")
+# One item per (kind, line): "alert-notice#<line>" (SNS rate limit), "retraining#<line>" (cool-down and
+# what last started a pipeline). Items carry `expires_at` (epoch seconds, the table's TTL attribute).
+MONITORING_TABLE_KEYS = TableKeys(partition_key="pk")
+MONITORING_TABLE_TTL_ATTRIBUTE = "expires_at"
 
 # --- SageMaker -----------------------------------------------------------------------------------
 MODEL_PACKAGE_GROUP_PREFIX = "edgeloop"  # one group per (use case, line): edgeloop-<use_case>-<line>
@@ -281,7 +289,17 @@ IOT_ROUTES = (
     IotRoute("edgeloop_presence", f"{PRESENCE_TOPIC_ROOT}/+/+", "device_registry"),
 )
 
+# --- EventBridge ---------------------------------------------------------------------------------
+# Events edgeloop puts on the account's default bus: `source` EVENT_SOURCE, one detail-type per kind.
+EVENT_SOURCE = "edgeloop"
+ALERT_DETAIL_TYPE = "edgeloop Violation Alert"  # detail: an AlertEvent (functions/predictions)
+MODEL_DEGRADED_DETAIL_TYPE = "edgeloop Model Degraded"  # detail: functions/live_accuracy's finding
+RETRAINING_DETAIL_TYPE = "edgeloop Retraining Started"  # detail: functions/retraining's decision
+
 # --- Environment variables (validated by each function's settings model) -------------------------
+EVENT_BUS_ENV = "EDGELOOP_EVENT_BUS"  # the bus name edgeloop puts its events on ("default" in the stack)
+ALERT_TOPIC_ARN_ENV = "EDGELOOP_ALERT_TOPIC_ARN"  # SNS topic operators subscribe to for violation alerts
+MONITORING_TABLE_ENV = "EDGELOOP_MONITORING_TABLE"  # alert rate limits, retraining cool-downs (DynamoDB)
 DATA_BUCKET_ENV = "EDGELOOP_DATA_BUCKET"
 MODEL_BUCKET_ENV = "EDGELOOP_MODEL_BUCKET"
 DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"

@@ -15,6 +15,7 @@ from .common import IDENTIFIER, Contract, Identifier
 from .decision import DecisionConfig
 from .feature_config import FeatureConfig, extra_feature_names
 from .model import LabelMode, ModelFamily, ModelTemplate, Precision
+from .monitoring import MonitoringConfig
 
 FEATURE_STATS = ("mean", "std", "min", "max", "last", "slope")
 
@@ -193,6 +194,9 @@ class UseCaseConfig(Contract):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     decision: DecisionConfig = Field(
         default_factory=DecisionConfig, description="the violation operating point training tunes (decision.py)"
+    )
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="live accuracy, its alarm, retraining triggers, alert notices"
     )
     taxonomy: dict[str, MetricRole] = Field(
         default_factory=dict, description="metric key -> role, unit and conversion, on every line"

@@ -1,7 +1,8 @@
 """The local AWS account: environment pointing at moto_server, and the buckets and tables the stack would create.
 
-Tables are built from `names.DEVICE_TABLE_KEYS` / `names.DEPLOYMENT_TABLE_KEYS`, the same key
-schemas the CDK app uses, so the local tables cannot drift from the deployed ones.
+Tables are built from `names.DEVICE_TABLE_KEYS` / `names.DEPLOYMENT_TABLE_KEYS` /
+`names.MONITORING_TABLE_KEYS`, the same key schemas the CDK app uses, so the local tables cannot
+drift from the deployed ones. The alert topic is the SNS topic operators subscribe to in AWS.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ FAKE_CREDENTIALS = {
 }
 # Variables that would make boto3 look for a real account; the local runtime removes them.
 REAL_ACCOUNT_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's account for any credentials
+LOCAL_ALERT_TOPIC = "edgeloop-alerts"
+LOCAL_ALERT_TOPIC_ARN = f"arn:aws:sns:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:{LOCAL_ALERT_TOPIC}"
 
 
 @contextmanager
@@ -55,6 +59,9 @@ def local_aws_environment(endpoint_url: str) -> dict[str, str]:
         names.MODEL_BUCKET_ENV: names.LOCAL_MODEL_BUCKET,
         names.DEVICE_TABLE_ENV: names.LOCAL_DEVICE_TABLE,
         names.DEPLOYMENT_TABLE_ENV: names.LOCAL_DEPLOYMENT_TABLE,
+        names.MONITORING_TABLE_ENV: names.LOCAL_MONITORING_TABLE,
+        names.ALERT_TOPIC_ARN_ENV: LOCAL_ALERT_TOPIC_ARN,
+        names.EVENT_BUS_ENV: "default",
         names.DELIVERY_ENV: "local",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": names.PROJECT,
@@ -93,6 +100,7 @@ def table_definition(table_name: str, keys: names.TableKeys) -> dict[str, Any]:
 LOCAL_TABLES = (
     (names.LOCAL_DEVICE_TABLE, names.DEVICE_TABLE_KEYS),
     (names.LOCAL_DEPLOYMENT_TABLE, names.DEPLOYMENT_TABLE_KEYS),
+    (names.LOCAL_MONITORING_TABLE, names.MONITORING_TABLE_KEYS),
 )
 LOCAL_BUCKETS = (names.LOCAL_DATA_BUCKET, names.LOCAL_MODEL_BUCKET)
 
@@ -101,15 +109,17 @@ LOCAL_BUCKETS = (names.LOCAL_DATA_BUCKET, names.LOCAL_MODEL_BUCKET)
 class LocalResources:
     buckets: tuple[str, ...]
     tables: tuple[str, ...]
+    alert_topic_arn: str
 
 
 def create_local_resources() -> LocalResources:
-    """Create the local buckets and tables in the account the environment points at; safe to repeat."""
+    """Create the local buckets, tables and alert topic in the account the environment points at; safe to repeat."""
     for bucket in LOCAL_BUCKETS:
         _ensure_bucket(bucket)
     for table_name, keys in LOCAL_TABLES:
         _ensure_table(table_name, keys)
-    return LocalResources(buckets=LOCAL_BUCKETS, tables=tuple(t for t, _ in LOCAL_TABLES))
+    topic_arn = client("sns").create_topic(Name=LOCAL_ALERT_TOPIC)["TopicArn"]  # idempotent by name
+    return LocalResources(buckets=LOCAL_BUCKETS, tables=tuple(t for t, _ in LOCAL_TABLES), alert_topic_arn=topic_arn)
 
 
 def _ensure_bucket(bucket: str) -> None:
