@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test test-unit test-integration test-infrastructure test-e2e synth schemas examples bench \
-        bench-% setup-demo setup-test setup-bench setup-cdk mosquitto clean lint
+        bench-% setup-demo setup-test setup-bench setup-cdk mosquitto chromium clean lint
 
 # --- set-up -------------------------------------------------------------------------------------
 $(VENV)/bin/activate:
@@ -42,8 +42,14 @@ mosquitto:
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
+# headless Chromium, in which tests/e2e/test_demo_report_browser.py opens the demo report (Debian's package;
+# without Recommends, which bring avahi, polkit and printer daemons: ~150 packages, ~200 MB on a bare bookworm)
+chromium:
+	@test -x /usr/bin/chromium || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 setup-demo: $(VENV)/.demo-installed mosquitto
-setup-test: $(VENV)/.test-installed node_modules/.installed mosquitto
+setup-test: $(VENV)/.test-installed node_modules/.installed mosquitto chromium
 setup-cdk: $(VENV)/.test-installed node_modules/.installed
 
 # --- the two commands ---------------------------------------------------------------------------
@@ -93,6 +99,11 @@ bench-onboarding: setup-bench
 # counted, priced from benchmarks/cost_prices_us_east_1.json -> benchmarks/results/cost.json (about 3 min).
 bench-cost: setup-bench
 	$(PY) -m benchmarks cost
+
+# Live accuracy: one line-day (30 s predictions x 1 Hz target) joined and scored, and the gateway's alert
+# quality on the extrusion simulator (benchmarks/alerts_quality.py) -> benchmarks/results/monitoring.json.
+bench-monitoring: setup-bench
+	$(PY) -m benchmarks monitoring
 
 lint: setup-test
 	$(VENV)/bin/ruff check .

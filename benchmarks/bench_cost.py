@@ -23,6 +23,16 @@ invocation and one raw object per batching window while a window's messages fit 
 to ~1,000 gateways at one message a minute). A single-size run's per-gateway figure is its bill
 less its custom metrics, divided by its gateways.
 
+Every gateway also runs the ModelRunner component's class on its samples (cost_predictions.py): a
+prediction every pack stride, batched to IoT Core at the default predictionFlushMaxLatencySeconds,
+landed by the predictions function through its queue. cost.predictions_usd_per_gateway_month is
+that traffic's share (its own fleet line over the default runs), included in the total and in the
+per-service figures. cost.prediction_*_at_<n>s compare flush latencies on the same runner without
+a cloud (one gateway, cost_predictions.COMPARISON_S): messages and 5 KB units per month,
+and what they cost on the wire (IoT Core units, rule and action, the queue's requests: one
+SendMessage a message, a receive and a delete per 10), and with the landing's S3 PUTs at the
+default run's measured PUTs per message (one per line per landing batch: about one a message).
+
 cost.estimate_* are the counter model's estimates from the direct run's counts
 (cost_model.sqs_batched_quantities / firehose_quantities), not measurements; the measured batched
 path beside them shows the model's error. cost.compaction_rounds_usd_per_gateway_month is what the
@@ -41,7 +51,8 @@ from edgeloop.greengrass_components.gateway.flush_policy import FlushPolicy
 from edgeloop.schemas import names
 
 from . import cost_model
-from .cost_fleet import RunSpec, run_fleet
+from .cost_fleet import SQS_RECEIVE_MAX, RunSpec, run_fleet
+from .cost_predictions import COMPARISON_S, FlushFigures, flush_comparison
 from .cost_template import DeployedSettings, deployed_settings
 from .cost_usage import COMPACTION_STATE_PREFIX, RETENTION_DAYS, RunFigures, figures
 
@@ -90,6 +101,7 @@ def run() -> dict[str, tuple[float, str]]:
         ]
         direct = _measure(RunSpec(DIRECT_GATEWAYS, simulated_s, FlushPolicy(), interval), settings, workdir)
         before = _measure(RunSpec(BEFORE_GATEWAYS, before_s, FlushPolicy.immediate(), interval), settings, workdir)
+        compared = flush_comparison(workdir / "prediction-flush")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     out = results(default, prices)
@@ -98,6 +110,7 @@ def run() -> dict[str, tuple[float, str]]:
     out["cost.usd_per_gateway_month_before"] = out.pop("cost.before_usd_per_gateway_month")
     out["cost.compaction_interval_minutes"] = (interval / 60, "minutes")
     out.update(estimates(direct, default, prices, batching))
+    out.update(prediction_flush_figures(compared, prices, landing_puts_per_message(default[-1])))
     print_itemized(default[-1], prices)
     return out
 
@@ -133,8 +146,10 @@ def results(default: list[RunFigures], prices: cost_model.PriceTable) -> dict[st
     gateways = [run.usage.gateways for run in default]
     monthly = [monthly_by_service(run, prices) for run in default]
     total = cost_model.fit_line(gateways, [sum(m.values()) for m in monthly])
+    predictions = cost_model.fit_line(gateways, [sum(prices.cost(run.predictions).values()) for run in default])
     out: dict[str, tuple[float, str]] = {
         "cost.usd_per_gateway_month": (total.slope, UNIT),
+        "cost.predictions_usd_per_gateway_month": (predictions.slope, UNIT),
         "cost.fixed_usd_per_month": (total.intercept, "USD/month"),
         "cost.linear_fit_max_error": (total.max_relative_error, "fraction"),
         "cost.curated_retention_days": (float(RETENTION_DAYS), "days"),
@@ -155,6 +170,36 @@ def results(default: list[RunFigures], prices: cost_model.PriceTable) -> dict[st
         out[f"cost.fleet_{_fleet_name(fleet)}_usd_per_month"] = (total.at(fleet), "USD/month")
         without = total.at(fleet) - all_growth.at(fleet)
         out[f"cost.fleet_{_fleet_name(fleet)}_without_year_one_growth_usd_per_month"] = (without, "USD/month")
+    return out
+
+
+def landing_puts_per_message(run: RunFigures) -> float:
+    """The landing's S3 PUTs per prediction message: one per line per landing batch, so about one."""
+    return run.predictions.get("s3.put_copy_post_list", 0.0) / max(run.prediction_messages, 1.0)
+
+
+def prediction_flush_figures(
+    compared: list[FlushFigures], prices: cost_model.PriceTable, puts_per_message: float
+) -> dict[str, tuple[float, str]]:
+    out: dict[str, tuple[float, str]] = {
+        "cost.prediction_comparison_hours": (COMPARISON_S / 3600, "hours"),
+        "cost.prediction_landing_puts_per_message": (puts_per_message, "PUTs"),
+    }
+    per_message_sqs = 1 + 2 / SQS_RECEIVE_MAX
+    for flush in compared:
+        at = f"at_{flush.max_latency_s:g}s"
+        wire = {
+            "iot.message_5kb": flush.units_per_month,
+            "iot.rule_triggered": flush.units_per_month,
+            "iot.action_executed": flush.units_per_month,
+            "sqs.request_64kb": flush.messages_per_month * per_message_sqs,
+        }
+        out[f"cost.prediction_messages_per_gateway_month_{at}"] = (flush.messages_per_month, "messages")
+        out[f"cost.prediction_iot_units_per_gateway_month_{at}"] = (flush.units_per_month, "5 KB units")
+        out[f"cost.prediction_bytes_per_message_{at}"] = (flush.bytes_per_message, "bytes")
+        out[f"cost.prediction_wire_usd_per_gateway_month_{at}"] = (sum(prices.cost(wire).values()), UNIT)
+        landed = {**wire, "s3.put_copy_post_list": flush.messages_per_month * puts_per_message}
+        out[f"cost.prediction_wire_and_puts_usd_per_gateway_month_{at}"] = (sum(prices.cost(landed).values()), UNIT)
     return out
 
 

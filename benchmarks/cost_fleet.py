@@ -10,8 +10,10 @@ simulated batching window) or once per message when it is not; the scheduled fun
 simulated clock as EventBridge would: compaction at the run's interval (the template's schedule,
 edgeloop:compactionIntervalMinutes; rollups on its success, the metric packer per line whose curated
 data changed: curated/ "Object Created" events), the wave controller every minute; each gateway's model runner sends its periodic
-status every DEFAULT_STATUS_INTERVAL_S. Samples are stamped in the recent past (the simulated
-period ends now), so ingest's lateness SLA and compaction see them as on time.
+status every DEFAULT_STATUS_INTERVAL_S. Each gateway also runs the ModelRunner component's class on its
+samples (cost_predictions.BenchRunner): a prediction every pack stride, batched to IoT Core under its
+flush policy, through the predictions rule and queue to the landing function. Samples are stamped in
+the recent past (the simulated period ends now), so ingest's lateness SLA and compaction see them as on time.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from edgeloop.schemas import PeriodicStatus, Precision, load_use_case, names
 
 from .cost_meter import AwsCallMeter, AwsUsage, CountingLog, CountingTransport, IotUsage, LambdaMeter, rule_units
 from .cost_model import sqs_requests
+from .cost_predictions import BenchRunner
 
 USE_CASE = "extrusion"
 WAVE_CONTROLLER_EVERY_S = 60  # cdk/constructs/fleet.py WAVE_CONTROLLER_SCHEDULE
@@ -66,6 +70,7 @@ class RunSpec:
     # (batch size, batching window s) of the SQS queue in front of ingest; None: the rule invokes
     # ingest once per message (the path before batched ingest)
     ingest_batching: tuple[int, int] | None = None
+    prediction_flush_max_latency_s: float = names.DEFAULT_PREDICTION_FLUSH_MAX_LATENCY_S
 
 
 @dataclass
@@ -81,6 +86,9 @@ class FleetRun:
     stored_objects: dict[str, int]
     compaction_rounds: int
     wall_s: float
+    prediction_iot: IotUsage = field(default_factory=IotUsage)  # the model runners' messages (also in `iot`)
+    rule_units_by: dict[str, int] = field(default_factory=dict)  # function -> rule units routed to it
+    sqs_requests_by: dict[str, int] = field(default_factory=dict)
 
 
 class SimClock:
@@ -96,8 +104,16 @@ class SimClock:
 
 class SimGateway:
     def __init__(
-        self, config: GatewayConfig, clock: SimClock, flush: FlushPolicy, iot: IotUsage, *, seed: int, start_ms: int
+        self,
+        config: GatewayConfig,
+        clock: SimClock,
+        spec: RunSpec,
+        usage: tuple[IotUsage, IotUsage],  # all messages, prediction messages
+        *,
+        seed: int,
+        start_ms: int,
     ) -> None:
+        iot, prediction_iot = usage
         self.config = config
         self.simulator = ExtrusionLineSimulator(config.line_id, seed=seed, start_ms=start_ms)
         self.validator = SampleValidator(load_use_case(config.use_case), source=config.thing_name)
@@ -106,7 +122,22 @@ class SimGateway:
         )
         self.transport = CountingTransport(config.mqtt_transport(), iot)
         self.publisher = Publisher(
-            self.buffer, self.transport, config.telemetry_topic, flush=flush, clock=clock, sleep=clock.advance
+            self.buffer, self.transport, config.telemetry_topic, flush=spec.flush, clock=clock, sleep=clock.advance
+        )
+        predictions = CountingTransport(self.transport, prediction_iot)
+        self.runner = BenchRunner(
+            config.thing_name,
+            config.line_id,
+            config.use_case,
+            config.buffer_path.with_suffix(".runner"),
+            clock,
+            lambda topic, payload: predictions.publish(topic, payload, 10.0),
+            spec.prediction_flush_max_latency_s,
+        )
+        # the runner's live window fills before the period (a separate stretch of the line, at
+        # connect): it predicts from the first simulated second on, as a gateway running a while does
+        self.warmup = ExtrusionLineSimulator(
+            config.line_id, seed=seed + 1000, start_ms=start_ms - self.runner.warmup_s * 1000
         )
 
     def connect(self) -> None:
@@ -115,10 +146,14 @@ class SimGateway:
         self.transport.publish(
             names.announce_topic(self.config.thing_name), announcement.model_dump_json().encode(), 10.0
         )
+        for _ in range(self.runner.warmup_s):
+            self.runner.second(self.warmup.advance(1))
 
     def second(self) -> None:
-        append_validated(self.validator, self.buffer, self.simulator.advance(1))
+        samples = self.simulator.advance(1)
+        append_validated(self.validator, self.buffer, samples)
         self.publisher.publish_pending()
+        self.runner.second(samples)
 
     def send_status(self) -> None:
         status = PeriodicStatus(thing_name=self.config.thing_name, sent_at=datetime.now(UTC))
@@ -162,6 +197,8 @@ class Cloud:
         self.log = log
         self.rule_units = 0
         self.sqs_requests = 0
+        self.rule_units_by: Counter = Counter()
+        self.sqs_requests_by: Counter = Counter()
         self.curated = CuratedWatcher()
         self.compaction_rounds = 0
 
@@ -171,6 +208,7 @@ class Cloud:
     def route(self, function: str) -> Callable:
         def delivered(event: dict, context: object) -> object:
             records = event.get("Records")
+            units_before, requests_before = self.rule_units, self.sqs_requests
             if records is None:
                 self.rule_units += rule_units(event)  # one rule triggered, one action, in 5 KB units each
             else:  # through the queue: the rule's SendMessage per message, a receive and a delete per 10
@@ -178,6 +216,8 @@ class Cloud:
                     self.rule_units += rule_units(json.loads(record["body"]))
                     self.sqs_requests += sqs_requests(len(record["body"].encode()))
                 self.sqs_requests += 2 * math.ceil(len(records) / SQS_RECEIVE_MAX)
+            self.rule_units_by[function] += self.rule_units - units_before
+            self.sqs_requests_by[function] += self.sqs_requests - requests_before
             return self.invoke(function, event, context)
 
         return delivered
@@ -203,7 +243,7 @@ def run_fleet(
     set while its module is imported (powertools reads them when the Logger is made)."""
     started = time.perf_counter()
     things = [f"gw-cost-{i}" for i in range(spec.gateways)]
-    clock, iot, log = SimClock(), IotUsage(), CountingLog()
+    clock, iot, prediction_iot, log = SimClock(), IotUsage(), IotUsage(), CountingLog()
     lambdas = LambdaMeter(memory_mb, log)
     cloud = Cloud(lambdas, log)
     environment = {names.USE_CASE_ENV: USE_CASE, "POWERTOOLS_LOG_LEVEL": DEPLOYED_LOG_LEVEL}
@@ -218,14 +258,14 @@ def run_fleet(
         stack.enter_context(logs_into(log))
         bridge = _bridge(runtime, handlers, spec)
         stack.enter_context(bridge)
-        gateways = _gateways(runtime, things, spec, clock, iot, workdir)
+        gateways = _gateways(runtime, things, spec, clock, (iot, prediction_iot), workdir)
         stack.callback(lambda: [g.close() for g in gateways])
         # Connecting (announcement, registration) happens once per connection, not per simulated
         # second: it is set-up here, and the meters start after it.
         released = Released(bridge, iot)
         released.wait_idle()
         released.restart_count()
-        _start_metering(meter, lambdas, iot, cloud)
+        _start_metering(meter, lambdas, (iot, prediction_iot), cloud)
         _simulate(spec, clock, gateways, cloud, released)
         released.wait_idle()
         if bridge.failed:
@@ -243,17 +283,25 @@ def run_fleet(
         stored_objects,
         cloud.compaction_rounds,
         time.perf_counter() - started,
+        prediction_iot,
+        dict(cloud.rule_units_by),
+        dict(cloud.sqs_requests_by),
     )
 
 
-def _start_metering(meter: AwsCallMeter, lambdas: LambdaMeter, iot: IotUsage, cloud: Cloud) -> None:
+def _start_metering(meter: AwsCallMeter, lambdas: LambdaMeter, usage: tuple[IotUsage, ...], cloud: Cloud) -> None:
     meter.usage = AwsUsage()
     lambdas.functions.clear()
-    iot.messages = iot.units = iot.payload_bytes = 0
+    for iot in usage:
+        iot.messages = iot.units = iot.payload_bytes = 0
     cloud.rule_units = cloud.sqs_requests = 0
+    cloud.rule_units_by.clear()
+    cloud.sqs_requests_by.clear()
 
 
-def _gateways(runtime, things, spec: RunSpec, clock: SimClock, iot: IotUsage, workdir: Path) -> list[SimGateway]:
+def _gateways(
+    runtime, things, spec: RunSpec, clock: SimClock, usage: tuple[IotUsage, IotUsage], workdir: Path
+) -> list[SimGateway]:
     # the simulated period ends a minute before now: every sample is in the past
     start_ms = (time.time_ns() // 1_000_000) - (spec.simulated_s + 60) * 1000
     gateways = []
@@ -274,7 +322,7 @@ def _gateways(runtime, things, spec: RunSpec, clock: SimClock, iot: IotUsage, wo
             buffer_path=workdir / f"{thing}.sqlite",
         )
         runtime.register_gateway(config)
-        gateway = SimGateway(config, clock, spec.flush, iot, seed=i + 1, start_ms=start_ms)
+        gateway = SimGateway(config, clock, spec, usage, seed=i + 1, start_ms=start_ms)
         gateway.connect()
         gateways.append(gateway)
     return gateways

@@ -47,6 +47,8 @@ LISTINGS_PER_ROUND = 2  # raw/ and the markers: their first pages are in what th
 IOT_REGISTRY_OPERATIONS = frozenset({"DescribeThing", "ListThingGroupsForThing", "ListThings", "UpdateThing"})
 FREE_SERVICES = frozenset({"sagemaker", "sts"})
 ARM64 = "arm64"
+BATCHED_FUNCTIONS = frozenset(route.function for route in names.IOT_ROUTES if route.batched)
+(PREDICTIONS_ROUTE,) = [route for route in names.IOT_ROUTES if route.topic_filter.endswith("/predictions")]
 
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -58,6 +60,8 @@ class RunFigures:
     path: cost_model.PathCounts  # per gateway-month
     itemized: dict[str, float]  # "<price key> <function> <what>" -> quantity per gateway-month
     growth: dict[str, tuple[str, float]]  # name -> (price key, quantity per gateway-month) after a year
+    predictions: dict[str, float]  # price key -> quantity per month for the run's fleet (in `usage` too)
+    prediction_messages: float  # per month for the run's fleet
 
 
 def figures(run: FleetRun, settings: DeployedSettings) -> RunFigures:
@@ -73,10 +77,52 @@ def figures(run: FleetRun, settings: DeployedSettings) -> RunFigures:
     log_bytes_per_day = flow["logs.ingested_gb"] / days
     standing["logs.stored_gb_month"] += log_bytes_per_day * settings.log_retention_days
     standing["cloudwatch.custom_metric_month"] += len(run.log.metrics)
-    if run.spec.ingest_batching:
-        standing["sqs.request_64kb"] += SQS_IDLE_POLLS_PER_MONTH
+    if run.spec.ingest_batching:  # every batched route's queue is polled (telemetry, predictions)
+        standing["sqs.request_64kb"] += SQS_IDLE_POLLS_PER_MONTH * len(BATCHED_FUNCTIONS)
     usage = cost_model.RunUsage(run.spec.gateways, run.spec.simulated_s, dict(flow), dict(standing))
-    return RunFigures(usage, path_counts(run, settings, days), itemized(run), growth)
+    predictions = prediction_quantities(run, settings, days)
+    messages = run.prediction_iot.messages * cost_model.MONTH_S / run.spec.simulated_s
+    return RunFigures(usage, path_counts(run, settings, days), itemized(run), growth, predictions, messages)
+
+
+def prediction_quantities(run: FleetRun, settings: DeployedSettings, days: float) -> dict[str, float]:
+    """Per month for the run's fleet, what its model runners' prediction messages are billed: their
+    IoT Core units, the predictions rule (and queue), the landing function's invocations, requests,
+    logs (ingested and kept) and the predictions/ objects kept for their retention. The landing
+    function also takes alerts; the bench's constant model raises none."""
+    function = PREDICTIONS_ROUTE.function
+    scale = cost_model.MONTH_S / run.spec.simulated_s
+    quantities: Counter = Counter()
+    quantities["iot.message_5kb"] += run.prediction_iot.units * scale
+    for price_key in ("iot.rule_triggered", "iot.action_executed"):
+        quantities[price_key] += run.rule_units_by.get(function, 0) * scale
+    quantities["sqs.request_64kb"] += run.sqs_requests_by.get(function, 0) * scale
+    usage = run.lambdas.functions.get(function)
+    if usage is not None:
+        ingested_gb = _billed_log_bytes(usage) / cost_model.GIB
+        quantities["lambda.request"] += usage.requests * scale
+        quantities["lambda.gb_second_arm64"] += usage.gb_seconds * scale
+        quantities["logs.ingested_gb"] += ingested_gb * scale
+        quantities["logs.stored_gb_month"] += ingested_gb / days * settings.log_retention_days
+        quantities["xray.trace_recorded"] += usage.requests * cost_model.XRAY_SAMPLED_FRACTION * scale
+    s3_calls = 0
+    for (caller, service, operation, _), calls in run.meter.usage.requests.items():
+        if caller == function and service == "s3" and operation not in S3_FREE:
+            s3_calls += calls
+            key = "s3.put_copy_post_list" if operation in S3_PUT_CLASS else "s3.get_and_other"
+            quantities[key] += calls * scale
+        elif caller == function and service == "iot" and operation in IOT_REGISTRY_OPERATIONS:
+            quantities["iot.registry_operation"] += calls * scale
+    quantities["dynamodb.read_request_unit"] += run.meter.usage.read_units.get(function, 0) * scale
+    quantities["dynamodb.write_request_unit"] += run.meter.usage.write_units.get(function, 0) * scale
+    landed_per_day = run.stored_bytes.get(names.PREDICTIONS_PREFIX, 0) / days
+    retention = settings.expiry_days.get(names.PREDICTIONS_PREFIX, RETENTION_DAYS)
+    access_logs_per_day = s3_calls * ACCESS_LOG_RECORD_BYTES / days
+    quantities["s3.storage_gb_month"] += cost_model.stored_gb_months(landed_per_day, retention)
+    quantities["s3.storage_gb_month"] += cost_model.stored_gb_months(
+        access_logs_per_day, settings.access_log_expiry_days
+    )
+    return dict(quantities)
 
 
 def growth_after_a_year(run: FleetRun, settings: DeployedSettings, days: float) -> dict[str, tuple[str, float]]:

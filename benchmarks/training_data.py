@@ -61,7 +61,17 @@ HIDDEN_FILE = "hidden.npz"
 MANIFEST_FILE = "manifest.json"
 # use case fields that do not change the examples (training, decisions, gate): editing them keeps the cache
 NOT_PACKING = frozenset(
-    {"description", "training", "label", "validation", "decision", "monitoring", "model_families", "precisions"}
+    {
+        "description",
+        "training",
+        "label",
+        "validation",
+        "decision",
+        "monitoring",
+        "live_context",  # the gateway's rules; packing reads the stored context intervals
+        "model_families",
+        "precisions",
+    }
 )
 
 

@@ -8,10 +8,13 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from edgeloop.schemas import names
+from edgeloop.schemas.use_case import resolve_use_case
 
+from .constructs.alerts import Alerts
 from .constructs.catalog import Catalog
 from .constructs.components import GreengrassComponents
-from .constructs.config import StackConfig
+from .constructs.config import StackConfig, compaction_interval_minutes
+from .constructs.dashboard import Dashboard
 from .constructs.fleet import Fleet
 from .constructs.fleet_api import FleetApi
 from .constructs.functions import FunctionFactory
@@ -19,7 +22,9 @@ from .constructs.hot_path import HotPath
 from .constructs.ingestion import Ingestion
 from .constructs.iot import IotRouting
 from .constructs.layers import PublicLayers
+from .constructs.live_accuracy import LiveAccuracy
 from .constructs.monitoring import Monitoring
+from .constructs.retraining import Retraining
 from .constructs.storage import Storage
 from .constructs.training import Training
 from .lambda_asset import PACKAGED_USE_CASE_PATH
@@ -105,6 +110,7 @@ class EdgeloopStack(Stack):
             line_ids=config.line_ids,
             signing_key_secret_arn=config.model_signing_key_secret_arn,
         )
+        self._field_monitoring(config, factory)
         # The optional Timestream hot path: none of it is synthesized unless edgeloop:enableTimestream is set.
         self.hot_path = (
             HotPath(
@@ -120,6 +126,41 @@ class EdgeloopStack(Stack):
         )
         self._outputs()
 
+    def _field_monitoring(self, config: StackConfig, factory: FunctionFactory) -> None:
+        """Issue 17: alerts passed on, live accuracy, retraining, and the use case's dashboard."""
+        use_case_environment = {names.USE_CASE_ENV: config.use_case}
+        if config.use_case_file:
+            use_case_environment[names.USE_CASE_FILE_ENV] = PACKAGED_USE_CASE_PATH
+        self.alerts = Alerts(self, "Alerts", monitoring=self.monitoring, predictions=self.ingestion.predictions)
+        self.live_accuracy = LiveAccuracy(
+            self,
+            "LiveAccuracy",
+            storage=self.storage,
+            factory=factory,
+            use_case=config.use_case,
+            use_case_environment=use_case_environment,
+            compaction_interval_minutes=compaction_interval_minutes(self.node.try_get_context),
+        )
+        self.retraining = Retraining(
+            self,
+            "Retraining",
+            factory=factory,
+            table=self.alerts.table,
+            use_case_environment=use_case_environment,
+            line_ids=config.line_ids,
+            pipeline_name=self.training.pipeline_name,
+        )
+        for function in (self.live_accuracy.function, self.retraining.function):
+            self.functions[function.key] = function
+        use_case = config.packaged_use_case or resolve_use_case(config.use_case, environ={})
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            use_case=use_case,
+            alert_topic=self.alerts.topic,
+            live_accuracy_log_group=self.live_accuracy.function.log_group,
+        )
+
     def _outputs(self) -> None:
         outputs = {
             "DataBucketName": self.storage.data.bucket_name,
@@ -129,6 +170,9 @@ class EdgeloopStack(Stack):
             "FleetApiUrl": self.fleet_api.api.url,
             "FleetReadersPolicyArn": self.fleet_api.readers.managed_policy_arn,
             "AlarmTopicArn": self.monitoring.topic.topic_arn,
+            "AlertTopicArn": self.alerts.topic.topic_arn,
+            "MonitoringTableName": self.alerts.table.table_name,
+            "DashboardName": self.dashboard.name,
             "GatewayRoleAlias": self.iot.role_alias.role_alias,
             "GatewayDataPolicyName": self.iot.data_policy.ref,
             "GreengrassCorePolicyName": self.iot.greengrass_policy.ref,

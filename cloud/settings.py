@@ -56,14 +56,11 @@ class EnvSettings(BaseModel):
             raise ValueError(f"invalid environment for {cls.__name__}: {problems}") from exc
 
 
-class DataPathSettings(EnvSettings):
-    """What every data-path function needs: the data bucket and the use case it serves.
+class UseCaseSettings(EnvSettings):
+    """The use case a function serves: EDGELOOP_USE_CASE_FILE (a file the stack packages with the code)
+    or EDGELOOP_USE_CASE (a packaged use case); with both, the file's use_case must be that name. Neither
+    set fails here: there is no default use case. The file is read and validated here, once per cold start."""
 
-    The use case: EDGELOOP_USE_CASE_FILE (a file the stack packages with the code) or EDGELOOP_USE_CASE
-    (a packaged use case); with both, the file's use_case must be that name. Neither set fails here:
-    there is no default use case. The file is read and validated here, once per cold start."""
-
-    data_bucket: str = Field(validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63)
     use_case: Identifier | None = Field(default=None, validation_alias=names.USE_CASE_ENV)
     use_case_file: str | None = Field(default=None, validation_alias=names.USE_CASE_FILE_ENV)
     _use_case_config: UseCaseConfig = PrivateAttr()
@@ -92,6 +89,33 @@ class DataPathSettings(EnvSettings):
     def use_case_config(self) -> UseCaseConfig:
         """The use case this function serves (resolved and validated with the settings)."""
         return self._use_case_config
+
+
+class DataPathSettings(UseCaseSettings):
+    """What every data-path function needs: the data bucket and the use case it serves."""
+
+    data_bucket: str = Field(validation_alias=names.DATA_BUCKET_ENV, min_length=3, max_length=63)
+
+
+# The patterns of botocore's models: events NonPartnerEventBusNameOrArn, dynamodb TableName.
+EVENT_BUS_PATTERN = r"^(arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus\/)?[\.\-_A-Za-z0-9]+$"
+TABLE_NAME_PATTERN = r"^[a-zA-Z0-9_.-]+$"
+
+
+class WithEventBus(EnvSettings):
+    """Functions that put edgeloop events (names.EVENT_SOURCE) on a bus: its name or ARN."""
+
+    event_bus: str = Field(
+        default="default", validation_alias=names.EVENT_BUS_ENV, max_length=1600, pattern=EVENT_BUS_PATTERN
+    )
+
+
+class WithMonitoringTable(EnvSettings):
+    """Functions that keep per-line items in the monitoring table (alert notices, retraining starts)."""
+
+    monitoring_table: str = Field(
+        validation_alias=names.MONITORING_TABLE_ENV, min_length=3, max_length=255, pattern=TABLE_NAME_PATTERN
+    )
 
 
 class LatenessSettings(DataPathSettings):

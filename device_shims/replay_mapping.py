@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgeloop.greengrass_components.gateway.config import load_model_file
 from edgeloop.schemas import UseCaseConfig
 from edgeloop.schemas.common import Identifier, ThingName
+from edgeloop.schemas.live_context import check_limit_sources
 
 EPOCH_S = "epoch_s"
 EPOCH_MS = "epoch_ms"
@@ -207,27 +208,17 @@ class LimitsContext(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> LimitsContext:
-        sources = [name for name in ("fixed", "setpoint", "run_median", "columns") if getattr(self, name)]
-        bands = [name for name in ("band", "relative_band") if getattr(self, name) is not None]
-        if len(sources) > 1:
-            raise ValueError(f"give one of fixed, setpoint, run_median, columns; got {sources}")
-        if not sources:
-            if bands:
-                name = bands[0]
-                raise ValueError(
-                    f"{name}={getattr(self, name)} needs a centre: setpoint: <column> (setpoint ± band) "
-                    "or run_median: true"
-                )
-            raise ValueError(
-                "give one of fixed: [lower, upper], setpoint: <column> + band, run_median: true + band, "
-                "columns: {lower: <column>, upper: <column>}"
-            )
-        if sources[0] in ("fixed", "columns"):
-            if bands:
-                raise ValueError(f"{bands[0]}={getattr(self, bands[0])}: {sources[0]} limits take no band")
-        elif len(bands) != 1:
-            centre = f"setpoint={self.setpoint!r}" if self.setpoint else "run_median=true"
-            raise ValueError(f"{centre} needs exactly one of band (absolute) or relative_band (fraction), got {bands}")
+        check_limit_sources(
+            {"fixed": self.fixed, "setpoint": self.setpoint, "run_median": self.run_median, "columns": self.columns},
+            {"band": self.band, "relative_band": self.relative_band},
+            {
+                "fixed": "fixed: [lower, upper]",
+                "setpoint": "setpoint: <column> + band",
+                "run_median": "run_median: true + band",
+                "columns": "columns: {lower: <column>, upper: <column>}",
+            },
+            ("setpoint", "run_median"),
+        )
         return self
 
 

@@ -9,8 +9,8 @@ runner's live scorer and update agent, and an ExtrusionLineSimulator in place of
    during an offline window (simulated time) the uplink is cut and the buffer grows, then the
    backlog drains oldest-first;
 3. once the history is simulated and the buffer is empty: state `history_drained: true`;
-4. live: simulate at `live_speedup`, score with the active model, publish predictions as samples,
-   apply model updates and report their outcome;
+4. live: simulate at `live_speedup`, score with the active model, publish predictions as samples and
+   as PredictionMessages with their AlertEvents (simulated_messages.py), apply model updates and report;
 5. on the stop file, SIGTERM or the parent's exit: drain (bounded), write the final state, exit 0.
 
 A restart resumes the simulation where the buffer stands (sim_position.py): sequence numbers and
@@ -19,6 +19,7 @@ simulated time continue, no reading is produced twice.
 The publisher follows the gateway's flush policy (GatewayConfig.flush: a partial batch waits up to
 its max latency); the end of the history and a stop send the held tail at once.
 
+Messages are stamped on the simulated clock: a lead time is in simulated seconds whatever the speed-up.
 The state file (JSON, replaced atomically about every 0.5 s) is how the demo watches progress.
 The outages are staged by SimulatedUplink (simulated_uplink.py), a transport whose link can be cut.
 """
@@ -49,6 +50,7 @@ from edgeloop.greengrass_components.model_runner.service import ModelService
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, Precision, load_use_case, names
 
 from .sim_position import PositionJournal
+from .simulated_messages import MesAdapter, MessagePublisher
 from .simulated_uplink import PUBLISH_TIMEOUT_S, SimulatedUplink
 
 log = logging.getLogger("edgeloop.simulated_gateway")
@@ -79,14 +81,13 @@ class SimulatedGatewayConfig(BaseModel):
     position_file: Path | None = Field(
         default=None, description="where the simulation stands, for restarts; default: beside the state file"
     )
-    model_signing_public_key: str | None = Field(
-        default=None,
-        description="the model runner's Ed25519 public key (base64, raw 32 bytes): updates must be signed with it",
-    )
+    model_signing_public_key: str | None = None  # the runner's Ed25519 key (base64): updates must be signed with it
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     chunk_s: int = Field(default=60, gt=0, description="simulated seconds per history step")
     drain_timeout_s: float = Field(default=60.0, ge=0, description="wall seconds to drain the buffer on stop")
     connect_timeout_s: float = Field(default=30.0, gt=0)
+    # simulated seconds a prediction may wait for its batch (the runner's predictionFlushMaxLatencySeconds)
+    prediction_flush_s: float = Field(default=names.DEFAULT_PREDICTION_FLUSH_MAX_LATENCY_S, ge=0, le=24 * 3600)
 
     @model_validator(mode="after")
     def _windows_valid(self) -> SimulatedGatewayConfig:
@@ -141,7 +142,10 @@ class SimulatedGateway:
             architecture=gw.architecture,
             runtime_version=gw.runtime_version,
             line_id=gw.line_id,  # another line's signed model is refused, as on a Greengrass gateway
+            wall_clock=lambda: datetime.fromtimestamp(self.simulator.now_ms / 1000, UTC),
         )
+        self.mes = MesAdapter(self.simulator, self.models.add_context)
+        self.messages = MessagePublisher(gw.thing_name, self.uplink, self.simulator, config.prediction_flush_s)
         self.live = self.models.live
         self.agent = self.models.agent
         self.stop_requested = threading.Event()
@@ -288,12 +292,16 @@ class SimulatedGateway:
                 step = min(due - simulated, stride_s)
                 samples = self.simulator.advance(step)
                 self.live.add(samples)
-                predictions = self.models.score(self.simulator.now_ms)
-                self._append(samples + predictions, step)
+                self.mes.tell()
+                scored = self.models.predict(self.simulator.now_ms)
+                self._append(samples + scored.samples, step)
+                self.messages.publish(scored)
+                self.messages.forward_context(self.models.take_live_context())
                 simulated += step
             if time.monotonic() - last_context > CONTEXT_INTERVAL_S:
                 self._write_context()
                 last_context = time.monotonic()
+            self.messages.retry()
             self.stop_requested.wait(LIVE_TICK_S)
         self._write_context()
 
@@ -319,6 +327,7 @@ class SimulatedGateway:
                     f"stopped with {pending} samples still buffered (drain timeout {self.config.drain_timeout_s} s)"
                 )
             self.models.outbox.flush()
+            self.messages.flush()
             self._write_context()
         except Exception as exc:
             log.exception("shutdown problem")
@@ -394,6 +403,7 @@ class SimulatedGateway:
             "model_id": current.model_id if current else None,
             "model_version": current.version if current else None,
             "predictions": self.live.predictions,
+            **self.messages.state(),
             "scoring_skipped": dict(self.live.skipped),
             "sim_time_ms": self.simulator.now_ms,
             "last_error": self.last_error,

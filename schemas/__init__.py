@@ -48,7 +48,12 @@ _EXPORTS = {
         ),
         "model",
     ),
-    **dict.fromkeys(("AlertEvent", "AlertEventKind", "ModelIdentity", "PredictionMessage"), "prediction"),
+    **dict.fromkeys(
+        ("AlertEvent", "AlertEventKind", "ModelIdentity", "PredictionBatch", "PredictionMessage"), "prediction"
+    ),
+    **dict.fromkeys(
+        ("LiveAccuracyReport", "LiveAccuracyState", "LiveAccuracyWindow", "ModelDegradedDetail"), "monitoring"
+    ),
     **dict.fromkeys(("QuarantineReason", "QuarantineRecord"), "quarantine"),
     **dict.fromkeys(("ColumnarSamples", "TelemetryBatch"), "telemetry"),
     **dict.fromkeys(("decode_batch", "encode_batch"), "telemetry_codec"),
@@ -84,7 +89,10 @@ _EXPORTED = {
     "model_status_report": "ModelStatusReport",
     "periodic_status": "PeriodicStatus",
     "prediction_message": "PredictionMessage",
+    "prediction_batch": "PredictionBatch",
     "alert_event": "AlertEvent",
+    "live_accuracy_report": "LiveAccuracyReport",
+    "model_degraded_detail": "ModelDegradedDetail",
     "device_record": "DeviceRecord",
     "deployment_record": "DeploymentRecord",
     "device_history_entry": "DeviceHistoryEntry",

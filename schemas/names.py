@@ -46,8 +46,10 @@ COMPACTION_CHECKPOINT_KEY = "_state/compaction/checkpoint.json"
 IOT_ERRORS_PREFIX = "iot-errors"  # IoT rule error action target
 MODELS_PREFIX = "models"  # models/<model_id>/<version>/<tier>.npz + manifest.json
 # Gateways' PredictionMessages and AlertEvents as landed (functions/predictions), JSON lines:
-# predictions/line=<id>/made_date=YYYY-MM-DD/<digest>.jsonl, alerts/line=<id>/event_date=YYYY-MM-DD/<digest>.jsonl
+# predictions/line=<id>/made_date=YYYY-MM-DD/<digest>.jsonl.gz (gzip: ~10x smaller, kept for a year;
+# objects landed before compression end in .jsonl), alerts/line=<id>/event_date=YYYY-MM-DD/<digest>.jsonl
 PREDICTIONS_PREFIX = "predictions"
+LANDED_PREDICTIONS_SUFFIX = ".jsonl.gz"
 ALERTS_PREFIX = "alerts"
 # Live accuracy (functions/live_accuracy) per line and model version, and its per-line state:
 # monitoring/line=<id>/... (summaries the monitor CLI and the dashboard's figures come from)
@@ -88,6 +90,8 @@ DEPLOYMENT_TABLE_KEYS = TableKeys(partition_key="deployment_id")
 # what last started a pipeline). Items carry `expires_at` (epoch seconds, the table's TTL attribute).
 MONITORING_TABLE_KEYS = TableKeys(partition_key="pk")
 MONITORING_TABLE_TTL_ATTRIBUTE = "expires_at"
+ALERT_NOTICE_KEY_PREFIX = "alert-notice#"  # + line id: the line's SNS notice rate limit (functions/predictions)
+RETRAINING_KEY_PREFIX = "retraining#"  # + line id: the line's last pipeline start (functions/retraining)
 
 # --- SageMaker -----------------------------------------------------------------------------------
 MODEL_PACKAGE_GROUP_PREFIX = "edgeloop"  # one group per (use case, line): edgeloop-<use_case>-<line>
@@ -272,6 +276,11 @@ FUNCTIONS = {
     "context": "edgeloop.functions.context.handler.lambda_handler",
     # Gateways' PredictionMessages and AlertEvents -> predictions/ and alerts/ (issue 17)
     "predictions": "edgeloop.functions.predictions.handler.lambda_handler",
+    # Scheduled (hourly): landed predictions x curated measurements -> live accuracy per line and model
+    # version under MONITORING_PREFIX, EMF metrics, MODEL_DEGRADED_DETAIL_TYPE on a degraded streak (issue 17)
+    "live_accuracy": "edgeloop.functions.live_accuracy.handler.lambda_handler",
+    # A line's pipeline again: hourly schedule (every retrain_every_days) and MODEL_DEGRADED_DETAIL_TYPE events
+    "retraining": "edgeloop.functions.retraining.handler.lambda_handler",
     # Optional: deployed only with the CDK context flag edgeloop:enableTimestream (cdk/constructs/config.py).
     "hot_path": "edgeloop.functions.hot_path.handler.lambda_handler",
 }
@@ -300,6 +309,12 @@ RETRAINING_DETAIL_TYPE = "edgeloop Retraining Started"  # detail: functions/retr
 EVENT_BUS_ENV = "EDGELOOP_EVENT_BUS"  # the bus name edgeloop puts its events on ("default" in the stack)
 ALERT_TOPIC_ARN_ENV = "EDGELOOP_ALERT_TOPIC_ARN"  # SNS topic operators subscribe to for violation alerts
 MONITORING_TABLE_ENV = "EDGELOOP_MONITORING_TABLE"  # alert rate limits, retraining cool-downs (DynamoDB)
+# The lines scheduled retraining covers (comma-separated; the stack's edgeloop:lineIds): a line is known
+# to the stack only once configured (model package group names flatten line ids, so they cannot name one).
+LINE_IDS_ENV = "EDGELOOP_LINE_IDS"
+# live_accuracy: how long after its event time a measurement is in curated/ at the latest, i.e. the
+# stack's compaction interval (edgeloop:compactionIntervalMinutes); a window is scored only after it.
+LANDING_DELAY_MINUTES_ENV = "EDGELOOP_LANDING_DELAY_MINUTES"
 DATA_BUCKET_ENV = "EDGELOOP_DATA_BUCKET"
 MODEL_BUCKET_ENV = "EDGELOOP_MODEL_BUCKET"
 DEVICE_TABLE_ENV = "EDGELOOP_DEVICE_TABLE"
@@ -347,6 +362,14 @@ ALERT_CLEAR_AFTER_CONFIG_KEY = "alertClearAfter"
 DEFAULT_ALERT_RAISE_AFTER = 2  # one stride (30 s) of confirmation out of a 300 s horizon
 DEFAULT_ALERT_CLEAR_AFTER = 3
 DEFAULT_STATUS_INTERVAL_S = 300  # a third of the default offline silence (900 s)
+# Predictions to IoT Core go in PredictionBatches (greengrass_components/model_runner/prediction_batches.py):
+# a batch waits at most this many seconds (recipe predictionFlushMaxLatencySeconds; unset or empty: the
+# default; 0: each prediction at once). Every message costs a per-line S3 PUT in the landing besides IoT
+# Core and SQS, so the default sends full batches (60 predictions, 30 min at the 30 s stride): make
+# bench-cost measures 300 s vs 1800 s. Alerts never wait; live accuracy is scored hourly.
+PREDICTION_FLUSH_MAX_LATENCY_S_ENV = "EDGELOOP_PREDICTION_FLUSH_MAX_LATENCY_S"
+PREDICTION_FLUSH_MAX_LATENCY_CONFIG_KEY = "predictionFlushMaxLatencySeconds"
+DEFAULT_PREDICTION_FLUSH_MAX_LATENCY_S = 1800
 # Export/register step: the Ed25519 private key (PEM text or a PEM file's path) payloads are signed with.
 MODEL_SIGNING_KEY_ENV = "EDGELOOP_MODEL_SIGNING_KEY"
 # Register step in AWS: ARN of the Secrets Manager secret whose SecretString is that PEM key (used when

@@ -12,12 +12,18 @@ cleared (hysteresis: several in a row in range).
 Lead times are differences of two times on the gateway's own clock (predicted time minus the time
 the message was sent), so a skewed gateway clock does not skew them.
 
-Both are bounded before they are parsed (`decode_prediction`, `decode_alert`). Device code imports
-this: Python 3.9.
+On the wire to IoT Core, predictions travel as a PredictionBatch (names.prediction_topic): the
+predictions one gateway made over a flush interval, each a whole PredictionMessage (the cloud lands
+them one per line, as before), so a gateway pays one message per batch, not per pack stride. Alerts
+are never batched.
+
+All are bounded before they are parsed (`decode_prediction`, `decode_prediction_batch`,
+`decode_alert`). Device code imports this: Python 3.9.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,6 +117,60 @@ class AlertEvent(Contract):
         return self
 
 
+class BatchMismatch(ValueError):
+    """A prediction of a batch names another thing or line than the batch: field, value and reason."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"{field}={value!r} {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+# A batch is cut at this many predictions (30 minutes at the 30 s pack stride) or at
+# MAX_PREDICTION_BATCH_BYTES encoded, whichever comes first.
+MAX_BATCH_PREDICTIONS = 60
+
+
+class PredictionBatch(Contract):
+    """The predictions one gateway sends in one IoT Core message, oldest first; all of its thing and line."""
+
+    thing_name: ThingName
+    line_id: Identifier
+    predictions: list[PredictionMessage] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_PREDICTIONS,
+        description="oldest first; on the wire (to_payload) each leaves out thing_name and line_id (the batch's)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _predictions_carry_the_batchs_thing_and_line(cls, data: Any) -> Any:
+        """On the wire (to_payload) a prediction leaves out the batch's thing and line: it has them."""
+        if isinstance(data, dict) and isinstance(data.get("predictions"), list):
+            shared = {name: data[name] for name in ("thing_name", "line_id") if name in data}
+            data = {**data, "predictions": [{**shared, **p} if isinstance(p, dict) else p for p in data["predictions"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _one_thing_and_line(self) -> PredictionBatch:
+        for index, prediction in enumerate(self.predictions):
+            for name in ("thing_name", "line_id"):
+                value, batch_value = getattr(prediction, name), getattr(self, name)
+                if value != batch_value:
+                    raise BatchMismatch(
+                        f"predictions[{index}].{name}", value, f"is not the batch's {name} {batch_value!r}"
+                    )
+        return self
+
+    def to_payload(self) -> bytes:
+        """The message's bytes: zlib-compressed JSON, each prediction without the batch's thing and line
+        and without its None fields (their defaults). Predictions repeat most of their text, so a full
+        batch (~19 KB of JSON) compresses to about one 5 KB IoT Core unit (billed per 5 KB)."""
+        shared = {"predictions": {"__all__": {"thing_name", "line_id"}}}
+        return zlib.compress(self.model_dump_json(exclude=shared, exclude_none=True).encode(), ZLIB_LEVEL)
+
+
 # One flat object with two nested objects (model, spec; the spec repeated nowhere): ~700 bytes.
 MAX_PREDICTION_JSON = JsonLimits(
     name="MAX_PREDICTION_JSON",
@@ -123,21 +183,93 @@ MAX_PREDICTION_JSON = JsonLimits(
 )
 # An alert has the same shape and size: the same limits, under its own name in refusals.
 MAX_ALERT_JSON = replace(MAX_PREDICTION_JSON, name="MAX_ALERT_JSON")
+# Half of IoT Core's 128 KB per message (bounded_json.MAX_PAYLOAD_BYTES): the gateway cuts a batch
+# before this (~90 predictions of ~700 bytes would fit; MAX_BATCH_PREDICTIONS comes first).
+MAX_PREDICTION_BATCH_BYTES = 64 * 1024
+# The batch object and its list, then each prediction's own limits; a prediction is one level deeper.
+MAX_PREDICTION_BATCH_JSON = JsonLimits(
+    name="MAX_PREDICTION_BATCH_JSON",
+    max_bytes=MAX_PREDICTION_BATCH_BYTES,
+    max_depth=MAX_PREDICTION_JSON.max_depth + 2,
+    max_containers=2 + MAX_BATCH_PREDICTIONS * MAX_PREDICTION_JSON.max_containers,
+    max_strings=8 + MAX_BATCH_PREDICTIONS * MAX_PREDICTION_JSON.max_strings,
+    max_elements=4 + MAX_BATCH_PREDICTIONS * MAX_PREDICTION_JSON.max_elements,
+    max_string_chars=MAX_ID_CHARS,
+)
 
 
 def _decode(payload: bytes, model: Any, limits: JsonLimits, field: str) -> Any:
-    document = loads_bounded(payload, limits, field)
+    return _validate(loads_bounded(payload, limits, field), model, field)
+
+
+def _validate(document: Any, model: Any, field: str) -> Any:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "<document>"
+        mismatch = (first.get("ctx") or {}).get("error")
+        if isinstance(mismatch, BatchMismatch):
+            raise MessageDecodeError(f"{field}.{mismatch.field}", mismatch.value, mismatch.reason) from None
+        location = _location(first["loc"]) or "<document>"
         raise MessageDecodeError(f"{field}.{location}", first.get("input"), first["msg"]) from None
+
+
+def _location(loc: tuple) -> str:
+    """pydantic's ("predictions", 3, "spec", "upper") as predictions[3].spec.upper."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
 def decode_prediction(payload: bytes) -> PredictionMessage:
     """A PredictionMessage from a device's bytes, bounded by MAX_PREDICTION_JSON (MessageDecodeError)."""
     return _decode(payload, PredictionMessage, MAX_PREDICTION_JSON, "<prediction>")
+
+
+ZLIB_LEVEL = 6
+ZLIB_FIRST_BYTE = b"\x78"  # a zlib stream's first byte (deflate, 32 KB window); JSON text never starts so
+
+
+def _json_text(payload: bytes, field: str) -> bytes:
+    """A batch's JSON text: the payload itself, or its one zlib stream inflated to at most
+    MAX_PREDICTION_BATCH_BYTES (a few KB may inflate to gigabytes), with nothing after it."""
+    if payload[:1] != ZLIB_FIRST_BYTE:
+        return payload
+    limit = MAX_PREDICTION_BATCH_JSON.max_bytes
+    label = MAX_PREDICTION_BATCH_JSON.label("BYTES")
+    if len(payload) > limit:
+        raise MessageDecodeError(field, f"{len(payload)} zlib bytes", f"exceed {limit} bytes ({label})")
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(payload, limit + 1)
+    except zlib.error as exc:
+        raise MessageDecodeError(field, payload[:32], f"is not a zlib stream: {exc}") from None
+    if len(text) > limit:
+        raise MessageDecodeError(field, f"{len(payload)} zlib bytes", f"inflate beyond {limit} bytes ({label})")
+    if not inflater.eof or inflater.unused_data:
+        raise MessageDecodeError(field, payload[:32], "is not exactly one complete zlib stream")
+    return text
+
+
+def decode_prediction_batch(payload: bytes) -> PredictionBatch:
+    """A PredictionBatch from a device's bytes (zlib-compressed, as to_payload sends it, or plain JSON),
+    bounded by MAX_PREDICTION_BATCH_JSON (MessageDecodeError naming e.g.
+    <prediction_batch>.predictions[3].predicted_level)."""
+    field = "<prediction_batch>"
+    return _decode(_json_text(payload, field), PredictionBatch, MAX_PREDICTION_BATCH_JSON, field)
+
+
+def decode_prediction_payload(payload: bytes) -> PredictionBatch:
+    """What a gateway sends on names.prediction_topic: a PredictionBatch, or one PredictionMessage (a
+    ModelRunner from before batching, still running while a rollout reaches its gateway) as a batch of one.
+    A single message is held to its own limits, MAX_PREDICTION_JSON."""
+    text = _json_text(payload, "<prediction_batch>")
+    document = loads_bounded(text, MAX_PREDICTION_BATCH_JSON, "<prediction_batch>")
+    if isinstance(document, dict) and "predictions" not in document:
+        message = decode_prediction(text)
+        return PredictionBatch(thing_name=message.thing_name, line_id=message.line_id, predictions=[message])
+    return _validate(document, PredictionBatch, "<prediction_batch>")
 
 
 def decode_alert(payload: bytes) -> AlertEvent:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from functools import cache, lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from . import names
 from .common import IDENTIFIER, Contract, Identifier
 from .decision import DecisionConfig
 from .feature_config import FeatureConfig, extra_feature_names
+from .live_context import STATE_CONDITION, LiveContextConfig, StateRule  # noqa: F401  (STATE_CONDITION: re-exported)
 from .model import LabelMode, ModelFamily, ModelTemplate, Precision
 from .monitoring import MonitoringConfig
 
@@ -140,37 +140,6 @@ class MetricRole(Contract):
         return self
 
 
-# "<metric> <op> <number>", the conditions of a state rule (the mapping's context.states rules use the same form)
-STATE_CONDITION = re.compile(r"^\s*(\S+?)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-
-
-class StateRule(Contract):
-    """How the gateway tells a machine state from its live metrics: `state` while all of `when` hold."""
-
-    when: list[str] = Field(
-        min_length=1, description='conditions "<metric> <op> <number>" (op: < <= > >= == !=), all must hold'
-    )
-    state: str = Field(min_length=1, max_length=64)
-
-    @field_validator("when", mode="before")
-    @classmethod
-    def _one_or_more(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("when")
-    @classmethod
-    def _parsable(cls, value: list[str]) -> list[str]:
-        for condition in value:
-            if not STATE_CONDITION.match(condition):
-                raise ValueError(f'when={condition!r} is not "<metric> <op> <number>" with op one of < <= > >= == !=')
-        return value
-
-    def conditions(self) -> list[tuple[str, str, float]]:
-        """(metric, op, value) per condition."""
-        parsed = (STATE_CONDITION.match(condition) for condition in self.when)
-        return [(m.group(1), m.group(2), float(m.group(3))) for m in parsed if m]
-
-
 class UseCaseConfig(Contract):
     use_case: Identifier
     description: str = ""
@@ -220,6 +189,9 @@ class UseCaseConfig(Contract):
         "in a state outside productive_states is not scored. Recordings get their state intervals from the "
         "mapping's context.states rules: write the same conditions here, in metric names",
     )
+    live_context: LiveContextConfig | None = Field(
+        default=None, description="runs and spec limits the gateway derives from live metrics (live_context.py)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCaseConfig:
@@ -237,6 +209,8 @@ class UseCaseConfig(Contract):
             )
         self._check_taxonomy()
         self._check_state_rules()
+        if self.live_context is not None:
+            self.live_context.check(self.metrics, self.target_metric)
         self.features.check(self.metrics, self._shared_role_keys, self.sample_period_s, self.pack_window_s)
         return self
 

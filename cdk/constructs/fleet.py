@@ -56,8 +56,11 @@ ROLLOUT_FUNCTIONS = {
 }
 
 
-def build_table(scope: Construct, construct_id: str, keys: names.TableKeys) -> dynamodb.Table:
-    """A table whose key schema and indexes are exactly `keys` (all keys are strings)."""
+def build_table(
+    scope: Construct, construct_id: str, keys: names.TableKeys, *, time_to_live_attribute: str | None = None
+) -> dynamodb.Table:
+    """A table whose key schema and indexes are exactly `keys` (all keys are strings); items expire at the
+    epoch seconds of `time_to_live_attribute` if given."""
     table = dynamodb.Table(
         scope,
         construct_id,
@@ -69,6 +72,7 @@ def build_table(scope: Construct, construct_id: str, keys: names.TableKeys) -> d
         ),
         encryption=dynamodb.TableEncryption.AWS_MANAGED,
         removal_policy=RemovalPolicy.RETAIN,
+        time_to_live_attribute=time_to_live_attribute,
     )
     for index_name, partition_key, sort_key in keys.indexes:
         table.add_global_secondary_index(

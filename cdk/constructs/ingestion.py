@@ -105,10 +105,11 @@ class Ingestion(Construct):
             timeout=Duration.minutes(2),
             memory_mb=1024,
         )
+        # the use case: its monitoring block rate-limits the alert notices (constructs/alerts.py wires the rest)
         self.predictions = factory.create(
             self,
             "predictions",
-            environment={names.DATA_BUCKET_ENV: storage.data.bucket_name},
+            environment=environment,
             description="Lands gateways' prediction and alert messages from the IoT rules in predictions/ and alerts/",
             timeout=INGEST_TIMEOUT,
         )
@@ -174,7 +175,7 @@ class Ingestion(Construct):
         curated, context, packs = names.CURATED_PREFIX, names.CONTEXT_PREFIX, names.PACKS_PREFIX
         late, state = names.LATE_PREFIX, COMPACTION_STATE_PREFIX
         rollups, slices = names.ROLLUPS_PREFIX, names.CONTEXT_SLICES_PREFIX
-        _objects(self.ingest, data, ["s3:PutObject"], [raw, quarantine])
+        grant_objects(self.ingest, data, ["s3:PutObject"], [raw, quarantine])
         for function in (self.ingest, self.context, self.predictions):
             function.allow(
                 actions=["iot:DescribeThing"],
@@ -189,17 +190,19 @@ class Ingestion(Construct):
                 resources=[data.bucket_arn],
                 reason="listing the data bucket itself (no object access)",
             )
-        _objects(self.compaction, data, ["s3:GetObject"], [raw, curated, late, state])
-        _objects(self.compaction, data, ["s3:PutObject"], [curated, late, state])
-        _objects(self.compaction, data, ["s3:DeleteObject"], [curated, late])  # superseded parts of a partition
-        _objects(self.metric_packer, data, ["s3:GetObject"], [curated, context, packs])
-        _objects(self.metric_packer, data, ["s3:PutObject"], [context, packs])
-        _objects(self.rollups, data, ["s3:GetObject"], [curated])
-        _objects(self.rollups, data, ["s3:PutObject", "s3:DeleteObject"], [rollups])  # months without data lose theirs
-        _objects(self.context, data, ["s3:GetObject"], [context])
-        _objects(self.context, data, ["s3:PutObject"], [context, slices, quarantine])
+        grant_objects(self.compaction, data, ["s3:GetObject"], [raw, curated, late, state])
+        grant_objects(self.compaction, data, ["s3:PutObject"], [curated, late, state])
+        grant_objects(self.compaction, data, ["s3:DeleteObject"], [curated, late])  # superseded parts of a partition
+        grant_objects(self.metric_packer, data, ["s3:GetObject"], [curated, context, packs])
+        grant_objects(self.metric_packer, data, ["s3:PutObject"], [context, packs])
+        grant_objects(self.rollups, data, ["s3:GetObject"], [curated])
+        grant_objects(
+            self.rollups, data, ["s3:PutObject", "s3:DeleteObject"], [rollups]
+        )  # months without data lose theirs
+        grant_objects(self.context, data, ["s3:GetObject"], [context])
+        grant_objects(self.context, data, ["s3:PutObject"], [context, slices, quarantine])
         predictions, alerts = names.PREDICTIONS_PREFIX, names.ALERTS_PREFIX
-        _objects(self.predictions, data, ["s3:PutObject"], [predictions, alerts, quarantine])
+        grant_objects(self.predictions, data, ["s3:PutObject"], [predictions, alerts, quarantine])
 
     def _acknowledge_destination_invoke(self) -> None:
         # LambdaDestination grants lambda:InvokeFunction on the rollups function and its
@@ -216,7 +219,7 @@ class Ingestion(Construct):
     def _schedule_compaction(self) -> None:
         schedule = compaction_schedule(compaction_interval_minutes(self.node.try_get_context))
         rule = events.Rule(self, "CompactionSchedule", schedule=schedule, description="edgeloop compaction")
-        rule.add_target(_target(self.compaction))
+        rule.add_target(event_target(self.compaction))
 
 
 def compaction_schedule(minutes: int) -> events.Schedule:
@@ -238,11 +241,11 @@ def on_object_created(
             detail={"bucket": {"name": [bucket.bucket_name]}, "object": {"key": [{"prefix": f"{prefix}/"}]}},
         ),
     )
-    rule.add_target(_target(function))
+    rule.add_target(event_target(function))
     return rule
 
 
-def _objects(function: EdgeloopFunction, bucket, actions: list[str], prefixes: list[str]) -> None:
+def grant_objects(function: EdgeloopFunction, bucket, actions: list[str], prefixes: list[str]) -> None:
     function.allow(
         actions=actions,
         resources=[Storage.objects(bucket, prefix) for prefix in prefixes],
@@ -250,7 +253,7 @@ def _objects(function: EdgeloopFunction, bucket, actions: list[str], prefixes: l
     )
 
 
-def _target(function: EdgeloopFunction) -> targets.LambdaFunction:
+def event_target(function: EdgeloopFunction) -> targets.LambdaFunction:
     """EventBridge delivery failures land in the same queue as the function's own failures."""
     return targets.LambdaFunction(
         function.function,

@@ -10,6 +10,8 @@ signature (cloud/datalake/packs.py); a round
 2. packs the runs whose signature is new or different, reading only the curated days they cover,
 3. keeps the stored rows of every other run, drops those of runs no longer in the context, and
 4. writes both files, examples.parquet last and conditionally (a racing packer makes this one redo).
+A line without runs (no context yet) is neither listed nor given empty files (readers take a missing
+file as no packs); once it has had packs, dropping its last run rewrites them empty.
 The result, rows and order, is what packing all runs from scratch gives (tested), so the review
 queue (label_review.py) sees the same measured and unlabeled packs. What a round reads is the
 changed runs' days, whatever the history; the stored examples themselves are read and rewritten
@@ -59,7 +61,8 @@ def pack_line(bucket: str, line_id: str, use_case: UseCaseConfig, assemble: Asse
 def _pack_round(bucket: str, line_id: str, use_case: UseCaseConfig, assemble: Assemble) -> tuple[LinePacks, bool]:
     intervals = [i for i in get_context_intervals(bucket, line_id) if i.line_id == line_id]
     runs = sorted((i for i in intervals if i.kind is ContextKind.RUN), key=lambda i: i.start)
-    partitions = line_partitions(bucket, line_id)
+    # a line without runs packs nothing: no listing (a billed request every compaction round)
+    partitions = line_partitions(bucket, line_id) if runs else {}
     use_case_digest = hashlib.sha256(use_case.model_dump_json().encode()).hexdigest()
     signatures = {run.interval_id: _signature(run, intervals, partitions, use_case_digest) for run in runs}
     stored, stored_unlabeled = read_packs(bucket, examples_key(line_id)), read_packs(bucket, unlabeled_key(line_id))
@@ -76,8 +79,11 @@ def _pack_round(bucket: str, line_id: str, use_case: UseCaseConfig, assemble: As
     unchanged = stored.frame is not None and stored_unlabeled.frame is not None
     if unchanged and not dirty and set(stored.runs) == set(stored_unlabeled.runs) == clean:
         return _as_stored(stored, stored_unlabeled, order), True
-    fresh = _pack_runs(bucket, dirty, intervals, partitions, use_case, assemble)
     empty = assemble(empty_curated(), [], use_case)
+    if not runs and stored.frame is None and stored_unlabeled.frame is None:  # readers take no file as none
+        stats = {**dict.fromkeys(asdict(empty.stats), 0), "examples": 0, "unlabeled": 0}
+        return LinePacks(examples=empty.examples, unlabeled=empty.unlabeled, stats=stats, runs_packed=0), True
+    fresh = _pack_runs(bucket, dirty, intervals, partitions, use_case, assemble)
     examples = _combine(order, clean, stored.frame, {r: b.examples for r, b in fresh.items()}, empty.examples)
     unlabeled = _combine(
         order, clean, stored_unlabeled.frame, {r: b.unlabeled for r, b in fresh.items()}, empty.unlabeled

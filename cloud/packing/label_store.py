@@ -75,10 +75,18 @@ def write_proposals(bucket: str, line_id: str, frame: pd.DataFrame, *, etag: str
     return True
 
 
-def put_auto_labels(bucket: str, line_id: str, frame: pd.DataFrame) -> str:
+def put_auto_labels(bucket: str, line_id: str, frame: pd.DataFrame) -> bool:
+    """Store the line's auto labels; False when nothing needed writing: the stored object already
+    holds these bytes, or there are none and none are stored (readers take a missing object as none).
+    The packer runs every compaction round and its auto labels rarely change: a GET costs a
+    twelfth of a PUT."""
     key = auto_labels_key(line_id)
-    s3.put_bytes(bucket, key, _to_parquet(frame), content_type=_PARQUET)
-    return key
+    body = _to_parquet(frame)
+    stored = s3.get_bytes_or_none(bucket, key)
+    if stored == body or (stored is None and frame.empty):
+        return False
+    s3.put_bytes(bucket, key, body, content_type=_PARQUET)
+    return True
 
 
 def get_auto_labels(bucket: str, line_id: str) -> pd.DataFrame | None:

@@ -14,6 +14,7 @@ from edgeloop.cli.gateway import gateway_app
 from edgeloop.cli.labels import labels_app
 from edgeloop.cli.local import local_app
 from edgeloop.cli.models import models_app
+from edgeloop.cli.monitor import monitor_command
 from edgeloop.cli.pipeline import pipeline_app
 from edgeloop.query.cli import query_app
 
@@ -30,6 +31,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(local_app, name="local")
 app.command("backfill")(backfill_command)
+app.command("monitor")(monitor_command)
 # Piped output (CI logs, `make demo | tee`) would otherwise wrap the tables at 80 columns;
 # the file is explicit so the console stays on the terminal while Lambda output is redirected.
 console = Console(file=sys.stdout) if sys.stdout.isatty() else Console(file=sys.stdout, width=160)

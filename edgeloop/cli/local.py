@@ -35,6 +35,9 @@ def up(
     approvals_every: float = typer.Option(
         5.0, "--approvals-every", min=0, help="seconds between checks for approved models -> orchestrator (0: off)"
     ),
+    live_accuracy_every: float = typer.Option(
+        60.0, "--live-accuracy-every", min=0, help="seconds between live-accuracy rounds (`edgeloop monitor`; 0: off)"
+    ),
 ) -> None:
     """Start the local stack and keep it running until Ctrl-C / SIGTERM; writes DIR/local.env to `source`."""
     from edgeloop.local.schedule import LocalSchedule
@@ -42,7 +45,10 @@ def up(
 
     try:
         schedule = LocalSchedule(
-            compaction_s=compaction_every, wave_controller_s=wave_controller_every, approvals_s=approvals_every
+            compaction_s=compaction_every,
+            wave_controller_s=wave_controller_every,
+            approvals_s=approvals_every,
+            live_accuracy_s=live_accuracy_every,
         )
         run_local_up(
             directory,

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from edgeloop.cli.use_case import use_case_file_option, use_case_option
+from edgeloop.cloud.pipeline_execution import execution_display_name, execution_parameters
 from edgeloop.schemas import names
 
 pipeline_app = typer.Typer(
@@ -52,12 +51,6 @@ def check_model_version(value: str | None) -> None:
         TypeAdapter(SemVer).validate_python(value)
     except ValidationError:
         raise PipelineCommandError(f"--model-version={value!r} is not MAJOR.MINOR.PATCH") from None
-
-
-def execution_display_name(line_id: str, now: datetime) -> str:
-    """SageMaker allows letters, digits and single hyphens here (at most 82 characters)."""
-    line = re.sub(r"[^A-Za-z0-9]+", "-", line_id).strip("-")[:60] or "line"
-    return f"{line}-{now.astimezone(UTC):%Y%m%d-%H%M%S}"
 
 
 def check_date_range(start: date | None, end: date | None) -> None:
@@ -103,31 +96,6 @@ def _pipeline_exists(sagemaker, name: str) -> bool:
             return False
         raise
     return True
-
-
-def execution_parameters(
-    *,
-    line_id: str,
-    start: date | None,
-    end: date | None,
-    model_version: str | None = None,
-    code_version: str | None = None,
-    processing_instance_type: str | None = None,
-    training_instance_type: str | None = None,
-    candidates_per_template: int | None = None,
-) -> list[dict[str, str]]:
-    """PipelineParameters for start_pipeline_execution; unset optional values keep the pipeline's defaults."""
-    values: dict[str, Any] = {
-        "LineId": line_id,
-        "StartDate": start.isoformat() if start else "",
-        "EndDate": end.isoformat() if end else "",
-        "ModelVersion": model_version,
-        "CodeVersion": code_version,
-        "ProcessingInstanceType": processing_instance_type,
-        "TrainingInstanceType": training_instance_type,
-        "CandidatesPerTemplate": candidates_per_template,
-    }
-    return [{"Name": name, "Value": str(value)} for name, value in values.items() if value is not None]
 
 
 def start_pipeline(*, use_case: str, parameters: list[dict[str, str]], display_name: str) -> str:

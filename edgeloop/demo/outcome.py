@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from edgeloop.schemas import DeviceRecord, DeviceStatus, ModelMetrics
 
 if TYPE_CHECKING:
     from edgeloop.demo.gate import LineEvaluation
+    from edgeloop.monitor_view import AlertEpisode
+    from edgeloop.schemas.monitoring import LiveAccuracyWindow
 
 
 class DemoFailed(RuntimeError):
@@ -55,6 +58,12 @@ class DemoOutcome:
     # the query layer on the demo's data: per line, hourly die temperature (°C) rows and their mean
     role_query_rows: dict[str, int] = field(default_factory=dict)
     role_query_mean: dict[str, float] = field(default_factory=dict)
+    # issue 17: the gateways' violation alerts as landed (raise and clear paired, newest first) and the
+    # live-accuracy function's windows (model vs persistence per model version), per line
+    alerts: dict[str, list[AlertEpisode]] = field(default_factory=dict)
+    live_accuracy: dict[str, list[LiveAccuracyWindow]] = field(default_factory=dict)
+    predictions_landed: dict[str, int] = field(default_factory=dict)  # per line: PredictionMessages in S3
+    last_prediction_at: dict[str, datetime] = field(default_factory=dict)  # per line: the newest made_at
 
     @property
     def every_gateway_on_new_model(self) -> bool:
@@ -83,6 +92,18 @@ class DemoOutcome:
         rows = ", ".join(f"{resolution} {count:,}" for resolution, count in self.rollup_rows.items())
         slices = sum(self.context_slices.values())
         return f"[green]rollups[/] rows per resolution: {rows}  [green]context slices[/] {slices:,} one-minute slices"
+
+    def monitoring_line(self) -> str:
+        """Predictions and alerts landed, and live accuracy's windows, over every line."""
+        episodes = [e for line in self.alerts.values() for e in line]
+        leads = sorted(e.lead_time_s for e in episodes if e.lead_time_s is not None)
+        lead = f", median lead time {leads[len(leads) // 2]:.0f} s" if leads else ""
+        windows = sum(len(w) for w in self.live_accuracy.values())
+        return (
+            f"[green]predictions[/] {sum(self.predictions_landed.values()):,} landed  [green]alerts[/] "
+            f"{len(episodes)} ({sum(e.open for e in episodes)} open{lead})  [green]live accuracy[/] "
+            f"{windows} window(s) scored"
+        )
 
     def role_query_line(self) -> str:
         means = ", ".join(

@@ -65,6 +65,30 @@ def count_rollups_and_slices(outcome: DemoOutcome, line_ids: list[str]) -> None:
     outcome.rollup_rows = rows
 
 
+def read_monitoring(outcome: DemoOutcome, line_ids: list[str]) -> None:
+    """The landed predictions and alerts and live accuracy's windows, as `edgeloop monitor` reads them."""
+    from datetime import date
+
+    from edgeloop.cloud import s3
+    from edgeloop.cloud.datalake.landed_jsonl import landed_lines
+    from edgeloop.functions.live_accuracy.store import read_line_monitoring
+    from edgeloop.monitor_view import alert_episodes, landed_alerts
+    from edgeloop.schemas.prediction import PredictionMessage
+
+    for line_id in line_ids:
+        outcome.alerts[line_id] = alert_episodes(landed_alerts(names.LOCAL_DATA_BUCKET, line_id, date.min))
+        _, reports = read_line_monitoring(names.LOCAL_DATA_BUCKET, line_id, last=1000)
+        outcome.live_accuracy[line_id] = [w for report in reports for w in report.models if w.joined]
+        made_at = [
+            PredictionMessage.model_validate_json(text).made_at
+            for key in s3.list_keys(names.LOCAL_DATA_BUCKET, f"{names.PREDICTIONS_PREFIX}/line={line_id}/")
+            for text in landed_lines(key, s3.get_bytes(names.LOCAL_DATA_BUCKET, key))
+        ]
+        outcome.predictions_landed[line_id] = len(made_at)
+        if made_at:
+            outcome.last_prediction_at[line_id] = max(made_at)
+
+
 def query_die_temperature(outcome: DemoOutcome, use_case: str, line_ids: list[str], mirror: Path) -> None:
     """The named query `rollups_by_role` on DuckDB over a mirror of the bucket: the same SQL
     Athena runs in AWS (edgeloop.query)."""

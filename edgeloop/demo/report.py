@@ -1,4 +1,4 @@
-"""demo-report.html: predicted vs measured cold OD per line, model metrics and fleet status."""
+"""demo-report.html: predicted vs measured cold OD per line, model metrics, alerts, live accuracy and fleet status."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pandas as pd
 
 from edgeloop.demo.explain import CLASS_ORDER
 from edgeloop.demo.outcome import DemoOutcome
+from edgeloop.demo.report_monitoring import html_table as _table
+from edgeloop.demo.report_monitoring import monitoring_sections
 from edgeloop.schemas import ContextInterval, UseCaseConfig, names
 
 
@@ -79,12 +81,6 @@ def _figure_html(series: dict[str, pd.DataFrame], target: str) -> str:
     figure.update_layout(height=320 * len(series), title="Predicted (5 min ahead, on the gateway) vs measured")
     # the report must open offline, so plotly.js is embedded rather than fetched
     return figure.to_html(full_html=False, include_plotlyjs=True)
-
-
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def write_report(outcome: DemoOutcome, use_case: UseCaseConfig, line_ids: list[str], path: Path) -> Path:
@@ -171,6 +167,7 @@ sequence number): <b>{outcome.samples_landed:,}</b>; quarantined objects: {outco
 <h2>Live scoring on the gateways</h2>
 {_table(["line", "predictions", "mean abs error vs measured"], live_rows)}
 {_figure_html(series, target)}
+{monitoring_sections(outcome)}
 <h2>Fleet status (DynamoDB)</h2>
 {_table(list(DEVICE_SUMMARY_COLUMNS), fleet_rows)}
 </body></html>

@@ -193,6 +193,13 @@ class DemoRun:
         return self.outcome.rolled_out_things <= on_new  # a refused line's gateways are not rolled out to
 
     # --- stage 4: read back what landed --------------------------------------------------------
+    def score_live_accuracy(self, log: TextIO) -> None:
+        """The live-accuracy function's round now: the simulated live period lies hours back, so every
+        window's measurements have landed (the last compaction ran just before)."""
+        from edgeloop.local.functions import live_accuracy_round
+
+        live_accuracy_round(log, source="edgeloop.demo")
+
     def read_back(self) -> None:
         line_ids = self.settings.line_ids()
         readback.count_samples(self.outcome, line_ids)
@@ -201,6 +208,8 @@ class DemoRun:
         self.console.print(self.outcome.rollups_line())
         readback.query_die_temperature(self.outcome, self.settings.use_case, line_ids, self.workdir / "query-mirror")
         self.console.print(self.outcome.role_query_line())
+        readback.read_monitoring(self.outcome, line_ids)
+        self.console.print(self.outcome.monitoring_line())
         self.outcome.fleet = readback.read_fleet()
 
 
@@ -235,6 +244,7 @@ def _run_demo(settings: DemoSettings, console: Console) -> DemoOutcome:
         if bridge.failed:
             console.print(f"[red]{bridge.failed} handler invocations failed[/]; last: {bridge.last_error}")
         demo.compact_and_roll_up(stack.lambda_log)
+        demo.score_live_accuracy(stack.lambda_log)
         demo.read_back()
         demo.outcome.report_path = write_report(demo.outcome, demo.use_case, settings.line_ids(), settings.report_path)
     return demo.outcome

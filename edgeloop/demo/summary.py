@@ -8,6 +8,7 @@ from rich.table import Table
 from edgeloop.demo.explain import CLASS_ORDER
 from edgeloop.demo.gate import comparison_table, oracle_lines, recall_zero_notes
 from edgeloop.demo.outcome import DemoOutcome
+from edgeloop.demo.report_monitoring import ACCURACY_COLUMNS, accuracy_rows, alert_rows
 
 REGISTERED_COLUMNS = ("line", "examples", "MSE", "MAE", "precision (LSL/in/USL)", "live MAE (gateway)")
 
@@ -24,6 +25,23 @@ def print_figures(outcome: DemoOutcome, console: Console) -> None:
     for note in recall_zero_notes(outcome.evaluations):
         console.print(f"  * {note}", highlight=False)
     console.print(registered_table(outcome))
+    for table in monitoring_tables(outcome):
+        console.print(table)
+
+
+def monitoring_tables(outcome: DemoOutcome) -> list[Table]:
+    """The gateways' alerts with their lead time, and live accuracy vs persistence (the report's tables)."""
+    alerts = Table(title="Violation alerts raised by the gateways (landed in S3)")
+    for column in ("line", "class", "raised (UTC)", "lead time", "predicted level", "cleared (UTC)"):
+        alerts.add_column(column)
+    for row in alert_rows(outcome):
+        alerts.add_row(*map(str, row))
+    accuracy = Table(title="Live accuracy vs persistence (per window of predicted time and model version)")
+    for column in ACCURACY_COLUMNS:
+        accuracy.add_column(column)
+    for row in accuracy_rows(outcome):
+        accuracy.add_row(*map(str, row))
+    return [alerts, accuracy]
 
 
 def registered_table(outcome: DemoOutcome) -> Table:

@@ -26,6 +26,9 @@ REAL_ACCOUNT_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONTAINER_C
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's account for any credentials
 LOCAL_ALERT_TOPIC = "edgeloop-alerts"
 LOCAL_ALERT_TOPIC_ARN = f"arn:aws:sns:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:{LOCAL_ALERT_TOPIC}"
+# Live accuracy waits this long past a window for its measurements: the local compaction runs every 30 s
+# (`local up --compaction-every`) and a gateway's partial batch waits up to a minute.
+LOCAL_LANDING_DELAY_MINUTES = 2
 
 
 @contextmanager
@@ -62,6 +65,7 @@ def local_aws_environment(endpoint_url: str) -> dict[str, str]:
         names.MONITORING_TABLE_ENV: names.LOCAL_MONITORING_TABLE,
         names.ALERT_TOPIC_ARN_ENV: LOCAL_ALERT_TOPIC_ARN,
         names.EVENT_BUS_ENV: "default",
+        names.LANDING_DELAY_MINUTES_ENV: str(LOCAL_LANDING_DELAY_MINUTES),
         names.DELIVERY_ENV: "local",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": names.PROJECT,

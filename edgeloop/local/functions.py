@@ -79,9 +79,12 @@ def success_destination_event(context, request: dict, response: dict) -> dict:
     }
 
 
-def scheduled_event(source: str) -> dict[str, Any]:
-    """An EventBridge schedule's event (its body is ignored by the scheduled functions)."""
-    return {"source": source, "detail-type": "Scheduled Event", "detail": {}}
+def scheduled_event(source: str, at: datetime | None = None) -> dict[str, Any]:
+    """An EventBridge schedule's event (its body is ignored by the scheduled functions, but for `time`,
+    the schedule's moment, which live accuracy scores up to)."""
+    at = at or datetime.now(UTC)
+    time = at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {"source": source, "detail-type": "Scheduled Event", "time": time, "detail": {}}
 
 
 def compact_and_roll_up(log: TextIO, *, source: str = "edgeloop.local") -> dict:
@@ -108,6 +111,13 @@ def wave_controller_round(log: TextIO, *, source: str = "edgeloop.local") -> dic
     from edgeloop.functions.wave_controller.handler import lambda_handler as wave_controller
 
     return logging_to(log, wave_controller)(scheduled_event(source), lambda_context("wave_controller"))
+
+
+def live_accuracy_round(log: TextIO, *, source: str = "edgeloop.local", at: datetime | None = None) -> dict:
+    """One live-accuracy round as of `at` (default now): the schedule's event with its time."""
+    from edgeloop.functions.live_accuracy.handler import lambda_handler as live_accuracy
+
+    return logging_to(log, live_accuracy)(scheduled_event(source, at), lambda_context("live_accuracy"))
 
 
 def orchestrate(log: TextIO, approval_event: dict) -> dict:

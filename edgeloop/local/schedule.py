@@ -9,7 +9,11 @@ controller every minute, and the orchestrator on each model approval. Locally on
   whose curated objects are new or changed since the last round, whoever wrote them (compaction,
   `edgeloop backfill`): in AWS, curated/ "Object Created" events;
 - wave_controller: one round (offline marking, rollout timeouts, rollbacks);
-- approvals: packages approved since the last round -> orchestrator (edgeloop.local.approval).
+- approvals: packages approved since the last round -> orchestrator (edgeloop.local.approval);
+- live_accuracy: one round (in AWS hourly): every line's landed predictions joined with the measured
+  target once it has landed (EDGELOOP_LANDING_DELAY_MINUTES, set by the local account), per window
+  and model version, written to monitoring/ (`edgeloop monitor` reads it); a degraded model's event
+  goes to the local EventBridge bus.
 
 Every invocation takes its turn with the bridge's (edgeloop.local.functions.logging_to); a failing
 function is logged and counted, and its next round runs as usual (EventBridge goes on too).
@@ -44,15 +48,16 @@ class LocalSchedule:
     compaction_s: float = 30.0
     wave_controller_s: float = 20.0
     approvals_s: float = 5.0
+    live_accuracy_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("compaction_s", "wave_controller_s", "approvals_s"):
+        for name in ("compaction_s", "wave_controller_s", "approvals_s", "live_accuracy_s"):
             value = getattr(self, name)
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name}={value!r} must be >= 0 seconds (0 turns it off)")
 
     def describe(self) -> str:
-        parts = [(n, getattr(self, f"{n}_s")) for n in ("compaction", "wave_controller", "approvals")]
+        parts = [(n, getattr(self, f"{n}_s")) for n in ("compaction", "wave_controller", "approvals", "live_accuracy")]
         return ", ".join(f"{n} every {s:g} s" if s else f"{n} off" for n, s in parts)
 
 
@@ -105,6 +110,7 @@ class LocalScheduler:
             _Job("compaction", schedule.compaction_s, self.compaction_round),
             _Job("wave_controller", schedule.wave_controller_s, self.wave_controller_round),
             _Job("approvals", schedule.approvals_s, self.approval_round),
+            _Job("live_accuracy", schedule.live_accuracy_s, self.live_accuracy_round),
         ]
         self.jobs = [job for job in candidates if job.every_s > 0]
         for job in self.jobs:
@@ -125,6 +131,9 @@ class LocalScheduler:
 
     def approval_round(self) -> list[dict]:
         return [functions.orchestrate(self.lambda_log, event) for event in self.approvals.poll()]
+
+    def live_accuracy_round(self) -> dict:
+        return functions.live_accuracy_round(self.lambda_log, source=SOURCE)
 
     # --- the clock --------------------------------------------------------------------------------
     def start(self) -> LocalScheduler:

@@ -82,12 +82,15 @@ def summary(stack: LocalStack, env_path: Path, use_case: UseCaseConfig, schedule
         f"  buckets        {', '.join(runtime.resources.buckets)}",
         f"  tables         {', '.join(runtime.resources.tables)}",
         f"  use case       {use_case.use_case} ({source})",
-        f"  functions      IoT rules -> ingest, device_registry, status_intake, context; {schedule.describe()}",
+        f"  functions      IoT rules -> {', '.join(sorted({r.function for r in names.IOT_ROUTES}))}; "
+        f"{schedule.describe()}",
+        f"  alert topic    {runtime.resources.alert_topic_arn} (SNS: subscribe a queue to see the notices)",
         f"  function logs  {stack.lambda_log_path}",
         f"  environment    {env_path}",
         "",
         f"In another shell:  source {env_path}",
         f"  edgeloop local gateway add GATEWAY --line LINE --site SITE --out GATEWAY_DIR --dir {stack.workdir}",
+        f"  edgeloop monitor --dir {stack.workdir}   (live accuracy, alerts, retraining triggers)",
         "",
         "Ctrl-C (or SIGTERM) stops everything this started. moto_server keeps its data in memory: "
         "buckets, tables and the IoT registry are lost on stop.",

@@ -49,11 +49,14 @@ def build_line_rollups(bucket: str, line_id: str, *, months: Iterable[str] | Non
         for resolution, frame in build_levels(parts).items():
             data_access.put_rollup_table(bucket, resolution, line_id, month, to_arrow(frame))
             result.rows_written[resolution] += len(frame)
-    for resolution in LEVELS:
-        stored = data_access.rollup_month_keys(bucket, resolution, line_id)
-        stale = [key for month, key in stored.items() if month not in curated and (months is None or month in wanted)]
-        data_access.delete_keys(bucket, stale)
-        result.keys_deleted += stale
+    # Only a month without curated data can leave stale rollups: a round whose months all have
+    # data (compaction's, every hour) lists nothing (a LIST per resolution is a billed request).
+    if months is None or any(month not in curated for month in wanted):
+        for resolution in LEVELS:
+            stored = data_access.rollup_month_keys(bucket, resolution, line_id)
+            stale = [k for month, k in stored.items() if month not in curated and (months is None or month in wanted)]
+            data_access.delete_keys(bucket, stale)
+            result.keys_deleted += stale
     return result
 
 

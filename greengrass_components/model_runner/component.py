@@ -12,11 +12,11 @@
 - Liveness: every `status_interval_s` (recipe configuration statusIntervalSeconds, default
   names.DEFAULT_STATUS_INTERVAL_S) a PeriodicStatus naming the model in use goes the same way; the
   cloud refreshes the device's last_seen from it, so a running gateway is never marked offline.
-- Predictions as messages: each prediction also goes out as a PredictionMessage (schemas/prediction.py,
-  keyed by made_at + horizon, never refused as a future sample) to IoT Core on
-  names.prediction_topic(thing) and locally on names.LOCAL_PUBSUB_PREDICTIONS_TOPIC, classified against
-  the spec limits in force. Violation AlertEvents (debounced, with hysteresis: alerts.py) go to IoT Core
-  on names.alert_topic(thing) and locally on names.LOCAL_PUBSUB_ALERTS_TOPIC for PLC/HMI adapters.
+- Predictions: each also goes out as a PredictionMessage (schemas/prediction.py, keyed by made_at +
+  horizon), classified against the spec limits in force: at once on names.LOCAL_PUBSUB_PREDICTIONS_TOPIC,
+  batched to IoT Core on names.prediction_topic(thing) (prediction_batches.py). Violation AlertEvents
+  (alerts.py) go at once to names.alert_topic(thing) and names.LOCAL_PUBSUB_ALERTS_TOPIC (PLC/HMI), the
+  held predictions just before them: the cloud gets what decided an alert, which never waits.
   What IoT Core cannot take now waits in an outbox (in order; past MAX_PENDING_MESSAGES the oldest go).
 - Context: MES/PLC adapters publish ContextIntervals (run, limits, state) on
   names.LOCAL_PUBSUB_CONTEXT_TOPIC; the runner keeps them in its work directory (context_store.py)
@@ -40,10 +40,12 @@ from edgeloop.greengrass_components.local_samples import local_sample_rows
 from edgeloop.schemas import ModelStatusReport, ModelUpdate, PeriodicStatus, load_use_case, names
 from edgeloop.schemas.context import ContextInterval
 from edgeloop.schemas.model import architecture_of_machine
-from edgeloop.schemas.prediction import AlertEvent, PredictionMessage
+from edgeloop.schemas.prediction import PredictionBatch
 
 from .agent import s3_download
+from .context_rules import context_payload
 from .context_store import intervals_from_event
+from .prediction_batches import prediction_batcher
 from .service import ModelService, Outbox, Sample, Scored
 from .settings import RunnerSettings, settings_from_env
 from .update_decoding import UpdateDecodeError, decode_model_update
@@ -53,8 +55,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5  # how often the main loop scores, applies pending updates and retries reports
 CONFIG_SETTLE_S = 1.0  # a merge arrives as one event per changed key: read once they stop
 IPC_TIMEOUT_S = 10.0
-# Predictions and alerts waiting for IoT Core (the nucleus spools while offline; this holds what it
-# refused): a day of predictions at a 30 s stride.
+# Messages IoT Core refused (the nucleus spools while offline): a day of predictions even unbatched.
 MAX_PENDING_MESSAGES = 2880
 
 
@@ -156,6 +157,7 @@ class GreengrassModelRunner:
             describe=lambda message: f"message to {message[0]}",
             max_pending=MAX_PENDING_MESSAGES,
         )
+        self.predictions = prediction_batcher(settings.prediction_flush_max_latency_s, settings.state_dir, clock)
         self._context: list[ContextInterval] = []  # received on the IPC thread, kept by step()
         self.config_settle_s = config_settle_s
         # An update that arrives before a full window of live data waits for one, up to twice its length.
@@ -225,6 +227,7 @@ class GreengrassModelRunner:
 
     def close(self) -> None:
         self.models.outbox.retry()  # a last try for reports decided before the stop (unless one just failed)
+        self._queue_predictions(self.predictions.drain())  # a stop sends what is held
         self.messages.retry()
         streams, self._streams = self._streams, []
         for stream in streams:
@@ -288,6 +291,7 @@ class GreengrassModelRunner:
         self.apply_pending(now)
         self.take_context()
         self.score_and_publish()
+        self._queue_predictions(self.predictions.due(now))
         self.models.outbox.retry()
         self.messages.retry()
         self.maybe_send_status(now)
@@ -354,6 +358,8 @@ class GreengrassModelRunner:
         context intake (names.context_topic); returns how many were kept."""
         with self._lock:
             intervals, self._context = self._context, []
+        if derived := self.models.take_live_context():  # the use case's live_context rules' intervals, kept already
+            self.messages.put((names.context_topic(self.settings.thing_name), context_payload(derived)))
         if not intervals:
             return 0
         try:
@@ -379,16 +385,15 @@ class GreengrassModelRunner:
         return scored.samples
 
     def _publish_messages(self, scored: Scored) -> None:
-        """The prediction and its alert events: locally at once, to IoT Core through the outbox."""
-        thing = self.settings.thing_name
-        outgoing: list[tuple[str, str, PredictionMessage | AlertEvent]] = []
+        """Locally at once; to IoT Core through the outbox: the prediction batched, alerts at once."""
         if scored.prediction is not None:
-            outgoing.append((names.LOCAL_PUBSUB_PREDICTIONS_TOPIC, names.prediction_topic(thing), scored.prediction))
-        outgoing += [(names.LOCAL_PUBSUB_ALERTS_TOPIC, names.alert_topic(thing), alert) for alert in scored.alerts]
-        for local_topic, cloud_topic, message in outgoing:
-            self._publish_local(local_topic, message.model_dump(mode="json"))
-            self.messages.put((cloud_topic, message.model_dump_json().encode()))
+            self._publish_local(names.LOCAL_PUBSUB_PREDICTIONS_TOPIC, scored.prediction.model_dump(mode="json"))
+            self.predictions.add(scored.prediction)
+        if scored.alerts:
+            self._queue_predictions(self.predictions.drain())
         for alert in scored.alerts:
+            self._publish_local(names.LOCAL_PUBSUB_ALERTS_TOPIC, alert.model_dump(mode="json"))
+            self.messages.put((names.alert_topic(self.settings.thing_name), alert.model_dump_json().encode()))
             log.warning(
                 "alert %s %s %s: level %.4g, lead time %s s",
                 alert.alert_id,
@@ -397,7 +402,13 @@ class GreengrassModelRunner:
                 alert.predicted_level,
                 alert.lead_time_s,
             )
-        if outgoing:
+        if scored.alerts:
+            self.messages.flush()
+
+    def _queue_predictions(self, batches: list[PredictionBatch]) -> None:
+        for batch in batches:
+            self.messages.put((names.prediction_topic(self.settings.thing_name), batch.to_payload()))
+        if batches:
             self.messages.flush()
 
     # --- IPC publishes ------------------------------------------------------------------------------

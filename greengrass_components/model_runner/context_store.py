@@ -144,5 +144,9 @@ class ContextStore:
         run = self.active(ContextKind.RUN, at)
         return run.interval_id if run else None
 
+    def intervals(self) -> list[ContextInterval]:
+        """The kept intervals (live_context rules pick up their current run and limits from them on a restart)."""
+        return list(self._intervals.values())
+
     def __len__(self) -> int:
         return len(self._intervals)

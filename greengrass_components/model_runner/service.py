@@ -24,6 +24,7 @@ from edgeloop.schemas.prediction import AlertEvent, ModelIdentity, PredictionMes
 
 from .agent import ActiveModel, UpdateAgent, s3_download
 from .alerts import ViolationAlerter
+from .context_rules import ContextRules
 from .context_store import ContextStore
 from .runner import LivePrediction, LiveScorer
 
@@ -166,6 +167,13 @@ class ModelService:
         self.context = ContextStore(
             line_id or "", use_case.target_metric, state_dir / CONTEXT_FILE if state_dir is not None else None
         )
+        live_context = use_case.live_context
+        self.context_rules = (
+            ContextRules(live_context, line_id, use_case.target_metric, self.context.intervals())
+            if live_context is not None and line_id is not None
+            else None
+        )
+        self._unforwarded: dict[tuple[str, str], ContextInterval] = {}  # the rules' intervals the host has not sent
         self.alerts = ViolationAlerter(
             raise_after=alert_raise_after,
             clear_after=alert_clear_after,
@@ -206,6 +214,8 @@ class ModelService:
         return self.agent.restore()
 
     def add(self, samples: Sequence[Sample]) -> int:
+        if self.context_rules is not None:
+            self.context_rules.observe(samples)
         return self.live.add(samples)
 
     def score(self, now_ms: int) -> list[Sample]:
@@ -215,6 +225,7 @@ class ModelService:
     def predict(self, now_ms: int) -> Scored:
         """The prediction due at now_ms (event time), classified against the limits in force at its
         window's end, and the alert events it decides; rolls back a model that keeps failing on live data."""
+        self._keep_live_context()
         live = self.live.maybe_predict(now_ms)
         if self.agent.watch() is not None:
             self.outbox.flush()
@@ -264,6 +275,23 @@ class ModelService:
     def add_context(self, intervals: Sequence[ContextInterval]) -> int:
         """Take context intervals of this line (run, limits, state); see ContextStore.add."""
         return self.context.add(intervals)
+
+    def _keep_live_context(self) -> None:
+        if self.context_rules is None:
+            return
+        made = self.context_rules.take()
+        if made:
+            self.context.add(made)
+            self._unforwarded.update(((i.kind.value, i.interval_id), i) for i in made)
+            for key in list(self._unforwarded)[: -self.context_rules.MAX_UNSENT]:  # a host that never sends them
+                del self._unforwarded[key]
+
+    def take_live_context(self) -> list[ContextInterval]:
+        """The intervals the use case's live_context rules made or extended since the last call (kept in the
+        context store already): the host forwards them to the cloud as it does an adapter's."""
+        self._keep_live_context()
+        taken, self._unforwarded = list(self._unforwarded.values()), {}
+        return taken
 
     def ready_for_health_check(self) -> bool:
         """True once the live data fills a whole window without gaps while the line produces (the use

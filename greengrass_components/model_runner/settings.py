@@ -30,6 +30,10 @@ class RunnerSettings(BaseModel):
     status_interval_s: float = Field(default=names.DEFAULT_STATUS_INTERVAL_S, gt=0, allow_inf_nan=False)
     alert_raise_after: int = Field(default=names.DEFAULT_ALERT_RAISE_AFTER, ge=1)
     alert_clear_after: int = Field(default=names.DEFAULT_ALERT_CLEAR_AFTER, ge=1)
+    # bounded like the Gateway's flushMaxLatencySeconds (FlushPolicy.max_latency_s)
+    prediction_flush_max_latency_s: float = Field(
+        default=names.DEFAULT_PREDICTION_FLUSH_MAX_LATENCY_S, ge=0, le=24 * 3600, allow_inf_nan=False
+    )
 
     @field_validator("model_signing_public_key", mode="before")
     @classmethod
@@ -44,7 +48,9 @@ class RunnerSettings(BaseModel):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value if value else None
 
-    @field_validator("status_interval_s", "alert_raise_after", "alert_clear_after", mode="before")
+    @field_validator(
+        "status_interval_s", "alert_raise_after", "alert_clear_after", "prediction_flush_max_latency_s", mode="before"
+    )
     @classmethod
     def _blank_is_default(cls, value: object, info: ValidationInfo) -> object:
         return cls.model_fields[info.field_name].default if value is None or not str(value).strip() else value
@@ -66,6 +72,7 @@ _OPTIONAL_SETTINGS_ENV = {
     "status_interval_s": names.STATUS_INTERVAL_S_ENV,
     "alert_raise_after": names.ALERT_RAISE_AFTER_ENV,
     "alert_clear_after": names.ALERT_CLEAR_AFTER_ENV,
+    "prediction_flush_max_latency_s": names.PREDICTION_FLUSH_MAX_LATENCY_S_ENV,
 }
 
 

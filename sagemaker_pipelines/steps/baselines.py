@@ -7,7 +7,7 @@ Baselines, predicted for every reference example from what the example itself ca
 - setpoint: the midpoint of the spec limits in force at the label's time, (spec_lower + spec_upper) / 2:
   the run's setpoint for setpoint +- band limits (the "run mean" a recipe aims at).
 
-`score_predictions` is THE metric definition, applied alike to the model and the baselines: MSE, RMSE,
+`score_predictions` (cloud/scoring.py) is THE metric definition, applied alike to the model and the baselines: MSE, RMSE,
 MAE; per ViolationClass precision, recall and F1; the violations (LSL and USL) together, where a
 violation counts as hit only when predicted as that same class; and the median lead time over the
 violation episodes a predictor flags (`lead_time_median_s`). Classes are decided by
@@ -28,33 +28,16 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from edgeloop.model_runtime.decision import classify_levels
+# The metric definition lives in cloud/ so live accuracy (functions/live_accuracy) scores with it too;
+# imported here under the names the steps, the demo and the benchmarks use.
+from edgeloop.cloud.scoring import ScoredMetrics, lead_time_median_s, score_predictions
 from edgeloop.schemas.common import Contract
-from edgeloop.schemas.model import ModelMetrics
-from edgeloop.schemas.training import ViolationClass
 from edgeloop.schemas.use_case import UseCaseConfig
 
-from .operating_point import VIOLATIONS, f1_score, violation_scores
+__all__ = ["PERSISTENCE", "SETPOINT", "GateResult", "ScoredMetrics", "lead_time_median_s", "score_predictions"]
 
 PERSISTENCE = "persistence"
 SETPOINT = "setpoint"
-
-
-class ScoredMetrics(ModelMetrics):
-    """ModelMetrics on the reference data, plus RMSE, per-class F1 and violations (LSL+USL) together."""
-
-    rmse: float | None = Field(default=None, ge=0, description="sqrt(mse); None in reports written before it")
-    f1: dict[str, float] = Field(default_factory=dict, description="per ViolationClass; absent: class absent")
-    violation_precision: float | None = Field(default=None, description="None: no violation was predicted")
-    violation_recall: float | None = Field(default=None, description="None: the reference data has no violation")
-    violation_f1: float | None = Field(default=None, description="None: the reference data has no violation")
-    lead_time_median_s: float | None = Field(
-        default=None,
-        description="median over the violation episodes it flagged of (episode start - the time the first hit "
-        "was issued): the horizon when flagged by the episode's first pack, 0 when only once it has begun; None: "
-        "none flagged or not computed",
-    )
-    finite: bool = True
 
 
 class GateResult(Contract):
@@ -69,84 +52,6 @@ class GateResult(Contract):
     min_rmse_gain_vs_persistence: float | None = Field(description="None: relaxed by the use case")
     violation_f1_vs_persistence: bool = Field(description="False: relaxed by the use case")
     relaxed: list[str] = Field(default_factory=list, description="the gate's parts the use case turned off")
-
-
-# --- the metrics ---------------------------------------------------------------------------------
-
-
-def _ratio(numerator: int, denominator: int) -> float | None:
-    return numerator / denominator if denominator else None
-
-
-def lead_time_median_s(predicted: np.ndarray, reference: pd.DataFrame, horizon_s: float) -> float | None:
-    """Episodes: runs of consecutive reference rows (one production run, time order) with the same violation
-    class, after a row of another class of the same run; one starts at its first row's label time
-    (window_end + horizon). A hit issued at window_end t flags it `start - t` seconds ahead; the median over
-    flagged episodes of their earliest hit."""
-    order = reference.assign(_predicted=predicted).sort_values(["run_id", "window_end"], kind="stable")
-    actual = order["label_class"].astype(str).to_numpy()
-    run = order["run_id"].astype(str).to_numpy()
-    issued = order["window_end"].to_numpy(dtype="datetime64[ns]")
-    hits = order["_predicted"].to_numpy() == actual
-    leads, start, flagged = [], None, None
-    for i in range(len(order) + 1):
-        same = i < len(order) and start is not None and run[i] == run[start] and actual[i] == actual[start]
-        if not same:
-            if flagged is not None:
-                leads.append(horizon_s - (issued[flagged] - issued[start]) / np.timedelta64(1, "s"))
-            # an episode under way at a run's first reference row has no observed start: left out
-            observed = i < len(order) and i > 0 and run[i - 1] == run[i]
-            start = i if observed and actual[i] in VIOLATIONS else None
-            flagged = None
-        if start is not None and flagged is None and hits[i]:
-            flagged = i
-    return float(np.median(leads)) if leads else None
-
-
-def score_predictions(
-    predictions: np.ndarray,
-    reference: pd.DataFrame,
-    *,
-    n_train: int,
-    horizon_s: float | None = None,
-    margin: float = 0.0,
-) -> ScoredMetrics:
-    """The reference metrics of any predictor (model or baseline); non-finite predictions are flagged.
-    `horizon_s`: the use case's, for the lead time (None: not computed). `margin`: the decision margin
-    violation classes are decided at (model_runtime/decision.py; a model's tuned one, 0 for the baselines)."""
-    finite = bool(np.isfinite(predictions).all())
-    # metrics of non-finite predictions are meaningless (MSE would be inf/NaN): report the flag instead
-    safe = np.where(np.isfinite(predictions), predictions, 0.0).astype(np.float64)
-    errors = safe - reference["label"].to_numpy(dtype=np.float64)
-    predicted = classify_levels(safe, reference["spec_lower"].to_numpy(), reference["spec_upper"].to_numpy(), margin)
-    actual = reference["label_class"].astype(str).to_numpy()
-    precision, recall, f1 = {}, {}, {}
-    for cls in ViolationClass:
-        hits = int(((predicted == cls.value) & (actual == cls.value)).sum())
-        p, r = _ratio(hits, int((predicted == cls.value).sum())), _ratio(hits, int((actual == cls.value).sum()))
-        # undefined ratios (class never predicted / never present) are left out rather than guessed
-        if p is not None:
-            precision[cls.value] = p
-        if r is not None:
-            recall[cls.value] = r
-            f1[cls.value] = f1_score(p, r)
-    v_precision, v_recall, v_f1 = violation_scores(predicted, actual)
-    mse = float(np.mean(errors**2))
-    return ScoredMetrics(
-        mse=mse,
-        rmse=math.sqrt(mse),
-        mae=float(np.mean(np.abs(errors))),
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        n_train=n_train,
-        n_test=len(reference),
-        violation_precision=v_precision,
-        violation_recall=v_recall,
-        violation_f1=v_f1,
-        lead_time_median_s=None if horizon_s is None else lead_time_median_s(predicted, reference, horizon_s),
-        finite=finite,
-    )
 
 
 # --- the baselines -------------------------------------------------------------------------------

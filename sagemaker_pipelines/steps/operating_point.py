@@ -1,8 +1,8 @@
 """Violation operating points of a level predictor: precision and recall per decision margin, and the choice.
 
 A violation (LSL or USL) counts as hit only when predicted as that same class; precision = hits /
-flagged violations, recall = hits / actual violations, over the rows given (one definition, also used
-by baselines.score_predictions). `precision_recall_curve` scores a grid of margins (model_runtime/decision.py);
+flagged violations, recall = hits / actual violations, over the rows given (one definition,
+cloud/scoring.py, also used by score_predictions). `precision_recall_curve` scores a grid of margins (model_runtime/decision.py);
 `choose_margin` picks the smallest margin whose recall reaches the target (with at least
 `min_precision`), which on a curve whose recall grows with the margin is the best precision that
 reaches it; when no margin does, the point of the best F1 (ties: the smaller margin), with
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+# one definition of the violation figures, shared with live accuracy (cloud/scoring.py)
+from edgeloop.cloud.scoring import f1_score, violation_scores
 from edgeloop.model_runtime.decision import classify_levels
 from edgeloop.schemas.common import Contract
 from edgeloop.schemas.decision import MARGIN_LIMIT, DecisionConfig
-from edgeloop.schemas.training import ViolationClass
 
-VIOLATIONS = (ViolationClass.LSL.value, ViolationClass.USL.value)
 DEFAULT_MARGINS: tuple[float, ...] = tuple(DecisionConfig().margins)
 FRAME_COLUMNS = ("label_class", "spec_lower", "spec_upper")
 
@@ -39,25 +39,6 @@ class OperatingPoint(Contract):
     reaches_target: bool | None = Field(
         default=None, description="choose_margin: whether recall reaches the target; None: a curve point"
     )
-
-
-def violation_scores(predicted: np.ndarray, actual: np.ndarray) -> tuple[float | None, float | None, float | None]:
-    """(precision, recall, F1) of violations (LSL+USL), a hit only when predicted as the same class."""
-    predicted, actual = np.asarray(predicted), np.asarray(actual)
-    hits = int((np.isin(actual, VIOLATIONS) & (predicted == actual)).sum())
-    flagged, present = int(np.isin(predicted, VIOLATIONS).sum()), int(np.isin(actual, VIOLATIONS).sum())
-    precision = hits / flagged if flagged else None
-    recall = hits / present if present else None
-    return precision, recall, f1_score(precision, recall)
-
-
-def f1_score(precision: float | None, recall: float | None) -> float | None:
-    """None when the class is absent (recall None); 0 when present but never hit (or never predicted)."""
-    if recall is None:
-        return None
-    if not precision or not recall:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
 
 
 def _check_frame(levels: np.ndarray, frame: pd.DataFrame) -> None:

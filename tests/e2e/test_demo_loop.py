@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 import pytest
+from report_browser import render, undrawn_figures
 
 from edgeloop.demo.run import run_demo
 from edgeloop.demo.settings import DemoSettings
@@ -137,3 +138,26 @@ def test_the_query_layer_answers_a_role_query_on_the_demo_data(outcome):
     for line_id, rows in outcome.role_query_rows.items():
         assert rows >= 4, line_id  # 4 h of history plus the live phase
         assert 150.0 < outcome.role_query_mean[line_id] < 300.0, line_id  # the simulator's die runs near 200 °C
+
+
+def test_the_gateways_predictions_land_and_live_accuracy_compares_them_with_persistence(outcome):
+    for line_id in outcome.models:  # the rolled-out lines' gateways classify and publish their predictions
+        assert outcome.predictions_landed[line_id] >= 10, line_id
+        windows = outcome.live_accuracy[line_id]
+        assert windows, f"{line_id}: live accuracy scored no window"
+        assert sum(w.joined for w in windows) >= 0.8 * outcome.live_points[line_id], line_id
+        for window in windows:
+            assert window.version == "1.0.0" and window.model and window.persistence, window
+    text = outcome.report_path.read_text()
+    assert "Violation alerts (on the gateways, landed in S3)" in text
+    assert "Live accuracy vs persistence" in text and "persistence RMSE" in text
+    for line_id, episodes in outcome.alerts.items():  # whatever the live period raised: paired, with lead times
+        for episode in episodes:
+            assert episode.raised is not None and episode.lead_time_s > 0, (line_id, episode)
+            assert html.escape(episode.violation_class) in text
+
+
+def test_the_demo_report_draws_every_figure_in_a_real_browser(outcome, tmp_path_factory):
+    page = render(outcome.report_path, tmp_path_factory.mktemp("browser"))
+    assert page.console == [], page.console
+    assert not undrawn_figures(page.dom)

@@ -38,7 +38,7 @@ from edgeloop.model_runtime.model_format import RUNTIME_VERSION
 from edgeloop.schemas import DeviceEvent, DeviceStatus, IotRuleEvent, names
 from edgeloop.schemas.compat import UTC
 from edgeloop.schemas.model import architecture_of_machine
-from edgeloop.schemas.prediction import decode_alert, decode_prediction
+from edgeloop.schemas.prediction import decode_alert, decode_prediction_payload
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -79,6 +79,7 @@ class Component:
                 "line_id": "line-1",
                 "use_case": "extrusion",
                 "runtime_version": RUNTIME_VERSION,
+                "prediction_flush_max_latency_s": 0,  # each prediction's batch goes on the step that made it
             }
         else:
             config["gateway"] = {
@@ -231,7 +232,7 @@ class World:
             elif topic == names.telemetry_topic(thing):
                 self.telemetry[thing] += 1
             elif topic == names.prediction_topic(thing):
-                self.predictions[thing].append(decode_prediction(payload))
+                self.predictions[thing].extend(decode_prediction_payload(payload).predictions)
             elif topic == names.alert_topic(thing):
                 self.alerts[thing].append(decode_alert(payload))
             else:

@@ -17,7 +17,7 @@ from edgeloop.schemas.deployment import ROLLOUT_POLICY_ENV
 pytestmark = pytest.mark.slow
 
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
-PANDAS_FUNCTIONS = {"compaction", "metric_packer", "rollups", "context"}
+PANDAS_FUNCTIONS = {"compaction", "metric_packer", "rollups", "context", "live_accuracy"}
 # Built only with the context flag edgeloop:enableTimestream (tests/infrastructure/test_cdk_hot_path.py).
 OPTIONAL_FUNCTIONS = {"hot_path"}
 DEFAULT_FUNCTIONS = sorted(set(names.FUNCTIONS) - OPTIONAL_FUNCTIONS)
@@ -42,7 +42,17 @@ EXPECTED_ENV = {
     "metric_packer": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "rollups": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
     "context": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV},
-    "predictions": {names.DATA_BUCKET_ENV},
+    # the use case's monitoring block rate-limits alert notices; events, notices and their rate limit items
+    "predictions": {
+        names.DATA_BUCKET_ENV,
+        names.USE_CASE_ENV,
+        names.EVENT_BUS_ENV,
+        names.ALERT_TOPIC_ARN_ENV,
+        names.MONITORING_TABLE_ENV,
+    },
+    "live_accuracy": {names.DATA_BUCKET_ENV, names.USE_CASE_ENV, names.EVENT_BUS_ENV, names.LANDING_DELAY_MINUTES_ENV},
+    # no edgeloop:lineIds in this stack's context: no EDGELOOP_LINE_IDS (test_cdk_field_monitoring.py sets them)
+    "retraining": {names.USE_CASE_ENV, names.EVENT_BUS_ENV, names.MONITORING_TABLE_ENV},
     "device_registry": {*ROLLOUT_ENV, names.DATA_BUCKET_ENV},  # refused messages go to quarantine
     "status_intake": {*ROLLOUT_ENV, names.DATA_BUCKET_ENV},
     "orchestrator": ROLLOUT_ENV,
@@ -110,7 +120,12 @@ def _expected_key_schema(partition_key: str, sort_key: str | None) -> list[dict]
 
 
 @pytest.mark.parametrize(
-    "table_id, keys", [("DeviceTable", names.DEVICE_TABLE_KEYS), ("DeploymentTable", names.DEPLOYMENT_TABLE_KEYS)]
+    "table_id, keys",
+    [
+        ("DeviceTable", names.DEVICE_TABLE_KEYS),
+        ("DeploymentTable", names.DEPLOYMENT_TABLE_KEYS),
+        ("MonitoringTable", names.MONITORING_TABLE_KEYS),
+    ],
 )
 def test_table_keys_and_indexes_come_from_names(resources, table_id, keys):
     tables = {i: p for i, p in of_type(resources, "AWS::DynamoDB::Table").items() if table_id in i}
@@ -352,8 +367,8 @@ def test_no_function_role_uses_managed_policies_or_full_wildcards(resources, fun
             assert not any(a == "*" or a.endswith(":*") for a in actions), (key, actions)
             if as_list(statement["Resource"]) == ["*"]:
                 # ListModelPackages has no resource type (Service Authorization Reference); only
-                # enrollment (device_registry) lists a line's approved packages.
-                listing = {"sagemaker:ListModelPackages"} if key == "device_registry" else set()
+                # enrollment (device_registry) lists a line's approved packages, and live accuracy its versions.
+                listing = {"sagemaker:ListModelPackages"} if key in ("device_registry", "live_accuracy") else set()
                 assert set(actions) <= {
                     "xray:PutTraceSegments",
                     "xray:PutTelemetryRecords",
@@ -450,9 +465,11 @@ def test_data_lifecycle_and_model_versioning(resources):
     assert models["VersioningConfiguration"] == {"Status": "Enabled"}
 
 
-def test_alarm_topic_is_encrypted_with_a_rotating_key(resources):
-    (topic,) = of_type(resources, "AWS::SNS::Topic").values()
-    key_id = topic["KmsMasterKeyId"]["Fn::GetAtt"][0]
+def test_alarm_and_alert_topics_are_encrypted_with_one_rotating_key(resources):
+    """Two topics: alarms (whoever runs the stack) and violation alerts (the line's people); one key."""
+    topics = of_type(resources, "AWS::SNS::Topic")
+    assert sorted(t["DisplayName"] for t in topics.values()) == ["edgeloop alarms", "edgeloop violation alerts"]
+    (key_id,) = {topic["KmsMasterKeyId"]["Fn::GetAtt"][0] for topic in topics.values()}
     assert of_type(resources, "AWS::KMS::Key")[key_id]["EnableKeyRotation"] is True
     assert "cloudwatch.amazonaws.com" in flat(of_type(resources, "AWS::KMS::Key")[key_id]["KeyPolicy"])
 

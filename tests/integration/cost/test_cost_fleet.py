@@ -22,10 +22,13 @@ COMPACTION_EVERY_S = 15 * 60
 def test_gateways_for_one_compaction_period_are_metered_call_by_call(tmp_path, gateways, batching):
     policy = FlushPolicy()
     memory_mb = dict.fromkeys(names.FUNCTIONS, 512)  # the bench reads the template's; any will do here
-    run = run_fleet(RunSpec(gateways, COMPACTION_EVERY_S, policy, COMPACTION_EVERY_S, batching), memory_mb, tmp_path)
+    latency_s = 300  # a few prediction batches within the period (the default sends one per 30 min)
+    spec = RunSpec(gateways, COMPACTION_EVERY_S, policy, COMPACTION_EVERY_S, batching, latency_s)
+    run = run_fleet(spec, memory_mb, tmp_path)
 
     status = gateways * (COMPACTION_EVERY_S // names.DEFAULT_STATUS_INTERVAL_S)
-    telemetry = run.iot.messages - status  # the connection's announcement is set-up, not metered
+    predictions = run.prediction_iot.messages  # the model runners' batches
+    telemetry = run.iot.messages - status - predictions  # the connection's announcement is set-up, not metered
     # one batch per max_latency_s per gateway (give or take the last one), whatever the wall clock did
     assert abs(telemetry - gateways * COMPACTION_EVERY_S / policy.max_latency_s) <= gateways
     assert run.rule_units == run.iot.messages
@@ -35,7 +38,8 @@ def test_gateways_for_one_compaction_period_are_metered_call_by_call(tmp_path, g
         assert ingest == telemetry and run.sqs_requests == 0
     else:  # one invocation per simulated window holding both gateways' messages
         assert ingest == telemetry // 2 <= COMPACTION_EVERY_S // BATCH_WINDOW_S
-        assert run.sqs_requests == telemetry + 2 * ingest  # the rule's SendMessage; a receive and a delete
+        assert run.sqs_requests_by["ingest"] == telemetry + 2 * ingest  # the rule's SendMessage; a receive and a delete
+        assert run.sqs_requests == sum(run.sqs_requests_by.values())
     assert requests[("ingest", "s3", "PutObject", "raw")] == ingest
     assert requests[("compaction", "s3", "GetObject", "raw")] == ingest
     assert requests[("compaction", "s3", "PutObject", "_state")] == ingest + run.compaction_rounds  # + the checkpoint
@@ -45,3 +49,10 @@ def test_gateways_for_one_compaction_period_are_metered_call_by_call(tmp_path, g
     assert run.log.metrics, "the handlers' EMF lines reached the metered log"
     assert run.lambdas.functions["ingest"].log_bytes > 0
     assert run.meter.usage.write_units["status_intake"] > 0
+    # a prediction a pack stride per gateway, in batches of the flush rule's size (the last ones held)
+    stride_s = 30
+    assert predictions == gateways * (COMPACTION_EVERY_S // (latency_s + stride_s))
+    assert run.rule_units_by["predictions"] == run.prediction_iot.units == predictions, "one 5 KB unit each"
+    assert run.lambdas.functions["predictions"].requests >= 1 and run.stored_objects["predictions"] >= 1
+    if batching is not None:
+        assert run.sqs_requests_by["predictions"] == predictions + 2 * run.lambdas.functions["predictions"].requests

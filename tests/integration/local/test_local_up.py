@@ -195,7 +195,38 @@ def test_an_approved_model_package_is_handed_to_the_orchestrator(local_up):
     lambda_log = local_dir / "lambda.log"
     # the manifest does not exist: the orchestrator fails, and says so in the function log
     _wait_for(lambda: f"{names.PROJECT}-orchestrator failed" in lambda_log.read_text(), "the orchestrator invoked")
-    assert "NoSuchKey" in lambda_log.read_text()
+    # the traceback follows the line that names the failure: wait for it rather than read it half-written
+    _wait_for(lambda: "NoSuchKey" in lambda_log.read_text(), "the orchestrator's traceback")
+
+
+def test_monitor_reads_the_running_stack_through_its_local_env(local_up):
+    _, local_dir, env = local_up
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
+    alert = {
+        "thing_name": "gw-7",
+        "line_id": LINE,
+        "alert_id": "gw-7-usl_violation-1",
+        "event": "raise",
+        "violation_class": "usl_violation",
+        "raised_at": at,
+        "at": at,
+        "predicted_for": at,
+        "lead_time_s": 263.0,
+        "consecutive": 2,
+        "predicted_level": 3.86,
+        "spec": {"target_metric": "cold_od_average", "lower": 3.75, "upper": 3.85},
+        "model": {"model_id": "m", "version": "1.0.0", "precision": "fp32", "decision_margin": 0.0},
+        "sent_at": at,
+    }
+    key = f"{names.ALERTS_PREFIX}/line={LINE}/event_date={at[:10]}/landed.jsonl"
+    _s3(env).put_object(Bucket=names.LOCAL_DATA_BUCKET, Key=key, Body=json.dumps(alert).encode() + b"\n")
+    # this shell has no local.env sourced: --dir points the command at the stack
+    shell_env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL" and not k.startswith("EDGELOOP_")}
+    monitor = [*_edgeloop_command(), "monitor", "--dir", str(local_dir), "--line", LINE]
+    result = subprocess.run(monitor, capture_output=True, text=True, env=shell_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "gw-7-usl_violation-1" in result.stdout and "263 s" in result.stdout and "open for" in result.stdout
+    assert "Retraining: what would fire now" in result.stdout
 
 
 def test_a_second_local_up_on_the_same_folder_is_refused(local_up):

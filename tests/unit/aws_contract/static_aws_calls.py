@@ -35,6 +35,9 @@ SERVICE_NAMES = {
     "iam": "iam",
     "sts": "sts",
     "cloudformation": "cloudformation",
+    "sns": "sns",
+    "sqs": "sqs",
+    "eventbridge": "events",
 }
 CLIENT_FACTORIES = {"client", "aws_client"}
 GENERIC_METHODS = {"get_paginator", "get_waiter", "can_paginate", "close", "generate_presigned_url"}

@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 from moto import mock_aws
@@ -105,7 +106,9 @@ def test_compaction_rounds_pack_the_lines_whose_curated_data_changed_and_keep_go
 
     monkeypatch.setattr(functions, "compact_and_roll_up", compact)
     monkeypatch.setattr(functions, "pack_lines", lambda log, lines: packed.append(lines))
-    scheduler = LocalScheduler(LocalSchedule(compaction_s=0.01, wave_controller_s=0, approvals_s=0), lambda_log=None)
+    scheduler = LocalScheduler(
+        LocalSchedule(compaction_s=0.01, wave_controller_s=0, approvals_s=0, live_accuracy_s=0), lambda_log=None
+    )
     scheduler.curated = _Lines(["line-1", "line-2"], [])
     scheduler.start()
     try:
@@ -233,3 +236,20 @@ def test_a_bad_gateway_option_is_named_before_any_certificate_is_issued(tmp_path
     with pytest.raises(ValueError, match=r"gateway.json: invalid gateway config: .*line_id.*'line 1'"):
         add_gateway("gw-1", line_id="line 1", site="plant-a", out_dir=tmp_path / "gw", local_dir=tmp_path)
     assert not (tmp_path / "gw").exists()
+
+
+def test_the_schedule_runs_live_accuracy_rounds_with_the_schedules_time(monkeypatch):
+    rounds = []
+    monkeypatch.setattr(functions, "live_accuracy_round", lambda log, source: rounds.append(source) or {})
+    schedule = LocalSchedule(compaction_s=0, wave_controller_s=0, approvals_s=0, live_accuracy_s=0.01)
+    assert schedule.describe().endswith("live_accuracy every 0.01 s")
+    scheduler = LocalScheduler(schedule, lambda_log=None).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(rounds) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        scheduler.stop()
+    assert rounds[:2] == ["edgeloop.local.schedule"] * 2 and scheduler.stats().failures == {"live_accuracy": 0}
+    event = functions.scheduled_event("edgeloop.local", datetime(2026, 3, 2, 10, 0, 5, tzinfo=UTC))
+    assert event["time"] == "2026-03-02T10:00:05Z" and event["detail-type"] == "Scheduled Event"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -59,11 +60,13 @@ from edgeloop.schemas import (
     ModelUpdate,
     PeriodicStatus,
     Precision,
+    PredictionBatch,
     PredictionMessage,
     feature_schema_hash,
     load_use_case,
     names,
 )
+from edgeloop.schemas.prediction import decode_prediction_batch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -169,6 +172,15 @@ class FakeNucleus:
     def periodic_statuses(self) -> list[PeriodicStatus]:
         documents = self.iot_core_documents(names.model_status_topic(THING))
         return [PeriodicStatus.model_validate(d) for d in documents if d.get("kind") == "periodic"]
+
+    def prediction_batches(self) -> list[PredictionBatch]:
+        topic = names.prediction_topic(THING)  # compressed: the landing's decoder reads them
+        return [
+            decode_prediction_batch(r.payload) for r in self.requests("publish_to_iot_core") if r.topic_name == topic
+        ]
+
+    def cloud_predictions(self) -> list[PredictionMessage]:
+        return [p for batch in self.prediction_batches() for p in batch.predictions]
 
     def local_publishes(self) -> list[tuple[str, dict]]:
         return [(r.topic, r.publish_message.json_message.message) for r in self.requests("publish_to_topic")]
@@ -527,9 +539,14 @@ def test_predictions_go_out_as_messages_classified_against_the_local_limits(runn
     for _ in range(3):
         feed(nucleus, line, 30, chunk_s=30)
         runner.step()
-    cloud = [PredictionMessage.model_validate(d) for d in nucleus.iot_core_documents(names.prediction_topic(THING))]
+    # the raise sent the held predictions just before it: the cloud has every one, local adapters too
+    cloud = nucleus.cloud_predictions()
     local = [m for t, m in nucleus.local_publishes() if t == names.LOCAL_PUBSUB_PREDICTIONS_TOPIC]
-    assert len(cloud) >= 3 and [PredictionMessage.model_validate(m) for m in local] == cloud
+    assert len(cloud) >= names.DEFAULT_ALERT_RAISE_AFTER
+    assert [PredictionMessage.model_validate(m) for m in local][: len(cloud)] == cloud
+    assert len(local) - len(cloud) == runner.predictions.held, "those after the raise wait for their batch"
+    topics = [r.topic_name for r in nucleus.requests("publish_to_iot_core")]
+    assert topics.index(names.alert_topic(THING)) > topics.index(names.prediction_topic(THING)), "batch first"
     last = cloud[-1]
     assert (last.model.deployment_id, last.model.version, last.run_id) == ("dep-1", "1.0.0", "run-7")
     assert last.spec.upper == 2.0 and last.violation_class.value == "usl_violation"
@@ -554,7 +571,79 @@ def test_predictions_go_out_as_messages_classified_against_the_local_limits(runn
     assert [e.event.value for e in events] == ["raise", "clear"] and events[1].alert_id == raised.alert_id
 
 
-def test_messages_iot_core_refused_wait_in_order(runner, nucleus, clock, line, s3, payload):
+def stride(runner, nucleus, clock, line) -> None:
+    """One pack stride of live data on the simulated clock, and the main loop's round."""
+    feed(nucleus, line, 30, chunk_s=30)
+    clock.now += 30
+    runner.step()
+
+
+def test_predictions_go_to_iot_core_in_batches_and_a_stop_sends_the_held_ones(
+    settings, nucleus, clock, line, s3, payload
+):
+    latency_s = 300  # a batch every 11 strides (the default's would take 60)
+    runner, ipc = make_runner(settings.model_copy(update={"prediction_flush_max_latency_s": latency_s}), nucleus, clock)
+    runner.start()
+    serve_model(runner, nucleus, clock, line, s3, payload)
+    for _ in range(25):
+        stride(runner, nucleus, clock, line)
+    assert runner.predictions.held > 0
+    runner.close()  # the stop sends what is held
+    ipc.close()
+    local = [
+        PredictionMessage.model_validate(m)
+        for t, m in nucleus.local_publishes()
+        if t == names.LOCAL_PUBSUB_PREDICTIONS_TOPIC
+    ]
+    per_batch = latency_s // USE_CASE.example_stride_s + 1  # the flush rule's k
+    batches = nucleus.prediction_batches()
+    assert len(local) >= 25 and len(batches) == math.ceil(len(local) / per_batch)
+    assert nucleus.cloud_predictions() == local, "every prediction, once, in order"
+    assert runner.predictions.held == 0 and runner.messages.pending == 0
+
+
+def test_held_predictions_survive_a_crash_and_go_out_after_the_restart(settings, nucleus, clock, line, s3, payload):
+    first, ipc = make_runner(settings, nucleus, clock)
+    first.start()
+    serve_model(first, nucleus, clock, line, s3, payload)
+    for _ in range(3):
+        stride(first, nucleus, clock, line)
+    held = [PredictionMessage.model_validate(m) for t, m in nucleus.local_publishes() if t.endswith("/predictions")]
+    assert first.predictions.held == len(held) >= 3 and nucleus.prediction_batches() == []
+    ipc.close()  # the process dies: no close(), nothing drained
+    fresh = FakeNucleus()
+    second, ipc = make_runner(settings, fresh, clock)
+    second.start()
+    second.step()  # no new sample yet: the restored batch is due at once
+    assert fresh.cloud_predictions() == held
+    second.close()
+    ipc.close()
+
+
+def test_an_alert_goes_at_once_after_the_held_predictions(settings, nucleus, clock, line, s3, payload):
+    slow = settings.model_copy(update={"prediction_flush_max_latency_s": 3600.0})  # nothing due for an hour
+    runner, ipc = make_runner(slow, nucleus, clock)
+    runner.start()
+    serve_model(runner, nucleus, clock, line, s3, payload)
+    nucleus.publish_local(context_message(1.0, 2.0), topic=names.LOCAL_PUBSUB_CONTEXT_TOPIC)  # every level violates
+    local_alerts: list = []
+    while not local_alerts:
+        stride(runner, nucleus, clock, line)
+        local_alerts = [m for t, m in nucleus.local_publishes() if t == names.LOCAL_PUBSUB_ALERTS_TOPIC]
+    (sent,) = nucleus.iot_core_documents(names.alert_topic(THING))
+    assert sent == local_alerts[0], "sent on the round that raised it, not an hour later"
+    local = [m for t, m in nucleus.local_publishes() if t == names.LOCAL_PUBSUB_PREDICTIONS_TOPIC]
+    assert [p.model_dump(mode="json") for p in nucleus.cloud_predictions()] == local, "what decided it went first"
+    topics = [r.topic_name for r in nucleus.requests("publish_to_iot_core")]
+    assert topics[-2:] == [names.prediction_topic(THING), names.alert_topic(THING)]
+    runner.close()
+    ipc.close()
+
+
+def test_messages_iot_core_refused_wait_in_order(settings, nucleus, clock, line, s3, payload):
+    at_once = settings.model_copy(update={"prediction_flush_max_latency_s": 0.0})  # a batch per prediction
+    runner, ipc = make_runner(at_once, nucleus, clock)
+    runner.start()
     serve_model(runner, nucleus, clock, line, s3, payload)
     nucleus.iot_core_outcome = lambda: done(error=ServiceError(message="spooler full"))
     for _ in range(2):
@@ -564,9 +653,11 @@ def test_messages_iot_core_refused_wait_in_order(runner, nucleus, clock, line, s
     nucleus.iot_core_outcome = lambda: done(PublishToIoTCoreResponse())
     clock.now += runner.messages.retry_after_s
     runner.step()
-    attempts = [d["made_at"] for d in nucleus.iot_core_documents(names.prediction_topic(THING))]
-    assert len(set(attempts)) == 3 and attempts == sorted(attempts), "every prediction, in order, retried"
+    attempts = [batch.predictions[0].made_at for batch in nucleus.prediction_batches()]
+    assert len(set(attempts)) == 3 and attempts == sorted(attempts), "every batch, in order, retried"
     assert runner.messages.pending == 0 and runner.messages.dropped == 0
+    runner.close()
+    ipc.close()
 
 
 def test_the_run_and_limits_survive_a_restart(settings, nucleus, clock, line, s3, payload):
@@ -582,12 +673,10 @@ def test_the_run_and_limits_survive_a_restart(settings, nucleus, clock, line, s3
     serve_model(second, fresh, clock, line, s3, payload)
     feed(fresh, line, 30, chunk_s=30)
     second.step()
-    (message, *_) = [
-        PredictionMessage.model_validate(d) for d in fresh.iot_core_documents(names.prediction_topic(THING))
-    ]
-    assert message.run_id == "run-7" and message.spec.upper == 2.0
-    second.close()
+    second.close()  # a stop sends the held predictions
     ipc.close()
+    (message, *_) = fresh.cloud_predictions()
+    assert message.run_id == "run-7" and message.spec.upper == 2.0
 
 
 def test_bad_or_foreign_context_is_refused_and_counted(runner, nucleus):

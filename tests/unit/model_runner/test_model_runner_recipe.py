@@ -77,3 +77,23 @@ def test_alert_counts_are_configurable_with_the_code_default(key, env, default, 
     assert getattr(settings_from_env({**base, env: "5"}), field) == 5
     with pytest.raises(ValueError, match=f"{env}='0'"):
         settings_from_env({**base, env: "0"})
+
+
+def test_the_prediction_flush_latency_is_configurable_with_the_code_default(tmp_path):
+    key, env = names.PREDICTION_FLUSH_MAX_LATENCY_CONFIG_KEY, names.PREDICTION_FLUSH_MAX_LATENCY_S_ENV
+    document = recipe()
+    default = names.DEFAULT_PREDICTION_FLUSH_MAX_LATENCY_S
+    assert float(document["ComponentConfiguration"]["DefaultConfiguration"][key]) == default
+    for manifest in document["Manifests"]:
+        assert manifest["Lifecycle"]["setEnv"][env] == f"{{configuration:/{key}}}"
+    base = {
+        names.THING_NAME_ENV: "gw-1",
+        names.WORK_DIR_ENV: str(tmp_path),
+        names.LINE_ID_ENV: "line-1",
+        names.USE_CASE_ENV: "extrusion",
+    }
+    assert settings_from_env({**base, env: ""}).prediction_flush_max_latency_s == default
+    assert settings_from_env({**base, env: "0"}).prediction_flush_max_latency_s == 0, "0: each prediction at once"
+    assert settings_from_env({**base, env: "60"}).prediction_flush_max_latency_s == 60
+    with pytest.raises(ValueError, match=f"{env}='-1'"):
+        settings_from_env({**base, env: "-1"})
