@@ -10,11 +10,12 @@ retraining function acts on its decisions, `edgeloop monitor` shows them ("what 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeloop.cloud.pipeline_execution import (
@@ -187,6 +188,23 @@ def decide_retraining(
             )
         )
     return decisions
+
+
+def decide_asking_what_runs(
+    running_lines: Callable[[], Mapping[str, str]], **decide: Any
+) -> tuple[list[Decision], Exception | None]:
+    """decide_retraining (its keyword arguments but `running`), asking `running_lines()` (SageMaker's
+    Executing executions of the pipeline, {line: ARN}) only when a start would fire: most rounds start
+    nothing and make no SageMaker call. When SageMaker cannot answer, the decisions made without it
+    come back with the error: the function raises it, `edgeloop monitor` shows it."""
+    decisions = decide_retraining(**decide, running={})
+    if not any(d.start for d in decisions):
+        return decisions, None
+    try:
+        running = running_lines()
+    except (ClientError, BotoCoreError) as exc:
+        return decisions, exc
+    return decide_retraining(**decide, running=running), None
 
 
 def _held_back(

@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
 
-from edgeloop.cloud.aws import client
+from edgeloop.cloud.keyed_table import KeyedTable
 from edgeloop.cloud.retraining import LineRetraining, RetrainingTrigger, retraining_item_key
 from edgeloop.schemas import names
 
@@ -44,27 +43,9 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(value) for key, value in values.items()}
 
 
-class RetrainingTable:
+class RetrainingTable(KeyedTable):
     def __init__(self, table_name: str) -> None:
-        if not table_name:
-            raise ValueError(f"table_name={table_name!r}: the monitoring table needs a name")
-        self.table_name = table_name
-
-    @property
-    def _client(self) -> Any:
-        return client("dynamodb")
-
-    def _key(self, value: str) -> dict[str, Any]:
-        return {names.MONITORING_TABLE_KEYS.partition_key: {"S": value}}
-
-    def _if_condition_holds(self, operation: str, **request: Any) -> dict[str, Any] | None:
-        """A conditional write's response, or None when its condition failed (someone wrote first)."""
-        try:
-            return getattr(self._client, operation)(TableName=self.table_name, **request)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return None
-            raise
+        super().__init__(table_name, names.MONITORING_TABLE_KEYS, what="monitoring")
 
     def states(self, line_ids: Iterable[str]) -> dict[str, LineRetraining]:
         """{line: its retraining item} of the lines that have one (strongly consistent reads)."""

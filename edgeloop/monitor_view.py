@@ -19,12 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from edgeloop.cloud import s3
 from edgeloop.cloud.aws import client
 from edgeloop.cloud.pipeline_execution import executing_lines
-from edgeloop.cloud.retraining import Decision, decide_retraining, degraded_trigger
+from edgeloop.cloud.retraining import Decision, decide_asking_what_runs, degraded_trigger
 from edgeloop.cloud.retraining_table import RetrainingTable
 from edgeloop.functions.live_accuracy.store import monitored_lines, read_line_monitoring
 from edgeloop.schemas import UseCaseConfig, names
@@ -209,23 +207,15 @@ def retraining_decisions(
     states = RetrainingTable(monitoring_table).states(line_ids_)
     degraded = degraded_triggers([line.state for line in lines if line.state is not None], now)
     pipeline = names.pipeline_name(use_case.use_case)
-
-    def decide(running: dict[str, str]) -> list[Decision]:
-        return decide_retraining(
-            config=use_case.monitoring,
-            now=now,
-            lines=line_ids_,
-            states=states,
-            degraded=degraded,
-            running=running,
-            pipeline_name=pipeline,
-        )
-
-    decisions = decide({})
-    if not any(d.start for d in decisions):
-        return decisions, None
-    try:
-        running = executing_lines(client("sagemaker"), pipeline, now)
-    except (ClientError, BotoCoreError) as exc:
-        return decisions, f"running executions of {pipeline} not known ({exc}): a start shown may be held back"
-    return decide(running), None
+    decisions, error = decide_asking_what_runs(
+        lambda: executing_lines(client("sagemaker"), pipeline, now),
+        config=use_case.monitoring,
+        now=now,
+        lines=line_ids_,
+        states=states,
+        degraded=degraded,
+        pipeline_name=pipeline,
+    )
+    if error is not None:
+        return decisions, f"running executions of {pipeline} not known ({error}): a start shown may be held back"
+    return decisions, None

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from edgeloop.cloud.keyed_table import KeyedTable
 from edgeloop.schemas import (
     DeploymentRecord,
     DeploymentState,
@@ -50,8 +51,6 @@ from edgeloop.schemas import (
     RolloutWave,
     names,
 )
-
-from .keyed_table import KeyedTable
 
 REVISION = "revision"
 DOCUMENT = "document"

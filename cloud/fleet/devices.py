@@ -36,9 +36,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from edgeloop.cloud.keyed_table import KeyedTable
 from edgeloop.schemas import DeviceEvent, DeviceHistoryEntry, DeviceRecord, DeviceStatus, names
-
-from .keyed_table import KeyedTable
 
 REVISION = "revision"
 HISTORY_ENTRY = "history_entry"

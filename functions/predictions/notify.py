@@ -47,7 +47,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from edgeloop.cloud.fleet.keyed_table import CONDITION_FAILED, KeyedTable
+from edgeloop.cloud.keyed_table import CONDITION_FAILED, KeyedTable
 from edgeloop.schemas import names
 from edgeloop.schemas.prediction import AlertEvent, AlertEventKind
 from edgeloop.schemas.training import ViolationClass

@@ -23,7 +23,7 @@ from edgeloop.cloud.retraining import (
     RetrainingStarted,
     RetrainingTrigger,
     claim_cutoff,
-    decide_retraining,
+    decide_asking_what_runs,
     degraded_trigger,
     item_expiry,
 )
@@ -78,21 +78,18 @@ def run_retraining(
     pipeline = names.pipeline_name(use_case.use_case)
     states = table.states([*lines, *(t.line_id for t in degraded)])
 
-    def decide(running: Mapping[str, str]) -> list[Decision]:
-        return decide_retraining(
-            config=use_case.monitoring,
-            now=now,
-            lines=lines,
-            states=states,
-            degraded=degraded,
-            running=running,
-            pipeline_name=pipeline,
-            scheduled_at=scheduled_at,
-        )
-
-    decisions = decide({})
-    if any(d.start for d in decisions):  # only then ask SageMaker what is running
-        decisions = decide(executing_lines(sagemaker, pipeline, now))
+    decisions, error = decide_asking_what_runs(
+        lambda: executing_lines(sagemaker, pipeline, now),
+        config=use_case.monitoring,
+        now=now,
+        lines=lines,
+        states=states,
+        degraded=degraded,
+        pipeline_name=pipeline,
+        scheduled_at=scheduled_at,
+    )
+    if error is not None:  # never start blind: a line may have an execution running
+        raise error
     started, held, errors = [], [d for d in decisions if d.trigger and not d.start], {}
     starter = _Starter(use_case, pipeline, table, sagemaker, eventbridge, event_bus, now)
     for decision in (d for d in decisions if d.start):

@@ -1,4 +1,4 @@
-"""What the fleet's DynamoDB tables share: a named table, strongly consistent reads by key, and
+"""What the DynamoDB tables share (fleet, monitoring): a named table, strongly consistent reads by key, and
 conditional writes whose failed condition is an answer ("someone wrote first"), not an error."""
 
 from __future__ import annotations
