@@ -96,11 +96,9 @@ def run() -> dict[str, tuple[float, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="edgeloop-bench-cost-"))
     try:
         simulated_s, before_s = whole_rounds(SIMULATED_S, interval), whole_rounds(BEFORE_SIMULATED_S, interval)
-        default = [
-            _measure(RunSpec(n, simulated_s, FlushPolicy(), interval, batching), settings, workdir) for n in SIZES
-        ]
-        direct = _measure(RunSpec(DIRECT_GATEWAYS, simulated_s, FlushPolicy(), interval), settings, workdir)
-        before = _measure(RunSpec(BEFORE_GATEWAYS, before_s, FlushPolicy.immediate(), interval), settings, workdir)
+        default = [_measure(spec(settings, n, simulated_s, FlushPolicy(), batching), settings, workdir) for n in SIZES]
+        direct = _measure(spec(settings, DIRECT_GATEWAYS, simulated_s, FlushPolicy()), settings, workdir)
+        before = _measure(spec(settings, BEFORE_GATEWAYS, before_s, FlushPolicy.immediate()), settings, workdir)
         compared = flush_comparison(workdir / "prediction-flush")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -111,8 +109,43 @@ def run() -> dict[str, tuple[float, str]]:
     out["cost.compaction_interval_minutes"] = (interval / 60, "minutes")
     out.update(estimates(direct, default, prices, batching))
     out.update(prediction_flush_figures(compared, prices, landing_puts_per_message(default[-1])))
+    if settings.live_accuracy_interval_s:
+        out.update(live_accuracy_round_figures(default[-1], settings.live_accuracy_interval_s))
     print_itemized(default[-1], prices)
     return out
+
+
+def live_accuracy_round_figures(run: RunFigures, interval_s: int) -> dict[str, tuple[float, str]]:
+    """S3 requests one live accuracy round makes per line, by operation (and printed by prefix too)."""
+    rounds_per_month = cost_model.MONTH_S / interval_s
+    by_operation: dict[str, float] = {}
+    for item, quantity in sorted(run.itemized.items()):
+        key, function, *what = item.split(" ")
+        if function != "live_accuracy" or not key.startswith("s3."):
+            continue
+        per_round = quantity / rounds_per_month  # itemized is per gateway-month: one line per gateway
+        print(f"   live accuracy, per line per round: {per_round:6.2f} {' '.join(what)}")
+        by_operation[what[0]] = by_operation.get(what[0], 0.0) + per_round
+    return {f"cost.live_accuracy_round_s3_{op}_per_line": (n, "requests") for op, n in by_operation.items()}
+
+
+def spec(
+    settings: DeployedSettings,
+    gateways: int,
+    simulated_s: int,
+    flush: FlushPolicy,
+    batching: tuple[int, int] | None = None,
+) -> RunSpec:
+    """A run at the template's schedules: compaction's, and live accuracy's with its landing delay."""
+    return RunSpec(
+        gateways,
+        simulated_s,
+        flush,
+        settings.compaction_interval_s,
+        batching,
+        live_accuracy_interval_s=settings.live_accuracy_interval_s,
+        landing_delay_minutes=settings.landing_delay_minutes,
+    )
 
 
 def _measure(spec: RunSpec, settings: DeployedSettings, workdir: Path) -> RunFigures:
@@ -127,9 +160,12 @@ def _measure(spec: RunSpec, settings: DeployedSettings, workdir: Path) -> RunFig
         f"   {spec.gateways} gateways, {spec.simulated_s} simulated s, max latency {spec.flush.max_latency_s:g} s,"
         f" {path} ingest: {run.iot.messages} messages,"
         f" {sum(f.requests for f in run.lambdas.functions.values())} invocations,"
-        f" {run.compaction_rounds} compaction rounds in {run.wall_s:.0f} s",
+        f" {run.compaction_rounds} compaction rounds, {run.live_accuracy_rounds} live accuracy rounds"
+        f" ({run.live_accuracy_windows} windows scored) in {run.wall_s:.0f} s",
         flush=True,
     )
+    if spec.live_accuracy_interval_s and not run.live_accuracy_windows:
+        raise RuntimeError(f"{spec}: live accuracy ran {run.live_accuracy_rounds} round(s) and scored no window")
     return figures(run, settings)
 
 
@@ -147,9 +183,11 @@ def results(default: list[RunFigures], prices: cost_model.PriceTable) -> dict[st
     monthly = [monthly_by_service(run, prices) for run in default]
     total = cost_model.fit_line(gateways, [sum(m.values()) for m in monthly])
     predictions = cost_model.fit_line(gateways, [sum(prices.cost(run.predictions).values()) for run in default])
+    live_accuracy = cost_model.fit_line(gateways, [sum(prices.cost(run.live_accuracy).values()) for run in default])
     out: dict[str, tuple[float, str]] = {
         "cost.usd_per_gateway_month": (total.slope, UNIT),
         "cost.predictions_usd_per_gateway_month": (predictions.slope, UNIT),
+        "cost.live_accuracy_usd_per_gateway_month": (live_accuracy.slope, UNIT),
         "cost.fixed_usd_per_month": (total.intercept, "USD/month"),
         "cost.linear_fit_max_error": (total.max_relative_error, "fraction"),
         "cost.curated_retention_days": (float(RETENTION_DAYS), "days"),
@@ -157,6 +195,9 @@ def results(default: list[RunFigures], prices: cost_model.PriceTable) -> dict[st
     for service in sorted({service for m in monthly for service in m}):
         line = cost_model.fit_line(gateways, [m.get(service, 0.0) for m in monthly])
         out[f"cost.{service}_usd_per_gateway_month"] = (line.slope, UNIT)
+    for service in sorted({service for run in default for service in prices.cost(run.live_accuracy)}):
+        line = cost_model.fit_line(gateways, [prices.cost(run.live_accuracy).get(service, 0.0) for run in default])
+        out[f"cost.live_accuracy_{service}_usd_per_gateway_month"] = (line.slope, UNIT)
     by_key = [prices.cost_by_key(run.usage.per_month()) for run in default]
     storage = cost_model.fit_line(gateways, [m.get("s3.storage_gb_month", 0.0) for m in by_key])
     out["cost.s3_storage_usd_per_gateway_month"] = (storage.slope, UNIT)

@@ -9,7 +9,8 @@ telemetry rule through its queue when the run is batched (the batches released a
 simulated batching window) or once per message when it is not; the scheduled functions run on the
 simulated clock as EventBridge would: compaction at the run's interval (the template's schedule,
 edgeloop:compactionIntervalMinutes; rollups on its success, the metric packer per line whose curated
-data changed: curated/ "Object Created" events), the wave controller every minute; each gateway's model runner sends its periodic
+data changed: curated/ "Object Created" events), the wave controller every minute, live accuracy at its
+schedule's interval (scoring_time: the round that scores the period's windows); each gateway's model runner sends its periodic
 status every DEFAULT_STATUS_INTERVAL_S. Each gateway also runs the ModelRunner component's class on its
 samples (cost_predictions.BenchRunner): a prediction every pack stride, batched to IoT Core under its
 flush policy, through the predictions rule and queue to the landing function. Samples are stamped in
@@ -57,7 +58,7 @@ SOURCE = "edgeloop.bench.cost"
 BRIDGE_IDLE_TIMEOUT_S = 300.0
 NEVER_BY_WALL_CLOCK_S = 1e9  # the simulated clock releases the batches (Released)
 SQS_RECEIVE_MAX = 10  # messages per ReceiveMessage / DeleteMessageBatch
-SCHEDULED_FUNCTIONS = ("compaction", "rollups", "metric_packer", "wave_controller")
+SCHEDULED_FUNCTIONS = ("compaction", "rollups", "metric_packer", "wave_controller", "live_accuracy")
 METERED_FUNCTIONS = (*dict.fromkeys(route.function for route in names.IOT_ROUTES), *SCHEDULED_FUNCTIONS)
 
 
@@ -71,6 +72,8 @@ class RunSpec:
     # ingest once per message (the path before batched ingest)
     ingest_batching: tuple[int, int] | None = None
     prediction_flush_max_latency_s: float = names.DEFAULT_PREDICTION_FLUSH_MAX_LATENCY_S
+    live_accuracy_interval_s: int | None = None  # its schedule (cost_template.DeployedSettings); None: not run
+    landing_delay_minutes: float = 0.0  # its names.LANDING_DELAY_MINUTES_ENV, the template's
 
 
 @dataclass
@@ -89,6 +92,8 @@ class FleetRun:
     prediction_iot: IotUsage = field(default_factory=IotUsage)  # the model runners' messages (also in `iot`)
     rule_units_by: dict[str, int] = field(default_factory=dict)  # function -> rule units routed to it
     sqs_requests_by: dict[str, int] = field(default_factory=dict)
+    live_accuracy_rounds: int = 0
+    live_accuracy_windows: int = 0  # (line, model version) windows the rounds scored
 
 
 class SimClock:
@@ -201,6 +206,8 @@ class Cloud:
         self.sqs_requests_by: Counter = Counter()
         self.curated = CuratedWatcher()
         self.compaction_rounds = 0
+        self.live_accuracy_rounds = 0
+        self.live_accuracy_windows = 0
 
     def invoke(self, function: str, event: dict, context: object) -> object:
         return functions.logging_to(self.log, self.lambdas.wrap(function, handler_of(function)))(event, context)
@@ -235,6 +242,22 @@ class Cloud:
     def wave_controller_round(self) -> None:
         self.invoke("wave_controller", functions.scheduled_event(SOURCE), functions.lambda_context("wave_controller"))
 
+    def live_accuracy_round(self, at: datetime) -> None:
+        event = functions.scheduled_event(SOURCE, at)
+        summary = self.invoke("live_accuracy", event, functions.lambda_context("live_accuracy"))
+        self.live_accuracy_rounds += 1
+        self.live_accuracy_windows += summary["windows"]
+
+
+def scoring_time(period_end_ms: int, landing_delay_minutes: float) -> datetime:
+    """When a round scores the window holding `period_end_ms`'s predictions (windows of
+    monitoring.window_minutes, due a label window and the landing delay after they end). A bench period
+    is an hour: the round at its end would find none of its windows due; the stack's next round scores
+    them, and a round bills per line by the windows and objects it reads, not by when it runs."""
+    use_case = load_use_case(USE_CASE)
+    lag_s = use_case.monitoring.window_minutes * 60 + use_case.label_window_s + landing_delay_minutes * 60
+    return datetime.fromtimestamp(period_end_ms / 1000 + lag_s, UTC)
+
 
 def run_fleet(
     spec: RunSpec, memory_mb: dict[str, int], workdir: Path, logging_env: Mapping[str, Mapping[str, str]] | None = None
@@ -246,7 +269,11 @@ def run_fleet(
     clock, iot, prediction_iot, log = SimClock(), IotUsage(), IotUsage(), CountingLog()
     lambdas = LambdaMeter(memory_mb, log)
     cloud = Cloud(lambdas, log)
-    environment = {names.USE_CASE_ENV: USE_CASE, "POWERTOOLS_LOG_LEVEL": DEPLOYED_LOG_LEVEL}
+    environment = {
+        names.USE_CASE_ENV: USE_CASE,
+        "POWERTOOLS_LOG_LEVEL": DEPLOYED_LOG_LEVEL,
+        names.LANDING_DELAY_MINUTES_ENV: f"{spec.landing_delay_minutes:g}",
+    }
     with ExitStack() as stack:
         stack.enter_context(temporary_environment(environment))
         runtime = stack.enter_context(LocalRuntime(workdir / "runtime", things))
@@ -258,7 +285,9 @@ def run_fleet(
         stack.enter_context(logs_into(log))
         bridge = _bridge(runtime, handlers, spec)
         stack.enter_context(bridge)
-        gateways = _gateways(runtime, things, spec, clock, (iot, prediction_iot), workdir)
+        # the simulated period ends a minute before now: every sample is in the past
+        start_ms = (time.time_ns() // 1_000_000) - (spec.simulated_s + 60) * 1000
+        gateways = _gateways(runtime, things, spec, clock, (iot, prediction_iot), workdir, start_ms)
         stack.callback(lambda: [g.close() for g in gateways])
         # Connecting (announcement, registration) happens once per connection, not per simulated
         # second: it is set-up here, and the meters start after it.
@@ -266,7 +295,7 @@ def run_fleet(
         released.wait_idle()
         released.restart_count()
         _start_metering(meter, lambdas, (iot, prediction_iot), cloud)
-        _simulate(spec, clock, gateways, cloud, released)
+        _simulate(spec, clock, gateways, cloud, released, start_ms)
         released.wait_idle()
         if bridge.failed:
             raise RuntimeError(f"{bridge.failed} handler invocation(s) failed; last: {bridge.last_error}")
@@ -286,6 +315,8 @@ def run_fleet(
         prediction_iot,
         dict(cloud.rule_units_by),
         dict(cloud.sqs_requests_by),
+        cloud.live_accuracy_rounds,
+        cloud.live_accuracy_windows,
     )
 
 
@@ -295,15 +326,14 @@ def _start_metering(meter: AwsCallMeter, lambdas: LambdaMeter, usage: tuple[IotU
     for iot in usage:
         iot.messages = iot.units = iot.payload_bytes = 0
     cloud.rule_units = cloud.sqs_requests = 0
+    cloud.live_accuracy_rounds = cloud.live_accuracy_windows = 0
     cloud.rule_units_by.clear()
     cloud.sqs_requests_by.clear()
 
 
 def _gateways(
-    runtime, things, spec: RunSpec, clock: SimClock, usage: tuple[IotUsage, IotUsage], workdir: Path
+    runtime, things, spec: RunSpec, clock: SimClock, usage: tuple[IotUsage, IotUsage], workdir: Path, start_ms: int
 ) -> list[SimGateway]:
-    # the simulated period ends a minute before now: every sample is in the past
-    start_ms = (time.time_ns() // 1_000_000) - (spec.simulated_s + 60) * 1000
     gateways = []
     for i, thing in enumerate(things):
         cert = runtime.certs[thing]
@@ -370,7 +400,9 @@ class Released:
         self.bridge.wait_idle(BRIDGE_IDLE_TIMEOUT_S)
 
 
-def _simulate(spec: RunSpec, clock: SimClock, gateways: list[SimGateway], cloud: Cloud, bridge: Released) -> None:
+def _simulate(
+    spec: RunSpec, clock: SimClock, gateways: list[SimGateway], cloud: Cloud, bridge: Released, start_ms: int
+) -> None:
     window_s = spec.ingest_batching[1] if spec.ingest_batching else 0
     for second in range(1, spec.simulated_s + 1):
         for gateway in gateways:
@@ -386,6 +418,9 @@ def _simulate(spec: RunSpec, clock: SimClock, gateways: list[SimGateway], cloud:
         if second % spec.compaction_interval_s == 0:
             bridge.wait_idle()  # what was sent until now has landed, as in AWS
             cloud.compaction_round()
+        if spec.live_accuracy_interval_s and second % spec.live_accuracy_interval_s == 0:
+            bridge.wait_idle()
+            cloud.live_accuracy_round(scoring_time(start_ms + second * 1000, spec.landing_delay_minutes))
 
 
 def _stored(bucket: str) -> tuple[dict[str, int], dict[str, int]]:

@@ -32,6 +32,8 @@ class DeployedSettings:
     log_retention_days: int
     compaction_interval_s: int  # compaction's EventBridge schedule, rate(...)
     path: Path
+    live_accuracy_interval_s: int | None = None  # live accuracy's schedule (None: the stack has no such function)
+    landing_delay_minutes: float = 0.0  # live accuracy's names.LANDING_DELAY_MINUTES_ENV
 
 
 CDK_SOURCES = TEMPLATE.parent.parent / "cdk"
@@ -64,7 +66,7 @@ def current_template(context: Mapping[str, object] | None = None) -> tuple[dict,
 def deployed_settings(path: Path | None = None, context: Mapping[str, object] | None = None) -> DeployedSettings:
     """From the template at `path`, or from the current template (see current_template)."""
     resources, path = (_resources(path), path) if path is not None else current_template(context)
-    memory, architectures, logging_env, retention, keys = {}, {}, {}, set(), {}
+    memory, architectures, logging_env, retention, keys, variables_of = {}, {}, {}, set(), {}, {}
     for logical_id, resource in resources.items():
         properties = resource.get("Properties", {})
         if resource["Type"] == "AWS::Lambda::Function":
@@ -72,6 +74,7 @@ def deployed_settings(path: Path | None = None, context: Mapping[str, object] | 
             key = variables.get("POWERTOOLS_SERVICE_NAME")
             if key in names.FUNCTIONS:
                 keys[logical_id] = key
+                variables_of[key] = variables
                 memory[key] = int(properties["MemorySize"])
                 architectures[key] = properties.get("Architectures", ["x86_64"])[0]
                 logging_env[key] = {
@@ -79,6 +82,7 @@ def deployed_settings(path: Path | None = None, context: Mapping[str, object] | 
                 }
         elif resource["Type"] == "AWS::Logs::LogGroup" and "Function" not in logical_id and "Api" not in logical_id:
             retention.add(int(properties.get("RetentionInDays", 0)))
+    live_accuracy = "live_accuracy" in memory
     if len(retention) != 1:
         raise ValueError(f"{path}: the function log groups' RetentionInDays differ or are missing: {sorted(retention)}")
     return DeployedSettings(
@@ -91,6 +95,10 @@ def deployed_settings(path: Path | None = None, context: Mapping[str, object] | 
         log_retention_days=retention.pop(),
         compaction_interval_s=scheduled_every_s(resources, keys, "compaction", path),
         path=path,
+        live_accuracy_interval_s=scheduled_every_s(resources, keys, "live_accuracy", path) if live_accuracy else None,
+        landing_delay_minutes=float(variables_of["live_accuracy"][names.LANDING_DELAY_MINUTES_ENV])
+        if live_accuracy
+        else 0.0,
     )
 
 

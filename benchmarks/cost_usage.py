@@ -14,13 +14,15 @@ Flow quantities are what the run counted; standing ones are steady state per mon
   of GETs where a run from an empty bucket sees one. The metric packer does not grow
   (cloud/packing/incremental.py): a round lists the line's curated parts (one page for ~1,000
   days) and reads only the days of runs whose inputs changed, what the run counted.
+- Live accuracy re-reads the predictions/ and curated/ objects of its window's day on every round
+  (LIVE_ACCURACY_DAY_HOURS on average, an estimate); a run from an empty bucket reads only its own.
 - CloudWatch Logs storage for the log groups' retention; custom metrics: the distinct EMF metrics.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgeloop.functions.compaction.checkpoint import HOUR, HOUR_CLOSES_AFTER
 from edgeloop.schemas import names
@@ -52,6 +54,13 @@ BATCHED_FUNCTIONS = frozenset(route.function for route in names.IOT_ROUTES if ro
 
 
 DAYS_PER_MONTH = 365.25 / 12
+LIVE_ACCURACY = "live_accuracy"
+LIVE_ACCURACY_GROWTH = "live_accuracy_day_reads"
+LIVE_ACCURACY_READ_PREFIXES = (names.PREDICTIONS_PREFIX, names.CURATED_PREFIX)
+# A round reads every predictions/ and curated/ object of its window's UTC day landed so far (the reader is
+# per round): on average about half a day, 13.5 h (the rounds in the ~1.2 h after midnight score the last
+# window of the day before and read all 24 h of it); a run from an empty bucket reads only its own hours.
+LIVE_ACCURACY_DAY_HOURS = 13.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class RunFigures:
     growth: dict[str, tuple[str, float]]  # name -> (price key, quantity per gateway-month) after a year
     predictions: dict[str, float]  # price key -> quantity per month for the run's fleet (in `usage` too)
     prediction_messages: float  # per month for the run's fleet
+    live_accuracy: dict[str, float] = field(default_factory=dict)  # price key -> per month, the run's fleet
 
 
 def figures(run: FleetRun, settings: DeployedSettings) -> RunFigures:
@@ -82,7 +92,10 @@ def figures(run: FleetRun, settings: DeployedSettings) -> RunFigures:
     usage = cost_model.RunUsage(run.spec.gateways, run.spec.simulated_s, dict(flow), dict(standing))
     predictions = prediction_quantities(run, settings, days)
     messages = run.prediction_iot.messages * cost_model.MONTH_S / run.spec.simulated_s
-    return RunFigures(usage, path_counts(run, settings, days), itemized(run), growth, predictions, messages)
+    live_accuracy = live_accuracy_quantities(run, settings, days)
+    return RunFigures(
+        usage, path_counts(run, settings, days), itemized(run), growth, predictions, messages, live_accuracy
+    )
 
 
 def prediction_quantities(run: FleetRun, settings: DeployedSettings, days: float) -> dict[str, float]:
@@ -92,11 +105,34 @@ def prediction_quantities(run: FleetRun, settings: DeployedSettings, days: float
     function also takes alerts; the bench's constant model raises none."""
     function = PREDICTIONS_ROUTE.function
     scale = cost_model.MONTH_S / run.spec.simulated_s
-    quantities: Counter = Counter()
+    quantities = function_quantities(run, settings, days, function, names.PREDICTIONS_PREFIX)
     quantities["iot.message_5kb"] += run.prediction_iot.units * scale
     for price_key in ("iot.rule_triggered", "iot.action_executed"):
         quantities[price_key] += run.rule_units_by.get(function, 0) * scale
     quantities["sqs.request_64kb"] += run.sqs_requests_by.get(function, 0) * scale
+    return dict(quantities)
+
+
+def live_accuracy_quantities(run: FleetRun, settings: DeployedSettings, days: float) -> dict[str, float]:
+    """Per month for the run's fleet, what the live accuracy rounds are billed: the function's
+    invocations, requests, logs (its window records included), the monitoring/ objects it keeps, the
+    year's re-reads of the day (growth_after_a_year) and its custom metrics (service live_accuracy:
+    per account unless use_case.monitoring.line_metrics)."""
+    quantities = function_quantities(run, settings, days, LIVE_ACCURACY, names.MONITORING_PREFIX)
+    for name, (price_key, quantity) in growth_after_a_year(run, settings, days).items():
+        if name == LIVE_ACCURACY_GROWTH:
+            quantities[price_key] += quantity * run.spec.gateways
+    quantities["cloudwatch.custom_metric_month"] += sum(
+        1 for _, dimensions, _ in run.log.metrics if ("service", LIVE_ACCURACY) in dimensions
+    )
+    return dict(quantities)
+
+
+def function_quantities(run: FleetRun, settings: DeployedSettings, days: float, function: str, prefix: str) -> Counter:
+    """Per month for the run's fleet: `function`'s invocations, billed requests, logs (ingested and
+    kept), X-Ray traces, the access log records of its S3 requests and the `prefix`/ objects kept."""
+    scale = cost_model.MONTH_S / run.spec.simulated_s
+    quantities: Counter = Counter()
     usage = run.lambdas.functions.get(function)
     if usage is not None:
         ingested_gb = _billed_log_bytes(usage) / cost_model.GIB
@@ -115,14 +151,14 @@ def prediction_quantities(run: FleetRun, settings: DeployedSettings, days: float
             quantities["iot.registry_operation"] += calls * scale
     quantities["dynamodb.read_request_unit"] += run.meter.usage.read_units.get(function, 0) * scale
     quantities["dynamodb.write_request_unit"] += run.meter.usage.write_units.get(function, 0) * scale
-    landed_per_day = run.stored_bytes.get(names.PREDICTIONS_PREFIX, 0) / days
-    retention = settings.expiry_days.get(names.PREDICTIONS_PREFIX, RETENTION_DAYS)
+    kept_per_day = run.stored_bytes.get(prefix, 0) / days
+    retention = settings.expiry_days.get(prefix, RETENTION_DAYS)
     access_logs_per_day = s3_calls * ACCESS_LOG_RECORD_BYTES / days
-    quantities["s3.storage_gb_month"] += cost_model.stored_gb_months(landed_per_day, retention)
+    quantities["s3.storage_gb_month"] += cost_model.stored_gb_months(kept_per_day, retention)
     quantities["s3.storage_gb_month"] += cost_model.stored_gb_months(
         access_logs_per_day, settings.access_log_expiry_days
     )
-    return dict(quantities)
+    return quantities
 
 
 def growth_after_a_year(run: FleetRun, settings: DeployedSettings, days: float) -> dict[str, tuple[str, float]]:
@@ -135,7 +171,18 @@ def growth_after_a_year(run: FleetRun, settings: DeployedSettings, days: float) 
             compaction_listing_per_month(run, settings, days) / run.spec.gateways,
         ),
         "rollup_reads": ("s3.get_and_other", rollup_reads * (DAYS_PER_MONTH / 2 - 1)),
+        LIVE_ACCURACY_GROWTH: ("s3.get_and_other", live_accuracy_day_reads(run) * scale),
     }
+
+
+def live_accuracy_day_reads(run: FleetRun) -> float:
+    """GETs beyond what the run counted that a round reading its window's whole day adds (per run):
+    the run's rounds read (rounds + 1) / 2 intervals of objects on average, the stack's LIVE_ACCURACY_DAY_HOURS."""
+    reads = sum(run.meter.usage.requests[(LIVE_ACCURACY, "s3", "GetObject", p)] for p in LIVE_ACCURACY_READ_PREFIXES)
+    if not run.live_accuracy_rounds or run.spec.live_accuracy_interval_s is None:
+        return 0.0
+    run_hours = (run.live_accuracy_rounds + 1) / 2 * run.spec.live_accuracy_interval_s / 3600
+    return reads * max(0.0, LIVE_ACCURACY_DAY_HOURS / run_hours - 1)
 
 
 def itemized(run: FleetRun) -> dict[str, float]:

@@ -10,10 +10,12 @@ import pytest
 from benchmarks.cost_fleet import RunSpec, run_fleet
 from edgeloop.greengrass_components.gateway.flush_policy import FlushPolicy
 from edgeloop.schemas import names
+from edgeloop.schemas.monitoring import DEGRADED_LINES_METRIC
 
 BATCH_WINDOW_S = 60
 # one round of a 15-minute schedule (the stack's is edgeloop:compactionIntervalMinutes): a short run
 COMPACTION_EVERY_S = 15 * 60
+LANDING_DELAY_MINUTES = 70  # the stack's at an hourly compaction (cdk/constructs/live_accuracy.py)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +25,16 @@ def test_gateways_for_one_compaction_period_are_metered_call_by_call(tmp_path, g
     policy = FlushPolicy()
     memory_mb = dict.fromkeys(names.FUNCTIONS, 512)  # the bench reads the template's; any will do here
     latency_s = 300  # a few prediction batches within the period (the default sends one per 30 min)
-    spec = RunSpec(gateways, COMPACTION_EVERY_S, policy, COMPACTION_EVERY_S, batching, latency_s)
+    spec = RunSpec(
+        gateways,
+        COMPACTION_EVERY_S,
+        policy,
+        COMPACTION_EVERY_S,
+        batching,
+        latency_s,
+        live_accuracy_interval_s=COMPACTION_EVERY_S,  # one round at the period's end (the stack's: hourly)
+        landing_delay_minutes=LANDING_DELAY_MINUTES,
+    )
     run = run_fleet(spec, memory_mb, tmp_path)
 
     status = gateways * (COMPACTION_EVERY_S // names.DEFAULT_STATUS_INTERVAL_S)
@@ -56,3 +67,14 @@ def test_gateways_for_one_compaction_period_are_metered_call_by_call(tmp_path, g
     assert run.lambdas.functions["predictions"].requests >= 1 and run.stored_objects["predictions"] >= 1
     if batching is not None:
         assert run.sqs_requests_by["predictions"] == predictions + 2 * run.lambdas.functions["predictions"].requests
+    # live accuracy: one round, timed as the round that scores the period's windows, scored every line
+    assert run.live_accuracy_rounds == run.lambdas.functions["live_accuracy"].requests == 1
+    assert run.live_accuracy_windows >= gateways
+    assert requests[("live_accuracy", "s3", "PutObject", names.MONITORING_PREFIX)] >= 2 * gateways  # reports, state
+    assert requests[("live_accuracy", "s3", "GetObject", names.PREDICTIONS_PREFIX)] >= gateways
+    assert requests[("live_accuracy", "s3", "GetObject", names.CURATED_PREFIX)] >= gateways
+    assert run.stored_objects[names.MONITORING_PREFIX] >= 2 * gateways
+    live = {(dimensions, name) for _, dimensions, name in run.log.metrics if ("service", "live_accuracy") in dimensions}
+    # per round, a fixed set with dimension service only (use_case.monitoring.line_metrics is off)
+    assert {dimensions for dimensions, _ in live} == {(("service", "live_accuracy"),)}
+    assert {DEGRADED_LINES_METRIC, "WindowsJudged"} <= {name for _, name in live}

@@ -17,8 +17,8 @@ MARKER_EXPIRY_DAYS = 32
 
 def settings(compaction_interval_s: int = 15 * 60) -> DeployedSettings:
     return DeployedSettings(
-        memory_mb={"ingest": 512, "compaction": 2048},
-        architectures={"ingest": "arm64", "compaction": "arm64"},
+        memory_mb={"ingest": 512, "compaction": 2048, "live_accuracy": 1024},
+        architectures={"ingest": "arm64", "compaction": "arm64", "live_accuracy": "arm64"},
         logging_env={},
         queue_batching={},
         expiry_days={names.RAW_PREFIX: RAW_EXPIRY_DAYS, names.COMPACTION_MARKERS_PREFIX: MARKER_EXPIRY_DAYS},

@@ -6,12 +6,14 @@ code does now: compaction lists the open hours after its checkpoint and sweeps e
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import cost_runs
 import pytest
 
-from benchmarks import bench_cost, cost_model, cost_usage
+from benchmarks import bench_cost, cost_meter, cost_model, cost_usage
+from benchmarks.cost_fleet import FleetRun
 from benchmarks.cost_template import scheduled_every_s
 from edgeloop.schemas import names
 
@@ -53,11 +55,47 @@ def test_the_packer_reads_do_not_grow_with_the_curated_history_and_the_rollups_r
         }
     )
     figures = cost_usage.figures(cost_runs.fleet_run(requests, raw_objects=0), cost_runs.settings())
-    assert set(figures.growth) == {"compaction_listing", "rollup_reads"}
+    assert set(figures.growth) == {"compaction_listing", "rollup_reads", cost_usage.LIVE_ACCURACY_GROWTH}
+    assert figures.growth[cost_usage.LIVE_ACCURACY_GROWTH][1] == 0  # no live accuracy round ran
     rollup_reads_per_gateway_month = 10 * cost_model.MONTH_S / DAY_S / 2
     growth = rollup_reads_per_gateway_month * (cost_usage.DAYS_PER_MONTH / 2 - 1)
     assert figures.growth["rollup_reads"] == ("s3.get_and_other", pytest.approx(growth))
     assert figures.usage.standing["s3.get_and_other"] == pytest.approx(growth * 2)  # 2 gateways; no packer term
+
+
+def _live_accuracy_run(requests: Counter, rounds: int) -> FleetRun:
+    run = cost_runs.fleet_run(requests, simulated_s=rounds * 3600, raw_objects=0)
+    run.lambdas.functions["live_accuracy"] = cost_meter.FunctionUsage(requests=rounds, gb_seconds=2.0, log_bytes=700)
+    run.log.metrics |= {
+        ("edgeloop", (("service", "live_accuracy"),), "DegradedLines"),
+        ("edgeloop", (("service", "ingest"),), "Messages"),
+    }
+    run.stored_bytes[names.MONITORING_PREFIX] = 2**20
+    return replace(
+        run, spec=replace(run.spec, live_accuracy_interval_s=3600), live_accuracy_rounds=rounds, live_accuracy_windows=2
+    )
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_live_accuracy_reads_grow_to_half_a_day_of_objects_per_round(rounds):
+    requests = Counter(
+        {
+            ("live_accuracy", "s3", "GetObject", names.PREDICTIONS_PREFIX): 4,
+            ("live_accuracy", "s3", "GetObject", names.CURATED_PREFIX): 6,
+            ("live_accuracy", "s3", "GetObject", names.MONITORING_PREFIX): 100,  # state: read once per round
+        }
+    )
+    run = _live_accuracy_run(requests, rounds)
+    figures = cost_usage.figures(run, cost_runs.settings())
+    per_gateway_month = 10 * cost_model.MONTH_S / run.spec.simulated_s / 2
+    run_hours = (rounds + 1) / 2  # a run from an empty bucket: round k reads k hours of objects
+    growth = per_gateway_month * (cost_usage.LIVE_ACCURACY_DAY_HOURS / run_hours - 1)
+    assert figures.growth[cost_usage.LIVE_ACCURACY_GROWTH] == ("s3.get_and_other", pytest.approx(growth))
+    own_reads = 110 * cost_model.MONTH_S / run.spec.simulated_s
+    assert figures.live_accuracy["s3.get_and_other"] == pytest.approx(own_reads + growth * 2)  # 2 gateways
+    assert figures.live_accuracy["lambda.request"] == pytest.approx(cost_model.MONTH_S / 3600)
+    assert figures.live_accuracy["cloudwatch.custom_metric_month"] == 1  # its own metrics only
+    assert figures.live_accuracy["s3.storage_gb_month"] > 0  # monitoring/ kept
 
 
 def _rule(expression: str, target: str = "CompactionFunction") -> dict:

@@ -14,6 +14,7 @@ from moto import mock_aws
 from benchmarks import cost_meter, cost_model, cost_usage
 from benchmarks.cost_meter import AwsCallMeter, CountingLog, CountingTransport, IotUsage, LambdaMeter
 from benchmarks.cost_template import deployed_settings
+from edgeloop.schemas import names
 
 EMF = {
     "_aws": {
@@ -263,3 +264,26 @@ def test_deployed_settings_come_from_the_template(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="run `make synth`"):
         deployed_settings(tmp_path / "missing.json")
+    assert (settings.live_accuracy_interval_s, settings.landing_delay_minutes) == (None, 0.0)  # no such function
+
+    template["Resources"]["LiveAccuracyFunction"] = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "MemorySize": 1024,
+            "Architectures": ["arm64"],
+            "Environment": {
+                "Variables": {"POWERTOOLS_SERVICE_NAME": "live_accuracy", names.LANDING_DELAY_MINUTES_ENV: "70"}
+            },
+        },
+    }
+    template["Resources"]["LiveAccuracySchedule"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "ScheduleExpression": "rate(1 hour)",
+            "Targets": [{"Arn": {"Fn::GetAtt": ["LiveAccuracyFunction", "Arn"]}, "Id": "Target0"}],
+        },
+    }
+    path.write_text(json.dumps(template))
+    settings = deployed_settings(path)
+    assert settings.memory_mb["live_accuracy"] == 1024
+    assert (settings.live_accuracy_interval_s, settings.landing_delay_minutes) == (3600, 70.0)
