@@ -117,14 +117,9 @@ class AlertEvent(Contract):
         return self
 
 
-class BatchMismatch(ValueError):
-    """A prediction of a batch names another thing or line than the batch: field, value and reason."""
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        super().__init__(f"{field}={value!r} {reason}")
-        self.field = field
-        self.value = value
-        self.reason = reason
+class BatchMismatch(MessageDecodeError):
+    """A prediction of a batch names another thing or line than the batch (raised inside validation,
+    where pydantic keeps it as the error's context: `_validate` re-raises it under the message's field)."""
 
 
 # A batch is cut at this many predictions (30 minutes at the 30 s pack stride) or at
