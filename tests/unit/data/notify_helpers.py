@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from event_queues import queue, queue_behind_rule
 from moto import mock_aws
 
 from edgeloop.cloud.aws import client, reset_clients
@@ -63,12 +64,6 @@ class Account:
     events_queue: str  # the target of an EventBridge rule matching alert events
 
 
-def _queue(name: str) -> tuple[str, str]:
-    url = client("sqs").create_queue(QueueName=name)["QueueUrl"]
-    arn = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return url, arn
-
-
 @contextmanager
 def moto_account() -> Iterator[Account]:
     """The monitoring table, the alert topic with two subscribed queues, and an alert rule to a queue.
@@ -78,8 +73,8 @@ def moto_account() -> Iterator[Account]:
         reset_clients()
         client("dynamodb").create_table(**table_definition(TABLE, names.MONITORING_TABLE_KEYS))
         topic_arn = client("sns").create_topic(Name="edgeloop-alerts")["TopicArn"]
-        notices_url, notices_arn = _queue("notices")
-        line_2_url, line_2_arn = _queue("line-2-notices")
+        notices_url, notices_arn = queue("notices")
+        line_2_url, line_2_arn = queue("line-2-notices")
         client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=notices_arn)
         client("sns").subscribe(
             TopicArn=topic_arn,
@@ -87,26 +82,12 @@ def moto_account() -> Iterator[Account]:
             Endpoint=line_2_arn,
             Attributes={"FilterPolicy": json.dumps({"line_id": ["line-2"]}), "FilterPolicyScope": "MessageAttributes"},
         )
-        events_url, events_arn = _queue("alert-events")
         pattern = {"source": [names.EVENT_SOURCE], "detail-type": [names.ALERT_DETAIL_TYPE]}
-        client("events").put_rule(Name="edgeloop-alerts", EventPattern=json.dumps(pattern), EventBusName=BUS)
-        client("events").put_targets(Rule="edgeloop-alerts", EventBusName=BUS, Targets=[{"Id": "q", "Arn": events_arn}])
+        events_url = queue_behind_rule("edgeloop-alerts", pattern, bus=BUS)
         try:
             yield Account(topic_arn, notices_url, line_2_url, events_url)
         finally:
             reset_clients()
-
-
-def received(queue_url: str) -> list[dict]:
-    """Every message body in the queue, parsed (SNS envelopes and EventBridge events are JSON)."""
-    bodies = []
-    while True:
-        messages = client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return bodies
-        for message in messages:
-            bodies.append(json.loads(message["Body"]))
-            client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def notice_item(line: str) -> dict:

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 from botocore.stub import ANY, Stubber
-from notify_helpers import BUS, INTERVAL_S, T0, TABLE, alert, moto_account, notice_item, received
+from event_queues import received
+from notify_helpers import BUS, INTERVAL_S, T0, TABLE, alert, moto_account, notice_item
 
 from edgeloop.cloud.aws import client
 from edgeloop.functions.predictions import handler

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import boto3
 import pytest
+from event_queues import queue_behind_rule, received
 from live_accuracy_fixtures import DAY, DELAY_S, USE_CASE, Recorder, bucket, due_at  # noqa: F401 (fixture)
 
 from benchmarks.monitoring_data import land, line_day
@@ -85,18 +86,8 @@ def test_a_stale_state_write_loses_and_is_reported(bucket):  # noqa: F811
 @pytest.fixture()
 def degraded_queue(bucket):  # noqa: F811
     """An SQS queue behind an EventBridge rule on the degraded detail type (moto delivers to it)."""
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    url = sqs.create_queue(QueueName="degraded")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     pattern = {"source": [names.EVENT_SOURCE], "detail-type": [names.MODEL_DEGRADED_DETAIL_TYPE]}
-    events.put_rule(Name="degraded", EventPattern=json.dumps(pattern))
-    events.put_targets(Rule="degraded", Targets=[{"Id": "queue", "Arn": arn}])
-    return url
-
-
-def received(url: str) -> list[dict]:
-    messages = boto3.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    return [json.loads(m["Body"]) for m in messages]
+    return queue_behind_rule("degraded", pattern)
 
 
 @pytest.fixture()

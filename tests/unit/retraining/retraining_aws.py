@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 
 import boto3
+from event_queues import queue_behind_rule
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
@@ -25,13 +26,8 @@ def create_resources(pipeline: str) -> str:
     boto3.client("sagemaker").create_pipeline(
         PipelineName=pipeline, PipelineDefinition=DEFINITION, RoleArn=ROLE_ARN, ClientRequestToken="t" * 32
     )
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    url = sqs.create_queue(QueueName="retraining-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     pattern = {"source": [names.EVENT_SOURCE], "detail-type": [names.RETRAINING_DETAIL_TYPE]}
-    events.put_rule(Name="retraining-started", EventPattern=json.dumps(pattern))
-    events.put_targets(Rule="retraining-started", Targets=[{"Id": "queue", "Arn": arn}])
-    return url
+    return queue_behind_rule("retraining-started", pattern)
 
 
 def executions(pipeline: str) -> list[dict]:
@@ -50,12 +46,6 @@ def set_status(pipeline: str, execution_arn: str, status: str) -> None:
     """moto finishes every execution at once; a real one is Executing for hours."""
     backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
     backend.pipelines[pipeline].pipeline_executions[execution_arn].pipeline_execution_status = status
-
-
-def received_events(queue_url: str) -> list[dict]:
-    sqs = boto3.client("sqs")
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-    return [json.loads(m["Body"]) for m in messages]
 
 
 def item(line_id: str) -> dict | None:

@@ -5,13 +5,13 @@ within the cool-down, however often the rounds run and the event is delivered ag
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
+from event_queues import queue_behind_rule, received
 from moto import mock_aws
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,23 +37,11 @@ def degraded_queue():
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         create_resources(PIPELINE)
-        sqs, events = boto3.client("sqs"), boto3.client("events")
-        url = sqs.create_queue(QueueName="to-retraining")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         # the stack's rule, with a queue standing in for the function
         stack_pattern = degraded_event_pattern()
         pattern = {"source": stack_pattern.source, "detail-type": stack_pattern.detail_type}
-        events.put_rule(Name="degraded-to-retraining", EventPattern=json.dumps(pattern))
-        events.put_targets(Rule="degraded-to-retraining", Targets=[{"Id": "retraining", "Arn": arn}])
+        url = queue_behind_rule("degraded-to-retraining", pattern)
         yield url
-
-
-def delivered(url: str) -> list[dict]:
-    sqs = boto3.client("sqs")
-    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    for message in messages:
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return [json.loads(m["Body"]) for m in messages]
 
 
 def retrain(event: dict, now: datetime):
@@ -79,7 +67,7 @@ def test_a_degraded_model_starts_its_lines_pipeline_exactly_once_within_the_cool
         run_round(
             BUCKET, USE_CASE, now, landing_delay_s=DELAY_S, eventbridge=eventbridge, registered_rmse=lambda *_: None
         )
-        for event in delivered(degraded_queue):
+        for event in received(degraded_queue):
             seen.append(event)
             retrain(event, now)
             retrain(event, now + timedelta(minutes=2))  # EventBridge delivers at least once

@@ -19,13 +19,13 @@ from moto import mock_aws
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws_contract"))
 from botocore_contract import call_problems, recording  # noqa: E402
+from event_queues import received  # noqa: E402
 from retraining_aws import (  # noqa: E402
     TABLE,
     create_resources,
     degraded_event,
     executions,
     item,
-    received_events,
     scheduled_event,
     set_status,
 )
@@ -87,7 +87,7 @@ def test_a_degraded_model_starts_its_lines_pipeline_with_the_trigger_as_lineage(
     # kept a month past the longest hold it enforces (7 days' schedule + 24 h cool-down): never mistaken for "never"
     expiry = NOW + timedelta(days=7, hours=24) + timedelta(days=30)
     assert recorded[names.MONITORING_TABLE_TTL_ATTRIBUTE] == int(expiry.timestamp())
-    (event,) = received_events(queue_url)
+    (event,) = received(queue_url)
     assert event["detail-type"] == names.RETRAINING_DETAIL_TYPE and event["source"] == names.EVENT_SOURCE
     assert event["detail"]["execution_arn"] == started.execution_arn
     assert event["detail"]["trigger"] == "degraded" and event["detail"]["windows"] == [
@@ -106,7 +106,7 @@ def test_exactly_one_start_within_the_cool_down_however_the_degraded_events_come
     held = run(next_round, now=NOW + timedelta(hours=1))
     assert held.started == [] and held.held[0].why.startswith("within the cool-down")
     assert len(executions(PIPELINE)) == 1
-    assert len(received_events(queue_url)) == 1
+    assert len(received(queue_url)) == 1
 
 
 def test_after_the_cool_down_a_running_execution_still_holds_the_line_back(queue_url):
